@@ -1,0 +1,35 @@
+# The two commands the README opens with: `make run` (the default study, end to end) and `make test`.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+export HWR_DATA ?= $(HOME)/.cache/hwr
+
+.PHONY: run test lint bench setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev,jax]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hwr data fetch mnist
+	$(BIN)/hwr study run optdigits_longtail --evaluate --plots runs/studies/optdigits_longtail/plots
+
+test: $(STAMP)
+	$(BIN)/ruff check hwr studies benchmarks tests
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check hwr studies benchmarks tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step.py
+
+clean:
+	rm -rf $(VENV) .cache

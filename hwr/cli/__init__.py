@@ -1,0 +1,58 @@
+"""The ``hwr`` command: thin subcommands over the library. Each ``hwr/cli/<group>.py`` module adds its
+subparsers with ``add_parsers(subparsers)`` and sets ``func`` on them; ``main`` parses, calls, and turns a
+``UsageError`` (or any known bad-input error) into one clear line and exit code 2. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["UsageError", "main"]
+
+# Subcommand groups, in the order `hwr --help` lists them.
+GROUPS = ("data", "train", "study")
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwr", description="Pure-functional handwriting recognition.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        try:
+            module = importlib.import_module(f"hwr.cli.{group}")
+        except ModuleNotFoundError as e:
+            if e.name == f"hwr.cli.{group}":
+                continue  # group not built yet
+            raise
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hwr`` console script; returns the exit code."""
+    from hwr import runtime
+
+    args = build_parser().parse_args(argv)
+    runtime.configure()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
+        if args.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"hwr: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
