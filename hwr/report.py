@@ -1,0 +1,139 @@
+"""What people look at: ``rich`` tables and PNG figures (image grids, confusion matrices). Figures are written
+atomically with matplotlib's Agg backend, so no display is needed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from hwr.files import atomic_write
+
+__all__ = ["console", "metrics_table", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
+
+console = Console(stderr=False)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Atomically save a matplotlib figure as PNG and close it."""
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _to_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if x.ndim == 4:
+        x = x[:, 0]  # (N, H, W): first channel
+    if x.ndim != 3:
+        raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got shape {x.shape}")
+    return x
+
+
+def save_image_grid(
+    images: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int = 10,
+    title: str | None = None,
+    cmap: str = "gray",
+) -> Path:
+    """A grid of greyscale images ``(N, 1, H, W)`` (uint8 or float), optionally captioned one by one."""
+    x = _to_numpy_images(images)
+    n = max(len(x), 1)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.35 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(x):
+            ax.imshow(x[i], cmap=cmap, vmin=0, vmax=255 if x.dtype == np.uint8 else None)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_image_rows(
+    rows: Sequence[tuple[str, torch.Tensor | np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Labelled rows of images of equal count, e.g. ``[("MNIST", a), ("optdigits", b)]`` or originals beside
+    their augmentations, so two sets can be compared by eye."""
+    arrays = [(name, _to_numpy_images(x)) for name, x in rows]
+    ncols = max(len(x) for _, x in arrays)
+    fig, axes = plt.subplots(len(arrays), ncols, figsize=(1.1 * ncols, 1.2 * len(arrays)), squeeze=False)
+    for r, (name, x) in enumerate(arrays):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(x):
+                ax.imshow(x[c], cmap="gray", vmin=0, vmax=255 if x.dtype == np.uint8 else None)
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_confusion(
+    confusion: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    title: str = "confusion (rows: true, columns: predicted)",
+) -> Path:
+    """A confusion-matrix heat map with counts, rows normalised for the colour so rare classes stay visible."""
+    c = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
+    k = c.shape[0]
+    classes = list(classes) if classes is not None else [str(i) for i in range(k)]
+    norm = c / np.maximum(c.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if c[i, j]:
+                ax.text(j, i, str(int(c[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: Sequence[str] | None = None) -> Table:
+    """A ``rich`` table of a ``hwr.metrics.summarize`` result: headline figures, then per-class rows."""
+    table = Table(title=title)
+    table.add_column("class")
+    for col in ("precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right")
+    per = summary.get("per_class", {})
+    names = classes or [str(i) for i in range(len(per.get("f1", [])))]
+    for i, name in enumerate(names):
+        table.add_row(name, f"{per['precision'][i]:.4f}", f"{per['recall'][i]:.4f}", f"{per['f1'][i]:.4f}",
+                      str(per["support"][i]))
+    table.add_section()
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "loss"):
+        if key in summary:
+            table.add_row(key, "", "", f"{summary[key]:.4f}", "")
+    return table
