@@ -137,3 +137,49 @@ def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: S
         if key in summary:
             table.add_row(key, "", "", f"{summary[key]:.4f}", "")
     return table
+
+
+class Progress:
+    """A ``hwr.train.Callback`` that shows a ``rich`` progress bar per epoch (loss, samples/s) and prints one
+    line of validation figures when the epoch ends. Duck-typed, so this module need not import ``hwr.train``."""
+
+    def __init__(self, epochs: int, *, out: Console | None = None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self.epochs, self.console = epochs, out or console
+        self.bar = RichProgress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} samples/s"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = None
+
+    def on_epoch_start(self, epoch: int, num_batches: int) -> None:
+        import time
+
+        self.bar.start()
+        self.t0, self.seen = time.perf_counter(), 0.0
+        self.task = self.bar.add_task("train", total=num_batches if num_batches >= 0 else None, epoch=epoch + 1,
+                                      epochs=self.epochs, loss=float("nan"), rate=0.0)
+
+    def on_step(self, epoch: int, m: dict[str, float]) -> None:
+        import time
+
+        self.seen += m["count"]
+        rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=1, loss=m["loss"], rate=rate)
+
+    def on_epoch_end(self, epoch: int, state: Any, record: dict[str, Any]) -> None:
+        self.bar.remove_task(self.task)
+        self.bar.stop()
+        parts = [f"epoch {record['epoch']:>3}/{self.epochs}", f"loss {record['train_loss']:.4f}",
+                 f"train acc {record['train_accuracy']:.4f}"]
+        parts += [f"{k.removeprefix('val_').replace('_', ' ')} {record[k]:.4f}"
+                  for k in ("val_accuracy", "val_macro_f1") if k in record]
+        parts.append(f"{record['samples_per_s']:,.0f} samples/s")
+        self.console.print("  ".join(parts))

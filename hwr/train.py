@@ -9,6 +9,7 @@ modified in place, so the same function runs eagerly, under ``torch.compile(full
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -245,6 +246,7 @@ def fit(
         for cb in callbacks:
             cb.on_epoch_start(epoch, n)
         sums: dict[str, float] = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+        t0 = time.perf_counter()
         for batch in epoch_batches:
             new_state, m = step(state, batch)
             loss = float(m["loss"])
@@ -261,6 +263,8 @@ def fit(
             "step": int(state.step),
             "train_loss": sums["loss_sum"] / seen,
             "train_accuracy": sums["correct"] / seen,
+            "train_seconds": (seconds := time.perf_counter() - t0),
+            "samples_per_s": sums["count"] / max(seconds, 1e-9),
         }
         if evaluate is not None:
             record.update(evaluate(state))

@@ -1,0 +1,93 @@
+"""Checkpoints: a whole ``TrainState`` (or any pytree) as one safetensors file with JSON metadata, atomic.
+
+Tensors are stored under their dotted pytree names (``params.block1.conv1.kernel``,
+``opt_state.0.mu.head.bias``...), so a JAX or NumPy user reads them with ``safetensors`` alone. Loading fills a
+*template* pytree (built from the same config) by name and checks every shape, so a checkpoint from another
+architecture, a truncated file or a foreign file is refused with a message that says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch.utils import _pytree as pytree
+
+from hwr import files, tree
+from hwr.tree import PyTree
+
+__all__ = ["CheckpointError", "load", "load_flat", "read_metadata", "save"]
+
+_META_KEY = "hwr"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+def save(path: str | os.PathLike, state: PyTree, metadata: dict[str, Any] | None = None) -> Path:
+    """Atomically write every tensor leaf of ``state`` plus ``metadata`` (JSON-serialisable) to ``path``."""
+    flat = tree.flatten_names(state)
+    tensors = {k: v.detach().contiguous().clone() for k, v in flat.items() if isinstance(v, torch.Tensor)}
+    meta = {_META_KEY: json.dumps(metadata or {})}
+    return files.write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def load_flat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(tensors by dotted name, metadata)``; raises ``CheckpointError`` if absent or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train first (hwr train --out ...) or check the path")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        meta = _metadata_of(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({e}); delete it and retrain, or resume from an older copy"
+        ) from None
+    return tensors, meta
+
+
+def _metadata_of(data: bytes) -> dict[str, Any]:
+    # safetensors layout: 8-byte little-endian header length, then the JSON header with "__metadata__".
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    return json.loads(header.get("__metadata__", {}).get(_META_KEY, "{}"))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the metadata (reads the whole file to validate it)."""
+    return load_flat(path)[1]
+
+
+def load(path: str | os.PathLike, template: PyTree, *, prefix: str = "") -> PyTree:
+    """Fill ``template``'s tensor leaves from ``path`` by name (under ``prefix``, e.g. ``"params."``), checking
+    names, shapes and dtypes; non-tensor leaves are kept from the template."""
+    tensors, _ = load_flat(path)
+    names = tree.flatten_names(template)
+    missing = [prefix + k for k, v in names.items() if isinstance(v, torch.Tensor) and prefix + k not in tensors]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} lacks {len(missing)} tensor(s) the model needs (first: {missing[:3]}); it was made "
+            "by another architecture or optimizer: load it with the config it was trained with"
+        )
+    leaves = []
+    for k, v in names.items():
+        if not isinstance(v, torch.Tensor):
+            leaves.append(v)
+            continue
+        t = tensors[prefix + k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            raise CheckpointError(
+                f"checkpoint {path}: {prefix + k} has shape {tuple(t.shape)} {t.dtype}, the model expects "
+                f"{tuple(v.shape)} {v.dtype}; the checkpoint comes from another architecture"
+            )
+        leaves.append(t.to(v.device))
+    return pytree.tree_unflatten(leaves, tree.structure(template))

@@ -1,0 +1,182 @@
+"""``hwr train | evaluate | finetune | predict``: parse, call ``hwr.experiment``, print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from hwr import experiment, recipes, report
+from hwr.cli import UsageError
+from hwr.config import FinetuneConfig, OptimConfig, RunConfig
+from hwr.data import augment as aug
+from hwr.data import digits, sources
+from hwr.losses import LossConfig
+from hwr.train import NonFiniteLoss
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a recipe into a run folder")
+    p.add_argument("--recipe", default="seed", choices=sorted(recipes.RECIPES))
+    p.add_argument("--model", default=None, help="model family (cnn, rnn, vit); default: the recipe's")
+    p.add_argument("--dataset", default=None, help="dataset name (hwr data list); default mnist")
+    _common(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a trained run on another dataset")
+    p.add_argument("--from", dest="source", required=True, help="run folder of the pretrained model")
+    p.add_argument("--dataset", default="optdigits-lt")
+    p.add_argument("--trainable", default="all", choices=("head", "last", "all"))
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0)
+    p.add_argument("--class-weights", default="none", choices=("none", "inverse", "effective", "logit_adjust"))
+    _common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
+    p.add_argument("--data-root", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify real image files (PNG, JPEG, ...)")
+    p.add_argument("--model", required=True, help="run folder")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--save-input", default=None, help="folder to write the 28x28 image the model saw")
+    p.set_defaults(func=cmd_predict)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run folder to write (config, metrics, checkpoint, figures)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--augment", default=None, help="preset (none, light, standard, strong) or k=v,... list")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
+    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"))
+    p.add_argument("--data-root", default=None, help="data root (default $HWR_DATA or ~/.cache/hwr)")
+
+
+def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    changes = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+        "precision": args.precision,
+        "compile": False if args.no_compile else None,
+        "augment": aug.parse_augment(args.augment) if args.augment is not None else None,
+        "optim": dataclasses.replace(base.optim, lr=args.lr) if args.lr is not None else None,
+    }
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _check_dataset(name: str | None) -> None:
+    if name is not None and name not in sources.names():
+        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(sources.names())}")
+
+
+def _run(config: RunConfig, args: argparse.Namespace, *, resume: bool = False) -> int:
+    out = Path(args.out)
+    try:
+        result = experiment.run(config, out, resume=resume, callbacks=[report.Progress(config.epochs)],
+                                data_root=args.data_root)
+    except NonFiniteLoss as e:
+        report.console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
+        return 1
+    except KeyboardInterrupt:
+        report.console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
+        return 130
+    t = result["test"]
+    report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
+    timing = result["timing"]
+    report.console.print(
+        f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
+        f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  -> {out}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.resume:
+        config = experiment.read_config(out)
+        return _run(config, args, resume=True)
+    _check_dataset(args.dataset)
+    base = recipes.get(args.recipe, dataset=args.dataset)
+    if args.model is not None and args.model != base.model:
+        base = dataclasses.replace(base, model=args.model, model_config=None)
+    return _run(_overrides(args, base), args)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    _check_dataset(args.dataset)
+    experiment.read_config(args.source)  # clear error for a bad --from before any data is loaded
+    base = RunConfig(
+        dataset=args.dataset,
+        epochs=20,
+        batch_size=32,
+        val_fraction=0.2,
+        optim=OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4),
+        loss=LossConfig(weighting=args.class_weights),
+        finetune=FinetuneConfig(args.source, args.trainable, args.backbone_lr_mult),
+        recipe="finetune",
+    )
+    return _run(_overrides(args, base), args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    config = experiment.read_config(args.run)
+    name = args.dataset or config.dataset
+    _check_dataset(name)
+    model, params, state, meta = experiment.load_run(args.run)
+    ds = sources.load(name, args.data_root)
+    if ds.num_classes != len(meta["classes"]):
+        raise UsageError(
+            f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {args.run} --dataset {name} --out ..."
+        )
+    s = experiment.evaluate(model, params, state, ds.test_images, ds.test_labels, ds.num_classes,
+                            mean=meta["mean"], std=meta["std"])
+    report.console.print(report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)",
+                                              classes=list(ds.classes)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, params, state, meta = experiment.load_run(args.model)
+    classes = meta["classes"]
+    inputs = []
+    for path in args.images:
+        try:
+            inputs.append(digits.mnist_style(digits.load_image(path)))
+        except (ValueError, OSError) as e:
+            raise UsageError(f"{path}: {e}") from None
+    x = torch.stack(inputs)  # (N, 1, 28, 28) uint8
+    if args.save_input:
+        from PIL import Image
+
+        folder = Path(args.save_input)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, img in zip(args.images, x):
+            Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_28x28.png")
+    transform = aug.make_transform(None, meta["mean"], meta["std"])
+    with torch.inference_mode():
+        probs = torch.softmax(model.apply(params, state, transform(None, x), train=False)[0], -1)
+    top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
+    from rich.table import Table
+
+    table = Table(title=f"predictions of {args.model}")
+    table.add_column("image")
+    for r in range(top_p.shape[1]):
+        table.add_column(f"#{r + 1}", justify="right")
+    for path, ps, idx in zip(args.images, top_p.tolist(), top_i.tolist()):
+        table.add_row(path, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
+    report.console.print(table)
+    return 0
