@@ -183,3 +183,124 @@ class Progress:
                   for k in ("val_accuracy", "val_macro_f1") if k in record]
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
         self.console.print("  ".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------- studies
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def study_table(study: Any, *, max_params: int = 6) -> Table:
+    """Trials of an Optuna study: number, state, value(s), the first params, duration, failure reason."""
+    trials = study.get_trials(deepcopy=False)
+    names: list[str] = []
+    for t in trials:
+        names += [k for k in t.params if k not in names]
+    names = names[:max_params]
+    table = Table(title=f"study {study.study_name}: {len(trials)} trials")
+    for col in ("#", "state", "value(s)", *names, "s", "note"):
+        table.add_column(col, justify="right" if col not in ("state", "note") else "left")
+    for t in trials:
+        values = ", ".join(f"{v:.4g}" for v in t.values) if t.values else ""
+        dur = f"{t.duration.total_seconds():.0f}" if t.duration else ""
+        note = t.user_attrs.get("failure", "")[:40]
+        table.add_row(str(t.number), t.state.name, values, *[_fmt(t.params.get(n, "")) for n in names], dur, note)
+    return table
+
+
+def best_summary(study: Any) -> str:
+    """One paragraph: the best trial (or the Pareto front size) with its parameters."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return "no completed trial yet"
+    if len(study.directions) > 1:
+        front = study.best_trials
+        lines = [f"Pareto front: {len(front)} trial(s)"]
+        for t in sorted(front, key=lambda t: t.values[0]):
+            lines.append(f"  #{t.number}: values {[round(v, 5) for v in t.values]}  {t.params}")
+        return "\n".join(lines)
+    b = study.best_trial
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in b.params.items())
+    return f"best trial #{b.number}: value {b.value:.4f}\n  {params}"
+
+
+def importance_table(study: Any) -> Table | str:
+    """fANOVA parameter importances of the first objective (needs a few completed trials)."""
+    import optuna
+
+    try:
+        imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except (RuntimeError, ValueError, ZeroDivisionError) as e:
+        return f"importances unavailable: {e}"
+    table = Table(title="parameter importances (first objective)")
+    table.add_column("parameter")
+    table.add_column("importance", justify="right")
+    for k, v in imp.items():
+        table.add_row(k, f"{v:.3f}")
+    return table
+
+
+def evaluation_table(result: dict[str, Any]) -> Table:
+    """Test macro-F1 and balanced accuracy (mean ± std over seeds) of the best config and the baselines."""
+    table = Table(title=f"test evaluation: study {result['study']}, best trial #{result['best_trial']}")
+    for col in ("contender", "macro-F1", "balanced accuracy", "seeds"):
+        table.add_column(col, justify="left" if col == "contender" else "right")
+    for label, r in result["contenders"].items():
+        table.add_row(label, f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
+                      f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}", str(len(r["seeds"])))
+    if "gain_macro_f1_vs_plain_finetune" in result:
+        table.caption = f"gain of the best over the plain fine-tune: {100 * result['gain_macro_f1_vs_plain_finetune']:+.2f} macro-F1 points"
+    return table
+
+
+def save_study_plots(study: Any, out: Path, evaluation: dict[str, Any] | None = None) -> list[Path]:
+    """Optimisation history, importances, parallel coordinates or Pareto front, and per-class test F1 of the
+    best configuration against the untuned baseline (when ``evaluation`` from ``hwr study best --evaluate``)."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    name0 = "first objective" if multi else "value"
+    plots = {
+        "history.png": lambda: ovm.plot_optimization_history(study, target=target, target_name=name0),
+        "importances.png": lambda: ovm.plot_param_importances(study, target=target, target_name=name0),
+    }
+    if multi:
+        plots["pareto.png"] = lambda: ovm.plot_pareto_front(study)
+    else:
+        plots["parallel.png"] = lambda: ovm.plot_parallel_coordinate(study)
+    for fname, make in plots.items():
+        try:
+            ax = make()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # too few trials for this plot
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(9, 5)
+        written.append(save_figure(fig, out / fname))
+    if evaluation:
+        c = evaluation["contenders"]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        k = len(c["best"]["per_class_f1_mean"])
+        width = 0.8 / len(c)
+        for i, (label, r) in enumerate(c.items()):
+            ax.bar(np.arange(k) + i * width, r["per_class_f1_mean"], width, label=f"{label} ({r['macro_f1_mean']:.3f})")
+        ax.set_xticks(np.arange(k) + 0.4 - width / 2, [str(i) for i in range(k)])
+        ax.set_xlabel("class (head ... tail of the training set)")
+        ax.set_ylabel("test F1 (mean over seeds)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.set_title("per-class test F1: best trial vs baselines")
+        written.append(save_figure(fig, out / "per_class_f1.png"))
+    return written

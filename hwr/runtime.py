@@ -42,6 +42,12 @@ def inductor_cache_dir() -> Path:
 
 
 def configure() -> None:
-    """Apply both settings; call once at process start, before the first step runs."""
+    """Apply the settings; call once at process start, before the first step runs. ``HWR_THREADS`` sets
+    torch's intra-op threads (study workers on one machine split the cores this way)."""
     tune_allocator()
     inductor_cache_dir()
+    threads = os.environ.get("HWR_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))

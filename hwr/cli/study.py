@@ -1,0 +1,121 @@
+"""``hwr study run | show | plot | best``: Optuna studies over the library's training run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import optuna
+
+from hwr import report, study
+from hwr.cli import UsageError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="Optuna studies: run, show, plot, best")
+    ss = p.add_subparsers(dest="study_command", required=True)
+
+    r = ss.add_parser("run", help="run (or resume) a study; many workers and machines may join")
+    r.add_argument("study", help="study module under studies/ (e.g. optdigits_longtail) or a .py path")
+    _storage_args(r)
+    r.add_argument("--n-trials", type=int, default=None, help="finished trials to reach over all workers")
+    r.add_argument("--timeout", type=float, default=None, help="seconds after which this process stops")
+    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    r.add_argument("--seed", type=int, default=0, help="sampler seed (each worker adds 1000 * its index)")
+    r.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    r.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
+    r.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is failed")
+    r.set_defaults(func=cmd_run)
+
+    s = ss.add_parser("show", help="table of trials, the best trial and parameter importances")
+    s.add_argument("name")
+    _storage_args(s, name=False)
+    s.set_defaults(func=cmd_show)
+
+    pl = ss.add_parser("plot", help="PNG figures of a study")
+    pl.add_argument("name")
+    pl.add_argument("--out", required=True)
+    _storage_args(pl, name=False)
+    pl.set_defaults(func=cmd_plot)
+
+    b = ss.add_parser("best", help="the best trial; --evaluate retrains it and the baselines on the test split")
+    b.add_argument("name")
+    b.add_argument("--evaluate", action="store_true")
+    _storage_args(b, name=False)
+    b.set_defaults(func=cmd_best)
+
+
+def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
+    p.add_argument("--storage", default=None, help=f"Optuna storage URL (default {study.DEFAULT_STORAGE})")
+    p.add_argument("--root", default="runs", help="artefact root (runs/studies/NAME, runs/pretrained)")
+    if name:
+        p.add_argument("--name", default=None, help="study name in the storage (default: the module's name)")
+
+
+def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
+    store = study.storage(args.storage)
+    try:
+        s = optuna.load_study(study_name=args.name, storage=store)
+    except KeyError:
+        names = [x.study_name for x in optuna.get_all_study_summaries(store)]
+        raise UsageError(f"no study {args.name!r} in {args.storage or study.DEFAULT_STORAGE}; studies there: {names}") from None
+    return s, study.load_spec(s.user_attrs.get("spec", args.name))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = study.load_spec(args.study)
+    root = Path(args.root)
+    name = args.name or spec.name
+    if args.worker is None and args.workers > 1:
+        study.storage(args.storage)  # fail fast, once, on a bad URL
+        study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else ())
+        argv = [args.study, "--name", name, "--seed", str(args.seed), "--root", args.root,
+                "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+        argv += ["--storage", args.storage] if args.storage else []
+        argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
+        argv += ["--timeout", str(args.timeout)] if args.timeout else []
+        codes = study.run_workers(argv, args.workers)
+        if any(codes):
+            report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
+    else:
+        if spec.source is not None and args.worker is None:
+            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)])
+        study.optimize(spec, storage_url=args.storage, name=name, n_trials=args.n_trials, timeout=args.timeout,
+                       seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace)
+        if args.worker is not None:
+            return 0
+    s = optuna.load_study(study_name=name, storage=study.storage(args.storage))
+    report.console.print(report.study_table(s))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    s, _ = _load(args)
+    report.console.print(report.study_table(s))
+    report.console.print(report.best_summary(s))
+    report.console.print(report.importance_table(s))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    s, _ = _load(args)
+    evaluation = Path(args.root) / "studies" / s.study_name / "evaluation.json"
+    ev = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    for path in report.save_study_plots(s, Path(args.out), ev):
+        report.console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    s, spec = _load(args)
+    report.console.print(report.best_summary(s))
+    if args.evaluate:
+        def on_run(label: str, seed: int, r: dict) -> None:
+            t = r["test"]
+            report.console.print(f"  {label:<15} seed {seed}: test macro-F1 {t['macro_f1']:.4f}  "
+                                 f"balanced acc {t['balanced_accuracy']:.4f}")
+
+        result = study.evaluate_best(spec, s, root=Path(args.root), on_run=on_run)
+        report.console.print(report.evaluation_table(result))
+    return 0

@@ -1,0 +1,1 @@
+"""Study definitions: one module per study, each declaring ``SPEC = hwr.study.StudySpec(...)``."""

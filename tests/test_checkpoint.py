@@ -1,0 +1,67 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hwr import checkpoint, models, optim, random, train, tree
+
+
+@pytest.fixture
+def state():
+    m = models.get("cnn")
+    return train.init_state(m, optim.adam(optim.onecycle(1e-3, 10)), random.key(3))
+
+
+def _equal(a, b):
+    return all(torch.equal(x, y) for x, y in zip(tree.leaves(a), tree.leaves(b), strict=True))
+
+
+def test_round_trip_exact(tmp_path, state):
+    path = checkpoint.save(tmp_path / "c.safetensors", state, {"epochs_done": 2, "note": "x"})
+    template = train.init_state(models.get("cnn"), optim.adam(optim.onecycle(1e-3, 10)), random.key(99))
+    loaded = checkpoint.load(path, template)
+    assert type(loaded) is train.TrainState
+    assert _equal(loaded, state)
+    assert checkpoint.read_metadata(path) == {"epochs_done": 2, "note": "x"}
+
+
+def test_readable_with_safetensors_numpy_only(tmp_path, state):
+    path = checkpoint.save(tmp_path / "c.safetensors", state)
+    code = (
+        "import sys; from safetensors.numpy import load_file; d = load_file(sys.argv[1]); "
+        "assert 'torch' not in sys.modules; print(d['params.block1.conv1.kernel'].shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(32, 1, 3, 3)"
+
+
+def test_other_architecture_refused(tmp_path, state):
+    path = checkpoint.save(tmp_path / "c.safetensors", state)
+    other = models.get("cnn", models.cnn.CNNConfig(channels=(16, 64)))
+    template = train.init_state(other, optim.adam(1e-3), random.key(0))
+    with pytest.raises(checkpoint.CheckpointError, match="another architecture"):
+        checkpoint.load(path, template)
+    deeper = models.get("cnn", models.cnn.CNNConfig(channels=(32, 64, 64)))
+    with pytest.raises(checkpoint.CheckpointError, match="lacks"):
+        checkpoint.load(path, train.init_state(deeper, optim.adam(1e-3), random.key(0)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_file_refused(tmp_path, state, damage):
+    path = checkpoint.save(tmp_path / "c.safetensors", state)
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00" * 64 + data[64:], "empty": b""}[damage])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt or truncated"):
+        checkpoint.load(path, state)
+
+
+def test_missing_file(tmp_path, state):
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "nope.safetensors", state)
+
+
+def test_save_does_not_touch_state(tmp_path, state):
+    before = tree.map(torch.clone, state)
+    checkpoint.save(tmp_path / "c.safetensors", state)
+    assert _equal(before, state)
