@@ -144,7 +144,7 @@ def storage(url: str | None = None, *, heartbeat: int = 10, grace: int = 30) -> 
     url = url or DEFAULT_STORAGE
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": float(os.environ.get("HWR_SQLITE_TIMEOUT", "60"))}}
     else:
         kwargs = {"pool_pre_ping": True}
     try:

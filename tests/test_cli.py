@@ -1,0 +1,207 @@
+"""The `hwr` command end to end on small data: train, Ctrl-C + resume equivalence, evaluate, finetune,
+predict on real PNG/JPEG files, and every bad input getting one line and exit code 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hwr import checkpoint
+from hwr.data import sources
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--limit-train", "3000", "--limit-test", "500", "--batch-size", "64"]
+
+
+def hwr(*args, check=True, timeout=900):
+    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def bad(*args, match: str):
+    p = hwr(*args, check=False)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert match in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A usable MNIST model: the fast recipe for 1 epoch on 20,000 images (eager: no compile in this fixture)."""
+    out = tmp_path_factory.mktemp("runs") / "mnist"
+    hwr("train", "--recipe", "fast", "--epochs", "2", "--limit-train", "20000", "--limit-test", "2000",
+        "--no-compile", "--out", str(out))
+    return out
+
+
+def test_train_writes_run_folder(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "metrics.json", "checkpoint.safetensors", "confusion.png", "errors.png"} <= names
+    m = json.loads((trained / "metrics.json").read_text())
+    assert len(m["epochs"]) == 2 and m["test"]["accuracy"] > 0.95
+    assert set(m["test"]["per_class"]) == {"precision", "recall", "f1", "support"}
+    assert len(m["test"]["confusion"]) == 10 and m["test"]["count"] == 2000
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["recipe"] == "fast" and cfg["epochs"] == 2
+
+
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
+    args = ["train", "--recipe", "seed", "--epochs", "5", *SMALL]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    hwr(*args, "--out", str(full))
+    proc = subprocess.Popen([sys.executable, "-m", "hwr.cli", *args, "--out", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = cut / "checkpoint.safetensors"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C during the second epoch
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and not (cut / "metrics.json").exists()
+    assert 1 <= checkpoint.read_metadata(ckpt)["epochs_done"] < 5
+    hwr("train", "--out", str(cut), "--resume")
+    a, _ = checkpoint.load_flat(full / "checkpoint.safetensors")
+    b, _ = checkpoint.load_flat(ckpt)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
+    assert ma["test"] == mb["test"]
+    assert [e["train_loss"] for e in ma["epochs"]] == [e["train_loss"] for e in mb["epochs"]]
+
+
+def test_compiled_train_matches_schema(tmp_path):
+    out = tmp_path / "c"
+    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--out", str(out))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["timing"]["compile_seconds"] > 0 and m["test"]["accuracy"] > 0.8
+
+
+def test_evaluate(trained):
+    out = hwr("evaluate", str(trained)).stdout
+    assert "macro_f1" in out and "accuracy" in out
+    bad("evaluate", str(trained), "--dataset", "emnist-letters", match="classes")
+
+
+def test_finetune_optdigits(trained, tmp_path):
+    out = tmp_path / "ft"
+    hwr("finetune", "--from", str(trained), "--dataset", "optdigits-lt", "--trainable", "last",
+        "--backbone-lr-mult", "0.1", "--class-weights", "effective", "--augment", "light", "--epochs", "3",
+        "--no-compile", "--out", str(out))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["finetune"]["trainable"] == "last" and m["reinitialised"] == []
+    assert m["test"]["macro_f1"] > 0.5
+
+
+def _digit_files(folder: Path, n: int = 40) -> list[tuple[Path, int]]:
+    ds = sources.load("mnist")
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds.test_labels), n, replace=False)
+    files = []
+    for k, i in enumerate(idx):
+        ink = ds.test_images[int(i), 0].numpy()
+        size = int(rng.integers(60, 400))
+        img = Image.fromarray(ink).resize((size, size), Image.BICUBIC)
+        a = np.asarray(img).astype(np.float32) / 255.0
+        style = k % 4
+        if style == 0:  # light on dark, grey PNG
+            arr, ext = (a * 255).astype(np.uint8), "png"
+        elif style == 1:  # dark on white, JPEG
+            arr, ext = ((1 - a) * 255).astype(np.uint8), "jpg"
+        else:  # dark ink on a coloured background, RGB
+            bg = np.array([230, 200, 120] if style == 2 else [150, 210, 250], dtype=np.float32)
+            fg = np.array([20, 30, 90], dtype=np.float32)
+            arr = (bg * (1 - a[..., None]) + fg * a[..., None]).astype(np.uint8)
+            ext = "png" if style == 2 else "jpg"
+        path = folder / f"d{k}_{int(ds.test_labels[int(i)])}.{ext}"
+        Image.fromarray(arr).save(path, quality=92) if ext == "jpg" else Image.fromarray(arr).save(path)
+        files.append((path, int(ds.test_labels[int(i)])))
+    return files
+
+
+def test_predict_real_files(trained, tmp_path):
+    files = _digit_files(tmp_path)
+    seen = tmp_path / "seen"
+    out = hwr("predict", "--model", str(trained), *[str(p) for p, _ in files], "--save-input", str(seen)).stdout
+    correct = 0
+    for path, label in files:
+        line = next(ln for ln in out.splitlines() if path.name in ln)
+        top1 = line.split("│")[2].split()[0]
+        correct += top1 == str(label)
+    assert correct / len(files) >= 0.95, out
+    assert len(list(seen.glob("*.png"))) == len(files)
+    assert Image.open(next(seen.glob("*.png"))).size == (28, 28)
+
+
+def test_bad_inputs(trained, tmp_path):
+    bad("train", "--dataset", "nope", "--out", str(tmp_path / "x"), match="unknown dataset")
+    bad("train", "--model", "nope", *SMALL, "--out", str(tmp_path / "y"), match="unknown model")
+    bad("evaluate", str(tmp_path), match="not a run folder")
+    empty = tmp_path / "nockpt"
+    empty.mkdir()
+    (empty / "config.json").write_text((trained / "config.json").read_text())
+    bad("evaluate", str(empty), match="no checkpoint")
+    bad("train", "--out", str(trained), "--recipe", "seed", match="already holds a run")
+    # a checkpoint from another architecture
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((trained / "config.json").read_text())
+    flat, meta = checkpoint.load_flat(trained / "checkpoint.safetensors")
+    meta["model_config"]["hidden"] = 64
+    checkpoint.save(other / "checkpoint.safetensors", {k: v for k, v in flat.items()}, meta)
+    bad("evaluate", str(other), match="another architecture")
+    # truncated checkpoint
+    trunc = tmp_path / "trunc"
+    trunc.mkdir()
+    (trunc / "config.json").write_text((trained / "config.json").read_text())
+    data = (trained / "checkpoint.safetensors").read_bytes()
+    (trunc / "checkpoint.safetensors").write_bytes(data[: len(data) // 3])
+    bad("predict", "--model", str(trunc), str(tmp_path / "any.png"), match="corrupt or truncated")
+    # images: not an image, all background, absurdly large
+    (tmp_path / "notes.png").write_text("this is not an image")
+    bad("predict", "--model", str(trained), str(tmp_path / "notes.png"), match="notes.png")
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    bad("predict", "--model", str(trained), str(tmp_path / "blank.png"), match="blank.png")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header_only(50_000, 50_000))
+    bad("predict", "--model", str(trained), str(huge), match="huge.png")
+    bad("predict", "--model", str(trained), str(tmp_path / "missing.png"), match="missing.png")
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h grey pixels but carries one compressed row: a decompression bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1))) + chunk(b"IEND", b"")
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    p = hwr("train", "--recipe", "seed", "--epochs", "3", "--lr", "1e6", *SMALL, "--no-compile", "--out", str(out),
+            check=False)
+    assert p.returncode == 1 and "non-finite" in (p.stdout + p.stderr)
+    assert not (out / "metrics.json").exists()
+    if (out / "checkpoint.safetensors").exists():  # divergence after epoch 1 leaves that epoch's state
+        flat, _ = checkpoint.load_flat(out / "checkpoint.safetensors")
+        assert all(torch.isfinite(v.float()).all() for v in flat.values())
+
+
+def test_help_lists_commands():
+    out = hwr("--help").stdout
+    for cmd in ("train", "evaluate", "finetune", "predict", "data", "study"):
+        assert cmd in out
+    assert os.environ.get("HWR_NO_MALLOPT") != "1"

@@ -1,0 +1,146 @@
+"""Studies end to end through the CLI, on SQLite and on a real PostgreSQL server: budget exactness with two
+workers, kill -9 of a worker mid-trial, NaN trials, bad specs and unreachable or locked storages."""
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import postgres
+import pytest
+from optuna.trial import TrialState
+
+from hwr import study
+
+TINY = str(Path(__file__).with_name("tiny_study.py"))
+pytestmark = pytest.mark.slow
+
+
+def hwr(*args, env=None, check=True, timeout=600):
+    e = {**os.environ, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True, env=e, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def trials(url, name="tiny"):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def finished(ts):
+    return [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    reason = postgres.available()
+    if reason:
+        pytest.fail(reason)  # CI installs it: a missing server is a broken setup, not a skip
+    with postgres.server() as url:
+        yield url
+
+
+def test_spec_errors(tmp_path):
+    with pytest.raises(study.StudyError, match="unknown study"):
+        study.load_spec("no_such_study")
+    bad = tmp_path / "bad.py"
+    bad.write_text("X = 1\n")
+    with pytest.raises(study.StudyError, match="must define SPEC"):
+        study.load_spec(str(bad))
+    with pytest.raises(study.StudyError, match="directions"):
+        study.StudySpec("x", "", lambda t, c: None, ("val_macro_f1",), ("up",), 3, lambda s: None)
+    with pytest.raises(study.StudyError, match="unknown metric"):
+        study.StudySpec("x", "", lambda t, c: None, ("loss",), ("minimize",), 3, lambda s: None)
+    p = hwr("study", "run", str(bad), check=False)
+    assert p.returncode == 2 and "must define SPEC" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_default_specs_load():
+    assert study.load_spec("optdigits_longtail").metrics == ("val_macro_f1",)
+    assert study.load_spec("mnist_architecture").directions == ("maximize", "minimize")
+
+
+def test_unreachable_and_locked_storage(tmp_path):
+    p = hwr("study", "run", TINY, "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none", check=False)
+    assert p.returncode == 2 and "cannot open study storage" in p.stderr and "Traceback" not in p.stderr
+    db = tmp_path / "locked.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x)")
+    con.execute("begin exclusive")
+    p = hwr("study", "run", TINY, "--storage", f"sqlite:///{db}", env={"HWR_SQLITE_TIMEOUT": "1"}, check=False)
+    con.rollback()
+    assert p.returncode == 2 and "locked" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sqlite_run_resume_nan_show_plot_best(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    common = ["--storage", url, "--root", str(tmp_path / "runs")]
+    hwr("study", "run", TINY, *common, "--n-trials", "3", env={"HWR_TINY_NAN_TRIAL": "1"})
+    ts = trials(url)
+    assert len(finished(ts)) == 3
+    nan_trial = ts[1]
+    assert nan_trial.state == TrialState.PRUNED and "non-finite" in nan_trial.user_attrs["failure"]
+    # rerunning the same command with a larger budget resumes: old trials kept, new ones added
+    hwr("study", "run", TINY, *common, "--n-trials", "4")
+    ts2 = trials(url)
+    assert len(finished(ts2)) == 4 and [t.number for t in ts2[:3]] == [0, 1, 2]
+    assert ts2[0].values == ts[0].values
+    run_dir = Path(ts2[0].user_attrs["run_dir"])
+    assert (run_dir / "config.json").is_file() and (run_dir / "metrics.json").is_file()
+
+    out = hwr("study", "show", "tiny", *common).stdout
+    assert "best trial" in out and "COMPLETE" in out
+    plots = tmp_path / "plots"
+    best = hwr("study", "best", "tiny", *common, "--evaluate").stdout
+    assert "plain_finetune" in best and "macro-F1" in best
+    hwr("study", "plot", "tiny", *common, "--out", str(plots))
+    assert {"history.png", "per_class_f1.png"} <= {p.name for p in plots.iterdir()}
+    ev = (tmp_path / "runs" / "studies" / "tiny" / "evaluation.json").read_text()
+    assert '"gain_macro_f1_vs_plain_finetune"' in ev
+
+
+def test_postgres_two_workers_exact_budget(tmp_path, pg_url):
+    hwr("study", "run", TINY, "--storage", pg_url, "--root", str(tmp_path), "--workers", "2", "--n-trials", "5",
+        "--name", "two")
+    ts = trials(pg_url, "two")
+    done = finished(ts)
+    assert len(done) == 5
+    assert len({t.number for t in done}) == 5
+    # any extra trial a racing worker opened ended as FAIL with the budget reason, not as a result
+    assert all("budget" in t.user_attrs.get("failure", "") for t in ts if t.state == TrialState.FAIL)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_kill_worker_mid_trial_then_resume(tmp_path, backend, request):
+    url = f"sqlite:///{tmp_path}/k.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    name = f"kill_{backend}"
+    args = ["study", "run", TINY, "--storage", url, "--root", str(tmp_path), "--n-trials", "3", "--name", name,
+            "--heartbeat", "1", "--grace", "3"]
+    env = {**os.environ, "HWR_TINY_EPOCHS": "40"}
+    proc = subprocess.Popen([sys.executable, "-m", "hwr.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.5)
+        with contextlib.suppress(KeyError):
+            running = [t for t in trials(url, name) if t.state == TrialState.RUNNING and t.intermediate_values]
+    assert running, "no trial reached its first epoch in time"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    dead = running[0].number
+    time.sleep(4)  # past the grace period: the dead trial's heartbeat is stale
+    hwr(*args, env={"HWR_TINY_EPOCHS": "2"})
+    ts = trials(url, name)
+    assert ts[dead].state == TrialState.FAIL
+    retried = [t for t in ts if t.system_attrs.get("failed_trial") == dead]
+    assert len(retried) == 1 and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retried[0].params == ts[dead].params
+    done = finished(ts)
+    assert len(done) == 3 and len({t.number for t in done}) == 3
