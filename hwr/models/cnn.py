@@ -43,6 +43,11 @@ class CNNConfig:
     def __post_init__(self) -> None:
         if not self.channels or any(c <= 0 for c in self.channels):
             raise ValueError(f"channels must be a non-empty tuple of positive ints, got {self.channels}")
+        if self.convs_per_block < 1 or self.hidden < 0 or self.num_classes < 1 or self.in_channels < 1:
+            raise ValueError(
+                f"need convs_per_block >= 1, hidden >= 0 (0: no hidden layer), num_classes >= 1, in_channels >= 1; "
+                f"got {self.convs_per_block}, {self.hidden}, {self.num_classes}, {self.in_channels}"
+            )
         if self.kernel_size % 2 == 0 or self.kernel_size < 1:
             raise ValueError(f"kernel_size must be odd (same padding), got {self.kernel_size}")
         if self.norm not in ("none", "batch"):

@@ -1,0 +1,148 @@
+"""hwr.nn: pure layers against their torch.nn counterparts (init bounds, outputs, running statistics, dropout)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn as tnn
+
+from hwr import nn, random, tree
+
+
+def _x(shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _torch_init_bound(module: tnn.Module) -> float:
+    """The largest |weight| PyTorch's default init draws for ``module`` (sampled with a private RNG)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module.reset_parameters()
+    return float(module.weight.detach().abs().max())
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "k"), [(1, 32, 3), (32, 64, 3), (16, 8, 5)])
+def test_init_conv2d_matches_pytorch_default_bounds(in_ch, out_ch, k):
+    p = nn.init_conv2d(random.key(0), in_ch, out_ch, k)
+    assert p["kernel"].shape == (out_ch, in_ch, k, k) and p["bias"].shape == (out_ch,)
+    assert p["kernel"].dtype == torch.float32
+    bound = 1.0 / math.sqrt(in_ch * k * k)
+    ref = _torch_init_bound(tnn.Conv2d(in_ch, out_ch, k))
+    assert ref <= bound * (1 + 1e-6)
+    for leaf in (p["kernel"], p["bias"]):
+        assert float(leaf.abs().max()) <= bound
+    w = p["kernel"]
+    assert float(w.abs().max()) > 0.97 * bound  # fills the interval, as torch's does
+    assert abs(float(w.mean())) < 0.1 * bound
+    assert abs(float(w.var()) / (bound**2 / 3) - 1) < 0.2  # variance of U(-b, b) is b^2/3
+    assert not torch.equal(p["kernel"].flatten()[:out_ch], p["bias"])  # kernel and bias use different keys
+    assert "bias" not in nn.init_conv2d(random.key(0), in_ch, out_ch, k, bias=False)
+
+
+def test_init_linear_matches_pytorch_default_bounds():
+    p = nn.init_linear(random.key(1), 3136, 128)
+    assert p["kernel"].shape == (128, 3136) and p["bias"].shape == (128,)
+    bound = 1.0 / math.sqrt(3136)
+    ref = _torch_init_bound(tnn.Linear(3136, 128))
+    assert ref <= bound * (1 + 1e-6) and ref > 0.99 * bound
+    assert 0.99 * bound < float(p["kernel"].abs().max()) <= bound
+    assert float(p["bias"].abs().max()) <= bound
+    assert abs(float(p["kernel"].var()) / (bound**2 / 3) - 1) < 0.02
+    assert torch.equal(nn.init_linear(random.key(1), 3136, 128)["kernel"], p["kernel"])
+    assert not torch.equal(nn.init_linear(random.key(2), 3136, 128)["kernel"], p["kernel"])
+
+
+def test_conv2d_and_linear_equal_torch_modules():
+    conv = tnn.Conv2d(3, 5, 3, padding=1)
+    x = _x((2, 3, 9, 9))
+    p = {"kernel": conv.weight.detach(), "bias": conv.bias.detach()}
+    assert torch.allclose(nn.conv2d(p, x), conv(x), atol=1e-6)
+    y = nn.conv2d(p, x, stride=2, padding=0)
+    assert torch.allclose(y, F.conv2d(x, conv.weight, conv.bias, stride=2), atol=1e-6)
+    lin = tnn.Linear(7, 4)
+    z = _x((3, 2, 7))
+    assert torch.allclose(nn.linear({"kernel": lin.weight, "bias": lin.bias}, z), lin(z), atol=1e-6)
+    assert torch.allclose(nn.linear({"kernel": lin.weight}, z), z @ lin.weight.T, atol=1e-6)
+
+
+def test_layer_norm_equals_torch():
+    ln = tnn.LayerNorm(6)
+    with torch.no_grad():
+        ln.weight.copy_(_x((6,), 1))
+        ln.bias.copy_(_x((6,), 2))
+    x = _x((4, 3, 6))
+    p = nn.init_layer_norm(6)
+    assert torch.equal(p["scale"], torch.ones(6)) and torch.equal(p["bias"], torch.zeros(6))
+    p = {"scale": ln.weight.detach(), "bias": ln.bias.detach()}
+    assert torch.allclose(nn.layer_norm(p, x), ln(x), atol=1e-6)
+
+
+def _bn_pair(ch=4):
+    bn = tnn.BatchNorm2d(ch)
+    with torch.no_grad():
+        bn.weight.copy_(1 + 0.3 * _x((ch,), 3))
+        bn.bias.copy_(_x((ch,), 4))
+    p = {"scale": bn.weight.detach().clone(), "bias": bn.bias.detach().clone()}
+    return bn, p
+
+
+def test_batch_norm_train_and_eval_match_batchnorm2d_and_return_state():
+    bn, p = _bn_pair()
+    _, s = nn.init_batch_norm(4)
+    assert torch.equal(s["mean"], bn.running_mean) and torch.equal(s["var"], bn.running_var)
+    for i in range(3):  # running statistics accumulate the same way over several steps
+        x = 2.0 + 3.0 * _x((5, 4, 6, 6), 10 + i)
+        before = tree.map(torch.clone, s)
+        y, s_new = nn.batch_norm(p, s, x, train=True)
+        y_ref = bn.train()(x)
+        assert torch.allclose(y, y_ref, atol=1e-5)
+        assert torch.allclose(s_new["mean"], bn.running_mean, atol=1e-6)
+        assert torch.allclose(s_new["var"], bn.running_var, atol=1e-6)
+        for name in ("mean", "var"):  # returned, not mutated
+            assert torch.equal(s[name], before[name])
+        assert not torch.equal(s_new["mean"], s["mean"])
+        s = s_new
+    x = _x((3, 4, 6, 6), 20)
+    y, s_eval = nn.batch_norm(p, s, x, train=False)
+    assert torch.allclose(y, bn.eval()(x), atol=1e-5)
+    assert s_eval is s
+
+
+def test_batch_norm_gradients_match_batchnorm2d():
+    bn, p = _bn_pair()
+    x = _x((5, 4, 3, 3), 30)
+    g = _x((5, 4, 3, 3), 31)
+    xr = x.clone().requires_grad_()
+    (bn.train()(xr) * g).sum().backward()
+
+    def f(params, inp):
+        return (nn.batch_norm(params, nn.init_batch_norm(4)[1], inp, train=True)[0] * g).sum()
+
+    gp, gx = torch.func.grad(f, argnums=(0, 1))(p, x)
+    assert torch.allclose(gx, xr.grad, atol=1e-5)
+    assert torch.allclose(gp["scale"], bn.weight.grad, atol=1e-5)
+    assert torch.allclose(gp["bias"], bn.bias.grad, atol=1e-5)
+
+
+def test_dropout_needs_key_in_training_and_is_identity_otherwise():
+    x = _x((8, 16))
+    with pytest.raises(ValueError, match="key"):
+        nn.dropout(x, 0.5, key=None, train=True)
+    assert nn.dropout(x, 0.5, key=None, train=False) is x
+    assert nn.dropout(x, 0.5, key=random.key(0), train=False) is x
+    assert nn.dropout(x, 0.0, key=None, train=True) is x
+
+
+def test_dropout_masks_depend_on_key_and_keep_scale():
+    x = torch.ones(200_000)
+    a = nn.dropout(x, 0.3, key=random.key(0), train=True)
+    b = nn.dropout(x, 0.3, key=random.key(1), train=True)
+    assert torch.equal(a, nn.dropout(x, 0.3, key=random.key(0), train=True))
+    assert not torch.equal(a == 0, b == 0)
+    assert torch.allclose(torch.unique(a), torch.tensor([0.0, 1.0 / 0.7]))
+    assert abs(float((a == 0).float().mean()) - 0.3) < 5e-3
+    assert abs(float(a.mean()) - 1.0) < 1e-2  # inverted dropout: expectation kept
+    # gradients flow only through kept units, scaled by 1/(1-rate)
+    g = torch.func.grad(lambda t: nn.dropout(t, 0.3, key=random.key(0), train=True).sum())(x)
+    assert torch.allclose(g, a)
