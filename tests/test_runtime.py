@@ -1,0 +1,44 @@
+"""hwr.runtime: the allocator switch (checked in fresh processes, since mallopt is process-wide) and the cache dir."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from hwr import runtime
+
+_PROBE = "from hwr import runtime; print(runtime.tune_allocator())"
+
+
+def _probe(env_extra: dict[str, str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "HWR_NO_MALLOPT"} | env_extra
+    return subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_tune_allocator_applies_on_glibc():
+    assert _probe({}).strip() == "True"
+
+
+def test_tune_allocator_respects_opt_out():
+    assert _probe({"HWR_NO_MALLOPT": "1"}).strip() == "False"
+
+
+def test_inductor_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "c"))
+    assert runtime.inductor_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = runtime.inductor_cache_dir()
+    assert path == tmp_path / ".cache" / "hwr" / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(path)  # exported, so child processes inherit it
+
+
+def test_configure_sets_the_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HWR_NO_MALLOPT", "1")  # leave this process's allocator as conftest set it
+    runtime.configure()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".cache" / "hwr" / "inductor")
