@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
+from hwr import random
 from hwr.random import Key
 
-__all__ = ["Batch", "to_float"]
+__all__ = ["Batch", "batches", "num_batches", "to_float"]
 
 
 class Batch(NamedTuple):
@@ -24,3 +26,44 @@ def to_float(key: Key, images: torch.Tensor) -> torch.Tensor:
     """The default transform: uint8 pixels to float32 in ``[0, 1]`` (float input passes through)."""
     del key
     return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch over ``n`` images: ``n // batch_size`` when dropping the last partial batch, else
+    ``ceil(n / batch_size)``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def batches(
+    key: Key | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    drop_last: bool = True,
+) -> list[Batch]:
+    """One epoch of fixed-shape batches ``(batch_size, C, H, W)``, on the images' device.
+
+    The order is one keyed permutation (in order when ``key`` is None or ``shuffle`` is False), gathered with a
+    single ``index_select`` and cut into views: no per-sample Python work. ``drop_last=False`` pads the last
+    batch by repeating image 0 and marks the padding ``mask=False``, so every batch has the same shape and a
+    compiled step never sees a new one."""
+    n = images.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match {n} images")
+    count = num_batches(n, batch_size, drop_last)
+    if count == 0:
+        return []
+    device = images.device
+    in_order = key is None or not shuffle
+    order = torch.arange(n, device=device) if in_order else random.permutation(key, n).to(device)
+    total = count * batch_size
+    pad = torch.zeros(max(total - n, 0), dtype=order.dtype, device=device)  # padding repeats index 0, masked out
+    order = torch.cat([order[:total], pad])
+    mask = (torch.arange(total, device=device) < n).view(count, batch_size)
+    xs = images.index_select(0, order).view(count, batch_size, *images.shape[1:])
+    ys = labels.index_select(0, order).view(count, batch_size)
+    return [Batch(x, y, m) for x, y, m in zip(xs.unbind(0), ys.unbind(0), mask.unbind(0))]

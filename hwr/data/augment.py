@@ -1,0 +1,254 @@
+"""Pure, keyed, per-sample data augmentation on a batch, and the transform a train step applies.
+
+``augment(key, images, config)`` draws every sample's own parameters from ``key`` and resamples the batch once:
+the random affine (rotation, scale, shear, translation, optional flip) and the elastic displacement field
+(Simard et al. 2003) are summed into one sampling grid for ``grid_sample``, so the image is interpolated a single
+time; random erasing then blanks a rectangle per chosen sample. No global RNG, no Python per-sample loop, no
+data-dependent shapes: the same function runs eagerly and inside ``torch.compile(fullgraph=True)`` and gives the
+same result (to float rounding) for the same key.
+
+Geometry: coordinates are pixels measured from the image centre, x to the right and y down. A sample's forward
+map is ``p_out = R(angle) Sh(shear) s F p_in + t``; ``grid_sample`` needs the inverse (where each output pixel
+reads from), written out in closed form below and rescaled to ``align_corners=False`` normalised coordinates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hwr import random
+from hwr.random import Key
+
+__all__ = ["PRESETS", "AugmentConfig", "augment", "make_transform", "parse_augment"]
+
+Transform = Callable[[Key, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation strengths; every default is "off", so ``AugmentConfig()`` is the identity.
+
+    rotation: max degrees, uniform in ``[-rotation, rotation]``. translate: max shift in pixels, per axis.
+    scale: zoom uniform in ``[1 - scale, 1 + scale]``. shear: max x-shear angle in degrees.
+    elastic_alpha, elastic_sigma: Simard's elastic distortion: a uniform(-1, 1) displacement field smoothed by a
+    Gaussian of ``sigma`` pixels, times ``alpha`` pixels (Simard's MNIST setting is alpha 34, sigma 4: an RMS
+    displacement of about ``alpha * 0.58 / (3.54 * sigma)`` = 1.4 px). erase_prob: chance a sample gets one
+    rectangle set to 0 (background), of area fraction uniform in ``erase_scale``, aspect in [0.3, 3.3].
+    hflip: mirror half of the samples (off by default: it turns digits and letters into other symbols).
+    """
+
+    rotation: float = 0.0
+    translate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
+    erase_prob: float = 0.0
+    erase_scale: tuple[float, float] = (0.02, 0.15)
+    hflip: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            lo, hi = (float(v) for v in self.erase_scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"erase_scale must be two numbers (low, high), got {self.erase_scale!r}") from None
+        object.__setattr__(self, "erase_scale", (lo, hi))
+        for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"augment {name} must be a finite number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        checks = [
+            (0 <= self.rotation <= 180, "rotation", "a max angle in [0, 180] degrees"),
+            (self.translate >= 0, "translate", "a max shift >= 0 pixels"),
+            (0 <= self.scale < 1, "scale", "in [0, 1): zoom is uniform in [1 - scale, 1 + scale]"),
+            (0 <= self.shear < 90, "shear", "a max shear angle in [0, 90) degrees"),
+            (self.elastic_alpha >= 0, "elastic_alpha", ">= 0 pixels"),
+            (self.elastic_sigma > 0, "elastic_sigma", "> 0 pixels"),
+            (0 <= self.erase_prob <= 1, "erase_prob", "a probability in [0, 1]"),
+        ]
+        for ok, name, want in checks:
+            if not ok:
+                raise ValueError(f"augment {name}={getattr(self, name)} is out of range; use {want}")
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"augment erase_scale={self.erase_scale} must satisfy 0 < low <= high <= 1")
+        if not isinstance(self.hflip, bool):
+            raise ValueError(f"augment hflip must be True or False, got {self.hflip!r}")
+
+    def is_identity(self) -> bool:
+        """True when every transform is off (``augment`` then returns its input unchanged)."""
+        return not (self._warps() or self.erase_prob > 0)
+
+    def _warps(self) -> bool:
+        return bool(self.rotation or self.translate or self.scale or self.shear or self.elastic_alpha or self.hflip)
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    "light": AugmentConfig(rotation=5.0, translate=1.0, scale=0.05),
+    "standard": AugmentConfig(rotation=10.0, translate=2.0, scale=0.1),  # DESIGN.md: 99.4% MNIST in 6.5 epochs
+    "strong": AugmentConfig(rotation=15.0, translate=3.0, scale=0.15, shear=10.0, elastic_alpha=34.0,
+                            elastic_sigma=4.0, erase_prob=0.25),
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(AugmentConfig)}
+
+
+def _parse_value(key: str, text: str) -> object:
+    text = text.strip()
+    if key == "hflip":
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"augment hflip={text!r}: use true or false")
+    if key == "erase_scale":
+        parts = text.replace("/", ":").split(":")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"augment erase_scale={text!r}: use low:high, e.g. erase_scale=0.02:0.15") from None
+        return (lo, hi)
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"augment {key}={text!r} is not a number") from None
+
+
+def parse_augment(spec: str) -> AugmentConfig:
+    """An ``AugmentConfig`` from the CLI syntax: a preset (``none``, ``light``, ``standard``, ``strong``), a list
+    ``rotation=10,translate=2,scale=0.1,elastic_alpha=8``, or a preset followed by overrides
+    (``standard,elastic_alpha=34``). ``erase_scale=0.02:0.15``; ``hflip=true``. Raises ``ValueError`` naming an
+    unknown preset or key, a bad value, or a repeated key."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"empty augmentation spec {spec!r}; use a preset ({', '.join(PRESETS)}) or key=value,...")
+    base = AugmentConfig()
+    if "=" not in parts[0]:
+        name = parts.pop(0).lower()
+        if name not in PRESETS:
+            raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)} "
+                             f"or give key=value pairs with keys {', '.join(_FIELDS)}")
+        base = PRESETS[name]
+    changes: dict[str, object] = {}
+    for part in parts:
+        if "=" not in part:
+            raise ValueError(f"augmentation spec {spec!r}: expected key=value, got {part!r} (a preset may only "
+                             "come first)")
+        key, text = part.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in _FIELDS:
+            raise ValueError(f"unknown augmentation key {key!r}; valid keys: {', '.join(_FIELDS)}")
+        if key in changes:
+            raise ValueError(f"augmentation key {key!r} given twice in {spec!r}")
+        changes[key] = _parse_value(key, text)
+    return dataclasses.replace(base, **changes)
+
+
+# ------------------------------------------------------------------------------------------------- the warp
+
+
+def _affine_theta(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: torch.device) -> torch.Tensor:
+    """Per-sample ``(B, 2, 3)`` inverse affine maps in ``align_corners=False`` normalised coordinates."""
+    u = random.uniform(key, (b, 6)).to(device) * 2.0 - 1.0  # (B, 6) in [-1, 1)
+    angle = u[:, 0] * math.radians(cfg.rotation)
+    tan_shear = torch.tan(u[:, 1] * math.radians(cfg.shear))
+    inv_s = 1.0 / (1.0 + u[:, 2] * cfg.scale)
+    tx, ty = u[:, 3] * cfg.translate, u[:, 4] * cfg.translate
+    flip = torch.where(u[:, 5] < 0, -1.0, 1.0) if cfg.hflip else torch.ones_like(angle)
+    c, s = torch.cos(angle), torch.sin(angle)
+    # M^-1 = F^-1 S^-1 Sh^-1 R^-1, with Sh^-1 R^-1 = [[c + t s, s - t c], [-s, c]]
+    m00 = flip * inv_s * (c + tan_shear * s)
+    m01 = flip * inv_s * (s - tan_shear * c)
+    m10 = inv_s * -s
+    m11 = inv_s * c
+    b0 = -(m00 * tx + m01 * ty) * (2.0 / w)
+    b1 = -(m10 * tx + m11 * ty) * (2.0 / h)
+    row0 = torch.stack([m00, m01 * (h / w), b0], dim=1)
+    row1 = torch.stack([m10 * (w / h), m11, b1], dim=1)
+    return torch.stack([row0, row1], dim=1)  # (B, 2, 3)
+
+
+def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
+    """A normalised 1-D Gaussian truncated at 3 sigma, ``(K,)``."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _elastic(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: torch.device) -> torch.Tensor:
+    """Simard's displacement field, ``(B, H, W, 2)`` in normalised coordinates (x, y)."""
+    field = random.uniform(key, (b * 2, 1, h, w)).to(device) * 2.0 - 1.0  # (2B, 1, H, W) in [-1, 1)
+    g = _gaussian_kernel(cfg.elastic_sigma, device)
+    r = (g.shape[0] - 1) // 2
+    field = F.conv2d(field, g.view(1, 1, -1, 1), padding=(r, 0))
+    field = F.conv2d(field, g.view(1, 1, 1, -1), padding=(0, r))  # (2B, 1, H, W), zero padded
+    d = field.view(b, 2, h, w) * cfg.elastic_alpha  # pixels
+    return torch.stack([d[:, 0] * (2.0 / w), d[:, 1] * (2.0 / h)], dim=-1)
+
+
+def _erase(key: Key, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Set one random rectangle per chosen sample to 0, built from comparisons (fixed shapes)."""
+    b, _, h, w = x.shape
+    u = random.uniform(key, (b, 5)).to(x.device)
+    lo, hi = cfg.erase_scale
+    apply = u[:, 0] < cfg.erase_prob
+    area = (lo + (hi - lo) * u[:, 1]) * (h * w)
+    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[:, 2])
+    eh = torch.sqrt(area * ratio).clamp(1.0, h)
+    ew = torch.sqrt(area / ratio).clamp(1.0, w)
+    top, left = u[:, 3] * (h - eh), u[:, 4] * (w - ew)
+    yc = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5  # pixel centres
+    xc = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
+    rows = (yc >= top[:, None]) & (yc < (top + eh)[:, None])  # (B, H)
+    cols = (xc >= left[:, None]) & (xc < (left + ew)[:, None])  # (B, W)
+    hole = rows[:, :, None] & cols[:, None, :] & apply[:, None, None]  # (B, H, W)
+    return x.masked_fill(hole[:, None], 0.0)
+
+
+def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+    """Float images ``(B, C, H, W)`` in ``[0, 1]`` -> augmented images of the same shape and dtype.
+
+    Every sample draws its own parameters from ``key`` (same key, same output); an identity config returns the
+    input itself. Pure: the input is not modified. Safe inside ``torch.compile(fullgraph=True)``."""
+    if images.ndim != 4 or not images.is_floating_point():
+        raise TypeError(f"augment takes float images (B, C, H, W), got {images.dtype} {tuple(images.shape)}; "
+                        "convert uint8 with images.float() / 255")
+    if config.is_identity():
+        return images
+    b, _, h, w = images.shape
+    k_affine, k_elastic, k_erase = random.split(key, 3)
+    x = images
+    if config._warps():
+        theta = _affine_theta(k_affine, b, h, w, config, images.device)
+        grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
+        if config.elastic_alpha > 0:
+            grid = grid + _elastic(k_elastic, b, h, w, config, images.device)
+        x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if config.erase_prob > 0:
+        x = _erase(k_erase, x, config)
+    return x
+
+
+def make_transform(config: AugmentConfig | None, mean: float, std: float) -> Transform:
+    """The ``transform`` of ``hwr.train.train_step``/``eval_step``: uint8 ``(B, C, H, W)`` -> ``/ 255`` ->
+    ``augment`` (skipped when ``config`` is None or the identity) -> ``(x - mean) / std``, float32."""
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}; compute it with hwr.data.clean.normalization_stats")
+    cfg = None if config is None or config.is_identity() else config
+    mean, std = float(mean), float(std)
+
+    def transform(key: Key, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        if cfg is not None:
+            x = augment(key, x, cfg)
+        return (x - mean) / std
+
+    return transform

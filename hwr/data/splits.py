@@ -1,0 +1,100 @@
+"""Keyed index selections over a label vector: stratified train/val splits, long-tailed subsets with an exponential
+profile, balanced subsets. All are vectorised (one keyed permutation, a stable sort by label, a rank within each
+class) and return sorted int64 index tensors on the labels' device; the same key gives the same indices."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from hwr import random
+from hwr.random import Key
+
+__all__ = ["balanced_indices", "class_counts", "long_tail_counts", "long_tail_indices", "stratified_split"]
+
+
+def class_counts(labels: torch.Tensor, num_classes: int | None = None) -> list[int]:
+    """Images per class, ``len == num_classes`` (default ``max(labels) + 1``)."""
+    n = int(labels.max()) + 1 if num_classes is None and labels.numel() else (num_classes or 0)
+    return torch.bincount(labels.cpu(), minlength=n).tolist()
+
+
+def _ranked(key: Key | None, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(order, rank)``: indices grouped by class (a keyed random order inside each class) and each one's rank
+    within its class, so "the first ``n_c`` of class ``c``" is ``rank < n[labels[order]]``."""
+    if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    n = labels.shape[0]
+    device = labels.device
+    perm = random.permutation(key, n).to(device) if key is not None else torch.arange(n, device=device)
+    order = perm[torch.sort(labels[perm], stable=True).indices]  # grouped by class, random within
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)  # first position of each one's class
+    rank = torch.arange(n, device=device) - starts
+    return order, rank
+
+
+def _take(key: Key | None, labels: torch.Tensor, per_class: torch.Tensor) -> torch.Tensor:
+    """Sorted indices of the first ``per_class[c]`` images of each class ``c`` in a keyed random order."""
+    order, rank = _ranked(key, labels)
+    chosen = order[rank < per_class.to(labels.device)[labels[order]]]
+    return torch.sort(chosen).values
+
+
+def stratified_split(key: Key, labels: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)``: ``round(n_c * val_fraction)`` images of each class go to validation, chosen with
+    ``key``; every class with at least two images keeps at least one on each side."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if labels.numel() else 0)
+    n_val = torch.round(counts.double() * val_fraction).long()
+    if val_fraction > 0:
+        n_val = torch.where(counts >= 2, n_val.clamp(1, None), n_val)
+        n_val = torch.minimum(n_val, (counts - 1).clamp(min=0))
+    val_idx = _take(key, labels, n_val)
+    is_val = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+    is_val[val_idx] = True
+    return (~is_val).nonzero().squeeze(1), val_idx
+
+
+def long_tail_counts(counts: Sequence[int], imbalance_ratio: float) -> list[int]:
+    """Per-class targets of the exponential profile ``n_c = floor(n_0 * ratio ** (-c / (C - 1)))``, capped by
+    the available ``counts[c]`` and at least 1. Class 0 is the head and keeps all its images; class ``C-1`` keeps
+    ``n_0 / ratio``."""
+    if imbalance_ratio < 1:
+        raise ValueError(f"imbalance_ratio must be >= 1 (head/tail), got {imbalance_ratio}")
+    if not counts or min(counts) < 1:
+        raise ValueError(f"every class needs at least one image to build a long tail, got counts {list(counts)}")
+    c_total = len(counts)
+    head = counts[0]
+    out = []
+    for c, available in enumerate(counts):
+        frac = imbalance_ratio ** (-c / (c_total - 1)) if c_total > 1 else 1.0
+        target = math.floor(head * frac + 1e-9)  # the epsilon keeps e.g. 99.99999 from flooring to 99
+        out.append(max(1, min(available, target)))
+    return out
+
+
+def long_tail_indices(key: Key, labels: torch.Tensor, imbalance_ratio: float, num_classes: int) -> torch.Tensor:
+    """Sorted indices of a keyed long-tailed subset whose class counts are ``long_tail_counts``."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    if counts.shape[0] != num_classes:
+        raise ValueError(f"labels reach {counts.shape[0] - 1}, outside num_classes={num_classes}")
+    targets = long_tail_counts(counts.tolist(), imbalance_ratio)
+    return _take(key, labels, torch.tensor(targets, device=labels.device))
+
+
+def balanced_indices(key: Key | None, labels: torch.Tensor, per_class: int | None = None) -> torch.Tensor:
+    """Sorted indices of ``per_class`` images of every class (default: the smallest class's count)."""
+    counts = torch.bincount(labels)
+    present = counts[counts > 0]
+    smallest = int(present.min()) if present.numel() else 0
+    if per_class is None:
+        per_class = smallest
+    if per_class < 0 or per_class > smallest:
+        short = [c for c, n in enumerate(counts.tolist()) if 0 < n < per_class]
+        raise ValueError(f"per_class={per_class} exceeds the images of class(es) {short} "
+                         f"(smallest class has {smallest}); ask for at most {smallest}")
+    return _take(key, labels, torch.full_like(counts, per_class))
