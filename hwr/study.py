@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ from optuna.trial import TrialState
 
 from hwr import experiment, files, train
 from hwr.config import RunConfig, to_dict
+
+# heartbeats and stale-trial retry are marked experimental in Optuna 5; they are what makes workers killable
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
     "StudyContext",
@@ -287,13 +291,15 @@ def optimize(
     root: Path = Path("runs"),
     heartbeat: int = 10,
     grace: int = 30,
+    spec_ref: str | None = None,
 ) -> optuna.Study:
-    """Run this process's share of the study until ``n_trials`` trials have finished over all workers."""
+    """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
+    ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
     store = storage(storage_url, heartbeat=heartbeat, grace=grace)
     study = open_study(spec, store, name, seed, worker)
-    study.set_user_attr("spec", spec.name)
+    study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
     source = prepare_source(spec, root)
     context = StudyContext(source, root / "studies" / name)

@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if spec.source is not None and args.worker is None:
             study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)])
         study.optimize(spec, storage_url=args.storage, name=name, n_trials=args.n_trials, timeout=args.timeout,
-                       seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace)
+                       seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace,
+                       spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study)
         if args.worker is not None:
             return 0
     s = optuna.load_study(study_name=name, storage=study.storage(args.storage))
