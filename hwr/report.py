@@ -19,9 +19,10 @@ from rich.table import Table
 
 from hwr.files import atomic_write
 
-__all__ = ["console", "metrics_table", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
+__all__ = ["console", "err_console", "metrics_table", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
 
 console = Console(stderr=False)
+err_console = Console(stderr=True)  # warnings and interruptions: visible even when stdout is piped away
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:

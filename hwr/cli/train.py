@@ -88,10 +88,10 @@ def _run(config: RunConfig, args: argparse.Namespace, *, resume: bool = False) -
         result = experiment.run(config, out, resume=resume, callbacks=[report.Progress(config.epochs)],
                                 data_root=args.data_root)
     except NonFiniteLoss as e:
-        report.console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
+        report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
         return 1
     except KeyboardInterrupt:
-        report.console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
+        report.err_console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
         return 130
     t = result["test"]
     report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
