@@ -23,12 +23,18 @@ __all__ = [
     "batch_norm",
     "conv2d",
     "dropout",
+    "gru",
+    "init_attention",
     "init_batch_norm",
     "init_conv2d",
+    "init_gru",
     "init_layer_norm",
     "init_linear",
+    "init_lstm",
     "layer_norm",
     "linear",
+    "lstm",
+    "multi_head_attention",
 ]
 
 
@@ -127,3 +133,111 @@ def dropout(x: torch.Tensor, rate: float, *, key: Key | None, train: bool) -> to
         raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
     keep = random.uniform(key, x.shape) >= rate
     return torch.where(keep, x / (1.0 - rate), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+# ---------------------------------------------------------------------------------------------- recurrent cells
+
+
+def init_gru(k: Key, in_features: int, hidden: int) -> dict[str, Params]:
+    """GRU parameters in ``nn.GRU``'s packed layout (gate rows ``r, z, n``), initialised as ``nn.GRU``
+    (uniform in +-1/sqrt(hidden)): ``{"ih": {"kernel": (3H, in), "bias": (3H,)}, "hh": {"kernel": (3H, H), ...}}``."""
+    return _init_recurrent(k, in_features, hidden, 3)
+
+
+def init_lstm(k: Key, in_features: int, hidden: int) -> dict[str, Params]:
+    """LSTM parameters in ``nn.LSTM``'s packed layout (gate rows ``i, f, g, o``), initialised as ``nn.LSTM``:
+    ``{"ih": {"kernel": (4H, in), "bias": (4H,)}, "hh": {"kernel": (4H, H), "bias": (4H,)}}``."""
+    return _init_recurrent(k, in_features, hidden, 4)
+
+
+def _init_recurrent(k: Key, in_features: int, hidden: int, gates: int) -> dict[str, Params]:
+    k1, k2, k3, k4 = random.split(k, 4)
+    return {
+        "ih": {
+            "kernel": _uniform_fan_in(k1, (gates * hidden, in_features), hidden),
+            "bias": _uniform_fan_in(k2, (gates * hidden,), hidden),
+        },
+        "hh": {
+            "kernel": _uniform_fan_in(k3, (gates * hidden, hidden), hidden),
+            "bias": _uniform_fan_in(k4, (gates * hidden,), hidden),
+        },
+    }
+
+
+def _time_order(x: torch.Tensor, reverse: bool) -> list[int]:
+    steps = list(range(x.shape[1]))
+    return steps[::-1] if reverse else steps
+
+
+def gru(
+    p: dict[str, Params], x: torch.Tensor, h0: torch.Tensor | None = None, *, reverse: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One GRU direction over ``x`` ``(B, T, in)`` -> ``(outputs (B, T, H), final h (B, H))``, as ``nn.GRU``.
+
+    The input projection runs once for all steps; the recurrence is a Python loop over the static ``T``, which
+    ``torch.compile`` unrolls into one graph. ``reverse`` reads ``T-1 .. 0`` (the backward direction); its
+    outputs stay aligned with the input positions and its final state is the one after step 0.
+    """
+    hidden = p["hh"]["kernel"].shape[1]
+    xs = linear(p["ih"], x)  # (B, T, 3H)
+    h = x.new_zeros(x.shape[0], hidden) if h0 is None else h0  # (B, H)
+    outs: list[torch.Tensor] = [h] * x.shape[1]
+    for t in _time_order(x, reverse):
+        xr, xz, xn = xs[:, t].chunk(3, dim=-1)
+        hr, hz, hn = linear(p["hh"], h).chunk(3, dim=-1)  # (B, H) each
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+        outs[t] = h
+    return torch.stack(outs, dim=1), h
+
+
+def lstm(
+    p: dict[str, Params],
+    x: torch.Tensor,
+    state0: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    reverse: bool = False,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """One LSTM direction over ``x`` ``(B, T, in)`` -> ``(outputs (B, T, H), (h, c) final (B, H) each)``, as
+    ``nn.LSTM``; the loop and ``reverse`` work as in ``gru``."""
+    hidden = p["hh"]["kernel"].shape[1]
+    xs = linear(p["ih"], x)  # (B, T, 4H)
+    if state0 is None:
+        h = c = x.new_zeros(x.shape[0], hidden)
+    else:
+        h, c = state0
+    outs: list[torch.Tensor] = [h] * x.shape[1]
+    for t in _time_order(x, reverse):
+        gates = xs[:, t] + linear(p["hh"], h)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs[t] = h
+    return torch.stack(outs, dim=1), (h, c)
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+
+def init_attention(k: Key, dim: int) -> dict[str, Params]:
+    """Self-attention parameters, initialised as ``nn.MultiheadAttention``: ``{"qkv": {"kernel": (3D, D), "bias":
+    zeros}, "out": {"kernel": (D, D), "bias": zeros}}``; ``qkv`` packs query, key and value rows (``in_proj``)."""
+    kq, ko = random.split(k)
+    bound = math.sqrt(6.0 / (dim + 3 * dim))  # xavier_uniform_ over the packed (3D, D) matrix
+    return {
+        "qkv": {"kernel": random.uniform(kq, (3 * dim, dim), low=-bound, high=bound), "bias": torch.zeros(3 * dim)},
+        "out": {"kernel": _uniform_fan_in(ko, (dim, dim), dim), "bias": torch.zeros(dim)},
+    }
+
+
+def multi_head_attention(p: dict[str, Params], x: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head self-attention ``(B, T, D) -> (B, T, D)`` through ``F.scaled_dot_product_attention`` (no mask,
+    no attention-probability dropout: SDPA's would draw from the global RNG)."""
+    b, t, d = x.shape
+    if d % heads:
+        raise ValueError(f"model width {d} is not divisible by heads={heads}; pick heads that divide it")
+    qkv = linear(p["qkv"], x).reshape(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # (3, B, h, T, D/h)
+    y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, T, D/h)
+    return linear(p["out"], y.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
