@@ -42,18 +42,21 @@ def per_class(confusion: torch.Tensor) -> dict[str, list[float]]:
 def summarize(confusion: torch.Tensor, *, loss_sum: float | None = None) -> dict[str, Any]:
     """Headline figures and per-class detail from a confusion matrix (JSON-ready).
 
-    ``balanced_accuracy`` is the mean recall over classes present; ``macro_f1`` the unweighted mean F1 over all
-    classes (scikit-learn's ``f1_score(average="macro")``).
+    ``balanced_accuracy`` is the mean recall over classes present; ``macro_f1`` the unweighted mean F1 over the
+    classes that occur in the labels or the predictions (scikit-learn's ``f1_score(average="macro")``), so a
+    class absent from a small validation split neither scores nor counts.
     """
     c = confusion.detach().cpu().long()
     n = int(c.sum())
     pc = per_class(c)
     present = [r for r, s in zip(pc["recall"], pc["support"]) if s > 0]
+    seen = (c.sum(0) + c.sum(1)) > 0
+    f1_seen = [f for f, k in zip(pc["f1"], seen.tolist()) if k]
     out: dict[str, Any] = {
         "count": n,
         "accuracy": float(c.diagonal().sum()) / max(n, 1),
         "balanced_accuracy": sum(present) / max(len(present), 1),
-        "macro_f1": sum(pc["f1"]) / max(len(pc["f1"]), 1),
+        "macro_f1": sum(f1_seen) / max(len(f1_seen), 1),
         "per_class": pc,
         "confusion": c.tolist(),
     }

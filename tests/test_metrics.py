@@ -53,3 +53,9 @@ def test_errors():
         metrics.confusion_matrix(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2)
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         metrics.confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 2)
+
+
+def test_macro_f1_ignores_classes_neither_true_nor_predicted():
+    y, p = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 2])
+    s = metrics.summarize(metrics.confusion_matrix(y, p, 5))  # classes 3, 4 never occur
+    assert s["macro_f1"] == pytest.approx(f1_score(y.numpy(), p.numpy(), average="macro"))
