@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hwr import random
 from hwr.random import Key
 
-__all__ = ["PRESETS", "AugmentConfig", "augment", "make_transform", "parse_augment"]
+__all__ = ["PRESETS", "AugmentConfig", "affine_theta", "augment", "make_transform", "parse_augment"]
 
 Transform = Callable[[Key, torch.Tensor], torch.Tensor]
 
@@ -154,18 +154,25 @@ def parse_augment(spec: str) -> AugmentConfig:
 # ------------------------------------------------------------------------------------------------- the warp
 
 
-def _affine_theta(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: torch.device) -> torch.Tensor:
-    """Per-sample ``(B, 2, 3)`` inverse affine maps in ``align_corners=False`` normalised coordinates."""
-    u = random.uniform(key, (b, 6)).to(device) * 2.0 - 1.0  # (B, 6) in [-1, 1)
-    angle = u[:, 0] * math.radians(cfg.rotation)
-    tan_shear = torch.tan(u[:, 1] * math.radians(cfg.shear))
-    inv_s = 1.0 / (1.0 + u[:, 2] * cfg.scale)
-    tx, ty = u[:, 3] * cfg.translate, u[:, 4] * cfg.translate
-    flip = torch.where(u[:, 5] < 0, -1.0, 1.0) if cfg.hflip else torch.ones_like(angle)
-    c, s = torch.cos(angle), torch.sin(angle)
-    # M^-1 = F^-1 S^-1 Sh^-1 R^-1, with Sh^-1 R^-1 = [[c + t s, s - t c], [-s, c]]
-    m00 = flip * inv_s * (c + tan_shear * s)
-    m01 = flip * inv_s * (s - tan_shear * c)
+def affine_theta(
+    angle: torch.Tensor,
+    shear: torch.Tensor,
+    scale: torch.Tensor,
+    tx: torch.Tensor,
+    ty: torch.Tensor,
+    flip: torch.Tensor,
+    h: int,
+    w: int,
+) -> torch.Tensor:
+    """``(B, 2, 3)`` ``grid_sample`` maps (``align_corners=False``) of per-sample affines given as ``(B,)``
+    tensors: ``angle`` and ``shear`` in radians, ``scale`` a zoom factor, ``tx``/``ty`` pixels, ``flip`` +-1.
+
+    The forward map is ``p_out = R(angle) Sh(shear) scale F p_in + t`` in pixels from the image centre (x right,
+    y down); the grid needs its inverse ``F^-1 scale^-1 Sh^-1 R^-1 (p_out - t)``, rescaled by ``2/W``, ``2/H``."""
+    c, s, t = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    inv_s = 1.0 / scale
+    m00 = flip * inv_s * (c + t * s)  # Sh^-1 R^-1 = [[c + t s, s - t c], [-s, c]]
+    m01 = flip * inv_s * (s - t * c)
     m10 = inv_s * -s
     m11 = inv_s * c
     b0 = -(m00 * tx + m01 * ty) * (2.0 / w)
@@ -173,6 +180,22 @@ def _affine_theta(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: 
     row0 = torch.stack([m00, m01 * (h / w), b0], dim=1)
     row1 = torch.stack([m10 * (w / h), m11, b1], dim=1)
     return torch.stack([row0, row1], dim=1)  # (B, 2, 3)
+
+
+def _affine_theta(u: torch.Tensor, h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
+    """Per-sample random affines from uniforms ``u`` ``(B, 6)`` in ``[0, 1)`` -> ``(B, 2, 3)`` maps."""
+    v = u * 2.0 - 1.0  # (B, 6) in [-1, 1)
+    flip = torch.where(v[:, 5] < 0, -1.0, 1.0) if cfg.hflip else torch.ones_like(v[:, 5])
+    return affine_theta(
+        angle=v[:, 0] * math.radians(cfg.rotation),
+        shear=v[:, 1] * math.radians(cfg.shear),
+        scale=1.0 + v[:, 2] * cfg.scale,
+        tx=v[:, 3] * cfg.translate,
+        ty=v[:, 4] * cfg.translate,
+        flip=flip,
+        h=h,
+        w=w,
+    )
 
 
 def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
@@ -183,10 +206,11 @@ def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
     return g / g.sum()
 
 
-def _elastic(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: torch.device) -> torch.Tensor:
-    """Simard's displacement field, ``(B, H, W, 2)`` in normalised coordinates (x, y)."""
-    field = random.uniform(key, (b * 2, 1, h, w)).to(device) * 2.0 - 1.0  # (2B, 1, H, W) in [-1, 1)
-    g = _gaussian_kernel(cfg.elastic_sigma, device)
+def _elastic(u: torch.Tensor, b: int, h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
+    """Simard's displacement field from uniforms ``u`` ``(2B, 1, H, W)`` -> ``(B, H, W, 2)`` in normalised
+    coordinates (x, y)."""
+    field = u * 2.0 - 1.0  # (2B, 1, H, W) in [-1, 1)
+    g = _gaussian_kernel(cfg.elastic_sigma, u.device)
     r = (g.shape[0] - 1) // 2
     field = F.conv2d(field, g.view(1, 1, -1, 1), padding=(r, 0))
     field = F.conv2d(field, g.view(1, 1, 1, -1), padding=(0, r))  # (2B, 1, H, W), zero padded
@@ -194,10 +218,9 @@ def _elastic(key: Key, b: int, h: int, w: int, cfg: AugmentConfig, device: torch
     return torch.stack([d[:, 0] * (2.0 / w), d[:, 1] * (2.0 / h)], dim=-1)
 
 
-def _erase(key: Key, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Set one random rectangle per chosen sample to 0, built from comparisons (fixed shapes)."""
-    b, _, h, w = x.shape
-    u = random.uniform(key, (b, 5)).to(x.device)
+def _erase(u: torch.Tensor, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Set one random rectangle per chosen sample (uniforms ``u`` ``(B, 5)``) to 0, built from comparisons."""
+    h, w = x.shape[-2:]
     lo, hi = cfg.erase_scale
     apply = u[:, 0] < cfg.erase_prob
     area = (lo + (hi - lo) * u[:, 1]) * (h * w)
@@ -224,16 +247,20 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
     if config.is_identity():
         return images
     b, _, h, w = images.shape
-    k_affine, k_elastic, k_erase = random.split(key, 3)
+    # All the randomness in one draw: inductor then generates the hashing once, not once per consumer
+    # (each separate draw added tens of seconds to a cold compile). Layout: affine (B, 6) | erase (B, 5) |
+    # elastic (2B, H, W) when on.
+    n_elastic = 2 * b * h * w if config.elastic_alpha > 0 else 0
+    u = random.uniform(key, (11 * b + n_elastic,)).to(images.device)
     x = images
     if config._warps():
-        theta = _affine_theta(k_affine, b, h, w, config, images.device)
+        theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
-        if config.elastic_alpha > 0:
-            grid = grid + _elastic(k_elastic, b, h, w, config, images.device)
+        if n_elastic:
+            grid = grid + _elastic(u[11 * b :].view(2 * b, 1, h, w), b, h, w, config)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     if config.erase_prob > 0:
-        x = _erase(k_erase, x, config)
+        x = _erase(u[6 * b : 11 * b].view(b, 5), x, config)
     return x
 
 

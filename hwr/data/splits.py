@@ -17,15 +17,22 @@ __all__ = ["balanced_indices", "class_counts", "long_tail_counts", "long_tail_in
 
 def class_counts(labels: torch.Tensor, num_classes: int | None = None) -> list[int]:
     """Images per class, ``len == num_classes`` (default ``max(labels) + 1``)."""
+    _check(labels)
     n = int(labels.max()) + 1 if num_classes is None and labels.numel() else (num_classes or 0)
     return torch.bincount(labels.cpu(), minlength=n).tolist()
+
+
+def _check(labels: torch.Tensor) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
+        got = f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+        raise ValueError(f"labels must be a 1-D integer tensor, got {got}")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"labels must be >= 0, got {int(labels.min())}")
 
 
 def _ranked(key: Key | None, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(order, rank)``: indices grouped by class (a keyed random order inside each class) and each one's rank
     within its class, so "the first ``n_c`` of class ``c``" is ``rank < n[labels[order]]``."""
-    if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     n = labels.shape[0]
     device = labels.device
     perm = random.permutation(key, n).to(device) if key is not None else torch.arange(n, device=device)
@@ -48,6 +55,7 @@ def stratified_split(key: Key, labels: torch.Tensor, val_fraction: float) -> tup
     ``key``; every class with at least two images keeps at least one on each side."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    _check(labels)
     counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if labels.numel() else 0)
     n_val = torch.round(counts.double() * val_fraction).long()
     if val_fraction > 0:
@@ -79,6 +87,7 @@ def long_tail_counts(counts: Sequence[int], imbalance_ratio: float) -> list[int]
 
 def long_tail_indices(key: Key, labels: torch.Tensor, imbalance_ratio: float, num_classes: int) -> torch.Tensor:
     """Sorted indices of a keyed long-tailed subset whose class counts are ``long_tail_counts``."""
+    _check(labels)
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.shape[0] != num_classes:
         raise ValueError(f"labels reach {counts.shape[0] - 1}, outside num_classes={num_classes}")
@@ -88,6 +97,7 @@ def long_tail_indices(key: Key, labels: torch.Tensor, imbalance_ratio: float, nu
 
 def balanced_indices(key: Key | None, labels: torch.Tensor, per_class: int | None = None) -> torch.Tensor:
     """Sorted indices of ``per_class`` images of every class (default: the smallest class's count)."""
+    _check(labels)
     counts = torch.bincount(labels)
     present = counts[counts > 0]
     smallest = int(present.min()) if present.numel() else 0

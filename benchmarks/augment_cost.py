@@ -1,0 +1,114 @@
+"""Cost of per-sample augmentation per batch: eager, inside a compiled function, and inside the compiled train step.
+
+    .venv/bin/python benchmarks/augment_cost.py                      # standard preset + elastic, batch 128
+    .venv/bin/python benchmarks/augment_cost.py --spec strong --no-step --out runs/bench/augment.json
+
+Real MNIST images (fetched if missing). Each figure is the median over ``--iters`` timed calls after a burn-in,
+every call with a new key; compile time is reported apart, and the timed compiled stage runs under
+``fail_on_recompile`` so no figure includes a compile. With ``--step`` (default) the seed CNN train step is
+compiled twice, with and without the augmentation in its transform, and the difference per step is the cost of
+augmentation inside the compiled step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def _median_ms(fn: Callable[[int], object], iters: int, burn_in: int) -> float:
+    for i in range(burn_in):
+        fn(-1 - i)
+    times = []
+    for i in range(iters):
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spec", default="standard,elastic_alpha=34,elastic_sigma=4", help="augmentation spec")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--burn-in", type=int, default=5)
+    p.add_argument("--no-step", dest="step", action="store_false", help="skip the train-step comparison")
+    p.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = p.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from hwr import models, optim, random, runtime, train
+    from hwr.data import augment as aug
+    from hwr.data import sources
+    from hwr.losses import LossConfig, make_loss
+
+    runtime.configure()
+    cfg = aug.parse_augment(args.spec)
+    b = args.batch_size
+    ds = sources.load("mnist")
+    images = ds.train_images[: b * 8]  # eight distinct batches, cycled
+    x_float = [(images[i * b : (i + 1) * b].float() / 255.0) for i in range(8)]
+    key = random.key(0)
+    res: dict[str, object] = {"spec": args.spec, "config": cfg.__dict__, "batch_size": b,
+                              "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+    def eager_call(i: int) -> None:
+        aug.augment(random.fold_in(key, i), x_float[i % 8], cfg)
+
+    res["eager_ms"] = _median_ms(eager_call, args.iters, args.burn_in)
+
+    fn = torch.compile(lambda k, x: aug.augment(k, x, cfg), fullgraph=True)
+    t = time.perf_counter()
+    fn(random.fold_in(key, 10_000), x_float[0])
+    res["compile_s"] = time.perf_counter() - t
+    with torch.compiler.set_stance("fail_on_recompile"):
+        res["compiled_ms"] = _median_ms(lambda i: fn(random.fold_in(key, i), x_float[i % 8]), args.iters,
+                                        args.burn_in)
+
+    if args.step:
+        model, opt = models.get("cnn"), optim.adam(1e-3)
+        loss = make_loss(LossConfig())
+        state = train.init_state(model, opt, random.key(1))
+        batch_list = [train.Batch(images[i * b : (i + 1) * b], ds.train_labels[i * b : (i + 1) * b],
+                                  torch.ones(b, dtype=torch.bool)) for i in range(8)]
+        for label, config in (("step_plain", None), ("step_augmented", cfg)):
+            step = train.compile(train.train_step(model, opt, loss, transform=aug.make_transform(config, 0.13, 0.31)))
+            t = time.perf_counter()
+            step(state, batch_list[0])
+            res[f"{label}_compile_s"] = time.perf_counter() - t
+            with torch.compiler.set_stance("fail_on_recompile"):
+                res[f"{label}_ms"] = _median_ms(lambda i, step=step: step(state, batch_list[i % 8])[1]["loss"].item(),
+                                                args.iters, args.burn_in)
+        res["step_augment_ms"] = res["step_augmented_ms"] - res["step_plain_ms"]
+
+    table = Table(title=f"augmentation cost per batch of {b}: --augment {args.spec}")
+    table.add_column("where")
+    table.add_column("ms / batch", justify="right")
+    table.add_column("us / image", justify="right")
+    table.add_column("compile s", justify="right")
+    rows = [("eager", res["eager_ms"], None), ("compiled function (fullgraph)", res["compiled_ms"], res["compile_s"])]
+    if args.step:
+        rows += [("train step, no augmentation (compiled)", res["step_plain_ms"], res["step_plain_compile_s"]),
+                 ("train step, augmented (compiled)", res["step_augmented_ms"], res["step_augmented_compile_s"]),
+                 ("augmentation inside the compiled step", res["step_augment_ms"], None)]
+    for name, ms, comp in rows:
+        table.add_row(name, f"{ms:.2f}", f"{1000 * ms / b:.1f}", "" if comp is None else f"{comp:.1f}")
+    Console().print(table)
+    text = json.dumps(res, indent=2, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

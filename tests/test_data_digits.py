@@ -1,0 +1,157 @@
+"""mnist_style and load_image: real PNG/JPEG files of MNIST digits (large, inverted, on coloured or transparent
+backgrounds) come back as the original digit; geometry matches MNIST's recipe; every bad input gets a clear error."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hwr.data import digits, sources
+
+
+@pytest.fixture(scope="module")
+def mnist_digits():
+    ds = sources.load("mnist")
+    pick = torch.arange(0, 10_000, 250)  # 40 test digits
+    return ds.test_images[pick, 0], ds.test_labels[pick]
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def _com(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    i = torch.arange(x.shape[-1], dtype=torch.float64)
+    m = x.sum()
+    return float((x.sum(1) * i).sum() / m), float((x.sum(0) * i).sum() / m)
+
+
+def test_mnist_style_geometry():
+    img = torch.zeros(100, 200)
+    img[30:40, 50:90] = 1.0  # a 10 x 40 bar, off centre
+    out = digits.mnist_style(img)
+    assert out.shape == (1, 28, 28) and out.dtype == torch.uint8 and int(out.max()) == 255
+    ink = out[0] > 0
+    assert int(ink.any(1).sum()) == 5 and int(ink.any(0).sum()) == 20  # longer side 20, aspect 1:4 kept
+    cy, cx = _com(out[0])
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert torch.equal(digits.mnist_style(img), out)  # deterministic
+    small = torch.zeros(8, 8)
+    small[2:6, 3] = 0.5  # upsampling an 8x8 digit also fills the 20 box
+    assert int((digits.mnist_style(small)[0] > 0).any(1).sum()) == 20
+
+
+def test_mnist_style_reproduces_mnist_digits(mnist_digits):
+    images, _ = mnist_digits
+    corr = [_corr(digits.mnist_style(x.float() / 255), x) for x in images]
+    assert float(np.mean(corr)) > 0.95 and min(corr) > 0.8
+
+
+def test_mnist_style_errors():
+    with pytest.raises(ValueError, match="no ink"):
+        digits.mnist_style(torch.zeros(28, 28))
+    with pytest.raises(ValueError, match="2-D"):
+        digits.mnist_style(torch.zeros(1, 28, 28))
+    bad = torch.zeros(10, 10)
+    bad[3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        digits.mnist_style(bad)
+
+
+def _save_styles(folder, x: np.ndarray, k: int) -> list:
+    """One MNIST digit as five real files: large grey PNG (light on dark), JPEG (dark on white), RGB PNG and
+    JPEG with dark ink on a coloured ground, RGBA PNG with dark strokes on a transparent ground."""
+    size = 280 + 40 * k
+    a = np.asarray(Image.fromarray(x).resize((size, size), Image.BICUBIC)).astype(np.float32) / 255.0
+    paths = []
+    p = folder / f"light_on_dark_{k}.png"
+    Image.fromarray((a * 255).astype(np.uint8)).save(p)
+    paths.append(p)
+    p = folder / f"dark_on_white_{k}.jpg"
+    Image.fromarray(((1 - a) * 255).astype(np.uint8)).save(p, quality=90)
+    paths.append(p)
+    bg, fg = np.array([230, 200, 120], np.float32), np.array([20, 30, 90], np.float32)
+    rgb = (bg * (1 - a[..., None]) + fg * a[..., None]).astype(np.uint8)
+    for ext in ("png", "jpg"):
+        p = folder / f"coloured_{k}.{ext}"
+        Image.fromarray(rgb).save(p, quality=90) if ext == "jpg" else Image.fromarray(rgb).save(p)
+        paths.append(p)
+    rgba = np.zeros((*a.shape, 4), np.uint8)
+    rgba[..., :3] = 10
+    rgba[..., 3] = (a * 255).astype(np.uint8)
+    p = folder / f"transparent_{k}.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    paths.append(p)
+    return paths
+
+
+def test_load_image_real_files_come_back_as_the_digit(mnist_digits, tmp_path):
+    images, _ = mnist_digits
+    corr = []
+    for k in range(8):
+        original = images[k]
+        for path in _save_styles(tmp_path, original.numpy(), k):
+            ink = digits.load_image(path)
+            assert ink.ndim == 2 and ink.dtype == torch.float32 and float(ink.max()) == 1.0
+            assert float(ink.min()) == 0.0 and float(ink.median()) < 0.05  # background is 0, ink bright
+            corr.append(_corr(digits.mnist_style(ink)[0], original))
+            assert corr[-1] > 0.7, path.name  # a one-pixel shift of a thin stroke costs this much
+    assert float(np.mean(corr)) > 0.9
+
+
+def test_load_image_grey_mid_background(tmp_path):
+    a = np.full((120, 100), 128, np.uint8)
+    a[30:90, 45:55] = 30  # a dark stroke on mid-grey
+    Image.fromarray(a).save(tmp_path / "mid.png")
+    ink = digits.load_image(tmp_path / "mid.png")
+    assert float(ink[60, 50]) == 1.0 and float(ink[5, 5]) == 0.0
+    b = 255 - a  # a light stroke on mid-grey
+    Image.fromarray(b).save(tmp_path / "mid2.png")
+    assert torch.equal(digits.load_image(tmp_path / "mid2.png"), ink)
+
+
+def test_load_image_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        digits.load_image(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        digits.load_image(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="not a file"):
+        digits.load_image(tmp_path)
+    Image.new("RGB", (200, 150), (240, 240, 235)).save(tmp_path / "blank.png")
+    with pytest.raises(ValueError, match="no ink found"):
+        digits.load_image(tmp_path / "blank.png")
+    noise = np.random.default_rng(0).integers(250, 256, (100, 100)).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "paper.png")  # paper texture only
+    with pytest.raises(ValueError, match="no ink found"):
+        digits.load_image(tmp_path / "paper.png")
+
+
+def test_load_image_refuses_huge_images_before_decoding(tmp_path):
+    small = tmp_path / "small.png"
+    Image.new("L", (4, 4)).save(small)
+    data = bytearray(small.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", 8000, 6000)  # 48 megapixels in the header; the pixel data stay 4x4
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(bytes(data))
+    with Image.open(huge) as im:
+        assert im.size == (8000, 6000)
+    with pytest.raises(ValueError, match="48,000,000 pixels exceeds the 40,000,000-pixel limit"):
+        digits.load_image(huge)
+
+
+def test_load_image_truncated_file(tmp_path, mnist_digits):
+    images, _ = mnist_digits
+    path = tmp_path / "d.jpg"
+    Image.fromarray(images[0].numpy()).resize((300, 300)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(ValueError, match="cannot decode"):
+        digits.load_image(path)
