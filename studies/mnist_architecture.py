@@ -1,34 +1,71 @@
 """Architecture search from scratch on MNIST, two objectives: validation accuracy (maximise) and parameter
 count (minimise). The Pareto front is the answer: the smallest network for each accuracy.
 
-Search: blocks, channels, convs per block, kernel size, hidden width, dropout and normalisation of the CNN.
-Trials train 2 epochs on a fixed 12,000-image subset of the training split (eagerly: each architecture would
-otherwise pay its own compile), and select on the stratified validation split; the test split is untouched.
+Search: the model family (CNN, RNN reading rows or conv-stem columns, ViT), then the family's own space:
+CNN blocks, channels, convs per block, kernel size, hidden width, dropout and normalisation; RNN cell, width,
+layers, direction and reader; ViT patch size, width, depth, heads and pooling. Trials train 2 epochs on a fixed
+12,000-image subset of the training split (eagerly: each architecture would otherwise pay its own compile), and
+select on the stratified validation split; the test split is untouched.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import optuna
 
 from hwr.config import OptimConfig, RunConfig
 from hwr.models.cnn import CNNConfig
+from hwr.models.rnn import RNNConfig
+from hwr.models.vit import ViTConfig
 from hwr.study import StudyContext, StudySpec
 
 
-def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
-    blocks = trial.suggest_int("blocks", 1, 3)
-    base = trial.suggest_categorical("base_channels", [8, 16, 32, 64])
-    model = CNNConfig(
+def _cnn(trial: optuna.Trial) -> CNNConfig:
+    blocks = trial.suggest_int("cnn_blocks", 1, 3)
+    base = trial.suggest_categorical("cnn_base_channels", [8, 16, 32, 64])
+    return CNNConfig(
         channels=tuple(min(base * 2**i, 256) for i in range(blocks)),
-        convs_per_block=trial.suggest_int("convs_per_block", 1, 2),
-        kernel_size=trial.suggest_categorical("kernel_size", [3, 5]),
-        hidden=trial.suggest_categorical("hidden", [0, 64, 128, 256]),
+        convs_per_block=trial.suggest_int("cnn_convs_per_block", 1, 2),
+        kernel_size=trial.suggest_categorical("cnn_kernel_size", [3, 5]),
+        hidden=trial.suggest_categorical("cnn_hidden", [0, 64, 128, 256]),
         dropout=trial.suggest_float("dropout", 0.0, 0.5),
-        norm=trial.suggest_categorical("norm", ["none", "batch"]),
+        norm=trial.suggest_categorical("cnn_norm", ["none", "batch"]),
     )
+
+
+def _rnn(trial: optuna.Trial) -> RNNConfig:
+    return RNNConfig(
+        cell=trial.suggest_categorical("rnn_cell", ["gru", "lstm"]),
+        hidden=trial.suggest_categorical("rnn_hidden", [32, 64, 128]),
+        num_layers=trial.suggest_int("rnn_layers", 1, 2),
+        bidirectional=trial.suggest_categorical("rnn_bidirectional", [False, True]),
+        reader=trial.suggest_categorical("rnn_reader", ["rows", "conv"]),
+        dropout=trial.suggest_float("dropout", 0.0, 0.5),
+    )
+
+
+def _vit(trial: optuna.Trial) -> ViTConfig:
+    dim = trial.suggest_categorical("vit_dim", [32, 64, 96])
+    return ViTConfig(
+        patch_size=trial.suggest_categorical("vit_patch_size", [4, 7]),
+        dim=dim,
+        depth=trial.suggest_int("vit_depth", 1, 4),
+        heads=trial.suggest_categorical("vit_heads", [2, 4]),
+        mlp_dim=2 * dim,
+        pool=trial.suggest_categorical("vit_pool", ["cls", "mean"]),
+        dropout=trial.suggest_float("dropout", 0.0, 0.5),
+    )
+
+
+FAMILIES: dict[str, Any] = {"cnn": _cnn, "rnn": _rnn, "vit": _vit}
+
+
+def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
+    family = trial.suggest_categorical("family", list(FAMILIES))
     return RunConfig(
-        model="cnn",
-        model_config=model,
+        model=family,
+        model_config=FAMILIES[family](trial),
         dataset="mnist",
         epochs=2,
         limit_train=12_000,

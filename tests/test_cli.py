@@ -29,10 +29,10 @@ def hwr(*args, check=True, timeout=900):
     return p
 
 
-def bad(*args, match: str):
+def bad(*args, match: str | tuple[str, ...]):
     p = hwr(*args, check=False)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert match in p.stderr, p.stderr
+    assert any(m in p.stderr for m in ((match,) if isinstance(match, str) else match)), p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
@@ -89,7 +89,8 @@ def test_compiled_train_matches_schema(tmp_path):
 def test_evaluate(trained):
     out = hwr("evaluate", str(trained)).stdout
     assert "macro_f1" in out and "accuracy" in out
-    bad("evaluate", str(trained), "--dataset", "emnist-letters", match="classes")
+    # 26 letter classes against a 10-digit head; offline, the data cannot even be obtained: one clear line either way
+    bad("evaluate", str(trained), "--dataset", "emnist-letters", match=("predicts 10 classes", "cannot obtain"))
 
 
 def test_finetune_optdigits(trained, tmp_path):

@@ -144,3 +144,19 @@ def test_kill_worker_mid_trial_then_resume(tmp_path, backend, request):
     assert retried[0].params == ts[dead].params
     done = finished(ts)
     assert len(done) == 3 and len({t.number for t in done}) == 3
+
+
+@pytest.mark.parametrize("name", ["optdigits_longtail", "mnist_architecture"])
+def test_search_spaces_build_valid_configs(name, tmp_path):
+    from hwr import models
+
+    spec = study.load_spec(name)
+    s = optuna.create_study(directions=list(spec.directions), sampler=optuna.samplers.RandomSampler(0))
+    families = set()
+    for _ in range(15):
+        cfg = spec.suggest(s.ask(), study.StudyContext(tmp_path / "source", tmp_path))
+        model = models.get(cfg.model, cfg.model_config)  # the config is valid for its family
+        families.add(model.name)
+        assert cfg.compile is False and "test" not in cfg.dataset
+    if name == "mnist_architecture":
+        assert families == {"cnn", "rnn", "vit"}
