@@ -4,8 +4,10 @@
     .venv/bin/python benchmarks/augment_cost.py --spec strong --no-step --out runs/bench/augment.json
 
 Real MNIST images (fetched if missing). Each figure is the median over ``--iters`` timed calls after a burn-in,
-every call with a new key; compile time is reported apart, and the timed compiled stage runs under
-``fail_on_recompile`` so no figure includes a compile. With ``--step`` (default) the seed CNN train step is
+every call with a new key, the contenders timed in alternation so a busy machine slows them alike; compile time
+is reported apart, and the timed stage runs under ``fail_on_recompile`` so no figure includes a compile.
+``HWR_THREADS=1`` pins one thread (on a shared, oversubscribed machine two OpenMP threads can stall each other
+for tens of milliseconds per parallel region). With ``--step`` (default) the seed CNN train step is
 compiled twice, with and without the augmentation in its transform, and the difference per step is the cost of
 augmentation inside the compiled step.
 """
@@ -22,15 +24,19 @@ from pathlib import Path
 import torch
 
 
-def _median_ms(fn: Callable[[int], object], iters: int, burn_in: int) -> float:
+def _median_ms(fns: dict[str, Callable[[int], object]], iters: int, burn_in: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in alternation (call i of every function, then
+    call i + 1, ...) so that a busy machine slows them alike and their difference stays meaningful."""
     for i in range(burn_in):
-        fn(-1 - i)
-    times = []
+        for fn in fns.values():
+            fn(-1 - i)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(iters):
-        t = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - t)
+    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -61,18 +67,16 @@ def main() -> None:
     res: dict[str, object] = {"spec": args.spec, "config": cfg.__dict__, "batch_size": b,
                               "threads": torch.get_num_threads(), "torch": torch.__version__}
 
-    def eager_call(i: int) -> None:
-        aug.augment(random.fold_in(key, i), x_float[i % 8], cfg)
-
-    res["eager_ms"] = _median_ms(eager_call, args.iters, args.burn_in)
-
     fn = torch.compile(lambda k, x: aug.augment(k, x, cfg), fullgraph=True)
     t = time.perf_counter()
     fn(random.fold_in(key, 10_000), x_float[0])
     res["compile_s"] = time.perf_counter() - t
     with torch.compiler.set_stance("fail_on_recompile"):
-        res["compiled_ms"] = _median_ms(lambda i: fn(random.fold_in(key, i), x_float[i % 8]), args.iters,
-                                        args.burn_in)
+        ms = _median_ms({
+            "eager_ms": lambda i: aug.augment(random.fold_in(key, i), x_float[i % 8], cfg),
+            "compiled_ms": lambda i: fn(random.fold_in(key, i), x_float[i % 8]),
+        }, args.iters, args.burn_in)
+    res |= ms
 
     if args.step:
         model, opt = models.get("cnn"), optim.adam(1e-3)
@@ -80,14 +84,15 @@ def main() -> None:
         state = train.init_state(model, opt, random.key(1))
         batch_list = [train.Batch(images[i * b : (i + 1) * b], ds.train_labels[i * b : (i + 1) * b],
                                   torch.ones(b, dtype=torch.bool)) for i in range(8)]
+        steps = {}
         for label, config in (("step_plain", None), ("step_augmented", cfg)):
             step = train.compile(train.train_step(model, opt, loss, transform=aug.make_transform(config, 0.13, 0.31)))
             t = time.perf_counter()
             step(state, batch_list[0])
             res[f"{label}_compile_s"] = time.perf_counter() - t
-            with torch.compiler.set_stance("fail_on_recompile"):
-                res[f"{label}_ms"] = _median_ms(lambda i, step=step: step(state, batch_list[i % 8])[1]["loss"].item(),
-                                                args.iters, args.burn_in)
+            steps[f"{label}_ms"] = lambda i, step=step: step(state, batch_list[i % 8])[1]["loss"].item()
+        with torch.compiler.set_stance("fail_on_recompile"):
+            res |= _median_ms(steps, args.iters, args.burn_in)
         res["step_augment_ms"] = res["step_augmented_ms"] - res["step_plain_ms"]
 
     table = Table(title=f"augmentation cost per batch of {b}: --augment {args.spec}")

