@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwr import checkpoint
+from hwr import checkpoint, tree
 from hwr.data import sources
 
 pytestmark = pytest.mark.slow
@@ -158,7 +158,7 @@ def test_bad_inputs(trained, tmp_path):
     (other / "config.json").write_text((trained / "config.json").read_text())
     flat, meta = checkpoint.load_flat(trained / "checkpoint.safetensors")
     meta["model_config"]["hidden"] = 64
-    checkpoint.save(other / "checkpoint.safetensors", {k: v for k, v in flat.items()}, meta)
+    checkpoint.save(other / "checkpoint.safetensors", tree.unflatten_names(flat), meta)
     bad("evaluate", str(other), match="another architecture")
     # truncated checkpoint
     trunc = tmp_path / "trunc"

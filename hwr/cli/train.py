@@ -177,6 +177,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for r in range(top_p.shape[1]):
         table.add_column(f"#{r + 1}", justify="right")
     for path, ps, idx in zip(args.images, top_p.tolist(), top_i.tolist()):
-        table.add_row(path, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
+        table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
     report.console.print(table)
     return 0
