@@ -177,6 +177,27 @@ def test_wrong_magic_in_a_set_without_checksums(tmp_path):
         sources.load("kmnist", tmp_path)
 
 
+def test_truncated_file_in_a_set_without_checksums(tmp_path):
+    folder, names = sources.layout("kmnist", tmp_path)
+    _write_set(folder, names)
+    path = folder / names[2]
+    path.write_bytes(path.read_bytes()[:-28])
+    with pytest.raises(idx.IdxError, match=r"t10k-images-idx3-ubyte: truncated: 9,396 bytes, its header needs 9,424"):
+        sources.load("kmnist", tmp_path)
+    with pytest.raises(sources.DataUnavailableError, match="cannot obtain kmnist"):
+        sources.fetch_report("kmnist", tmp_path, network=False)  # removed as corrupt, then nowhere to get it
+    assert not path.exists()
+
+
+def test_corrupt_gzip_placed_by_hand(tmp_path):
+    folder, names = sources.layout("kmnist", tmp_path)
+    _write_set(folder, names, gz=True)
+    gz = folder / f"{names[0]}.gz"
+    gz.write_bytes(gz.read_bytes()[:100])
+    with pytest.raises(idx.IdxError, match="corrupt gzip data"):
+        sources.fetch_report("kmnist", tmp_path, network=False)
+
+
 def test_mismatched_image_and_label_files(tmp_path):
     folder, names = sources.layout("kmnist", tmp_path)
     _write_set(folder, names)

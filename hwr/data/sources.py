@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import pickle
 import socket
@@ -255,8 +256,25 @@ def _offline_hint(name: str, root: Path) -> str:
 # ---------------------------------------------------------------------------------------------- checking files
 
 
+def _header_problem(path: Path) -> str | None:
+    """Why an IDX file's header disagrees with its size (wrong magic, truncated, too long), or None. Reads 20
+    bytes: cheap enough for every load of the sets whose checksums are not recorded."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    try:
+        dtype, shape, offset = idx.read_header(head, name=path.name)
+    except idx.IdxError as e:
+        return str(e).removeprefix(f"{path.name}: ")
+    expected = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        return f"{'truncated' if size < expected else 'too long'}: {size:,} bytes, its header needs {expected:,}"
+    return None
+
+
 def _problems(source: _IdxSource, folder: Path) -> dict[str, str]:
-    """Files that are missing or fail their recorded sha256, with the reason; empty when all are good.
+    """Files that are missing, fail their recorded sha256 or (without one) disagree with their own header, with
+    the reason; empty when all are good.
 
     A stamp file remembers (size, mtime) of files already hashed, so a load does not rehash 55 MB every time."""
     stamp_path = folder / _STAMP
@@ -273,6 +291,9 @@ def _problems(source: _IdxSource, folder: Path) -> dict[str, str]:
             continue
         want = source.sha256.get(fname)
         if want is None:
+            why = _header_problem(path)
+            if why:
+                bad[fname] = why
             continue
         st = path.stat()
         sig = [st.st_size, st.st_mtime_ns, want[0]]
@@ -305,7 +326,10 @@ def _gunzip_present(source: _IdxSource, folder: Path, src: Path | None = None) -
     for fname in source.filenames:
         target, gz = folder / fname, (src or folder) / f"{fname}.gz"
         if not target.exists() and gz.is_file():
-            data = gzip.decompress(gz.read_bytes())
+            try:
+                data = gzip.decompress(gz.read_bytes())
+            except (OSError, EOFError) as e:
+                raise idx.IdxError(f"{gz}: corrupt gzip data ({e}); delete it and fetch it again") from None
             _write(target, data)
             done.append(fname)
     return done
