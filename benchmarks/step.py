@@ -1,0 +1,566 @@
+"""Throughput of one training step of the seed CNN: eager PyTorch, compiled PyTorch, hwr's pure step, JAX, ensembles.
+
+Every variant trains the same model (``--config``, default the seed CNN) from the same initial parameters (JAX
+through ``hwr.interop.jax``) on the same uint8 batches, in one process. Variants run interleaved (A B C A B C, the
+first variant rotating each round) so that load from other processes hits all of them alike; each figure is the
+median of ``--windows`` timed windows of about ``--window-s`` seconds after warm-up. Columns:
+
+- samples/s: per model; an ensemble of K models in one step counts K*B samples per step (per-member throughput);
+- ratio: samples/s over ``eager_module`` (``nn.Module`` + ``torch.optim.Adam``, what a user would write) at the
+  same batch size;
+- GFLOP/s and % peak: FLOPs of forward + backward per sample counted by ``torch.utils.flop_counter`` on one eager
+  step (convolutions and matmuls; elementwise ops and pooling not counted), over the fp32 peak measured with a
+  2048x2048 matmul (or ``--peak-gflops``);
+- step MiB: the rise of the process's resident set over one step above its level after ``malloc_trim(0)``, sampled
+  every 0.5 ms (transient memory of a step: activations, gradients, the new state; the live state is excluded);
+- compile s: the first call minus one steady step (tracing + compiling, or loading from the inductor cache; the
+  ``cache`` column says which happened, from inductor's FX-graph-cache counters), and ``warm``: the same function
+  recompiled in-process after ``torch._dynamo.reset()``, served from the on-disk cache the first compile filled or
+  found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only. ``--fresh-cache`` starts from empty caches,
+  so the first compile is cold.
+
+    python benchmarks/step.py                       # batch 128 and 512, all variants (< 5 min with a warm cache)
+    python benchmarks/step.py --quick --json out.json
+    python benchmarks/step.py --variants eager_module,hwr_compiled --batch-sizes 64 --windows 3 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW_S, WINDOWS, QUICK_WINDOW_S, QUICK_WINDOWS = 0.6, 5, 0.4, 3
+
+
+@dataclass
+class Runner:
+    """One variant at one batch size: ``step(i)`` trains on pool batch ``i``; ``block()`` waits for async work."""
+
+    name: str
+    members: int
+    step: Callable[[int], Any]
+    block: Callable[[Any], None] = lambda out: None
+    compiled: str = ""  # "", "torch" or "jax"
+    first_s: float = 0.0
+    cache: str = "-"
+    warm_s: float | None = None
+    step_s: float = 0.0
+    windows: list[float] = field(default_factory=list)
+    step_mib: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------- variants
+
+
+def _pool(cfg: Any, batch_size: int, n: int = 4) -> list[Any]:
+    """``n`` fixed uint8 batches (B, C, H, W) with labels, all samples real (mask True)."""
+    import torch
+
+    from hwr import random
+    from hwr.train import Batch
+
+    out = []
+    for i in range(n):
+        k_img, k_lab = random.split(random.fold_in(random.key(1234), i))
+        shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+        images = (random.uniform(k_img, shape) * 255).to(torch.uint8)
+        labels = random.randint(k_lab, (batch_size,), 0, cfg.num_classes)
+        out.append(Batch(images, labels, torch.ones(batch_size, dtype=torch.bool)))
+    return out
+
+
+def _module(cfg: Any, params: dict) -> Any:
+    """The ``nn.Module`` a user would write for ``cfg``, loaded with hwr's initial parameters."""
+    import torch
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    in_ch = cfg.in_channels
+    for b, ch in enumerate(cfg.channels, start=1):
+        for j in range(1, cfg.convs_per_block + 1):
+            p = params[f"block{b}"][f"conv{j}"]
+            conv = nn.Conv2d(in_ch, ch, cfg.kernel_size, padding=cfg.kernel_size // 2, bias="bias" in p)
+            layers.append(conv)
+            if cfg.norm == "batch":
+                layers.append(nn.BatchNorm2d(ch))
+            layers.append(nn.ReLU())
+            in_ch = ch
+        layers.append(nn.MaxPool2d(2))
+    layers.append(nn.Flatten())
+    width = cfg.flat_features
+    if cfg.hidden:
+        layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
+        width = cfg.hidden
+    layers += [nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes)]
+    module = nn.Sequential(*layers)
+    with torch.no_grad():
+        convs = [m for m in module if isinstance(m, nn.Conv2d)]
+        norms = [m for m in module if isinstance(m, nn.BatchNorm2d)]
+        names = [(b, j) for b in range(1, len(cfg.channels) + 1) for j in range(1, cfg.convs_per_block + 1)]
+        for conv, (b, j) in zip(convs, names, strict=True):
+            p = params[f"block{b}"][f"conv{j}"]
+            conv.weight.copy_(p["kernel"])
+            if "bias" in p:
+                conv.bias.copy_(p["bias"])
+        for norm, (b, j) in zip(norms, names if norms else [], strict=True):
+            norm.weight.copy_(params[f"block{b}"][f"norm{j}"]["scale"])
+            norm.bias.copy_(params[f"block{b}"][f"norm{j}"]["bias"])
+        linears = [m for m in module if isinstance(m, nn.Linear)]
+        for lin, name in zip(linears, (["fc"] if cfg.hidden else []) + ["head"], strict=True):
+            lin.weight.copy_(params[name]["kernel"])
+            lin.bias.copy_(params[name]["bias"])
+    return module.train()
+
+
+def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool) -> Runner:
+    import torch
+    import torch.nn.functional as F
+
+    module = _module(cfg, params)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    forward = torch.compile(module) if compiled else module
+
+    def step(i: int) -> Any:
+        batch = pool[i % len(pool)]
+        opt.zero_grad(set_to_none=True)
+        logits = forward(batch.images.float() / 255.0)
+        loss = F.cross_entropy(logits, batch.labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return Runner(name, 1, step, compiled="torch" if compiled else "")
+
+
+def _hwr_runner(
+    name: str, model: Any, params: dict, pool: list, *, compiled: bool, members: int = 1, options: dict | None = None
+) -> Runner:
+    import torch
+
+    from hwr import losses, optim, random, train, tree
+
+    opt = optim.adam(1e-3)
+    step_fn = train.train_step(model, opt, losses.cross_entropy)
+    if members == 1:
+        state = train.init_state(model, opt, random.key(0), params=params)
+        fn = step_fn
+    else:  # K models in one step: vmap over stacked states, the batch shared
+        inits = [params] + [model.init(k) for k in random.split(random.key(99), members - 1)]
+        states = [train.init_state(model, opt, random.fold_in(random.key(0), m), params=p) for m, p in enumerate(inits)]
+        state = tree.map(lambda *xs: torch.stack(xs), *states)
+
+        def fn(s: Any, batch: Any) -> Any:
+            return torch.func.vmap(step_fn, in_dims=(0, None))(s, batch)
+
+    fn = train.compile(fn, **(options or {})) if compiled else fn
+    holder = [state]
+
+    def step(i: int) -> Any:
+        holder[0], metrics = fn(holder[0], pool[i % len(pool)])
+        return metrics
+
+    return Runner(name, members, step, compiled="torch" if compiled else "")
+
+
+def _jax_runner(name: str, cfg: Any, params: dict, pool: list) -> Runner:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from hwr.interop import jax as hj
+
+    fparams = jax.tree_util.tree_map(jnp.array, hj.to_flax(params, cfg))  # own copies: donation may reuse them
+    opt = optax.adam(1e-3)
+    images = [jnp.array(b.images.permute(0, 2, 3, 1).numpy()) for b in pool]  # uint8 (B, H, W, C)
+    labels = [jnp.array(b.labels.numpy().astype("int32")) for b in pool]
+
+    def train_step(state: Any, x: jax.Array, y: jax.Array) -> Any:
+        p, opt_state = state
+
+        def objective(p: Any) -> Any:
+            logits = hj.cnn_apply(p, x.astype(jnp.float32) / 255.0, cfg, train=True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+        (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(p)
+        updates, opt_state = opt.update(grads, opt_state, p)
+        metrics = {"loss": loss, "correct": (logits.argmax(-1) == y).sum()}
+        return (optax.apply_updates(p, updates), opt_state), metrics
+
+    jitted = jax.jit(train_step, donate_argnums=0)
+    holder = [(fparams, opt.init(fparams))]
+
+    def step(i: int) -> Any:
+        holder[0], metrics = jitted(holder[0], images[i % len(pool)], labels[i % len(pool)])
+        return metrics
+
+    return Runner(name, 1, step, block=jax.block_until_ready, compiled="jax")
+
+
+def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
+    """Variant name -> ``build(params, pool)``. The default run uses ``DEFAULT_VARIANTS``; the others isolate one
+    lever each (``--variants``) for the levers table."""
+    from hwr import perf
+    from hwr.models import cnn
+
+    model = cnn.model(cfg)
+    cl, aten = perf.channels_last(model), perf.ATEN_GRAPH
+
+    def hwr(m: Any, **kw: Any) -> Callable[[dict, list], Runner]:
+        return lambda p, pool: _hwr_runner("", m, p, pool, **kw)
+
+    return {
+        "eager_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=False),
+        "compiled_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=True),
+        "hwr_eager": hwr(model, compiled=False),
+        "hwr_compiled": hwr(model, compiled=True),
+        "hwr_compiled_fast": hwr(cl, compiled=True, options=aten),  # channels-last + ATen kernels in one graph
+        "jax_jit": lambda p, pool: _jax_runner("", cfg, p, pool),
+        "hwr_ensemble_k4": hwr(model, compiled=True, members=4),
+        "hwr_ensemble_k8": hwr(model, compiled=True, members=8),
+        "hwr_compiled_fast_bf16": hwr(perf.autocast(cl), compiled=True, options=aten),
+        # single levers
+        "hwr_eager_channels_last": hwr(cl, compiled=False),
+        "hwr_compiled_channels_last": hwr(cl, compiled=True),
+        "hwr_compiled_aten": hwr(model, compiled=True, options=aten),
+        "hwr_compiled_bf16": hwr(perf.autocast(model), compiled=True),
+        "hwr_ensemble_k4_fast": hwr(cl, compiled=True, members=4, options=aten),
+    }
+
+
+DEFAULT_VARIANTS = (
+    "eager_module",
+    "compiled_module",
+    "hwr_eager",
+    "hwr_compiled",
+    "hwr_compiled_fast",
+    "jax_jit",
+    "hwr_ensemble_k4",
+    "hwr_ensemble_k8",
+    "hwr_compiled_fast_bf16",
+)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL(name).malloc_trim(0)
+
+
+def step_memory_mib(runner: Runner, start: int) -> float | None:
+    """Peak rise of the resident set over one step above the level after ``malloc_trim(0)`` (None off Linux)."""
+    if not Path("/proc/self/statm").exists():
+        return None
+    _malloc_trim()
+    base = _rss_bytes()
+    peak, stop = [base], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    runner.block(runner.step(start))
+    stop.set()
+    t.join()
+    return (max(peak[0], _rss_bytes()) - base) / 2**20
+
+
+def _inductor_cache_counts() -> tuple[int, int]:
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
+
+
+def _time_steps(runner: Runner, n: int, start: int) -> float:
+    t0 = time.perf_counter()
+    out = None
+    for i in range(n):
+        out = runner.step(start + i)
+    runner.block(out)
+    return time.perf_counter() - t0
+
+
+def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
+    """Forward + backward FLOPs per sample of one eager step (what actually runs: no input gradient for the
+    first layer), counted by ``torch.utils.flop_counter`` over convolutions and matmuls."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hwr import tree
+    from hwr.models import cnn
+
+    model = cnn.model(cfg)
+    p = tree.map(lambda t: t.detach().clone().requires_grad_(True), params)
+    x = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
+    y = torch.zeros(batch_size, dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = model.apply(p, model.init_state(), x, train=True)
+        F.cross_entropy(logits, y).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def peak_gflops(seconds: float = 1.0) -> float:
+    """The fp32 matmul peak of this process's threads: the best of repeated 2048x2048 products."""
+    import torch
+
+    n = 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def bench_batch_size(
+    builders: dict[str, Callable[[dict, list], Runner]],
+    names: list[str],
+    cfg: Any,
+    batch_size: int,
+    *,
+    windows: int,
+    window_s: float,
+    steps: int | None,
+    log: Callable[[str], None],
+    measure_warm: bool = True,
+) -> list[Runner]:
+    """Build, compile and time ``names`` at ``batch_size``; returns the runners with their measurements.
+    ``measure_warm``: also recompile every compiled variant from the on-disk caches (``warm_s``)."""
+    import torch
+
+    from hwr import random
+    from hwr.models import cnn
+
+    params = cnn.model(cfg).init(random.key(0))
+    pool = _pool(cfg, batch_size)
+    runners: list[Runner] = []
+    for name in names:
+        runner = builders[name](params, pool)
+        runner.name = name
+        hits, misses = _inductor_cache_counts()
+        t0 = time.perf_counter()
+        runner.block(runner.step(0))
+        runner.first_s = time.perf_counter() - t0
+        if runner.compiled == "torch":
+            hits2, misses2 = _inductor_cache_counts()
+            runner.cache = "cold" if misses2 > misses else "warm" if hits2 > hits else "-"
+        elif runner.compiled == "jax":
+            runner.cache = "jax"
+        runner.step_s = _time_steps(runner, 1, 1)
+        runner.first_s = max(runner.first_s - runner.step_s, 0.0)
+        log(f"  b={batch_size} {name}: first call {runner.first_s:.1f} s ({runner.cache}), step {runner.step_s:.3f} s")
+        runners.append(runner)
+    # warm compile: drop dynamo's and JAX's in-memory caches and compile again from the on-disk caches
+    if measure_warm and any(r.compiled for r in runners):
+        torch._dynamo.reset()
+        if any(r.compiled == "jax" for r in runners):
+            import jax
+
+            jax.clear_caches()
+        for r in runners:
+            if r.compiled:
+                t0 = time.perf_counter()
+                r.block(r.step(2))
+                r.warm_s = max(time.perf_counter() - t0 - r.step_s, 0.0)
+    for r in runners:  # warm-up after the recompile, and steps per window from a steady step time
+        r.step_s = _time_steps(r, 1, 3)
+    n_steps = {r.name: steps or max(1, round(window_s / max(r.step_s, 1e-6))) for r in runners}
+    step_no = 4
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for w in range(windows):
+            order = runners[w % len(runners) :] + runners[: w % len(runners)]
+            for r in order:
+                n = n_steps[r.name]
+                seconds = _time_steps(r, n, step_no)
+                r.windows.append(n * batch_size * r.members / seconds)
+            step_no += max(n_steps.values())
+        for r in runners:
+            r.step_mib = step_memory_mib(r, step_no)
+    return runners
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float) -> list[dict[str, Any]]:
+    """JSON rows: one per variant, ratios against ``eager_module`` at the same batch size (None if not run)."""
+    medians = {r.name: statistics.median(r.windows) for r in runners}
+    ref = medians.get("eager_module")
+    rows = []
+    for r in runners:
+        sps = medians[r.name]
+        gflops = sps * flops / 1e9
+        rows.append(
+            {
+                "variant": r.name,
+                "batch_size": batch_size,
+                "members": r.members,
+                "samples_per_s": sps,
+                "ratio_vs_reference": sps / ref if ref else None,
+                "windows_samples_per_s": r.windows,
+                "gflops": gflops,
+                "fraction_of_fp32_peak": gflops / peak if peak else None,
+                "step_peak_mib": r.step_mib,
+                "compile_first_s": r.first_s if r.compiled else None,
+                "compile_cache": r.cache if r.compiled else None,
+                "compile_warm_s": r.warm_s,
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Training step throughput (median of windows; ratio vs eager_module at the same batch)")
+    for col in ("variant", "batch", "samples/s", "spread", "ratio", "GFLOP/s", "% peak", "step MiB",
+                "compile s", "cache", "warm s"):
+        t.add_column(col, justify="left" if col in ("variant", "cache") else "right")
+    for r in rows:
+        w = r["windows_samples_per_s"]
+        spread = (max(w) - min(w)) / r["samples_per_s"] if len(w) > 1 else 0.0
+        t.add_row(
+            r["variant"],
+            str(r["batch_size"]),
+            f"{r['samples_per_s']:,.0f}",
+            f"±{100 * spread / 2:.0f}%",
+            f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
+            f"{r['gflops']:.1f}",
+            f"{100 * r['fraction_of_fp32_peak']:.0f}%" if r["fraction_of_fp32_peak"] else "-",
+            f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
+            f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
+            r["compile_cache"] or "-",
+            f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
+        )
+    console = Console(width=max(Console().width, 150))
+    console.print(t)
+    console.print(
+        f"[dim]{env['cpu']}, {env['threads']} threads, torch {env['torch']}, jax {env.get('jax', '-')}; "
+        f"fp32 peak {env['peak_gflops']:.0f} GFLOP/s ({env['peak_source']}); "
+        f"{env['flops_per_sample'] / 1e6:.1f} MFLOP per sample (fwd+bwd); allocator tuned: {env['allocator_tuned']}; "
+        f"load average {env['load_start']:.1f} -> {env['load_end']:.1f}; {env['seconds']:.0f} s[/dim]"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="batch 128 only, fewer and shorter windows (< 2 min)")
+    ap.add_argument("--json", type=Path, help="also write the rows as a JSON list to this path")
+    ap.add_argument("--variants", help=f"comma-separated subset of: {','.join(DEFAULT_VARIANTS)}")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", help="default 128 512 (--quick: 128)")
+    ap.add_argument("--windows", type=int, help=f"timed windows per variant (default {WINDOWS}, quick {QUICK_WINDOWS})")
+    ap.add_argument("--window-s", type=float, help=f"seconds per window (default {WINDOW_S}, quick {QUICK_WINDOW_S})")
+    ap.add_argument("--steps", type=int, help="fixed steps per window instead of --window-s")
+    ap.add_argument("--peak-gflops", type=float, help="fp32 peak to compare against (default: measured)")
+    ap.add_argument("--config", default="{}", help='CNNConfig fields as JSON, e.g. \'{"channels": [4, 8]}\'')
+    ap.add_argument("--fresh-cache", action="store_true", help="empty inductor/JAX caches: the first compile is cold")
+    args = ap.parse_args(argv)
+    if args.windows is not None and args.windows < 1:
+        ap.error(f"--windows must be >= 1, got {args.windows}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
+    cache_root = Path(tempfile.mkdtemp(prefix="hwr-bench-cache-")) if args.fresh_cache else ROOT / ".cache"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")  # before torch reads it
+    from hwr import runtime
+
+    runtime.configure()
+    allocator_tuned = os.environ.get("HWR_NO_MALLOPT") != "1"
+    import torch
+    import torch._dynamo
+
+    from hwr.models import config_from_dict
+
+    torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled
+    names = args.variants.split(",") if args.variants else list(DEFAULT_VARIANTS)
+    cfg = config_from_dict("cnn", json.loads(args.config))
+    builders = _variants(cfg)
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
+        return 2
+    env: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_name()}
+    if "jax_jit" in names:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(cache_root / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        env["jax"] = jax.__version__
+    batch_sizes = args.batch_sizes or ([128] if args.quick else [128, 512])
+    windows = args.windows or (QUICK_WINDOWS if args.quick else WINDOWS)
+    window_s = args.window_s or (QUICK_WINDOW_S if args.quick else WINDOW_S)
+    from hwr import random
+    from hwr.models import cnn
+
+    flops = flops_per_sample(cfg, cnn.model(cfg).init(random.key(0)))
+    peak = args.peak_gflops or peak_gflops()
+    env.update(
+        peak_gflops=peak,
+        peak_source="given" if args.peak_gflops else "measured, 2048^2 matmul",
+        flops_per_sample=flops,
+        allocator_tuned=allocator_tuned,
+    )
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    log(f"variants {names}; batch sizes {batch_sizes}; {windows} windows; peak {peak:.0f} GFLOP/s")
+    rows: list[dict[str, Any]] = []
+    for b in batch_sizes:
+        runners = bench_batch_size(
+            builders, names, cfg, b, windows=windows, window_s=window_s, steps=args.steps, log=log,
+            measure_warm=b == batch_sizes[0],
+        )
+        rows += rows_of(runners, b, flops, peak)
+        del runners
+    env.update(load_start=load_start, load_end=os.getloadavg()[0], seconds=time.perf_counter() - t_start)
+    print_table(rows, env)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"env": env, "config": json.loads(args.config)}
+        args.json.write_text(json.dumps([{**row, **meta} for row in rows], indent=2))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""benchmarks/step.py end to end on a tiny CNN: the JSON rows it writes, and its refusal of unknown variants.
+
+No wall-clock thresholds: the figures depend on the machine and its load; only their shape and consistency are tested.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP = ROOT / "benchmarks" / "step.py"
+TINY = '{"channels": [4, 8], "hidden": 16}'
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(STEP), *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "step.json"
+    done = _run(
+        "--quick", "--json", str(out), "--variants", "eager_module,hwr_compiled", "--batch-sizes", "8",
+        "--windows", "2", "--steps", "2", "--config", TINY, "--peak-gflops", "100",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "hwr_compiled" in done.stdout  # the rich table
+    return json.loads(out.read_text())
+
+
+def test_rows_have_the_documented_schema(rows):
+    assert [r["variant"] for r in rows] == ["eager_module", "hwr_compiled"]
+    for r in rows:
+        assert r["batch_size"] == 8 and r["members"] == 1
+        assert isinstance(r["samples_per_s"], float) and r["samples_per_s"] > 0
+        assert len(r["windows_samples_per_s"]) == 2
+        assert r["samples_per_s"] == pytest.approx(sorted(r["windows_samples_per_s"])[0] / 2
+                                                   + sorted(r["windows_samples_per_s"])[1] / 2)
+        assert r["env"]["peak_gflops"] == 100 and r["env"]["peak_source"] == "given"
+        assert r["config"] == json.loads(TINY)
+        assert r["env"]["flops_per_sample"] > 0
+        assert math.isclose(r["gflops"], r["samples_per_s"] * r["env"]["flops_per_sample"] / 1e9)
+        assert math.isclose(r["fraction_of_fp32_peak"], r["gflops"] / 100)
+
+
+def test_ratios_are_against_eager_module(rows):
+    ref, hwr = rows
+    assert ref["ratio_vs_reference"] == 1.0
+    assert math.isclose(hwr["ratio_vs_reference"], hwr["samples_per_s"] / ref["samples_per_s"])
+
+
+def test_compile_columns_only_for_compiled_variants(rows):
+    ref, hwr = rows
+    assert ref["compile_first_s"] is None and ref["compile_warm_s"] is None
+    assert hwr["compile_first_s"] >= 0 and hwr["compile_warm_s"] >= 0
+    assert hwr["compile_cache"] in ("cold", "warm", "-")
+
+
+def test_unknown_variant_is_refused():
+    done = _run("--variants", "eager_module,warp_drive", "--config", TINY)
+    assert done.returncode == 2
+    assert "warp_drive" in done.stderr and "hwr_compiled" in done.stderr
+
+
+def test_flops_count_the_seed_cnn():
+    """The FLOP counter on the seed CNN: forward MACs * 2, backward about twice that (no input grad for conv1)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import step
+    finally:
+        sys.path.pop(0)
+    from hwr import random
+    from hwr.models import cnn
+
+    cfg = cnn.CNNConfig()
+    fwd_macs = 32 * 9 * 784 + 64 * 32 * 9 * 196 + 3136 * 128 + 128 * 10  # per sample
+    flops = step.flops_per_sample(cfg, cnn.model(cfg).init(random.key(0)))
+    # forward 2*MACs; backward: weight grads for every layer, input grads for all but the first conv
+    expected = 2 * fwd_macs + 2 * fwd_macs + 2 * (fwd_macs - 32 * 9 * 784)
+    assert flops == pytest.approx(expected, rel=1e-6)
