@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, losses, metrics, models, optim, random, train, tree
+from hwr import checkpoint, files, losses, metrics, models, optim, perf, random, train, tree
 from hwr.config import OptimConfig, RunConfig, from_dict, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
@@ -257,7 +257,8 @@ def run(
             return json.loads((out / METRICS).read_text())
 
     transform = aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
-    step = train.train_step(p.model, p.optimizer, p.loss, transform=transform)
+    step_model = perf.autocast(p.model, "bfloat16") if config.precision == "bf16" else p.model
+    step = train.train_step(step_model, p.optimizer, p.loss, transform=transform)
     x_tr, y_tr = p.train
     batches_of = lambda epoch: bt.batches(random.fold_in(k_data, epoch), x_tr, y_tr, config.batch_size)
     compile_seconds = 0.0

@@ -26,7 +26,7 @@ RECIPES: dict[str, RunConfig] = {
     "best": RunConfig(
         recipe="best",
         model_config=CNNConfig(channels=(32, 64), convs_per_block=2, norm="batch", hidden=256, dropout=0.25),
-        epochs=12,
+        epochs=8,
         optim=OptimConfig("adamw", 3e-3, "onecycle", weight_decay=5e-4, warmup=0.2),
         augment=AugmentConfig(rotation=10.0, translate=2.0, scale=0.1),
         loss=LossConfig(label_smoothing=0.1),
