@@ -8,6 +8,9 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
 - samples/s: per model; an ensemble of K models in one step counts K*B samples per step (per-member throughput);
 - ratio: samples/s over ``eager_module`` (``nn.Module`` + ``torch.optim.Adam``, what a user would write) at the
   same batch size;
+- per CPU-s and its ratio: samples per second of process CPU time (user + system, all threads). With one thread
+  (``HWR_THREADS=1``) it ignores the time other processes take the core, so it is the steadier figure on a shared
+  machine; with several threads it also counts threads spinning at barriers;
 - GFLOP/s and % peak: FLOPs of forward + backward per sample counted by ``torch.utils.flop_counter`` on one eager
   step (convolutions and matmuls; elementwise ops and pooling not counted), over the fp32 peak measured with a
   2048x2048 matmul (or ``--peak-gflops``);
@@ -16,10 +19,15 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
 - compile s: the first call minus one steady step (tracing + compiling, or loading from the inductor cache; the
   ``cache`` column says which happened, from inductor's FX-graph-cache counters), and ``warm``: the same function
   recompiled in-process after ``torch._dynamo.reset()``, served from the on-disk cache the first compile filled or
-  found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only. ``--fresh-cache`` starts from empty caches,
-  so the first compile is cold.
+  found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only.
+  ``--fresh-cache`` starts from empty caches, so the first compile is cold.
+
+Threads: torch uses ``HWR_THREADS`` (default: all cores); JAX uses XLA's own pool. On a machine other processes
+share, two OpenMP threads lose much of their time waiting at barriers for a preempted partner; ``HWR_THREADS=1``
+gives steadier figures there.
 
     python benchmarks/step.py                       # batch 128 and 512, all variants (< 5 min with a warm cache)
+    HWR_THREADS=1 python benchmarks/step.py         # one torch thread: steady on a shared machine
     python benchmarks/step.py --quick --json out.json
     python benchmarks/step.py --variants eager_module,hwr_compiled --batch-sizes 64 --windows 3 --steps 2
 """
@@ -33,6 +41,7 @@ import ctypes.util
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -61,6 +70,7 @@ class Runner:
     warm_s: float | None = None
     step_s: float = 0.0
     windows: list[float] = field(default_factory=list)
+    cpu_windows: list[float] = field(default_factory=list)
     step_mib: float | None = None
 
 
@@ -211,6 +221,30 @@ def _jax_runner(name: str, cfg: Any, params: dict, pool: list) -> Runner:
     return Runner(name, 1, step, block=jax.block_until_ready, compiled="jax")
 
 
+def _seed_order(model: Any) -> Any:
+    """``model`` (the CNN) with the seed's relu-then-pool order, for measuring the reorder ``hwr.models.cnn`` makes."""
+    import torch.nn.functional as F
+
+    from hwr import nn
+
+    c = model.config
+
+    def apply(params: dict, state: dict, x: Any, **kwargs: Any) -> Any:
+        for b in range(1, len(c.channels) + 1):
+            for j in range(1, c.convs_per_block + 1):
+                x = nn.conv2d(params[f"block{b}"][f"conv{j}"], x)
+                if c.norm == "batch":
+                    x, _ = nn.batch_norm(params[f"block{b}"][f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=True)
+                x = F.relu(x)
+            x = F.max_pool2d(x, 2)
+        x = x.flatten(1)
+        if c.hidden:
+            x = F.relu(nn.linear(params["fc"], x))
+        return nn.linear(params["head"], x), state
+
+    return model._replace(apply=apply, name="cnn_seed_order")
+
+
 def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
     """Variant name -> ``build(params, pool)``. The default run uses ``DEFAULT_VARIANTS``; the others isolate one
     lever each (``--variants``) for the levers table."""
@@ -234,6 +268,8 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         "hwr_ensemble_k8": hwr(model, compiled=True, members=8),
         "hwr_compiled_fast_bf16": hwr(perf.autocast(cl), compiled=True, options=aten),
         # single levers
+        "hwr_eager_seed_order": hwr(_seed_order(model), compiled=False),
+        "hwr_compiled_seed_order": hwr(_seed_order(model), compiled=True),
         "hwr_eager_channels_last": hwr(cl, compiled=False),
         "hwr_compiled_channels_last": hwr(cl, compiled=True),
         "hwr_compiled_aten": hwr(model, compiled=True, options=aten),
@@ -251,7 +287,7 @@ DEFAULT_VARIANTS = (
     "jax_jit",
     "hwr_ensemble_k4",
     "hwr_ensemble_k8",
-    "hwr_compiled_fast_bf16",
+    "hwr_compiled_fast_bf16",  # only where the CPU has native bf16 (hwr.perf.has_bf16), unless named in --variants
 )
 
 
@@ -297,13 +333,23 @@ def _inductor_cache_counts() -> tuple[int, int]:
     return counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _time_steps(runner: Runner, n: int, start: int) -> float:
-    t0 = time.perf_counter()
+    return _time_steps_cpu(runner, n, start)[0]
+
+
+def _time_steps_cpu(runner: Runner, n: int, start: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of ``n`` steps."""
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     out = None
     for i in range(n):
         out = runner.step(start + i)
     runner.block(out)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_seconds() - c0
 
 
 def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
@@ -400,8 +446,9 @@ def bench_batch_size(
             order = runners[w % len(runners) :] + runners[: w % len(runners)]
             for r in order:
                 n = n_steps[r.name]
-                seconds = _time_steps(r, n, step_no)
+                seconds, cpu = _time_steps_cpu(r, n, step_no)
                 r.windows.append(n * batch_size * r.members / seconds)
+                r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
             step_no += max(n_steps.values())
         for r in runners:
             r.step_mib = step_memory_mib(r, step_no)
@@ -414,7 +461,8 @@ def bench_batch_size(
 def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float) -> list[dict[str, Any]]:
     """JSON rows: one per variant, ratios against ``eager_module`` at the same batch size (None if not run)."""
     medians = {r.name: statistics.median(r.windows) for r in runners}
-    ref = medians.get("eager_module")
+    cpu_medians = {r.name: statistics.median(r.cpu_windows) for r in runners}
+    ref, cpu_ref = medians.get("eager_module"), cpu_medians.get("eager_module")
     rows = []
     for r in runners:
         sps = medians[r.name]
@@ -427,6 +475,8 @@ def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float) -
                 "samples_per_s": sps,
                 "ratio_vs_reference": sps / ref if ref else None,
                 "windows_samples_per_s": r.windows,
+                "samples_per_cpu_s": cpu_medians[r.name],
+                "cpu_ratio_vs_reference": cpu_medians[r.name] / cpu_ref if cpu_ref else None,
                 "gflops": gflops,
                 "fraction_of_fp32_peak": gflops / peak if peak else None,
                 "step_peak_mib": r.step_mib,
@@ -443,8 +493,8 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title="Training step throughput (median of windows; ratio vs eager_module at the same batch)")
-    for col in ("variant", "batch", "samples/s", "spread", "ratio", "GFLOP/s", "% peak", "step MiB",
-                "compile s", "cache", "warm s"):
+    for col in ("variant", "batch", "samples/s", "spread", "ratio", "per CPU-s", "ratio", "GFLOP/s", "% peak",
+                "step MiB", "compile s", "cache", "warm s"):
         t.add_column(col, justify="left" if col in ("variant", "cache") else "right")
     for r in rows:
         w = r["windows_samples_per_s"]
@@ -455,6 +505,8 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
             f"{r['samples_per_s']:,.0f}",
             f"±{100 * spread / 2:.0f}%",
             f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
+            f"{r['samples_per_cpu_s']:,.0f}",
+            f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
             f"{r['gflops']:.1f}",
             f"{100 * r['fraction_of_fp32_peak']:.0f}%" if r["fraction_of_fp32_peak"] else "-",
             f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
@@ -470,6 +522,11 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         f"{env['flops_per_sample'] / 1e6:.1f} MFLOP per sample (fwd+bwd); allocator tuned: {env['allocator_tuned']}; "
         f"load average {env['load_start']:.1f} -> {env['load_end']:.1f}; {env['seconds']:.0f} s[/dim]"
     )
+    if env["skipped"]:
+        console.print(
+            f"[dim]skipped {', '.join(env['skipped'])}: this CPU has no native bf16 (avx512_bf16 / amx_bf16), where "
+            "autocast is several times slower than float32; name it in --variants to measure it anyway[/dim]"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -494,7 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     cache_root = Path(tempfile.mkdtemp(prefix="hwr-bench-cache-")) if args.fresh_cache else ROOT / ".cache"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")  # before torch reads it
+    if args.fresh_cache:  # before torch reads it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")
+    else:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root / "inductor"))
     from hwr import runtime
 
     runtime.configure()
@@ -502,17 +562,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch._dynamo
 
+    from hwr import perf
     from hwr.models import config_from_dict
 
     torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled
     names = args.variants.split(",") if args.variants else list(DEFAULT_VARIANTS)
+    skipped = [] if args.variants or perf.has_bf16() else [n for n in names if "bf16" in n]
+    names = [n for n in names if n not in skipped]
     cfg = config_from_dict("cnn", json.loads(args.config))
     builders = _variants(cfg)
     unknown = [n for n in names if n not in builders]
     if unknown:
         print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
         return 2
-    env: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": _cpu_name()}
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+        "hwr_threads": os.environ.get("HWR_THREADS"),
+        "native_bf16": perf.has_bf16(),
+        "skipped": skipped,
+    }
     if "jax_jit" in names:
         import jax
 

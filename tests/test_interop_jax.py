@@ -143,12 +143,17 @@ def test_optax_adam_matches_hwr_adam_over_steps():
     opt, jopt = optim.adam(1e-3), optax.adam(1e-3)
     state, jstate = opt.init(params), jopt.init(hj.to_jax(params))
     jparams = hj.to_jax(params)
+
+    @jax.jit
+    def jstep(g, s, p):
+        u, s = jopt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
     for i in range(3):
         grads = tree.map(lambda p, i=i: random.normal(random.fold_in(random.key(10), i), p.shape), params)
         updates, state = opt.update(grads, state, params)
         params = optim.apply_updates(params, updates)
-        jupdates, jstate = jopt.update(hj.to_jax(grads), jstate, jparams)
-        jparams = optax.apply_updates(jparams, jupdates)
+        jparams, jstate = jstep(hj.to_jax(grads), jstate, jparams)
         got = tree.flatten_names(hj.from_jax(jparams))  # optax rebuilds dicts with sorted keys: compare by name
         for name, a in tree.flatten_names(params).items():
             torch.testing.assert_close(got[name], a, atol=1e-5, rtol=0)
@@ -171,7 +176,7 @@ def test_one_jax_train_step_matches_one_hwr_step():
         logits = hj.cnn_apply(p, jx, SMALL)
         return optax.softmax_cross_entropy_with_integer_labels(logits, jy).mean()
 
-    value, grads = jax.value_and_grad(loss)(jparams)
+    value, grads = jax.jit(jax.value_and_grad(loss))(jparams)  # jit: op-by-op JAX autodiff is slow
     updates, _ = jopt.update(grads, jopt.init(jparams), jparams)
     got = hj.from_flax(optax.apply_updates(jparams, updates), SMALL)
     assert abs(float(value) - float(metrics["loss"])) < 1e-5
