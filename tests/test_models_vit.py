@@ -133,13 +133,13 @@ def test_default_model_shapes_and_registry():
     params = m.init(random.key(0))
     logits, _ = m.apply(params, m.init_state(), torch.rand(2, 1, 28, 28))
     assert logits.shape == (2, 10)
-    assert params["embed"]["pos"].shape == (1, 50, 64) and params["embed"]["cls"].shape == (1, 1, 64)
-    assert params["embed"]["patch"]["kernel"].shape == (64, 1, 4, 4)
+    assert params["embed"]["pos"].shape == (1, 17, 64) and params["embed"]["cls"].shape == (1, 1, 64)
+    assert params["embed"]["patch"]["kernel"].shape == (64, 1, 7, 7)
     assert list(params) == ["embed", "block1", "block2", "block3", "block4", "norm", "head"]
-    m7 = models.get("vit", {"patch_size": 7, "pool": "mean", "num_classes": 3, "in_channels": 3})
-    p7 = m7.init(random.key(0))
-    assert "cls" not in p7["embed"] and p7["embed"]["pos"].shape == (1, 16, 64)
-    assert m7.apply(p7, {}, torch.rand(2, 3, 28, 28))[0].shape == (2, 3)
+    m4 = models.get("vit", {"patch_size": 4, "pool": "mean", "num_classes": 3, "in_channels": 3})
+    p4 = m4.init(random.key(0))
+    assert "cls" not in p4["embed"] and p4["embed"]["pos"].shape == (1, 49, 64)
+    assert m4.apply(p4, {}, torch.rand(2, 3, 28, 28))[0].shape == (2, 3)
 
 
 def test_init_is_keyed():
@@ -158,7 +158,7 @@ def test_fine_tuning_last_block_is_the_top_block_and_final_norm():
 
 
 def test_dropout_is_keyed_and_only_in_training():
-    cfg = ViTConfig(dim=8, depth=2, heads=2, mlp_dim=16, dropout=0.3, image_size=8)
+    cfg = ViTConfig(patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16, dropout=0.3, image_size=8)
     m = vit.model(cfg)
     params = m.init(random.key(0))
     x = random.uniform(random.key(1), (4, 1, 8, 8))
@@ -168,7 +168,7 @@ def test_dropout_is_keyed_and_only_in_training():
     c, _ = m.apply(params, {}, x, key=k2, train=True)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    no_dropout, _ = vit.model(ViTConfig(dim=8, depth=2, heads=2, mlp_dim=16, image_size=8)).apply(params, {}, x)
+    no_dropout, _ = vit.model(ViTConfig(patch_size=4, dim=8, depth=2, heads=2, mlp_dim=16, image_size=8)).apply(params, {}, x)
     torch.testing.assert_close(m.apply(params, {}, x, key=k1)[0], no_dropout, atol=0, rtol=0)
     with pytest.raises(ValueError, match="needs key"):
         m.apply(params, {}, x, train=True)
@@ -177,7 +177,7 @@ def test_dropout_is_keyed_and_only_in_training():
 
 
 def test_apply_is_pure():
-    m = vit.model(ViTConfig(dim=8, depth=1, heads=2, mlp_dim=8, dropout=0.2, image_size=8))
+    m = vit.model(ViTConfig(patch_size=4, dim=8, depth=1, heads=2, mlp_dim=8, dropout=0.2, image_size=8))
     params = m.init(random.key(0))
     before = tree.map(torch.clone, params)
     x = random.uniform(random.key(1), (2, 1, 8, 8))
