@@ -78,20 +78,12 @@ class Runner:
 
 
 def _pool(cfg: Any, batch_size: int, n: int = 4) -> list[Any]:
-    """``n`` fixed uint8 batches (B, C, H, W) with labels, all samples real (mask True)."""
-    import torch
-
+    """``n`` fixed uint8 batches shaped for ``cfg``, all samples real (mask True)."""
     from hwr import random
-    from hwr.train import Batch
+    from hwr.data.batches import synthetic_batches
 
-    out = []
-    for i in range(n):
-        k_img, k_lab = random.split(random.fold_in(random.key(1234), i))
-        shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-        images = (random.uniform(k_img, shape) * 255).to(torch.uint8)
-        labels = random.randint(k_lab, (batch_size,), 0, cfg.num_classes)
-        out.append(Batch(images, labels, torch.ones(batch_size, dtype=torch.bool)))
-    return out
+    return synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
+                             num_classes=cfg.num_classes)
 
 
 def _module(cfg: Any, params: dict) -> Any:

@@ -10,7 +10,13 @@ import torch
 from hwr import random
 from hwr.random import Key
 
-__all__ = ["Batch", "batches", "num_batches", "to_float"]
+__all__ = [
+    "Batch",
+    "batches",
+    "num_batches",
+    "synthetic_batches",
+    "to_float",
+]
 
 
 class Batch(NamedTuple):
@@ -67,3 +73,16 @@ def batches(
     xs = images.index_select(0, order).view(count, batch_size, *images.shape[1:])
     ys = labels.index_select(0, order).view(count, batch_size)
     return [Batch(x, y, m) for x, y, m in zip(xs.unbind(0), ys.unbind(0), mask.unbind(0))]
+
+
+def synthetic_batches(key: Key, n: int, batch_size: int, *, channels: int = 1, size: int = 28,
+                      num_classes: int = 10) -> list[Batch]:
+    """``n`` keyed random uint8 batches ``(B, channels, size, size)`` with labels, all samples real: fixed inputs
+    for benchmarks and smoke runs, identical in every process for the same key."""
+    out = []
+    for i in range(n):
+        k_img, k_lab = random.split(random.fold_in(key, i))
+        images = (random.uniform(k_img, (batch_size, channels, size, size)) * 255).to(torch.uint8)
+        labels = random.randint(k_lab, (batch_size,), 0, num_classes)
+        out.append(Batch(images, labels, torch.ones(batch_size, dtype=torch.bool)))
+    return out
