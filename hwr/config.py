@@ -16,7 +16,7 @@ from hwr import models
 from hwr.data.augment import AugmentConfig
 from hwr.losses import LossConfig
 
-__all__ = ["FinetuneConfig", "OptimConfig", "RunConfig", "from_dict", "to_dict"]
+__all__ = ["MEMORY_FORMATS", "FinetuneConfig", "OptimConfig", "RunConfig", "from_dict", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class FinetuneConfig:
             raise ValueError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
 
 
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One training run. ``model_config`` is the family's config (None: its defaults); ``limit_*`` subsample
@@ -78,6 +81,7 @@ class RunConfig:
     limit_test: int = 0
     compile: bool = True
     precision: str = "fp32"  # fp32 | bf16 (autocast)
+    memory_format: str = "contiguous"  # contiguous | channels_last (hwr.perf.channels_last; same function)
     recipe: str = ""
 
     def __post_init__(self) -> None:
@@ -87,6 +91,8 @@ class RunConfig:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
         if self.model_config is not None and not dataclasses.is_dataclass(self.model_config):
             object.__setattr__(self, "model_config", models.config_from_dict(self.model, self.model_config))
 

@@ -257,7 +257,8 @@ def run(
             return json.loads((out / METRICS).read_text())
 
     transform = aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
-    step_model = perf.autocast(p.model, "bfloat16") if config.precision == "bf16" else p.model
+    step_model = perf.channels_last(p.model) if config.memory_format == "channels_last" else p.model
+    step_model = perf.autocast(step_model, "bfloat16") if config.precision == "bf16" else step_model
     step = train.train_step(step_model, p.optimizer, p.loss, transform=transform)
     x_tr, y_tr = p.train
     batches_of = lambda epoch: bt.batches(random.fold_in(k_data, epoch), x_tr, y_tr, config.batch_size)

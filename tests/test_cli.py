@@ -81,9 +81,10 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
 
 def test_compiled_train_matches_schema(tmp_path):
     out = tmp_path / "c"
-    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--out", str(out))
+    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--memory-format", "channels_last", "--out", str(out))
     m = json.loads((out / "metrics.json").read_text())
     assert m["timing"]["compile_seconds"] > 0 and m["test"]["accuracy"] > 0.8
+    assert json.loads((out / "config.json").read_text())["memory_format"] == "channels_last"
 
 
 def test_evaluate(trained):

@@ -10,7 +10,7 @@ import torch
 
 from hwr import experiment, recipes, report
 from hwr.cli import UsageError
-from hwr.config import FinetuneConfig, OptimConfig, RunConfig
+from hwr.config import MEMORY_FORMATS, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data import augment as aug
 from hwr.data import digits, sources
 from hwr.losses import LossConfig
@@ -59,6 +59,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, default=None)
     p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"))
+    p.add_argument("--memory-format", default=None, choices=MEMORY_FORMATS,
+                   help="channels_last: NHWC convolutions in the train step (same function, faster on CPU)")
     p.add_argument("--data-root", default=None, help="data root (default $HWR_DATA or ~/.cache/hwr)")
 
 
@@ -70,6 +72,7 @@ def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
         "limit_train": args.limit_train,
         "limit_test": args.limit_test,
         "precision": args.precision,
+        "memory_format": args.memory_format,
         "compile": False if args.no_compile else None,
         "augment": aug.parse_augment(args.augment) if args.augment is not None else None,
         "optim": dataclasses.replace(base.optim, lr=args.lr) if args.lr is not None else None,
