@@ -149,15 +149,44 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
     return Runner(name, 1, step, compiled="torch" if compiled else "")
 
 
+def _donating(step_fn: Callable) -> Callable:
+    """``step_fn`` that writes the new parameters and optimizer state into the old state's buffers (donation in
+    the JAX sense: the caller promises never to read the old state again) and returns those buffers."""
+    from hwr import tree
+
+    def step(state: Any, batch: Any) -> Any:
+        new, metrics = step_fn(state, batch)
+        tree.map(lambda old, t: old.copy_(t), (state.params, state.opt_state), (new.params, new.opt_state))
+        return new._replace(params=state.params, opt_state=state.opt_state), metrics
+
+    return step
+
+
+def _inductor_region(opt: Any) -> Any:
+    """``opt`` whose update is annotated for inductor: inside an ``ATEN_GRAPH`` step that region alone is fused
+    into generated C++ loops instead of running as separate ATen kernels."""
+    import torch
+
+    def update(grads: Any, state: Any, params: Any = None) -> Any:
+        with torch.fx.traceback.annotate({"compile_with_inductor": {}}):
+            return opt.update(grads, state, params)
+
+    return opt._replace(update=update)
+
+
 def _hwr_runner(
-    name: str, model: Any, params: dict, pool: list, *, compiled: bool, members: int = 1, options: dict | None = None
+    name: str, model: Any, params: dict, pool: list, *, compiled: bool, members: int = 1, options: dict | None = None,
+    donate: bool = False, fuse_optimizer: bool = False,
 ) -> Runner:
     import torch
 
     from hwr import losses, optim, random, train, tree
 
     opt = optim.adam(1e-3)
+    opt = _inductor_region(opt) if fuse_optimizer else opt
     step_fn = train.train_step(model, opt, losses.cross_entropy)
+    step_fn = _donating(step_fn) if donate else step_fn
+    params = tree.map(torch.clone, params) if donate else params  # donation overwrites: never the shared copy
     if members == 1:
         state = train.init_state(model, opt, random.key(0), params=params)
         fn = step_fn
@@ -267,6 +296,8 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         "hwr_compiled_aten": hwr(model, compiled=True, options=aten),
         "hwr_compiled_bf16": hwr(perf.autocast(model), compiled=True),
         "hwr_ensemble_k4_fast": hwr(cl, compiled=True, members=4, options=aten),
+        "hwr_compiled_fast_donate": hwr(cl, compiled=True, options=aten, donate=True),
+        "hwr_compiled_fast_fused_adam": hwr(cl, compiled=True, options=aten, fuse_optimizer=True),
     }
 
 

@@ -82,3 +82,59 @@ def test_flops_count_the_seed_cnn():
     # forward 2*MACs; backward: weight grads for every layer, input grads for all but the first conv
     expected = 2 * fwd_macs + 2 * fwd_macs + 2 * (fwd_macs - 32 * 9 * 784)
     assert flops == pytest.approx(expected, rel=1e-6)
+
+
+def _load_step_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_step", STEP)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+step_mod = _load_step_module()
+
+
+def _tiny_step(**kw):
+    from hwr import losses, optim, perf, random, train
+    from hwr.models import cnn
+
+    model = perf.channels_last(cnn.model(cnn.CNNConfig(channels=(4, 8), hidden=16)))
+    opt = optim.adam(1e-3)
+    opt = step_mod._inductor_region(opt) if kw.get("fuse") else opt
+    state = train.init_state(model, opt, random.key(0))
+    return train.train_step(model, opt, losses.cross_entropy), state
+
+
+def test_donating_step_writes_the_new_state_into_the_old_buffers():
+    import torch
+
+    from hwr import random, tree
+    from hwr.data import batches
+
+    step, state = _tiny_step()
+    batch = batches.synthetic_batches(random.key(1), 1, 8)[0]
+    want, _ = step(state, batch)
+    old = tree.map(torch.clone, state)
+    got, _ = step_mod._donating(step)(state, batch)
+    for a, b in zip(tree.leaves(got.params), tree.leaves(want.params), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(a is b for a, b in zip(tree.leaves(got.params), tree.leaves(state.params), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(tree.leaves(state.params), tree.leaves(old.params), strict=True))
+
+
+def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
+    import torch
+
+    from hwr import perf, random, train, tree
+    from hwr.data import batches
+
+    batch = batches.synthetic_batches(random.key(1), 1, 8)[0]
+    plain, state = _tiny_step()
+    fused, _ = _tiny_step(fuse=True)
+    want, _ = plain(state, batch)
+    got, _ = train.compile(fused, **perf.ATEN_GRAPH)(state, batch)
+    for a, b in zip(tree.leaves(got.params), tree.leaves(want.params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
