@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +29,7 @@ from hwr.data import clean, sources, splits
 from hwr.finetune import lr_multipliers, transfer
 from hwr.models import Model
 
-__all__ = ["Prepared", "RunError", "build_optimizer", "evaluate", "load_run", "prepare", "run"]
+__all__ = ["Prepared", "RunError", "build_optimizer", "evaluate", "load_run", "make_step", "prepare", "run"]
 
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.safetensors", "metrics.json"
 _SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds
@@ -214,6 +214,14 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise RunError(f"{path} is not a valid run config: {e}") from None
 
 
+def make_step(config: RunConfig, p: Prepared) -> Callable[[train.TrainState, bt.Batch], Any]:
+    """The pure train step ``run`` compiles for ``config``: augmentation, memory format and precision applied."""
+    transform = aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
+    step_model = perf.channels_last(p.model) if config.memory_format == "channels_last" else p.model
+    step_model = perf.autocast(step_model, "bfloat16") if config.precision == "bf16" else step_model
+    return train.train_step(step_model, p.optimizer, p.loss, transform=transform)
+
+
 def run(
     config: RunConfig,
     out_dir: str | Path,
@@ -256,10 +264,7 @@ def run(
         if meta.get("complete"):
             return json.loads((out / METRICS).read_text())
 
-    transform = aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
-    step_model = perf.channels_last(p.model) if config.memory_format == "channels_last" else p.model
-    step_model = perf.autocast(step_model, "bfloat16") if config.precision == "bf16" else step_model
-    step = train.train_step(step_model, p.optimizer, p.loss, transform=transform)
+    step = make_step(config, p)
     x_tr, y_tr = p.train
     batches_of = lambda epoch: bt.batches(random.fold_in(k_data, epoch), x_tr, y_tr, config.batch_size)
     compile_seconds = 0.0

@@ -5,7 +5,7 @@
   one-cycle schedule (warm-up to 3e-3, cosine down) for 3 epochs.
 - ``best``: highest single-model accuracy within 20 minutes of training on 2 cores: a 4-conv batch-normed
   CNN (32-32-pool-64-64-pool-fc256), per-sample random affine augmentation, AdamW + one-cycle, label smoothing,
-  12 epochs; channels-last convolutions (1.2x the NCHW step here) buy the extra epochs inside the budget.
+  12 epochs; channels-last convolutions (1.16x the NCHW step here) buy the extra epochs inside the budget.
 Measured figures are in the README (``benchmarks/time_to_accuracy.py --recipe NAME`` measures them).
 """
 

@@ -138,3 +138,23 @@ def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
     got, _ = train.compile(fused, **perf.ATEN_GRAPH)(state, batch)
     for a, b in zip(tree.leaves(got.params), tree.leaves(want.params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+RECIPE_STEP = ROOT / "benchmarks" / "recipe_step.py"
+
+
+def test_recipe_step_times_each_memory_format(tmp_path):
+    out = tmp_path / "recipe.json"
+    done = subprocess.run([sys.executable, str(RECIPE_STEP), "--recipe", "seed", "--windows", "2", "--steps", "2",
+                           "--limit-train", "2000", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["memory_format"] for r in rows] == ["contiguous", "channels_last"]
+    assert rows[0]["ratio"] == 1.0 and all(r["samples_per_s"] > 0 and r["compile_s"] > 0 for r in rows)
+
+
+def test_recipe_step_refuses_an_unknown_memory_format():
+    done = subprocess.run([sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "unknown memory format" in done.stderr

@@ -1,0 +1,89 @@
+"""A recipe's compiled train step, exactly as ``hwr train`` builds it (model, augmentation, loss, optimizer), in
+each memory format: samples/s on real MNIST batches, variants interleaved, median of timed windows.
+
+It measures what a lever does to a whole recipe rather than to the bare seed CNN (``benchmarks/step.py``): the
+``best`` recipe uses channels-last because of this comparison.
+
+    python benchmarks/recipe_step.py --recipe best [--formats contiguous,channels_last] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from hwr import experiment, files, random, recipes, report, runtime, train  # noqa: E402
+from hwr.config import MEMORY_FORMATS  # noqa: E402
+from hwr.data import batches as bt  # noqa: E402
+
+__all__ = ["main", "measure"]
+
+
+def measure(recipe: str, formats: list[str], *, windows: int, steps: int, limit_train: int = 0) -> list[dict[str, Any]]:
+    """Compile seconds and median samples/s of ``recipe``'s step in each memory format, on the same batches."""
+    base = recipes.get(recipe, limit_train=limit_train)
+    p = experiment.prepare(base)
+    pool = bt.batches(random.key(7), *p.train, base.batch_size)[: steps + 1]
+    runners = []
+    for fmt in formats:
+        cfg = dataclasses.replace(base, memory_format=fmt)
+        step = train.compile(experiment.make_step(cfg, p))
+        state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
+        t0 = time.perf_counter()
+        state, _ = step(state, pool[0])
+        runners.append({"format": fmt, "step": step, "state": state, "compile_s": time.perf_counter() - t0, "w": []})
+    for w in range(windows):
+        for j in range(len(runners)):
+            r = runners[(w + j) % len(runners)]  # rotate who goes first
+            t0 = time.perf_counter()
+            for b in pool[1:]:
+                r["state"], m = r["step"](r["state"], b)
+            float(m["loss"])
+            r["w"].append(base.batch_size * steps / (time.perf_counter() - t0))
+    ref = statistics.median(runners[0]["w"])
+    return [{"recipe": recipe, "memory_format": r["format"], "batch_size": base.batch_size,
+             "samples_per_s": statistics.median(r["w"]), "ratio": statistics.median(r["w"]) / ref,
+             "compile_s": r["compile_s"], "threads": torch.get_num_threads()} for r in runners]
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="best", choices=sorted(recipes.RECIPES))
+    ap.add_argument("--formats", default=",".join(MEMORY_FORMATS), help="comma-separated memory formats")
+    ap.add_argument("--windows", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=15, help="steps per timed window")
+    ap.add_argument("--limit-train", type=int, default=0, help="load only N training images (smoke runs)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    formats = args.formats.split(",")
+    unknown = sorted(set(formats) - set(MEMORY_FORMATS))
+    if unknown:
+        ap.error(f"unknown memory format(s) {unknown}; choose from {list(MEMORY_FORMATS)}")
+    runtime.configure()
+    rows = measure(args.recipe, formats, windows=args.windows, steps=args.steps, limit_train=args.limit_train)
+    table = Table(title=f"recipe {args.recipe}: compiled train step, batch {rows[0]['batch_size']}, "
+                        f"{rows[0]['threads']} thread(s)")
+    for col in ("memory format", "samples/s", f"vs {formats[0]}", "compile s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["memory_format"], f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['compile_s']:.1f}")
+    report.console.print(table)
+    if args.json:
+        files.write_json(args.json, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
