@@ -36,6 +36,8 @@ def measure(recipe: str, formats: list[str], *, windows: int, steps: int, limit_
     base = recipes.get(recipe, limit_train=limit_train)
     p = experiment.prepare(base)
     pool = bt.batches(random.key(7), *p.train, base.batch_size)[: steps + 1]
+    if len(pool) < steps + 1:
+        raise SystemExit(f"{len(pool)} batches of training data; need --steps + 1 = {steps + 1} (lower --steps)")
     runners = []
     for fmt in formats:
         cfg = dataclasses.replace(base, memory_format=fmt)
