@@ -13,7 +13,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = ROOT / "benchmarks" / "step.py"
+RECIPE_STEP = ROOT / "benchmarks" / "recipe_step.py"
 TINY = '{"channels": [4, 8], "hidden": 16}'
+
+
+def _load_step_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_step", STEP)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+step_mod = _load_step_module()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -84,26 +98,13 @@ def test_flops_count_the_seed_cnn():
     assert flops == pytest.approx(expected, rel=1e-6)
 
 
-def _load_step_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_step", STEP)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-step_mod = _load_step_module()
-
-
-def _tiny_step(**kw):
+def _tiny_step(*, fuse: bool = False):
     from hwr import losses, optim, perf, random, train
     from hwr.models import cnn
 
     model = perf.channels_last(cnn.model(cnn.CNNConfig(channels=(4, 8), hidden=16)))
     opt = optim.adam(1e-3)
-    opt = step_mod._inductor_region(opt) if kw.get("fuse") else opt
+    opt = step_mod._inductor_region(opt) if fuse else opt
     state = train.init_state(model, opt, random.key(0))
     return train.train_step(model, opt, losses.cross_entropy), state
 
@@ -138,9 +139,6 @@ def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
     got, _ = train.compile(fused, **perf.ATEN_GRAPH)(state, batch)
     for a, b in zip(tree.leaves(got.params), tree.leaves(want.params), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-RECIPE_STEP = ROOT / "benchmarks" / "recipe_step.py"
 
 
 def test_recipe_step_times_each_memory_format(tmp_path):
