@@ -15,7 +15,15 @@ import torch
 from hwr import tree
 from hwr.tree import PyTree
 
-__all__ = ["lr_multipliers", "top_level_groups", "transfer"]
+__all__ = [
+    "anchored_mask",
+    "fold_logit_adjustment",
+    "interpolate",
+    "lr_multipliers",
+    "tau_normalize",
+    "top_level_groups",
+    "transfer",
+]
 
 _BLOCK = re.compile(r"^(block|layer)(\d+)$")
 
@@ -65,3 +73,53 @@ def lr_multipliers(params: dict[str, Any], trainable: str, backbone_lr_mult: flo
     ]
     factor = {k: 1.0 if k == "head" else (backbone_lr_mult if k in train_keys else 0.0) for k in params}
     return {k: tree.map(lambda _x, f=factor[k]: f, v) for k, v in params.items()}
+
+
+def interpolate(source: PyTree, finetuned: PyTree, alpha: float, anchored: PyTree | None = None) -> PyTree:
+    """WiSE-FT (Wortsman et al. 2022): ``(1 - alpha) * source + alpha * finetuned`` leaf by leaf; ``alpha=1`` is
+    the fine-tuned model, ``alpha=0`` the source. Leaves where ``anchored`` is False (freshly initialised, with no
+    source counterpart) keep their fine-tuned value. Pure: new tensors, inputs untouched."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"interpolation alpha must be in [0, 1], got {alpha}")
+    if anchored is None:
+        return tree.map(lambda s, f: torch.lerp(s, f, alpha), source, finetuned)
+    return tree.map(lambda s, f, a: torch.lerp(s, f, alpha) if a else f.clone(), source, finetuned, anchored)
+
+
+def anchored_mask(params: PyTree, fresh: list[str]) -> PyTree:
+    """A pytree of bools shaped like ``params``: True where the leaf came from the source (not in ``fresh``)."""
+    fresh_set = set(fresh)
+    flat = tree.flatten_names(params)
+    return tree.unflatten_names({name: name not in fresh_set for name in flat})
+
+
+def _head(params: PyTree) -> dict[str, torch.Tensor]:
+    head = params.get("head") if isinstance(params, dict) else None
+    if not isinstance(head, dict) or "kernel" not in head or head["kernel"].ndim != 2:
+        raise ValueError("the model has no linear 'head' {'kernel': (classes, features), 'bias'} to adjust")
+    return head
+
+
+def tau_normalize(params: PyTree, tau: float) -> PyTree:
+    """tau-normalisation of the classifier (Kang et al. 2020): each class row ``w_c`` of the head kernel becomes
+    ``w_c / ||w_c|| ** tau`` (0: unchanged, 1: unit norm), which undoes the large norms the head classes grow
+    under imbalance. The bias is kept. Returns new params; the input is untouched."""
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    head = _head(params)
+    w = head["kernel"]
+    norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (classes, 1)
+    return {**params, "head": {**head, "kernel": w / norms.pow(tau)}}
+
+
+def fold_logit_adjustment(params: PyTree, class_prior: torch.Tensor, tau: float) -> PyTree:
+    """Post-hoc logit adjustment folded into the head: ``bias - tau * log(prior)``, so the saved model predicts
+    ``logits - tau * log(prior)`` (``hwr.losses.posthoc_adjust``) everywhere it is used, with no extra code."""
+    head = _head(params)
+    if "bias" not in head:
+        raise ValueError("post-hoc logit adjustment needs a head with a bias")
+    b = head["bias"]
+    prior = class_prior.to(device=b.device, dtype=b.dtype)
+    if prior.shape != b.shape:
+        raise ValueError(f"class prior of shape {tuple(prior.shape)} does not match the head's {tuple(b.shape)}")
+    return {**params, "head": {**head, "bias": b - tau * torch.log(prior.clamp_min(1e-12))}}

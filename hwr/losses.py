@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +18,15 @@ Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 __all__ = [
     "Loss",
     "LossConfig",
+    "Scheduled",
     "class_weights",
     "cross_entropy",
+    "deferred",
     "effective_number_weights",
     "inverse_frequency_weights",
     "logit_adjusted_cross_entropy",
     "make_loss",
+    "posthoc_adjust",
 ]
 
 
@@ -35,16 +39,23 @@ def cross_entropy(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Weighted mean cross-entropy with label smoothing; equals ``F.cross_entropy(logits, labels, weight=w,
-    label_smoothing=s)`` when no sample is masked (the mean divides by the summed weights of the true classes)."""
+    label_smoothing=s)`` when no sample is masked (the mean divides by the summed weights of the true classes).
+
+    ``labels`` are int64 class indices ``(B,)`` or soft targets ``(B, C)`` (rows summing to 1, as mixup and
+    CutMix give): a soft target weighs each sample by ``targets @ class_weights``, and one-hot targets give
+    exactly the integer-label loss."""
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, C)
-    nll = -logp.gather(1, labels[:, None])[:, 0]  # (B,)
     n_cls = logits.shape[-1]
+    soft = labels.is_floating_point()
+    if soft and labels.shape != logp.shape:
+        raise ValueError(f"soft targets must have the logits' shape {tuple(logp.shape)}, got {tuple(labels.shape)}")
+    nll = -(labels * logp).sum(-1) if soft else -logp.gather(1, labels[:, None])[:, 0]  # (B,)
     if class_weights is None:
         w_y = torch.ones_like(nll)
         smooth = -logp.mean(-1)
     else:
         w = class_weights.to(logp.dtype)
-        w_y = w[labels]
+        w_y = labels.to(logp.dtype) @ w if soft else w[labels]
         smooth = -(logp * w).sum(-1) / n_cls
     per_sample = (1.0 - label_smoothing) * w_y * nll + label_smoothing * smooth
     if mask is not None:
@@ -95,15 +106,19 @@ def _counts(counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class LossConfig:
     """How to weight classes. ``weighting``: ``none`` | ``inverse`` (power ``p``) | ``effective`` (``beta``) |
-    ``logit_adjust`` (``tau``)."""
+    ``logit_adjust`` (``tau``; ``tau=1`` is the balanced softmax). ``defer > 0`` is deferred re-weighting (Cao et
+    al. 2019): plain cross-entropy for that share of the steps, then the weighted (or adjusted) loss."""
 
     weighting: str = "none"
     power: float = 1.0
     beta: float = 0.999
     tau: float = 1.0
     label_smoothing: float = 0.0
+    defer: float = 0.0  # deferred re-weighting: the share of training steps before the class weights switch on
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.defer < 1.0:
+            raise ValueError(f"defer must be in [0, 1) (share of training before weights apply), got {self.defer}")
         if self.weighting not in ("none", "inverse", "effective", "logit_adjust"):
             raise ValueError(
                 f"unknown class weighting {self.weighting!r}; choose none, inverse, effective or logit_adjust"
@@ -121,18 +136,65 @@ def class_weights(config: LossConfig, counts: Sequence[int] | torch.Tensor) -> t
     return None
 
 
-def make_loss(config: LossConfig, counts: Sequence[int] | torch.Tensor | None = None, device=None) -> Loss:
+class Scheduled(NamedTuple):
+    """A loss that depends on the step counter: ``fn(logits, labels, mask, step)``. ``hwr.train.train_step``
+    passes ``state.step`` to it (a tensor, so a switch at step ``k`` never recompiles)."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        step: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if step is None:
+            raise TypeError("this loss is scheduled by the step counter; call it as loss(logits, labels, mask, step)")
+        return self.fn(logits, labels, mask, step)
+
+
+def deferred(plain: Loss, weighted: Loss, start_step: int) -> Scheduled:
+    """Deferred re-weighting: ``plain`` before ``start_step``, ``weighted`` from it on (both are evaluated and one
+    is selected with ``torch.where``, so the step stays one fixed graph)."""
+
+    def fn(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
+        on = step >= start_step
+        return torch.where(on, weighted(logits, labels, mask), plain(logits, labels, mask))
+
+    return Scheduled(fn)
+
+
+def make_loss(
+    config: LossConfig,
+    counts: Sequence[int] | torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    *,
+    total_steps: int = 0,
+) -> Loss:
     """A loss function for ``config``; ``counts`` (training-set class counts) are needed by every weighting
-    other than ``none``. Constants are captured as tensors, so the compiled step sees them as fixed inputs."""
+    other than ``none``. Constants are captured as tensors, so the compiled step sees them as fixed inputs.
+    With ``config.defer > 0`` the result is ``Scheduled`` and switches at ``defer * total_steps``."""
     if config.weighting != "none" and counts is None:
         raise ValueError(f"class weighting {config.weighting!r} needs the training set's class counts")
     s = config.label_smoothing
     if config.weighting == "logit_adjust":
         n = _counts(counts)
         prior = (n / n.sum()).float().to(device)
-        return lambda lg, y, m=None: logit_adjusted_cross_entropy(
+        weighted: Loss = lambda lg, y, m=None: logit_adjusted_cross_entropy(
             lg, y, m, class_prior=prior, tau=config.tau, label_smoothing=s
         )
-    w = class_weights(config, counts) if counts is not None else None
-    w = None if w is None else w.to(device)
-    return lambda lg, y, m=None: cross_entropy(lg, y, m, class_weights=w, label_smoothing=s)
+    else:
+        w = class_weights(config, counts) if counts is not None else None
+        w = None if w is None else w.to(device)
+        weighted = lambda lg, y, m=None: cross_entropy(lg, y, m, class_weights=w, label_smoothing=s)
+    if config.defer > 0 and config.weighting != "none":
+        plain: Loss = lambda lg, y, m=None: cross_entropy(lg, y, m, label_smoothing=s)
+        return deferred(plain, weighted, int(config.defer * total_steps))
+    return weighted
+
+
+def posthoc_adjust(logits: torch.Tensor, class_prior: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Post-hoc logit adjustment (Menon et al. 2021): ``logits - tau * log(prior)`` turns a model trained on the
+    long-tailed prior into a balanced-posterior classifier at inference, with no retraining."""
+    return logits - tau * torch.log(class_prior.to(device=logits.device, dtype=logits.dtype).clamp_min(1e-12))

@@ -27,6 +27,7 @@ __all__ = [
     "adam",
     "adamw",
     "add_decayed_weights",
+    "add_l2_toward",
     "apply_updates",
     "chain",
     "clip_by_global_norm",
@@ -214,6 +215,21 @@ def add_decayed_weights(weight_decay: float, mask: PyTree | None = None) -> Grad
         if mask is None:
             return tree.map(lambda g, p: g + weight_decay * p, grads, params), state
         return tree.map(lambda g, p, m: g + weight_decay * p if m else g, grads, params, mask), state
+
+    return GradientTransformation(lambda p: EmptyState(), update)
+
+
+def add_l2_toward(anchor: PyTree, strength: float, mask: PyTree | None = None) -> GradientTransformation:
+    """L2-SP (Li et al. 2018): ``g + strength * (p - anchor)``, the gradient of ``strength / 2 * ||p - anchor||^2``,
+    which pulls fine-tuned parameters toward the pretrained ``anchor`` (a pytree shaped like params) instead of
+    toward zero. Leaves where ``mask`` is False (freshly initialised ones, which have no anchor) get nothing."""
+
+    def update(grads: PyTree, state: EmptyState, params: PyTree | None = None) -> tuple[PyTree, EmptyState]:
+        if params is None:
+            raise ValueError("add_l2_toward needs params: call update(grads, state, params)")
+        if mask is None:
+            return tree.map(lambda g, p, a: g + strength * (p - a), grads, params, anchor), state
+        return tree.map(lambda g, p, a, m: g + strength * (p - a) if m else g, grads, params, anchor, mask), state
 
     return GradientTransformation(lambda p: EmptyState(), update)
 

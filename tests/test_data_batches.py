@@ -65,3 +65,32 @@ def test_to_float():
     assert to_float(None, x).tolist() == [[[[0.0, 1.0]]]]
     f = torch.rand(1, 1, 2, 2)
     assert to_float(None, f) is f
+
+
+def test_sampled_batches_follow_the_class_power():
+    from hwr.data.batches import sampled_batches
+
+    labels = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    images = torch.zeros(1000, 1, 1, 1, dtype=torch.uint8)
+    for power, want in ((0.0, [1 / 3] * 3), (0.5, [30 / 42.6, 9.49 / 42.6, 3.16 / 42.6]), (1.0, [0.9, 0.09, 0.01])):
+        bs = sampled_batches(random.key(0), images, labels, 100, power=power, count=300)
+        assert len(bs) == 300 and all(b.images.shape == (100, 1, 1, 1) and bool(b.mask.all()) for b in bs)
+        ys = torch.cat([b.labels for b in bs])
+        share = torch.bincount(ys, minlength=3).double() / ys.numel()
+        assert share.tolist() == pytest.approx(want, abs=0.01)
+    # one epoch by default; the same key gives the same batches
+    assert len(sampled_batches(random.key(1), images, labels, 64, power=0.0)) == 1000 // 64
+    a = sampled_batches(random.key(2), images, labels, 32, power=0.5, count=3)
+    c = sampled_batches(random.key(2), images, labels, 32, power=0.5, count=3)
+    assert all(torch.equal(x.labels, y.labels) and torch.equal(x.images, y.images) for x, y in zip(a, c))
+    with pytest.raises(ValueError, match="power"):
+        sampled_batches(random.key(0), images, labels, 8, power=2.0)
+
+
+def test_sampled_batches_keep_images_with_their_labels():
+    from hwr.data.batches import sampled_batches
+
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    images = (labels * 40 + 7).to(torch.uint8).view(6, 1, 1, 1)  # each image encodes its label
+    for b in sampled_batches(random.key(3), images, labels, 4, power=0.0, count=20):
+        assert torch.equal(((b.images.flatten().long() - 7) // 40), b.labels)

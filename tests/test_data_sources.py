@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision
 
+from hwr import random
 from hwr.data import digits, idx, sources, splits
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -276,11 +277,15 @@ def test_optdigits_keeps_labels_and_split_is_fixed_balanced(optdigits):
     root, ds, _ = optdigits
     d = load_digits()
     target = torch.from_numpy(d.target).long()
-    train_idx, test_idx = sources.optdigits_split(target)
+    pool, test_idx = sources.optdigits_split(target)
+    assert len(pool) + len(test_idx) == 1797 and not set(pool.tolist()) & set(test_idx.tolist())
+    rest, val = sources.optdigits_val_split(target[pool])
+    train_idx, val_idx = pool[rest], pool[val]
     assert torch.equal(ds.train_labels, target[train_idx]) and torch.equal(ds.test_labels, target[test_idx])
-    assert len(train_idx) + len(test_idx) == 1797 and not set(train_idx.tolist()) & set(test_idx.tolist())
+    assert torch.equal(ds.val_labels, target[val_idx]) and len(train_idx) + len(val_idx) == len(pool)
     assert splits.class_counts(ds.test_labels, 10) == [53] * 10  # floor(0.3 * 1797 / 10) per class
-    for i in (0, 500, 1200):  # each image is mnist_style of its 8x8 original
+    assert splits.class_counts(ds.val_labels, 10) == [20] * 10  # the held-out balanced validation split
+    for i in (0, 500, 1000):  # each image is mnist_style of its 8x8 original
         j = int(train_idx[i])
         want = digits.mnist_style(torch.from_numpy(d.images[j].astype(np.float32) / 16))
         assert torch.equal(ds.train_images[i], want)
@@ -315,12 +320,44 @@ def test_optdigits_lt_is_long_tailed_with_the_same_test(optdigits):
     assert all(bytes(r.numpy().tobytes()) in train_rows for r in lt.train_images)  # a subset of the train split
 
 
+def _rows(images):
+    return {bytes(r.numpy().tobytes()) for r in images}
+
+
+def test_optdigits_val_is_disjoint_from_train_and_test_in_every_draw(optdigits):
+    root, ds, lt = optdigits
+    for d in (ds, lt, sources.load("optdigits-lt:ratio=50,order=2", root)):
+        assert torch.equal(d.val_images, ds.val_images) and torch.equal(d.test_images, ds.test_images)
+        assert not _rows(d.val_images) & _rows(d.train_images) and not _rows(d.val_images) & _rows(d.test_images)
+        assert splits.class_counts(d.val_labels, 10) == [20] * 10
+
+
+def test_long_tail_draws_are_parameters(optdigits):
+    root, ds, lt = optdigits
+    full = splits.class_counts(ds.train_labels, 10)
+    other = sources.load("optdigits-lt:ratio=50,order=2", root)
+    assert other.name == "optdigits-lt:ratio=50,order=2" and lt.name == "optdigits-lt"
+    counts = splits.class_counts(other.train_labels, 10)
+    head, tail = max(range(10), key=counts.__getitem__), min(range(10), key=counts.__getitem__)
+    assert head != 0 and counts[head] == full[head] and counts[head] // counts[tail] in (50, 51, 52)
+    order = splits.class_order(random.fold_in(random.key(sources.OPTDIGITS_SPLIT_SEED), 102), 10)
+    assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
+    assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)
+    assert sources.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 20.0}
+    for bad, match in (("optdigits-lt:foo=1", "not a parameter"), ("optdigits-lt:ratio=x", "not a number"),
+                       ("optdigits-lt:ratio=0.5", "ratio must be"), ("optdigits-lt:order=1.5", "order must"),
+                       ("mnist:ratio=2", "not a parameter")):
+        with pytest.raises(sources.DatasetSpecError, match=match):
+            sources.load(bad, root)
+    with pytest.raises(sources.UnknownDatasetError):
+        sources.parse_name("optdigitz-lt:ratio=5")
+
+
 def test_optdigits_cache_is_rebuilt_when_bad(optdigits, tmp_path):
     _, ds, _ = optdigits
     cache = tmp_path / "optdigits" / "optdigits-28x28.pt"
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"garbage")
-    sources._optdigits_all.cache_clear()
     again = sources.load("optdigits", tmp_path)
     assert torch.equal(again.train_images, ds.train_images)
     assert torch.load(cache, weights_only=True)["images"].shape == (1797, 1, 28, 28)

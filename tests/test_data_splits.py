@@ -95,3 +95,28 @@ def test_inputs_unchanged_and_label_checks():
         splits.stratified_split(random.key(0), y.view(2, 10), 0.5)
     with pytest.raises(ValueError, match=">= 0"):
         splits.long_tail_indices(random.key(0), y - 1, 10.0, 2)
+
+
+def test_stratified_folds_partition_every_class_evenly():
+    labels = torch.tensor([0] * 23 + [1] * 11 + [2] * 3)
+    fold = splits.stratified_folds(random.key(0), labels, 5)
+    assert fold.shape == labels.shape and set(fold.tolist()) <= set(range(5))
+    for c, n in ((0, 23), (1, 11)):
+        per_fold = torch.bincount(fold[labels == c], minlength=5)
+        assert int(per_fold.max() - per_fold.min()) <= 1 and int(per_fold.sum()) == n
+    assert torch.equal(fold, splits.stratified_folds(random.key(0), labels, 5))
+    assert not torch.equal(fold, splits.stratified_folds(random.key(1), labels, 5))
+    with pytest.raises(ValueError, match="folds"):
+        splits.stratified_folds(random.key(0), labels, 1)
+
+
+def test_long_tail_order_picks_the_head():
+    labels = torch.arange(4).repeat_interleave(50)
+    idx = splits.long_tail_indices(random.key(0), labels, 10, 4, order=[2, 0, 3, 1])
+    counts = torch.bincount(labels[idx], minlength=4).tolist()
+    assert counts[2] == 50 and counts[1] == 5 and counts[0] > counts[3] > counts[1]
+    assert splits.class_order(None, 4) == [0, 1, 2, 3]
+    perm = splits.class_order(random.key(3), 10)
+    assert sorted(perm) == list(range(10)) and perm != list(range(10))
+    with pytest.raises(ValueError, match="permutation"):
+        splits.long_tail_indices(random.key(0), labels, 10, 4, order=[0, 0, 1, 2])

@@ -55,3 +55,45 @@ def test_errors():
         finetune.lr_multipliers({"head": {}}, "middle")
     with pytest.raises(ValueError, match="no 'head'"):
         finetune.top_level_groups({"block1": {}})
+
+
+def test_interpolate_is_wise_ft_and_keeps_fresh_leaves():
+    from hwr.finetune import anchored_mask, interpolate
+
+    src = {"body": {"w": torch.zeros(3)}, "head": {"kernel": torch.zeros(2, 3)}}
+    ft = {"body": {"w": torch.ones(3)}, "head": {"kernel": torch.full((2, 3), 4.0)}}
+    mid = interpolate(src, ft, 0.25)
+    assert torch.allclose(mid["body"]["w"], torch.full((3,), 0.25)) and torch.allclose(mid["head"]["kernel"], torch.ones(2, 3))
+    assert torch.equal(interpolate(src, ft, 1.0)["body"]["w"], ft["body"]["w"])
+    assert torch.equal(interpolate(src, ft, 0.0)["body"]["w"], src["body"]["w"])
+    mask = anchored_mask(ft, ["head.kernel"])
+    assert mask == {"body": {"w": True}, "head": {"kernel": False}}
+    kept = interpolate(src, ft, 0.5, mask)
+    assert torch.equal(kept["head"]["kernel"], ft["head"]["kernel"]) and kept["head"]["kernel"] is not ft["head"]["kernel"]
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(src, ft, 1.5)
+
+
+def test_tau_normalize_and_folded_logit_adjustment_change_logits_as_defined():
+    from hwr.finetune import fold_logit_adjustment, tau_normalize
+    from hwr.losses import posthoc_adjust
+
+    g = torch.Generator().manual_seed(0)
+    params = {"fc": {"kernel": torch.randn(4, 3, generator=g)},
+              "head": {"kernel": torch.randn(5, 4, generator=g) * torch.arange(1, 6)[:, None], "bias": torch.randn(5, generator=g)}}
+    before = {k: {n: t.clone() for n, t in v.items()} for k, v in params.items()}
+    unit = tau_normalize(params, 1.0)
+    assert torch.allclose(unit["head"]["kernel"].norm(dim=1), torch.ones(5))
+    assert torch.equal(tau_normalize(params, 0.0)["head"]["kernel"], params["head"]["kernel"])
+    half = tau_normalize(params, 0.5)["head"]["kernel"].norm(dim=1)
+    assert torch.allclose(half, params["head"]["kernel"].norm(dim=1).sqrt())
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.07, 0.03])
+    folded = fold_logit_adjustment(params, prior, 0.8)
+    x = torch.randn(6, 4, generator=g)
+    lin = lambda p: x @ p["head"]["kernel"].T + p["head"]["bias"]
+    assert torch.allclose(lin(folded), posthoc_adjust(lin(params), prior, 0.8), atol=1e-6)
+    assert all(torch.equal(params[k][n], before[k][n]) for k in params for n in params[k])  # pure
+    with pytest.raises(ValueError, match="head"):
+        tau_normalize({"fc": params["fc"]}, 1.0)
+    with pytest.raises(ValueError, match="prior"):
+        fold_logit_adjustment(params, prior[:3], 1.0)

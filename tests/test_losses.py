@@ -142,3 +142,43 @@ def test_make_loss_and_config_errors():
 def test_uniform_logits_give_log_num_classes():
     labels = torch.arange(C)
     assert float(losses.cross_entropy(torch.zeros(C, C), labels)) == pytest.approx(math.log(C), rel=1e-6)
+
+
+@pytest.mark.parametrize("weight", [None, WEIGHTS])
+def test_one_hot_soft_targets_equal_integer_labels(weight):
+    logits, labels = _data(16, seed=3)
+    mask = torch.arange(16) % 5 != 0
+    soft = F.one_hot(labels, C).float()
+    for s in (0.0, 0.1):
+        a = losses.cross_entropy(logits, labels, mask, class_weights=weight, label_smoothing=s)
+        b = losses.cross_entropy(logits, soft, mask, class_weights=weight, label_smoothing=s)
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="soft targets"):
+        losses.cross_entropy(logits, soft[:, :3])
+
+
+def test_deferred_reweighting_switches_at_the_step():
+    logits, labels = _data(20, seed=4)
+    counts = [50, 20, 8, 3, 1]
+    plain = losses.make_loss(LossConfig())
+    weighted = losses.make_loss(LossConfig("inverse"), counts)
+    drw = losses.make_loss(LossConfig("inverse", defer=0.5), counts, total_steps=100)
+    assert isinstance(drw, losses.Scheduled)
+    for step, ref in ((0, plain), (49, plain), (50, weighted), (99, weighted)):
+        assert torch.allclose(drw(logits, labels, None, torch.tensor(step)), ref(logits, labels))
+    assert not torch.allclose(plain(logits, labels), weighted(logits, labels))
+    with pytest.raises(TypeError, match="step"):
+        drw(logits, labels)
+    with pytest.raises(ValueError, match="defer"):
+        LossConfig("inverse", defer=1.0)
+    assert not isinstance(losses.make_loss(LossConfig(defer=0.5), counts, total_steps=10), losses.Scheduled)
+
+
+def test_posthoc_adjustment_is_logit_minus_tau_log_prior():
+    logits, _ = _data()
+    prior = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03])
+    out = losses.posthoc_adjust(logits, prior, tau=0.7)
+    assert torch.allclose(out, logits - 0.7 * prior.log())
+    # a balanced prior changes nothing but a constant shift, so no prediction changes
+    flat = losses.posthoc_adjust(logits, torch.full((C,), 0.2))
+    assert torch.equal(flat.argmax(-1), logits.argmax(-1))

@@ -322,3 +322,24 @@ def test_adam_with_schedule_compiles_once_and_matches_eager():
     assert float(state[1].count) == STEPS
     for a, b in zip(tree.leaves(params), tree.leaves(eager_params)):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_l2_toward_anchor_is_the_gradient_of_the_l2sp_penalty():
+    from hwr import optim
+
+    p = {"a": torch.tensor([1.0, -2.0]), "b": torch.tensor([3.0])}
+    anchor = {"a": torch.tensor([0.5, 0.0]), "b": torch.tensor([10.0])}
+    g = {"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([0.3])}
+    t = optim.add_l2_toward(anchor, 0.5)
+    out, _ = t.update(g, t.init(p), p)
+    # autograd of 0.5 / 2 * ||p - anchor||^2 + <g, p>
+    leaves = {k: v.clone().requires_grad_() for k, v in p.items()}
+    total = sum(0.25 * ((leaves[k] - anchor[k]) ** 2).sum() + (g[k] * leaves[k]).sum() for k in p)
+    total.backward()
+    for k in p:
+        assert torch.allclose(out[k], leaves[k].grad)
+    masked, _ = optim.add_l2_toward(anchor, 0.5, {"a": True, "b": False}).update(g, (), p)
+    assert torch.equal(masked["b"], g["b"]) and torch.allclose(masked["a"], out["a"])
+    assert torch.equal(p["a"], torch.tensor([1.0, -2.0]))  # pure
+    with pytest.raises(ValueError, match="params"):
+        t.update(g, (), None)

@@ -11,9 +11,11 @@ from hwr import random
 from hwr.random import Key
 
 __all__ = [
+    "SAMPLING_POWERS",
     "Batch",
     "batches",
     "num_batches",
+    "sampled_batches",
     "synthetic_batches",
     "to_float",
 ]
@@ -72,6 +74,43 @@ def batches(
     mask = (torch.arange(total, device=device) < n).view(count, batch_size)
     xs = images.index_select(0, order).view(count, batch_size, *images.shape[1:])
     ys = labels.index_select(0, order).view(count, batch_size)
+    return [Batch(x, y, m) for x, y, m in zip(xs.unbind(0), ys.unbind(0), mask.unbind(0))]
+
+
+SAMPLING_POWERS = {"instance": 1.0, "sqrt": 0.5, "class_balanced": 0.0}
+
+
+def sampled_batches(
+    key: Key,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    power: float,
+    count: int | None = None,
+) -> list[Batch]:
+    """``count`` fixed-shape batches drawn with replacement, class ``c`` with probability ``∝ n_c ** power``
+    (Kang et al. 2020): ``power=0`` class-balanced (every class equally often), ``0.5`` square-root, ``1`` the
+    instance distribution. Each image of class ``c`` is drawn with probability ``∝ n_c ** (power - 1)``: one keyed
+    uniform draw and a ``searchsorted`` over the cumulative weights, no per-sample Python. ``count`` defaults to
+    the batches of one instance-sampled epoch (``N // batch_size``)."""
+    n = images.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match {n} images")
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"sampling power must be in [0, 1] (0 class-balanced, 1 instance), got {power}")
+    count = num_batches(n, batch_size, drop_last=True) if count is None else count
+    if count == 0:
+        return []
+    device = images.device
+    per_class = torch.bincount(labels).to(torch.float64)  # (C,)
+    w = per_class[labels].pow(power - 1.0)  # (N,) each image's weight
+    cdf = torch.cumsum(w, 0)
+    u = random.uniform(key, (count * batch_size,), dtype=torch.float64).to(device) * cdf[-1]
+    order = torch.searchsorted(cdf, u, right=True).clamp_max(n - 1)
+    xs = images.index_select(0, order).view(count, batch_size, *images.shape[1:])
+    ys = labels.index_select(0, order).view(count, batch_size)
+    mask = torch.ones(count, batch_size, dtype=torch.bool, device=device)
     return [Batch(x, y, m) for x, y, m in zip(xs.unbind(0), ys.unbind(0), mask.unbind(0))]
 
 

