@@ -2,8 +2,8 @@
 
 Parameters use PyTorch's layouts (conv kernels OIHW, linear kernels ``(out, in)``) so the fast ATen kernels
 run without transposes, and PyTorch's default initialisation (uniform in +-1/sqrt(fan_in) for weights and
-biases, the result of ``kaiming_uniform_(a=sqrt(5))``), drawn from explicit keys. ``hwr.interop.jax``
-converts layouts for Flax readers. Statistics that change in training (batch norm) live in an explicit
+biases, the result of ``kaiming_uniform_(a=sqrt(5))``), drawn from explicit keys on the key's device (the
+layers without a key take ``device=``). ``hwr.interop.jax`` converts layouts for Flax readers. Statistics that change in training (batch norm) live in an explicit
 ``state`` pytree that the function takes and returns.
 """
 
@@ -74,9 +74,9 @@ def linear(p: Params, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, p["kernel"], p.get("bias"))
 
 
-def init_layer_norm(dim: int) -> Params:
-    """LayerNorm affine parameters ``{"scale": ones, "bias": zeros}``."""
-    return {"scale": torch.ones(dim), "bias": torch.zeros(dim)}
+def init_layer_norm(dim: int, *, device: torch.device | str | None = None) -> Params:
+    """LayerNorm affine parameters ``{"scale": ones, "bias": zeros}`` on ``device`` (pass the key's device)."""
+    return {"scale": torch.ones(dim, device=device), "bias": torch.zeros(dim, device=device)}
 
 
 def layer_norm(p: Params, x: torch.Tensor, *, eps: float = 1e-5) -> torch.Tensor:
@@ -84,12 +84,13 @@ def layer_norm(p: Params, x: torch.Tensor, *, eps: float = 1e-5) -> torch.Tensor
     return F.layer_norm(x, (x.shape[-1],), p["scale"], p["bias"], eps)
 
 
-def init_batch_norm(ch: int) -> tuple[Params, dict[str, torch.Tensor]]:
-    """Batch-norm parameters and its running statistics (the explicit state)."""
-    return (
-        {"scale": torch.ones(ch), "bias": torch.zeros(ch)},
-        {"mean": torch.zeros(ch), "var": torch.ones(ch)},
-    )
+def init_batch_norm(
+    ch: int, *, device: torch.device | str | None = None
+) -> tuple[Params, dict[str, torch.Tensor]]:
+    """Batch-norm parameters and its running statistics (the explicit state), on ``device``."""
+    params = {"scale": torch.ones(ch, device=device), "bias": torch.zeros(ch, device=device)}
+    state = {"mean": torch.zeros(ch, device=device), "var": torch.ones(ch, device=device)}
+    return params, state
 
 
 def batch_norm(
@@ -125,12 +126,14 @@ def batch_norm(
 def dropout(x: torch.Tensor, rate: float, *, key: Key | None, train: bool) -> torch.Tensor:
     """Inverted dropout from an explicit key; identity when not training or ``rate == 0``.
 
-    Refuses to run in training without a key, so randomness can never silently come from a global RNG.
+    Refuses to run in training without a key, so randomness can never silently come from a global RNG. The mask
+    is drawn on the key's device, which must be the activations' (a static check, free under compile).
     """
     if not train or rate == 0.0:
         return x
     if key is None:
         raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
+    random.check_device(key, x, "dropout")
     keep = random.uniform(key, x.shape) >= rate
     return torch.where(keep, x / (1.0 - rate), torch.zeros((), dtype=x.dtype, device=x.device))
 
@@ -227,8 +230,11 @@ def init_attention(k: Key, dim: int) -> dict[str, Params]:
     kq, ko = random.split(k)
     bound = math.sqrt(6.0 / (dim + 3 * dim))  # xavier_uniform_ over the packed (3D, D) matrix
     return {
-        "qkv": {"kernel": random.uniform(kq, (3 * dim, dim), low=-bound, high=bound), "bias": torch.zeros(3 * dim)},
-        "out": {"kernel": _uniform_fan_in(ko, (dim, dim), dim), "bias": torch.zeros(dim)},
+        "qkv": {
+            "kernel": random.uniform(kq, (3 * dim, dim), low=-bound, high=bound),
+            "bias": torch.zeros(3 * dim, device=k.device),
+        },
+        "out": {"kernel": _uniform_fan_in(ko, (dim, dim), dim), "bias": torch.zeros(dim, device=k.device)},
     }
 
 

@@ -7,9 +7,10 @@ Each ``Model`` wrapper returns a ``Model`` with the same ``init``/``apply`` sign
   max pooling and their backward passes run in their fast channels-last kernels (one-channel tensors included, where
   ``contiguous(memory_format=...)`` silently keeps NCHW strides). Same function; sums run in another order, so
   results differ from NCHW by float rounding (~1e-7 relative).
-- ``autocast(model, "bfloat16")``: the forward under CPU autocast (convolutions and matmuls in bf16, logits returned
-  in float32). Changes the numbers: check the recipe's accuracy. Fast only where the CPU has bf16 instructions
-  (AVX512-BF16 or AMX, see ``has_bf16``); elsewhere oneDNN converts and it is slower than float32.
+- ``autocast(model, "bfloat16")``: the forward under autocast on the input's device (convolutions and matmuls in
+  bf16, logits returned in float32). Changes the numbers: check the recipe's accuracy. On a GPU bf16 runs on the
+  tensor cores; on a CPU it is fast only where the CPU has bf16 instructions (AVX512-BF16 or AMX, see
+  ``has_bf16``); elsewhere oneDNN converts and it is slower than float32.
 - ``ATEN_GRAPH``: inductor options for ``hwr.train.compile(step, **ATEN_GRAPH)``: one captured graph whose ops run
   as ATen kernels instead of inductor-generated C++ loops. On CPU, inductor's max-pool backward (a scatter) and its
   pooling loops are several times slower than ATen's channels-last kernels; this keeps one graph, no Python in the
@@ -55,13 +56,14 @@ def channels_last(model: Model) -> Model:
 
 
 def autocast(model: Model, dtype: str = "bfloat16") -> Model:
-    """``model`` whose ``apply`` runs under CPU autocast in ``dtype`` and returns float32 logits."""
+    """``model`` whose ``apply`` runs under autocast in ``dtype`` on ``x``'s device type (``cpu``, ``cuda``, ...;
+    static, so free under compile) and returns float32 logits."""
     if dtype not in _DTYPES:
         raise ValueError(f"autocast dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     low = _DTYPES[dtype]
 
     def apply(params: Any, state: Any, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-        with torch.autocast("cpu", dtype=low):
+        with torch.autocast(x.device.type, dtype=low):
             logits, new_state = model.apply(params, state, x, **kwargs)
         return logits.float(), new_state
 

@@ -7,6 +7,9 @@ on every device, and the functions trace under ``torch.compile(fullgraph=True)``
 The generator is counter-based: sample ``i`` is ``hash(i, key)``, where ``hash`` is three rounds of a
 32-bit integer mixer with both key words folded in. All arithmetic stays below 2**63, so int64 never
 overflows (the constants are < 2**27 and values are masked to 32 bits after each multiply).
+
+Devices: a key lives on a device (``key(seed, device=...)``) and everything derived from it (``split``,
+``fold_in``, every sample) is created there; nothing is made on the host and copied.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "Key",
     "bernoulli",
     "bits",
+    "check_device",
     "fold_in",
     "key",
     "normal",
@@ -56,8 +60,18 @@ def _check_key(k: Key) -> None:
         raise TypeError(f"expected a key (int64 tensor of shape (2,)) from hwr.random.key(seed), got {got}")
 
 
+def check_device(k: Key, x: torch.Tensor, where: str) -> None:
+    """Raise unless key ``k`` lives on ``x``'s device: draws follow their key, so a key elsewhere would mix
+    devices in ``where`` (a static check, free under ``torch.compile``)."""
+    if k.device != x.device:
+        raise ValueError(
+            f"{where}: the key is on {k.device} but the data on {x.device}; create keys on the data's device "
+            f"(hwr.random.key(seed, device=...) or key.to(device) once, before training)"
+        )
+
+
 def key(seed: int, device: torch.device | str | None = None) -> Key:
-    """A key from an integer seed (any Python int; hashed, so nearby seeds give unrelated streams)."""
+    """A key on ``device`` from an integer seed (any Python int; hashed, so nearby seeds give unrelated streams)."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     lo, hi = seed & _MASK, (seed >> 32) & _MASK

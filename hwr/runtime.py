@@ -1,4 +1,5 @@
-"""Process-level settings that decide CPU throughput: the allocator and the inductor cache.
+"""Process-level settings that decide throughput (the allocator, the inductor cache, TF32), and the device helpers:
+which device ``auto`` means, and a device-neutral synchronise.
 
 glibc's default malloc maps and unmaps large activation buffers every step (they exceed its mmap threshold),
 which halves throughput and makes it swing between runs (DESIGN.md section 4). ``tune_allocator`` keeps freed
@@ -11,8 +12,13 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["configure", "inductor_cache_dir", "tune_allocator"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["configure", "device_name", "inductor_cache_dir", "resolve_device", "set_tf32", "synchronize",
+           "tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -51,3 +57,64 @@ def configure() -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: the first CUDA GPU when one is usable, else the CPU; any other spec (``cpu``, ``cuda``,
+    ``cuda:1``, ``meta``) as given, refused with a clear message when this machine lacks it."""
+    import torch
+
+    if str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA, MPS, XPU); a no-op on the CPU and ``meta``. Timing code
+    calls it before reading the clock; a loop should call it once per timed span, never per step."""
+    import torch
+
+    device = torch.device(device)
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu
+    if device.type in ("cuda", "xpu"):
+        backend.synchronize(device)
+    elif device.type == "mps":
+        backend.synchronize()
+
+
+def set_tf32(enabled: bool) -> None:
+    """Let CUDA float32 matmuls and convolutions use TF32 tensor cores (10-bit mantissa products, float32 sums):
+    several times the float32 rate on Ampere and later, results change by ~1e-3 relative. Process-wide."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+
+
+def device_name(device: str | torch.device) -> str:
+    """A short description of the machine kind behind ``device`` (GPU name, or the CPU model): what a measured
+    figure or an autotuned choice belongs to."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"

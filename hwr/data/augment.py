@@ -243,19 +243,21 @@ def _erase(u: torch.Tensor, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor
 def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
     """Float images ``(B, C, H, W)`` in ``[0, 1]`` -> augmented images of the same shape and dtype.
 
-    Every sample draws its own parameters from ``key`` (same key, same output); an identity config returns the
-    input itself. Pure: the input is not modified. Safe inside ``torch.compile(fullgraph=True)``."""
+    Every sample draws its own parameters from ``key`` (same key, same output), on the key's device, which must
+    be the images' (nothing is drawn on the host and copied); an identity config returns the input itself. Pure:
+    the input is not modified. Safe inside ``torch.compile(fullgraph=True)``."""
     if images.ndim != 4 or not images.is_floating_point():
         raise TypeError(f"augment takes float images (B, C, H, W), got {images.dtype} {tuple(images.shape)}; "
                         "convert uint8 with images.float() / 255")
     if config.is_identity():
         return images
+    random.check_device(key, images, "augment")
     b, _, h, w = images.shape
     # All the randomness in one draw: inductor then generates the hashing once, not once per consumer
     # (each separate draw added tens of seconds to a cold compile). Layout: affine (B, 6) | erase (B, 5) |
     # elastic (2B, H, W) when on.
     n_elastic = 2 * b * h * w if config.elastic_alpha > 0 else 0
-    u = random.uniform(key, (11 * b + n_elastic,)).to(images.device)
+    u = random.uniform(key, (11 * b + n_elastic,))
     x = images
     if config._warps():
         theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config)

@@ -82,7 +82,7 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
             for j in range(1, c.convs_per_block + 1):
                 block[f"conv{j}"] = nn.init_conv2d(keys[i], in_ch, out_ch, c.kernel_size, bias=not bn)
                 if bn:
-                    block[f"norm{j}"] = nn.init_batch_norm(out_ch)[0]
+                    block[f"norm{j}"] = nn.init_batch_norm(out_ch, device=key.device)[0]
                 i, in_ch = i + 1, out_ch
             params[f"block{b}"] = block
         width = c.flat_features
@@ -92,11 +92,13 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
         params["head"] = nn.init_linear(keys[i + 1], width, c.num_classes)
         return params
 
-    def init_state() -> dict[str, Any]:
+    def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
         if not bn:
             return {}
         return {
-            f"block{b}": {f"norm{j}": nn.init_batch_norm(ch)[1] for j in range(1, c.convs_per_block + 1)}
+            f"block{b}": {
+                f"norm{j}": nn.init_batch_norm(ch, device=device)[1] for j in range(1, c.convs_per_block + 1)
+            }
             for b, ch in enumerate(c.channels, start=1)
         }
 

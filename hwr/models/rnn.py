@@ -142,7 +142,7 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
         params["head"] = nn.init_linear(k_head, in_features, c.num_classes)
         return params
 
-    def init_state() -> dict[str, Any]:
+    def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
         return {}
 
     def apply(

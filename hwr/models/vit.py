@@ -79,9 +79,9 @@ def init_block(k: Key, dim: int, mlp_dim: int) -> dict[str, Any]:
     """One pre-norm transformer block's parameters, initialised as ``nn.TransformerEncoderLayer``."""
     ka, k1, k2 = random.split(k, 3)
     return {
-        "norm1": nn.init_layer_norm(dim),
+        "norm1": nn.init_layer_norm(dim, device=k.device),
         "attn": nn.init_attention(ka, dim),
-        "norm2": nn.init_layer_norm(dim),
+        "norm2": nn.init_layer_norm(dim, device=k.device),
         "mlp": {"fc1": nn.init_linear(k1, dim, mlp_dim), "fc2": nn.init_linear(k2, mlp_dim, dim)},
     }
 
@@ -113,17 +113,17 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
         k_patch, k_pos, k_blocks, k_head = random.split(key, 4)
         embed: dict[str, Any] = {"patch": nn.init_conv2d(k_patch, c.in_channels, c.dim, c.patch_size)}
         if c.pool == "cls":
-            embed["cls"] = torch.zeros(1, 1, c.dim)
+            embed["cls"] = torch.zeros(1, 1, c.dim, device=key.device)
         embed["pos"] = 0.02 * random.normal(k_pos, (1, c.tokens, c.dim))  # as torchvision's ViT
         params: dict[str, Any] = {"embed": embed}
         block_keys = random.split(k_blocks, c.depth)
         for i in range(c.depth):
             params[f"block{i + 1}"] = init_block(block_keys[i], c.dim, c.mlp_dim)
-        params["norm"] = nn.init_layer_norm(c.dim)
+        params["norm"] = nn.init_layer_norm(c.dim, device=key.device)
         params["head"] = nn.init_linear(k_head, c.dim, c.num_classes)
         return params
 
-    def init_state() -> dict[str, Any]:
+    def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
         return {}
 
     def apply(
