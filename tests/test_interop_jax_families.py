@@ -37,6 +37,25 @@ CASES = {
     "vit_mean_dropout_rgb": ("vit", ViTConfig(patch_size=4, dim=16, depth=2, heads=4, mlp_dim=24, pool="mean",
                                               dropout=0.2, in_channels=3, image_size=12)),
 }
+if "crnn" in hj.TWINS:  # the strings family: (B, C, height, W) in, (B, T, classes + 1) out
+    from hwr.models.crnn import CRNNConfig
+
+    CASES |= {
+        "crnn": ("crnn", CRNNConfig()),
+        "crnn_lstm_proj_2convs": ("crnn", CRNNConfig(encoder="lstm", proj=16, hidden=8, num_layers=2, dropout=0.2,
+                                                     channels=(4, 8), width_pools=1, convs_per_block=2, height=20)),
+        "crnn_transformer": ("crnn", CRNNConfig(encoder="transformer", hidden=16, heads=2, mlp_dim=24, num_layers=2,
+                                                channels=(4, 8), norm="none", dropout=0.1)),
+        "crnn_gru_uni_2ch": ("crnn", CRNNConfig(bidirectional=False, hidden=8, channels=(4,), width_pools=0,
+                                                height=10, in_channels=2)),
+    }
+
+
+def _images(config, key, batch: int) -> torch.Tensor:
+    """Float images for ``config``: square ``image_size`` ones, or strings ``height`` x 37 (an odd width)."""
+    size = getattr(config, "image_size", None)
+    shape = (size, size) if size else (config.height, 37)
+    return random.uniform(key, (batch, config.in_channels, *shape))
 
 
 def _nhwc(x: torch.Tensor) -> jax.Array:
@@ -146,6 +165,25 @@ def test_attention_layout_is_flax_multi_head_dot_product():
     assert flax["embed"]["patch"]["kernel"].shape == (7, 7, 1, 16)
 
 
+@pytest.mark.skipif("crnn" not in hj.TWINS, reason="hwr.models.crnn is not there")
+@pytest.mark.parametrize("proj", [0, 6])
+def test_crnn_column_layout(proj):
+    """Columns in NHWC order (h, c): the first layer reading them (proj, else the GRU's input) is reordered."""
+    config = CRNNConfig(channels=(4, 8), hidden=4, proj=proj, height=16)  # columns of 8 channels x 4 rows
+    params = models.get("crnn", config).init(random.key(7))
+    flax = hj.to_flax(params, config)
+    h, c, o = 3, 5, 2
+    if proj:
+        assert float(flax["proj"]["kernel"][h * 8 + c, o]) == float(params["proj"]["kernel"][o, c * 4 + h])
+        assert flax["layer1"]["fwd"]["ir"]["kernel"].shape == (6, 4)  # after proj: no reordering
+        assert torch.equal(torch.from_dlpack(flax["layer1"]["fwd"]["ir"]["kernel"]),
+                           params["layer1"]["fwd"]["ih"]["kernel"][:4].T)
+    else:
+        k = params["layer1"]["fwd"]["ih"]["kernel"]
+        assert float(flax["layer1"]["fwd"]["iz"]["kernel"][h * 8 + c, o]) == float(k[4 + o, c * 4 + h])
+    assert flax["block2"]["conv1"]["kernel"].shape == (3, 3, 4, 8)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_flax_cell_folds_the_biases_into_flax_cells_params(cell):
     """The folded params, run through Flax's GRUCell / OptimizedLSTMCell equations, give the twin's states."""
@@ -185,7 +223,7 @@ def test_flax_cell_folds_the_biases_into_flax_cells_params(cell):
 def test_jax_forward_equals_hwr_apply(case, training):
     """Logits and new batch stats; in training the dropout masks come from the same hwr key."""
     name, config, model, params, state = _setup(case, seed=7)
-    x = random.uniform(random.key(8), (5, config.in_channels, config.image_size, config.image_size))
+    x = _images(config, random.key(8), 5)
     key = random.key(9)
     want, want_state = model.apply(params, state, x, key=key, train=training)
     got, got_state = hj.apply(name, hj.to_flax(params, config), _nhwc(x), config, state=hj.stats_to_flax(state),
@@ -241,6 +279,7 @@ def test_dropout_in_training_needs_a_key():
 
 
 FILE_CASES = ["cnn_bn_dropout_nohidden", "rnn_lstm_bi_conv_mean", "vit_mean_dropout_rgb"]
+FILE_CASES += ["crnn_lstm_proj_2convs"] if "crnn" in hj.TWINS else []
 
 
 def test_save_for_jax_is_readable_without_torch_for_every_family(tmp_path):
@@ -286,7 +325,7 @@ def test_loaded_file_drives_the_jax_forward(tmp_path, case):
     path = hj.save_for_jax(tmp_path / "m.safetensors", params, config, state=state)
     jparams, stats, meta = hj.load_for_jax(path)
     assert meta["model"] == name
-    x = random.uniform(random.key(13), (3, config.in_channels, config.image_size, config.image_size))
+    x = _images(config, random.key(13), 3)
     want, _ = model.apply(params, state, x)
     got, _ = hj.apply(meta["model"], jparams, _nhwc(x), models.config_from_dict(name, meta["config"]), state=stats)
     torch.testing.assert_close(hj.from_jax(got), want, atol=1e-5, rtol=1e-5)

@@ -132,3 +132,16 @@ def test_masked_samples_do_not_count():
     )
     assert int(jm["count"]) == 4 and abs(float(jm["loss"]) - float(m["loss"])) < 1e-6
     assert _max_err(hj.to_hwr_state(jstate, config).params, want.params) < PARAM_ATOL
+
+
+@pytest.mark.skipif("crnn" not in hj.TWINS, reason="hwr.models.crnn is not there")
+def test_train_step_refuses_per_frame_logits():
+    from hwr.models.crnn import CRNNConfig
+
+    config = CRNNConfig(channels=(4,), hidden=4, height=8, width_pools=1)
+    model = models.get("crnn", config)
+    start = train.init_state(model, optim.adam(LR), random.key(3))
+    jopt = optax.adam(LR)
+    with pytest.raises(ValueError, match="CTC"):
+        hj.train_step(config, jopt)(hj.from_hwr_state(start, config, jopt), jnp.zeros((2, 8, 12, 1), jnp.uint8),
+                                    jnp.zeros((2,), jnp.int32))

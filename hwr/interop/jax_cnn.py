@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from hwr.interop import jax_common as jc
 from hwr.models.cnn import CNNConfig
@@ -100,22 +99,9 @@ def forward(
     """``x`` float ``(B, H, W, C)`` -> logits ``(B, num_classes)`` and the new batch stats, as
     ``hwr.models.cnn``'s apply (``key``: an hwr key as ``jax_random`` makes, for dropout)."""
     c = config
-    bn = c.norm == "batch"
-    if bn and state is None and not train:
-        raise ValueError("batch norm in inference needs state= (running statistics); pass train=True for batch stats")
-    new_state: dict[str, Any] = {}
-    for b in range(1, len(c.channels) + 1):
-        block = params[f"block{b}"]
-        for j in range(1, c.convs_per_block + 1):
-            x = jc.conv(block[f"conv{j}"], x, precision=precision)  # (B, H, W, C_b)
-            if bn:
-                width = x.shape[-1]
-                s = state[f"block{b}"][f"norm{j}"] if state else {"mean": jnp.zeros(width), "var": jnp.ones(width)}
-                x, s = jc.batch_norm(block[f"norm{j}"], s, x, train=train)
-                new_state.setdefault(f"block{b}", {})[f"norm{j}"] = s
-            if j < c.convs_per_block:
-                x = jax.nn.relu(x)
-        x = jax.nn.relu(jc.max_pool(x))  # (B, H/2, W/2, C_b)
+    x, new_state = jc.conv_blocks(params, state, x, blocks=len(c.channels), convs=c.convs_per_block,
+                                  bn=c.norm == "batch", pool=lambda b, y: jc.max_pool(y), train=train,
+                                  precision=precision)  # (B, S, S, C)
     n, h, w, ch = x.shape
     x = x.reshape(n, -1)  # (B, S*S*C), NHWC order
     hwr_shape, to_x = None, None

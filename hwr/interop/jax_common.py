@@ -23,6 +23,7 @@ __all__ = [
     "Twin",
     "batch_norm",
     "conv",
+    "conv_blocks",
     "conv_from_flax",
     "conv_to_flax",
     "dense",
@@ -173,6 +174,38 @@ def batch_norm(
         "var": _lerp(s["var"], jax.lax.stop_gradient(var) * (n / max(n - 1, 1)), momentum),
     }
     return y, new
+
+
+def conv_blocks(
+    params: dict[str, Any],
+    state: dict[str, Any] | None,
+    x: jax.Array,
+    *,
+    blocks: int,
+    convs: int,
+    bn: bool,
+    pool: Callable[[int, jax.Array], jax.Array],
+    train: bool,
+    precision: jax.lax.PrecisionLike = None,
+) -> tuple[jax.Array, dict[str, Any]]:
+    """hwr's conv blocks (``block1..``, each ``conv1..`` [+ ``norm1..``]) over NHWC ``x``: conv, batch norm when
+    ``bn``, relu between convs, then ``relu(pool(block, x))``. Returns ``x`` and the new batch stats."""
+    if bn and state is None and not train:
+        raise ValueError("batch norm in inference needs state= (running statistics); pass train=True for batch stats")
+    new_state: dict[str, Any] = {}
+    for b in range(1, blocks + 1):
+        block = params[f"block{b}"]
+        for j in range(1, convs + 1):
+            x = conv(block[f"conv{j}"], x, precision=precision)  # (B, H, W, C_b)
+            if bn:
+                width = x.shape[-1]
+                s = state[f"block{b}"][f"norm{j}"] if state else {"mean": jnp.zeros(width), "var": jnp.ones(width)}
+                x, s = batch_norm(block[f"norm{j}"], s, x, train=train)
+                new_state.setdefault(f"block{b}", {})[f"norm{j}"] = s
+            if j < convs:
+                x = jax.nn.relu(x)
+        x = jax.nn.relu(pool(b, x))  # relu(pool(x)) == pool(relu(x))
+    return x, new_state
 
 
 def max_pool(x: jax.Array, size: int = 2) -> jax.Array:

@@ -7,6 +7,7 @@ parameters, so ``to_flax(params)`` without a config keeps working for it.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import jax
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 TWINS: dict[str, Twin] = {t.name: t for t in (jax_cnn.TWIN, jax_rnn.TWIN, jax_vit.TWIN)}
+if importlib.util.find_spec("hwr.models.crnn") is not None:  # the strings family lands on its own schedule
+    from hwr.interop import jax_crnn
+
+    TWINS["crnn"] = jax_crnn.TWIN
 
 
 def missing_twins() -> list[str]:

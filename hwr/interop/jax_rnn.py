@@ -28,15 +28,12 @@ import torch
 from hwr.interop import jax_common as jc
 from hwr.models.rnn import RNNConfig
 
-__all__ = ["TWIN", "direction", "flax_cell", "forward", "from_flax", "sequence", "to_flax"]
+__all__ = ["TWIN", "cells_from_flax", "cells_to_flax", "direction", "encode", "flax_cell", "forward", "from_flax",
+           "sequence", "to_flax"]
 
 LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC",
           "cell": "one (in, H) / (H, H) dense per gate with its bias: GRU ir iz in hr hz hn, LSTM ii if ig io hi hf hg ho",
           "sequence": "rows: (w, c) features per row; conv: (h, s) features per column"}
-
-
-def _gates(c: RNNConfig) -> str:
-    return "rzn" if c.cell == "gru" else "ifgo"
 
 
 def _grid(c: RNNConfig) -> tuple[int, int]:
@@ -50,49 +47,58 @@ def _other(name: str, t: torch.Tensor, to_flax_layout: bool) -> torch.Tensor:
     return t.T if name.endswith("kernel") else t
 
 
-def to_flax(named: jc.Named, config: RNNConfig) -> jc.Named:
-    """hwr names and torch layouts (packed gates) -> Flax layouts (one dense per gate)."""
-    a, b = _grid(config)
+def cells_to_flax(named: jc.Named, cell: str, grid: tuple[int, int] | None) -> jc.Named:
+    """Recurrent layers (``layerN.{fwd,bwd}.{ih,hh}.*``), packed gates -> a dense per gate; ``grid`` ``(A, B)``:
+    layer 1's input features in hwr's ``(A, B)`` order become NHWC's ``(B, A)``."""
+    gates = "rzn" if cell == "gru" else "ifgo"
     out = {}
     for name, t in named.items():
-        if not name.startswith("layer"):
-            out[name] = _other(name, t, True).contiguous()
-            continue
         layer, direction, which, part = name.split(".")  # which: "ih" | "hh"
-        for g, chunk in zip(_gates(config), t.chunk(len(_gates(config)), 0), strict=True):
+        for g, chunk in zip(gates, t.chunk(len(gates), 0), strict=True):
             if part == "kernel":
                 chunk = chunk.T  # (in, H)
-                if layer == "layer1" and which == "ih":
-                    chunk = jc.swap_rows(chunk, a, b)
+                if layer == "layer1" and which == "ih" and grid:
+                    chunk = jc.swap_rows(chunk, *grid)
             out[f"{layer}.{direction}.{which[0]}{g}.{part}"] = chunk.contiguous()
     return out
 
 
-def from_flax(named: jc.Named, config: RNNConfig) -> jc.Named:
-    """Inverse of ``to_flax``."""
-    a, b = _grid(config)
-    out: jc.Named = {}
+def cells_from_flax(named: jc.Named, cell: str, grid: tuple[int, int] | None) -> jc.Named:
+    """Inverse of ``cells_to_flax``."""
+    gates = "rzn" if cell == "gru" else "ifgo"
     cells: dict[str, dict[str, torch.Tensor]] = {}
     for name, t in named.items():
-        if not name.startswith("layer"):
-            out[name] = _other(name, t, False).contiguous()
-            continue
         layer, direction, gate, part = name.split(".")
         cells.setdefault(f"{layer}.{direction}.{gate[0]}h.{part}", {})[gate[1:]] = t
+    out: jc.Named = {}
     for name, by_gate in cells.items():
-        missing = [g for g in _gates(config) if g not in by_gate]
+        missing = [g for g in gates if g not in by_gate]
         if missing:
-            raise KeyError(f"{name}: gates {missing} missing; a {config.cell} cell needs {list(_gates(config))}")
+            raise KeyError(f"{name}: gates {missing} missing; a {cell} cell needs {list(gates)}")
         chunks = []
-        for g in _gates(config):
+        for g in gates:
             t = by_gate[g]
             if name.endswith("kernel"):
-                if name.startswith("layer1.") and ".ih." in name:
-                    t = jc.swap_rows(t, b, a)
+                if name.startswith("layer1.") and ".ih." in name and grid:
+                    t = jc.swap_rows(t, grid[1], grid[0])
                 t = t.T  # (H, in)
             chunks.append(t)
         out[name] = torch.cat(chunks, 0).contiguous()
     return out
+
+
+def to_flax(named: jc.Named, config: RNNConfig) -> jc.Named:
+    """hwr names and torch layouts (packed gates) -> Flax layouts (one dense per gate)."""
+    out = {k: _other(k, t, True).contiguous() for k, t in named.items() if not k.startswith("layer")}
+    layers = {k: t for k, t in named.items() if k.startswith("layer")}
+    return {**out, **cells_to_flax(layers, config.cell, _grid(config))}
+
+
+def from_flax(named: jc.Named, config: RNNConfig) -> jc.Named:
+    """Inverse of ``to_flax``."""
+    out = {k: _other(k, t, False).contiguous() for k, t in named.items() if not k.startswith("layer")}
+    layers = {k: t for k, t in named.items() if k.startswith("layer")}
+    return {**out, **cells_from_flax(layers, config.cell, _grid(config))}
 
 
 def flax_cell(cell: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -154,6 +160,33 @@ def direction(
     return jnp.swapaxes(ys, 0, 1), last
 
 
+def encode(
+    params: dict[str, Any],
+    h: jax.Array,
+    cell: str,
+    num_layers: int,
+    bidirectional: bool,
+    *,
+    dropout: float = 0.0,
+    keys: list[jax.Array | None] | None = None,
+    train: bool = False,
+    precision: jax.lax.PrecisionLike = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The layer stack over ``h`` ``(B, T, F)`` -> top outputs ``(B, T, dirs*H)`` and final states ``(B, dirs*H)``,
+    as ``hwr.models.rnn.encode``; ``keys[i]`` drives the dropout after layer ``i+1``."""
+    keys = keys or [None] * num_layers
+    for i in range(1, num_layers + 1):
+        layer = params[f"layer{i}"]
+        ys, last = direction(cell, layer["fwd"], h, False, precision)  # (B, T, H), (B, H)
+        if bidirectional:
+            ys_b, last_b = direction(cell, layer["bwd"], h, True, precision)
+            ys, last = jnp.concatenate([ys, ys_b], -1), jnp.concatenate([last, last_b], -1)
+        h = ys
+        if i < num_layers:
+            h = jc.dropout(h, dropout, key=keys[i - 1], train=train)
+    return h, last
+
+
 def sequence(params: dict[str, Any], x: jax.Array, c: RNNConfig, precision: jax.lax.PrecisionLike = None) -> jax.Array:
     """NHWC images ``(B, H, W, C)`` -> ``(B, steps, features)`` by ``c.reader``, NHWC-flattened."""
     n = x.shape[0]
@@ -177,16 +210,8 @@ def forward(
     ``key`` (an hwr key, ``jax_random``) drives the dropouts exactly as hwr's key does."""
     c = config
     keys = jc.dropout_keys(key, c.num_layers + 1, c.dropout, train)
-    h = sequence(params, x, c, precision)  # (B, T, F)
-    for i in range(1, c.num_layers + 1):
-        layer = params[f"layer{i}"]
-        ys, last = direction(c.cell, layer["fwd"], h, False, precision)  # (B, T, H), (B, H)
-        if c.bidirectional:
-            ys_b, last_b = direction(c.cell, layer["bwd"], h, True, precision)
-            ys, last = jnp.concatenate([ys, ys_b], -1), jnp.concatenate([last, last_b], -1)
-        h = ys
-        if i < c.num_layers:
-            h = jc.dropout(h, c.dropout, key=keys[i - 1], train=train)
+    h, last = encode(params, sequence(params, x, c, precision), c.cell, c.num_layers, c.bidirectional,
+                     dropout=c.dropout, keys=keys[:-1], train=train, precision=precision)  # (B, T, dirs*H)
     feats = last if c.readout == "last" else h.mean(axis=1)  # (B, dirs*H)
     feats = jc.dropout(feats, c.dropout, key=keys[-1], train=train)
     return jc.dense(params["head"], feats, precision), {} if state is None else state

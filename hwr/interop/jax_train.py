@@ -104,6 +104,9 @@ def train_step(
         def objective(p: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             logits, stats = twin.forward(p, state.model_state, x, config, key=k_model, train=True,
                                          precision=precision)
+            if logits.ndim != 2:
+                raise ValueError(f"train_step trains classifiers (logits (B, classes)); {twin.name} gives logits "
+                                 f"{logits.shape}: train it with its own loss (CTC for crnn)")
             return _cross_entropy(logits, labels, mask), (logits, stats)
 
         (loss, (logits, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)

@@ -23,7 +23,7 @@ from hwr.interop import jax_common as jc
 from hwr.interop import jax_random
 from hwr.models.vit import ViTConfig
 
-__all__ = ["TWIN", "forward", "from_flax", "to_flax"]
+__all__ = ["TWIN", "attention", "block", "convert_from_flax", "convert_to_flax", "forward", "from_flax", "to_flax"]
 
 LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC",
           "attention": "flax MultiHeadDotProductAttention: query/key/value (dim, heads, head_dim), out (heads, head_dim, dim)",
@@ -33,7 +33,16 @@ _QKV = ("query", "key", "value")
 
 def to_flax(named: jc.Named, config: ViTConfig) -> jc.Named:
     """hwr names and torch layouts -> Flax layouts."""
-    heads, d = config.heads, config.dim
+    return convert_to_flax(named, config.heads, config.dim)
+
+
+def from_flax(named: jc.Named, config: ViTConfig) -> jc.Named:
+    """Inverse of ``to_flax``."""
+    return convert_from_flax(named, config.dim)
+
+
+def convert_to_flax(named: jc.Named, heads: int, d: int) -> jc.Named:
+    """Transformer parameters (``*.attn.qkv``, ``*.attn.out``, convs, dense, norms) of width ``d`` -> Flax."""
     out = {}
     for name, t in named.items():
         prefix, _, part = name.rpartition(".")
@@ -53,9 +62,8 @@ def to_flax(named: jc.Named, config: ViTConfig) -> jc.Named:
     return out
 
 
-def from_flax(named: jc.Named, config: ViTConfig) -> jc.Named:
-    """Inverse of ``to_flax``."""
-    d = config.dim
+def convert_from_flax(named: jc.Named, d: int) -> jc.Named:
+    """Inverse of ``convert_to_flax``."""
     out: jc.Named = {}
     for name, t in named.items():
         prefix, _, part = name.rpartition(".")
