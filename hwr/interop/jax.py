@@ -7,7 +7,8 @@ family, training in JAX from an hwr state and back, and checkpoints a JAX user r
 - ``to_flax`` / ``from_flax``: hwr keeps torch layouts (conv OIHW, linear ``(out, in)``, packed recurrent gates,
   packed attention ``qkv``, NCHW flattening); Flax uses conv HWIO, dense ``(in, out)``, a dense per gate,
   ``MultiHeadDotProductAttention``'s query/key/value/out and NHWC flattening. Exact both ways. Per-family layouts:
-  ``jax_cnn``, ``jax_rnn``, ``jax_vit``. ``stats_to_flax`` / ``stats_from_flax``: batch-norm statistics.
+  ``jax_cnn``, ``jax_rnn``, ``jax_vit``, ``jax_crnn``. ``stats_to_flax`` / ``stats_from_flax``: batch-norm
+  statistics.
 - ``apply(name, params, x, config, *, state, key, train)``: any family's forward in JAX on NHWC input, equal to
   ``models.get(name, config).apply`` (dropout too, from an hwr key: ``jax_random``); ``cnn_apply``,
   ``rnn_apply``, ``vit_apply``: the logits alone. ``TWINS`` lists the families; ``missing_twins()`` those without.
