@@ -1,0 +1,120 @@
+"""hwr.autotune: every candidate computes the eager step, the fastest is chosen, the choice is cached per
+configuration and machine, and unequal or failing candidates are rejected with their reason."""
+
+import json
+
+import pytest
+import torch
+
+from hwr import autotune, losses, models, optim, random, train, tree
+from hwr.data.batches import synthetic_batches
+from hwr.models.cnn import CNNConfig
+
+TINY = CNNConfig(channels=(4, 8), hidden=16)
+
+
+@pytest.fixture
+def cache_file(tmp_path, monkeypatch):
+    path = tmp_path / autotune.CACHE_FILE
+    monkeypatch.setattr(autotune, "_cache_path", lambda: path)
+    return path
+
+
+def _setup(opt=None, cfg=TINY, n=16):
+    model = models.get("cnn", cfg)
+    opt = opt or optim.sgd(0.1)
+    state = train.init_state(model, opt, random.key(0))
+    batch = synthetic_batches(random.key(1), 1, n)[0]
+    return model, opt, state, batch
+
+
+def test_every_cpu_candidate_equals_the_eager_step_and_the_fastest_is_chosen(cache_file):
+    """Compiled for real: each candidate's steps equal the eager steps to 1e-5 (SGD, so no optimizer amplifies
+    rounding), and the choice is the candidate with the least seconds per step."""
+    torch._dynamo.reset()
+    model, opt, state, batch = _setup()
+    step, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, batch, steps=1, rounds=1)
+    assert set(choice.seconds_per_step) == {c.name for c in autotune.CPU_CANDIDATES} and choice.rejected == {}
+    assert choice.candidate.name == min(choice.seconds_per_step, key=choice.seconds_per_step.get)
+    assert not choice.cached and choice.speedup() > 0
+    eager = train.train_step(model, opt, losses.cross_entropy)
+    for cand in autotune.CPU_CANDIDATES:
+        fn = step if cand == choice.candidate else autotune.build_step(cand, model, opt, losses.cross_entropy)
+        got, want = state, state
+        for _ in range(3):
+            got, got_m = fn(got, batch)
+            want, want_m = eager(want, batch)
+        for a, b in zip(tree.leaves(got.params), tree.leaves(want.params), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=cand.name)
+        torch.testing.assert_close(got_m["loss"], want_m["loss"], rtol=1e-5, atol=1e-5)
+    saved = json.loads(cache_file.read_text())[choice.key]
+    assert saved["candidate"] == choice.candidate.name and saved["machine"] == choice.machine
+    torch._dynamo.reset()
+
+
+def _eager_candidates(monkeypatch, built, slow=()):
+    """Candidates built as eager steps (no compile): ``built`` records each build; names in ``slow`` sleep."""
+    import time
+
+    def build(c, model, opt, loss, **kw):
+        built.append(c.name)
+        step = train.train_step(model, opt, loss, **kw)
+
+        def timed(s, b):
+            if c.name in slow:
+                time.sleep(0.25)  # far above an eager step of the tiny CNN, whatever the load
+            return step(s, b)
+
+        return timed
+
+    monkeypatch.setattr(autotune, "build_step", build)
+
+
+def test_choice_is_cached_per_configuration(cache_file, monkeypatch):
+    built = []
+    _eager_candidates(monkeypatch, built, slow=("inductor", "channels_last+inductor"))
+    model, opt, state, batch = _setup()
+    _, first = autotune.compile_step(model, opt, losses.cross_entropy, state, batch, steps=1, rounds=1)
+    assert first.candidate.name == "channels_last+aten" and not first.cached
+    assert sorted(built) == sorted(c.name for c in autotune.CPU_CANDIDATES)
+    built.clear()
+    _, again = autotune.compile_step(model, opt, losses.cross_entropy, state, batch, steps=1, rounds=1)
+    assert again.cached and again.candidate == first.candidate and again.key == first.key
+    assert built == ["channels_last+aten"]  # a cached choice compiles only itself
+    built.clear()
+    _, other = autotune.compile_step(model, opt, losses.cross_entropy, state, batch, steps=1, rounds=1, tag="aug")
+    assert not other.cached and other.key != first.key and len(built) == 3
+    bigger = synthetic_batches(random.key(1), 1, 32)[0]
+    assert autotune.compile_step(model, opt, losses.cross_entropy, state, bigger, steps=1, rounds=1)[1].key != first.key
+    assert len(json.loads(cache_file.read_text())) == 3
+    _, fresh = autotune.compile_step(model, opt, losses.cross_entropy, state, batch, steps=1, rounds=1, cache=False)
+    assert not fresh.cached
+
+
+def test_unequal_and_failing_candidates_are_rejected(cache_file):
+    model, opt, state, batch = _setup(optim.adam(1e-3))
+    want = train.train_step(model, opt, losses.cross_entropy)(state, batch)
+    eager = train.train_step(model, opt, losses.cross_entropy)
+    assert autotune._mismatch(eager, state, batch, want, 1e-5) is None
+    wrong = train.train_step(model, optim.adam(3e-3), losses.cross_entropy)  # a different function
+    assert "update differs" in autotune._mismatch(wrong, state, batch, want, 1e-5)
+    smoothed = train.train_step(model, opt, losses.make_loss(losses.LossConfig(label_smoothing=0.1)))
+    assert "loss differs" in autotune._mismatch(smoothed, state, batch, want, 1e-5)
+    broken = autotune.Candidate("broken", options={"no_such_inductor_option": 1})
+    with pytest.raises(RuntimeError, match=r"no compile configuration.*broken"):
+        autotune.compile_step(model, opt, losses.cross_entropy, state, batch, candidates=[broken])
+
+
+def test_default_candidates():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cnn = models.get("cnn", TINY).init(random.key(0))
+    rnn = models.get("rnn").init(random.key(0))
+    assert autotune.default_candidates(cpu, cnn) == autotune.CPU_CANDIDATES
+    assert autotune.default_candidates(cuda, cnn) == autotune.CUDA_CANDIDATES
+    assert [c.name for c in autotune.default_candidates(cpu, rnn)] == ["inductor"]  # no conv: layout is moot
+    assert {c.mode for c in autotune.CUDA_CANDIDATES} == {None, "reduce-overhead"}
+
+
+def test_compile_refuses_mode_and_options_together():
+    with pytest.raises(ValueError, match="mode or inductor options"):
+        train.compile(lambda x: x, mode="reduce-overhead", fallback_by_default=True)
