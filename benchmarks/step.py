@@ -22,6 +22,18 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
   found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only.
   ``--fresh-cache`` starts from empty caches, so the first compile is cold.
 
+- hwr_compiled: ``hwr.autotune.compile_step``, the fastest of the equivalent compile configurations for this
+  machine (timed once, cached under the inductor cache; ``autotune`` in the JSON says which won and each one's
+  seconds per step); ``hwr_compiled_inductor`` is the plain default inductor compile, ``hwr_compiled_fast`` the
+  channels-last + ATen-kernel configuration named explicitly.
+
+GPU (``--device cuda``; ``auto`` picks it when present): batches, parameters and keys live on the GPU, every timed
+window ends with ``torch.cuda.synchronize``, "step MiB" is ``torch.cuda.max_memory_allocated`` over one step above
+the memory allocated before it (``gpu_max_allocated_mib``: the absolute peak), and % peak is against a matmul peak
+measured on that GPU (fp32, or TF32 with ``--tf32``; ``peak_bf16_gflops`` for the bf16 rows). The GPU adds CUDA-graph
+variants (``mode="reduce-overhead"``), bf16 autocast and vmapped ensembles up to K=64 members. JAX runs on the CPU
+only, so ``jax_jit`` is left out there.
+
 Threads: torch uses ``HWR_THREADS`` (default: all cores); JAX uses XLA's own pool. On a machine other processes
 share, two OpenMP threads lose much of their time waiting at barriers for a preempted partner; ``HWR_THREADS=1``
 gives steadier figures there.
@@ -30,6 +42,7 @@ gives steadier figures there.
     HWR_THREADS=1 python benchmarks/step.py         # one torch thread: steady on a shared machine
     python benchmarks/step.py --quick --json out.json
     python benchmarks/step.py --variants eager_module,hwr_compiled --batch-sizes 64 --windows 3 --steps 2
+    python benchmarks/step.py --device cuda --quick --json gpu.json [--tf32] [--no-warm]
 """
 
 from __future__ import annotations
@@ -40,7 +53,6 @@ import ctypes
 import ctypes.util
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -72,18 +84,22 @@ class Runner:
     windows: list[float] = field(default_factory=list)
     cpu_windows: list[float] = field(default_factory=list)
     step_mib: float | None = None
+    gpu_max_mib: float | None = None
+    build_s: float = 0.0  # building the runner (the autotuned variant compiles its candidates here)
+    autotune: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- variants
 
 
-def _pool(cfg: Any, batch_size: int, n: int = 4) -> list[Any]:
-    """``n`` fixed uint8 batches shaped for ``cfg``, all samples real (mask True)."""
-    from hwr import random
+def _pool(cfg: Any, batch_size: int, device: Any, n: int = 4) -> list[Any]:
+    """``n`` fixed uint8 batches shaped for ``cfg`` on ``device``, all samples real (mask True)."""
+    from hwr import random, tree
     from hwr.data.batches import synthetic_batches
 
-    return synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
+    pool = synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
                              num_classes=cfg.num_classes)
+    return [tree.map(lambda t: t.to(device), b) for b in pool]  # set-up: the timed steps copy nothing
 
 
 def _module(cfg: Any, params: dict) -> Any:
@@ -133,7 +149,10 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
     import torch
     import torch.nn.functional as F
 
-    module = _module(cfg, params)
+    from hwr import runtime
+
+    device = pool[0].images.device
+    module = _module(cfg, params).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
     forward = torch.compile(module) if compiled else module
 
@@ -146,7 +165,7 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
         opt.step()
         return loss
 
-    return Runner(name, 1, step, compiled="torch" if compiled else "")
+    return Runner(name, 1, step, block=lambda out: runtime.synchronize(device), compiled="torch" if compiled else "")
 
 
 def _donating(step_fn: Callable) -> Callable:
@@ -176,36 +195,45 @@ def _inductor_region(opt: Any) -> Any:
 
 def _hwr_runner(
     name: str, model: Any, params: dict, pool: list, *, compiled: bool, members: int = 1, options: dict | None = None,
-    donate: bool = False, fuse_optimizer: bool = False,
+    donate: bool = False, fuse_optimizer: bool = False, mode: str | None = None, autotuned: bool = False,
 ) -> Runner:
     import torch
 
-    from hwr import losses, optim, random, train, tree
+    from hwr import autotune, losses, optim, random, runtime, train, tree
 
+    device = pool[0].images.device
     opt = optim.adam(1e-3)
     opt = _inductor_region(opt) if fuse_optimizer else opt
     step_fn = train.train_step(model, opt, losses.cross_entropy)
     step_fn = _donating(step_fn) if donate else step_fn
     params = tree.map(torch.clone, params) if donate else params  # donation overwrites: never the shared copy
+    key = random.key(0, device=device)
+    record = None
     if members == 1:
-        state = train.init_state(model, opt, random.key(0), params=params)
+        state = train.init_state(model, opt, key, params=params)
         fn = step_fn
     else:  # K models in one step: vmap over stacked states, the batch shared
-        inits = [params] + [model.init(k) for k in random.split(random.key(99), members - 1)]
-        states = [train.init_state(model, opt, random.fold_in(random.key(0), m), params=p) for m, p in enumerate(inits)]
+        inits = [params] + [model.init(k) for k in random.split(random.key(99, device=device), members - 1)]
+        states = [train.init_state(model, opt, random.fold_in(key, m), params=p) for m, p in enumerate(inits)]
         state = tree.map(lambda *xs: torch.stack(xs), *states)
 
         def fn(s: Any, batch: Any) -> Any:
             return torch.func.vmap(step_fn, in_dims=(0, None))(s, batch)
 
-    fn = train.compile(fn, **(options or {})) if compiled else fn
+    if autotuned:
+        fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0])
+        record = {"candidate": choice.candidate.name, "cached": choice.cached, "machine": choice.machine,
+                  "seconds_per_step": choice.seconds_per_step, "rejected": choice.rejected}
+    elif compiled:
+        fn = train.compile(fn, mode=mode, **(options or {}))
     holder = [state]
 
     def step(i: int) -> Any:
         holder[0], metrics = fn(holder[0], pool[i % len(pool)])
         return metrics
 
-    return Runner(name, members, step, compiled="torch" if compiled else "")
+    return Runner(name, members, step, block=lambda out: runtime.synchronize(device),
+                  compiled="torch" if compiled or autotuned else "", autotune=record)
 
 
 def _jax_runner(name: str, cfg: Any, params: dict, pool: list) -> Runner:
@@ -267,13 +295,13 @@ def _seed_order(model: Any) -> Any:
 
 
 def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
-    """Variant name -> ``build(params, pool)``. The default run uses ``DEFAULT_VARIANTS``; the others isolate one
+    """Variant name -> ``build(params, pool)``. The default run uses ``default_variants``; the others isolate one
     lever each (``--variants``) for the levers table."""
     from hwr import perf
     from hwr.models import cnn
 
     model = cnn.model(cfg)
-    cl, aten = perf.channels_last(model), perf.ATEN_GRAPH
+    cl, aten, graphs = perf.channels_last(model), perf.ATEN_GRAPH, "reduce-overhead"
 
     def hwr(m: Any, **kw: Any) -> Callable[[dict, list], Runner]:
         return lambda p, pool: _hwr_runner("", m, p, pool, **kw)
@@ -282,12 +310,16 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         "eager_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=False),
         "compiled_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=True),
         "hwr_eager": hwr(model, compiled=False),
-        "hwr_compiled": hwr(model, compiled=True),
+        "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.autotune picks for this machine
+        "hwr_compiled_inductor": hwr(model, compiled=True),  # the plain default compile
         "hwr_compiled_fast": hwr(cl, compiled=True, options=aten),  # channels-last + ATen kernels in one graph
         "jax_jit": lambda p, pool: _jax_runner("", cfg, p, pool),
-        "hwr_ensemble_k4": hwr(model, compiled=True, members=4),
-        "hwr_ensemble_k8": hwr(model, compiled=True, members=8),
+        **{f"hwr_ensemble_k{k}": hwr(model, compiled=True, members=k) for k in (4, 8, 16, 32, 64)},
         "hwr_compiled_fast_bf16": hwr(perf.autocast(cl), compiled=True, options=aten),
+        # GPU: CUDA graphs (one replay per step, no per-kernel launch overhead), bf16 on the tensor cores
+        "hwr_compiled_cudagraphs": hwr(model, compiled=True, mode=graphs),
+        "hwr_compiled_cudagraphs_channels_last": hwr(cl, compiled=True, mode=graphs),
+        "hwr_compiled_cudagraphs_bf16": hwr(perf.autocast(model), compiled=True, mode=graphs),
         # single levers
         "hwr_eager_seed_order": hwr(_seed_order(model), compiled=False),
         "hwr_compiled_seed_order": hwr(_seed_order(model), compiled=True),
@@ -306,12 +338,41 @@ DEFAULT_VARIANTS = (
     "compiled_module",
     "hwr_eager",
     "hwr_compiled",
+    "hwr_compiled_inductor",
     "hwr_compiled_fast",
     "jax_jit",
     "hwr_ensemble_k4",
     "hwr_ensemble_k8",
     "hwr_compiled_fast_bf16",  # only where the CPU has native bf16 (hwr.perf.has_bf16), unless named in --variants
 )
+CUDA_VARIANTS = (
+    "eager_module",
+    "compiled_module",
+    "hwr_eager",
+    "hwr_compiled",
+    "hwr_compiled_inductor",
+    "hwr_compiled_cudagraphs",
+    "hwr_compiled_cudagraphs_bf16",
+    "hwr_compiled_bf16",
+    "hwr_ensemble_k4",
+    "hwr_ensemble_k16",
+    "hwr_ensemble_k64",
+)
+CUDA_QUICK_VARIANTS = (  # fits a short GPU lease: the autotuned row times inductor, channels-last and CUDA graphs
+    "eager_module",
+    "hwr_eager",
+    "hwr_compiled",
+    "hwr_compiled_cudagraphs_bf16",
+    "hwr_ensemble_k8",
+    "hwr_ensemble_k64",
+)
+
+
+def default_variants(device_type: str, quick: bool) -> tuple[str, ...]:
+    """The variants a run without ``--variants`` measures on ``device_type``."""
+    if device_type == "cuda":
+        return CUDA_QUICK_VARIANTS if quick else CUDA_VARIANTS
+    return DEFAULT_VARIANTS
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -327,6 +388,19 @@ def _malloc_trim() -> None:
     if name:
         with contextlib.suppress(OSError, AttributeError):  # not glibc
             ctypes.CDLL(name).malloc_trim(0)
+
+
+def gpu_step_memory_mib(runner: Runner, start: int, device: Any) -> tuple[float, float]:
+    """(peak rise of ``torch.cuda.max_memory_allocated`` over one step above the memory allocated before it,
+    the absolute peak during that step), MiB."""
+    import torch
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    runner.block(runner.step(start))
+    peak = torch.cuda.max_memory_allocated(device)
+    return (peak - base) / 2**20, peak / 2**20
 
 
 def step_memory_mib(runner: Runner, start: int) -> float | None:
@@ -395,18 +469,27 @@ def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def peak_gflops(seconds: float = 1.0) -> float:
-    """The fp32 matmul peak of this process's threads: the best of repeated 2048x2048 products."""
+def peak_gflops(seconds: float = 1.0, device: Any = "cpu", dtype: Any = None) -> float:
+    """The matmul peak of ``device`` in ``dtype`` (float32 by default; on a GPU float32 means TF32 when
+    ``runtime.set_tf32(True)``): the best of repeated square products, 2048 on a CPU (this process's threads),
+    8192 on a GPU (each timed between synchronisations, 4 products per sample)."""
     import torch
 
-    n = 2048
-    a, b = torch.rand(n, n), torch.rand(n, n)
+    from hwr import runtime
+
+    device = torch.device(device)
+    dtype = dtype or torch.float32
+    n, reps = (8192, 4) if device.type == "cuda" else (2048, 1)
+    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
+    runtime.synchronize(device)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        for _ in range(reps):
+            torch.mm(a, b)
+        runtime.synchronize(device)
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -421,24 +504,28 @@ def bench_batch_size(
     steps: int | None,
     log: Callable[[str], None],
     measure_warm: bool = True,
+    device: Any = "cpu",
 ) -> list[Runner]:
-    """Build, compile and time ``names`` at ``batch_size``; returns the runners with their measurements.
-    ``measure_warm``: also recompile every compiled variant from the on-disk caches (``warm_s``)."""
+    """Build, compile and time ``names`` at ``batch_size`` on ``device``; returns the runners with their
+    measurements. ``measure_warm``: also recompile every compiled variant from the on-disk caches (``warm_s``)."""
     import torch
 
     from hwr import random
     from hwr.models import cnn
 
-    params = cnn.model(cfg).init(random.key(0))
-    pool = _pool(cfg, batch_size)
+    device = torch.device(device)
+    params = cnn.model(cfg).init(random.key(0, device=device))
+    pool = _pool(cfg, batch_size, device)
     runners: list[Runner] = []
     for name in names:
-        runner = builders[name](params, pool)
-        runner.name = name
         hits, misses = _inductor_cache_counts()
         t0 = time.perf_counter()
+        runner = builders[name](params, pool)
+        runner.build_s = time.perf_counter() - t0
+        runner.name = name
+        t0 = time.perf_counter()
         runner.block(runner.step(0))
-        runner.first_s = time.perf_counter() - t0
+        runner.first_s = time.perf_counter() - t0 + (runner.build_s if runner.autotune else 0.0)
         if runner.compiled == "torch":
             hits2, misses2 = _inductor_cache_counts()
             runner.cache = "cold" if misses2 > misses else "warm" if hits2 > hits else "-"
@@ -474,14 +561,18 @@ def bench_batch_size(
                 r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
             step_no += max(n_steps.values())
         for r in runners:
-            r.step_mib = step_memory_mib(r, step_no)
+            if device.type == "cuda":
+                r.step_mib, r.gpu_max_mib = gpu_step_memory_mib(r, step_no, device)
+            else:
+                r.step_mib = step_memory_mib(r, step_no)
     return runners
 
 
 # ---------------------------------------------------------------------------------------------- report
 
 
-def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float) -> list[dict[str, Any]]:
+def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float,
+            peak_bf16: float | None = None) -> list[dict[str, Any]]:
     """JSON rows: one per variant, ratios against ``eager_module`` at the same batch size (None if not run)."""
     medians = {r.name: statistics.median(r.windows) for r in runners}
     cpu_medians = {r.name: statistics.median(r.cpu_windows) for r in runners}
@@ -502,10 +593,13 @@ def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float) -
                 "cpu_ratio_vs_reference": cpu_medians[r.name] / cpu_ref if cpu_ref else None,
                 "gflops": gflops,
                 "fraction_of_fp32_peak": gflops / peak if peak else None,
+                "fraction_of_bf16_peak": gflops / peak_bf16 if peak_bf16 and "bf16" in r.name else None,
                 "step_peak_mib": r.step_mib,
+                "gpu_max_allocated_mib": r.gpu_max_mib,
                 "compile_first_s": r.first_s if r.compiled else None,
                 "compile_cache": r.cache if r.compiled else None,
                 "compile_warm_s": r.warm_s,
+                "autotune": r.autotune,
             }
         )
     return rows
@@ -515,7 +609,8 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="Training step throughput (median of windows; ratio vs eager_module at the same batch)")
+    t = Table(title=f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same "
+                    "batch)")
     for col in ("variant", "batch", "samples/s", "spread", "ratio", "per CPU-s", "ratio", "GFLOP/s", "% peak",
                 "step MiB", "compile s", "cache", "warm s"):
         t.add_column(col, justify="left" if col in ("variant", "cache") else "right")
@@ -531,7 +626,7 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
             f"{r['samples_per_cpu_s']:,.0f}",
             f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
             f"{r['gflops']:.1f}",
-            f"{100 * r['fraction_of_fp32_peak']:.0f}%" if r["fraction_of_fp32_peak"] else "-",
+            f"{100 * share:.0f}%" if (share := r["fraction_of_bf16_peak"] or r["fraction_of_fp32_peak"]) else "-",
             f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
             f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
             r["compile_cache"] or "-",
@@ -539,24 +634,33 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         )
     console = Console(width=max(Console().width, 150))
     console.print(t)
+    gpu = (f"{env['device_name']}, TF32 {'on' if env['tf32'] else 'off'}, bf16 peak {env['peak_bf16_gflops']:.0f} "
+           "GFLOP/s; ") if env["device"].startswith("cuda") else ""
     console.print(
-        f"[dim]{env['cpu']}, {env['threads']} threads, torch {env['torch']}, jax {env.get('jax', '-')}; "
-        f"fp32 peak {env['peak_gflops']:.0f} GFLOP/s ({env['peak_source']}); "
+        f"[dim]{gpu}{env['cpu']}, {env['threads']} threads, torch {env['torch']}, jax {env.get('jax', '-')}; "
+        f"{env['peak_kind']} peak {env['peak_gflops']:.0f} GFLOP/s ({env['peak_source']}); "
         f"{env['flops_per_sample'] / 1e6:.1f} MFLOP per sample (fwd+bwd); allocator tuned: {env['allocator_tuned']}; "
         f"load average {env['load_start']:.1f} -> {env['load_end']:.1f}; {env['seconds']:.0f} s[/dim]"
     )
+    for r in rows:
+        if r["autotune"]:
+            a = r["autotune"]
+            times = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in a["seconds_per_step"].items())
+            console.print(f"[dim]{r['variant']} (b={r['batch_size']}): autotune chose {a['candidate']}"
+                          f"{' (cached)' if a['cached'] else ''}; {times}[/dim]")
     if env["skipped"]:
-        console.print(
-            f"[dim]skipped {', '.join(env['skipped'])}: this CPU has no native bf16 (avx512_bf16 / amx_bf16), where "
-            "autocast is several times slower than float32; name it in --variants to measure it anyway[/dim]"
-        )
+        console.print(f"[dim]skipped: {'; '.join(env['skipped'])}[/dim]")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="batch 128 only, fewer and shorter windows (< 2 min)")
     ap.add_argument("--json", type=Path, help="also write the rows as a JSON list to this path")
-    ap.add_argument("--variants", help=f"comma-separated subset of: {','.join(DEFAULT_VARIANTS)}")
+    ap.add_argument("--variants", help=f"comma-separated subset of: {','.join(DEFAULT_VARIANTS)} (CPU defaults) or "
+                                       f"{','.join(CUDA_VARIANTS)} (GPU defaults)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    ap.add_argument("--tf32", action="store_true", help="GPU: float32 matmuls and convolutions on TF32 tensor cores")
+    ap.add_argument("--no-warm", action="store_true", help="skip the warm recompile measurement (shorter)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", help="default 128 512 (--quick: 128)")
     ap.add_argument("--windows", type=int, help=f"timed windows per variant (default {WINDOWS}, quick {QUICK_WINDOWS})")
     ap.add_argument("--window-s", type=float, help=f"seconds per window (default {WINDOW_S}, quick {QUICK_WINDOW_S})")
@@ -589,9 +693,22 @@ def main(argv: list[str] | None = None) -> int:
     from hwr.models import config_from_dict
 
     torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled
-    names = args.variants.split(",") if args.variants else list(DEFAULT_VARIANTS)
-    skipped = [] if args.variants or perf.has_bf16() else [n for n in names if "bf16" in n]
-    names = [n for n in names if n not in skipped]
+    try:
+        device = runtime.resolve_device(args.device)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if device.type == "cuda":
+        runtime.set_tf32(args.tf32)
+    names = args.variants.split(",") if args.variants else list(default_variants(device.type, args.quick))
+    native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else perf.has_bf16()
+    skipped = []
+    if not args.variants and not native_bf16:
+        skipped += [f"{n} (no native bf16 here: autocast is several times slower than float32; name it in "
+                    "--variants to measure it anyway)" for n in names if "bf16" in n]
+    if device.type != "cpu":
+        skipped += [f"{n} (JAX runs on the CPU here)" for n in names if n == "jax_jit"]
+    names = [n for n in names if not any(reason.startswith(f"{n} (") for reason in skipped)]
     cfg = config_from_dict("cnn", json.loads(args.config))
     builders = _variants(cfg)
     unknown = [n for n in names if n not in builders]
@@ -600,10 +717,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env: dict[str, Any] = {
         "torch": torch.__version__,
+        "device": str(device),
+        "device_name": runtime.device_name(device),
+        "tf32": bool(args.tf32 and device.type == "cuda"),
         "threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
+        "cpu": runtime.device_name("cpu"),
         "hwr_threads": os.environ.get("HWR_THREADS"),
-        "native_bf16": perf.has_bf16(),
+        "native_bf16": native_bf16,
         "skipped": skipped,
     }
     if "jax_jit" in names:
@@ -619,10 +739,14 @@ def main(argv: list[str] | None = None) -> int:
     from hwr.models import cnn
 
     flops = flops_per_sample(cfg, cnn.model(cfg).init(random.key(0)))
-    peak = args.peak_gflops or peak_gflops()
+    peak = args.peak_gflops or peak_gflops(device=device)
+    peak_bf16 = peak_gflops(device=device, dtype=torch.bfloat16) if device.type == "cuda" else None
+    side = 8192 if device.type == "cuda" else 2048
     env.update(
         peak_gflops=peak,
-        peak_source="given" if args.peak_gflops else "measured, 2048^2 matmul",
+        peak_kind="tf32" if env["tf32"] else "fp32",
+        peak_bf16_gflops=peak_bf16,
+        peak_source="given" if args.peak_gflops else f"measured, {side}^2 matmul on {device}",
         flops_per_sample=flops,
         allocator_tuned=allocator_tuned,
     )
@@ -632,9 +756,9 @@ def main(argv: list[str] | None = None) -> int:
     for b in batch_sizes:
         runners = bench_batch_size(
             builders, names, cfg, b, windows=windows, window_s=window_s, steps=args.steps, log=log,
-            measure_warm=b == batch_sizes[0],
+            measure_warm=b == batch_sizes[0] and not args.no_warm, device=device,
         )
-        rows += rows_of(runners, b, flops, peak)
+        rows += rows_of(runners, b, flops, peak, peak_bf16)
         del runners
     env.update(load_start=load_start, load_end=os.getloadavg()[0], seconds=time.perf_counter() - t_start)
     print_table(rows, env)
@@ -643,16 +767,6 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"env": env, "config": json.loads(args.config)}
         args.json.write_text(json.dumps([{**row, **meta} for row in rows], indent=2))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 test accuracy (mean and spread). Each seed is one `hwr train` run folder under --out, so every figure traces back
 to its config.json and metrics.json.
 
+``--device cuda`` (``auto``: CUDA when available) loads the data onto the GPU once and keeps it resident there:
+batches are gathered on the device, the fit loop reads metrics back every ``sync_every`` steps only, and the
+epoch's time is taken after a device synchronisation. ``--limit-train``/``--limit-test``/``--epochs`` shrink a run
+for a smoke test; the JSON then says so.
+
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 1 2 [--json runs/bench/fast.json]
+    python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device cuda --json gpu_fast.json
 """
 
 from __future__ import annotations
@@ -11,54 +17,76 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 from pathlib import Path
+from typing import Any
 
-from rich.table import Table
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
-from hwr import experiment, files, recipes, report, runtime
+from rich.table import Table  # noqa: E402
+
+from hwr import experiment, files, recipes, report, runtime  # noqa: E402
+
+__all__ = ["main"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="fast", choices=sorted(recipes.RECIPES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default="runs/bench", help="run folders go to OUT/RECIPE-seedS")
+    ap.add_argument("--out", default="runs/bench", help="run folders go to OUT/RECIPE[-DEVICE]-seedS")
     ap.add_argument("--json", default=None)
     ap.add_argument("--fresh", action="store_true", help="retrain even where a finished run folder exists")
-    args = ap.parse_args()
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (smoke runs)")
+    ap.add_argument("--limit-train", type=int, default=None, help="load only N training images (smoke runs)")
+    ap.add_argument("--limit-test", type=int, default=None, help="evaluate on only N test images (smoke runs)")
+    args = ap.parse_args(argv)
     runtime.configure()
+    try:
+        device = runtime.resolve_device(args.device)
+    except ValueError as e:
+        ap.error(str(e))
+    overrides = {"epochs": args.epochs, "limit_train": args.limit_train, "limit_test": args.limit_test}
+    smoke = any(v is not None for v in overrides.values())
 
     rows = []
     for seed in args.seeds:
-        out = Path(args.out) / f"{args.recipe}-seed{seed}"
+        suffix = "" if device.type == "cpu" else f"-{device.type}"
+        out = Path(args.out) / f"{args.recipe}{suffix}-seed{seed}"
         if args.fresh and out.exists():
             shutil.rmtree(out)
         if (out / experiment.METRICS).is_file():
             r = json.loads((out / experiment.METRICS).read_text())
         else:
             resume = (out / experiment.CHECKPOINT).is_file()
-            cfg = recipes.get(args.recipe, seed=seed)
-            r = experiment.run(cfg, out, resume=resume, callbacks=[report.Progress(cfg.epochs)])
+            cfg = recipes.get(args.recipe, seed=seed, **overrides)
+            r = experiment.run(cfg, out, resume=resume, callbacks=[report.Progress(cfg.epochs)], device=device)
         t = r["timing"]
-        rows.append({"recipe": args.recipe, "seed": seed, "epochs": len(r["epochs"]),
+        rows.append({"recipe": args.recipe, "seed": seed, "epochs": len(r["epochs"]), "device": str(device),
+                     "device_name": runtime.device_name(device), "smoke": smoke,
                      "compile_s": t["compile_seconds"], "train_s": t["train_seconds"],
                      "total_s": t["compile_seconds"] + t["train_seconds"], "test_accuracy": r["test"]["accuracy"],
                      "samples_per_s": t["samples_per_s"], "run": str(out)})
         report.console.print(f"seed {seed}: test accuracy {r['test']['accuracy']:.4f} in {rows[-1]['total_s']:.0f}s")
 
     acc = [r["test_accuracy"] for r in rows]
-    table = Table(title=f"recipe {args.recipe}: time to accuracy over {len(rows)} seed(s)")
+    table = Table(title=f"recipe {args.recipe} on {device} ({rows[0]['device_name']}): time to accuracy over "
+                        f"{len(rows)} seed(s){' (smoke run)' if smoke else ''}")
     for col in ("seed", "epochs", "compile s", "train s", "samples/s", "test accuracy"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["seed"]), str(r["epochs"]), f"{r['compile_s']:.1f}", f"{r['train_s']:.1f}",
+        table.add_row(str(r["seed"]), str(r["epochs"]), f"{r['compile_s']:.1f}", f"{r['train_s']:.2f}",
                       f"{r['samples_per_s']:,.0f}", f"{r['test_accuracy']:.4f}")
     spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
     table.caption = (f"mean test accuracy {statistics.fmean(acc):.4f} ± {spread:.4f}; "
-                     f"mean wall {statistics.fmean(r['total_s'] for r in rows):.0f}s")
+                     f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s")
     report.console.print(table)
     if args.json:
         files.write_json(args.json, rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ No wall-clock thresholds: the figures depend on the machine and its load; only t
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,25 @@ def test_rows_have_the_documented_schema(rows):
         assert r["env"]["flops_per_sample"] > 0
         assert math.isclose(r["gflops"], r["samples_per_s"] * r["env"]["flops_per_sample"] / 1e9)
         assert math.isclose(r["fraction_of_fp32_peak"], r["gflops"] / 100)
+
+
+def test_rows_say_where_they_ran_and_what_autotune_chose(rows):
+    ref, hwr = rows
+    for r in rows:
+        assert r["env"]["device"] == "cpu" and r["env"]["tf32"] is False and r["gpu_max_allocated_mib"] is None
+    assert ref["autotune"] is None
+    chosen = hwr["autotune"]
+    assert chosen["candidate"] in chosen["seconds_per_step"] and chosen["rejected"] == {}
+    assert set(chosen["seconds_per_step"]) == {"inductor", "channels_last+aten", "channels_last+inductor"}
+
+
+def test_cuda_is_refused_where_there_is_none():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    done = _run("--device", "cuda", "--quick", "--config", TINY)
+    assert done.returncode == 2 and "no CUDA GPU" in done.stderr
 
 
 def test_ratios_are_against_eager_module(rows):
@@ -156,3 +176,20 @@ def test_recipe_step_refuses_an_unknown_memory_format():
     done = subprocess.run([sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "unknown memory format" in done.stderr
+
+
+def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON."""
+    out = tmp_path / "check"
+    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    assert set(status) == {"tests", "step", "tta"} and all(s["exit"] == 0 for s in status.values())
+    assert json.loads((out / "env.json").read_text())["device"] == "cpu"
+    assert json.loads((out / "tests.json").read_text())["counts"]["passed"] >= 1
+    step = json.loads((out / "step.json").read_text())
+    assert [r["variant"] for r in step] == ["eager_module", "hwr_compiled"] and step[0]["env"]["device"] == "cpu"
+    (tta,) = json.loads((out / "time_to_accuracy.json").read_text())
+    assert tta["device"] == "cpu" and tta["smoke"] and 0.0 <= tta["test_accuracy"] <= 1.0

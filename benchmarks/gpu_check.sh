@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Everything a GPU check needs, in one run; each stage writes JSON under OUT_DIR, and a failed or timed-out stage
+# does not stop the next (status.json says how each ended, so a short GPU lease still brings back what finished).
+#
+#   benchmarks/gpu_check.sh [OUT_DIR]        # OUT_DIR: $1, else $OUT (the device tool's folder), else runs/gpu_check
+#
+#   env.json              the machine: GPU name and memory, torch and CUDA versions
+#   tests.json            tests/test_device.py (the CUDA == CPU step tests run where a GPU is present)
+#   step.json             benchmarks/step.py --device DEVICE --quick --no-warm --json (CUDA: autotuned step, CUDA
+#                         graphs + bf16, ensembles to K=64, max_memory_allocated, share of the measured matmul peak)
+#   time_to_accuracy.json benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device DEVICE (data on the device)
+#   status.json           each stage's exit code and seconds
+#
+# Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes: seconds, for the CPU test),
+# STAGES (default "tests step tta"), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
+# TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT in seconds (defaults 200 / 220 / 150: under 10 minutes in all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-${OUT:-runs/gpu_check}}
+device=${DEVICE:-cuda}
+stages=${STAGES:-tests step tta}
+if [[ -z ${PYTHON:-} ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+mkdir -p "$out"
+declare -A rc secs
+
+run_stage() {  # name timeout command...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*" >&2
+  local t0=$SECONDS
+  timeout --signal=INT --kill-after=20 "$limit" "$@"
+  rc[$name]=$?
+  secs[$name]=$((SECONDS - t0))
+  echo "== $name: exit ${rc[$name]} after ${secs[$name]} s" >&2
+}
+
+"$PYTHON" - "$out/env.json" "$device" <<'PY'
+import json, subprocess, sys
+import torch
+env = {"device": sys.argv[2], "torch": torch.__version__, "cuda": torch.version.cuda,
+       "cuda_available": torch.cuda.is_available()}
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    env.update(gpu=p.name, gpu_memory_gib=p.total_memory / 2**30, capability=f"{p.major}.{p.minor}",
+               bf16=torch.cuda.is_bf16_supported())
+try:
+    env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                                        "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout
+except (OSError, subprocess.SubprocessError):
+    pass
+json.dump(env, open(sys.argv[1], "w"), indent=2)
+PY
+
+if [[ ${SMOKE:-0} == 1 ]]; then
+  tests_k=(-k "random_follows or resolve_device")
+  step_args=(--variants eager_module,hwr_compiled --batch-sizes 8 --windows 2 --steps 2
+             --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
+  tta_args=(--epochs 1 --limit-train 640 --limit-test 200)
+else
+  tests_k=()
+  step_args=()
+  tta_args=()
+fi
+[[ ${TF32:-0} == 1 ]] && step_args+=(--tf32)
+
+for stage in $stages; do
+  case $stage in
+    tests)
+      run_stage tests "${TESTS_TIMEOUT:-200}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_device.py \
+        "${tests_k[@]}" --junitxml "$out/tests.xml"
+      "$PYTHON" - "$out/tests.xml" "$out/tests.json" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError) as e:
+    json.dump({"error": str(e)}, open(sys.argv[2], "w"), indent=2)
+    sys.exit(0)
+cases = []
+for case in root.iter("testcase"):
+    kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+    cases.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": kind,
+                  "seconds": float(case.get("time", 0)),
+                  "message": next((c.get("message", "")[:500] for c in case if c.tag != "system-out"), "")})
+counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")}
+json.dump({"counts": counts, "cases": cases}, open(sys.argv[2], "w"), indent=2)
+PY
+      ;;
+    step)
+      run_stage step "${STEP_TIMEOUT:-220}" "$PYTHON" benchmarks/step.py --device "$device" --quick --no-warm \
+        --json "$out/step.json" "${step_args[@]}"
+      ;;
+    tta)
+      run_stage tta "${TTA_TIMEOUT:-150}" "$PYTHON" benchmarks/time_to_accuracy.py --recipe fast --seeds 0 \
+        --device "$device" --fresh --out "$out/runs" --json "$out/time_to_accuracy.json" "${tta_args[@]}"
+      ;;
+    *)
+      echo "unknown stage $stage (use tests, step, tta)" >&2
+      rc[$stage]=2
+      secs[$stage]=0
+      ;;
+  esac
+done
+
+status=0
+{
+  echo "{"
+  first=1
+  for stage in $stages; do
+    [[ $first == 1 ]] || echo ","
+    first=0
+    printf '  "%s": {"exit": %d, "seconds": %d}' "$stage" "${rc[$stage]}" "${secs[$stage]}"
+    [[ ${rc[$stage]} == 0 ]] || status=1
+  done
+  echo
+  echo "}"
+} > "$out/status.json"
+cat "$out/status.json" >&2
+exit $status
