@@ -118,3 +118,12 @@ def test_default_candidates():
 def test_compile_refuses_mode_and_options_together():
     with pytest.raises(ValueError, match="mode or inductor options"):
         train.compile(lambda x: x, mode="reduce-overhead", fallback_by_default=True)
+
+
+def test_cudagraph_mode_returns_owned_outputs():
+    """``mode="reduce-overhead"`` (CUDA graphs on a GPU; plain inductor here) returns copies, never graph buffers."""
+    fn = train.compile(lambda x: {"y": x * 2, "n": 3}, mode="reduce-overhead")
+    x = torch.arange(4.0)
+    first = fn(x)
+    second = fn(x + 1)
+    assert torch.equal(first["y"], x * 2) and torch.equal(second["y"], (x + 1) * 2) and first["n"] == 3
