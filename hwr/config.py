@@ -14,9 +14,20 @@ from typing import Any
 
 from hwr import models
 from hwr.data.augment import AugmentConfig
+from hwr.data.batches import SAMPLING_POWERS
+from hwr.data.mix import MixConfig
 from hwr.losses import LossConfig
 
-__all__ = ["MEMORY_FORMATS", "FinetuneConfig", "OptimConfig", "RunConfig", "from_dict", "to_dict"]
+__all__ = [
+    "MEMORY_FORMATS",
+    "VALIDATIONS",
+    "ClassifierConfig",
+    "FinetuneConfig",
+    "OptimConfig",
+    "RunConfig",
+    "from_dict",
+    "to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -50,15 +61,42 @@ class FinetuneConfig:
     source: str = ""  # run folder with config.json + checkpoint.safetensors
     trainable: str = "all"
     backbone_lr_mult: float = 1.0
+    reinit: tuple[str, ...] = ()  # top-level groups initialised afresh although the source's would fit (head, fc)
+    l2sp: float = 0.0  # L2-SP strength toward the source weights (0: off)
+    wise: bool = False  # WiSE-FT: interpolate source and fine-tuned weights, alpha chosen on validation
 
     def __post_init__(self) -> None:
         if self.trainable not in ("head", "last", "all"):
             raise ValueError(f"trainable must be head, last or all, got {self.trainable!r}")
         if self.backbone_lr_mult < 0:
             raise ValueError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
+        if self.l2sp < 0:
+            raise ValueError(f"l2sp must be >= 0, got {self.l2sp}")
+        object.__setattr__(self, "reinit", tuple(self.reinit))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """What happens to the classifier after training, in this order: ``crt_epochs`` of classifier re-training
+    (cRT: the head re-initialised and trained alone on frozen features with class-balanced sampling, Adam
+    ``crt_lr``); tau-normalisation of the head rows (``tau_norm``, 0: off); post-hoc logit adjustment
+    ``logits - posthoc_tau * log(train prior)`` folded into the head bias (0: off)."""
+
+    crt_epochs: int = 0
+    crt_lr: float = 1e-3
+    tau_norm: float = 0.0
+    posthoc_tau: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.crt_epochs < 0 or self.tau_norm < 0 or self.posthoc_tau < 0 or not self.crt_lr > 0:
+            raise ValueError(f"classifier settings must be >= 0 (crt_lr > 0), got {self}")
+
+    def is_identity(self) -> bool:
+        return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
 
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
+VALIDATIONS = ("split", "heldout", "kfold")
 
 
 @dataclass(frozen=True)
@@ -76,7 +114,13 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     finetune: FinetuneConfig | None = None
     seed: int = 0
+    validation: str = "split"  # split (val_fraction, stratified) | heldout (the dataset's own) | kfold (fold of folds)
     val_fraction: float = 0.1
+    folds: int = 5
+    fold: int = 0
+    sampling: str = "instance"  # instance | sqrt | class_balanced (hwr.data.batches.sampled_batches)
+    mix: MixConfig = field(default_factory=MixConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     limit_train: int = 0
     limit_test: int = 0
     compile: bool = True
@@ -89,6 +133,12 @@ class RunConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
+        if self.validation == "kfold" and not (self.folds >= 2 and 0 <= self.fold < self.folds):
+            raise ValueError(f"kfold validation needs folds >= 2 and 0 <= fold < folds, got {self.fold}/{self.folds}")
+        if self.sampling not in SAMPLING_POWERS:
+            raise ValueError(f"sampling must be one of {tuple(SAMPLING_POWERS)}, got {self.sampling!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.memory_format not in MEMORY_FORMATS:

@@ -21,15 +21,26 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, losses, metrics, models, optim, perf, random, train, tree
+from hwr import checkpoint, files, longtail, losses, metrics, models, optim, perf, random, train, tree
 from hwr.config import OptimConfig, RunConfig, from_dict, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
 from hwr.data import clean, sources, splits
-from hwr.finetune import lr_multipliers, transfer
+from hwr.finetune import anchored_mask, lr_multipliers, transfer
 from hwr.models import Model
 
-__all__ = ["Prepared", "RunError", "build_optimizer", "evaluate", "load_run", "make_step", "prepare", "run"]
+__all__ = [
+    "Prepared",
+    "RunError",
+    "build_optimizer",
+    "evaluate",
+    "evaluate_run",
+    "load_run",
+    "make_batches",
+    "make_step",
+    "prepare",
+    "run",
+]
 
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.safetensors", "metrics.json"
 _SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds
@@ -56,10 +67,20 @@ class Prepared(NamedTuple):
     std: float
     steps_per_epoch: int
     reinitialised: list[str]
+    counts: torch.Tensor  # (C,) training images per class, on the CPU
+    source_params: Any  # the pretrained values the fine-tune starts from (None when training from scratch)
+    anchored: Any  # bools shaped like params: True where the leaf came from the source
 
 
-def build_optimizer(cfg: OptimConfig, total_steps: int, multipliers: Any = None) -> optim.GradientTransformation:
-    """The optimizer a ``OptimConfig`` names, its schedule spanning ``total_steps``."""
+def build_optimizer(
+    cfg: OptimConfig,
+    total_steps: int,
+    multipliers: Any = None,
+    *,
+    extra: Sequence[optim.GradientTransformation] = (),
+) -> optim.GradientTransformation:
+    """The optimizer a ``OptimConfig`` names, its schedule spanning ``total_steps``; ``extra`` gradient terms
+    (L2-SP) are added after clipping, before the optimizer's own scaling."""
     schedule: optim.ScalarOrSchedule = {
         "constant": lambda: cfg.lr,
         "cosine": lambda: optim.cosine(cfg.lr, total_steps),
@@ -67,6 +88,7 @@ def build_optimizer(cfg: OptimConfig, total_steps: int, multipliers: Any = None)
         "step": lambda: optim.step_decay(cfg.lr, max(total_steps // 3, 1)),
     }[cfg.schedule]()
     parts = [optim.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    parts += list(extra)
     if cfg.name == "sgd":
         parts.append(optim.sgd(schedule, cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay))
     elif cfg.name == "adamw":
@@ -101,9 +123,8 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
     k_split = random.key(_SPLIT_SEED)
-    tr_idx, va_idx = splits.stratified_split(k_split, ds.train_labels, config.val_fraction)
-    train_xy = _subset(ds.train_images[tr_idx], ds.train_labels[tr_idx], config.limit_train, random.fold_in(k_split, 1))
-    val_xy = (ds.train_images[va_idx], ds.train_labels[va_idx])
+    train_xy, val_xy = _validation_split(config, ds, k_split)
+    train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
     if config.limit_train:
         val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
     test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
@@ -125,13 +146,18 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
     params = model.init(random.fold_in(k_model, 0))
     model_state = model.init_state()
     fresh: list[str] = []
+    source_params = anchored = None
     if config.finetune is not None:
-        params, fresh = transfer({k[7:]: v for k, v in pretrained.items() if k.startswith("params.")}, params)
+        src_params = {k[7:]: v for k, v in pretrained.items() if k.startswith("params.")}
+        params, fresh = transfer(src_params, params, reinit=config.finetune.reinit)
         model_state, _ = transfer(
             {k[12:]: v for k, v in pretrained.items() if k.startswith("model_state.")}, model_state
         )
+        anchored = anchored_mask(params, fresh)
     params = _to(params, device)
     model_state = _to(model_state, device)
+    if config.finetune is not None:
+        source_params = tree.map(lambda x: x.clone(), params)  # the anchor of L2-SP and WiSE-FT
 
     steps = bt.num_batches(len(train_xy[1]), config.batch_size, drop_last=True)
     if steps == 0:
@@ -141,9 +167,12 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
     mults = None
     if config.finetune is not None and (config.finetune.trainable != "all" or config.finetune.backbone_lr_mult != 1.0):
         mults = lr_multipliers(params, config.finetune.trainable, config.finetune.backbone_lr_mult)
-    optimizer = build_optimizer(config.optim, steps * config.epochs, mults)
+    extra = []
+    if config.finetune is not None and config.finetune.l2sp > 0:
+        extra.append(optim.add_l2_toward(source_params, config.finetune.l2sp, anchored))
+    optimizer = build_optimizer(config.optim, steps * config.epochs, mults, extra=extra)
     counts = torch.bincount(train_xy[1].cpu(), minlength=ds.num_classes).clamp_min(1)
-    loss = losses.make_loss(config.loss, counts, device=device)
+    loss = losses.make_loss(config.loss, counts, device=device, total_steps=steps * config.epochs)
     return Prepared(
         config,
         model,
@@ -159,7 +188,30 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
         std,
         steps,
         fresh,
+        counts,
+        source_params,
+        anchored,
     )
+
+
+def _validation_split(
+    config: RunConfig, ds: sources.Dataset, key: random.Key
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(train, val)`` image/label pairs under ``config.validation``: ``split`` holds out a stratified
+    ``val_fraction`` of the training set, ``heldout`` takes the data set's own validation split (disjoint from
+    train and test), ``kfold`` holds out fold ``fold`` of a stratified ``folds``-fold partition."""
+    x, y = ds.train_images, ds.train_labels
+    if config.validation == "heldout":
+        if ds.val_images is None:
+            raise RunError(f"dataset {ds.name} has no held-out validation split; use validation split or kfold "
+                           "(a data set with one: optdigits, optdigits-lt)")
+        return (x, y), (ds.val_images, ds.val_labels)
+    if config.validation == "kfold":
+        fold = splits.stratified_folds(key, y, config.folds)
+        is_val = fold == config.fold
+        return (x[~is_val], y[~is_val]), (x[is_val], y[is_val])
+    tr_idx, va_idx = splits.stratified_split(key, y, config.val_fraction)
+    return (x[tr_idx], y[tr_idx]), (x[va_idx], y[va_idx])
 
 
 def _to(t: Any, device: Any) -> Any:
@@ -215,11 +267,47 @@ def read_config(run_dir: str | Path) -> RunConfig:
 
 
 def make_step(config: RunConfig, p: Prepared) -> Callable[[train.TrainState, bt.Batch], Any]:
-    """The pure train step ``run`` compiles for ``config``: augmentation, memory format and precision applied."""
-    transform = aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
+    """The pure train step ``run`` compiles for ``config``: augmentation, mixing, memory format and precision."""
     step_model = perf.channels_last(p.model) if config.memory_format == "channels_last" else p.model
     step_model = perf.autocast(step_model, "bfloat16") if config.precision == "bf16" else step_model
-    return train.train_step(step_model, p.optimizer, p.loss, transform=transform)
+    return train.train_step(step_model, p.optimizer, p.loss, transform=_train_transform(config, p), mix=config.mix)
+
+
+def _train_transform(config: RunConfig, p: Prepared) -> train.Transform:
+    return aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
+
+
+def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[int], list[bt.Batch]]:
+    """``epoch -> batches``: a keyed permutation per epoch, or ``config.sampling``'s class-aware draw."""
+    x, y = p.train
+    if config.sampling == "instance":
+        return lambda epoch: bt.batches(random.fold_in(key, epoch), x, y, config.batch_size)
+    power = bt.SAMPLING_POWERS[config.sampling]
+    return lambda epoch: bt.sampled_batches(random.fold_in(key, epoch), x, y, config.batch_size, power=power)
+
+
+def _post_train(config: RunConfig, p: Prepared, state: train.TrainState, key: random.Key) -> tuple[Any, dict]:
+    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.longtail``).
+    Returns the final params and a record of the choices made (the WiSE-FT alpha with its validation scores)."""
+    params, record = state.params, {}
+    num_classes = len(p.classes)
+    if config.finetune is not None and config.finetune.wise:
+        def score(candidate: Any) -> float:
+            return evaluate(p.model, candidate, state.model_state, *p.val, num_classes, mean=p.mean, std=p.std)[
+                "macro_f1"
+            ]
+
+        alpha, params, scores = longtail.wise_select(p.source_params, params, p.anchored, score)
+        record["wise_alpha"], record["wise_val_macro_f1"] = alpha, {f"{a:g}": v for a, v in scores.items()}
+    cc = config.classifier
+    if cc.crt_epochs > 0:
+        params = longtail.retrain_classifier(
+            p.model, params, state.model_state, key, *p.train, transform=_train_transform(config, p),
+            epochs=cc.crt_epochs, batch_size=config.batch_size, lr=cc.crt_lr, compile=config.compile,
+        )
+        record["crt_epochs"] = cc.crt_epochs
+    params, done = longtail.adjust_head(params, p.counts, cc)
+    return params, {**record, **done}
 
 
 def run(
@@ -265,8 +353,7 @@ def run(
             return json.loads((out / METRICS).read_text())
 
     step = make_step(config, p)
-    x_tr, y_tr = p.train
-    batches_of = lambda epoch: bt.batches(random.fold_in(k_data, epoch), x_tr, y_tr, config.batch_size)
+    batches_of = make_batches(config, p, k_data)
     compile_seconds = 0.0
     if config.compile:
         step = train.compile(step)
@@ -304,6 +391,8 @@ def run(
         start_epoch=start,
     )
     history = saver.history
+    params, post = _post_train(config, p, state, random.fold_in(k_data, -1))
+    state = state._replace(params=params)
 
     test = evaluate(p.model, state.params, state.model_state, *p.test, num_classes, mean=p.mean, std=p.std)
     val = evaluate(p.model, state.params, state.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
@@ -323,6 +412,8 @@ def run(
             "samples_per_s": sum(r["samples_per_s"] for r in history) / max(len(history), 1),
         },
         "reinitialised": p.reinitialised,
+        "post_training": post,
+        "train_class_counts": p.counts.tolist(),
     }
     if write_figures:
         _figures(out, p, state, test)
@@ -363,3 +454,19 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[M
     loaded = checkpoint.load(run_dir / CHECKPOINT, template)
     params = _to(loaded["params"], device)
     return model, params, _to(loaded["model_state"], device), meta
+
+
+def evaluate_run(
+    run_dir: str | Path, dataset: str, *, split: str = "test", data_root: str | Path | None = None
+) -> dict[str, Any]:
+    """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
+    a fine-tuning study). Raises ``RunError`` when the class counts disagree or the split does not exist."""
+    model, params, state, meta = load_run(run_dir)
+    ds = sources.load(dataset, data_root)
+    if ds.num_classes != len(meta["classes"]):
+        raise RunError(f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
+                       f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ...")
+    if split == "val" and ds.val_images is None:
+        raise RunError(f"dataset {dataset} has no held-out validation split")
+    x, y = (ds.test_images, ds.test_labels) if split == "test" else (ds.val_images, ds.val_labels)
+    return evaluate(model, params, state, x, y, ds.num_classes, mean=meta["mean"], std=meta["std"])

@@ -248,15 +248,24 @@ def importance_table(study: Any) -> Table | str:
 
 
 def evaluation_table(result: dict[str, Any]) -> Table:
-    """Test macro-F1 and balanced accuracy (mean ± std over seeds) of the best config and the baselines."""
+    """Test macro-F1 and balanced accuracy (mean ± std over seeds) of zero-shot, the best config, the baselines
+    and the oracle ceiling, with macro-F1 over the many / medium / few-shot classes."""
     table = Table(title=f"test evaluation: study {result['study']}, best trial #{result['best_trial']}")
-    for col in ("contender", "macro-F1", "balanced accuracy", "seeds"):
+    groups = list(result.get("shot_groups") or {})
+    for col in ("contender", "macro-F1", "balanced accuracy", *[f"{g}-shot F1" for g in groups], "seeds"):
         table.add_column(col, justify="left" if col == "contender" else "right")
-    for label, r in result["contenders"].items():
-        table.add_row(label, f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
-                      f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}", str(len(r["seeds"])))
-    if "gain_macro_f1_vs_plain_finetune" in result:
-        table.caption = f"gain of the best over the plain fine-tune: {100 * result['gain_macro_f1_vs_plain_finetune']:+.2f} macro-F1 points"
+    ceilings = set(result.get("ceilings", ()))
+    order = sorted(result["contenders"], key=lambda k: (k in ceilings, k != "zero_shot", k != "best"))
+    for label in order:
+        r = result["contenders"][label]
+        name = f"{label} (ceiling)" if label in ceilings else label
+        shots = [f"{r['shot_f1'][g]:.3f}" for g in groups]
+        table.add_row(name, f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
+                      f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}", *shots,
+                      str(len(r["macro_f1"])))
+    from hwr.evaluation import verdict
+
+    table.caption = "; ".join(verdict(result))
     return table
 
 
@@ -292,12 +301,15 @@ def save_study_plots(study: Any, out: Path, evaluation: dict[str, Any] | None = 
         written.append(save_figure(fig, out / fname))
     if evaluation:
         c = evaluation["contenders"]
-        fig, ax = plt.subplots(figsize=(8, 4))
+        fig, ax = plt.subplots(figsize=(9, 4))
         k = len(c["best"]["per_class_f1_mean"])
+        groups = evaluation.get("shot_groups") or {}
+        order = [cls for g in ("many", "medium", "few") for cls in groups.get(g, [])] or list(range(k))
         width = 0.8 / len(c)
         for i, (label, r) in enumerate(c.items()):
-            ax.bar(np.arange(k) + i * width, r["per_class_f1_mean"], width, label=f"{label} ({r['macro_f1_mean']:.3f})")
-        ax.set_xticks(np.arange(k) + 0.4 - width / 2, [str(i) for i in range(k)])
+            ax.bar(np.arange(k) + i * width, [r["per_class_f1_mean"][j] for j in order], width,
+                   label=f"{label} ({r['macro_f1_mean']:.3f})")
+        ax.set_xticks(np.arange(k) + 0.4 - width / 2, [str(i) for i in order])
         ax.set_xlabel("class (head ... tail of the training set)")
         ax.set_ylabel("test F1 (mean over seeds)")
         ax.set_ylim(0, 1.05)

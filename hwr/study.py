@@ -11,6 +11,9 @@ count); this module turns it into an objective, runs workers against a storage, 
 - Each trial trains in its own run folder ``runs/studies/NAME/trial_NNNN`` (config, metrics, checkpoint kept
   for the best trial), written atomically. Dynamo is reset per trial so a new architecture never hits the
   recompile limit.
+- Validation: the spec declares the protocol all its runs use (``heldout``: a balanced split disjoint from train
+  and test; ``kfold``: the metric averaged over stratified folds). ``hwr.evaluation.evaluate_best`` re-runs the
+  top trials on fresh seeds before naming a winner and reads the test split once, for the final table.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hwr import experiment, files, train
-from hwr.config import RunConfig, to_dict
+from hwr import experiment, train
+from hwr.config import VALIDATIONS, RunConfig, from_dict, to_dict
 
 # heartbeats and stale-trial retry are marked experimental in Optuna 5; they are what makes workers killable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -46,7 +49,8 @@ __all__ = [
     "StudyContext",
     "StudyError",
     "StudySpec",
-    "evaluate_best",
+    "best_trial",
+    "config_of",
     "load_spec",
     "open_study",
     "optimize",
@@ -69,6 +73,7 @@ class StudyContext:
 
     source_dir: Path | None
     out_dir: Path
+    dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,15 @@ class StudySpec:
     source: RunConfig | None = None
     baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
     eval_seeds: tuple[int, ...] = (101, 102, 103)
+    # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
+    # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
+    # per trial, the metric averaged over folds)
+    validation: str = "config"
+    folds: int = 5
+    reference: str | None = None  # the baseline contender the best's gain is measured against
+    oracle: Callable[[RunConfig, StudyContext], RunConfig] | None = None  # the best on balanced data: a ceiling
+    rerun_top: int = 1  # re-run this many top trials on ``rerun_seeds`` and rank them by their mean
+    rerun_seeds: tuple[int, ...] = (201, 202)
 
     def __post_init__(self) -> None:
         if not self.metrics or len(self.metrics) != len(self.directions):
@@ -104,6 +118,26 @@ class StudySpec:
             raise StudyError(f"study {self.name!r}: needs n_trials >= 1 and callable suggest and sampler")
         if self.pruner is not None and len(self.metrics) > 1:
             raise StudyError(f"study {self.name!r}: Optuna cannot prune multi-objective studies; set pruner=None")
+        if self.validation not in ("config", *VALIDATIONS):
+            raise StudyError(f"study {self.name!r}: validation must be config, split, heldout or kfold, "
+                             f"got {self.validation!r}")
+        if self.validation == "kfold" and self.folds < 2:
+            raise StudyError(f"study {self.name!r}: kfold validation needs folds >= 2, got {self.folds}")
+        if self.rerun_top < 1 or (self.rerun_top > 1 and not self.rerun_seeds):
+            raise StudyError(f"study {self.name!r}: rerun_top must be >= 1, with rerun_seeds when > 1")
+        if self.oracle is not None and self.source is None:
+            raise StudyError(f"study {self.name!r}: an oracle needs a source model to fine-tune")
+
+    def protocol(self, config: RunConfig, fold: int = 0) -> RunConfig:
+        """``config`` under the spec's validation protocol (fold ``fold`` of ``folds`` for kfold)."""
+        if self.validation == "config":
+            return config
+        if self.validation == "kfold":
+            return dataclasses.replace(config, validation="kfold", folds=self.folds, fold=fold)
+        return dataclasses.replace(config, validation=self.validation)
+
+    def fold_count(self) -> int:
+        return self.folds if self.validation == "kfold" else 1
 
 
 _METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -251,13 +285,20 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             shutil.rmtree(out)
         trial.set_user_attr("run_dir", str(out))
         trial.set_user_attr("config", to_dict(config))
-        pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner else []
-        try:
-            result = experiment.run(config, out, callbacks=pruning, write_figures=False)
-        except train.NonFiniteLoss as e:
-            trial.set_user_attr("failure", f"non-finite loss: {e}")
-            raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None
-        values = tuple(_METRICS[m](result) for m in spec.metrics)
+        folds = spec.fold_count()
+        per_fold = []
+        for fold in range(folds):  # pruning reports come from the first fold only
+            pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner and fold == 0 else []
+            run_dir = out if folds == 1 else out / f"fold{fold}"
+            try:
+                result = experiment.run(spec.protocol(config, fold), run_dir, callbacks=pruning, write_figures=False)
+            except train.NonFiniteLoss as e:
+                trial.set_user_attr("failure", f"non-finite loss: {e}")
+                raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None
+            per_fold.append(tuple(_METRICS[m](result) for m in spec.metrics))
+        values = tuple(statistics.fmean(v) for v in zip(*per_fold))
+        if folds > 1:
+            trial.set_user_attr("fold_values", [list(v) for v in per_fold])
         trial.set_user_attr("test_untouched", True)
         trial.set_user_attr("train_seconds", result["timing"]["train_seconds"])
         _keep_best_checkpoint(trial.study, trial.number, values, out)
@@ -292,17 +333,25 @@ def optimize(
     heartbeat: int = 10,
     grace: int = 30,
     spec_ref: str | None = None,
+    dataset: str | None = None,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
-    ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it."""
+    ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
+    ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
     store = storage(storage_url, heartbeat=heartbeat, grace=grace)
     study = open_study(spec, store, name, seed, worker)
     study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
+    saved = study.user_attrs.get("dataset")
+    if saved is not None and dataset is not None and saved != dataset:
+        raise StudyError(f"study {name!r} runs on dataset {saved!r}, not {dataset!r}; choose another --name")
+    dataset = dataset or saved
+    if dataset is not None:
+        study.set_user_attr("dataset", dataset)
     source = prepare_source(spec, root)
-    context = StudyContext(source, root / "studies" / name)
+    context = StudyContext(source, root / "studies" / name, dataset)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:
@@ -332,62 +381,6 @@ def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = N
         raise
 
 
-def evaluate_best(
-    spec: StudySpec,
-    study: optuna.Study,
-    *,
-    root: Path = Path("runs"),
-    callbacks=(),
-    on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Retrain the best configuration with fresh seeds and evaluate on the held-out test split, beside the
-    spec's baselines, each over ``spec.eval_seeds``. Returns (and writes ``evaluation.json``) mean and spread of
-    test macro-F1 and balanced accuracy per contender, plus per-class F1 means."""
-    best = best_trial(study)
-    config = _config_of(best)
-    out_root = root / "studies" / study.study_name / "evaluation"
-    context = StudyContext(prepare_source(spec, root), root / "studies" / study.study_name)
-    contenders = {"best": config, **(spec.baselines(context) if spec.baselines else {})}
-    results: dict[str, Any] = {"study": study.study_name, "best_trial": best.number, "contenders": {}}
-    for label, cfg in contenders.items():
-        runs = []
-        for s in spec.eval_seeds:
-            out = out_root / f"{label}_seed{s}"
-            if (out / experiment.METRICS).is_file():
-                r = json.loads((out / experiment.METRICS).read_text())
-            else:
-                if out.exists():
-                    shutil.rmtree(out)
-                torch._dynamo.reset()
-                r = experiment.run(dataclasses.replace(cfg, seed=s), out, callbacks=callbacks, write_figures=False)
-            runs.append(r)
-            if on_run:
-                on_run(label, s, r)
-        results["contenders"][label] = _aggregate(runs, cfg)
-    base = results["contenders"].get("plain_finetune")
-    if base:
-        results["gain_macro_f1_vs_plain_finetune"] = (
-            results["contenders"]["best"]["macro_f1_mean"] - base["macro_f1_mean"]
-        )
-    files.write_json(root / "studies" / study.study_name / "evaluation.json", results)
-    return results
-
-
-def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
-    f1 = [r["test"]["macro_f1"] for r in runs]
-    bal = [r["test"]["balanced_accuracy"] for r in runs]
-    per_class = [r["test"]["per_class"]["f1"] for r in runs]
-    return {
-        "macro_f1_mean": statistics.fmean(f1),
-        "macro_f1_std": statistics.stdev(f1) if len(f1) > 1 else 0.0,
-        "balanced_accuracy_mean": statistics.fmean(bal),
-        "balanced_accuracy_std": statistics.stdev(bal) if len(bal) > 1 else 0.0,
-        "per_class_f1_mean": [statistics.fmean(c) for c in zip(*per_class)],
-        "seeds": [r["config"]["seed"] for r in runs],
-        "config": to_dict(cfg),
-    }
-
-
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best completed trial (single objective) or the Pareto trial best on the first metric."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -399,9 +392,8 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return max(study.best_trials, key=lambda t: sign * t.values[0])
 
 
-def _config_of(trial: optuna.trial.FrozenTrial) -> RunConfig:
-    from hwr.config import from_dict
-
+def config_of(trial: optuna.trial.FrozenTrial) -> RunConfig:
+    """The ``RunConfig`` a trial trained (stored in its user attributes by the objective)."""
     if "config" not in trial.user_attrs:
         raise StudyError(f"trial {trial.number} has no stored config; it was not made by hwr study run")
     return from_dict(RunConfig, trial.user_attrs["config"])

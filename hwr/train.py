@@ -8,6 +8,8 @@ modified in place, so the same function runs eagerly, under ``torch.compile(full
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +21,8 @@ from torch.func import grad_and_value
 
 from hwr import optim, random, runtime, tree
 from hwr.data.batches import Batch, to_float
-from hwr.losses import Loss
+from hwr.data.mix import MixConfig, mix_images, mixed_targets
+from hwr.losses import Loss, Scheduled
 from hwr.models import Model
 from hwr.random import Key
 from hwr.tree import PyTree
@@ -61,12 +64,21 @@ def init_state(
     params: PyTree | None = None,
     model_state: PyTree | None = None,
 ) -> TrainState:
-    """A fresh state: params from ``model.init`` (or given, for fine-tuning), optimizer state, step 0."""
+    """A fresh state on ``key``'s device: params from ``model.init`` (or given, for fine-tuning), optimizer
+    state, step 0."""
     k_init, k_train = random.split(key)
     params = model.init(k_init) if params is None else params
-    model_state = model.init_state() if model_state is None else model_state
+    model_state = _init_model_state(model, key.device) if model_state is None else model_state
     step = torch.zeros((), dtype=torch.int64, device=key.device)
     return TrainState(params, model_state, optimizer.init(params), k_train, step)
+
+
+def _init_model_state(model: Model, device: torch.device) -> PyTree:
+    """``model.init_state(device=device)``; a family still on the older ``init_state()`` contract gets its state
+    moved to ``device`` (tests/test_device.py flags such a family)."""
+    if "device" in inspect.signature(model.init_state).parameters:
+        return model.init_state(device=device)
+    return tree.map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, model.init_state())
 
 
 def _check_batch(batch: Batch) -> None:
@@ -88,21 +100,30 @@ def train_step(
     loss: Loss,
     *,
     transform: Transform = to_float,
+    mix: MixConfig | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure step ``(state, batch) -> (state, metrics)``.
 
     ``metrics`` are sums over the unmasked samples (``loss_sum``, ``correct``, ``count``) plus ``loss`` (the
     batch mean that was differentiated) and ``grad_norm``, so an epoch's figures are sums divided once.
+    ``mix`` applies mixup / CutMix per sample after ``transform`` (the loss then sees soft targets, and
+    ``correct`` counts the sample's own label); a ``losses.Scheduled`` loss also receives ``state.step``.
     """
+    mixing = mix is not None and not mix.is_identity()
+    scheduled = isinstance(loss, Scheduled)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         _check_batch(batch)
-        k_aug, k_model = random.split(random.fold_in(state.key, state.step))
+        k_aug, k_model, k_mix = random.split(random.fold_in(state.key, state.step), 3)
         x = transform(k_aug, batch.images)  # (B, C, H, W) float
+        if mixing:
+            x, perm, lam = mix_images(k_mix, x, mix)
 
         def objective(params: PyTree) -> tuple[torch.Tensor, tuple[torch.Tensor, PyTree]]:
             logits, model_state = model.apply(params, state.model_state, x, key=k_model, train=True)
-            return loss(logits, batch.labels, batch.mask), (logits, model_state)
+            target = mixed_targets(batch.labels, perm, lam, logits.shape[-1]) if mixing else batch.labels
+            extra = (state.step,) if scheduled else ()
+            return loss(logits, target, batch.mask, *extra), (logits, model_state)
 
         grads, (value, (logits, model_state)) = grad_and_value(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -168,11 +189,30 @@ def predict(
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def compile(fn: Callable, *, dynamic: bool = False, **options: Any) -> Callable:
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs on a GPU
+
+
+def compile(fn: Callable, *, dynamic: bool = False, mode: str | None = None, **options: Any) -> Callable:
     """``torch.compile(fn, fullgraph=True)`` with the settings that work here: static shapes (pad the last
-    batch instead), and a shared inductor cache so later processes warm-start (about 14 s cold, 2 s warm)."""
+    batch instead), and a shared inductor cache so later processes warm-start (about 14 s cold, 2 s warm).
+
+    ``options`` are inductor options (``hwr.perf.ATEN_GRAPH``); ``mode`` a ``torch.compile`` mode instead.
+    ``mode="reduce-overhead"`` replays the step as one CUDA graph on a GPU; a replay reuses the memory of the
+    previous one's outputs, so this returns copies of them (a copy of the state per step) to keep the step pure.
+    ``hwr.autotune.compile_step`` picks among such configurations by timing them."""
     runtime.inductor_cache_dir()
-    return torch.compile(fn, fullgraph=True, dynamic=dynamic, options=options or None)
+    if mode is not None and options:
+        raise ValueError(f"compile takes a mode or inductor options, not both: mode={mode!r}, options {sorted(options)}")
+    compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic, mode=mode, options=options or None)
+    if mode not in CUDAGRAPH_MODES:
+        return compiled
+
+    @functools.wraps(fn)
+    def owned(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        return tree.map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, compiled(*args, **kwargs))
+
+    return owned
 
 
 # ---------------------------------------------------------------------------------------------- fit loop
@@ -190,7 +230,11 @@ class NonFiniteLoss(FloatingPointError):
 
 
 class Callback:
-    """Hooks of the fit loop; override what you need. ``on_epoch_end`` returns True to stop training."""
+    """Hooks of the fit loop; override what you need. ``on_epoch_end`` returns True to stop training.
+
+    ``on_step`` runs every ``sync_every`` steps and once more at the end of the epoch (never per step: that
+    would need a host sync per step) with host floats over the steps since its last call: ``loss`` (their mean
+    loss per sample), ``count`` (samples) and ``steps``."""
 
     def on_epoch_start(self, epoch: int, num_batches: int) -> None:  # -1: unknown
         pass
@@ -231,6 +275,7 @@ def fit(
     evaluate: Callable[[TrainState], dict[str, Any]] | None = None,
     callbacks: Sequence[Callback] = (),
     start_epoch: int = 0,
+    sync_every: int = 50,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Run epochs ``start_epoch .. epochs-1``: ``batches(epoch)`` yields that epoch's batches (keyed by the
     epoch, so a resumed run sees the same batches), ``evaluate(state)`` returns validation figures.
@@ -238,29 +283,31 @@ def fit(
     Returns the final state and one record per epoch run (train loss and accuracy, evaluation figures).
     Raises ``NonFiniteLoss`` with the last good state if the loss turns NaN; callbacks may raise to stop
     (a pruned Optuna trial) or return True from ``on_epoch_end`` to end early.
+
+    Host syncs: metric sums stay on the step's device; the loop reads them back (one transfer) every
+    ``sync_every`` steps and at the end of each epoch, and synchronises the device once per epoch for the
+    timing, so an epoch costs ``ceil(steps / sync_every)`` transfers whatever the step count. The trade: a
+    non-finite loss is seen up to ``sync_every - 1`` steps late. The state of the last check is kept, and on
+    a failed check the loop replays the steps since then one at a time (a host sync each, on this failure path
+    only) to find the first non-finite step, so ``NonFiniteLoss`` carries the state just before it, as a
+    per-step check would. Were the replay not to reproduce the failure (a non-deterministic kernel), the last
+    checked state is the one carried: up to ``sync_every - 1`` finite steps after it are then discarded.
+    ``on_epoch_end`` (checkpoints) only ever sees checked, finite states.
     """
+    if sync_every < 1:
+        raise ValueError(f"sync_every must be >= 1 step, got {sync_every}")
     history: list[dict[str, Any]] = []
     for epoch in range(start_epoch, epochs):
         epoch_batches = batches(epoch)
         n = len(epoch_batches) if hasattr(epoch_batches, "__len__") else -1
         for cb in callbacks:
             cb.on_epoch_start(epoch, n)
-        sums: dict[str, float] = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
         t0 = time.perf_counter()
-        for batch in epoch_batches:
-            new_state, m = step(state, batch)
-            loss = float(m["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(epoch, int(state.step), state)
-            state = new_state
-            for k in sums:
-                sums[k] += float(m[k])
-            for cb in callbacks:
-                cb.on_step(epoch, {"loss": loss, "count": float(m["count"])})
+        state, sums = _run_epoch(state, step, epoch_batches, epoch, sync_every, callbacks)
         seen = max(sums["count"], 1.0)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "step": int(state.step),
+            "step": int(sums["step"]),
             "train_loss": sums["loss_sum"] / seen,
             "train_accuracy": sums["correct"] / seen,
             "train_seconds": (seconds := time.perf_counter() - t0),
@@ -273,3 +320,70 @@ def fit(
         if any(stop):
             break
     return state, history
+
+
+_SUMS = ("loss_sum", "correct", "count", "loss")  # summed on the device; "loss" is summed to test finiteness
+
+
+def _run_epoch(
+    state: TrainState,
+    step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
+    epoch_batches: Iterable[Batch],
+    epoch: int,
+    sync_every: int,
+    callbacks: Sequence[Callback],
+) -> tuple[TrainState, dict[str, float]]:
+    """One epoch: the state after it (checked finite) and its sums on the host (plus ``step``). The device is
+    synchronised before returning, so the caller's clock sees the epoch's work done."""
+    totals: torch.Tensor | None = None  # on the metrics' device
+    sync = _Sync(state, step, epoch, callbacks)
+    for batch in epoch_batches:
+        state, m = step(state, batch)
+        stacked = torch.stack([m[k] for k in _SUMS])
+        totals = stacked.to(_sum_dtype(stacked.device)) if totals is None else totals + stacked  # no sync
+        sync.window.append(batch)
+        if len(sync.window) == sync_every:
+            sync.check(state, totals)
+    if totals is None:  # an empty epoch
+        sync.host = {**dict.fromkeys(_SUMS, 0.0), "step": float(state.step)}
+        return state, sync.host
+    if sync.window:  # the epoch's tail
+        sync.check(state, totals)
+    runtime.synchronize(totals.device)
+    return state, sync.host
+
+
+class _Sync:
+    """The fit loop's host side of one epoch: the last checked state, the batches since, the sums read back."""
+
+    def __init__(self, state: TrainState, step: Callable, epoch: int, callbacks: Sequence[Callback]) -> None:
+        self.checked, self.step, self.epoch, self.callbacks = state, step, epoch, callbacks
+        self.window: list[Batch] = []
+        self.host: dict[str, float] = {}
+
+    def check(self, state: TrainState, totals: torch.Tensor) -> None:
+        """Read ``totals`` and ``state.step`` back (one transfer); raise ``NonFiniteLoss`` if a loss since the
+        last check was non-finite, else report the window's progress and make ``state`` the checked one."""
+        now = dict(zip((*_SUMS, "step"), torch.cat([totals, state.step.reshape(1).to(totals)]).tolist()))
+        if not math.isfinite(now["loss"]):
+            self._replay()
+        count = now["count"] - self.host.get("count", 0.0)
+        loss = (now["loss_sum"] - self.host.get("loss_sum", 0.0)) / max(count, 1.0)
+        for cb in self.callbacks:
+            cb.on_step(self.epoch, {"loss": loss, "count": count, "steps": len(self.window)})
+        self.checked, self.window, self.host = state, [], now
+
+    def _replay(self) -> None:
+        """Rerun the window from the checked state one step at a time (a sync each: the failure path only) and
+        raise ``NonFiniteLoss`` with the state before the first non-finite loss (the checked one if none)."""
+        state = self.checked
+        for batch in self.window:
+            new, m = self.step(state, batch)
+            if not math.isfinite(float(m["loss"])):
+                raise NonFiniteLoss(self.epoch, int(state.step), state)
+            state = new
+        raise NonFiniteLoss(self.epoch, int(self.checked.step), self.checked)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64

@@ -107,6 +107,26 @@ def test_finetune_optdigits(trained, tmp_path):
     assert m["test"]["macro_f1"] > 0.5
 
 
+def test_finetune_with_the_long_tail_levers(trained, tmp_path):
+    out = tmp_path / "lt"
+    hwr("finetune", "--from", str(trained), "--dataset", "optdigits-lt:ratio=50,order=1", "--class-weights",
+        "logit_adjust", "--tau", "0.8", "--defer", "0.5", "--sampling", "sqrt", "--mixup", "0.4", "--cutmix", "1",
+        "--mix-prob", "0.5", "--l2sp", "1e-3", "--wise", "--crt-epochs", "1", "--tau-norm", "0.5",
+        "--posthoc-tau", "1", "--validation", "heldout", "--epochs", "2", "--no-compile", "--out", str(out))
+    c = json.loads((out / "config.json").read_text())
+    assert c["dataset"] == "optdigits-lt:ratio=50,order=1" and c["validation"] == "heldout"
+    assert c["loss"] == {**c["loss"], "weighting": "logit_adjust", "tau": 0.8, "defer": 0.5}
+    assert c["mix"] == {"mixup": 0.4, "cutmix": 1.0, "prob": 0.5} and c["sampling"] == "sqrt"
+    assert c["finetune"]["wise"] is True and c["finetune"]["l2sp"] == 1e-3
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["post_training"]) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
+    assert m["val"]["count"] == 400
+    bad("finetune", "--from", str(trained), "--dataset", "optdigits-lt:ratio=x", "--out", str(tmp_path / "x"),
+        match=("not a number",))
+    bad("finetune", "--from", str(trained), "--dataset", "mnist", "--validation", "heldout", "--epochs", "1",
+        "--limit-train", "256", "--out", str(tmp_path / "y"), match=("no held-out validation",))
+
+
 def _digit_files(folder: Path, n: int = 40) -> list[tuple[Path, int]]:
     ds = sources.load("mnist")
     rng = np.random.default_rng(0)

@@ -284,7 +284,7 @@ def test_optdigits_keeps_labels_and_split_is_fixed_balanced(optdigits):
     assert torch.equal(ds.train_labels, target[train_idx]) and torch.equal(ds.test_labels, target[test_idx])
     assert torch.equal(ds.val_labels, target[val_idx]) and len(train_idx) + len(val_idx) == len(pool)
     assert splits.class_counts(ds.test_labels, 10) == [53] * 10  # floor(0.3 * 1797 / 10) per class
-    assert splits.class_counts(ds.val_labels, 10) == [20] * 10  # the held-out balanced validation split
+    assert splits.class_counts(ds.val_labels, 10) == [40] * 10  # the held-out balanced validation split
     for i in (0, 500, 1000):  # each image is mnist_style of its 8x8 original
         j = int(train_idx[i])
         want = digits.mnist_style(torch.from_numpy(d.images[j].astype(np.float32) / 16))
@@ -329,7 +329,7 @@ def test_optdigits_val_is_disjoint_from_train_and_test_in_every_draw(optdigits):
     for d in (ds, lt, sources.load("optdigits-lt:ratio=50,order=2", root)):
         assert torch.equal(d.val_images, ds.val_images) and torch.equal(d.test_images, ds.test_images)
         assert not _rows(d.val_images) & _rows(d.train_images) and not _rows(d.val_images) & _rows(d.test_images)
-        assert splits.class_counts(d.val_labels, 10) == [20] * 10
+        assert splits.class_counts(d.val_labels, 10) == [40] * 10
 
 
 def test_long_tail_draws_are_parameters(optdigits):
@@ -343,7 +343,7 @@ def test_long_tail_draws_are_parameters(optdigits):
     order = splits.class_order(random.fold_in(random.key(sources.OPTDIGITS_SPLIT_SEED), 102), 10)
     assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
     assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)
-    assert sources.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 20.0}
+    assert sources.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 40.0}
     for bad, match in (("optdigits-lt:foo=1", "not a parameter"), ("optdigits-lt:ratio=x", "not a number"),
                        ("optdigits-lt:ratio=0.5", "ratio must be"), ("optdigits-lt:order=1.5", "order must"),
                        ("mnist:ratio=2", "not a parameter")):

@@ -1,10 +1,15 @@
 """``hwr.experiment.run`` options that change how a run computes but not what: the channels-last memory format."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from hwr import checkpoint, experiment
-from hwr.config import RunConfig
+from hwr.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.data import splits
+from hwr.data.mix import MixConfig
+from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 
 SMALL = dict(model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640,
@@ -28,3 +33,44 @@ def test_channels_last_run_equals_contiguous_run(tmp_path):
 def test_unknown_memory_format_is_refused():
     with pytest.raises(ValueError, match="memory_format must be one of"):
         RunConfig(memory_format="nhwc")
+
+
+def _rows(x):
+    return {bytes(r.numpy().tobytes()) for r in x}
+
+
+def test_validation_protocols_hold_out_what_they_say():
+    base = RunConfig(dataset="optdigits-lt", **{**SMALL, "limit_train": 0, "batch_size": 16})
+    held = experiment.prepare(dataclasses.replace(base, validation="heldout"))
+    assert splits.class_counts(held.val[1], 10) == [40] * 10  # balanced, k per class
+    assert not _rows(held.val[0]) & _rows(held.train[0]) and not _rows(held.val[0]) & _rows(held.test[0])
+    folds = [experiment.prepare(dataclasses.replace(base, validation="kfold", folds=3, fold=i)) for i in range(3)]
+    vals = [_rows(p.val[0]) for p in folds]
+    assert not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])
+    assert all(not _rows(p.val[0]) & _rows(p.train[0]) for p in folds)
+    assert sum(len(p.val[1]) for p in folds) == len(held.train[1])  # the folds partition the training split
+    with pytest.raises(experiment.RunError, match="no held-out validation"):
+        experiment.prepare(RunConfig(validation="heldout", **SMALL))
+    with pytest.raises(ValueError, match="kfold"):
+        RunConfig(validation="kfold", fold=5, folds=5)
+
+
+def test_levers_reach_the_run_and_its_record(tmp_path):
+    src = tmp_path / "src"
+    experiment.run(RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src)
+    cfg = RunConfig(
+        dataset="optdigits-lt:ratio=20", validation="heldout", sampling="class_balanced",
+        mix=MixConfig(mixup=0.4), loss=LossConfig("logit_adjust", defer=0.5),
+        classifier=ClassifierConfig(crt_epochs=1, tau_norm=0.5, posthoc_tau=1.0),
+        finetune=FinetuneConfig(str(src), "all", l2sp=1e-3, wise=True),
+        **{**SMALL, "model_config": None, "limit_train": 0, "batch_size": 16, "epochs": 2},
+    )
+    r = experiment.run(cfg, tmp_path / "ft")
+    post = r["post_training"]
+    assert set(post) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
+    assert len(post["wise_val_macro_f1"]) == 11 and post["wise_val_macro_f1"][f"{post['wise_alpha']:g}"] == max(
+        post["wise_val_macro_f1"].values())
+    assert r["train_class_counts"][0] > 5 * r["train_class_counts"][-1]
+    assert experiment.read_config(tmp_path / "ft") == cfg  # every lever round-trips through config.json
+    zs = experiment.evaluate_run(src, "optdigits-lt", split="val")
+    assert zs["count"] == 400

@@ -266,7 +266,8 @@ class Recorder(train.Callback):
         self.events.append(("start", epoch, num_batches))
 
     def on_step(self, epoch, metrics):
-        self.events.append(("step", epoch, metrics["count"]))
+        assert all(isinstance(v, float | int) for v in metrics.values())  # host numbers, never tensors
+        self.events.append(("step", epoch, metrics["count"], metrics["steps"], metrics["loss"]))
 
     def on_epoch_end(self, epoch, state, record):
         self.events.append(("end", epoch, record["epoch"]))
@@ -308,7 +309,9 @@ def test_fit_learns_separable_blobs():
     assert history[0]["train_loss"] < 1.5  # ln 4 = 1.39 at chance
     assert history[-1]["val_accuracy"] >= 0.95 > before
     assert rec.events[0] == ("start", 0, 8) and rec.events[-1] == ("end", 2, 3)
-    assert sum(e[0] == "step" for e in rec.events) == 24
+    progress = [e for e in rec.events if e[0] == "step"]  # every sync_every (50) steps and at the epoch's end
+    assert [(e[1], e[2], e[3]) for e in progress] == [(0, 256.0, 8), (1, 256.0, 8), (2, 256.0, 8)]
+    assert progress[0][4] == pytest.approx(history[0]["train_loss"])
 
 
 def test_fit_resumes_from_start_epoch():
@@ -323,8 +326,11 @@ def test_fit_resumes_from_start_epoch():
     _assert_trees_equal(full.params, resumed.params)
 
 
+@pytest.mark.parametrize("sync_every", [1, 3, 50])
 @pytest.mark.parametrize("cause", ["lr", "input"])
-def test_fit_raises_non_finite_loss_with_last_good_state(cause):
+def test_fit_raises_non_finite_loss_with_last_good_state(cause, sync_every):
+    """Checked every ``sync_every`` steps, the failure still names the first bad step and carries the state just
+    before it: the loop replays the window since the last check."""
     images, labels = _blobs(64)
     model, opt, step = _small_cnn_step(lr=1e30 if cause == "lr" else 1e-3)
     state = train.init_state(model, opt, random.key(0))
@@ -338,13 +344,89 @@ def test_fit_raises_non_finite_loss_with_last_good_state(cause):
             bad[0, 0, 0, 0] = float("nan")
             return [out[0], out[1]._replace(images=bad), *out[2:]]
 
+    rec = Recorder()
     with pytest.raises(train.NonFiniteLoss, match="non-finite") as err:
-        train.fit(state, step, batches, epochs=2)
+        train.fit(state, step, batches, epochs=2, sync_every=sync_every, callbacks=[rec])
     e = err.value
     assert e.epoch == 0 and e.step == int(e.state.step) == 1
     assert all(bool(torch.isfinite(p).all()) for p in tree.leaves(e.state.params))
     replay, _ = step(state, batches(0)[0])
     _assert_trees_equal(e.state.params, replay.params)  # the state after the last good step
+    assert [ev for ev in rec.events if ev[0] == "end"] == []  # no checkpoint of an unchecked state
+
+
+def test_fit_carries_the_checked_state_when_the_replay_stays_finite():
+    """A failure the replay does not reproduce (a non-deterministic kernel) carries the last checked state."""
+    images, labels = _blobs(256)
+    model, opt, step = _small_cnn_step()
+    calls = []
+
+    def flaky(state, batch):  # NaN on the 5th call only
+        calls.append(1)
+        new, m = step(state, batch)
+        return new, {**m, "loss": m["loss"] * float("nan")} if len(calls) == 5 else m
+
+    state = train.init_state(model, opt, random.key(0))
+    with pytest.raises(train.NonFiniteLoss) as err:
+        train.fit(state, flaky, _epoch_batches(images, labels, random.key(1)), epochs=1, sync_every=3)
+    assert err.value.step == int(err.value.state.step) == 3  # checked after step 3; steps 4-6 replayed finite
+    assert len(calls) == 6 + 3
+
+
+def test_fit_reports_progress_every_sync_every_steps():
+    images, labels = _blobs(256)
+    model, opt, step = _small_cnn_step()
+    rec = Recorder()
+    state = train.init_state(model, opt, random.key(0))
+    _, history = train.fit(state, step, _epoch_batches(images, labels, random.key(1)), epochs=2, sync_every=3,
+                           callbacks=[rec])
+    progress = [e for e in rec.events if e[0] == "step"]
+    assert [(e[1], e[3]) for e in progress] == [(0, 3), (0, 3), (0, 2), (1, 3), (1, 3), (1, 2)]
+    assert all(e[2] == 32.0 * e[3] for e in progress)
+    first = [e for e in progress if e[1] == 0]
+    assert sum(e[2] * e[4] for e in first) / 256 == pytest.approx(history[0]["train_loss"])
+    with pytest.raises(ValueError, match="sync_every"):
+        train.fit(state, step, _epoch_batches(images, labels, random.key(1)), epochs=1, sync_every=0)
+    _, empty = train.fit(state, step, lambda epoch: [], epochs=1)
+    assert empty[0]["step"] == 0 and empty[0]["train_loss"] == 0.0
+
+
+class HostTransfers(torch.overrides.TorchFunctionMode):
+    """Counts the tensor methods that copy values to the host (each one is a device sync on a GPU)."""
+
+    NAMES = frozenset({"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__",
+                       "__format__", "__repr__"})
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.NAMES
+        return func(*args, **(kwargs or {}))
+
+
+def _count_transfers(steps: int, sync_every: int, monkeypatch) -> tuple[int, int]:
+    """(host transfers, device synchronisations) of a two-epoch ``fit`` of ``steps`` steps per epoch."""
+    model = models.get("cnn", CNNConfig(channels=(2, 4), hidden=0, num_classes=4))
+    opt = optim.adam(1e-3)
+    step = train.train_step(model, opt, make_loss(LossConfig()))
+    pool = [_batch(4, seed=i, masked=0) for i in range(steps)]
+    pool = [b._replace(labels=b.labels % 4) for b in pool]
+    syncs = []
+    monkeypatch.setattr(train.runtime, "synchronize", lambda device: syncs.append(device))
+    state = train.init_state(model, opt, random.key(0))
+    with HostTransfers() as counter:
+        train.fit(state, step, lambda epoch: pool, epochs=2, sync_every=sync_every, callbacks=[Recorder()])
+    return counter.count, len(syncs)
+
+
+def test_fit_transfers_to_the_host_a_fixed_number_of_times_per_epoch(monkeypatch):
+    """Neither the loop nor the step reads a tensor back per step: ten or a hundred steps an epoch cost the same
+    transfers (one per epoch with sync_every above the epoch length), and one synchronisation per epoch."""
+    assert _count_transfers(10, 1000, monkeypatch) == _count_transfers(100, 1000, monkeypatch) == (2, 2)
+    transfers, syncs = _count_transfers(100, 30, monkeypatch)
+    assert (transfers, syncs) == (2 * 4, 2)  # ceil(100 / 30) checks per epoch
 
 
 def test_early_stopping_stops_and_validates():

@@ -44,4 +44,5 @@ SPEC = StudySpec(
     pruner=lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
     baselines=baselines,
     eval_seeds=(1, 2),
+    reference="plain_finetune",
 )

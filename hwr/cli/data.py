@@ -58,8 +58,10 @@ def _root(p: argparse.ArgumentParser) -> None:
 
 
 def _check_name(name: str) -> None:
-    if name not in sources.names():
-        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(sources.names())}")
+    try:
+        sources.check_name(name)  # a name, or a derived one with parameters: optdigits-lt:ratio=50,order=1
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _positive(value: int, flag: str) -> None:
@@ -108,13 +110,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     ds = sources.load(args.name, args.root)
     tr = splits.class_counts(ds.train_labels, ds.num_classes)
     te = splits.class_counts(ds.test_labels, ds.num_classes)
+    va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
     table = Table(title=f"{ds.name}: {ds.num_classes} classes")
-    for col, just in (("class", "left"), ("label", "right"), ("train", "right"), ("test", "right")):
+    cols = [("class", "left"), ("label", "right"), ("train", "right"), *([("val", "right")] if va else []),
+            ("test", "right")]
+    for col, just in cols:
         table.add_column(col, justify=just)
     for i, name in enumerate(ds.classes):
-        table.add_row(name, str(i), f"{tr[i]:,}", f"{te[i]:,}")
+        table.add_row(name, str(i), f"{tr[i]:,}", *([f"{va[i]:,}"] if va else []), f"{te[i]:,}")
     table.add_section()
-    table.add_row("total", "", f"{sum(tr):,}", f"{sum(te):,}")
+    table.add_row("total", "", f"{sum(tr):,}", *([f"{sum(va):,}"] if va else []), f"{sum(te):,}")
     report.console.print(table)
     dup = clean.duplicates(ds.train_images, ds.test_images)
     mean, std = clean.normalization_stats(ds.train_images)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import optuna
 
-from hwr import report, study
+from hwr import evaluation, report, study
 from hwr.cli import UsageError
+from hwr.data import sources
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     r.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is failed")
+    r.add_argument("--dataset", default=None,
+                   help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
+                        "long-tail draw; the study name defaults to NAME-DATASET)")
     r.set_defaults(func=cmd_run)
 
     s = ss.add_parser("show", help="table of trials, the best trial and parameter importances")
@@ -53,6 +57,10 @@ def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
         p.add_argument("--name", default=None, help="study name in the storage (default: the module's name)")
 
 
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
+
+
 def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
     store = study.storage(args.storage)
     try:
@@ -66,7 +74,12 @@ def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
 def cmd_run(args: argparse.Namespace) -> int:
     spec = study.load_spec(args.study)
     root = Path(args.root)
-    name = args.name or spec.name
+    if args.dataset is not None:
+        try:
+            sources.check_name(args.dataset)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         study.storage(args.storage)  # fail fast, once, on a bad URL
         study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else ())
@@ -75,6 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--storage", args.storage] if args.storage else []
         argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
+        argv += ["--dataset", args.dataset] if args.dataset else []
         codes = study.run_workers(argv, args.workers)
         if any(codes):
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
@@ -83,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)])
         study.optimize(spec, storage_url=args.storage, name=name, n_trials=args.n_trials, timeout=args.timeout,
                        seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace,
-                       spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study)
+                       spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
+                       dataset=args.dataset)
         if args.worker is not None:
             return 0
     s = optuna.load_study(study_name=name, storage=study.storage(args.storage))
@@ -91,11 +106,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(args: argparse.Namespace, s: optuna.Study) -> None:
+    ev = evaluation.load_evaluation(Path(args.root), s.study_name)
+    if ev is None:
+        report.console.print("no test evaluation yet: hwr study best NAME --evaluate")
+        return
+    for line in evaluation.verdict(ev):
+        report.console.print(f"[red]{line}[/]" if line.startswith("WARNING") else line)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     s, _ = _load(args)
     report.console.print(report.study_table(s))
     report.console.print(report.best_summary(s))
     report.console.print(report.importance_table(s))
+    _verdict(args, s)
     return 0
 
 
@@ -113,10 +138,17 @@ def cmd_best(args: argparse.Namespace) -> int:
     report.console.print(report.best_summary(s))
     if args.evaluate:
         def on_run(label: str, seed: int, r: dict) -> None:
+            if label.startswith("rerun"):  # selection reads validation only
+                report.console.print(f"  {label:<15} seed {seed}: val macro-F1 {r['val']['macro_f1']:.4f}")
+                return
             t = r["test"]
             report.console.print(f"  {label:<15} seed {seed}: test macro-F1 {t['macro_f1']:.4f}  "
                                  f"balanced acc {t['balanced_accuracy']:.4f}")
 
-        result = study.evaluate_best(spec, s, root=Path(args.root), on_run=on_run)
+        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run)
         report.console.print(report.evaluation_table(result))
+        report.console.print(f"selected trial #{result['best_trial']} after re-running the top "
+                             f"{len(result['selection'])}: " + ", ".join(
+                                 f"#{r['trial']} {r['mean']:.4f}" for r in result["selection"]))
+    _verdict(args, s)
     return 0

@@ -10,9 +10,11 @@ import torch
 
 from hwr import experiment, recipes, report
 from hwr.cli import UsageError
-from hwr.config import MEMORY_FORMATS, FinetuneConfig, OptimConfig, RunConfig
+from hwr.config import MEMORY_FORMATS, VALIDATIONS, ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data import augment as aug
 from hwr.data import digits, sources
+from hwr.data.batches import SAMPLING_POWERS
+from hwr.data.mix import MixConfig
 from hwr.losses import LossConfig
 from hwr.train import NonFiniteLoss
 
@@ -34,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weights", default="none", choices=("none", "inverse", "effective", "logit_adjust"))
     _common(p)
     p.set_defaults(func=cmd_finetune)
+    _longtail_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
     p.add_argument("run", help="run folder")
@@ -50,6 +53,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder to write (config, metrics, checkpoint, figures)")
+def _longtail_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("long-tail levers")
+    g.add_argument("--tau", type=float, default=1.0, help="logit-adjustment tau (1: balanced softmax)")
+    g.add_argument("--defer", type=float, default=0.0, help="deferred re-weighting: share of steps before weights")
+    g.add_argument("--sampling", default="instance", choices=tuple(SAMPLING_POWERS))
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off)")
+    g.add_argument("--mix-prob", type=float, default=1.0, help="share of samples mixed")
+    g.add_argument("--reinit", default="", help="comma list of groups to initialise afresh (head, fc)")
+    g.add_argument("--l2sp", type=float, default=0.0, help="L2-SP strength toward the source weights")
+    g.add_argument("--wise", action="store_true", help="WiSE-FT: interpolate with the source, alpha on validation")
+    g.add_argument("--crt-epochs", type=int, default=0, help="classifier re-training epochs (cRT) after training")
+    g.add_argument("--crt-lr", type=float, default=1e-2)
+    g.add_argument("--tau-norm", type=float, default=0.0, help="tau-normalise the head rows (0: off)")
+    g.add_argument("--posthoc-tau", type=float, default=0.0, help="post-hoc logit adjustment at inference (0: off)")
+    g.add_argument("--validation", default="split", choices=VALIDATIONS,
+                   help="split: stratified share of the training set; heldout: the dataset's own; kfold")
+    g.add_argument("--folds", type=int, default=5)
+    g.add_argument("--fold", type=int, default=0)
+
+
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -81,8 +105,12 @@ def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 
 def _check_dataset(name: str | None) -> None:
-    if name is not None and name not in sources.names():
-        raise UsageError(f"unknown dataset {name!r}; choose one of {', '.join(sources.names())}")
+    if name is None:
+        return
+    try:
+        sources.check_name(name)
+    except ValueError as e:  # unknown name or bad parameters (optdigits-lt:ratio=...)
+        raise UsageError(str(e)) from None
 
 
 def _run(config: RunConfig, args: argparse.Namespace, *, resume: bool = False) -> int:
@@ -127,8 +155,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         batch_size=32,
         val_fraction=0.2,
         optim=OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4),
-        loss=LossConfig(weighting=args.class_weights),
-        finetune=FinetuneConfig(args.source, args.trainable, args.backbone_lr_mult),
+        loss=LossConfig(weighting=args.class_weights, tau=args.tau, defer=args.defer),
+        finetune=FinetuneConfig(args.source, args.trainable, args.backbone_lr_mult,
+                                reinit=tuple(x for x in args.reinit.split(",") if x), l2sp=args.l2sp, wise=args.wise),
+        validation=args.validation,
+        folds=args.folds,
+        fold=args.fold,
+        sampling=args.sampling,
+        mix=MixConfig(mixup=args.mixup, cutmix=args.cutmix, prob=args.mix_prob),
+        classifier=ClassifierConfig(args.crt_epochs, args.crt_lr, args.tau_norm, args.posthoc_tau),
         recipe="finetune",
     )
     return _run(_overrides(args, base), args)

@@ -1,0 +1,192 @@
+"""The final evaluation of a study: name a winner on validation, then read the test split once.
+
+1. **Selection.** The ``rerun_top`` best trials are trained again on fresh ``rerun_seeds`` and ranked by the mean
+   of their validation metric over the original run and the re-runs, so one lucky seed does not win.
+2. **Contenders**, each trained on ``eval_seeds`` (fresh again) and scored on the untouched test split:
+   ``best`` (the winner), the spec's baselines (its ``reference`` among them: the untuned fine-tune), ``oracle``
+   (the winner's recipe on balanced target data: a ceiling, not a contender) and ``zero_shot`` (the source model
+   evaluated as is: the do-nothing baseline).
+3. **Report**: mean and spread of test macro-F1 and balanced accuracy, per-class F1 and its means over the
+   many / medium / few-shot classes (thirds of the classes ranked by training images), the gain of the best over
+   zero-shot and over the reference (per seed too), and the winner's validation-test gap. Written to
+   ``runs/studies/NAME/evaluation.json``; a finished contender's run folder is reused, so an interrupted
+   evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from hwr import experiment, files
+from hwr.config import RunConfig, to_dict
+from hwr.study import StudyContext, StudyError, StudySpec, config_of, prepare_source
+
+__all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "verdict"]
+
+EVALUATION = "evaluation.json"
+OnRun = Callable[[str, int, dict[str, Any]], None]
+
+
+def shot_groups(counts: list[int]) -> dict[str, list[int]]:
+    """Classes split into ``many``, ``medium`` and ``few``-shot thirds by their training images (the long-tail
+    convention, relative because small target sets have no class above ImageNet-LT's 100-image line)."""
+    order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+    k = len(order)
+    a, b = round(k / 3), round(2 * k / 3)
+    return {"many": order[:a], "medium": order[a:b], "few": order[b:]}
+
+
+def _run(cfg: RunConfig, out: Path, callbacks: tuple) -> dict[str, Any]:
+    if (out / experiment.METRICS).is_file():
+        return json.loads((out / experiment.METRICS).read_text())
+    if out.exists():
+        shutil.rmtree(out)
+    torch._dynamo.reset()
+    return experiment.run(cfg, out, callbacks=callbacks, write_figures=False)
+
+
+def select(
+    spec: StudySpec, study: optuna.Study, out_root: Path, *, callbacks: tuple = (), on_run: OnRun | None = None
+) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
+    """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
+    the original run and ``spec.rerun_seeds`` re-runs; returns it and one row per candidate."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not done:
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet; run: hwr study run ...")
+    sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    ranked = sorted(done, key=lambda t: (-sign * t.values[0], t.number))[: spec.rerun_top]
+    metric = spec.metrics[0]
+    rows = []
+    for t in ranked:
+        values = [t.values[0]]
+        if spec.rerun_top > 1:
+            cfg = config_of(t)
+            for seed in spec.rerun_seeds:
+                r = _run(spec.protocol(dataclasses.replace(cfg, seed=seed)), out_root / f"rerun_{t.number}_seed{seed}",
+                         callbacks)
+                values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
+                if on_run:
+                    on_run(f"rerun #{t.number}", seed, r)
+        rows.append({"trial": t.number, "values": values, "mean": statistics.fmean(values)})
+    winner_row = max(rows, key=lambda r: (sign * r["mean"], -r["trial"]))
+    winner = next(t for t in ranked if t.number == winner_row["trial"])
+    return winner, rows
+
+
+def _groups_f1(per_class: list[float], groups: dict[str, list[int]]) -> dict[str, float]:
+    return {g: statistics.fmean(per_class[c] for c in cs) if cs else float("nan") for g, cs in groups.items()}
+
+
+def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[str, list[int]]) -> dict[str, Any]:
+    f1 = [r["test"]["macro_f1"] for r in runs]
+    bal = [r["test"]["balanced_accuracy"] for r in runs]
+    val = [r["val"]["macro_f1"] for r in runs if r.get("val")]
+    per_class = [statistics.fmean(c) for c in zip(*(r["test"]["per_class"]["f1"] for r in runs))]
+    out = {
+        "macro_f1_mean": statistics.fmean(f1),
+        "macro_f1_std": statistics.stdev(f1) if len(f1) > 1 else 0.0,
+        "macro_f1": f1,
+        "balanced_accuracy_mean": statistics.fmean(bal),
+        "balanced_accuracy_std": statistics.stdev(bal) if len(bal) > 1 else 0.0,
+        "per_class_f1_mean": per_class,
+        "shot_f1": _groups_f1(per_class, groups),
+        "seeds": [r["config"]["seed"] for r in runs] if cfg is not None else [],
+        "config": to_dict(cfg) if cfg is not None else None,
+    }
+    if val:
+        out["val_macro_f1_mean"] = statistics.fmean(val)
+    return out
+
+
+def _zero_shot(source: Path, dataset: str, n_seeds: int) -> list[dict[str, Any]]:
+    """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
+    test = experiment.evaluate_run(source, dataset, split="test")
+    try:
+        val = experiment.evaluate_run(source, dataset, split="val")
+    except experiment.RunError:
+        val = None
+    return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
+
+
+def evaluate_best(
+    spec: StudySpec,
+    study: optuna.Study,
+    *,
+    root: Path = Path("runs"),
+    callbacks: tuple = (),
+    on_run: OnRun | None = None,
+) -> dict[str, Any]:
+    """Select the winner (``select``), train every contender on ``spec.eval_seeds`` and score it on the test
+    split; returns (and writes ``evaluation.json``) the table described in the module docstring."""
+    study_root = root / "studies" / study.study_name
+    out_root = study_root / "evaluation"
+    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run)
+    best_cfg = spec.protocol(config_of(winner))
+    context = StudyContext(prepare_source(spec, root), study_root, study.user_attrs.get("dataset"))
+    contenders: dict[str, RunConfig] = {"best": best_cfg}
+    contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
+    if spec.oracle is not None:
+        contenders["oracle"] = spec.protocol(spec.oracle(best_cfg, context))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for label, cfg in contenders.items():
+        runs[label] = []
+        for s in spec.eval_seeds:
+            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks)
+            runs[label].append(r)
+            if on_run:
+                on_run(label, s, r)
+    counts = runs["best"][0].get("train_class_counts")
+    groups = shot_groups(counts) if counts else {}
+    results: dict[str, Any] = {"study": study.study_name, "best_trial": winner.number, "selection": selection,
+                               "shot_groups": groups, "contenders": {}}
+    if context.source_dir is not None and best_cfg.finetune is not None:
+        runs = {"zero_shot": _zero_shot(context.source_dir, best_cfg.dataset, len(spec.eval_seeds)), **runs}
+    for label, rs in runs.items():
+        results["contenders"][label] = _aggregate(rs, contenders.get(label), groups)
+    results["ceilings"] = ["oracle"] if "oracle" in contenders else []
+    best = results["contenders"]["best"]
+    for ref in ("zero_shot", spec.reference):
+        if ref and ref in results["contenders"]:
+            other = results["contenders"][ref]
+            results[f"gain_macro_f1_vs_{ref}"] = best["macro_f1_mean"] - other["macro_f1_mean"]
+            results[f"beats_{ref}_every_seed"] = all(b > o for b, o in zip(best["macro_f1"], other["macro_f1"]))
+    if "val_macro_f1_mean" in best:
+        results["selected_val_test_gap"] = best["val_macro_f1_mean"] - best["macro_f1_mean"]
+    files.write_json(study_root / EVALUATION, results)
+    return results
+
+
+def load_evaluation(root: Path, study_name: str) -> dict[str, Any] | None:
+    """The ``evaluation.json`` of a study, or None when ``hwr study best --evaluate`` has not run yet."""
+    path = root / "studies" / study_name / EVALUATION
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def verdict(result: dict[str, Any]) -> list[str]:
+    """Plain sentences about an evaluation: the gains, and a warning when the best loses to doing nothing."""
+    lines = []
+    if "gain_macro_f1_vs_zero_shot" in result:
+        g = 100 * result["gain_macro_f1_vs_zero_shot"]
+        if g <= 0:
+            lines.append(f"WARNING: the study's best does not beat the source model used as is (zero-shot): "
+                         f"{g:+.2f} macro-F1 points; fine-tuning as searched makes the model worse")
+        else:
+            every = "on every seed" if result.get("beats_zero_shot_every_seed") else "on average, not on every seed"
+            lines.append(f"best vs zero-shot: {g:+.2f} macro-F1 points ({every})")
+    for key, value in result.items():
+        if key.startswith("gain_macro_f1_vs_") and key != "gain_macro_f1_vs_zero_shot":
+            lines.append(f"best vs {key.removeprefix('gain_macro_f1_vs_')}: {100 * value:+.2f} macro-F1 points")
+    if "selected_val_test_gap" in result:
+        lines.append(f"selected trial #{result['best_trial']}: validation - test macro-F1 gap "
+                     f"{100 * result['selected_val_test_gap']:+.2f} points")
+    return lines

@@ -1,0 +1,82 @@
+"""hwr.evaluation: re-running the top trials ranks them by their mean (a lucky trial does not win), the shot
+groups, the verdict sentences; hwr.study's validation protocol."""
+
+import dataclasses
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from hwr import evaluation, study
+from hwr.config import OptimConfig, RunConfig, to_dict
+from hwr.models.cnn import CNNConfig
+
+TINY = RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=2, batch_size=32,
+                 limit_train=256, limit_test=100, validation="heldout", compile=False)
+
+
+def _spec(**kw):
+    return study.StudySpec("t", "", lambda t, c: TINY, ("val_macro_f1",), ("maximize",), 2,
+                           lambda s: optuna.samplers.RandomSampler(s), **kw)
+
+
+def _study_with(trials):
+    s = optuna.create_study(direction="maximize")
+    for value, cfg in trials:
+        s.add_trial(optuna.trial.create_trial(value=value, params={"x": value},
+                                              distributions={"x": FloatDistribution(0, 1)},
+                                              user_attrs={"config": to_dict(cfg)}))
+    return s
+
+
+def test_rerunning_the_top_trials_demotes_a_lucky_one(tmp_path):
+    lucky = dataclasses.replace(TINY, optim=OptimConfig("adam", 1e-7))  # cannot learn: its 0.99 was luck
+    good = dataclasses.replace(TINY, optim=OptimConfig("adam", 3e-3))
+    s = _study_with([(0.99, lucky), (0.90, good), (0.10, good)])
+    spec = _spec(rerun_top=2, rerun_seeds=(7, 8))
+    seen = []
+    winner, rows = evaluation.select(spec, s, tmp_path, on_run=lambda label, seed, r: seen.append((label, seed)))
+    assert [r["trial"] for r in rows] == [0, 1] and all(len(r["values"]) == 3 for r in rows)
+    assert winner.number == 1 and rows[1]["mean"] > rows[0]["mean"]
+    assert sorted(seen) == [("rerun #0", 7), ("rerun #0", 8), ("rerun #1", 7), ("rerun #1", 8)]
+    # a finished re-run is reused: no training the second time
+    again = []
+    evaluation.select(spec, s, tmp_path, on_run=lambda *a: again.append(a))
+    assert len(again) == 4 and all(r[2]["config"]["seed"] in (7, 8) for r in again)
+
+
+def test_without_reruns_the_best_value_wins(tmp_path):
+    s = _study_with([(0.5, TINY), (0.7, TINY)])
+    winner, rows = evaluation.select(_spec(), s, tmp_path)
+    assert winner.number == 1 and rows == [{"trial": 1, "values": [0.7], "mean": 0.7}]
+    with pytest.raises(study.StudyError, match="no completed trial"):
+        evaluation.select(_spec(), optuna.create_study(direction="maximize"), tmp_path)
+
+
+def test_shot_groups_split_classes_into_thirds_by_training_count():
+    g = evaluation.shot_groups([105, 62, 37, 22, 13, 8, 4, 2, 1, 1])
+    assert g == {"many": [0, 1, 2], "medium": [3, 4, 5, 6], "few": [7, 8, 9]}
+    g2 = evaluation.shot_groups([3, 50, 1, 20])
+    assert g2["many"] == [1] and g2["few"] == [2] and sorted(c for cs in g2.values() for c in cs) == [0, 1, 2, 3]
+
+
+def test_verdict_warns_when_the_best_loses_to_zero_shot():
+    lose = {"best_trial": 3, "gain_macro_f1_vs_zero_shot": -0.02, "gain_macro_f1_vs_plain_finetune": 0.01,
+            "selected_val_test_gap": 0.05}
+    lines = evaluation.verdict(lose)
+    assert lines[0].startswith("WARNING") and "-2.00" in lines[0]
+    assert any("plain_finetune: +1.00" in s for s in lines) and any("+5.00" in s for s in lines)
+    win = evaluation.verdict({"best_trial": 1, "gain_macro_f1_vs_zero_shot": 0.04, "beats_zero_shot_every_seed": True})
+    assert win == ["best vs zero-shot: +4.00 macro-F1 points (on every seed)"]
+
+
+def test_spec_protocol_and_errors():
+    cfg = RunConfig()
+    assert _spec(validation="heldout").protocol(cfg).validation == "heldout"
+    k = _spec(validation="kfold", folds=3)
+    assert k.fold_count() == 3 and (k.protocol(cfg, 2).fold, k.protocol(cfg, 2).folds) == (2, 3)
+    assert _spec().protocol(cfg) is cfg and _spec().fold_count() == 1
+    for bad, match in ((dict(validation="holdout"), "validation must be"), (dict(validation="kfold", folds=1), "folds"),
+                       (dict(rerun_top=0), "rerun_top"), (dict(oracle=lambda b, c: b), "oracle needs a source")):
+        with pytest.raises(study.StudyError, match=match):
+            _spec(**bad)
