@@ -94,4 +94,4 @@ def _lookup(name: str) -> tuple[type, Callable[[Any], Model]]:
 
 def _load() -> None:
     # Families register themselves on import; importing here keeps `hwr.models.get` complete.
-    from hwr.models import cnn, rnn, vit  # noqa: F401
+    from hwr.models import cnn, crnn, rnn, vit  # noqa: F401
