@@ -229,7 +229,7 @@ def _cache_key(model: Model, state: train.TrainState, batch: Batch, cands: Seque
 
 
 def _cache_path() -> Path:
-    return runtime.inductor_cache_dir() / CACHE_FILE
+    return runtime.inductor_cache_path() / CACHE_FILE
 
 
 def _read_cache() -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Process-level settings that decide throughput (the allocator, the inductor cache, TF32), and the device helpers:
-which device ``auto`` means, and a device-neutral synchronise.
+"""Process-level settings that decide throughput (the allocator, the inductor cache, TF32), the device helpers
+(which device ``auto`` means, a device-neutral synchronise), and the data settings the CLI reads from the
+environment (``data_settings_from_env``): the library itself takes them as arguments and never reads them.
 
 glibc's default malloc maps and unmaps large activation buffers every step (they exceed its mmap threshold),
 which halves throughput and makes it swing between runs (DESIGN.md section 4). ``tune_allocator`` keeps freed
@@ -11,14 +12,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["configure", "device_name", "inductor_cache_dir", "resolve_device", "set_tf32", "synchronize",
-           "tune_allocator"]
+__all__ = ["DataSettings", "configure", "data_settings_from_env", "device_name", "inductor_cache_dir",
+           "inductor_cache_path", "resolve_device", "set_tf32", "synchronize", "tune_allocator"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -39,12 +41,37 @@ def tune_allocator() -> bool:
     return bool(ok)
 
 
+def inductor_cache_path() -> Path:
+    """The inductor cache shared by tests, processes and study workers: ``TORCHINDUCTOR_CACHE_DIR``, else
+    ``~/.cache/hwr/inductor``. Reads only; ``configure`` (``inductor_cache_dir``) exports it."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path.home() / ".cache" / "hwr" / "inductor")
+
+
 def inductor_cache_dir() -> Path:
-    """The inductor cache shared by tests, processes and study workers (``TORCHINDUCTOR_CACHE_DIR``, else
-    ``~/.cache/hwr/inductor``); set in the environment so that child processes inherit it."""
-    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path.home() / ".cache" / "hwr" / "inductor")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
-    return Path(path)
+    """``inductor_cache_path()``, set in the environment so that this process's compiles and its child processes
+    use it. Process start-up does this (``configure``: the CLI, the benchmarks; tests/conftest.py sets the
+    variable itself); library code, ``hwr.train.compile`` included, never writes the environment."""
+    path = inductor_cache_path()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
+
+
+class DataSettings(NamedTuple):
+    """Where data lives and whether it may be downloaded: the ``root`` and ``network`` arguments of
+    ``hwr.data.sources.load`` / ``fetch``."""
+
+    root: Path
+    network: bool
+
+
+def data_settings_from_env(environ: Mapping[str, str] | None = None) -> DataSettings:
+    """The CLI's data settings: ``$HWR_DATA`` (else ``~/.cache/hwr``) and ``HWR_OFFLINE=1`` (no internet
+    downloads; MNIST still comes from the package registry). Only the CLI calls this; library functions take
+    ``root=`` and ``network=`` and read no environment."""
+    env = os.environ if environ is None else environ
+    data = env.get("HWR_DATA")
+    root = Path(data).expanduser() if data else Path.home() / ".cache" / "hwr"
+    return DataSettings(root, env.get("HWR_OFFLINE") != "1")
 
 
 def configure() -> None:

