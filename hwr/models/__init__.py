@@ -1,63 +1,42 @@
 """Model families as pure functions, and the registry that names them.
 
-A ``Model`` is a NamedTuple of pure functions:
+A ``Model`` (``hwr.models.base``) is a NamedTuple of pure functions:
 
 - ``init(key) -> params``: a nested dict of tensors;
 - ``init_state() -> state``: explicit mutable-in-training statistics (``{}`` when the model has none);
 - ``apply(params, state, x, *, key=None, train=False) -> (logits, state)`` with ``x`` float ``(B, C, H, W)``.
 
 The registry maps a family name to ``(ConfigClass, build)`` so that the CLI, checkpoints and studies can
-rebuild a model from ``(name, config dict)`` alone.
+rebuild a model from ``(name, config dict)`` alone. It imports the families here, at the top; they import only
+``hwr.models.base``, never this module (a one-way ladder).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
-
-from hwr.random import Key
+from hwr.models import cnn, crnn, rnn, vit
+from hwr.models.base import Model, check_input
 
 __all__ = ["Model", "check_input", "config_from_dict", "get", "names", "register"]
 
-
-class Model(NamedTuple):
-    """A stateless model: ``init``, ``apply`` and ``init_state`` are pure; ``config`` is what built them."""
-
-    init: Callable[[Key], dict[str, Any]]
-    apply: Callable[..., tuple[torch.Tensor, dict[str, Any]]]
-    init_state: Callable[[], dict[str, Any]]
-    config: Any
-    name: str
-
-
-def check_input(x: torch.Tensor, channels: int, size: int) -> None:
-    """Raise a clear error unless ``x`` is float ``(B, channels, size, size)``; static, so free under compile."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(
-            f"model input must be a float tensor (B, {channels}, {size}, {size}) in [0, 1] or normalised, "
-            f"got {getattr(x, 'dtype', type(x).__name__)}; convert uint8 images with hwr.data.batches.to_float"
-        )
-    if x.dim() != 4 or tuple(x.shape[1:]) != (channels, size, size):
-        raise ValueError(
-            f"model input must have shape (B, {channels}, {size}, {size}), got {tuple(x.shape)}; "
-            "add the channel axis with x[:, None] or resize the images"
-        )
-
-
-_REGISTRY: dict[str, tuple[type, Callable[[Any], Model]]] = {}
+_REGISTRY: dict[str, tuple[type, Callable[[Any], Model]]] = {
+    "cnn": (cnn.CNNConfig, cnn.model),
+    "crnn": (crnn.CRNNConfig, crnn.model),
+    "rnn": (rnn.RNNConfig, rnn.model),
+    "vit": (vit.ViTConfig, vit.model),
+}
 
 
 def register(name: str, config_cls: type, build: Callable[[Any], Model]) -> None:
-    """Register a family; ``build(config) -> Model``."""
+    """Register a family (the built-in ones are above); ``build(config) -> Model``."""
     _REGISTRY[name] = (config_cls, build)
 
 
 def names() -> list[str]:
     """Registered family names."""
-    _load()
     return sorted(_REGISTRY)
 
 
@@ -86,12 +65,6 @@ def get(name: str, config: Any | None = None) -> Model:
 
 
 def _lookup(name: str) -> tuple[type, Callable[[Any], Model]]:
-    _load()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
-
-
-def _load() -> None:
-    # Families register themselves on import; importing here keeps `hwr.models.get` complete.
-    from hwr.models import cnn, crnn, rnn, vit  # noqa: F401

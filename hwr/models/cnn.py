@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models import Model, check_input, register
+from hwr.models.base import Model, check_input
 from hwr.random import Key
 
 __all__ = ["CNNConfig", "model"]
@@ -133,5 +133,3 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="cnn")
 
-
-register("cnn", CNNConfig, model)

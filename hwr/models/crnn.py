@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random, tree
-from hwr.models import Model, register, rnn, vit
+from hwr.models import rnn, vit
+from hwr.models.base import Model
 from hwr.random import Key
 
 __all__ = ["CRNNConfig", "check_strings_input", "model", "sinusoids"]
@@ -235,5 +236,3 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="crnn")
 
-
-register("crnn", CRNNConfig, model)

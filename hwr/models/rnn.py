@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models import Model, check_input, register
+from hwr.models.base import Model, check_input
 from hwr.random import Key
 
 __all__ = ["RNNConfig", "encode", "model", "sequence"]
@@ -168,5 +168,3 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="rnn")
 
-
-register("rnn", RNNConfig, model)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models import Model, check_input, register
+from hwr.models.base import Model, check_input
 from hwr.random import Key
 
 __all__ = ["ViTConfig", "block", "init_block", "model"]
@@ -155,5 +155,3 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="vit")
 
-
-register("vit", ViTConfig, model)

@@ -1,0 +1,46 @@
+"""What every model family builds on: the ``Model`` NamedTuple of pure functions and the input check.
+
+A ``Model`` is:
+
+- ``init(key) -> params``: a nested dict of tensors;
+- ``init_state() -> state``: explicit mutable-in-training statistics (``{}`` when the model has none);
+- ``apply(params, state, x, *, key=None, train=False) -> (logits, state)`` with ``x`` float ``(B, C, H, W)``.
+
+Family modules (``cnn``, ``rnn``, ``vit``, ``crnn``) import this module and never the registry
+(``hwr.models``), which imports them: a one-way ladder ``base <- families <- hwr.models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+
+from hwr.random import Key
+
+__all__ = ["Model", "check_input"]
+
+
+class Model(NamedTuple):
+    """A stateless model: ``init``, ``apply`` and ``init_state`` are pure; ``config`` is what built them."""
+
+    init: Callable[[Key], dict[str, Any]]
+    apply: Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+    init_state: Callable[[], dict[str, Any]]
+    config: Any
+    name: str
+
+
+def check_input(x: torch.Tensor, channels: int, size: int) -> None:
+    """Raise a clear error unless ``x`` is float ``(B, channels, size, size)``; static, so free under compile."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"model input must be a float tensor (B, {channels}, {size}, {size}) in [0, 1] or normalised, "
+            f"got {getattr(x, 'dtype', type(x).__name__)}; convert uint8 images with hwr.data.batches.to_float"
+        )
+    if x.dim() != 4 or tuple(x.shape[1:]) != (channels, size, size):
+        raise ValueError(
+            f"model input must have shape (B, {channels}, {size}, {size}), got {tuple(x.shape)}; "
+            "add the channel axis with x[:, None] or resize the images"
+        )
