@@ -106,6 +106,9 @@ class StudySpec:
     def __post_init__(self) -> None:
         if not self.metrics or len(self.metrics) != len(self.directions):
             raise StudyError(
+    # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
+    # search starts from what a user would try first; missing params are sampled as usual
+    initial: tuple[dict[str, Any], ...] = ()
                 f"study {self.name!r}: metrics {self.metrics} and directions {self.directions} must pair up"
             )
         bad = [d for d in self.directions if d not in ("maximize", "minimize")]
@@ -415,3 +418,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             }
         )
     return rows
+    if spec.initial and worker == 0 and not study.user_attrs.get("initial_enqueued"):
+        study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
+        for params in spec.initial:
+            study.enqueue_trial(params, skip_if_exists=True)

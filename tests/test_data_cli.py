@@ -35,8 +35,10 @@ def test_fetch_prints_sizes_checksums_and_time(capsys):
 def test_info(capsys, tmp_path):
     rc, out, _ = run(capsys, "data", "info", "optdigits-lt", "--root", str(tmp_path))
     assert rc == 0
-    assert "125" in out and "total" in out and "305" in out and "530" in out  # head class, train and test sums
+    assert "85" in out and "total" in out and "206" in out and "400" in out and "530" in out  # head, sums
     assert "duplicate a training image: 0" in out and "mean 0." in out and "imbalance" in out
+    rc, out, _ = run(capsys, "data", "info", "optdigits-lt:ratio=50,order=1", "--root", str(tmp_path))
+    assert rc == 0 and "245" in out and "89" in out  # another draw: another head class (1), another total
 
 
 def test_show_and_compare_write_pngs(capsys, tmp_path):

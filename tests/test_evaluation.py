@@ -12,7 +12,7 @@ from hwr.config import OptimConfig, RunConfig, to_dict
 from hwr.models.cnn import CNNConfig
 
 TINY = RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=2, batch_size=32,
-                 limit_train=256, limit_test=100, validation="heldout", compile=False)
+                 limit_train=256, limit_test=100, validation="heldout")  # eager: StudySpec.execution's default
 
 
 def _spec(**kw):
@@ -80,3 +80,13 @@ def test_spec_protocol_and_errors():
                        (dict(rerun_top=0), "rerun_top"), (dict(oracle=lambda b, c: b), "oracle needs a source")):
         with pytest.raises(study.StudyError, match=match):
             _spec(**bad)
+
+
+def test_kfold_protocol_trains_every_fold_and_averages(tmp_path):
+    spec = _spec(validation="kfold", folds=2)
+    s = study.optimize(spec, storage_url=f"sqlite:///{tmp_path}/k.db", n_trials=1, root=tmp_path)
+    t = s.trials[0]
+    folds = t.user_attrs["fold_values"]
+    assert len(folds) == 2 and t.value == pytest.approx((folds[0][0] + folds[1][0]) / 2)
+    run = tmp_path / "studies" / "t" / "trial_0000"
+    assert (run / "fold0" / "metrics.json").is_file() and (run / "fold1" / "metrics.json").is_file()
