@@ -18,6 +18,7 @@ count); this module turns it into an objective, runs workers against a storage, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -31,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,6 @@ from optuna.trial import TrialState
 
 from hwr import experiment, train
 from hwr.config import VALIDATIONS, RunConfig, from_dict, to_dict
-
-# heartbeats and stale-trial retry are marked experimental in Optuna 5; they are what makes workers killable
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
     "StudyContext",
@@ -57,6 +55,7 @@ __all__ = [
     "prepare_source",
     "run_workers",
     "storage",
+    "with_installed_driver",
 ]
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"
@@ -102,13 +101,13 @@ class StudySpec:
     oracle: Callable[[RunConfig, StudyContext], RunConfig] | None = None  # the best on balanced data: a ceiling
     rerun_top: int = 1  # re-run this many top trials on ``rerun_seeds`` and rank them by their mean
     rerun_seeds: tuple[int, ...] = (201, 202)
+    # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
+    # search starts from what a user would try first; missing params are sampled as usual
+    initial: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.metrics or len(self.metrics) != len(self.directions):
             raise StudyError(
-    # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
-    # search starts from what a user would try first; missing params are sampled as usual
-    initial: tuple[dict[str, Any], ...] = ()
                 f"study {self.name!r}: metrics {self.metrics} and directions {self.directions} must pair up"
             )
         bad = [d for d in self.directions if d not in ("maximize", "minimize")]
@@ -179,25 +178,82 @@ def load_spec(name: str) -> StudySpec:
     return spec_obj
 
 
-def storage(url: str | None = None, *, heartbeat: int = 10, grace: int = 30) -> optuna.storages.RDBStorage:
+@contextlib.contextmanager
+def _experimental_ok() -> Iterator[None]:
+    """Silence Optuna's ``ExperimentalWarning`` inside the block only: heartbeats, stale-trial retry and some
+    sampler options are marked experimental in Optuna 5, and they are what makes workers killable."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+# PostgreSQL drivers SQLAlchemy knows, by its driver name (the module a URL's ``+driver`` imports), and the pip
+# package that provides each
+_PG_DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pg8000": "pg8000", "asyncpg": "asyncpg"}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def with_installed_driver(url: str) -> str:
+    """``url`` with a plain ``postgresql://`` scheme pointed at the PostgreSQL driver that is installed: SQLAlchemy
+    2.1 reads the plain scheme as psycopg (3); where that is missing and psycopg2 is installed, the URL becomes
+    ``postgresql+psycopg2://...``. Any other URL (an explicit ``+driver``, SQLite) is returned as given."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # RDBStorage says what is wrong with it
+    if parsed.drivername != "postgresql" or _installed(parsed.get_driver_name()) or not _installed("psycopg2"):
+        return url
+    return "postgresql+psycopg2" + url[len("postgresql"):]
+
+
+def _driver_error(url: str, error: ImportError) -> str:
+    """Which driver ``url`` asks for, that it is not installed, and which drivers are."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    missing = getattr(error, "name", None) or str(error)
+    shown = parsed.render_as_string(hide_password=True)
+    if backend != "postgresql":
+        return f"storage {shown!r} asks for the {backend} driver {driver!r}, which is not installed ({missing}); " \
+               f"install it, or use sqlite:///PATH or postgresql://..."
+    installed = [d for d in _PG_DRIVERS if _installed(d)]
+    have = (f"installed: {', '.join(installed)} (use postgresql+{installed[0]}://...)" if installed
+            else "no PostgreSQL driver is installed")
+    return (f"storage {shown!r} asks for the PostgreSQL driver {driver!r} (module {missing!r}), which is not "
+            f"installed; {have}; or pip install {_PG_DRIVERS.get(driver, driver)}")
+
+
+def storage(
+    url: str | None = None, *, heartbeat: int = 10, grace: int = 30, sqlite_timeout: float = 60.0
+) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and retry of stale trials; raises ``StudyError`` naming the URL when the
-    database cannot be reached, is locked, or needs a driver that is not installed."""
-    url = url or DEFAULT_STORAGE
+    database cannot be reached, is locked, or needs a driver that is not installed. A plain ``postgresql://``
+    URL uses the PostgreSQL driver that is installed (``with_installed_driver``); ``sqlite_timeout``: seconds a
+    connection waits on a locked SQLite database."""
+    url = with_installed_driver(url or DEFAULT_STORAGE)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": float(os.environ.get("HWR_SQLITE_TIMEOUT", "60"))}}
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": float(sqlite_timeout)}}
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        with _experimental_ok():
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
     except ImportError as e:
-        raise StudyError(f"storage {url!r} needs a database driver: {e}; pip install psycopg2-binary") from None
+        raise StudyError(_driver_error(url, e)) from None
     except Exception as e:  # sqlalchemy.exc.OperationalError and friends
         reason = str(e).splitlines()[0]
         if "locked" in reason:
@@ -213,16 +269,17 @@ def open_study(
     spec: StudySpec, store: optuna.storages.BaseStorage, name: str, seed: int, worker: int = 0
 ) -> optuna.Study:
     """Create or load the study; the sampler is seeded per worker so workers do not propose the same points."""
-    pruner = spec.pruner() if spec.pruner else optuna.pruners.NopPruner()
     try:
-        return optuna.create_study(
-            study_name=name,
-            storage=store,
-            sampler=spec.sampler(seed + 1000 * worker),
-            pruner=pruner,
-            directions=list(spec.directions),
-            load_if_exists=True,
-        )
+        with _experimental_ok():  # samplers and pruners with options Optuna marks experimental
+            pruner = spec.pruner() if spec.pruner else optuna.pruners.NopPruner()
+            return optuna.create_study(
+                study_name=name,
+                storage=store,
+                sampler=spec.sampler(seed + 1000 * worker),
+                pruner=pruner,
+                directions=list(spec.directions),
+                load_if_exists=True,
+            )
     except ValueError as e:
         raise StudyError(f"study {name!r} exists with other directions ({e}); choose another --name") from None
 
@@ -337,13 +394,14 @@ def optimize(
     grace: int = 30,
     spec_ref: str | None = None,
     dataset: str | None = None,
+    sqlite_timeout: float = 60.0,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
     ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
     ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
-    store = storage(storage_url, heartbeat=heartbeat, grace=grace)
+    store = storage(storage_url, heartbeat=heartbeat, grace=grace, sqlite_timeout=sqlite_timeout)
     study = open_study(spec, store, name, seed, worker)
     study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
@@ -353,17 +411,22 @@ def optimize(
     dataset = dataset or saved
     if dataset is not None:
         study.set_user_attr("dataset", dataset)
+    if spec.initial and worker == 0 and not study.user_attrs.get("initial_enqueued"):
+        study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
+        for params in spec.initial:
+            study.enqueue_trial(params, skip_if_exists=True)
     source = prepare_source(spec, root)
     context = StudyContext(source, root / "studies" / name, dataset)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:
-        study.optimize(
-            objective(spec, context, n_trials),
-            timeout=timeout,
-            catch=(BudgetReached,),
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
-        )
+        with _experimental_ok():  # the stale-trial retry runs inside
+            study.optimize(
+                objective(spec, context, n_trials),
+                timeout=timeout,
+                catch=(BudgetReached,),
+                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
+            )
     return study
 
 
@@ -418,7 +481,3 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             }
         )
     return rows
-    if spec.initial and worker == 0 and not study.user_attrs.get("initial_enqueued"):
-        study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
-        for params in spec.initial:
-            study.enqueue_trial(params, skip_if_exists=True)

@@ -2,6 +2,7 @@
 workers, kill -9 of a worker mid-trial, NaN trials, bad specs and unreachable or locked storages."""
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sqlite3
@@ -76,6 +77,56 @@ def test_unreachable_and_locked_storage(tmp_path):
     p = hwr("study", "run", TINY, "--storage", f"sqlite:///{db}", env={"HWR_SQLITE_TIMEOUT": "1"}, check=False)
     con.rollback()
     assert p.returncode == 2 and "locked" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sqlite_timeout_is_an_argument(tmp_path):
+    db = tmp_path / "locked.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x)")
+    con.execute("begin exclusive")
+    t0 = time.perf_counter()
+    with pytest.raises(study.StudyError, match="locked"):
+        study.storage(f"sqlite:///{db}", sqlite_timeout=0.5)
+    con.rollback()
+    assert time.perf_counter() - t0 < 30  # the default (60 s) was not used
+
+
+def test_plain_postgresql_url_opens_with_the_installed_driver(pg_url):
+    plain = pg_url.replace("postgresql+psycopg2://", "postgresql://")  # what most people type
+    if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy 2.1 reads the plain scheme as psycopg 3
+        assert study.with_installed_driver(plain) == pg_url
+    s = optuna.create_study(study_name="plain-url", storage=study.storage(plain), load_if_exists=True)
+    s.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    assert len(optuna.load_study(study_name="plain-url", storage=pg_url).trials) == 1
+
+
+def test_missing_driver_error_names_the_cause():
+    assert study.with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert study.with_installed_driver("postgresql+pg8000://u@h/db") == "postgresql+pg8000://u@h/db"
+    if importlib.util.find_spec("pg8000") is not None:
+        pytest.skip("pg8000 is installed here")
+    with pytest.raises(study.StudyError) as e:
+        study.storage("postgresql+pg8000://u:secret@127.0.0.1:1/db")
+    msg = str(e.value)
+    assert "PostgreSQL driver 'pg8000'" in msg and "not installed" in msg and "pip install pg8000" in msg
+    assert "secret" not in msg
+    if importlib.util.find_spec("psycopg2") is not None:
+        assert "installed: psycopg2" in msg and "postgresql+psycopg2://" in msg
+
+
+def test_no_warning_filter_at_import_and_none_left_behind(tmp_path):
+    probe = ("import warnings, optuna, hwr.study; "
+             "print(any(f[2] is optuna.exceptions.ExperimentalWarning for f in warnings.filters))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+    import warnings
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.storage(f"sqlite:///{tmp_path}/w.db")  # heartbeats and stale-trial retry: experimental in Optuna
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    assert warnings.filters == before
 
 
 def test_sqlite_run_resume_nan_show_plot_best(tmp_path):

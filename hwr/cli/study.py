@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -57,12 +58,22 @@ def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
         p.add_argument("--name", default=None, help="study name in the storage (default: the module's name)")
 
 
+def _sqlite_timeout() -> float:
+    """``HWR_SQLITE_TIMEOUT``: seconds a worker waits on a locked SQLite study database (default 60); the CLI
+    reads it and passes it down."""
+    return float(os.environ.get("HWR_SQLITE_TIMEOUT", "60"))
+
+
+def _storage(url: str | None):
+    return study.storage(url, sqlite_timeout=_sqlite_timeout())
+
+
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
 
 
 def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
-    store = study.storage(args.storage)
+    store = _storage(args.storage)
     try:
         s = optuna.load_study(study_name=args.name, storage=store)
     except KeyError:
@@ -81,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
-        study.storage(args.storage)  # fail fast, once, on a bad URL
+        _storage(args.storage)  # fail fast, once, on a bad URL
         study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else ())
         argv = [args.study, "--name", name, "--seed", str(args.seed), "--root", args.root,
                 "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
@@ -98,10 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         study.optimize(spec, storage_url=args.storage, name=name, n_trials=args.n_trials, timeout=args.timeout,
                        seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace,
                        spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
-                       dataset=args.dataset)
+                       dataset=args.dataset, sqlite_timeout=_sqlite_timeout())
         if args.worker is not None:
             return 0
-    s = optuna.load_study(study_name=name, storage=study.storage(args.storage))
+    s = optuna.load_study(study_name=name, storage=_storage(args.storage))
     report.console.print(report.study_table(s))
     return 0
 
