@@ -4,6 +4,7 @@ atomically with matplotlib's Agg backend, so no display is needed."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,11 @@ from hwr.files import atomic_write
 
 __all__ = ["console", "err_console", "metrics_table", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)  # warnings and interruptions: visible even when stdout is piped away
+# Piped into a log (`make run > log`), rich would squeeze tables into 80 columns (`COMP…`): off a terminal, lay
+# them out at their natural width instead (tables do not stretch to the console's width).
+_WIDE = 240
+console = Console(stderr=False, width=None if sys.stdout.isatty() else _WIDE)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)  # visible when stdout is piped
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:

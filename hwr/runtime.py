@@ -79,11 +79,27 @@ def configure() -> None:
     torch's intra-op threads (study workers on one machine split the cores this way)."""
     tune_allocator()
     inductor_cache_dir()
+    quiet_cuda_home_warning()
     threads = os.environ.get("HWR_THREADS")
     if threads:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def quiet_cuda_home_warning() -> None:
+    """Silence the one warning a CUDA build of torch logs on a machine without CUDA whenever inductor builds a
+    C++ kernel (``No CUDA runtime is found, using CUDA_HOME=...``): it is expected on a CPU-only machine and says
+    nothing about the run. Only that logger record is dropped; every other warning still shows."""
+    import logging
+
+    class _NoCudaHome(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No CUDA runtime is found" not in record.getMessage()
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaHome) or type(f).__name__ == "_NoCudaHome" for f in log.filters):
+        log.addFilter(_NoCudaHome())
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
