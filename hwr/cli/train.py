@@ -34,9 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trainable", default="all", choices=("head", "last", "all"))
     p.add_argument("--backbone-lr-mult", type=float, default=1.0)
     p.add_argument("--class-weights", default="none", choices=("none", "inverse", "effective", "logit_adjust"))
+    _longtail_args(p)
     _common(p)
     p.set_defaults(func=cmd_finetune)
-    _longtail_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
     p.add_argument("run", help="run folder")
@@ -51,8 +51,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="run folder to write (config, metrics, checkpoint, figures)")
 def _longtail_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("long-tail levers")
     g.add_argument("--tau", type=float, default=1.0, help="logit-adjustment tau (1: balanced softmax)")
@@ -74,6 +72,8 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fold", type=int, default=0)
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run folder to write (config, metrics, checkpoint, figures)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
