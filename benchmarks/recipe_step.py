@@ -2,7 +2,8 @@
 each memory format: samples/s on real MNIST batches, variants interleaved, median of timed windows.
 
 It measures what a lever does to a whole recipe rather than to the bare seed CNN (``benchmarks/step.py``): the
-``best`` recipe uses channels-last because of this comparison.
+``best`` recipe's 1.16x for channels-last came from this comparison (the memory format is an execution choice,
+``hwr.execution.Execution``, which autotune now makes per machine).
 
     python benchmarks/recipe_step.py --recipe best [--formats contiguous,channels_last] [--json PATH]
 """
@@ -10,7 +11,6 @@ It measures what a lever does to a whole recipe rather than to the bare seed CNN
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -27,6 +27,7 @@ from rich.table import Table  # noqa: E402
 from hwr import experiment, files, random, recipes, report, runtime, train  # noqa: E402
 from hwr.config import MEMORY_FORMATS  # noqa: E402
 from hwr.data import batches as bt  # noqa: E402
+from hwr.execution import Execution  # noqa: E402
 
 __all__ = ["main", "measure"]
 
@@ -40,8 +41,7 @@ def measure(recipe: str, formats: list[str], *, windows: int, steps: int, limit_
         raise SystemExit(f"{len(pool)} batches of training data; need --steps + 1 = {steps + 1} (lower --steps)")
     runners = []
     for fmt in formats:
-        cfg = dataclasses.replace(base, memory_format=fmt)
-        step = train.compile(experiment.make_step(cfg, p))
+        step = train.compile(experiment.make_step(base, p, Execution(compile=False, memory_format=fmt)))
         state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
         t0 = time.perf_counter()
         state, _ = step(state, pool[0])

@@ -5,7 +5,8 @@ to its config.json and metrics.json.
 ``--device cuda`` (``auto``: CUDA when available) loads the data onto the GPU once and keeps it resident there:
 batches are gathered on the device, the fit loop reads metrics back every ``sync_every`` steps only, and the
 epoch's time is taken after a device synchronisation. ``--limit-train``/``--limit-test``/``--epochs`` shrink a run
-for a smoke test; the JSON then says so.
+for a smoke test; the JSON then says so. The step is the autotuned compiled one (``hwr.execution``; its choice is
+in each row), unless ``--no-compile`` or ``--memory-format`` say otherwise.
 
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 1 2 [--json runs/bench/fast.json]
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device cuda --json gpu_fast.json
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from rich.table import Table  # noqa: E402
 
 from hwr import experiment, files, recipes, report, runtime  # noqa: E402
+from hwr.execution import MEMORY_FORMATS, Execution  # noqa: E402
 
 __all__ = ["main"]
 
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--json", default=None)
     ap.add_argument("--fresh", action="store_true", help="retrain even where a finished run folder exists")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    ap.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    ap.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS, help="auto: autotune picks")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (smoke runs)")
     ap.add_argument("--limit-train", type=int, default=None, help="load only N training images (smoke runs)")
     ap.add_argument("--limit-test", type=int, default=None, help="evaluate on only N test images (smoke runs)")
@@ -63,13 +67,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         else:
             resume = (out / experiment.CHECKPOINT).is_file()
             cfg = recipes.get(args.recipe, seed=seed, **overrides)
-            r = experiment.run(cfg, out, resume=resume, callbacks=[report.Progress(cfg.epochs)], device=device)
-        t = r["timing"]
+            execution = Execution(device=str(device), compile=not args.no_compile, memory_format=args.memory_format)
+            r = experiment.run(cfg, out, execution=execution, resume=resume, callbacks=[report.Progress(cfg.epochs)])
+        t, used = r["timing"], r.get("execution", {})
         rows.append({"recipe": args.recipe, "seed": seed, "epochs": len(r["epochs"]), "device": str(device),
                      "device_name": runtime.device_name(device), "smoke": smoke,
                      "compile_s": t["compile_seconds"], "train_s": t["train_seconds"],
                      "total_s": t["compile_seconds"] + t["train_seconds"], "test_accuracy": r["test"]["accuracy"],
-                     "samples_per_s": t["samples_per_s"], "run": str(out)})
+                     "samples_per_s": t["samples_per_s"], "step": used.get("candidate", "eager"),
+                     "memory_format": used.get("memory_format"), "run": str(out)})
         report.console.print(f"seed {seed}: test accuracy {r['test']['accuracy']:.4f} in {rows[-1]['total_s']:.0f}s")
 
     acc = [r["test_accuracy"] for r in rows]

@@ -4,6 +4,10 @@ Tensors are stored under their dotted pytree names (``params.block1.conv1.kernel
 ``opt_state.0.mu.head.bias``...), so a JAX or NumPy user reads them with ``safetensors`` alone. Loading fills a
 *template* pytree (built from the same config) by name and checks every shape, so a checkpoint from another
 architecture, a truncated file or a foreign file is refused with a message that says which.
+
+Checkpoints are device-neutral: a file holds no device (safetensors writes CPU bytes, from any device), and
+``load`` puts each tensor on its template leaf's device, or on ``device`` when given, so a state saved on a GPU
+loads on a CPU and the reverse (a template on ``meta`` gives the shapes without allocating anything).
 """
 
 from __future__ import annotations
@@ -67,9 +71,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return load_flat(path)[1]
 
 
-def load(path: str | os.PathLike, template: PyTree, *, prefix: str = "") -> PyTree:
+def load(
+    path: str | os.PathLike, template: PyTree, *, prefix: str = "", device: str | torch.device | None = None
+) -> PyTree:
     """Fill ``template``'s tensor leaves from ``path`` by name (under ``prefix``, e.g. ``"params."``), checking
-    names, shapes and dtypes; non-tensor leaves are kept from the template."""
+    names, shapes and dtypes; non-tensor leaves are kept from the template. Each tensor goes to ``device``, or
+    where its template leaf lives when ``device`` is None."""
     tensors, _ = load_flat(path)
     names = tree.flatten_names(template)
     missing = [prefix + k for k, v in names.items() if isinstance(v, torch.Tensor) and prefix + k not in tensors]
@@ -89,5 +96,5 @@ def load(path: str | os.PathLike, template: PyTree, *, prefix: str = "") -> PyTr
                 f"checkpoint {path}: {prefix + k} has shape {tuple(t.shape)} {t.dtype}, the model expects "
                 f"{tuple(v.shape)} {v.dtype}; the checkpoint comes from another architecture"
             )
-        leaves.append(t.to(v.device))
+        leaves.append(t.to(v.device if device is None else device))
     return pytree.tree_unflatten(leaves, tree.structure(template))

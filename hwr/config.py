@@ -1,7 +1,10 @@
 """Run configuration as frozen dataclasses, and their exact round trip through JSON.
 
 A ``RunConfig`` is everything needed to rerun a training run (``config.json`` in every run folder). Studies
-turn a trial into a ``RunConfig``; nothing threads raw dicts through the code.
+turn a trial into a ``RunConfig``; nothing threads raw dicts through the code. Where and how a run executes
+(device, compile, precision, memory format) is not part of it: that is ``hwr.execution.Execution``. A
+``config.json`` written before that split still loads: ``from_dict`` drops its ``compile``, ``precision`` and
+``memory_format`` (``LEGACY_EXECUTION_KEYS``), which ``hwr.execution.from_legacy`` maps into an ``Execution``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from hwr.data.mix import MixConfig
 from hwr.losses import LossConfig
 
 __all__ = [
+    "LEGACY_EXECUTION_KEYS",
     "MEMORY_FORMATS",
     "VALIDATIONS",
     "ClassifierConfig",
@@ -95,7 +99,8 @@ class ClassifierConfig:
         return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
 
 
-MEMORY_FORMATS = ("contiguous", "channels_last")
+MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts (hwr.execution.MEMORY_FORMATS adds auto)
+LEGACY_EXECUTION_KEYS = ("compile", "precision", "memory_format")  # RunConfig fields before hwr.execution
 VALIDATIONS = ("split", "heldout", "kfold")
 
 
@@ -123,9 +128,6 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     limit_train: int = 0
     limit_test: int = 0
-    compile: bool = True
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    memory_format: str = "contiguous"  # contiguous | channels_last (hwr.perf.channels_last; same function)
     recipe: str = ""
 
     def __post_init__(self) -> None:
@@ -139,10 +141,6 @@ class RunConfig:
             raise ValueError(f"kfold validation needs folds >= 2 and 0 <= fold < folds, got {self.fold}/{self.folds}")
         if self.sampling not in SAMPLING_POWERS:
             raise ValueError(f"sampling must be one of {tuple(SAMPLING_POWERS)}, got {self.sampling!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
         if self.model_config is not None and not dataclasses.is_dataclass(self.model_config):
             object.__setattr__(self, "model_config", models.config_from_dict(self.model, self.model_config))
 
@@ -157,9 +155,12 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild ``cls`` from ``to_dict`` output, recursing into nested dataclasses; unknown keys are an error."""
+    """Rebuild ``cls`` from ``to_dict`` output, recursing into nested dataclasses; unknown keys are an error, except
+    a ``RunConfig``'s ``LEGACY_EXECUTION_KEYS`` (an old ``config.json``), which are dropped."""
     if not isinstance(values, dict):
         raise TypeError(f"{cls.__name__} expects a JSON object, got {type(values).__name__}")
+    if cls is RunConfig:
+        values = {k: v for k, v in values.items() if k not in LEGACY_EXECUTION_KEYS}
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)

@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from hwr import experiment, files
 from hwr.config import RunConfig, to_dict
+from hwr.execution import Execution
 from hwr.study import StudyContext, StudyError, StudySpec, config_of, prepare_source
 
 __all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "verdict"]
@@ -46,13 +47,13 @@ def shot_groups(counts: list[int]) -> dict[str, list[int]]:
     return {"many": order[:a], "medium": order[a:b], "few": order[b:]}
 
 
-def _run(cfg: RunConfig, out: Path, callbacks: tuple) -> dict[str, Any]:
+def _run(cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution) -> dict[str, Any]:
     if (out / experiment.METRICS).is_file():
         return json.loads((out / experiment.METRICS).read_text())
     if out.exists():
         shutil.rmtree(out)
     torch._dynamo.reset()
-    return experiment.run(cfg, out, callbacks=callbacks, write_figures=False)
+    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False)
 
 
 def select(
@@ -73,7 +74,7 @@ def select(
             cfg = config_of(t)
             for seed in spec.rerun_seeds:
                 r = _run(spec.protocol(dataclasses.replace(cfg, seed=seed)), out_root / f"rerun_{t.number}_seed{seed}",
-                         callbacks)
+                         callbacks, spec.execution)
                 values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
                 if on_run:
                     on_run(f"rerun #{t.number}", seed, r)
@@ -108,11 +109,11 @@ def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[s
     return out
 
 
-def _zero_shot(source: Path, dataset: str, n_seeds: int) -> list[dict[str, Any]]:
+def _zero_shot(source: Path, dataset: str, n_seeds: int, device: str) -> list[dict[str, Any]]:
     """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
-    test = experiment.evaluate_run(source, dataset, split="test")
+    test = experiment.evaluate_run(source, dataset, split="test", device=device)
     try:
-        val = experiment.evaluate_run(source, dataset, split="val")
+        val = experiment.evaluate_run(source, dataset, split="val", device=device)
     except experiment.RunError:
         val = None
     return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
@@ -141,7 +142,7 @@ def evaluate_best(
     for label, cfg in contenders.items():
         runs[label] = []
         for s in spec.eval_seeds:
-            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks)
+            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution)
             runs[label].append(r)
             if on_run:
                 on_run(label, s, r)
@@ -150,7 +151,8 @@ def evaluate_best(
     results: dict[str, Any] = {"study": study.study_name, "best_trial": winner.number, "selection": selection,
                                "shot_groups": groups, "contenders": {}}
     if context.source_dir is not None and best_cfg.finetune is not None:
-        runs = {"zero_shot": _zero_shot(context.source_dir, best_cfg.dataset, len(spec.eval_seeds)), **runs}
+        runs = {"zero_shot": _zero_shot(context.source_dir, best_cfg.dataset, len(spec.eval_seeds),
+                                        spec.execution.device), **runs}
     for label, rs in runs.items():
         results["contenders"][label] = _aggregate(rs, contenders.get(label), groups)
     results["ceilings"] = ["oracle"] if "oracle" in contenders else []

@@ -1,18 +1,22 @@
-"""A training run as one library call: ``run(config, out_dir)`` prepares data, model and optimizer from a
-``RunConfig``, compiles the pure step, fits with per-epoch validation and atomic checkpoints, evaluates on the
-test split and writes the run folder:
+"""A training run as one library call: ``run(config, out_dir, execution=...)`` prepares data, model and optimizer
+from a ``RunConfig`` (``hwr.preparation``), builds the step the ``Execution`` asks for (eager, or autotuned and
+compiled), fits with per-epoch validation and atomic checkpoints, evaluates on the test split and writes the
+run folder:
 
-    config.json               everything needed to rerun (RunConfig)
-    checkpoint.safetensors    TrainState + metadata (epochs done, history, normalisation, classes)
-    metrics.json              per-epoch records, final validation and test summaries, timings
+    config.json               what the run is (RunConfig); where it ran is not part of it
+    checkpoint.safetensors    TrainState + metadata (epochs done, history, normalisation, classes); device-neutral
+    metrics.json              per-epoch records, final validation and test summaries, timings, and the execution
+                              used (device and its name, compile choice, seconds per step)
     confusion.png, errors.png the test confusion matrix and a grid of misclassified test images
 
-The CLI and the studies are thin over this module; it prints nothing (progress arrives through callbacks).
+The stages of ``run``: ``_open`` (the folder), ``_setup`` (prepare, the state, a resumed checkpoint),
+``_build_step``, ``_train`` (the fit loop), ``_finish`` (post-training, final evaluation, writing). The CLI and the
+studies are thin over this module; it prints nothing (progress arrives through callbacks).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,15 +25,21 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, longtail, losses, metrics, models, optim, perf, random, train, tree
-from hwr.config import OptimConfig, RunConfig, from_dict, to_dict
+from hwr import checkpoint, files, longtail, metrics, models, random, runtime, train, tree
+from hwr import execution as ex
+from hwr.config import RunConfig, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
-from hwr.data import clean, sources, splits
-from hwr.finetune import anchored_mask, lr_multipliers, transfer
+from hwr.data import sources
+from hwr.execution import Execution
 from hwr.models import Model
+from hwr.preparation import CHECKPOINT, CONFIG, Prepared, RunError, build_optimizer, prepare, read_config
 
 __all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "Execution",
     "Prepared",
     "RunError",
     "build_optimizer",
@@ -39,183 +49,12 @@ __all__ = [
     "make_batches",
     "make_step",
     "prepare",
+    "read_config",
     "run",
+    "saved_execution",
 ]
 
-CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.safetensors", "metrics.json"
-_SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds
-
-
-class RunError(ValueError):
-    """A run folder that cannot be used as asked (exists without --resume, missing files, wrong kind)."""
-
-
-class Prepared(NamedTuple):
-    """Everything a run derives from its config before the first step."""
-
-    config: RunConfig
-    model: Model
-    optimizer: optim.GradientTransformation
-    loss: losses.Loss
-    params: Any
-    model_state: Any
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-    classes: tuple[str, ...]
-    mean: float
-    std: float
-    steps_per_epoch: int
-    reinitialised: list[str]
-    counts: torch.Tensor  # (C,) training images per class, on the CPU
-    source_params: Any  # the pretrained values the fine-tune starts from (None when training from scratch)
-    anchored: Any  # bools shaped like params: True where the leaf came from the source
-
-
-def build_optimizer(
-    cfg: OptimConfig,
-    total_steps: int,
-    multipliers: Any = None,
-    *,
-    extra: Sequence[optim.GradientTransformation] = (),
-) -> optim.GradientTransformation:
-    """The optimizer a ``OptimConfig`` names, its schedule spanning ``total_steps``; ``extra`` gradient terms
-    (L2-SP) are added after clipping, before the optimizer's own scaling."""
-    schedule: optim.ScalarOrSchedule = {
-        "constant": lambda: cfg.lr,
-        "cosine": lambda: optim.cosine(cfg.lr, total_steps),
-        "onecycle": lambda: optim.onecycle(cfg.lr, total_steps, warmup=cfg.warmup),
-        "step": lambda: optim.step_decay(cfg.lr, max(total_steps // 3, 1)),
-    }[cfg.schedule]()
-    parts = [optim.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    parts += list(extra)
-    if cfg.name == "sgd":
-        parts.append(optim.sgd(schedule, cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay))
-    elif cfg.name == "adamw":
-        parts.append(optim.adamw(schedule, weight_decay=cfg.weight_decay))
-    else:
-        parts += [optim.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
-        parts.append(optim.adam(schedule))
-    if multipliers is not None:
-        parts.append(optim.scale_by_multipliers(multipliers))
-    return optim.chain(*parts)
-
-
-def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, key: random.Key) -> tuple[torch.Tensor, torch.Tensor]:
-    if not limit or limit >= len(y):
-        return x, y
-    idx = random.permutation(key, len(y))[:limit].to(y.device)
-    return x[idx], y[idx]
-
-
-def _source_run(source: str) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    src = Path(source)
-    cfg = read_config(src)
-    flat, meta = checkpoint.load_flat(src / CHECKPOINT)
-    return cfg, flat, meta
-
-
-def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: str | torch.device = "cpu") -> Prepared:
-    """Load and split the data, build the model (transferring pretrained parameters when fine-tuning), the
-    loss (class weights from training counts) and the optimizer. Validates at the edges: unknown dataset,
-    model or source run raise clear errors here, never inside the compiled step."""
-    ds = sources.load(config.dataset, data_root, device=device)
-    clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
-    clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
-    k_split = random.key(_SPLIT_SEED)
-    train_xy, val_xy = _validation_split(config, ds, k_split)
-    train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
-    if config.limit_train:
-        val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
-    test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
-    mean, std = clean.normalization_stats(train_xy[0])
-
-    k_model = random.split(random.key(config.seed))[0]
-    pretrained: dict[str, torch.Tensor] = {}
-    if config.finetune is not None:
-        src_cfg, flat, _ = _source_run(config.finetune.source)
-        name = src_cfg.model
-        base = config.model_config or src_cfg.model_config or models.config_from_dict(name)
-        pretrained = flat
-    else:
-        name = config.model
-        base = config.model_config or models.config_from_dict(name)
-    if getattr(base, "num_classes", ds.num_classes) != ds.num_classes:
-        base = dataclasses.replace(base, num_classes=ds.num_classes)
-    model = models.get(name, base)
-    params = model.init(random.fold_in(k_model, 0))
-    model_state = model.init_state()
-    fresh: list[str] = []
-    source_params = anchored = None
-    if config.finetune is not None:
-        src_params = {k[7:]: v for k, v in pretrained.items() if k.startswith("params.")}
-        params, fresh = transfer(src_params, params, reinit=config.finetune.reinit)
-        model_state, _ = transfer(
-            {k[12:]: v for k, v in pretrained.items() if k.startswith("model_state.")}, model_state
-        )
-        anchored = anchored_mask(params, fresh)
-    params = _to(params, device)
-    model_state = _to(model_state, device)
-    if config.finetune is not None:
-        source_params = tree.map(lambda x: x.clone(), params)  # the anchor of L2-SP and WiSE-FT
-
-    steps = bt.num_batches(len(train_xy[1]), config.batch_size, drop_last=True)
-    if steps == 0:
-        raise RunError(
-            f"{len(train_xy[1])} training images make no full batch of {config.batch_size}; lower --batch-size"
-        )
-    mults = None
-    if config.finetune is not None and (config.finetune.trainable != "all" or config.finetune.backbone_lr_mult != 1.0):
-        mults = lr_multipliers(params, config.finetune.trainable, config.finetune.backbone_lr_mult)
-    extra = []
-    if config.finetune is not None and config.finetune.l2sp > 0:
-        extra.append(optim.add_l2_toward(source_params, config.finetune.l2sp, anchored))
-    optimizer = build_optimizer(config.optim, steps * config.epochs, mults, extra=extra)
-    counts = torch.bincount(train_xy[1].cpu(), minlength=ds.num_classes).clamp_min(1)
-    loss = losses.make_loss(config.loss, counts, device=device, total_steps=steps * config.epochs)
-    return Prepared(
-        config,
-        model,
-        optimizer,
-        loss,
-        params,
-        model_state,
-        train_xy,
-        val_xy,
-        test_xy,
-        ds.classes,
-        mean,
-        std,
-        steps,
-        fresh,
-        counts,
-        source_params,
-        anchored,
-    )
-
-
-def _validation_split(
-    config: RunConfig, ds: sources.Dataset, key: random.Key
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``(train, val)`` image/label pairs under ``config.validation``: ``split`` holds out a stratified
-    ``val_fraction`` of the training set, ``heldout`` takes the data set's own validation split (disjoint from
-    train and test), ``kfold`` holds out fold ``fold`` of a stratified ``folds``-fold partition."""
-    x, y = ds.train_images, ds.train_labels
-    if config.validation == "heldout":
-        if ds.val_images is None:
-            raise RunError(f"dataset {ds.name} has no held-out validation split; use validation split or kfold "
-                           "(a data set with one: optdigits, optdigits-lt)")
-        return (x, y), (ds.val_images, ds.val_labels)
-    if config.validation == "kfold":
-        fold = splits.stratified_folds(key, y, config.folds)
-        is_val = fold == config.fold
-        return (x[~is_val], y[~is_val]), (x[is_val], y[is_val])
-    tr_idx, va_idx = splits.stratified_split(key, y, config.val_fraction)
-    return (x[tr_idx], y[tr_idx]), (x[va_idx], y[va_idx])
-
-
-def _to(t: Any, device: Any) -> Any:
-    return tree.map(lambda x: x.to(device), t)
+METRICS = "metrics.json"
 
 
 def evaluate(
@@ -241,40 +80,35 @@ def evaluate(
     return metrics.summarize(totals["confusion"], loss_sum=float(totals["loss_sum"]))
 
 
-class _Checkpointer(train.Callback):
-    """Saves the state and history atomically at the end of every epoch (the last good checkpoint)."""
-
-    def __init__(self, out: Path, meta: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.out, self.meta, self.history = out, meta, list(history)
-
-    def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        checkpoint.save(self.out / CHECKPOINT, state, {**self.meta, "epochs_done": epoch + 1, "history": self.history})
+def saved_execution(run_dir: str | Path, base: Execution | None = None) -> Execution:
+    """``base`` (default ``Execution()``) with what a run folder's ``config.json`` still says about execution: a
+    folder written before ``Execution`` existed carries ``compile``, ``precision`` and ``memory_format``, so it
+    resumes as it ran; a current folder says nothing and ``base`` is returned."""
+    read_config(run_dir)  # a clear error for a folder that is not a run
+    return ex.from_legacy(json.loads((Path(run_dir) / CONFIG).read_text()), base)
 
 
-def read_config(run_dir: str | Path) -> RunConfig:
-    """The ``RunConfig`` of a run folder, with clear errors for a missing folder or file."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist; train one with: hwr train --out {run_dir}")
-    path = run_dir / CONFIG
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run folder (no {CONFIG}); pass the --out folder of hwr train")
-    try:
-        return from_dict(RunConfig, json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise RunError(f"{path} is not a valid run config: {e}") from None
+def make_step(config: RunConfig, p: Prepared, execution: Execution | None = None) -> ex.Step:
+    """The pure, uncompiled train step of ``config`` (augmentation, mixing) under ``execution``'s memory format
+    and precision; ``run`` compiles the same step (``hwr.execution.train_step``)."""
+    return ex.eager_step(execution or Execution(), p.model, p.optimizer, p.loss, **_step_kwargs(config, p))
 
 
-def make_step(config: RunConfig, p: Prepared) -> Callable[[train.TrainState, bt.Batch], Any]:
-    """The pure train step ``run`` compiles for ``config``: augmentation, mixing, memory format and precision."""
-    step_model = perf.channels_last(p.model) if config.memory_format == "channels_last" else p.model
-    step_model = perf.autocast(step_model, "bfloat16") if config.precision == "bf16" else step_model
-    return train.train_step(step_model, p.optimizer, p.loss, transform=_train_transform(config, p), mix=config.mix)
+def _step_kwargs(config: RunConfig, p: Prepared) -> dict[str, Any]:
+    return {"transform": _train_transform(config, p), "mix": config.mix}
 
 
 def _train_transform(config: RunConfig, p: Prepared) -> train.Transform:
     return aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
+
+
+def _autotune_tag(config: RunConfig) -> str:
+    """What besides the model and the batch shapes shapes the step's graph (autotune's cache key): the closures'
+    configs (augmentation, mixing, loss, optimizer, which parameters train, L2-SP)."""
+    ft = config.finetune
+    what = [to_dict(c) for c in (config.augment, config.mix, config.loss, config.optim)]
+    what.append([ft.trainable, ft.backbone_lr_mult != 1.0, ft.l2sp > 0] if ft is not None else None)
+    return "run:" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[int], list[bt.Batch]]:
@@ -286,9 +120,12 @@ def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[i
     return lambda epoch: bt.sampled_batches(random.fold_in(key, epoch), x, y, config.batch_size, power=power)
 
 
-def _post_train(config: RunConfig, p: Prepared, state: train.TrainState, key: random.Key) -> tuple[Any, dict]:
+def _post_train(
+    config: RunConfig, execution: Execution, p: Prepared, state: train.TrainState, key: random.Key
+) -> tuple[Any, dict]:
     """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.longtail``).
-    Returns the final params and a record of the choices made (the WiSE-FT alpha with its validation scores)."""
+    Returns the final params (``state.params`` itself when nothing applies) and a record of the choices made
+    (the WiSE-FT alpha with its validation scores)."""
     params, record = state.params, {}
     num_classes = len(p.classes)
     if config.finetune is not None and config.finetune.wise:
@@ -303,113 +140,148 @@ def _post_train(config: RunConfig, p: Prepared, state: train.TrainState, key: ra
     if cc.crt_epochs > 0:
         params = longtail.retrain_classifier(
             p.model, params, state.model_state, key, *p.train, transform=_train_transform(config, p),
-            epochs=cc.crt_epochs, batch_size=config.batch_size, lr=cc.crt_lr, compile=config.compile,
+            epochs=cc.crt_epochs, batch_size=config.batch_size, lr=cc.crt_lr, compile=execution.compile,
         )
         record["crt_epochs"] = cc.crt_epochs
     params, done = longtail.adjust_head(params, p.counts, cc)
     return params, {**record, **done}
 
 
-def run(
-    config: RunConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    callbacks: Sequence[train.Callback] = (),
-    data_root: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    write_figures: bool = True,
-) -> dict[str, Any]:
-    """Train ``config`` into ``out_dir`` and return the contents of ``metrics.json``.
+class _Checkpointer(train.Callback):
+    """Saves the state and history atomically at the end of every epoch (the last good checkpoint)."""
 
-    With ``resume=True`` an interrupted run continues from its last checkpoint (end of the last finished epoch)
-    and reaches the same result as an uninterrupted one: batches and step keys are functions of (seed, epoch,
-    step), never of process history. Raises ``train.NonFiniteLoss`` if the loss turns NaN (the last good
-    checkpoint stays) and ``RunError`` for a folder that cannot be used.
-    """
-    out = Path(out_dir)
-    ckpt = out / CHECKPOINT
+    def __init__(self, out: Path, meta: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.out, self.meta, self.history = out, meta, list(history)
+
+    def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        checkpoint.save(self.out / CHECKPOINT, state, {**self.meta, "epochs_done": epoch + 1, "history": self.history})
+
+
+# ---------------------------------------------------------------------------------------------- stages of run
+
+
+class _Setup(NamedTuple):
+    p: Prepared
+    state: train.TrainState
+    start: int  # the first epoch to train (> 0 when resumed)
+    history: list[dict[str, Any]]  # the epochs' records so far
+    meta: dict[str, Any]  # the checkpoint's metadata (model, classes, normalisation)
+    device: torch.device
+
+
+def _open(config: RunConfig, out: Path, resume: bool) -> dict[str, Any] | None:
+    """Check the folder (a new run, or a resume of the same config) and write ``config.json`` for a new run.
+    Returns the saved metrics of a resumed run that had already finished, else None."""
     if resume:
-        if not ckpt.is_file():
+        if not (out / CHECKPOINT).is_file():
             raise RunError(f"nothing to resume in {out}: no {CHECKPOINT}; start it without --resume")
-        saved = read_config(out)
-        if to_dict(saved) != to_dict(config):
+        if to_dict(read_config(out)) != to_dict(config):
             raise RunError(f"--resume of {out} with a different config; resume with the saved one (omit options)")
-    elif ckpt.exists() or (out / METRICS).exists():
+        if checkpoint.read_metadata(out / CHECKPOINT).get("complete") and (out / METRICS).is_file():
+            return json.loads((out / METRICS).read_text())
+        return None  # config.json stays as written (an old one keeps its execution keys: saved_execution)
+    if (out / CHECKPOINT).exists() or (out / METRICS).exists():
         raise RunError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     files.write_json(out / CONFIG, to_dict(config))
+    return None
 
+
+def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, data_root: str | Path | None) -> _Setup:
+    """Prepare on ``device``, build the initial state there and, when resuming, fill it from the checkpoint."""
     p = prepare(config, data_root=data_root, device=device)
-    k_train, k_data = random.split(random.split(random.key(config.seed))[1])
-    state = train.init_state(p.model, p.optimizer, k_train, params=p.params, model_state=p.model_state)
-    history: list[dict[str, Any]] = []
-    start = 0
+    state = train.init_state(p.model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
+    meta = {"model": p.model.name, "model_config": to_dict(p.model.config), "classes": list(p.classes),
+            "mean": p.mean, "std": p.std}
+    start, history = 0, []
     if resume:
-        state = checkpoint.load(ckpt, state)
-        meta = checkpoint.read_metadata(ckpt)
-        start, history = int(meta.get("epochs_done", 0)), list(meta.get("history", []))
-        if meta.get("complete"):
-            return json.loads((out / METRICS).read_text())
+        state = checkpoint.load(out / CHECKPOINT, state)  # onto the template's device: this run's
+        saved = checkpoint.read_metadata(out / CHECKPOINT)
+        start, history = int(saved.get("epochs_done", 0)), list(saved.get("history", []))
+        meta["compile_seconds"] = saved.get("compile_seconds", 0.0)
+    return _Setup(p, state, start, history, meta, device)
 
-    step = make_step(config, p)
-    batches_of = make_batches(config, p, k_data)
-    compile_seconds = 0.0
-    if config.compile:
-        step = train.compile(step)
-        t0 = time.perf_counter()
-        step(state, batches_of(start)[0])  # warm-up compile; the step is pure, so the result is simply dropped
-        compile_seconds = time.perf_counter() - t0
 
-    num_classes = len(p.classes)
+def _build_step(config: RunConfig, execution: Execution, s: _Setup) -> tuple[ex.Step, dict[str, Any], float]:
+    """The step, the record of how it was built, and the seconds that took (autotune: compiles and timings)."""
+    if s.start >= config.epochs:  # every epoch already trained: the run only finishes
+        return make_step(config, s.p, execution), {"compile": None, "memory_format": None}, 0.0
+    first = make_batches(config, s.p, s.p.keys.data)(s.start)[0]
+    t0 = time.perf_counter()
+    step, record = ex.train_step(execution, s.p.model, s.p.optimizer, s.p.loss, s.state, first,
+                                 tag=_autotune_tag(config), **_step_kwargs(config, s.p))
+    return step, record, time.perf_counter() - t0 if execution.compile else 0.0
+
+
+def _train(
+    config: RunConfig, execution: Execution, s: _Setup, step: ex.Step, callbacks: Sequence[train.Callback], out: Path
+) -> tuple[train.TrainState, list[dict[str, Any]], dict[str, Any] | None]:
+    """The fit loop from ``s.start``. Returns the final state, every epoch's record, and the full validation
+    summary of the final state when the last epoch measured it (None otherwise: nothing was trained here)."""
+    p, num_classes = s.p, len(s.p.classes)
+    last: dict[str, Any] = {}
 
     def validate(st: train.TrainState) -> dict[str, Any]:
-        s = evaluate(p.model, st.params, st.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
-        return {
-            "val_loss": s["loss"],
-            "val_accuracy": s["accuracy"],
-            "val_macro_f1": s["macro_f1"],
-            "val_balanced_accuracy": s["balanced_accuracy"],
-        }
+        v = evaluate(p.model, st.params, st.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
+        last.update(state=st, summary=v)
+        return {"val_loss": v["loss"], "val_accuracy": v["accuracy"], "val_macro_f1": v["macro_f1"],
+                "val_balanced_accuracy": v["balanced_accuracy"]}
 
-    meta = {
-        "model": p.model.name,
-        "model_config": to_dict(p.model.config),
-        "classes": list(p.classes),
-        "mean": p.mean,
-        "std": p.std,
-        "compile_seconds": compile_seconds,
-    }
-    saver = _Checkpointer(out, meta, history)
-    state, _ = train.fit(
-        state,
-        step,
-        batches_of,
-        epochs=config.epochs,
-        evaluate=validate,
-        callbacks=[*callbacks, saver],
-        start_epoch=start,
-    )
-    history = saver.history
-    params, post = _post_train(config, p, state, random.fold_in(k_data, -1))
-    state = state._replace(params=params)
+    saver = _Checkpointer(out, s.meta, s.history)
+    state, _ = train.fit(s.state, step, make_batches(config, p, p.keys.data), epochs=config.epochs,
+                         evaluate=validate, callbacks=[*callbacks, saver], start_epoch=s.start,
+                         sync_every=execution.sync_every)
+    return state, saver.history, last["summary"] if last.get("state") is state else None
 
-    test = evaluate(p.model, state.params, state.model_state, *p.test, num_classes, mean=p.mean, std=p.std)
-    val = evaluate(p.model, state.params, state.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
+
+def _finish(
+    config: RunConfig,
+    execution: Execution,
+    s: _Setup,
+    state: train.TrainState,
+    history: list[dict[str, Any]],
+    val: dict[str, Any] | None,
+    built: dict[str, Any],
+    out: Path,
+    write_figures: bool,
+) -> dict[str, Any]:
+    """Post-training (which may change the parameters: only then is validation measured again), the test
+    evaluation, the figures, ``metrics.json`` and the final checkpoint."""
+    p = s.p
+    params, post = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
+    if params is not state.params:
+        state, val = state._replace(params=params), None
+    evaluate_on = lambda xy: evaluate(p.model, state.params, state.model_state, *xy, len(p.classes), mean=p.mean,
+                                      std=p.std)
+    val = val if val is not None else evaluate_on(p.val)
+    test = evaluate_on(p.test)
     train_seconds = sum(r["train_seconds"] for r in history)
     result = {
         "config": to_dict(config),
-        "model": meta["model"],
-        "model_config": meta["model_config"],
+        "model": s.meta["model"],
+        "model_config": s.meta["model_config"],
         "classes": list(p.classes),
         "num_params": tree.num_params(state.params),
         "epochs": history,
         "val": val,
         "test": test,
         "timing": {
-            "compile_seconds": compile_seconds,
+            "compile_seconds": s.meta["compile_seconds"],
             "train_seconds": train_seconds,
             "samples_per_s": sum(r["samples_per_s"] for r in history) / max(len(history), 1),
+            "seconds_per_step": train_seconds / max(len(history) * p.steps_per_epoch, 1),
+        },
+        "execution": {
+            "device": str(s.device),
+            "device_name": runtime.device_name(s.device),
+            "threads": torch.get_num_threads(),
+            "precision": execution.precision,
+            "tf32": execution.tf32 and s.device.type == "cuda",
+            "sync_every": execution.sync_every,
+            "resumed_at_epoch": s.start,
+            "requested": to_dict(execution),
+            **built,
         },
         "reinitialised": p.reinitialised,
         "post_training": post,
@@ -418,8 +290,42 @@ def run(
     if write_figures:
         _figures(out, p, state, test)
     files.write_json(out / METRICS, result)
-    checkpoint.save(ckpt, state, {**meta, "epochs_done": config.epochs, "history": history, "complete": True})
+    checkpoint.save(out / CHECKPOINT, state, {**s.meta, "epochs_done": config.epochs, "history": history,
+                                              "complete": True})
     return result
+
+
+def run(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    execution: Execution | None = None,
+    resume: bool = False,
+    callbacks: Sequence[train.Callback] = (),
+    data_root: str | Path | None = None,
+    write_figures: bool = True,
+) -> dict[str, Any]:
+    """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
+    usable, else the CPU; the step compiled and autotuned) and return the contents of ``metrics.json``.
+
+    With ``resume=True`` an interrupted run continues from its last checkpoint (end of the last finished epoch),
+    on any device, and reaches the same result as an uninterrupted one: batches and step keys are functions of
+    (seed, epoch, step), never of process history or device. Raises ``train.NonFiniteLoss`` if the loss turns
+    NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
+    device this machine lacks.
+    """
+    execution = execution or Execution()
+    out = Path(out_dir)
+    device = execution.resolve()
+    done = _open(config, out, resume)
+    if done is not None:
+        return done
+    execution.configure(device)
+    s = _setup(config, device, out, resume, data_root)
+    step, built, compile_seconds = _build_step(config, execution, s)
+    s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
+    state, history, val = _train(config, execution, s, step, callbacks, out)
+    return _finish(config, execution, s, state, history, val, built, out, write_figures)
 
 
 def _figures(out: Path, p: Prepared, state: train.TrainState, test: dict[str, Any]) -> None:
@@ -432,7 +338,7 @@ def _figures(out: Path, p: Prepared, state: train.TrainState, test: dict[str, An
     )
     pred = logits.argmax(-1)
     wrong = (pred != y).nonzero().flatten()[:40]
-    titles = [f"{p.classes[int(y[i])]}->{p.classes[int(pred[i])]}" for i in wrong]
+    titles = [f"{p.classes[t]}->{p.classes[q]}" for t, q in zip(y[wrong].tolist(), pred[wrong].tolist())]
     report.save_image_grid(
         x[wrong],
         out / "errors.png",
@@ -443,26 +349,35 @@ def _figures(out: Path, p: Prepared, state: train.TrainState, test: dict[str, An
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Model, Any, Any, dict[str, Any]]:
-    """``(model, params, model_state, metadata)`` of a trained run folder, checked against its architecture."""
+    """``(model, params, model_state, metadata)`` of a trained run folder on ``device`` (``auto`` resolves; any
+    device, whichever the run trained on), checked against its architecture."""
     run_dir = Path(run_dir)
     read_config(run_dir)
+    device = runtime.resolve_device(device)
     meta = checkpoint.read_metadata(run_dir / CHECKPOINT)
     if "model" not in meta:
         raise RunError(f"{run_dir / CHECKPOINT} has no model description; it was not written by hwr train")
     model = models.get(meta["model"], models.config_from_dict(meta["model"], meta["model_config"]))
-    template = {"params": model.init(random.key(0)), "model_state": model.init_state()}
-    loaded = checkpoint.load(run_dir / CHECKPOINT, template)
-    params = _to(loaded["params"], device)
-    return model, params, _to(loaded["model_state"], device), meta
+    shapes = random.key(0, device="meta")  # a template of shapes only: nothing is computed or allocated
+    template = {"params": model.init(shapes), "model_state": model.init_state(device="meta")}
+    loaded = checkpoint.load(run_dir / CHECKPOINT, template, device=device)
+    return model, loaded["params"], loaded["model_state"], meta
 
 
 def evaluate_run(
-    run_dir: str | Path, dataset: str, *, split: str = "test", data_root: str | Path | None = None
+    run_dir: str | Path,
+    dataset: str,
+    *,
+    split: str = "test",
+    data_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
-    a fine-tuning study). Raises ``RunError`` when the class counts disagree or the split does not exist."""
-    model, params, state, meta = load_run(run_dir)
-    ds = sources.load(dataset, data_root)
+    a fine-tuning study), on ``device``. Raises ``RunError`` when the class counts disagree or the split does not
+    exist."""
+    device = runtime.resolve_device(device)
+    model, params, state, meta = load_run(run_dir, device)
+    ds = sources.load(dataset, data_root, device=device)
     if ds.num_classes != len(meta["classes"]):
         raise RunError(f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
                        f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ...")

@@ -173,11 +173,12 @@ class Progress:
                                       epochs=self.epochs, loss=float("nan"), rate=0.0)
 
     def on_step(self, epoch: int, m: dict[str, float]) -> None:
+        """Called every ``sync_every`` steps by the fit loop: ``m["steps"]`` steps since the last call."""
         import time
 
         self.seen += m["count"]
         rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, advance=1, loss=m["loss"], rate=rate)
+        self.bar.update(self.task, advance=m.get("steps", 1), loss=m["loss"], rate=rate)
 
     def on_epoch_end(self, epoch: int, state: Any, record: dict[str, Any]) -> None:
         self.bar.remove_task(self.task)

@@ -11,6 +11,10 @@ count); this module turns it into an objective, runs workers against a storage, 
 - Each trial trains in its own run folder ``runs/studies/NAME/trial_NNNN`` (config, metrics, checkpoint kept
   for the best trial), written atomically. Dynamo is reset per trial so a new architecture never hits the
   recompile limit.
+- Execution: the spec's ``execution`` (default eager: a trial of a few hundred images trains in seconds, while
+  each new configuration would pay its own compile) runs every trial, re-run and contender, its
+  ``source_execution`` (default compiled) the pretrained source; ``hwr study run --device`` sets both devices,
+  and workers inherit it. Neither is part of any run's identity.
 - Validation: the spec declares the protocol all its runs use (``heldout``: a balanced split disjoint from train
   and test; ``kfold``: the metric averaged over stratified folds). ``hwr.evaluation.evaluate_best`` re-runs the
   top trials on fresh seeds before naming a winner and reads the test split once, for the final table.
@@ -42,6 +46,7 @@ from optuna.trial import TrialState
 
 from hwr import experiment, train
 from hwr.config import VALIDATIONS, RunConfig, from_dict, to_dict
+from hwr.execution import Execution
 
 __all__ = [
     "StudyContext",
@@ -104,6 +109,9 @@ class StudySpec:
     # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
     # search starts from what a user would try first; missing params are sampled as usual
     initial: tuple[dict[str, Any], ...] = ()
+    # how trials, re-runs and contenders execute (eager), and how the pretrained source trains (a recipe: compiled)
+    execution: Execution = dataclasses.field(default_factory=lambda: Execution(compile=False))
+    source_execution: Execution = dataclasses.field(default_factory=Execution)
 
     def __post_init__(self) -> None:
         if not self.metrics or len(self.metrics) != len(self.directions):
@@ -140,6 +148,13 @@ class StudySpec:
 
     def fold_count(self) -> int:
         return self.folds if self.validation == "kfold" else 1
+
+    def on_device(self, device: str | None) -> StudySpec:
+        """This spec with every run on ``device`` (None: unchanged)."""
+        if device is None:
+            return self
+        return dataclasses.replace(self, execution=dataclasses.replace(self.execution, device=device),
+                                   source_execution=dataclasses.replace(self.source_execution, device=device))
 
 
 _METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -301,7 +316,7 @@ def prepare_source(spec: StudySpec, root: Path = Path("runs"), callbacks=()) -> 
         meta_ok = (out / experiment.METRICS).is_file()
         if not meta_ok:
             resume = (out / experiment.CHECKPOINT).is_file()
-            experiment.run(spec.source, out, resume=resume, callbacks=callbacks)
+            experiment.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks)
     return out
 
 
@@ -351,7 +366,8 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner and fold == 0 else []
             run_dir = out if folds == 1 else out / f"fold{fold}"
             try:
-                result = experiment.run(spec.protocol(config, fold), run_dir, callbacks=pruning, write_figures=False)
+                result = experiment.run(spec.protocol(config, fold), run_dir, execution=spec.execution,
+                                        callbacks=pruning, write_figures=False)
             except train.NonFiniteLoss as e:
                 trial.set_user_attr("failure", f"non-finite loss: {e}")
                 raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None

@@ -4,8 +4,8 @@ count (minimise). The Pareto front is the answer: the smallest network for each 
 Search: the model family (CNN, RNN reading rows or conv-stem columns, ViT), then the family's own space:
 CNN blocks, channels, convs per block, kernel size, hidden width, dropout and normalisation; RNN cell, width,
 layers, direction and reader; ViT patch size, width, depth, heads and pooling. Trials train 2 epochs on a fixed
-12,000-image subset of the training split (eagerly: each architecture would otherwise pay its own compile), and
-select on the stratified validation split; the test split is untouched.
+12,000-image subset of the training split (eagerly, ``execution=Execution(compile=False)``: each architecture
+would otherwise pay its own compile), and select on the stratified validation split; the test split is untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from hwr.config import OptimConfig, RunConfig
+from hwr.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.models.vit import ViTConfig
@@ -70,7 +71,6 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         epochs=2,
         limit_train=12_000,
         optim=OptimConfig("adam", trial.suggest_float("lr", 5e-4, 5e-3, log=True), "onecycle", warmup=0.2),
-        compile=False,
         recipe="architecture",
     )
 
@@ -83,4 +83,5 @@ SPEC = StudySpec(
     directions=("maximize", "minimize"),
     n_trials=12,
     sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=6),
+    execution=Execution(compile=False),
 )

@@ -14,8 +14,8 @@ mixup / CutMix, L2-SP toward the source, WiSE-FT interpolation, cRT, tau-normali
 adjustment), augmentation and the optimizer. Baselines: zero-shot (the source as is), the plain fine-tune (the
 reference) and the CNN from scratch; the oracle (the winner's recipe on balanced optdigits) is the ceiling.
 
-Trials run the pure step eagerly: on a few hundred images a trial trains in seconds, while each new
-configuration would cost a fresh 10-40 s compile on this CPU.
+Trials run the pure step eagerly (``StudySpec.execution``'s default, not part of any config): on a few hundred
+images a trial trains in seconds, while each new configuration would cost a fresh 10-40 s compile on this CPU.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ def _target(ctx: StudyContext) -> str:
 
 
 def _finetune(ctx: StudyContext, **kw) -> RunConfig:
-    return RunConfig(dataset=_target(ctx), batch_size=BATCH, validation="heldout", compile=False,
-                     recipe="finetune", **kw)
+    return RunConfig(dataset=_target(ctx), batch_size=BATCH, validation="heldout", recipe="finetune", **kw)
 
 
 def _on(trial: optuna.Trial, name: str) -> bool:

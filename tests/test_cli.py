@@ -84,10 +84,15 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
 
 def test_compiled_train_matches_schema(tmp_path):
     out = tmp_path / "c"
-    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--memory-format", "channels_last", "--out", str(out))
+    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--memory-format", "channels_last", "--device", "cpu",
+        "--out", str(out))
     m = json.loads((out / "metrics.json").read_text())
     assert m["timing"]["compile_seconds"] > 0 and m["test"]["accuracy"] > 0.8
-    assert json.loads((out / "config.json").read_text())["memory_format"] == "channels_last"
+    used = m["execution"]  # where and how it ran: metrics.json, never config.json
+    assert used["device"] == "cpu" and used["compile"] is True and used["memory_format"] == "channels_last"
+    assert used["candidate"].startswith("channels_last") and used["seconds_per_step"][used["candidate"]] > 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert not {"compile", "precision", "memory_format", "device"} & set(cfg)
 
 
 def test_evaluate(trained):
@@ -223,6 +228,32 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
     if (out / "checkpoint.safetensors").exists():  # divergence after epoch 1 leaves that epoch's state
         flat, _ = checkpoint.load_flat(out / "checkpoint.safetensors")
         assert all(torch.isfinite(v.float()).all() for v in flat.values())
+
+
+def test_bad_device_is_one_line(tmp_path):
+    """--device is validated at the edge, before any data is loaded: one line, exit 2, on every command."""
+    from hwr import experiment
+    from hwr.config import RunConfig
+    from hwr.execution import Execution
+    from hwr.models.cnn import CNNConfig
+
+    run = tmp_path / "run"
+    experiment.run(RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=1,
+                             batch_size=32, limit_train=256, limit_test=100), run,
+                   execution=Execution(device="cpu", compile=False), write_figures=False)
+    png = tmp_path / "d.png"
+    Image.new("L", (28, 28), 0).save(png)
+    bad("train", "--device", "nosuch", *SMALL, "--out", str(tmp_path / "x"), match="unknown device 'nosuch'")
+    bad("finetune", "--from", str(run), "--device", "nosuch", "--out", str(tmp_path / "y"), match="unknown device")
+    bad("evaluate", str(run), "--device", "nosuch", match="unknown device")
+    bad("predict", "--model", str(run), str(png), "--device", "nosuch", match="unknown device")
+    bad("study", "run", str(Path(__file__).with_name("tiny_study.py")), "--device", "nosuch", "--storage",
+        f"sqlite:///{tmp_path}/s.db", "--root", str(tmp_path / "runs"), match="unknown device")
+    if not torch.cuda.is_available():
+        bad("train", "--device", "cuda", *SMALL, "--out", str(tmp_path / "z"), match="no CUDA GPU")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()  # refused before anything ran
+    out = hwr("evaluate", str(run), "--device", "cpu").stdout  # a run evaluates on any device it names
+    assert "macro_f1" in out
 
 
 def test_help_lists_commands():

@@ -1,6 +1,8 @@
-"""``hwr.experiment.run`` options that change how a run computes but not what: the channels-last memory format."""
+"""``hwr.experiment.run`` options that change how a run computes but not what (the channels-last memory format, an
+``Execution`` choice), the validation protocols, and the long-tail levers reaching the run and its record."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -9,20 +11,23 @@ from hwr import checkpoint, experiment
 from hwr.config import ClassifierConfig, FinetuneConfig, RunConfig
 from hwr.data import splits
 from hwr.data.mix import MixConfig
+from hwr.execution import Execution
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 
 SMALL = dict(model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640,
-             limit_test=200, compile=False)
+             limit_test=200)
+EAGER = Execution(device="cpu", compile=False)
 
 
 def test_channels_last_run_equals_contiguous_run(tmp_path):
     runs = {}
     for fmt in ("contiguous", "channels_last"):
         out = tmp_path / fmt
-        experiment.run(RunConfig(memory_format=fmt, **SMALL), out)
+        experiment.run(RunConfig(**SMALL), out, execution=dataclasses.replace(EAGER, memory_format=fmt))
         runs[fmt] = checkpoint.load_flat(out / experiment.CHECKPOINT)[0]
-        assert experiment.read_config(out).memory_format == fmt
+        assert json.loads((out / experiment.METRICS).read_text())["execution"]["memory_format"] == fmt
+        assert "memory_format" not in json.loads((out / experiment.CONFIG).read_text())  # not the run's identity
     a, b = runs["contiguous"], runs["channels_last"]
     assert a.keys() == b.keys()
     for k in a:  # same function, sums in another order: equal up to float rounding after 9 Adam steps
@@ -32,7 +37,7 @@ def test_channels_last_run_equals_contiguous_run(tmp_path):
 
 def test_unknown_memory_format_is_refused():
     with pytest.raises(ValueError, match="memory_format must be one of"):
-        RunConfig(memory_format="nhwc")
+        Execution(memory_format="nhwc")
 
 
 def _rows(x):
@@ -57,7 +62,8 @@ def test_validation_protocols_hold_out_what_they_say():
 
 def test_levers_reach_the_run_and_its_record(tmp_path):
     src = tmp_path / "src"
-    experiment.run(RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src)
+    experiment.run(RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src,
+                   execution=EAGER)
     cfg = RunConfig(
         dataset="optdigits-lt:ratio=20", validation="heldout", sampling="class_balanced",
         mix=MixConfig(mixup=0.4), loss=LossConfig("logit_adjust", defer=0.5),
@@ -65,7 +71,7 @@ def test_levers_reach_the_run_and_its_record(tmp_path):
         finetune=FinetuneConfig(str(src), "all", l2sp=1e-3, wise=True),
         **{**SMALL, "model_config": None, "limit_train": 0, "batch_size": 16, "epochs": 2},
     )
-    r = experiment.run(cfg, tmp_path / "ft")
+    r = experiment.run(cfg, tmp_path / "ft", execution=EAGER)
     post = r["post_training"]
     assert set(post) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
     assert len(post["wise_val_macro_f1"]) == 11 and post["wise_val_macro_f1"][f"{post['wise_alpha']:g}"] == max(
@@ -74,3 +80,19 @@ def test_levers_reach_the_run_and_its_record(tmp_path):
     assert experiment.read_config(tmp_path / "ft") == cfg  # every lever round-trips through config.json
     zs = experiment.evaluate_run(src, "optdigits-lt", split="val")
     assert zs["count"] == 400
+
+
+def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, monkeypatch):
+    """The last epoch's validation measured the final parameters: the run reports it instead of measuring again,
+    unless post-training (here tau-normalisation) changed them after that epoch."""
+    seen = []
+    real = experiment.evaluate
+    monkeypatch.setattr(experiment, "evaluate", lambda *a, **kw: seen.append(len(a[4])) or real(*a, **kw))
+    r = experiment.run(RunConfig(**SMALL), tmp_path / "a", execution=EAGER, write_figures=False)
+    n_val, n_test = r["val"]["count"], r["test"]["count"]
+    assert n_val != n_test and seen == [n_val, n_test]  # the epoch's validation, then the test split once
+    assert r["val"]["accuracy"] == r["epochs"][-1]["val_accuracy"] and "per_class" in r["val"]
+    seen.clear()
+    r = experiment.run(RunConfig(classifier=ClassifierConfig(tau_norm=1.0), **SMALL), tmp_path / "b",
+                       execution=EAGER, write_figures=False)
+    assert seen == [n_val, n_val, n_test] and r["post_training"] == {"tau_norm": 1.0}

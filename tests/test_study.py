@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hwr import study
+from hwr.config import to_dict
 
 TINY = str(Path(__file__).with_name("tiny_study.py"))
 pytestmark = pytest.mark.slow
@@ -208,6 +209,7 @@ def test_search_spaces_build_valid_configs(name, tmp_path):
         cfg = spec.suggest(s.ask(), study.StudyContext(tmp_path / "source", tmp_path))
         model = models.get(cfg.model, cfg.model_config)  # the config is valid for its family
         families.add(model.name)
-        assert cfg.compile is False and "test" not in cfg.dataset
+        assert "test" not in cfg.dataset and "compile" not in to_dict(cfg)  # execution is not in the config
+    assert spec.execution.compile is False  # trials run eagerly: each new configuration would pay a compile
     if name == "mnist_architecture":
         assert families == {"cnn", "rnn", "vit"}

@@ -1,4 +1,5 @@
-"""A seconds-long study for the tests: a small CNN from scratch on optdigits, eager steps.
+"""A seconds-long study for the tests: a small CNN from scratch on optdigits, eager steps (``StudySpec.execution``'s
+default).
 
 ``HWR_TINY_EPOCHS`` lengthens trials (the kill -9 test needs one still running); ``HWR_TINY_NAN_TRIAL`` makes
 that trial number diverge (learning rate 1e30) to exercise the NaN path.
@@ -24,13 +25,12 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         limit_test=200,
         val_fraction=0.2,
         optim=OptimConfig("adam", 1e30 if nan else trial.suggest_float("lr", 1e-3, 1e-2, log=True)),
-        compile=False,
     )
 
 
 def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
     return {"plain_finetune": RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits",
-                                        epochs=1, batch_size=32, limit_train=256, limit_test=200, compile=False)}
+                                        epochs=1, batch_size=32, limit_train=256, limit_test=200)}
 
 
 SPEC = StudySpec(

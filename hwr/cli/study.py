@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from hwr import evaluation, report, study
+from hwr import evaluation, report, runtime, study
 from hwr.cli import UsageError
 from hwr.data import sources
 
@@ -31,6 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--dataset", default=None,
                    help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
                         "long-tail draw; the study name defaults to NAME-DATASET)")
+    _device_arg(r)
     r.set_defaults(func=cmd_run)
 
     s = ss.add_parser("show", help="table of trials, the best trial and parameter importances")
@@ -48,6 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("name")
     b.add_argument("--evaluate", action="store_true")
     _storage_args(b, name=False)
+    _device_arg(b)
     b.set_defaults(func=cmd_best)
 
 
@@ -56,6 +58,21 @@ def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
     p.add_argument("--root", default="runs", help="artefact root (runs/studies/NAME, runs/pretrained)")
     if name:
         p.add_argument("--name", default=None, help="study name in the storage (default: the module's name)")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None,
+                   help="where every run trains: auto (CUDA when available, else CPU), cpu, cuda, cuda:N; workers "
+                        "inherit it (default: the study's own execution, auto)")
+
+
+def _on_device(spec: study.StudySpec, device: str | None) -> study.StudySpec:
+    if device is not None:
+        try:
+            runtime.resolve_device(device)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    return spec.on_device(device)
 
 
 def _sqlite_timeout() -> float:
@@ -83,7 +100,7 @@ def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = study.load_spec(args.study)
+    spec = _on_device(study.load_spec(args.study), args.device)
     root = Path(args.root)
     if args.dataset is not None:
         try:
@@ -100,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
         argv += ["--dataset", args.dataset] if args.dataset else []
+        argv += ["--device", args.device] if args.device else []
         codes = study.run_workers(argv, args.workers)
         if any(codes):
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
@@ -146,6 +164,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_best(args: argparse.Namespace) -> int:
     s, spec = _load(args)
+    spec = _on_device(spec, args.device)
     report.console.print(report.best_summary(s))
     if args.evaluate:
         def on_run(label: str, seed: int, r: dict) -> None:

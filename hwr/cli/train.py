@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
-from hwr import experiment, recipes, report
+from hwr import experiment, recipes, report, runtime
 from hwr.cli import UsageError
-from hwr.config import MEMORY_FORMATS, VALIDATIONS, ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
+from hwr.config import VALIDATIONS, ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data import augment as aug
 from hwr.data import digits, sources
 from hwr.data.batches import SAMPLING_POWERS
 from hwr.data.mix import MixConfig
+from hwr.execution import MEMORY_FORMATS, PRECISIONS, Execution
 from hwr.losses import LossConfig
 from hwr.train import NonFiniteLoss
 
@@ -42,12 +43,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
     p.add_argument("--data-root", default=None)
+    _device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify real image files (PNG, JPEG, ...)")
     p.add_argument("--model", required=True, help="run folder")
     p.add_argument("images", nargs="+")
     p.add_argument("--save-input", default=None, help="folder to write the 28x28 image the model saw")
+    _device_arg(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -81,11 +84,38 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
     p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--no-compile", action="store_true", help="run the step eagerly")
-    p.add_argument("--precision", default=None, choices=("fp32", "bf16"))
-    p.add_argument("--memory-format", default=None, choices=MEMORY_FORMATS,
-                   help="channels_last: NHWC convolutions in the train step (same function, faster on CPU)")
     p.add_argument("--data-root", default=None, help="data root (default $HWR_DATA or ~/.cache/hwr)")
+    g = p.add_argument_group("execution (where and how it runs; not part of the run's config)")
+    _device_arg(g)
+    c = g.add_mutually_exclusive_group()
+    c.add_argument("--compile", action="store_true", default=None,
+                   help="compile the step, the fastest equivalent configuration autotuned (the default)")
+    c.add_argument("--no-compile", action="store_true", help="run the step eagerly")
+    g.add_argument("--precision", default=None, choices=PRECISIONS, help="bf16: autocast (default fp32)")
+    g.add_argument("--memory-format", default=None, choices=MEMORY_FORMATS,
+                   help="auto (default): autotune picks (channels-last where faster); channels_last: NHWC "
+                        "convolutions (same function); contiguous")
+    g.add_argument("--tf32", action="store_true", default=None, help="TF32 matmuls and convolutions on CUDA")
+
+
+def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--device", default=None, help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N")
+
+
+def _device(spec: str | None) -> torch.device:
+    try:
+        return runtime.resolve_device(spec or "auto")
+    except ValueError as e:  # unknown name, or no such device here
+        raise UsageError(str(e)) from None
+
+
+def _execution(args: argparse.Namespace, base: Execution | None = None) -> Execution:
+    """The ``Execution`` the flags ask for over ``base`` (a resumed run's saved one); the device checked here."""
+    changes = {"device": args.device, "compile": False if args.no_compile else args.compile,
+               "precision": args.precision, "memory_format": args.memory_format, "tf32": args.tf32}
+    execution = dataclasses.replace(base or Execution(), **{k: v for k, v in changes.items() if v is not None})
+    _device(execution.device)
+    return execution
 
 
 def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
@@ -95,9 +125,6 @@ def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
         "seed": args.seed,
         "limit_train": args.limit_train,
         "limit_test": args.limit_test,
-        "precision": args.precision,
-        "memory_format": args.memory_format,
-        "compile": False if args.no_compile else None,
         "augment": aug.parse_augment(args.augment) if args.augment is not None else None,
         "optim": dataclasses.replace(base.optim, lr=args.lr) if args.lr is not None else None,
     }
@@ -113,11 +140,11 @@ def _check_dataset(name: str | None) -> None:
         raise UsageError(str(e)) from None
 
 
-def _run(config: RunConfig, args: argparse.Namespace, *, resume: bool = False) -> int:
+def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
     out = Path(args.out)
     try:
-        result = experiment.run(config, out, resume=resume, callbacks=[report.Progress(config.epochs)],
-                                data_root=args.data_root)
+        result = experiment.run(config, out, execution=execution, resume=resume,
+                                callbacks=[report.Progress(config.epochs)], data_root=args.data_root)
     except NonFiniteLoss as e:
         report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
         return 1
@@ -126,10 +153,12 @@ def _run(config: RunConfig, args: argparse.Namespace, *, resume: bool = False) -
         return 130
     t = result["test"]
     report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
-    timing = result["timing"]
+    timing, used = result["timing"], result["execution"]
+    step = used.get("candidate", "eager" if used.get("compile") is False else "-")
     report.console.print(
         f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
-        f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  -> {out}"
+        f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  "
+        f"on {used['device']} ({used['device_name']}), step {step}  -> {out}"
     )
     return 0
 
@@ -138,15 +167,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume:
         config = experiment.read_config(out)
-        return _run(config, args, resume=True)
+        return _run(config, args, _execution(args, experiment.saved_execution(out)), resume=True)
+    execution = _execution(args)
     _check_dataset(args.dataset)
     base = recipes.get(args.recipe, dataset=args.dataset)
     if args.model is not None and args.model != base.model:
         base = dataclasses.replace(base, model=args.model, model_config=None)
-    return _run(_overrides(args, base), args)
+    return _run(_overrides(args, base), args, execution)
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    execution = _execution(args)
     _check_dataset(args.dataset)
     experiment.read_config(args.source)  # clear error for a bad --from before any data is loaded
     base = RunConfig(
@@ -166,15 +197,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         classifier=ClassifierConfig(args.crt_epochs, args.crt_lr, args.tau_norm, args.posthoc_tau),
         recipe="finetune",
     )
-    return _run(_overrides(args, base), args)
+    return _run(_overrides(args, base), args, execution)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     config = experiment.read_config(args.run)
     name = args.dataset or config.dataset
     _check_dataset(name)
-    model, params, state, meta = experiment.load_run(args.run)
-    ds = sources.load(name, args.data_root)
+    device = _device(args.device)
+    model, params, state, meta = experiment.load_run(args.run, device)
+    ds = sources.load(name, args.data_root, device=device)
     if ds.num_classes != len(meta["classes"]):
         raise UsageError(
             f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
@@ -188,7 +220,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model, params, state, meta = experiment.load_run(args.model)
+    device = _device(args.device)
+    model, params, state, meta = experiment.load_run(args.model, device)
     classes = meta["classes"]
     inputs = []
     for path in args.images:
@@ -206,7 +239,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_28x28.png")
     transform = aug.make_transform(None, meta["mean"], meta["std"])
     with torch.inference_mode():
-        probs = torch.softmax(model.apply(params, state, transform(None, x), train=False)[0], -1)
+        probs = torch.softmax(model.apply(params, state, transform(None, x.to(device)), train=False)[0], -1).cpu()
     top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
     from rich.table import Table
 
