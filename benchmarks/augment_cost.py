@@ -16,27 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
 
-def _median_ms(fns: dict[str, Callable[[int], object]], iters: int, burn_in: int) -> dict[str, float]:
-    """Median milliseconds per call of each function, timed in alternation (call i of every function, then
-    call i + 1, ...) so that a busy machine slows them alike and their difference stays meaningful."""
-    for i in range(burn_in):
-        for fn in fns.values():
-            fn(-1 - i)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(iters):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn(i)
-            times[name].append(time.perf_counter() - t)
-    return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
+from benchmarks import harness  # noqa: E402
 
 
 def main() -> None:
@@ -48,9 +38,6 @@ def main() -> None:
     p.add_argument("--no-step", dest="step", action="store_false", help="skip the train-step comparison")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = p.parse_args()
-
-    from rich.console import Console
-    from rich.table import Table
 
     from hwr import models, optim, random, runtime, train
     from hwr.data import augment as aug
@@ -72,7 +59,7 @@ def main() -> None:
     fn(random.fold_in(key, 10_000), x_float[0])
     res["compile_s"] = time.perf_counter() - t
     with torch.compiler.set_stance("fail_on_recompile"):
-        ms = _median_ms({
+        ms = harness.median_ms({
             "eager_ms": lambda i: aug.augment(random.fold_in(key, i), x_float[i % 8], cfg),
             "compiled_ms": lambda i: fn(random.fold_in(key, i), x_float[i % 8]),
         }, args.iters, args.burn_in)
@@ -92,27 +79,21 @@ def main() -> None:
             res[f"{label}_compile_s"] = time.perf_counter() - t
             steps[f"{label}_ms"] = lambda i, step=step: step(state, batch_list[i % 8])[1]["loss"].item()
         with torch.compiler.set_stance("fail_on_recompile"):
-            res |= _median_ms(steps, args.iters, args.burn_in)
+            res |= harness.median_ms(steps, args.iters, args.burn_in)
         res["step_augment_ms"] = res["step_augmented_ms"] - res["step_plain_ms"]
 
-    table = Table(title=f"augmentation cost per batch of {b}: --augment {args.spec}")
-    table.add_column("where")
-    table.add_column("ms / batch", justify="right")
-    table.add_column("us / image", justify="right")
-    table.add_column("compile s", justify="right")
     rows = [("eager", res["eager_ms"], None), ("compiled function (fullgraph)", res["compiled_ms"], res["compile_s"])]
     if args.step:
         rows += [("train step, no augmentation (compiled)", res["step_plain_ms"], res["step_plain_compile_s"]),
                  ("train step, augmented (compiled)", res["step_augmented_ms"], res["step_augmented_compile_s"]),
                  ("augmentation inside the compiled step", res["step_augment_ms"], None)]
-    for name, ms, comp in rows:
-        table.add_row(name, f"{ms:.2f}", f"{1000 * ms / b:.1f}", "" if comp is None else f"{comp:.1f}")
-    Console().print(table)
-    text = json.dumps(res, indent=2, default=str)
-    print(text)
+    harness.print_table(f"augmentation cost per batch of {b}: --augment {args.spec}",
+                        ("where", "ms / batch", "us / image", "compile s"),
+                        [(name, f"{ms:.2f}", f"{1000 * ms / b:.1f}", "" if comp is None else f"{comp:.1f}")
+                         for name, ms, comp in rows], left=("where",))
+    print(json.dumps(res, indent=2, default=str))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        harness.write_json(args.out, res)
 
 
 if __name__ == "__main__":

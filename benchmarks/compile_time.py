@@ -19,6 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness  # noqa: E402
+
 
 def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str, float]:
     """Run in a child process: build, compile, time. Returns the figures as a dict."""
@@ -75,9 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_worker(args.batch_size, args.steps, args.burn_in, args.threads)))
         return
 
-    from rich.console import Console
-    from rich.table import Table
-
     rows = {}
     with tempfile.TemporaryDirectory(prefix="hwr-inductor-") as cache:
         env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache}
@@ -89,18 +92,14 @@ def main(argv: list[str] | None = None) -> None:
 
     load = os.getloadavg()[0]
     title = f"seed CNN train step, batch {args.batch_size}, {args.steps} timed steps, load average {load:.1f}"
-    table = Table(title=title)
-    for col in ("cache", "compile (s)", "eager steps/s", "compiled steps/s", "eager samples/s", "compiled samples/s"):
-        table.add_column(col, justify="right")
-    for phase, r in rows.items():
-        table.add_row(
-            phase, f"{r['compile_s']:.1f}", f"{r['eager_steps_s']:.1f}", f"{r['compiled_steps_s']:.1f}",
-            f"{r['eager_steps_s'] * args.batch_size:,.0f}", f"{r['compiled_steps_s'] * args.batch_size:,.0f}",
-        )
-    Console().print(table)
+    harness.print_table(
+        title, ("cache", "compile (s)", "eager steps/s", "compiled steps/s", "eager samples/s", "compiled samples/s"),
+        [(phase, f"{r['compile_s']:.1f}", f"{r['eager_steps_s']:.1f}", f"{r['compiled_steps_s']:.1f}",
+          f"{r['eager_steps_s'] * args.batch_size:,.0f}", f"{r['compiled_steps_s'] * args.batch_size:,.0f}")
+         for phase, r in rows.items()])
     if args.json:
         meta = {"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads, "load_average": load}
-        args.json.write_text(json.dumps(meta | rows, indent=2) + "\n")
+        harness.write_json(args.json, meta | rows)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -50,24 +48,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import torch  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from hwr import losses, models, optim, random, runtime, train, tree  # noqa: E402
 from hwr.train import Batch  # noqa: E402
 
 __all__ = ["main", "measure", "train_budget"]
-
-
-def _pool(cfg: Any, batch_size: int, n: int = 4) -> list[Any]:
-    """``n`` fixed uint8 batches shaped for ``cfg``, all samples real (mask True)."""
-    from hwr import random
-    from hwr.data.batches import synthetic_batches
-
-    return synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
-                             num_classes=cfg.num_classes)
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class _Runner:
@@ -82,7 +67,7 @@ class _Runner:
         self.start = train.init_state(self.model, opt, random.key(0))  # the JAX row starts here too
         self.state = self.start
         self.params = tree.num_params(self.state.params)
-        self.pool = _pool(self.model.config, batch_size)
+        self.pool = harness.synthetic_pool(self.model.config, batch_size)
         self.step = train.compile(train.train_step(self.model, opt, losses.cross_entropy))
         self.i = 0
         self.windows: list[float] = []
@@ -108,12 +93,12 @@ class _Runner:
         float(loss)  # wait for the result
 
     def window(self, seconds: float) -> None:
-        steps, t0, c0 = 0, time.perf_counter(), _cpu_seconds()
+        steps, t0, c0 = 0, time.perf_counter(), harness.cpu_seconds()
         while (elapsed := time.perf_counter() - t0) < seconds or steps == 0:
             self._run(1)
             steps += 1
         self.windows.append(steps * self.batch_size / elapsed)
-        self.cpu_windows.append(steps * self.batch_size / max(_cpu_seconds() - c0, 1e-9))
+        self.cpu_windows.append(steps * self.batch_size / max(harness.cpu_seconds() - c0, 1e-9))
 
     def row(self) -> dict[str, Any]:
         return {
@@ -184,9 +169,8 @@ def measure(names: list[str], batch_size: int, windows: int, window_s: float, *,
         if with_jax:
             runners.append(_JaxRunner(runners[-1]))
     with torch.compiler.set_stance("fail_on_recompile"):
-        for r in range(windows):
-            for j in range(len(runners)):
-                runners[(r + j) % len(runners)].window(window_s)  # rotate who goes first
+        for _, runner in harness.rotations(runners, windows):  # rotate who goes first
+            runner.window(window_s)
     return [r.row() for r in runners]
 
 
@@ -251,16 +235,11 @@ def train_budget(
 
 
 def _table(rows: list[dict[str, Any]], trained: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     cnn = {r["variant"]: r["samples_per_s"] for r in rows if r["family"] == "cnn"}
     hwr_cpu = {r["family"]: r["samples_per_cpu_s"] for r in rows if r["variant"] == "hwr_compiled"}
-    table = Table(title="model families (hwr compiled pure step, JAX jit twin)")
     cols = ["family", "variant", "params", "samples/s", "vs cnn", "per CPU-s", "JAX/hwr", "parity", "compile s"]
     cols += ["train s", "steps", "epochs", "test acc"] if trained else []
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("family", "variant") else "right")
+    table = []
     for r in rows:
         ref = cnn.get(r["variant"])
         jax_row = r["variant"] == "jax_jit"
@@ -273,8 +252,9 @@ def _table(rows: list[dict[str, Any]], trained: bool) -> None:
         if trained:
             cells += ([f"{r['train_s']:.0f}", str(r["steps"]), f"{r['epochs']:.2f}", f"{100 * r['test_accuracy']:.2f}%"]
                       if "train_s" in r else ["-"] * 4)
-        table.add_row(*cells)
-    Console(width=140).print(table)
+        table.append(cells)
+    harness.print_table("model families (hwr compiled pure step, JAX jit twin)", cols, table,
+                        left=("family", "variant"), width=140)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -323,7 +303,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             import jax
 
             meta["jax"] = jax.__version__
-        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2, default=str) + "\n")
+        harness.write_json(args.json, {"meta": meta, "results": rows})
     return rows
 
 

@@ -22,9 +22,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from rich.table import Table  # noqa: E402
 
-from hwr import experiment, files, random, recipes, report, runtime, train  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from hwr import experiment, random, recipes, runtime, train  # noqa: E402
 from hwr.config import MEMORY_FORMATS  # noqa: E402
 from hwr.data import batches as bt  # noqa: E402
 from hwr.execution import Execution  # noqa: E402
@@ -46,14 +46,12 @@ def measure(recipe: str, formats: list[str], *, windows: int, steps: int, limit_
         t0 = time.perf_counter()
         state, _ = step(state, pool[0])
         runners.append({"format": fmt, "step": step, "state": state, "compile_s": time.perf_counter() - t0, "w": []})
-    for w in range(windows):
-        for j in range(len(runners)):
-            r = runners[(w + j) % len(runners)]  # rotate who goes first
-            t0 = time.perf_counter()
-            for b in pool[1:]:
-                r["state"], m = r["step"](r["state"], b)
-            float(m["loss"])
-            r["w"].append(base.batch_size * steps / (time.perf_counter() - t0))
+    for _, r in harness.rotations(runners, windows):  # rotate who goes first
+        t0 = time.perf_counter()
+        for b in pool[1:]:
+            r["state"], m = r["step"](r["state"], b)
+        float(m["loss"])
+        r["w"].append(base.batch_size * steps / (time.perf_counter() - t0))
     ref = statistics.median(runners[0]["w"])
     return [{"recipe": recipe, "memory_format": r["format"], "batch_size": base.batch_size,
              "samples_per_s": statistics.median(r["w"]), "ratio": statistics.median(r["w"]) / ref,
@@ -75,15 +73,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ap.error(f"unknown memory format(s) {unknown}; choose from {list(MEMORY_FORMATS)}")
     runtime.configure()
     rows = measure(args.recipe, formats, windows=args.windows, steps=args.steps, limit_train=args.limit_train)
-    table = Table(title=f"recipe {args.recipe}: compiled train step, batch {rows[0]['batch_size']}, "
-                        f"{rows[0]['threads']} thread(s)")
-    for col in ("memory format", "samples/s", f"vs {formats[0]}", "compile s"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["memory_format"], f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['compile_s']:.1f}")
-    report.console.print(table)
+    harness.print_table(
+        f"recipe {args.recipe}: compiled train step, batch {rows[0]['batch_size']}, {rows[0]['threads']} thread(s)",
+        ("memory format", "samples/s", f"vs {formats[0]}", "compile s"),
+        [(r["memory_format"], f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['compile_s']:.1f}")
+         for r in rows])
     if args.json:
-        files.write_json(args.json, rows)
+        harness.write_json(args.json, rows)
     return rows
 
 

@@ -48,16 +48,11 @@ gives steadier figures there.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +60,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness, reference  # noqa: E402
+
 WINDOW_S, WINDOWS, QUICK_WINDOW_S, QUICK_WINDOWS = 0.6, 5, 0.4, 3
 
 
@@ -92,59 +92,6 @@ class Runner:
 # ---------------------------------------------------------------------------------------------- variants
 
 
-def _pool(cfg: Any, batch_size: int, device: Any, n: int = 4) -> list[Any]:
-    """``n`` fixed uint8 batches shaped for ``cfg`` on ``device``, all samples real (mask True)."""
-    from hwr import random, tree
-    from hwr.data.batches import synthetic_batches
-
-    pool = synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
-                             num_classes=cfg.num_classes)
-    return [tree.map(lambda t: t.to(device), b) for b in pool]  # set-up: the timed steps copy nothing
-
-
-def _module(cfg: Any, params: dict) -> Any:
-    """The ``nn.Module`` a user would write for ``cfg``, loaded with hwr's initial parameters."""
-    import torch
-    from torch import nn
-
-    layers: list[nn.Module] = []
-    in_ch = cfg.in_channels
-    for b, ch in enumerate(cfg.channels, start=1):
-        for j in range(1, cfg.convs_per_block + 1):
-            p = params[f"block{b}"][f"conv{j}"]
-            conv = nn.Conv2d(in_ch, ch, cfg.kernel_size, padding=cfg.kernel_size // 2, bias="bias" in p)
-            layers.append(conv)
-            if cfg.norm == "batch":
-                layers.append(nn.BatchNorm2d(ch))
-            layers.append(nn.ReLU())
-            in_ch = ch
-        layers.append(nn.MaxPool2d(2))
-    layers.append(nn.Flatten())
-    width = cfg.flat_features
-    if cfg.hidden:
-        layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
-        width = cfg.hidden
-    layers += [nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_classes)]
-    module = nn.Sequential(*layers)
-    with torch.no_grad():
-        convs = [m for m in module if isinstance(m, nn.Conv2d)]
-        norms = [m for m in module if isinstance(m, nn.BatchNorm2d)]
-        names = [(b, j) for b in range(1, len(cfg.channels) + 1) for j in range(1, cfg.convs_per_block + 1)]
-        for conv, (b, j) in zip(convs, names, strict=True):
-            p = params[f"block{b}"][f"conv{j}"]
-            conv.weight.copy_(p["kernel"])
-            if "bias" in p:
-                conv.bias.copy_(p["bias"])
-        for norm, (b, j) in zip(norms, names if norms else [], strict=True):
-            norm.weight.copy_(params[f"block{b}"][f"norm{j}"]["scale"])
-            norm.bias.copy_(params[f"block{b}"][f"norm{j}"]["bias"])
-        linears = [m for m in module if isinstance(m, nn.Linear)]
-        for lin, name in zip(linears, (["fc"] if cfg.hidden else []) + ["head"], strict=True):
-            lin.weight.copy_(params[name]["kernel"])
-            lin.bias.copy_(params[name]["bias"])
-    return module.train()
-
-
 def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool) -> Runner:
     import torch
     import torch.nn.functional as F
@@ -152,7 +99,7 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
     from hwr import runtime
 
     device = pool[0].images.device
-    module = _module(cfg, params).to(device)
+    module = reference.module(cfg, params).to(device)  # what a user would write, with hwr's initial parameters
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
     forward = torch.compile(module) if compiled else module
 
@@ -272,24 +219,9 @@ def _jax_runner(name: str, cfg: Any, params: dict, pool: list) -> Runner:
 
 def _seed_order(model: Any) -> Any:
     """``model`` (the CNN) with the seed's relu-then-pool order, for measuring the reorder ``hwr.models.cnn`` makes."""
-    import torch.nn.functional as F
-
-    from hwr import nn
-
-    c = model.config
 
     def apply(params: dict, state: dict, x: Any, **kwargs: Any) -> Any:
-        for b in range(1, len(c.channels) + 1):
-            for j in range(1, c.convs_per_block + 1):
-                x = nn.conv2d(params[f"block{b}"][f"conv{j}"], x)
-                if c.norm == "batch":
-                    x, _ = nn.batch_norm(params[f"block{b}"][f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=True)
-                x = F.relu(x)
-            x = F.max_pool2d(x, 2)
-        x = x.flatten(1)
-        if c.hidden:
-            x = F.relu(nn.linear(params["fc"], x))
-        return nn.linear(params["head"], x), state
+        return reference.seed_order_apply(model.config, params, state, x), state
 
     return model._replace(apply=apply, name="cnn_seed_order")
 
@@ -378,75 +310,8 @@ def default_variants(device_type: str, quick: bool) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _malloc_trim() -> None:
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc
-            ctypes.CDLL(name).malloc_trim(0)
-
-
-def gpu_step_memory_mib(runner: Runner, start: int, device: Any) -> tuple[float, float]:
-    """(peak rise of ``torch.cuda.max_memory_allocated`` over one step above the memory allocated before it,
-    the absolute peak during that step), MiB."""
-    import torch
-
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    runner.block(runner.step(start))
-    peak = torch.cuda.max_memory_allocated(device)
-    return (peak - base) / 2**20, peak / 2**20
-
-
-def step_memory_mib(runner: Runner, start: int) -> float | None:
-    """Peak rise of the resident set over one step above the level after ``malloc_trim(0)`` (None off Linux)."""
-    if not Path("/proc/self/statm").exists():
-        return None
-    _malloc_trim()
-    base = _rss_bytes()
-    peak, stop = [base], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.0005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    runner.block(runner.step(start))
-    stop.set()
-    t.join()
-    return (max(peak[0], _rss_bytes()) - base) / 2**20
-
-
-def _inductor_cache_counts() -> tuple[int, int]:
-    from torch._dynamo.utils import counters
-
-    return counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _time_steps(runner: Runner, n: int, start: int) -> float:
-    return _time_steps_cpu(runner, n, start)[0]
-
-
-def _time_steps_cpu(runner: Runner, n: int, start: int) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of ``n`` steps."""
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    out = None
-    for i in range(n):
-        out = runner.step(start + i)
-    runner.block(out)
-    return time.perf_counter() - t0, _cpu_seconds() - c0
+    return harness.time_steps(runner.step, n, start, runner.block)[0]
 
 
 def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
@@ -467,30 +332,6 @@ def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
         logits, _ = model.apply(p, model.init_state(), x, train=True)
         F.cross_entropy(logits, y).backward()
     return counter.get_total_flops() / batch_size
-
-
-def peak_gflops(seconds: float = 1.0, device: Any = "cpu", dtype: Any = None) -> float:
-    """The matmul peak of ``device`` in ``dtype`` (float32 by default; on a GPU float32 means TF32 when
-    ``runtime.set_tf32(True)``): the best of repeated square products, 2048 on a CPU (this process's threads),
-    8192 on a GPU (each timed between synchronisations, 4 products per sample)."""
-    import torch
-
-    from hwr import runtime
-
-    device = torch.device(device)
-    dtype = dtype or torch.float32
-    n, reps = (8192, 4) if device.type == "cuda" else (2048, 1)
-    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    runtime.synchronize(device)
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b)
-        runtime.synchronize(device)
-        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def bench_batch_size(
@@ -515,10 +356,10 @@ def bench_batch_size(
 
     device = torch.device(device)
     params = cnn.model(cfg).init(random.key(0, device=device))
-    pool = _pool(cfg, batch_size, device)
+    pool = harness.synthetic_pool(cfg, batch_size, device)
     runners: list[Runner] = []
     for name in names:
-        hits, misses = _inductor_cache_counts()
+        hits, misses = harness.inductor_cache_counts()
         t0 = time.perf_counter()
         runner = builders[name](params, pool)
         runner.build_s = time.perf_counter() - t0
@@ -527,7 +368,7 @@ def bench_batch_size(
         runner.block(runner.step(0))
         runner.first_s = time.perf_counter() - t0 + (runner.build_s if runner.autotune else 0.0)
         if runner.compiled == "torch":
-            hits2, misses2 = _inductor_cache_counts()
+            hits2, misses2 = harness.inductor_cache_counts()
             runner.cache = "cold" if misses2 > misses else "warm" if hits2 > hits else "-"
         elif runner.compiled == "jax":
             runner.cache = "jax"
@@ -550,21 +391,20 @@ def bench_batch_size(
     for r in runners:  # warm-up after the recompile, and steps per window from a steady step time
         r.step_s = _time_steps(r, 1, 3)
     n_steps = {r.name: steps or max(1, round(window_s / max(r.step_s, 1e-6))) for r in runners}
-    step_no = 4
+    stride = max(n_steps.values())  # each round of windows starts at a fresh step number
     with torch.compiler.set_stance("fail_on_recompile"):
-        for w in range(windows):
-            order = runners[w % len(runners) :] + runners[: w % len(runners)]
-            for r in order:
-                n = n_steps[r.name]
-                seconds, cpu = _time_steps_cpu(r, n, step_no)
-                r.windows.append(n * batch_size * r.members / seconds)
-                r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
-            step_no += max(n_steps.values())
+        for w, r in harness.rotations(runners, windows):
+            n = n_steps[r.name]
+            seconds, cpu = harness.time_steps(r.step, n, 4 + w * stride, r.block)
+            r.windows.append(n * batch_size * r.members / seconds)
+            r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
+        step_no = 4 + windows * stride
         for r in runners:
+            once = lambda r=r: r.block(r.step(step_no))
             if device.type == "cuda":
-                r.step_mib, r.gpu_max_mib = gpu_step_memory_mib(r, step_no, device)
+                r.step_mib, r.gpu_max_mib = harness.gpu_step_memory_mib(once, device)
             else:
-                r.step_mib = step_memory_mib(r, step_no)
+                r.step_mib = harness.step_memory_mib(once)
     return runners
 
 
@@ -607,17 +447,12 @@ def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float,
 
 def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(title=f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same "
-                    "batch)")
-    for col in ("variant", "batch", "samples/s", "spread", "ratio", "per CPU-s", "ratio", "GFLOP/s", "% peak",
-                "step MiB", "compile s", "cache", "warm s"):
-        t.add_column(col, justify="left" if col in ("variant", "cache") else "right")
+    cells = []
     for r in rows:
         w = r["windows_samples_per_s"]
         spread = (max(w) - min(w)) / r["samples_per_s"] if len(w) > 1 else 0.0
-        t.add_row(
+        cells.append((
             r["variant"],
             str(r["batch_size"]),
             f"{r['samples_per_s']:,.0f}",
@@ -631,9 +466,12 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
             f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
             r["compile_cache"] or "-",
             f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
-        )
-    console = Console(width=max(Console().width, 150))
-    console.print(t)
+        ))
+    columns = ("variant", "batch", "samples/s", "spread", "ratio", "per CPU-s", "ratio", "GFLOP/s", "% peak",
+               "step MiB", "compile s", "cache", "warm s")
+    console = harness.print_table(
+        f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same batch)",
+        columns, cells, left=("variant", "cache"), width=max(Console().width, 150))
     gpu = (f"{env['device_name']}, TF32 {'on' if env['tf32'] else 'off'}, bf16 peak {env['peak_bf16_gflops']:.0f} "
            "GFLOP/s; ") if env["device"].startswith("cuda") else ""
     console.print(
@@ -739,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     from hwr.models import cnn
 
     flops = flops_per_sample(cfg, cnn.model(cfg).init(random.key(0)))
-    peak = args.peak_gflops or peak_gflops(device=device)
-    peak_bf16 = peak_gflops(device=device, dtype=torch.bfloat16) if device.type == "cuda" else None
+    peak = args.peak_gflops or harness.peak_gflops(device=device)
+    peak_bf16 = harness.peak_gflops(device=device, dtype=torch.bfloat16) if device.type == "cuda" else None
     side = 8192 if device.type == "cuda" else 2048
     env.update(
         peak_gflops=peak,
@@ -763,9 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     env.update(load_start=load_start, load_end=os.getloadavg()[0], seconds=time.perf_counter() - t_start)
     print_table(rows, env)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"env": env, "config": json.loads(args.config)}
-        args.json.write_text(json.dumps([{**row, **meta} for row in rows], indent=2))
+        harness.write_json(args.json, [{**row, **meta} for row in rows])
     return 0
 
 

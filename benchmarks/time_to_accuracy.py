@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from rich.table import Table  # noqa: E402
-
-from hwr import experiment, files, recipes, report, runtime  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from hwr import experiment, recipes, report, runtime  # noqa: E402
 from hwr.execution import MEMORY_FORMATS, Execution  # noqa: E402
 
 __all__ = ["main"]
@@ -79,19 +78,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         report.console.print(f"seed {seed}: test accuracy {r['test']['accuracy']:.4f} in {rows[-1]['total_s']:.0f}s")
 
     acc = [r["test_accuracy"] for r in rows]
-    table = Table(title=f"recipe {args.recipe} on {device} ({rows[0]['device_name']}): time to accuracy over "
-                        f"{len(rows)} seed(s){' (smoke run)' if smoke else ''}")
-    for col in ("seed", "epochs", "compile s", "train s", "samples/s", "test accuracy"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["seed"]), str(r["epochs"]), f"{r['compile_s']:.1f}", f"{r['train_s']:.2f}",
-                      f"{r['samples_per_s']:,.0f}", f"{r['test_accuracy']:.4f}")
     spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
-    table.caption = (f"mean test accuracy {statistics.fmean(acc):.4f} ± {spread:.4f}; "
-                     f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s")
-    report.console.print(table)
+    harness.print_table(
+        f"recipe {args.recipe} on {device} ({rows[0]['device_name']}): time to accuracy over {len(rows)} seed(s)"
+        f"{' (smoke run)' if smoke else ''}",
+        ("seed", "epochs", "compile s", "train s", "samples/s", "test accuracy"),
+        [(str(r["seed"]), str(r["epochs"]), f"{r['compile_s']:.1f}", f"{r['train_s']:.2f}",
+          f"{r['samples_per_s']:,.0f}", f"{r['test_accuracy']:.4f}") for r in rows],
+        caption=f"mean test accuracy {statistics.fmean(acc):.4f} ± {spread:.4f}; "
+                f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s")
     if args.json:
-        files.write_json(args.json, rows)
+        harness.write_json(args.json, rows)
     return rows
 
 

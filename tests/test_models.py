@@ -1,38 +1,14 @@
-"""hwr.models and hwr.models.cnn: parity with the seed nn.Module, config variants, registry and input errors."""
+"""hwr.models and hwr.models.cnn: parity with the seed nn.Module (benchmarks.reference), config variants, registry
+and input errors."""
 
 import math
 
 import pytest
 import torch
-from torch import nn as tnn
 
+from benchmarks import reference
 from hwr import models, random, tree
 from hwr.models.cnn import CNNConfig
-
-
-def _seed_module() -> tnn.Sequential:
-    """The seed tutorial's network, exactly as it was written."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return tnn.Sequential(
-            tnn.Conv2d(1, 32, 3, padding=1),
-            tnn.ReLU(),
-            tnn.MaxPool2d(2),
-            tnn.Conv2d(32, 64, 3, padding=1),
-            tnn.ReLU(),
-            tnn.MaxPool2d(2),
-            tnn.Flatten(),
-            tnn.Linear(3136, 128),
-            tnn.ReLU(),
-            tnn.Linear(128, 10),
-        )
-
-
-def _params_from_module(m: tnn.Sequential) -> dict:
-    def p(layer):
-        return {"kernel": layer.weight.detach().clone(), "bias": layer.bias.detach().clone()}
-
-    return {"block1": {"conv1": p(m[0])}, "block2": {"conv1": p(m[3])}, "fc": p(m[7]), "head": p(m[9])}
 
 
 def _images(n=16, seed=0, channels=1, size=28):
@@ -40,10 +16,10 @@ def _images(n=16, seed=0, channels=1, size=28):
 
 
 def test_seed_cnn_equals_seed_module():
-    module = _seed_module()
+    module = reference.module()
     model = models.get("cnn")
     assert model.name == "cnn" and model.config == CNNConfig()
-    params = _params_from_module(module)
+    params = reference.params_of(module)
     ours = model.init(random.key(0))
     assert tree.structure(ours) == tree.structure(params)
     for name, leaf in tree.flatten_names(ours).items():
@@ -59,9 +35,9 @@ def test_seed_cnn_equals_seed_module():
 
 
 def test_seed_cnn_init_bounds_match_pytorch_defaults():
-    module = _seed_module()
+    module = reference.module()
     ours = tree.flatten_names(models.get("cnn").init(random.key(3)))
-    ref = tree.flatten_names(_params_from_module(module))
+    ref = tree.flatten_names(reference.params_of(module))
     fan_in = {"block1.conv1": 9, "block2.conv1": 32 * 9, "fc": 3136, "head": 128}
     for name, leaf in ours.items():
         bound = 1.0 / math.sqrt(fan_in[name.rsplit(".", 1)[0]])

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from hwr import losses, nn, optim, perf, random, train, tree
+from benchmarks import reference
+from hwr import losses, optim, perf, random, train, tree
 from hwr.models import cnn
 
 TINY = cnn.CNNConfig(channels=(4, 8), hidden=16)
@@ -15,21 +15,6 @@ def _batch(n: int = 8) -> train.Batch:
     images = (random.uniform(random.key(1), (n, 1, 28, 28)) * 255).to(torch.uint8)
     images[:, :, :9] = 0  # blank rows: exact ties inside pooling windows
     return train.Batch(images, random.randint(random.key(2), (n,), 0, 10), torch.ones(n, dtype=torch.bool))
-
-
-def _reference_apply(cfg: cnn.CNNConfig, params, state, x):
-    """The seed's order, relu then max-pool, written out."""
-    for b in range(1, len(cfg.channels) + 1):
-        for j in range(1, cfg.convs_per_block + 1):
-            x = nn.conv2d(params[f"block{b}"][f"conv{j}"], x)
-            if cfg.norm == "batch":
-                x, _ = nn.batch_norm(params[f"block{b}"][f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=True)
-            x = F.relu(x)
-        x = F.max_pool2d(x, 2)
-    x = x.flatten(1)
-    if cfg.hidden:
-        x = F.relu(nn.linear(params["fc"], x))
-    return nn.linear(params["head"], x)
 
 
 @pytest.mark.parametrize("cfg", [cnn.CNNConfig(), DEEP_BN], ids=["seed", "deep_bn"])
@@ -43,7 +28,7 @@ def test_pool_before_relu_is_bitwise_the_seed_order(cfg):
         return model.apply(p, state, x, train=True)[0]
 
     def seed(p):
-        return _reference_apply(cfg, p, state, x)
+        return reference.seed_order_apply(cfg, p, state, x)  # the seed's order, relu then max-pool
 
     assert torch.equal(ours(params), seed(params))
     g1 = torch.func.grad(lambda p: ours(p).square().sum())(params)

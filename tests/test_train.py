@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn as tnn
 from torch._dynamo.utils import counters
 
+from benchmarks import reference
 from hwr import models, optim, random, train, tree
 from hwr.losses import LossConfig, make_loss
 from hwr.models.cnn import CNNConfig
@@ -144,26 +144,9 @@ def test_init_state():
 # ---------------------------------------------------------------------------------------------- parity with torch
 
 
-def _seed_module() -> tnn.Sequential:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return tnn.Sequential(
-            tnn.Conv2d(1, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-            tnn.Conv2d(32, 64, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-            tnn.Flatten(), tnn.Linear(3136, 128), tnn.ReLU(), tnn.Linear(128, 10),
-        )
-
-
-def _module_params(m: tnn.Sequential) -> dict:
-    def p(layer):
-        return {"kernel": layer.weight.detach().clone(), "bias": layer.bias.detach().clone()}
-
-    return {"block1": {"conv1": p(m[0])}, "block2": {"conv1": p(m[3])}, "fc": p(m[7]), "head": p(m[9])}
-
-
 def test_eager_step_equals_module_and_torch_adam():
-    module = _seed_module()
-    params = _module_params(module)
+    module = reference.module()
+    params = reference.params_of(module)
     model = models.get("cnn")
     batch = _batch(masked=0)
 
@@ -177,7 +160,7 @@ def test_eager_step_equals_module_and_torch_adam():
     ref_loss = F.cross_entropy(module(x), batch.labels)
     ref_loss.backward()
     assert torch.allclose(m["loss"], ref_loss.detach(), atol=1e-6)
-    ref_grads = _module_params_grads(module)
+    ref_grads = reference.grads_of(module)
     for name, g in tree.flatten_names(grads).items():
         assert torch.allclose(g, tree.flatten_names(ref_grads)[name], atol=1e-7, rtol=1e-5), name
     ref_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), 1e9)
@@ -188,8 +171,8 @@ def test_eager_step_equals_module_and_torch_adam():
     # is sensitive to the last bit of g (measured: one fc entry moves 1.8e-6, the rest stay below 3e-8)
     adam = optim.adam(1e-3)
     step = train.train_step(model, adam, make_loss(LossConfig()))
-    state = train.init_state(model, adam, random.key(0), params=_module_params(_seed_module()))
-    module = _seed_module()
+    state = train.init_state(model, adam, random.key(0), params=reference.params_of(reference.module()))
+    module = reference.module()
     torch_opt = torch.optim.Adam(module.parameters(), lr=1e-3)
     for i in range(3):
         b = _batch(seed=10 + i, masked=0)
@@ -197,17 +180,10 @@ def test_eager_step_equals_module_and_torch_adam():
         torch_opt.zero_grad()
         F.cross_entropy(module(b.images.float() / 255.0), b.labels).backward()
         torch_opt.step()
-        ref = _module_params(module)
+        ref = reference.params_of(module)
         for name, p in tree.flatten_names(state.params).items():
             atol = 1e-7 if i == 0 else 1e-5  # an update is lr = 1e-3: a wrong step is far outside both
             assert torch.allclose(p, tree.flatten_names(ref)[name], atol=atol, rtol=0), (i, name)
-
-
-def _module_params_grads(m: tnn.Sequential) -> dict:
-    def g(layer):
-        return {"kernel": layer.weight.grad.clone(), "bias": layer.bias.grad.clone()}
-
-    return {"block1": {"conv1": g(m[0])}, "block2": {"conv1": g(m[3])}, "fc": g(m[7]), "head": g(m[9])}
 
 
 # ---------------------------------------------------------------------------------------------- eval and predict
