@@ -122,6 +122,7 @@ def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig:
     _, params = parse_name(best.dataset)
     return dataclasses.replace(best, dataset=f"optdigits:val={params['val']:g}")
 
+
 # The search starts from the untuned recipes a user would try first (logit adjustment, the standard augmentation
 # preset, AdamW 1e-3 for 20 epochs: Menon et al. 2021; the same with mixup/CutMix and WiSE-FT), then TPE's own.
 _UNTUNED = {
@@ -132,7 +133,6 @@ _UNTUNED = {
     "sampling": "instance", "wise": False,
 }
 INITIAL = (_UNTUNED, {**_UNTUNED, "mix": "both", "mix_alpha": 0.4, "mix_prob": 0.5, "wise": True})
-
 
 SPEC = StudySpec(
     name="optdigits_longtail",
@@ -150,6 +150,6 @@ SPEC = StudySpec(
     reference="plain_finetune",
     oracle=oracle,
     rerun_top=3,
-    initial=INITIAL,
     rerun_seeds=(201, 202),
+    initial=INITIAL,
 )
