@@ -42,7 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
     p.add_argument("run", help="run folder")
     p.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
+                   help="data root (default $HWR_DATA or ~/.cache/hwr)")
     _device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -84,7 +85,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
     p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--data-root", default=None, help="data root (default $HWR_DATA or ~/.cache/hwr)")
+    p.add_argument("--data-root", default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
+                   help="data root (default $HWR_DATA or ~/.cache/hwr)")
     g = p.add_argument_group("execution (where and how it runs; not part of the run's config)")
     _device_arg(g)
     c = g.add_mutually_exclusive_group()
