@@ -1,5 +1,5 @@
-"""hwr.models and hwr.models.cnn: parity with the seed nn.Module (benchmarks.reference), config variants, registry
-and input errors."""
+"""hwr.models.cnn: parity with the seed nn.Module (benchmarks.reference), config variants and input errors; what every
+family must do is in test_models.py."""
 
 import math
 
@@ -145,27 +145,6 @@ def test_dropout_variant_needs_a_key_and_differs_by_key():
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CNNConfig(**kwargs)
-
-
-def test_registry_lookup_and_errors():
-    assert "cnn" in models.names()
-    with pytest.raises(KeyError) as err:
-        models.get("resnet")
-    assert "resnet" in str(err.value) and "'cnn'" in str(err.value)
-    with pytest.raises(KeyError, match="cnn"):
-        models.config_from_dict("nope", {})
-    with pytest.raises(TypeError, match="CNNConfig"):
-        models.get("cnn", object())
-    assert models.get("cnn", {"channels": [8, 16], "hidden": 32}).config == CNNConfig(channels=(8, 16), hidden=32)
-
-
-def test_config_from_dict_rejects_unknown_fields_and_converts_lists():
-    c = models.config_from_dict("cnn", {"channels": [16, 32], "norm": "batch"})
-    assert c == CNNConfig(channels=(16, 32), norm="batch") and isinstance(c.channels, tuple)
-    assert models.config_from_dict("cnn") == CNNConfig()
-    with pytest.raises(ValueError) as err:
-        models.config_from_dict("cnn", {"chanels": [16]})
-    assert "chanels" in str(err.value) and "channels" in str(err.value)
 
 
 def test_wrong_input_shape_and_dtype_raise_clear_errors():

@@ -2,10 +2,8 @@ import math
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
 
-from hwr import finetune, losses, models, nn, optim, random, train, tree
-from hwr.data.batches import Batch
+from hwr import finetune, models, nn, random, tree
 from hwr.models import rnn
 from hwr.models.rnn import RNNConfig
 
@@ -137,12 +135,8 @@ def test_conv_reader_reads_stem_columns():
     assert list(params) == ["stem", "layer1", "head"]
 
 
-def test_default_model_shapes_and_registry():
-    m = models.get("rnn")
-    assert m.name == "rnn" and m.config == RNNConfig()
-    params = m.init(random.key(0))
-    logits, _ = m.apply(params, m.init_state(), torch.rand(3, 1, 28, 28))
-    assert logits.shape == (3, 10)
+def test_default_parameter_shapes():  # the default model's name, config and logits: test_models.py
+    params = models.get("rnn").init(random.key(0))
     assert params["layer1"]["fwd"]["ih"]["kernel"].shape == (3 * 128, 28)
     assert params["head"]["kernel"].shape == (10, 128)
     cfg = models.config_from_dict("rnn", {"cell": "lstm", "bidirectional": True, "num_classes": 5})
@@ -171,35 +165,6 @@ def test_fine_tuning_last_block_is_the_top_layer():
     assert groups == {"head": ["head"], "last": ["layer3"], "early": ["stem", "layer1", "layer2"]}
 
 
-def test_dropout_is_keyed_and_only_in_training():
-    cfg = RNNConfig(hidden=8, num_layers=2, dropout=0.5, image_size=8)
-    m = rnn.model(cfg)
-    params = m.init(random.key(0))
-    x = random.uniform(random.key(1), (4, 1, 8, 8))
-    k1, k2 = random.split(random.key(2))
-    a, _ = m.apply(params, {}, x, key=k1, train=True)
-    b, _ = m.apply(params, {}, x, key=k1, train=True)
-    c, _ = m.apply(params, {}, x, key=k2, train=True)
-    assert torch.equal(a, b)
-    assert not torch.allclose(a, c)
-    eval_out, _ = m.apply(params, {}, x, key=k1)
-    no_dropout, _ = rnn.model(RNNConfig(hidden=8, num_layers=2, image_size=8)).apply(params, {}, x)
-    torch.testing.assert_close(eval_out, no_dropout, atol=0, rtol=0)
-    with pytest.raises(ValueError, match="needs key"):
-        m.apply(params, {}, x, train=True)
-
-
-def test_apply_is_pure():
-    m = rnn.model(RNNConfig(hidden=4, bidirectional=True, image_size=6, dropout=0.2))
-    params = m.init(random.key(0))
-    before = tree.map(torch.clone, params)
-    x = random.uniform(random.key(1), (2, 1, 6, 6))
-    x0 = x.clone()
-    m.apply(params, {}, x, key=random.key(3), train=True)
-    _assert_close_trees(params, before, atol=0)
-    assert torch.equal(x, x0)
-
-
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
@@ -222,60 +187,3 @@ def test_bad_config_conv_reader_needs_two_pixels_and_unknown_fields():
         RNNConfig(reader="conv", image_size=1)
     with pytest.raises(ValueError, match="unknown rnn config"):
         models.config_from_dict("rnn", {"hiden": 3})
-
-
-def test_wrong_input():
-    m = rnn.model(RNNConfig(hidden=4))
-    params = m.init(random.key(0))
-    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
-        m.apply(params, {}, torch.rand(2, 28, 28))
-    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
-        m.apply(params, {}, torch.rand(2, 1, 32, 32))
-    with pytest.raises(TypeError, match="float"):
-        m.apply(params, {}, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
-
-
-# ------------------------------------------------------------------------------- compiled training (one compile)
-
-TINY = RNNConfig(cell="lstm", hidden=8, num_layers=2, bidirectional=True, dropout=0.1, image_size=8)
-
-
-@pytest.fixture(scope="module")
-def compiled():
-    m = rnn.model(TINY)
-    opt = optim.adam(3e-2)
-    step = train.train_step(m, opt, losses.cross_entropy)
-    state = train.init_state(m, opt, random.key(0))
-    labels = random.randint(random.key(2), (16,), 0, 8)
-    noise = random.uniform(random.key(1), (16, 1, 8, 8)) * 100
-    images = torch.where(torch.arange(8)[None, None, None, :] == labels[:, None, None, None], 255.0, noise)
-    images = images.to(torch.uint8)  # class = the bright column: every step sees it
-    batch = Batch(images, labels, torch.ones(16, dtype=torch.bool))
-    counters.clear()
-    fast = train.compile(step)
-    first = fast(state, batch)
-    stats = {"graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
-    return {"step": step, "fast": fast, "state": state, "batch": batch, "first": first, "stats": stats}
-
-
-def test_compiles_to_one_graph_without_breaks(compiled):
-    assert compiled["stats"] == {"graphs": 1, "breaks": 0}
-
-
-def test_compiled_step_matches_eager(compiled):
-    eager_state, eager_m = compiled["step"](compiled["state"], compiled["batch"])
-    fast_state, fast_m = compiled["first"]
-    _assert_close_trees(fast_state.params, eager_state.params)
-    torch.testing.assert_close(fast_m["loss"], eager_m["loss"], atol=ATOL, rtol=0)
-    torch.testing.assert_close(fast_m["grad_norm"], eager_m["grad_norm"], atol=1e-4, rtol=1e-5)
-
-
-def test_compiled_steps_reduce_the_loss_without_recompiling(compiled):
-    state, batch = compiled["state"], compiled["batch"]
-    first = None
-    with torch.compiler.set_stance("fail_on_recompile"):
-        for _ in range(25):
-            state, m = compiled["fast"](state, batch)
-            first = float(m["loss"]) if first is None else first
-    assert float(m["loss"]) < 0.5 * first
-    assert int(state.step) == 25
