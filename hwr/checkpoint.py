@@ -24,6 +24,7 @@ from safetensors.torch import save as st_save
 from torch.utils import _pytree as pytree
 
 from hwr import files, tree
+from hwr.errors import HwrError
 from hwr.tree import PyTree
 
 __all__ = ["CheckpointError", "load", "load_flat", "read_metadata", "save"]
@@ -31,7 +32,7 @@ __all__ = ["CheckpointError", "load", "load_flat", "read_metadata", "save"]
 _META_KEY = "hwr"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HwrError, ValueError):
     """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
 
 

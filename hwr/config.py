@@ -19,6 +19,7 @@ from hwr import models
 from hwr.data.augment import AugmentConfig
 from hwr.data.batches import SAMPLING_POWERS
 from hwr.data.mix import MixConfig
+from hwr.errors import InputError
 from hwr.losses import LossConfig
 
 __all__ = [
@@ -50,11 +51,11 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown optimizer {self.name!r}; choose adam, adamw or sgd")
+            raise InputError(f"unknown optimizer {self.name!r}; choose adam, adamw or sgd")
         if self.schedule not in ("constant", "cosine", "onecycle", "step"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose constant, cosine, onecycle or step")
+            raise InputError(f"unknown schedule {self.schedule!r}; choose constant, cosine, onecycle or step")
         if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            raise InputError(f"learning rate must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.trainable not in ("head", "last", "all"):
-            raise ValueError(f"trainable must be head, last or all, got {self.trainable!r}")
+            raise InputError(f"trainable must be head, last or all, got {self.trainable!r}")
         if self.backbone_lr_mult < 0:
-            raise ValueError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
+            raise InputError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
         if self.l2sp < 0:
-            raise ValueError(f"l2sp must be >= 0, got {self.l2sp}")
+            raise InputError(f"l2sp must be >= 0, got {self.l2sp}")
         object.__setattr__(self, "reinit", tuple(self.reinit))
 
 
@@ -93,7 +94,7 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         if self.crt_epochs < 0 or self.tau_norm < 0 or self.posthoc_tau < 0 or not self.crt_lr > 0:
-            raise ValueError(f"classifier settings must be >= 0 (crt_lr > 0), got {self}")
+            raise InputError(f"classifier settings must be >= 0 (crt_lr > 0), got {self}")
 
     def is_identity(self) -> bool:
         return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
@@ -132,15 +133,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+            raise InputError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not 0.0 < self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.validation not in VALIDATIONS:
-            raise ValueError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
+            raise InputError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
         if self.validation == "kfold" and not (self.folds >= 2 and 0 <= self.fold < self.folds):
-            raise ValueError(f"kfold validation needs folds >= 2 and 0 <= fold < folds, got {self.fold}/{self.folds}")
+            raise InputError(f"kfold validation needs folds >= 2 and 0 <= fold < folds, got {self.fold}/{self.folds}")
         if self.sampling not in SAMPLING_POWERS:
-            raise ValueError(f"sampling must be one of {tuple(SAMPLING_POWERS)}, got {self.sampling!r}")
+            raise InputError(f"sampling must be one of {tuple(SAMPLING_POWERS)}, got {self.sampling!r}")
         if self.model_config is not None and not dataclasses.is_dataclass(self.model_config):
             object.__setattr__(self, "model_config", models.config_from_dict(self.model, self.model_config))
 
@@ -165,7 +166,7 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(fields)}")
+        raise InputError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
         kwargs[name] = _coerce(hints[name], value)

@@ -30,6 +30,7 @@ import torch
 from hwr import autotune, optim, perf, runtime, train
 from hwr.config import LEGACY_EXECUTION_KEYS
 from hwr.data.batches import Batch
+from hwr.errors import InputError
 from hwr.losses import Loss
 from hwr.models import Model
 
@@ -60,13 +61,13 @@ class Execution:
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be a device name (auto, cpu, cuda, cuda:N), got {self.device!r}")
+            raise InputError(f"device must be a device name (auto, cpu, cuda, cuda:N), got {self.device!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
+            raise InputError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
         if self.threads < 0 or self.sync_every < 1:
-            raise ValueError(f"threads must be >= 0 and sync_every >= 1, got {self.threads}, {self.sync_every}")
+            raise InputError(f"threads must be >= 0 and sync_every >= 1, got {self.threads}, {self.sync_every}")
 
     def resolve(self) -> torch.device:
         """The ``torch.device`` to run on; ``ValueError`` naming the fix when this machine lacks it."""

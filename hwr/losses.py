@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from hwr.errors import InputError
+
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 __all__ = [
@@ -48,7 +50,7 @@ def cross_entropy(
     n_cls = logits.shape[-1]
     soft = labels.is_floating_point()
     if soft and labels.shape != logp.shape:
-        raise ValueError(f"soft targets must have the logits' shape {tuple(logp.shape)}, got {tuple(labels.shape)}")
+        raise InputError(f"soft targets must have the logits' shape {tuple(logp.shape)}, got {tuple(labels.shape)}")
     nll = -(labels * logp).sum(-1) if soft else -logp.gather(1, labels[:, None])[:, 0]  # (B,)
     if class_weights is None:
         w_y = torch.ones_like(nll)
@@ -90,7 +92,7 @@ def effective_number_weights(counts: Sequence[int] | torch.Tensor, beta: float =
     """Class-balanced weights of Cui et al. 2019: ``w_c ∝ (1 - beta) / (1 - beta ** n_c)``, mean 1 over classes.
     ``beta -> 0`` gives uniform weights, ``beta -> 1`` inverse frequency."""
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
+        raise InputError(f"beta must be in [0, 1), got {beta}")
     n = _counts(counts)
     w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
     return w * (len(w) / w.sum())
@@ -99,7 +101,7 @@ def effective_number_weights(counts: Sequence[int] | torch.Tensor, beta: float =
 def _counts(counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
     n = torch.as_tensor(counts, dtype=torch.float64)
     if n.dim() != 1 or len(n) == 0 or bool((n <= 0).any()):
-        raise ValueError(f"class counts must be a non-empty 1-d sequence of positive numbers, got {counts}")
+        raise InputError(f"class counts must be a non-empty 1-d sequence of positive numbers, got {counts}")
     return n
 
 
@@ -118,13 +120,13 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.defer < 1.0:
-            raise ValueError(f"defer must be in [0, 1) (share of training before weights apply), got {self.defer}")
+            raise InputError(f"defer must be in [0, 1) (share of training before weights apply), got {self.defer}")
         if self.weighting not in ("none", "inverse", "effective", "logit_adjust"):
-            raise ValueError(
+            raise InputError(
                 f"unknown class weighting {self.weighting!r}; choose none, inverse, effective or logit_adjust"
             )
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def class_weights(config: LossConfig, counts: Sequence[int] | torch.Tensor) -> torch.Tensor | None:
@@ -176,7 +178,7 @@ def make_loss(
     other than ``none``. Constants are captured as tensors, so the compiled step sees them as fixed inputs.
     With ``config.defer > 0`` the result is ``Scheduled`` and switches at ``defer * total_steps``."""
     if config.weighting != "none" and counts is None:
-        raise ValueError(f"class weighting {config.weighting!r} needs the training set's class counts")
+        raise InputError(f"class weighting {config.weighting!r} needs the training set's class counts")
     s = config.label_smoothing
     if config.weighting == "logit_adjust":
         n = _counts(counts)

@@ -21,6 +21,7 @@ from hwr import checkpoint, losses, models, optim, random, tree
 from hwr.config import OptimConfig, RunConfig, from_dict
 from hwr.data import batches as bt
 from hwr.data import clean, sources, splits
+from hwr.errors import HwrError
 from hwr.finetune import anchored_mask, lr_multipliers, transfer
 from hwr.models import Model
 
@@ -30,7 +31,7 @@ CONFIG, CHECKPOINT = "config.json", "checkpoint.safetensors"
 _SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds
 
 
-class RunError(ValueError):
+class RunError(HwrError, ValueError):
     """A run folder that cannot be used as asked (exists without --resume, missing files, wrong kind)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hwr.config import OptimConfig, RunConfig
 from hwr.data.augment import AugmentConfig
+from hwr.errors import UnknownNameError
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 
@@ -40,6 +41,6 @@ RECIPES: dict[str, RunConfig] = {
 def get(name: str, **overrides: Any) -> RunConfig:
     """The recipe ``name`` with fields replaced by ``overrides`` (those that are not None)."""
     if name not in RECIPES:
-        raise KeyError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+        raise UnknownNameError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(RECIPES[name], **changes)

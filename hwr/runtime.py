@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from hwr.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -112,12 +114,12 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ValueError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+        raise InputError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+            raise InputError(f"device {spec!r} asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            raise InputError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from hwr.errors import HwrError
+
 if TYPE_CHECKING:
     from hwr.study import StudySpec
 
@@ -23,7 +25,7 @@ __all__ = ["DEFAULT_STORAGE", "StudyError", "experimental_ok", "open_study", "st
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"
 
 
-class StudyError(ValueError):
+class StudyError(HwrError, ValueError):
     """A study that cannot run as asked: bad spec, unreachable or locked storage, unknown study name."""
 
 

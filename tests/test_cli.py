@@ -261,3 +261,35 @@ def test_help_lists_commands():
     for cmd in ("train", "evaluate", "finetune", "predict", "data", "study"):
         assert cmd in out
     assert os.environ.get("HWR_NO_MALLOPT") != "1"
+
+
+def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, capsys):
+    from hwr import cli
+    from hwr.cli import train as cli_train
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+
+    monkeypatch.setattr(cli_train, "cmd_evaluate", broken)
+    assert cli.main(["evaluate", "somewhere"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error (TypeError" in err and "bug in hwr" in err and "--debug" in err
+    with pytest.raises(TypeError):
+        cli.main(["--debug", "evaluate", "somewhere"])
+    from hwr.errors import InputError
+
+    monkeypatch.setattr(cli_train, "cmd_evaluate", lambda a: (_ for _ in ()).throw(InputError("bad value x")))
+    assert cli.main(["evaluate", "somewhere"]) == 2 and "hwr: error: bad value x" in capsys.readouterr().err
+
+
+def test_predict_reads_every_file_and_reports_each_bad_one(trained, tmp_path):
+    good = _digit_files(tmp_path, 3)
+    junk = tmp_path / "notes.png"
+    junk.write_text("not an image")
+    missing = tmp_path / "gone.jpg"
+    p = hwr("predict", "--model", str(trained), str(good[0][0]), str(junk), str(good[1][0]), str(missing),
+            check=False)
+    assert p.returncode == 2
+    assert good[0][0].name in p.stdout and good[1][0].name in p.stdout  # both readable files predicted
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("hwr: error")]
+    assert len(lines) == 2 and "notes.png" in lines[0] and "gone.jpg" in lines[1]

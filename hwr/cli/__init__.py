@@ -1,6 +1,8 @@
 """The ``hwr`` command: thin subcommands over the library. Each ``hwr/cli/<group>.py`` module adds its
 subparsers with ``add_parsers(subparsers)`` and sets ``func`` on them; ``main`` parses, calls, and turns a
-``UsageError`` (or any known bad-input error) into one clear line and exit code 2. ``--debug`` shows tracebacks.
+``hwr.errors.HwrError`` (``UsageError`` and the library's own error classes: bad input the user can fix) into one
+clear line and exit code 2; any other exception is a bug: one line that says so and exit code 1. ``--debug``
+shows tracebacks.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from hwr.errors import HwrError
+
 __all__ = ["UsageError", "main"]
 
 # Subcommand groups, in the order `hwr --help` lists them.
 GROUPS = ("data", "train", "study")
 
 
-class UsageError(Exception):
+class UsageError(HwrError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
@@ -46,12 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UsageError, FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
+    except HwrError as e:  # the project's own errors: something the user can fix
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"hwr: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # anything else is a bug in hwr, never reported as bad input
+        if args.debug:
+            raise
+        print(f"hwr: internal error ({type(e).__name__}: {e}); this is a bug in hwr, not in your input: rerun "
+              "with --debug and report the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -225,19 +225,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model, params, state, meta = experiment.load_run(args.model, device)
     classes = meta["classes"]
-    inputs = []
-    for path in args.images:
+    inputs, readable, failed = [], [], 0
+    for path in args.images:  # every readable file is predicted; each bad one gets its own line
         try:
             inputs.append(digits.mnist_style(digits.load_image(path)))
+            readable.append(path)
         except (ValueError, OSError) as e:
-            raise UsageError(f"{path}: {e}") from None
+            report.err_console.print(f"hwr: error: {e if str(path) in str(e) else f'{path}: {e}'}",
+                                     markup=False, highlight=False)
+            failed += 1
+    if not inputs:
+        return 2
     x = torch.stack(inputs)  # (N, 1, 28, 28) uint8
     if args.save_input:
         from PIL import Image
 
         folder = Path(args.save_input)
         folder.mkdir(parents=True, exist_ok=True)
-        for path, img in zip(args.images, x):
+        for path, img in zip(readable, x):
             Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_28x28.png")
     transform = aug.make_transform(None, meta["mean"], meta["std"])
     with torch.inference_mode():
@@ -249,7 +254,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     table.add_column("image")
     for r in range(top_p.shape[1]):
         table.add_column(f"#{r + 1}", justify="right")
-    for path, ps, idx in zip(args.images, top_p.tolist(), top_i.tolist()):
+    for path, ps, idx in zip(readable, top_p.tolist(), top_i.tolist()):
         table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
     report.console.print(table)
-    return 0
+    return 2 if failed else 0  # non-zero when any file could not be read

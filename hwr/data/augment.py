@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import random
+from hwr.errors import InputError
 from hwr.random import Key
 
 __all__ = ["PRESETS", "AugmentConfig", "affine_theta", "augment", "make_transform", "parse_augment"]
@@ -57,12 +58,12 @@ class AugmentConfig:
         try:
             lo, hi = (float(v) for v in self.erase_scale)
         except (TypeError, ValueError):
-            raise ValueError(f"erase_scale must be two numbers (low, high), got {self.erase_scale!r}") from None
+            raise InputError(f"erase_scale must be two numbers (low, high), got {self.erase_scale!r}") from None
         object.__setattr__(self, "erase_scale", (lo, hi))
         for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"augment {name} must be a finite number, got {v!r}")
+                raise InputError(f"augment {name} must be a finite number, got {v!r}")
             object.__setattr__(self, name, float(v))
         checks = [
             (0 <= self.rotation <= 180, "rotation", "a max angle in [0, 180] degrees"),
@@ -75,11 +76,11 @@ class AugmentConfig:
         ]
         for ok, name, want in checks:
             if not ok:
-                raise ValueError(f"augment {name}={getattr(self, name)} is out of range; use {want}")
+                raise InputError(f"augment {name}={getattr(self, name)} is out of range; use {want}")
         if not 0 < lo <= hi <= 1:
-            raise ValueError(f"augment erase_scale={self.erase_scale} must satisfy 0 < low <= high <= 1")
+            raise InputError(f"augment erase_scale={self.erase_scale} must satisfy 0 < low <= high <= 1")
         if not isinstance(self.hflip, bool):
-            raise ValueError(f"augment hflip must be True or False, got {self.hflip!r}")
+            raise InputError(f"augment hflip must be True or False, got {self.hflip!r}")
 
     def is_identity(self) -> bool:
         """True when every transform is off (``augment`` then returns its input unchanged)."""
@@ -107,18 +108,18 @@ def _parse_value(key: str, text: str) -> object:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"augment hflip={text!r}: use true or false")
+        raise InputError(f"augment hflip={text!r}: use true or false")
     if key == "erase_scale":
         parts = text.replace("/", ":").split(":")
         try:
             lo, hi = (float(p) for p in parts)
         except ValueError:
-            raise ValueError(f"augment erase_scale={text!r}: use low:high, e.g. erase_scale=0.02:0.15") from None
+            raise InputError(f"augment erase_scale={text!r}: use low:high, e.g. erase_scale=0.02:0.15") from None
         return (lo, hi)
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"augment {key}={text!r} is not a number") from None
+        raise InputError(f"augment {key}={text!r} is not a number") from None
 
 
 def parse_augment(spec: str) -> AugmentConfig:
@@ -128,25 +129,25 @@ def parse_augment(spec: str) -> AugmentConfig:
     unknown preset or key, a bad value, or a repeated key."""
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts:
-        raise ValueError(f"empty augmentation spec {spec!r}; use a preset ({', '.join(PRESETS)}) or key=value,...")
+        raise InputError(f"empty augmentation spec {spec!r}; use a preset ({', '.join(PRESETS)}) or key=value,...")
     base = AugmentConfig()
     if "=" not in parts[0]:
         name = parts.pop(0).lower()
         if name not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)} "
+            raise InputError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)} "
                              f"or give key=value pairs with keys {', '.join(_FIELDS)}")
         base = PRESETS[name]
     changes: dict[str, object] = {}
     for part in parts:
         if "=" not in part:
-            raise ValueError(f"augmentation spec {spec!r}: expected key=value, got {part!r} (a preset may only "
+            raise InputError(f"augmentation spec {spec!r}: expected key=value, got {part!r} (a preset may only "
                              "come first)")
         key, text = part.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in _FIELDS:
-            raise ValueError(f"unknown augmentation key {key!r}; valid keys: {', '.join(_FIELDS)}")
+            raise InputError(f"unknown augmentation key {key!r}; valid keys: {', '.join(_FIELDS)}")
         if key in changes:
-            raise ValueError(f"augmentation key {key!r} given twice in {spec!r}")
+            raise InputError(f"augmentation key {key!r} given twice in {spec!r}")
         changes[key] = _parse_value(key, text)
     return dataclasses.replace(base, **changes)
 
@@ -274,7 +275,7 @@ def make_transform(config: AugmentConfig | None, mean: float, std: float) -> Tra
     """The ``transform`` of ``hwr.train.train_step``/``eval_step``: uint8 ``(B, C, H, W)`` -> ``/ 255`` ->
     ``augment`` (skipped when ``config`` is None or the identity) -> ``(x - mean) / std``, float32."""
     if not std > 0:
-        raise ValueError(f"std must be > 0, got {std}; compute it with hwr.data.clean.normalization_stats")
+        raise InputError(f"std must be > 0, got {std}; compute it with hwr.data.clean.normalization_stats")
     cfg = None if config is None or config.is_identity() else config
     mean, std = float(mean), float(std)
 

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import torch
 
+from hwr.errors import HwrError
+
 __all__ = [
     "DERIVED",
     "FASHION_SHA256",
@@ -74,18 +76,18 @@ class Dataset(NamedTuple):
         return len(self.classes)
 
 
-class UnknownDatasetError(KeyError, ValueError):
+class UnknownDatasetError(HwrError, KeyError, ValueError):
     """A data set name ``load``/``fetch`` does not know; the message lists the choices."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
-class DatasetSpecError(ValueError):
+class DatasetSpecError(HwrError, ValueError):
     """A data set name with parameters that do not parse or that the data set does not take."""
 
 
-class DataUnavailableError(OSError):
+class DataUnavailableError(HwrError, OSError):
     """The files of a data set are missing and could not be obtained; the message names the folder layout to
     place them in."""
 

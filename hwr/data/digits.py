@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hwr.errors import InputError
+
 __all__ = ["FIELD", "MAX_PIXELS", "load_image", "mnist_style"]
 
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
@@ -36,14 +38,14 @@ def mnist_style(image: torch.Tensor) -> torch.Tensor:
     (antialiased bicubic, aspect kept), rescales the peak to 1, and pastes it so that the centre of mass lies
     at pixel (14, 14) to the nearest pixel (clamped so no ink leaves the field)."""
     if not isinstance(image, torch.Tensor) or image.ndim != 2:
-        raise ValueError(f"mnist_style takes a 2-D float image (H, W), got {getattr(image, 'shape', type(image))}")
+        raise InputError(f"mnist_style takes a 2-D float image (H, W), got {getattr(image, 'shape', type(image))}")
     x = image.detach().cpu().float()
     if not torch.isfinite(x).all():
-        raise ValueError("image holds NaN or inf pixels")
+        raise InputError("image holds NaN or inf pixels")
     x = x.clamp(0.0, 1.0)
     peak = float(x.max())
     if peak <= 0.0:
-        raise ValueError(f"image of shape {tuple(x.shape)} holds no ink (all pixels are 0)")
+        raise InputError(f"image of shape {tuple(x.shape)} holds no ink (all pixels are 0)")
     rows = (x > INK_THRESHOLD * peak).any(1).nonzero().squeeze(1)
     cols = (x > INK_THRESHOLD * peak).any(0).nonzero().squeeze(1)
     crop = x[int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
@@ -68,22 +70,22 @@ def _open(path: Path) -> Image.Image:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
-        raise ValueError(f"{path}: not a file")
+        raise InputError(f"{path}: not a file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
+        raise InputError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
+        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
     w, h = img.size
     if w * h > MAX_PIXELS:
         img.close()
-        raise ValueError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel limit; scale the "
+        raise InputError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel limit; scale the "
                          "image down (a digit needs a few hundred pixels across at most)")
     if w == 0 or h == 0:
-        raise ValueError(f"{path}: empty image ({w}x{h})")
+        raise InputError(f"{path}: empty image ({w}x{h})")
     return img
 
 
@@ -116,7 +118,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         with img:
             grey = _grey(img)
     except (OSError, SyntaxError, ValueError) as e:  # truncated or malformed pixel data
-        raise ValueError(f"{path}: cannot decode the image ({e})") from None
+        raise InputError(f"{path}: cannot decode the image ({e})") from None
     h, w = grey.shape
     b = max(1, round(0.02 * min(h, w)))  # border band: 2% of the short side
     border = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[:, :b].ravel(), grey[:, -b:].ravel()])
@@ -132,7 +134,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     floor = float(np.quantile(np.clip(border_ink, 0.0, None), 0.9))  # the background's noise level
     peak = float(ink.max())
     if peak - floor < MIN_CONTRAST:
-        raise ValueError(f"{path}: no ink found: the image is blank or all background (contrast "
+        raise InputError(f"{path}: no ink found: the image is blank or all background (contrast "
                          f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer")
     out = np.clip((ink - floor) / (peak - floor), 0.0, 1.0).astype(np.float32)
     return torch.from_numpy(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwr.errors import HwrError
 from hwr.files import atomic_write
 
 __all__ = ["IdxError", "decode", "encode", "read", "read_header", "sha256", "write"]
@@ -32,7 +33,7 @@ _TYPES: dict[int, np.dtype] = {
 _CODES = {np.dtype(v).newbyteorder("=").str[1:]: k for k, v in _TYPES.items()}  # "u1" -> 0x08, "i4" -> 0x0C, ...
 
 
-class IdxError(ValueError):
+class IdxError(HwrError, ValueError):
     """A file that is not a well-formed IDX file (or not the one expected): the message names the file, the
     problem and the fix."""
 

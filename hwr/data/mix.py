@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import random
+from hwr.errors import InputError
 from hwr.random import Key
 
 __all__ = ["MixConfig", "beta", "mix", "mix_images", "mixed_targets"]
@@ -35,9 +36,9 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         if self.mixup < 0 or self.cutmix < 0:
-            raise ValueError(f"mixup and cutmix alphas must be >= 0 (0: off), got {self.mixup}, {self.cutmix}")
+            raise InputError(f"mixup and cutmix alphas must be >= 0 (0: off), got {self.mixup}, {self.cutmix}")
         if not 0.0 <= self.prob <= 1.0:
-            raise ValueError(f"mix prob must be in [0, 1], got {self.prob}")
+            raise InputError(f"mix prob must be in [0, 1], got {self.prob}")
 
     def is_identity(self) -> bool:
         return (self.mixup == 0 and self.cutmix == 0) or self.prob == 0
@@ -66,7 +67,7 @@ def _gamma(u: torch.Tensor, alpha: float) -> torch.Tensor:
 def beta(key: Key, n: int, a: float, b: float) -> torch.Tensor:
     """``n`` Beta(a, b) samples (float32, on the key's device) as ``X / (X + Y)`` of two gamma draws."""
     if not (a > 0 and b > 0):
-        raise ValueError(f"beta parameters must be > 0, got {a}, {b}")
+        raise InputError(f"beta parameters must be > 0, got {a}, {b}")
     per = 3 * _CANDIDATES + 1
     u = random.uniform(key, (n, 2 * per), dtype=torch.float64)
     x, y = _gamma(u[:, :per], a), _gamma(u[:, per:], b)

@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from hwr.errors import InputError, UnknownNameError
 from hwr.models import cnn, crnn, rnn, vit
 from hwr.models.base import Model, check_input
 
@@ -47,7 +48,7 @@ def config_from_dict(name: str, values: dict[str, Any] | None = None) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {name} config field(s) {unknown}; known: {sorted(fields)}")
+        raise InputError(f"unknown {name} config field(s) {unknown}; known: {sorted(fields)}")
     for k, v in values.items():
         if isinstance(v, list):
             values[k] = tuple(v)
@@ -66,5 +67,5 @@ def get(name: str, config: Any | None = None) -> Model:
 
 def _lookup(name: str) -> tuple[type, Callable[[Any], Model]]:
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}")
+        raise UnknownNameError(f"unknown model {name!r}; choose one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
