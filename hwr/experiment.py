@@ -39,9 +39,11 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "METRICS",
+    "Draw",
     "Execution",
     "Prepared",
     "RunError",
+    "RunFigures",
     "build_optimizer",
     "evaluate",
     "evaluate_run",
@@ -244,7 +246,7 @@ def _finish(
     val: dict[str, Any] | None,
     built: dict[str, Any],
     out: Path,
-    write_figures: bool,
+    draw: Draw | None,
 ) -> dict[str, Any]:
     """Post-training (which may change the parameters: only then is validation measured again), the test
     evaluation, the figures, ``metrics.json`` and the final checkpoint."""
@@ -287,8 +289,8 @@ def _finish(
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
     }
-    if write_figures:
-        _figures(out, p, state, test)
+    if draw is not None:
+        draw(out, _figures(p, state, test))
     files.write_json(out / METRICS, result)
     checkpoint.save(out / CHECKPOINT, state, {**s.meta, "epochs_done": config.epochs, "history": history,
                                               "complete": True})
@@ -303,6 +305,7 @@ def run(
     resume: bool = False,
     callbacks: Sequence[train.Callback] = (),
     data_root: str | Path | None = None,
+    draw: Draw | None = None,
     write_figures: bool = True,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
@@ -312,7 +315,8 @@ def run(
     on any device, and reaches the same result as an uninterrupted one: batches and step keys are functions of
     (seed, epoch, step), never of process history or device. Raises ``train.NonFiniteLoss`` if the loss turns
     NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
-    device this machine lacks.
+    device this machine lacks. ``draw(out, RunFigures)`` (the CLI passes ``hwr.report.draw_run``) receives what
+    to draw; the library itself draws nothing. ``write_figures=False`` skips it.
     """
     execution = execution or Execution()
     out = Path(out_dir)
@@ -325,13 +329,23 @@ def run(
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
     state, history, val = _train(config, execution, s, step, callbacks, out)
-    return _finish(config, execution, s, state, history, val, built, out, write_figures)
+    return _finish(config, execution, s, state, history, val, built, out, draw if write_figures else None)
 
 
-def _figures(out: Path, p: Prepared, state: train.TrainState, test: dict[str, Any]) -> None:
-    from hwr import report  # figures only; keeps matplotlib out of the import path of workers that skip them
+class RunFigures(NamedTuple):
+    """What a finished run has to show: the test confusion matrix ``(C, C)`` with its class names, and up to 40
+    misclassified test images uint8 ``(K, C, H, W)`` with ``true->predicted`` titles."""
 
-    report.save_confusion(torch.tensor(test["confusion"]), out / "confusion.png", classes=p.classes)
+    confusion: torch.Tensor
+    classes: tuple[str, ...]
+    errors: torch.Tensor
+    titles: list[str]
+
+
+Draw = Callable[[Path, RunFigures], None]
+
+
+def _figures(p: Prepared, state: train.TrainState, test: dict[str, Any]) -> RunFigures:
     x, y = p.test
     logits = train.predict(
         p.model, state.params, state.model_state, x, transform=aug.make_transform(None, p.mean, p.std)
@@ -339,13 +353,7 @@ def _figures(out: Path, p: Prepared, state: train.TrainState, test: dict[str, An
     pred = logits.argmax(-1)
     wrong = (pred != y).nonzero().flatten()[:40]
     titles = [f"{p.classes[t]}->{p.classes[q]}" for t, q in zip(y[wrong].tolist(), pred[wrong].tolist())]
-    report.save_image_grid(
-        x[wrong],
-        out / "errors.png",
-        titles=titles,
-        ncols=10,
-        title=f"misclassified test images (true->predicted), {len(wrong)} shown",
-    )
+    return RunFigures(torch.tensor(test["confusion"]), tuple(p.classes), x[wrong].cpu(), titles)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Model, Any, Any, dict[str, Any]]:

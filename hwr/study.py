@@ -30,11 +30,8 @@ import importlib
 import importlib.util
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +56,6 @@ __all__ = [
     "open_study",
     "optimize",
     "prepare_source",
-    "run_workers",
     "storage",
     "with_installed_driver",
 ]
@@ -334,23 +330,6 @@ def optimize(
                 callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
             )
     return study
-
-
-def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = None) -> list[int]:
-    """Start ``workers`` processes of ``hwr study run`` (``argv`` without --workers) sharing the cores, wait for
-    them, and return their exit codes. Each gets ``--worker I`` (its sampler seed) and its share of threads."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = []
-    for i in range(workers):
-        child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "HWR_THREADS": str(threads)}
-        cmd = [sys.executable, "-m", "hwr.cli", "study", "run", *argv, "--worker", str(i)]
-        procs.append(subprocess.Popen(cmd, env=child_env))
-    try:
-        return [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:

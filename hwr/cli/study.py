@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -99,6 +101,23 @@ def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
     return s, study.load_spec(s.user_attrs.get("spec", args.name))
 
 
+def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = None) -> list[int]:
+    """Start ``workers`` processes of ``hwr study run`` (``argv`` without --workers) sharing the cores, wait for
+    them, and return their exit codes. Each gets ``--worker I`` (its sampler seed) and its share of threads."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = []
+    for i in range(workers):
+        child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "HWR_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "hwr.cli", "study", "run", *argv, "--worker", str(i)]
+        procs.append(subprocess.Popen(cmd, env=child_env))
+    try:
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _on_device(study.load_spec(args.study), args.device)
     root = Path(args.root)
@@ -118,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
         argv += ["--dataset", args.dataset] if args.dataset else []
         argv += ["--device", args.device] if args.device else []
-        codes = study.run_workers(argv, args.workers)
+        codes = run_workers(argv, args.workers)
         if any(codes):
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
     else:

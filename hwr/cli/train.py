@@ -146,7 +146,8 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
     out = Path(args.out)
     try:
         result = experiment.run(config, out, execution=execution, resume=resume,
-                                callbacks=[report.Progress(config.epochs)], data_root=args.data_root)
+                                callbacks=[report.Progress(config.epochs)], data_root=args.data_root,
+                                draw=report.draw_run)
     except NonFiniteLoss as e:
         report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
         return 1

@@ -1,0 +1,136 @@
+"""PNG figures drawn on ``matplotlib.figure.Figure`` (never pyplot, never a backend switch at import, so a
+notebook's inline backend is untouched): image grids, confusion matrices, a run's figures; written atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from hwr.files import atomic_write
+
+if TYPE_CHECKING:
+    from hwr.experiment import RunFigures
+
+__all__ = ["draw_run", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Atomically save a matplotlib figure as PNG (and close it if pyplot manages it, as Optuna's plots do)."""
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt = sys.modules.get("matplotlib.pyplot")  # loaded by whoever used pyplot; never imported here
+        if plt is not None:
+            plt.close(fig)
+
+
+def _to_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if x.ndim == 4:
+        x = x[:, 0]  # (N, H, W): first channel
+    if x.ndim != 3:
+        raise ValueError(f"expected images (N, 1, H, W) or (N, H, W), got shape {x.shape}")
+    return x
+
+
+def save_image_grid(
+    images: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int = 10,
+    title: str | None = None,
+    cmap: str = "gray",
+) -> Path:
+    """A grid of greyscale images ``(N, 1, H, W)`` (uint8 or float), optionally captioned one by one."""
+    x = _to_numpy_images(images)
+    n = max(len(x), 1)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig = Figure(figsize=(1.2 * ncols, 1.35 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(x):
+            ax.imshow(x[i], cmap=cmap, vmin=0, vmax=255 if x.dtype == np.uint8 else None)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_image_rows(
+    rows: Sequence[tuple[str, torch.Tensor | np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Labelled rows of images of equal count, e.g. ``[("MNIST", a), ("optdigits", b)]`` or originals beside
+    their augmentations, so two sets can be compared by eye."""
+    arrays = [(name, _to_numpy_images(x)) for name, x in rows]
+    ncols = max(len(x) for _, x in arrays)
+    fig = Figure(figsize=(1.1 * ncols, 1.2 * len(arrays)))
+    axes = fig.subplots(len(arrays), ncols, squeeze=False)
+    for r, (name, x) in enumerate(arrays):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(x):
+                ax.imshow(x[c], cmap="gray", vmin=0, vmax=255 if x.dtype == np.uint8 else None)
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_confusion(
+    confusion: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    title: str = "confusion (rows: true, columns: predicted)",
+) -> Path:
+    """A confusion-matrix heat map with counts, rows normalised for the colour so rare classes stay visible."""
+    c = confusion.cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
+    k = c.shape[0]
+    classes = list(classes) if classes is not None else [str(i) for i in range(k)]
+    norm = c / np.maximum(c.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * k)
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if c[i, j]:
+                ax.text(j, i, str(int(c[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), classes, fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def draw_run(out: Path, figures: RunFigures) -> list[Path]:
+    """The figures of a finished run (``hwr.experiment.RunFigures``): ``confusion.png`` and ``errors.png``."""
+    written = [save_confusion(figures.confusion, out / "confusion.png", classes=figures.classes)]
+    written.append(save_image_grid(
+        figures.errors,
+        out / "errors.png",
+        titles=figures.titles,
+        ncols=10,
+        title=f"misclassified test images (true->predicted), {len(figures.titles)} shown",
+    ))
+    return written
