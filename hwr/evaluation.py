@@ -47,17 +47,26 @@ def shot_groups(counts: list[int]) -> dict[str, list[int]]:
     return {"many": order[:a], "medium": order[a:b], "few": order[b:]}
 
 
-def _run(cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution) -> dict[str, Any]:
+def _run(
+    cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data_root: Path | None = None
+) -> dict[str, Any]:
     if (out / experiment.METRICS).is_file():
         return json.loads((out / experiment.METRICS).read_text())
     if out.exists():
         shutil.rmtree(out)
     torch._dynamo.reset()
-    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False)
+    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False,
+                          data_root=data_root)
 
 
 def select(
-    spec: StudySpec, study: optuna.Study, out_root: Path, *, callbacks: tuple = (), on_run: OnRun | None = None
+    spec: StudySpec,
+    study: optuna.Study,
+    out_root: Path,
+    *,
+    callbacks: tuple = (),
+    on_run: OnRun | None = None,
+    data_root: Path | None = None,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
     """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
     the original run and ``spec.rerun_seeds`` re-runs; returns it and one row per candidate."""
@@ -74,7 +83,7 @@ def select(
             cfg = config_of(t)
             for seed in spec.rerun_seeds:
                 r = _run(spec.protocol(dataclasses.replace(cfg, seed=seed)), out_root / f"rerun_{t.number}_seed{seed}",
-                         callbacks, spec.execution)
+                         callbacks, spec.execution, data_root)
                 values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
                 if on_run:
                     on_run(f"rerun #{t.number}", seed, r)
@@ -109,11 +118,13 @@ def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[s
     return out
 
 
-def _zero_shot(source: Path, dataset: str, n_seeds: int, device: str) -> list[dict[str, Any]]:
+def _zero_shot(
+    source: Path, dataset: str, n_seeds: int, device: str, data_root: Path | None = None
+) -> list[dict[str, Any]]:
     """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
-    test = experiment.evaluate_run(source, dataset, split="test", device=device)
+    test = experiment.evaluate_run(source, dataset, split="test", device=device, data_root=data_root)
     try:
-        val = experiment.evaluate_run(source, dataset, split="val", device=device)
+        val = experiment.evaluate_run(source, dataset, split="val", device=device, data_root=data_root)
     except experiment.RunError:
         val = None
     return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
@@ -126,14 +137,16 @@ def evaluate_best(
     root: Path = Path("runs"),
     callbacks: tuple = (),
     on_run: OnRun | None = None,
+    data_root: Path | None = None,
 ) -> dict[str, Any]:
     """Select the winner (``select``), train every contender on ``spec.eval_seeds`` and score it on the test
     split; returns (and writes ``evaluation.json``) the table described in the module docstring."""
     study_root = root / "studies" / study.study_name
     out_root = study_root / "evaluation"
-    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run)
+    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data_root=data_root)
     best_cfg = spec.protocol(config_of(winner))
-    context = StudyContext(prepare_source(spec, root), study_root, study.user_attrs.get("dataset"))
+    context = StudyContext(prepare_source(spec, root, data_root=data_root), study_root,
+                           study.user_attrs.get("dataset"), data_root)
     contenders: dict[str, RunConfig] = {"best": best_cfg}
     contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
     if spec.oracle is not None:
@@ -142,7 +155,8 @@ def evaluate_best(
     for label, cfg in contenders.items():
         runs[label] = []
         for s in spec.eval_seeds:
-            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution)
+            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution,
+                     data_root)
             runs[label].append(r)
             if on_run:
                 on_run(label, s, r)
@@ -152,7 +166,7 @@ def evaluate_best(
                                "shot_groups": groups, "contenders": {}}
     if context.source_dir is not None and best_cfg.finetune is not None:
         runs = {"zero_shot": _zero_shot(context.source_dir, best_cfg.dataset, len(spec.eval_seeds),
-                                        spec.execution.device), **runs}
+                                        spec.execution.device, data_root), **runs}
     for label, rs in runs.items():
         results["contenders"][label] = _aggregate(rs, contenders.get(label), groups)
     results["ceilings"] = ["oracle"] if "oracle" in contenders else []

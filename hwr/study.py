@@ -70,6 +70,7 @@ class StudyContext:
     source_dir: Path | None
     out_dir: Path
     dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
+    data_root: Path | None = None  # where data sets live (the CLI passes $HWR_DATA; None: ~/.cache/hwr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +193,9 @@ def _lock(path: Path):
     return f
 
 
-def prepare_source(spec: StudySpec, root: Path = Path("runs"), callbacks=()) -> Path | None:
+def prepare_source(
+    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data_root: Path | None = None
+) -> Path | None:
     """Train (once, under a file lock) and cache the study's pretrained source run; returns its folder."""
     if spec.source is None:
         return None
@@ -202,7 +205,8 @@ def prepare_source(spec: StudySpec, root: Path = Path("runs"), callbacks=()) -> 
         meta_ok = (out / experiment.METRICS).is_file()
         if not meta_ok:
             resume = (out / experiment.CHECKPOINT).is_file()
-            experiment.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks)
+            experiment.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks,
+                           data_root=data_root)
     return out
 
 
@@ -253,6 +257,7 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             run_dir = out if folds == 1 else out / f"fold{fold}"
             try:
                 result = experiment.run(spec.protocol(config, fold), run_dir, execution=spec.execution,
+                                        data_root=context.data_root,
                                         callbacks=pruning, write_figures=False)
             except train.NonFiniteLoss as e:
                 trial.set_user_attr("failure", f"non-finite loss: {e}")
@@ -297,10 +302,12 @@ def optimize(
     spec_ref: str | None = None,
     dataset: str | None = None,
     sqlite_timeout: float = 60.0,
+    data_root: Path | None = None,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
     ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
-    ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw."""
+    ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw; ``data_root`` is
+    where the data sets live (None: ~/.cache/hwr)."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
     store = storage(storage_url, heartbeat=heartbeat, grace=grace, sqlite_timeout=sqlite_timeout)
@@ -317,8 +324,8 @@ def optimize(
         study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
         for params in spec.initial:
             study.enqueue_trial(params, skip_if_exists=True)
-    source = prepare_source(spec, root)
-    context = StudyContext(source, root / "studies" / name, dataset)
+    source = prepare_source(spec, root, data_root=data_root)
+    context = StudyContext(source, root / "studies" / name, dataset, data_root)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:

@@ -46,7 +46,7 @@ def test_mixup_blends_pairs_and_targets_carry_the_weights():
 
 
 def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
-    x, y = _batch()
+    x, _ = _batch()
     mixed, perm, lam = mix.mix_images(random.key(6), x, MixConfig(cutmix=1.0))
     from_partner = (mixed == x[perm]) & (mixed != x)
     kept = 1 - from_partner.float().mean((1, 2, 3))
@@ -63,7 +63,7 @@ def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
 
 def test_prob_and_identity():
     x, y = _batch(64)
-    mixed, perm, lam = mix.mix_images(random.key(7), x, MixConfig(mixup=1.0, cutmix=1.0, prob=0.5))
+    mixed, _, lam = mix.mix_images(random.key(7), x, MixConfig(mixup=1.0, cutmix=1.0, prob=0.5))
     untouched = (lam == 1)
     assert 10 < int(untouched.sum()) < 54 and torch.equal(mixed[untouched], x[untouched])
     same, t = mix.mix(random.key(7), x, y, 10, MixConfig())

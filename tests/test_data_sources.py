@@ -285,7 +285,7 @@ def test_optdigits_keeps_labels_and_split_is_fixed_balanced(optdigits):
     assert torch.equal(ds.val_labels, target[val_idx]) and len(train_idx) + len(val_idx) == len(pool)
     assert splits.class_counts(ds.test_labels, 10) == [53] * 10  # floor(0.3 * 1797 / 10) per class
     assert splits.class_counts(ds.val_labels, 10) == [40] * 10  # the held-out balanced validation split
-    for i in (0, 500, 1000):  # each image is mnist_style of its 8x8 original
+    for i in (0, 400, 800):  # each image is mnist_style of its 8x8 original
         j = int(train_idx[i])
         want = digits.mnist_style(torch.from_numpy(d.images[j].astype(np.float32) / 16))
         assert torch.equal(ds.train_images[i], want)
@@ -314,7 +314,8 @@ def test_optdigits_lt_is_long_tailed_with_the_same_test(optdigits):
     _, ds, lt = optdigits
     counts = splits.class_counts(ds.train_labels, 10)
     assert splits.class_counts(lt.train_labels, 10) == splits.long_tail_counts(counts, 100)
-    assert splits.class_counts(lt.train_labels, 10)[0] / splits.class_counts(lt.train_labels, 10)[-1] >= 100
+    c = splits.class_counts(lt.train_labels, 10)
+    assert c[-1] == 1 and c[0] / c[-1] >= min(100, c[0])  # ratio 100, floored at one tail image
     assert torch.equal(lt.test_images, ds.test_images) and torch.equal(lt.test_labels, ds.test_labels)
     train_rows = {bytes(r.numpy().tobytes()) for r in ds.train_images}
     assert all(bytes(r.numpy().tobytes()) in train_rows for r in lt.train_images)  # a subset of the train split
@@ -339,7 +340,7 @@ def test_long_tail_draws_are_parameters(optdigits):
     assert other.name == "optdigits-lt:ratio=50,order=2" and lt.name == "optdigits-lt"
     counts = splits.class_counts(other.train_labels, 10)
     head, tail = max(range(10), key=counts.__getitem__), min(range(10), key=counts.__getitem__)
-    assert head != 0 and counts[head] == full[head] and counts[head] // counts[tail] in (50, 51, 52)
+    assert head != 0 and counts[head] == full[head] and counts[tail] == max(1, counts[head] // 50)
     order = splits.class_order(random.fold_in(random.key(sources.OPTDIGITS_SPLIT_SEED), 102), 10)
     assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
     assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)

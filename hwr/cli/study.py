@@ -87,6 +87,10 @@ def _storage(url: str | None):
     return study.storage(url, sqlite_timeout=_sqlite_timeout())
 
 
+def _data_root() -> Path:
+    return runtime.data_settings_from_env().root  # the CLI reads $HWR_DATA; the library reads no environment
+
+
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
 
@@ -129,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
-        study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else ())
+        study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (),
+                             data_root=_data_root())
         argv = [args.study, "--name", name, "--seed", str(args.seed), "--root", args.root,
                 "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
         argv += ["--storage", args.storage] if args.storage else []
@@ -142,8 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
     else:
         if spec.source is not None and args.worker is None:
-            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)])
-        study.optimize(spec, storage_url=args.storage, name=name, n_trials=args.n_trials, timeout=args.timeout,
+            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], data_root=_data_root())
+        study.optimize(spec, storage_url=args.storage, name=name, data_root=_data_root(), n_trials=args.n_trials, timeout=args.timeout,
                        seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace,
                        spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
                        dataset=args.dataset, sqlite_timeout=_sqlite_timeout())
@@ -194,7 +199,7 @@ def cmd_best(args: argparse.Namespace) -> int:
             report.console.print(f"  {label:<15} seed {seed}: test macro-F1 {t['macro_f1']:.4f}  "
                                  f"balanced acc {t['balanced_accuracy']:.4f}")
 
-        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run)
+        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, data_root=_data_root())
         report.console.print(report.evaluation_table(result))
         report.console.print(f"selected trial #{result['best_trial']} after re-running the top "
                              f"{len(result['selection'])}: " + ", ".join(
