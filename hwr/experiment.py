@@ -33,12 +33,22 @@ from hwr.data import batches as bt
 from hwr.data import sources
 from hwr.execution import Execution
 from hwr.models import Model
-from hwr.preparation import CHECKPOINT, CONFIG, Prepared, RunError, build_optimizer, prepare, read_config
+from hwr.preparation import (
+    CHECKPOINT,
+    CONFIG,
+    SPLIT_SEED,
+    Prepared,
+    RunError,
+    build_optimizer,
+    prepare,
+    read_config,
+)
 
 __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "METRICS",
+    "SPLIT_SEED",
     "Draw",
     "Execution",
     "Prepared",

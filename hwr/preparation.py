@@ -25,10 +25,10 @@ from hwr.errors import HwrError
 from hwr.finetune import anchored_mask, lr_multipliers, transfer
 from hwr.models import Model
 
-__all__ = ["Prepared", "RunError", "RunKeys", "build_optimizer", "prepare", "read_config", "run_keys"]
+__all__ = ["SPLIT_SEED", "Prepared", "RunError", "RunKeys", "build_optimizer", "prepare", "read_config", "run_keys"]
 
 CONFIG, CHECKPOINT = "config.json", "checkpoint.safetensors"
-_SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds
+SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds (hwr.data.strings follows it)
 
 
 class RunError(HwrError, ValueError):
@@ -132,7 +132,7 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
     ds = sources.load(config.dataset, data_root, device=device)
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
-    k_split = random.key(_SPLIT_SEED, device=device)
+    k_split = random.key(SPLIT_SEED, device=device)
     train_xy, val_xy = _validation_split(config, ds, k_split)
     train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
     if config.limit_train:

@@ -186,11 +186,11 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
         # the few constants the shared initialisers make on the default device follow the key
         return tree.map(lambda t: t.to(device), params)
 
-    def init_state() -> dict[str, Any]:
+    def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
         if not bn:
             return {}
         return {
-            f"block{b}": {f"norm{j}": {"mean": torch.zeros(ch), "var": torch.ones(ch)}
+            f"block{b}": {f"norm{j}": {"mean": torch.zeros(ch, device=device), "var": torch.ones(ch, device=device)}
                           for j in range(1, c.convs_per_block + 1)}
             for b, ch in enumerate(c.channels, start=1)
         }
