@@ -105,10 +105,13 @@ def batch_norm(
     """Batch norm over ``(B, C, H, W)`` returning ``(y, new_state)``; running stats never mutate in place.
 
     Matches ``nn.BatchNorm2d`` (biased variance to normalise, unbiased variance for the running estimate).
+    Under bf16 autocast the statistics are taken in the state's dtype (float32, as autocast runs batch norm)
+    and ``y`` keeps ``x``'s dtype.
     """
     if not train:
         y = F.batch_norm(x, s["mean"], s["var"], p["scale"], p["bias"], False, 0.0, eps)
         return y, s
+    low, x = x.dtype, x.to(s["mean"].dtype)
     dims = [0, *range(2, x.dim())]
     mean = x.mean(dims)
     var = x.var(dims, unbiased=False)
@@ -120,7 +123,7 @@ def batch_norm(
         "mean": torch.lerp(s["mean"], mean.detach(), momentum),
         "var": torch.lerp(s["var"], var.detach() * (n / max(n - 1, 1)), momentum),
     }
-    return y, new
+    return y.to(low), new
 
 
 def dropout(x: torch.Tensor, rate: float, *, key: Key | None, train: bool) -> torch.Tensor:

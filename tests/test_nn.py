@@ -109,6 +109,20 @@ def test_batch_norm_train_and_eval_match_batchnorm2d_and_return_state():
     assert s_eval is s
 
 
+def test_batch_norm_under_bf16_keeps_float32_statistics():
+    """bf16 activations (autocast convolutions): y stays bf16, the running statistics float32 and as a float32
+    batch norm of the same activations computes them (a bf16 mean would not lerp into float32 state)."""
+    bn, p = _bn_pair()
+    _, s = nn.init_batch_norm(4)
+    x = (2.0 + 3.0 * _x((5, 4, 6, 6), 30)).to(torch.bfloat16)
+    y, s_new = nn.batch_norm(p, s, x, train=True)
+    assert y.dtype == torch.bfloat16 and s_new["mean"].dtype == s_new["var"].dtype == torch.float32
+    y_ref = bn.train()(x.float())
+    torch.testing.assert_close(y.float(), y_ref, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(s_new["mean"], bn.running_mean, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(s_new["var"], bn.running_var, atol=1e-5, rtol=1e-5)
+
+
 def test_batch_norm_gradients_match_batchnorm2d():
     bn, p = _bn_pair()
     x = _x((5, 4, 3, 3), 30)
