@@ -13,8 +13,9 @@ Parameters: ``{"block1": {"conv1": {"kernel", "bias"}, "norm1": {...}}, ..., "fc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from hwr import nn, random
 from hwr.models.base import Model, check_input
 from hwr.random import Key
 
-__all__ = ["CNNConfig", "model"]
+__all__ = ["CNNConfig", "StemConfig", "init_stem", "init_stem_state", "model", "stem"]
 
 
 @dataclass(frozen=True)
@@ -67,24 +68,83 @@ class CNNConfig:
         return self.channels[-1] * self.feature_size**2
 
 
+class StemConfig(Protocol):
+    """What the conv-pool blocks read from a config (``CNNConfig``, ``hwr.models.crnn.CRNNConfig``)."""
+
+    channels: tuple[int, ...]
+    convs_per_block: int
+    kernel_size: int
+    norm: str
+    in_channels: int
+
+
+def init_stem(keys: Sequence[Key], c: StemConfig) -> dict[str, Any]:
+    """``{"block1": {"conv1", ["norm1"], ...}, ...}``: one key per conv, in order; no conv bias under batch norm."""
+    bn = c.norm == "batch"
+    params: dict[str, Any] = {}
+    i, in_ch = 0, c.in_channels
+    for b, out_ch in enumerate(c.channels, start=1):
+        block: dict[str, Any] = {}
+        for j in range(1, c.convs_per_block + 1):
+            block[f"conv{j}"] = nn.init_conv2d(keys[i], in_ch, out_ch, c.kernel_size, bias=not bn)
+            if bn:
+                block[f"norm{j}"] = nn.init_batch_norm(out_ch, device=keys[i].device)[0]
+            i, in_ch = i + 1, out_ch
+        params[f"block{b}"] = block
+    return params
+
+
+def init_stem_state(c: StemConfig, device: torch.device | str | None = None) -> dict[str, Any]:
+    """The blocks' batch-norm running statistics on ``device`` (``{}`` without batch norm)."""
+    if c.norm != "batch":
+        return {}
+    return {
+        f"block{b}": {f"norm{j}": nn.init_batch_norm(ch, device=device)[1] for j in range(1, c.convs_per_block + 1)}
+        for b, ch in enumerate(c.channels, start=1)
+    }
+
+
+def stem(
+    params: dict[str, Any],
+    state: dict[str, Any],
+    x: torch.Tensor,
+    c: StemConfig,
+    *,
+    train: bool,
+    pool: Callable[[int, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The blocks: conv [+ batch norm] (relu between convs), ``pool(block, x)``, relu. Returns ``(x, new_state)``.
+
+    relu(maxpool(x)) == maxpool(relu(x)) in values and gradients (ties pick the same first index), and the relu
+    and its backward then touch a quarter of the data."""
+    bn = c.norm == "batch"
+    new_state: dict[str, Any] = {}
+    for b in range(1, len(c.channels) + 1):
+        block = params[f"block{b}"]
+        for j in range(1, c.convs_per_block + 1):
+            x = nn.conv2d(block[f"conv{j}"], x)  # (B, C_b, H, W)
+            if bn:
+                x, s = nn.batch_norm(block[f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=train)
+                new_state.setdefault(f"block{b}", {})[f"norm{j}"] = s
+            if j < c.convs_per_block:
+                x = F.relu(x)
+        x = F.relu(pool(b, x))
+    return x, new_state
+
+
+def _halve(_block: int, x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 2)
+
+
 def model(config: CNNConfig = CNNConfig()) -> Model:
     """Build the pure CNN for ``config``."""
     c = config
-    bn = c.norm == "batch"
 
     def init(key: Key) -> dict[str, Any]:
         n_convs = len(c.channels) * c.convs_per_block
         keys = random.split(key, n_convs + 2)
-        params: dict[str, Any] = {}
-        i, in_ch = 0, c.in_channels
-        for b, out_ch in enumerate(c.channels, start=1):
-            block: dict[str, Any] = {}
-            for j in range(1, c.convs_per_block + 1):
-                block[f"conv{j}"] = nn.init_conv2d(keys[i], in_ch, out_ch, c.kernel_size, bias=not bn)
-                if bn:
-                    block[f"norm{j}"] = nn.init_batch_norm(out_ch, device=key.device)[0]
-                i, in_ch = i + 1, out_ch
-            params[f"block{b}"] = block
+        params = init_stem(keys, c)
+        i = n_convs
         width = c.flat_features
         if c.hidden:
             params["fc"] = nn.init_linear(keys[i], width, c.hidden)
@@ -93,14 +153,7 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
         return params
 
     def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
-        if not bn:
-            return {}
-        return {
-            f"block{b}": {
-                f"norm{j}": nn.init_batch_norm(ch, device=device)[1] for j in range(1, c.convs_per_block + 1)
-            }
-            for b, ch in enumerate(c.channels, start=1)
-        }
+        return init_stem_state(c, device)
 
     def apply(
         params: dict[str, Any],
@@ -112,19 +165,7 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """``x``: float ``(B, in_channels, H, W)`` -> logits ``(B, num_classes)``, new state."""
         check_input(x, c.in_channels, c.image_size)
-        new_state: dict[str, Any] = {}
-        for b in range(1, len(c.channels) + 1):
-            block = params[f"block{b}"]
-            for j in range(1, c.convs_per_block + 1):
-                x = nn.conv2d(block[f"conv{j}"], x)  # (B, C_b, H, W)
-                if bn:
-                    x, s = nn.batch_norm(block[f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=train)
-                    new_state.setdefault(f"block{b}", {})[f"norm{j}"] = s
-                if j < c.convs_per_block:
-                    x = F.relu(x)
-            # relu(maxpool(x)) == maxpool(relu(x)) in values and gradients (ties pick the same first index), and
-            # the relu and its backward touch a quarter of the data
-            x = F.relu(F.max_pool2d(x, 2))  # (B, C_b, H/2, W/2)
+        x, new_state = stem(params, state, x, c, train=train, pool=_halve)  # (B, C_N, h, w)
         x = x.flatten(1)  # (B, C*h*w)
         if c.hidden:
             x = F.relu(nn.linear(params["fc"], x))  # (B, hidden)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from hwr import nn, random, tree
 from hwr.models import rnn, vit
 from hwr.models.base import Model
+from hwr.models.cnn import init_stem, init_stem_state, stem
 from hwr.random import Key
 
 __all__ = ["CRNNConfig", "check_strings_input", "model", "sinusoids"]
@@ -147,23 +148,11 @@ def _pool(block: int, c: CRNNConfig) -> tuple[int, int]:
 def model(config: CRNNConfig = CRNNConfig()) -> Model:
     """Build the pure CRNN for ``config``."""
     c = config
-    bn = c.norm == "batch"
 
     def init(key: Key) -> dict[str, Any]:
         device = key.device
         k_stem, k_proj, k_layers, k_head = random.split(key, 4)
-        conv_keys = random.split(k_stem, len(c.channels) * c.convs_per_block)
-        params: dict[str, Any] = {}
-        i, in_ch = 0, c.in_channels
-        for b, out_ch in enumerate(c.channels, start=1):
-            block: dict[str, Any] = {}
-            for j in range(1, c.convs_per_block + 1):
-                block[f"conv{j}"] = nn.init_conv2d(conv_keys[i], in_ch, out_ch, c.kernel_size, bias=not bn)
-                if bn:
-                    block[f"norm{j}"] = {"scale": torch.ones(out_ch, device=device),
-                                         "bias": torch.zeros(out_ch, device=device)}
-                i, in_ch = i + 1, out_ch
-            params[f"block{b}"] = block
+        params = init_stem(random.split(k_stem, len(c.channels) * c.convs_per_block), c)
         width = c.features
         if c.encoder == "transformer" or c.proj:
             out = c.hidden if c.encoder == "transformer" else c.proj
@@ -187,13 +176,7 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
         return tree.map(lambda t: t.to(device), params)
 
     def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
-        if not bn:
-            return {}
-        return {
-            f"block{b}": {f"norm{j}": {"mean": torch.zeros(ch, device=device), "var": torch.ones(ch, device=device)}
-                          for j in range(1, c.convs_per_block + 1)}
-            for b, ch in enumerate(c.channels, start=1)
-        }
+        return init_stem_state(c, device)
 
     def apply(
         params: dict[str, Any],
@@ -210,17 +193,7 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
             if key is None:
                 raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
             keys = list(random.split(key, c.num_layers + 1))
-        new_state: dict[str, Any] = {}
-        for b in range(1, len(c.channels) + 1):
-            block = params[f"block{b}"]
-            for j in range(1, c.convs_per_block + 1):
-                x = nn.conv2d(block[f"conv{j}"], x)  # (B, C_b, H, W)
-                if bn:
-                    x, s = nn.batch_norm(block[f"norm{j}"], state[f"block{b}"][f"norm{j}"], x, train=train)
-                    new_state.setdefault(f"block{b}", {})[f"norm{j}"] = s
-                if j < c.convs_per_block:
-                    x = F.relu(x)
-            x = F.relu(F.max_pool2d(x, _pool(b, c), ceil_mode=True))  # (B, C_b, H/2, W/2 or W)
+        x, new_state = stem(params, state, x, c, train=train, pool=lambda b, t: F.max_pool2d(t, _pool(b, c), ceil_mode=True))
         seq = x.permute(0, 3, 1, 2).flatten(2)  # (B, T, C*H): columns, left to right
         if "proj" in params:
             seq = nn.linear(params["proj"], seq)  # (B, T, proj or hidden)
