@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_run import bad, hwr
 from PIL import Image
 
 from hwr import checkpoint, tree
@@ -20,20 +21,6 @@ from hwr.data import sources
 pytestmark = pytest.mark.slow
 
 SMALL = ["--limit-train", "3000", "--limit-test", "500", "--batch-size", "64"]
-
-
-def hwr(*args, check=True, timeout=900):
-    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def bad(*args, match: str | tuple[str, ...]):
-    p = hwr(*args, check=False)
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert any(m in p.stderr for m in ((match,) if isinstance(match, str) else match)), p.stderr
-    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 @pytest.fixture(scope="module")

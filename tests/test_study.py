@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import postgres
 import pytest
+from cli_run import hwr
 from optuna.trial import TrialState
 
 from hwr import study
@@ -21,14 +22,6 @@ from hwr.config import to_dict
 
 TINY = str(Path(__file__).with_name("tiny_study.py"))
 pytestmark = pytest.mark.slow
-
-
-def hwr(*args, env=None, check=True, timeout=600):
-    e = {**os.environ, **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True, env=e, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def trials(url, name="tiny"):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from hwr.errors import HwrError
 
@@ -22,6 +24,40 @@ GROUPS = ("data", "train", "study")
 
 class UsageError(HwrError):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+def train_guarded(train: Callable[[], dict[str, Any]], out: str | Path) -> dict[str, Any] | int:
+    """``train()``'s result, or the exit code after telling the user what happened: 1 for a loss that turned
+    NaN (the last good checkpoint kept), 130 for Ctrl-C (with the command that resumes)."""
+    from hwr import report
+    from hwr.train import NonFiniteLoss
+
+    try:
+        return train()
+    except NonFiniteLoss as e:
+        report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
+        return 1
+    except KeyboardInterrupt:
+        report.err_console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
+        return 130
+
+
+def read_each(paths: Sequence[str], read: Callable[[str], Any]) -> tuple[list[Any], list[str], int]:
+    """``(inputs, readable paths, failures)``: ``read`` applied to every path; each file it cannot read
+    (``ValueError``, ``OSError``) is reported on its own stderr line and skipped, so one bad file among many
+    does not stop the others (``predict`` exits non-zero at the end)."""
+    from hwr import report
+
+    inputs, readable, failed = [], [], 0
+    for path in paths:
+        try:
+            inputs.append(read(path))
+            readable.append(path)
+        except (ValueError, OSError) as e:
+            report.err_console.print(f"hwr: error: {e if str(path) in str(e) else f'{path}: {e}'}",
+                                     markup=False, highlight=False)
+            failed += 1
+    return inputs, readable, failed
 
 
 def build_parser() -> argparse.ArgumentParser:

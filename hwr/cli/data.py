@@ -142,6 +142,10 @@ def _parse_augment(spec: str) -> aug.AugmentConfig:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from hwr.cli import strings
+
+    if args.name == strings.SHOW_NAME:  # synthetic digit strings (hwr.data.strings)
+        return strings.cmd_show(args)
     _check_name(args.name)
     _positive(args.n, "--n")
     _positive(args.rows, "--rows")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from hwr import experiment, recipes, report, runtime
-from hwr.cli import UsageError
+from hwr.cli import UsageError, read_each, train_guarded
 from hwr.config import VALIDATIONS, ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data import augment as aug
 from hwr.data import digits, sources
@@ -17,7 +17,6 @@ from hwr.data.batches import SAMPLING_POWERS
 from hwr.data.mix import MixConfig
 from hwr.execution import MEMORY_FORMATS, PRECISIONS, Execution
 from hwr.losses import LossConfig
-from hwr.train import NonFiniteLoss
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="seed", choices=sorted(recipes.RECIPES))
     p.add_argument("--model", default=None, help="model family (cnn, rnn, vit); default: the recipe's")
     p.add_argument("--dataset", default=None, help="dataset name (hwr data list); default mnist")
+    p.add_argument("--from", dest="source", default=None,
+                   help="strings runs: start from a trained digit run's conv stem (by name and shape)")
     _common(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
@@ -144,16 +145,11 @@ def _check_dataset(name: str | None) -> None:
 
 def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
     out = Path(args.out)
-    try:
-        result = experiment.run(config, out, execution=execution, resume=resume,
-                                callbacks=[report.Progress(config.epochs)], data_root=args.data_root,
-                                draw=report.draw_run)
-    except NonFiniteLoss as e:
-        report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
-        return 1
-    except KeyboardInterrupt:
-        report.err_console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
-        return 130
+    result = train_guarded(lambda: experiment.run(config, out, execution=execution, resume=resume,
+                                                  callbacks=[report.Progress(config.epochs)],
+                                                  data_root=args.data_root, draw=report.draw_run), out)
+    if isinstance(result, int):
+        return result
     t = result["test"]
     report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
     timing, used = result["timing"], result["execution"]
@@ -167,6 +163,13 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hwr.cli import strings  # the strings task: --recipe strings, --model crnn, a strings run to resume
+
+    if strings.wants_train(args):
+        return strings.cmd_train(args, _execution(args))
+    if args.source is not None:
+        raise UsageError("--from starts a strings run (--recipe strings) from a digit CNN; to fine-tune a digit "
+                         "run use: hwr finetune --from RUN")
     out = Path(args.out)
     if args.resume:
         config = experiment.read_config(out)
@@ -204,6 +207,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hwr.cli import strings
+
+    if strings.sr.is_strings_run(args.run):
+        return strings.cmd_evaluate(args, _device(args.device))
     config = experiment.read_config(args.run)
     name = args.dataset or config.dataset
     _check_dataset(name)
@@ -223,18 +230,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from hwr.cli import strings
+
+    if strings.sr.is_strings_run(args.model):
+        return strings.cmd_predict(args, _device(args.device))
     device = _device(args.device)
     model, params, state, meta = experiment.load_run(args.model, device)
     classes = meta["classes"]
-    inputs, readable, failed = [], [], 0
-    for path in args.images:  # every readable file is predicted; each bad one gets its own line
-        try:
-            inputs.append(digits.mnist_style(digits.load_image(path)))
-            readable.append(path)
-        except (ValueError, OSError) as e:
-            report.err_console.print(f"hwr: error: {e if str(path) in str(e) else f'{path}: {e}'}",
-                                     markup=False, highlight=False)
-            failed += 1
+    inputs, readable, failed = read_each(args.images, lambda path: digits.mnist_style(digits.load_image(path)))
     if not inputs:
         return 2
     x = torch.stack(inputs)  # (N, 1, 28, 28) uint8

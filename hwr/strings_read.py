@@ -1,0 +1,78 @@
+"""Real images of digit strings to what the strings model reads, and the reading.
+
+``normalise_string`` maps a real string's ink map (``hwr.data.digits.load_image``: any size, colour or polarity)
+to the geometry the training strings are rendered with; ``predict`` pads a list of them to one batch, masks the
+frames past each one's content and decodes greedily or by prefix beam search, with per-character confidences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hwr import decode, tree
+from hwr.data import strings as ds
+from hwr.errors import InputError
+from hwr.models import Model
+from hwr.models.crnn import CRNNConfig
+from hwr.strings_step import frame_counts, normalise
+
+__all__ = ["MAX_WIDTH", "normalise_string", "predict"]
+
+MAX_WIDTH = 4096  # widest normalised input predict accepts (pixels at height 32): about 200 digits
+_SPEC = ds.StringSpec()
+
+
+def normalise_string(ink: torch.Tensor, spec: ds.StringSpec = _SPEC) -> torch.Tensor:
+    """A real string's float ink map ``(H, W)`` in ``[0, 1]`` (``hwr.data.digits.load_image``) -> uint8
+    ``(1, spec.height, w)`` as the training strings are made: cropped to the ink (pixels above ``INK`` of the
+    peak), its height scaled to what the rendered strings' ink boxes measure (``ink_height + BLEED``) and centred, the width scaled alike (antialiased), margins of
+    the training strings' mean, ``w`` the content width."""
+    if not isinstance(ink, torch.Tensor) or ink.dim() != 2:
+        raise InputError(f"normalise_string takes a 2-D float ink map (H, W), got {getattr(ink, 'shape', type(ink))}")
+    x = ink.detach().float().cpu().clamp(0.0, 1.0)
+    peak = float(x.max())
+    if peak <= 0.0:
+        raise InputError(f"image of shape {tuple(x.shape)} holds no ink")
+    on = x > ds.INK * peak
+    rows, cols = on.any(1).nonzero().squeeze(1), on.any(0).nonzero().squeeze(1)
+    crop = x[int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1] / peak
+    h, w = crop.shape
+    f = (spec.ink_height + ds.BLEED) / h
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    margin = round(sum(spec.margin) / 2)
+    if nw + 2 * margin > MAX_WIDTH:
+        raise InputError(f"the ink is {w}x{h} pixels: {nw} wide at height {nh}, over the {MAX_WIDTH}-pixel limit; "
+                         "crop the image to one line of digits")
+    patch = F.interpolate(crop[None, None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    out = torch.zeros(spec.height, nw + 2 * margin)
+    top = round((spec.height - nh) / 2)
+    out[top : top + nh, margin : margin + nw] = patch[0, 0].clamp(0.0, 1.0)
+    return (out * 255.0).round().to(torch.uint8)[None]
+
+
+def predict(model: Model, params: Any, model_state: Any, images: Sequence[torch.Tensor], *, mean: float,
+            std: float, width: int = 0, beam: int = 0) -> list[tuple[list[int], list[float]]]:
+    """Read uint8 ``(1, height, w_i)`` strings (``normalise_string``) of any widths: each is padded with
+    background to the widest, at least ``width`` (the training width: short strings then see the padding they
+    were trained with), a multiple of the frame stride, and the frames past its content are masked. Returns
+    ``(labels, per-label confidence)`` per image. ``beam`` > 0 decodes by prefix beam search of that width
+    (confidence: the per-label geometric mean), else greedily (the highest probability over each label's frames)."""
+    c: CRNNConfig = model.config
+    if not images:
+        return []
+    widths = torch.tensor([int(im.shape[-1]) for im in images])
+    w = -(-max(int(widths.max()), width, c.stride) // c.stride) * c.stride
+    device = tree.leaves(params)[0].device
+    x = torch.stack([F.pad(im, (0, w - im.shape[-1])) for im in images]).to(device)  # (N, 1, H, w) uint8
+    with torch.inference_mode():
+        logits, _ = model.apply(params, model_state, normalise(x, mean, std), train=False)
+        frames = frame_counts(c, widths.to(logits.device), logits.shape[1])
+        dec = (decode.beam_search(logits, frames, blank=c.blank, beam=beam) if beam > 0
+               else decode.greedy(logits, frames, blank=c.blank))
+    labels = decode.to_lists(dec.labels, dec.lengths)
+    conf = dec.confidence.cpu().tolist()
+    return [(lab, conf[i][: len(lab)]) for i, lab in enumerate(labels)]

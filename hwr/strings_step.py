@@ -1,0 +1,160 @@
+"""The strings step: fixed-shape batches of synthetic strings and the pure train and evaluation steps over them.
+
+``StringBatches`` renders each step's strings when it is reached (keyed by the batch index, so a resumed epoch sees
+the same strings). ``train_step`` is pure and compiles to one graph: ``x / 255``, normalise, ``model.apply``, the
+pure CTC loss (``hwr.ctc``) over the frames that hold each string, greedy decoding for the exact-match count, the
+optimizer. ``eval_step`` returns sums (``hwr.metrics.string_sums``) that ``evaluate`` adds and divides once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.func import grad_and_value
+
+from hwr import decode, metrics, optim, random, train, tree
+from hwr.ctc import ctc_loss
+from hwr.data import strings as ds
+from hwr.errors import InputError
+from hwr.models import Model
+from hwr.models.crnn import CRNNConfig
+
+__all__ = [
+    "StringBatch",
+    "StringBatches",
+    "as_batch",
+    "eval_step",
+    "evaluate",
+    "frame_counts",
+    "normalise",
+    "train_step",
+]
+
+
+class StringBatch(NamedTuple):
+    """A fixed-shape batch of strings: uint8 ``images`` ``(B, 1, H, W)``, int64 ``targets`` ``(B, S)`` (padded),
+    ``lengths`` ``(B,)``, ``widths`` ``(B,)`` content widths in pixels, ``mask`` ``(B,)`` (False: padding)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    lengths: torch.Tensor
+    widths: torch.Tensor
+    mask: torch.Tensor
+
+
+def as_batch(s: ds.Strings) -> StringBatch:
+    """Rendered strings as a batch with every row real (``mask`` all True)."""
+    return StringBatch(s.images, s.targets, s.lengths, s.widths, torch.ones_like(s.lengths, dtype=torch.bool))
+
+
+class StringBatches(Sequence):
+    """``steps`` batches of fresh strings, batch ``i`` rendered from ``fold_in(key, i)`` when it is reached (so
+    generation counts in the epoch's time, and a resumed epoch sees the same strings)."""
+
+    def __init__(self, key: random.Key, pool: ds.DigitPool, spec: ds.StringSpec, batch_size: int, steps: int):
+        self.key, self.pool, self.spec, self.batch_size, self.steps = key, pool, spec, batch_size, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int) -> StringBatch:  # type: ignore[override]
+        if not 0 <= i < self.steps:
+            raise IndexError(i)
+        return as_batch(ds.render(random.fold_in(self.key, i), self.pool, self.batch_size, self.spec))
+
+    def __iter__(self) -> Iterator[StringBatch]:
+        return (self[i] for i in range(self.steps))
+
+
+def frame_counts(config: CRNNConfig, widths: torch.Tensor, t: int) -> torch.Tensor:
+    """CTC input lengths ``(B,)``: the frames that cover each image's content ``widths``, within ``1 .. t``."""
+    return config.frames(widths).clamp(1, t)
+
+
+def _exact(dec: decode.Decoded, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: the decoded string equals the target (fixed shapes, compiles)."""
+    s = targets.shape[1]
+    got = dec.labels[:, :s] if dec.labels.shape[1] >= s else F.pad(dec.labels, (0, s - dec.labels.shape[1]), value=-1)
+    inside = torch.arange(s, device=targets.device)[None, :] < lengths[:, None]
+    return (dec.lengths == lengths) & ((got == targets) | ~inside).all(1)
+
+
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 images to the float model input: ``(x / 255 - mean) / std``."""
+    return (images.float() / 255.0 - mean) / std
+
+
+def train_step(
+    model: Model, optimizer: optim.GradientTransformation, *, mean: float, std: float
+) -> Callable[[train.TrainState, StringBatch], tuple[train.TrainState, train.Metrics]]:
+    """The pure step ``(state, batch) -> (state, metrics)``: CTC loss (mean over strings of the per-character
+    loss, the frames past each string's content masked), gradients, the optimizer; ``metrics`` as
+    ``hwr.train.train_step``'s (``loss``, ``loss_sum``, ``correct`` exact strings by greedy decoding, ``count``,
+    ``grad_norm``), so ``hwr.train.fit`` and its callbacks take it unchanged."""
+    c: CRNNConfig = model.config
+
+    def step(state: train.TrainState, batch: StringBatch) -> tuple[train.TrainState, train.Metrics]:
+        k_model = random.split(random.fold_in(state.key, state.step))[1]
+        x = normalise(batch.images, mean, std)
+        m = batch.mask.to(torch.float32)
+        count = m.sum()
+
+        def objective(params: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, Any]]:
+            logits, model_state = model.apply(params, state.model_state, x, key=k_model, train=True)
+            frames = frame_counts(c, batch.widths, logits.shape[1])
+            per = ctc_loss(logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none",
+                           zero_infinity=True)
+            per = per / batch.lengths.clamp_min(1).to(per.dtype)
+            return (per * m).sum() / count.clamp_min(1.0), (logits, model_state)
+
+        grads, (value, (logits, model_state)) = grad_and_value(objective, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optim.apply_updates(state.params, updates)
+        dec = decode.greedy(logits.detach(), frame_counts(c, batch.widths, logits.shape[1]), blank=c.blank)
+        metrics_ = {
+            "loss": value.detach(),
+            "loss_sum": value.detach() * count,
+            "correct": (_exact(dec, batch.targets, batch.lengths) & batch.mask).sum(),
+            "count": count,
+            "grad_norm": tree.global_norm(grads),
+        }
+        return train.TrainState(params, model_state, opt_state, state.key, state.step + 1), metrics_
+
+    return step
+
+
+def eval_step(model: Model, *, mean: float, std: float, max_length: int) -> Callable[..., train.Metrics]:
+    """``(params, model_state, batch) -> sums``: ``loss_sum`` (per-character CTC), ``count`` and the string sums
+    of ``hwr.metrics.string_sums`` from greedy decoding. Sum over batches, divide once."""
+    c: CRNNConfig = model.config
+
+    def step(params: Any, model_state: Any, batch: StringBatch) -> train.Metrics:
+        logits, _ = model.apply(params, model_state, normalise(batch.images, mean, std), train=False)
+        frames = frame_counts(c, batch.widths, logits.shape[1])
+        per = ctc_loss(logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none",
+                       zero_infinity=True) / batch.lengths.clamp_min(1)
+        dec = decode.greedy(logits, frames, blank=c.blank)
+        sums = metrics.string_sums(dec.labels, dec.lengths, batch.targets, batch.lengths, max_length, batch.mask)
+        return {"loss_sum": (per * batch.mask).sum(), "strings": batch.mask.sum(), **sums}
+
+    return step
+
+
+def evaluate(model: Model, params: Any, model_state: Any, strings: ds.Strings, *, mean: float, std: float,
+             batch_size: int = 500) -> dict[str, Any]:
+    """CER, string accuracy, loss and figures by length of a model on a set of rendered strings."""
+    step = eval_step(model, mean=mean, std=std, max_length=strings.targets.shape[1])
+    totals = None
+    n = len(strings.lengths)
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            part = ds.Strings(*(t[i : i + batch_size] for t in strings))
+            totals = metrics.accumulate(totals, step(params, model_state, as_batch(part)))
+    if totals is None:
+        raise InputError("evaluation set is empty: pass at least one string")
+    out = metrics.summarize_strings(totals)
+    out["loss"] = float(totals["loss_sum"]) / max(int(totals["strings"]), 1)
+    return out

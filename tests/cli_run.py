@@ -1,0 +1,25 @@
+"""Helpers for the tests that run the ``hwr`` command in a subprocess: ``hwr`` (run, fail loudly) and ``bad``
+(one line on stderr naming the problem, exit code 2, no traceback)."""
+
+import os
+import subprocess
+import sys
+
+
+def hwr(*args: str, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``python -m hwr.cli ARGS`` (``env`` added to this environment); with ``check`` an exit code other than 0
+    fails with both streams shown."""
+    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def bad(*args: str, match: str | tuple[str, ...]) -> None:
+    """``hwr ARGS`` is refused as bad input: exit code 2 and one stderr line holding ``match`` (or one of them)."""
+    p = hwr(*args, check=False)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert any(m in p.stderr for m in ((match,) if isinstance(match, str) else match)), p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

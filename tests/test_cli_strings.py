@@ -1,0 +1,148 @@
+"""The strings commands end to end: `hwr train --recipe strings`, `hwr evaluate`, `hwr predict` on real image
+files of digit strings rendered in handwriting-style fonts (any size, colour, polarity, PNG and JPEG),
+`hwr data show mnist-strings`, and every bad input getting one line and exit code 2."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cli_run import bad, hwr
+from PIL import Image, ImageDraw, ImageFont
+
+from hwr import checkpoint, metrics, models, random
+from hwr.config import RunConfig, to_dict
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fonts_module():
+    """benchmarks/strings_fonts.py: the font-rendered string files (``render``) and the fonts looked for."""
+    spec = importlib.util.spec_from_file_location("bench_strings_fonts", ROOT / "benchmarks" / "strings_fonts.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+FONTS = _fonts_module()
+# A quick model: one epoch of the strings recipe on 32,000 strings (500 steps), compiled.
+QUICK = ["--epochs", "1", "--limit-train", "32000", "--limit-test", "400"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "strings"
+    p = hwr("train", "--recipe", "strings", *QUICK, "--out", str(out))
+    return out, p.stdout
+
+
+def _cer(pairs: list[tuple[str, str]]) -> float:
+    """Character error rate of (reading, truth) pairs, by hwr.metrics.edit_distance."""
+    def pad(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(max(len(t) for t in texts), 1)
+        rows = [[int(ch) for ch in t] + [-1] * (width - len(t)) for t in texts]
+        return torch.tensor(rows, dtype=torch.int64), torch.tensor([len(t) for t in texts])
+
+    got, want = pad([g for g, _ in pairs]), pad([w for _, w in pairs])
+    return float(metrics.edit_distance(*got, *want).sum()) / float(want[1].sum())
+
+
+def test_train_writes_run_folder(trained):
+    out, stdout = trained
+    assert {"config.json", "metrics.json", "checkpoint.safetensors", "strings.png"} <= {p.name for p in out.iterdir()}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == "strings" and m["test"]["count"] == 400 and len(m["epochs"]) == 1
+    assert [r["length"] for r in m["test"]["by_length"]] == list(range(1, 9))
+    assert m["test"]["cer"] < 0.2, m["test"]
+    assert "string accuracy" in stdout and "test CER" in stdout
+    assert json.loads((out / "config.json").read_text())["task"] == "strings"
+    again = hwr("train", "--out", str(out), "--resume").stdout  # a finished run: nothing left to do
+    assert "test CER" in again
+
+
+def test_evaluate(trained):
+    out, _ = trained
+    p = hwr("evaluate", str(out))
+    assert "CER" in p.stdout and "string accuracy" in p.stdout and "length" in p.stdout
+
+
+def test_predict_font_strings(trained, tmp_path):
+    fonts = FONTS.installed_fonts()
+    if not fonts:
+        pytest.skip("no handwriting-style font installed (benchmarks/strings_fonts.py names the Debian packages)")
+    out, _ = trained
+    files = FONTS.render(tmp_path, fonts)
+    seen = tmp_path / "seen"
+    p = hwr("predict", "--model", str(out), *[str(f) for f, _, _ in files], "--save-input", str(seen))
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == len(files), p.stdout
+    pairs = []
+    for line, (path, text, _) in zip(lines, files):
+        name, reading, rest = line.split(None, 2)
+        assert name == path.name
+        conf = rest.strip("[]").split()
+        assert len(conf) == (0 if reading == "(empty)" else len(reading))
+        assert all(0.0 <= float(c) <= 1.0 for c in conf)
+        pairs.append((reading.replace("(empty)", ""), text))
+    assert _cer(pairs) < 0.35, pairs  # a one-epoch model on fonts it never saw; the recipe's is in the README
+    assert len(list(seen.glob("*.png"))) == len(files)
+    assert all(Image.open(f).size[1] == 32 for f in seen.glob("*.png"))
+
+
+def test_data_show_strings(tmp_path):
+    out = tmp_path / "grid.png"
+    hwr("data", "show", "mnist-strings", "--n", "12", "--out", str(out))
+    assert Image.open(out).size[0] > 300
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1))) + chunk(b"IEND", b"")
+
+
+def test_bad_inputs(trained, tmp_path):
+    out, _ = trained
+    (tmp_path / "notes.png").write_text("this is not an image")
+    bad("predict", "--model", str(out), str(tmp_path / "notes.png"), match="notes.png")
+    Image.new("RGB", (400, 80), (250, 250, 250)).save(tmp_path / "blank.jpg")
+    bad("predict", "--model", str(out), str(tmp_path / "blank.jpg"), match="blank.jpg")
+    (tmp_path / "huge.png").write_bytes(_png_header_only(50_000, 50_000))
+    bad("predict", "--model", str(out), str(tmp_path / "huge.png"), match="huge.png")
+    bad("predict", "--model", str(out), str(tmp_path / "missing.png"), match="missing.png")
+    good = Image.new("L", (160, 48), 255)
+    ImageDraw.Draw(good).text((6, 6), "2024", fill=0, font=ImageFont.load_default(size=30))
+    good.save(tmp_path / "good.png")
+    p = hwr("predict", "--model", str(out), str(tmp_path / "good.png"), str(tmp_path / "notes.png"), check=False)
+    assert p.returncode == 2 and p.stdout.startswith("good.png"), (p.stdout, p.stderr)  # the good file is read
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "notes.png" in p.stderr
+    # a digit classifier's checkpoint under a strings run folder, and a digit run given as --from
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    (digits / "config.json").write_text(json.dumps(to_dict(RunConfig(model="rnn"))))
+    checkpoint.save(digits / "checkpoint.safetensors",
+                    {"params": models.get("rnn").init(random.key(0)), "model_state": {}}, {"model": "rnn"})
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.json").write_text((out / "config.json").read_text())
+    (fake / "checkpoint.safetensors").write_bytes((digits / "checkpoint.safetensors").read_bytes())
+    bad("evaluate", str(fake), match="digit classifier's checkpoint")
+    bad("predict", "--model", str(fake), str(tmp_path / "blank.jpg"), match="digit classifier's checkpoint")
+    bad("train", "--recipe", "strings", "--from", str(digits), *QUICK, "--out", str(tmp_path / "x"),
+        match="none of its parameters fits")
+    bad("train", "--recipe", "strings", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "y"),
+        match="not a run folder")
+    bad("train", "--recipe", "strings", "--model", "cnn", "--out", str(tmp_path / "z"), match="crnn")
+    bad("train", "--recipe", "strings", "--augment", "standard", "--out", str(tmp_path / "w"), match="--augment")
+    bad("train", "--recipe", "fast", "--from", str(out), "--out", str(tmp_path / "v"), match="hwr finetune")
+    bad("train", "--recipe", "strings", "--out", str(out), match="already holds a run")

@@ -1,0 +1,191 @@
+"""hwr.strings_run on a tiny configuration: the compiled step (one graph, equal to eager), run folders, resume,
+transfer from a digit run, the height normalisation of real images, prediction, and the errors."""
+
+import json
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from hwr import checkpoint, models, optim, random, train, tree
+from hwr import strings_run as sr
+from hwr.config import RunConfig, from_dict, to_dict
+from hwr.data import strings as ds
+from hwr.execution import Execution
+from hwr.experiment import RunError
+from hwr.models.cnn import CNNConfig
+from hwr.models.crnn import CRNNConfig
+
+SPEC = ds.StringSpec(height=16, width=48, max_length=3, ink_height=12.0, margin=(1.0, 2.0), gap=(-1.0, 2.0))
+TINY = sr.StringsConfig(
+    model_config=CRNNConfig(channels=(4, 8), hidden=8, proj=8, height=16),
+    data=SPEC,
+    epochs=2,
+    steps=3,
+    batch_size=8,
+    val_strings=12,
+    test_strings=12,
+)
+EAGER = Execution(device="cpu", compile=False)
+META = torch.device("meta")
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return sr.prepare(TINY)
+
+
+def test_config_round_trip_and_checks():
+    again = from_dict(sr.StringsConfig, json.loads(json.dumps(to_dict(TINY))))
+    assert again == TINY and isinstance(again.model_config, CRNNConfig) and isinstance(again.data, ds.StringSpec)
+    with pytest.raises(ValueError, match="crnn"):
+        sr.StringsConfig(model="cnn")
+    with pytest.raises(ValueError, match="digit data set"):
+        sr.StringsConfig(dataset="fashion-mnist")
+
+
+def test_compiled_step_is_one_graph_and_matches_eager(prepared):
+    p = prepared
+    state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
+    batch = sr.StringBatches(random.key(1), p.pools["train"], SPEC, 8, 1)[0]
+    step = sr.make_step(p)
+    counters.clear()
+    compiled = train.compile(step)
+    s_c, m_c = compiled(state, batch)
+    s_e, m_e = step(state, batch)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    torch.testing.assert_close(m_c["loss"], m_e["loss"], atol=1e-5, rtol=1e-5)
+    assert int(m_c["correct"]) == int(m_e["correct"]) and int(m_c["count"]) == 8
+    for name, leaf in tree.flatten_names(s_c.params).items():
+        torch.testing.assert_close(leaf, tree.flatten_names(s_e.params)[name], atol=1e-4, rtol=0, msg=name)
+    assert all(t is not u for t, u in zip(tree.leaves(state.params), tree.leaves(s_e.params)))  # pure
+
+
+def test_execution_layout_and_bf16(prepared):
+    """``auto`` is channels-last compiled and contiguous eager; bf16 autocast keeps float32 logits for CTC and
+    lands near the float32 step; a forced layout is kept."""
+    assert sr.memory_format(Execution()) == "channels_last"
+    assert sr.memory_format(Execution(compile=False)) == "contiguous"
+    assert sr.memory_format(Execution(memory_format="contiguous")) == "contiguous"
+    p = prepared
+    state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
+    batch = sr.StringBatches(random.key(1), p.pools["train"], SPEC, 8, 1)[0]
+    _, m32 = sr.make_step(p, EAGER)(state, batch)
+    _, m16 = sr.make_step(p, Execution(compile=False, precision="bf16"))(state, batch)
+    _, mcl = sr.make_step(p, Execution(compile=False, memory_format="channels_last"))(state, batch)
+    assert m16["loss"].dtype == torch.float32 and torch.isfinite(m16["loss"])
+    torch.testing.assert_close(m16["loss"], m32["loss"], rtol=0.05, atol=0.05)
+    torch.testing.assert_close(mcl["loss"], m32["loss"], rtol=1e-5, atol=1e-5)
+
+
+def test_strings_step_stays_on_the_device():
+    """The train step and the evaluation sums on ``meta`` tensors: a host tensor made on the way would surface as
+    a CPU tensor here (no GPU needed). Rendering reads its layout back (a data generator, outside the step)."""
+    model = models.get("crnn", TINY.crnn)
+    n, h, w = 8, SPEC.height, SPEC.width
+    batch = sr.StringBatch(torch.zeros(n, 1, h, w, dtype=torch.uint8, device=META),
+                           torch.zeros(n, SPEC.max_length, dtype=torch.int64, device=META),
+                           torch.ones(n, dtype=torch.int64, device=META),
+                           torch.full((n,), w, dtype=torch.int64, device=META),
+                           torch.ones(n, dtype=torch.bool, device=META))
+    opt = optim.adam(1e-3)
+    state = train.init_state(model, opt, random.key(0, device=META))
+    new, m = sr.train_step(model, opt, mean=0.1, std=0.3)(state, batch)
+    assert all(t.device == META for t in [*tree.leaves(new), *m.values()] if isinstance(t, torch.Tensor))
+    sums = sr.eval_step(model, mean=0.1, std=0.3, max_length=SPEC.max_length)(new.params, new.model_state, batch)
+    assert all(t.device == META for t in sums.values())
+
+
+class _StopAt(train.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_start(self, epoch: int, num_batches: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_run_folder_and_resume_equals_uninterrupted(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    result = sr.run(TINY, full, execution=EAGER)
+    assert {p.name for p in full.iterdir()} >= {"config.json", "metrics.json", "checkpoint.safetensors"}
+    assert result["task"] == "strings" and len(result["epochs"]) == 2
+    assert {"cer", "string_accuracy", "by_length", "loss"} <= set(result["test"])
+    assert [r["length"] for r in result["test"]["by_length"]] == [1, 2, 3]
+    assert sr.is_strings_run(full) and sr.read_config(full) == TINY
+    with pytest.raises(KeyboardInterrupt):
+        sr.run(TINY, cut, callbacks=[_StopAt(1)], execution=EAGER)
+    assert checkpoint.read_metadata(cut / "checkpoint.safetensors")["epochs_done"] == 1
+    again = sr.run(TINY, cut, resume=True, execution=EAGER)
+    a, _ = checkpoint.load_flat(full / "checkpoint.safetensors")
+    b, _ = checkpoint.load_flat(cut / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["test"] == result["test"]
+    with pytest.raises(RunError, match="already holds a run"):
+        sr.run(TINY, full, execution=EAGER)
+    model, _, _, meta = sr.load_run(full)
+    assert meta["task"] == "strings" and model.config == TINY.crnn
+
+
+def _digit_run(folder, config: CNNConfig | None = None):
+    """A digit classifier's run folder (config and checkpoint), without training it."""
+    config = config or CNNConfig(channels=(4, 8), hidden=16)
+    folder.mkdir()
+    cfg = RunConfig(model="cnn", model_config=config)
+    (folder / "config.json").write_text(json.dumps(to_dict(cfg)))
+    m = models.get("cnn", config)
+    checkpoint.save(folder / "checkpoint.safetensors", {"params": m.init(random.key(5)), "model_state": {}},
+                    {"model": "cnn", "model_config": to_dict(config)})
+    return folder, m
+
+
+def test_start_from_a_digit_cnn_and_bad_sources(tmp_path):
+    src, cnn = _digit_run(tmp_path / "digits")
+    p = sr.prepare(sr.StringsConfig(**{**TINY.__dict__, "source": str(src)}))
+    assert p.transferred == ["block1.conv1.kernel", "block2.conv1.kernel"]  # batch norm: no conv biases
+    assert torch.equal(p.params["block2"]["conv1"]["kernel"], cnn.init(random.key(5))["block2"]["conv1"]["kernel"])
+    other, _ = _digit_run(tmp_path / "wide", CNNConfig(channels=(16, 32), hidden=16))
+    with pytest.raises(RunError, match="none of its parameters fits"):
+        sr.prepare(sr.StringsConfig(**{**TINY.__dict__, "source": str(other)}))
+    with pytest.raises(RunError, match="not a run folder"):
+        sr.read_source(tmp_path)
+    # a digit run is not a strings run, and a strings config over a digit checkpoint is refused
+    assert not sr.is_strings_run(src)
+    with pytest.raises(RunError, match="digit classifier"):
+        sr.read_config(src)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "config.json").write_text(json.dumps(to_dict(TINY)))
+    (fake / "checkpoint.safetensors").write_bytes((src / "checkpoint.safetensors").read_bytes())
+    with pytest.raises(RunError, match="digit classifier's checkpoint"):
+        sr.load_run(fake)
+
+
+def test_normalise_string_geometry():
+    ink = torch.zeros(300, 900)
+    ink[100:200, 50:120] = 1.0  # two blobs on one line, 100 px tall
+    ink[120:180, 600:700] = 0.8
+    ink[5, 5] = 0.1  # faint noise below the ink threshold is not cropped in
+    out = sr.normalise_string(ink)
+    assert out.dtype == torch.uint8 and out.shape[:2] == (1, 32)
+    rows = (out[0] > 51).any(1).nonzero().squeeze(1)
+    assert int(rows[-1] - rows[0] + 1) == 25  # ink_height + BLEED
+    cols = (out[0] > 51).any(0).nonzero().squeeze(1)
+    assert int(cols[0]) == 3 and out.shape[2] - 1 - int(cols[-1]) == 3  # the mean margins
+    assert abs(out.shape[2] - 3 - 3 - 650 * 0.25) <= 1.5  # the aspect kept
+    with pytest.raises(ValueError, match="no ink"):
+        sr.normalise_string(torch.zeros(10, 10))
+    with pytest.raises(ValueError, match="limit"):
+        sr.normalise_string(torch.ones(10, 5000))
+
+
+def test_predict_returns_strings_and_confidences(prepared):
+    p = prepared
+    s = ds.fixed_set(p.pools["test"], 4, SPEC)
+    images = [im[..., : int(w)] for im, w in zip(s.images, s.widths)]
+    out = sr.predict(p.model, p.params, p.model_state, images, mean=p.mean, std=p.std, width=SPEC.width)
+    assert len(out) == 4 and all(len(lab) == len(conf) for lab, conf in out)
+    assert all(0.0 <= c <= 1.0 for _, conf in out for c in conf)
+    beam = sr.predict(p.model, p.params, p.model_state, images, mean=p.mean, std=p.std, width=SPEC.width, beam=4)
+    assert len(beam) == 4
+    assert sr.predict(p.model, p.params, p.model_state, [], mean=p.mean, std=p.std) == []
