@@ -193,3 +193,24 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     assert [r["variant"] for r in step] == ["eager_module", "hwr_compiled"] and step[0]["env"]["device"] == "cpu"
     (tta,) = json.loads((out / "time_to_accuracy.json").read_text())
     assert tta["device"] == "cpu" and tta["smoke"] and 0.0 <= tta["test_accuracy"] <= 1.0
+
+
+def test_strings_baseline_score_counts_edits_by_length():
+    """benchmarks/strings_baseline.score: readings against padded targets, CER and exact matches by length."""
+    import importlib.util
+
+    import torch
+
+    from hwr.data import strings as ds
+
+    spec = importlib.util.spec_from_file_location("bench_strings", ROOT / "benchmarks" / "strings_baseline.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    test = ds.Strings(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([[1, 2, -1], [4, -1, -1], [5, 6, 7]]),
+                      torch.tensor([2, 1, 3]), torch.tensor([8, 8, 8]), torch.zeros(3, 3, dtype=torch.int64))
+    s = module.score([[1, 2], [3, 3], [5, 7]], test)  # exact; a substitution + an insertion; a deletion
+    assert s["count"] == 3 and s["chars"] == 6
+    assert math.isclose(s["cer"], 3 / 6) and math.isclose(s["string_accuracy"], 1 / 3)
+    assert [(r["length"], r["string_accuracy"]) for r in s["by_length"]] == [(1, 0.0), (2, 1.0), (3, 0.0)]
+    assert module.score([[], [], []], test)["cer"] == 1.0
