@@ -25,10 +25,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check hwr studies benchmarks tests
+	$(BIN)/ruff format --check hwr studies benchmarks tests
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check hwr studies benchmarks tests
+	$(BIN)/ruff format --check hwr studies benchmarks tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step.py

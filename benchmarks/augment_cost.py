@@ -51,26 +51,39 @@ def main() -> None:
     images = ds.train_images[: b * 8]  # eight distinct batches, cycled
     x_float = [(images[i * b : (i + 1) * b].float() / 255.0) for i in range(8)]
     key = random.key(0)
-    res: dict[str, object] = {"spec": args.spec, "config": cfg.__dict__, "batch_size": b,
-                              "threads": torch.get_num_threads(), "torch": torch.__version__}
+    res: dict[str, object] = {
+        "spec": args.spec,
+        "config": cfg.__dict__,
+        "batch_size": b,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
     fn = torch.compile(lambda k, x: aug.augment(k, x, cfg), fullgraph=True)
     t = time.perf_counter()
     fn(random.fold_in(key, 10_000), x_float[0])
     res["compile_s"] = time.perf_counter() - t
     with torch.compiler.set_stance("fail_on_recompile"):
-        ms = harness.median_ms({
-            "eager_ms": lambda i: aug.augment(random.fold_in(key, i), x_float[i % 8], cfg),
-            "compiled_ms": lambda i: fn(random.fold_in(key, i), x_float[i % 8]),
-        }, args.iters, args.burn_in)
+        ms = harness.median_ms(
+            {
+                "eager_ms": lambda i: aug.augment(random.fold_in(key, i), x_float[i % 8], cfg),
+                "compiled_ms": lambda i: fn(random.fold_in(key, i), x_float[i % 8]),
+            },
+            args.iters,
+            args.burn_in,
+        )
     res |= ms
 
     if args.step:
         model, opt = models.get("cnn"), optim.adam(1e-3)
         loss = make_loss(LossConfig())
         state = train.init_state(model, opt, random.key(1))
-        batch_list = [train.Batch(images[i * b : (i + 1) * b], ds.train_labels[i * b : (i + 1) * b],
-                                  torch.ones(b, dtype=torch.bool)) for i in range(8)]
+        batch_list = [
+            train.Batch(
+                images[i * b : (i + 1) * b], ds.train_labels[i * b : (i + 1) * b], torch.ones(b, dtype=torch.bool)
+            )
+            for i in range(8)
+        ]
         steps = {}
         for label, config in (("step_plain", None), ("step_augmented", cfg)):
             step = train.compile(train.train_step(model, opt, loss, transform=aug.make_transform(config, 0.13, 0.31)))
@@ -84,13 +97,17 @@ def main() -> None:
 
     rows = [("eager", res["eager_ms"], None), ("compiled function (fullgraph)", res["compiled_ms"], res["compile_s"])]
     if args.step:
-        rows += [("train step, no augmentation (compiled)", res["step_plain_ms"], res["step_plain_compile_s"]),
-                 ("train step, augmented (compiled)", res["step_augmented_ms"], res["step_augmented_compile_s"]),
-                 ("augmentation inside the compiled step", res["step_augment_ms"], None)]
-    harness.print_table(f"augmentation cost per batch of {b}: --augment {args.spec}",
-                        ("where", "ms / batch", "us / image", "compile s"),
-                        [(name, f"{ms:.2f}", f"{1000 * ms / b:.1f}", "" if comp is None else f"{comp:.1f}")
-                         for name, ms, comp in rows], left=("where",))
+        rows += [
+            ("train step, no augmentation (compiled)", res["step_plain_ms"], res["step_plain_compile_s"]),
+            ("train step, augmented (compiled)", res["step_augmented_ms"], res["step_augmented_compile_s"]),
+            ("augmentation inside the compiled step", res["step_augment_ms"], None),
+        ]
+    harness.print_table(
+        f"augmentation cost per batch of {b}: --augment {args.spec}",
+        ("where", "ms / batch", "us / image", "compile s"),
+        [(name, f"{ms:.2f}", f"{1000 * ms / b:.1f}", "" if comp is None else f"{comp:.1f}") for name, ms, comp in rows],
+        left=("where",),
+    )
     print(json.dumps(res, indent=2, default=str))
     if args.out:
         harness.write_json(args.out, res)

@@ -84,8 +84,19 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="hwr-inductor-") as cache:
         env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache}
-        cmd = [sys.executable, __file__, "--worker", "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--burn-in", str(args.burn_in), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+            "--burn-in",
+            str(args.burn_in),
+            "--threads",
+            str(args.threads),
+        ]
         for phase in ("cold", "warm"):
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             rows[phase] = json.loads(out.strip().splitlines()[-1])
@@ -93,10 +104,20 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     title = f"seed CNN train step, batch {args.batch_size}, {args.steps} timed steps, load average {load:.1f}"
     harness.print_table(
-        title, ("cache", "compile (s)", "eager steps/s", "compiled steps/s", "eager samples/s", "compiled samples/s"),
-        [(phase, f"{r['compile_s']:.1f}", f"{r['eager_steps_s']:.1f}", f"{r['compiled_steps_s']:.1f}",
-          f"{r['eager_steps_s'] * args.batch_size:,.0f}", f"{r['compiled_steps_s'] * args.batch_size:,.0f}")
-         for phase, r in rows.items()])
+        title,
+        ("cache", "compile (s)", "eager steps/s", "compiled steps/s", "eager samples/s", "compiled samples/s"),
+        [
+            (
+                phase,
+                f"{r['compile_s']:.1f}",
+                f"{r['eager_steps_s']:.1f}",
+                f"{r['compiled_steps_s']:.1f}",
+                f"{r['eager_steps_s'] * args.batch_size:,.0f}",
+                f"{r['compiled_steps_s'] * args.batch_size:,.0f}",
+            )
+            for phase, r in rows.items()
+        ],
+    )
     if args.json:
         meta = {"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads, "load_average": load}
         harness.write_json(args.json, meta | rows)

@@ -130,8 +130,10 @@ class _JaxRunner(_Runner):
         self.name, self.batch_size, self.model, self.params = hwr.name, hwr.batch_size, hwr.model, hwr.params
         config, opt = hwr.model.config, optax.adam(1e-3)
         self.state = hj.from_hwr_state(hwr.start, config, opt)
-        self.pool = [(jnp.asarray(b.images.permute(0, 2, 3, 1).numpy()), jnp.asarray(b.labels.numpy().astype("int32")))
-                     for b in hwr.pool]
+        self.pool = [
+            (jnp.asarray(b.images.permute(0, 2, 3, 1).numpy()), jnp.asarray(b.labels.numpy().astype("int32")))
+            for b in hwr.pool
+        ]
         self.jstep = jax.jit(hj.train_step(config, opt), donate_argnums=0)
         self.parity = _parity(hwr, self.state.params)
         self.i, self.windows, self.cpu_windows = 0, [], []
@@ -154,13 +156,19 @@ def _parity(hwr: _Runner, flax_params: Any) -> float:
     x = hwr.pool[0].images.float() / 255.0  # (B, C, H, W)
     want, _ = hwr.model.apply(hwr.start.params, hwr.start.model_state, x)
     with jax.default_matmul_precision("highest"):
-        got, _ = hj.apply(hwr.name, flax_params, jax.numpy.asarray(x.permute(0, 2, 3, 1).numpy()), hwr.model.config,
-                          state=hj.stats_to_flax(hwr.start.model_state))
+        got, _ = hj.apply(
+            hwr.name,
+            flax_params,
+            jax.numpy.asarray(x.permute(0, 2, 3, 1).numpy()),
+            hwr.model.config,
+            state=hj.stats_to_flax(hwr.start.model_state),
+        )
     return float((hj.from_jax(got) - want).abs().max())
 
 
-def measure(names: list[str], batch_size: int, windows: int, window_s: float, *, with_jax: bool = True
-            ) -> list[dict[str, Any]]:
+def measure(
+    names: list[str], batch_size: int, windows: int, window_s: float, *, with_jax: bool = True
+) -> list[dict[str, Any]]:
     """Parameters, compile seconds, samples/s and per CPU-second (medians of interleaved windows) per family, for
     hwr's compiled step and (``with_jax``) the family's JAX twin under ``jit``."""
     runners = []
@@ -244,17 +252,26 @@ def _table(rows: list[dict[str, Any]], trained: bool) -> None:
         ref = cnn.get(r["variant"])
         jax_row = r["variant"] == "jax_jit"
         cells = [
-            r["family"], r["variant"], f"{r['params']:,}", f"{r['samples_per_s']:,.0f}",
-            f"{r['samples_per_s'] / ref:.2f}" if ref else "-", f"{r['samples_per_cpu_s']:,.0f}",
+            r["family"],
+            r["variant"],
+            f"{r['params']:,}",
+            f"{r['samples_per_s']:,.0f}",
+            f"{r['samples_per_s'] / ref:.2f}" if ref else "-",
+            f"{r['samples_per_cpu_s']:,.0f}",
             f"{r['samples_per_cpu_s'] / hwr_cpu[r['family']]:.2f}" if jax_row and r["family"] in hwr_cpu else "-",
-            f"{r['parity_max_abs']:.1e}" if jax_row else "-", f"{r['compile_s']:.1f}",
+            f"{r['parity_max_abs']:.1e}" if jax_row else "-",
+            f"{r['compile_s']:.1f}",
         ]
         if trained:
-            cells += ([f"{r['train_s']:.0f}", str(r["steps"]), f"{r['epochs']:.2f}", f"{100 * r['test_accuracy']:.2f}%"]
-                      if "train_s" in r else ["-"] * 4)
+            cells += (
+                [f"{r['train_s']:.0f}", str(r["steps"]), f"{r['epochs']:.2f}", f"{100 * r['test_accuracy']:.2f}%"]
+                if "train_s" in r
+                else ["-"] * 4
+            )
         table.append(cells)
-    harness.print_table("model families (hwr compiled pure step, JAX jit twin)", cols, table,
-                        left=("family", "variant"), width=140)
+    harness.print_table(
+        "model families (hwr compiled pure step, JAX jit twin)", cols, table, left=("family", "variant"), width=140
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -282,8 +299,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for row in (r for r in rows if r["variant"] == "hwr_compiled"):
             torch._dynamo.reset()  # a fresh cache per family keeps clear of dynamo's recompile limit
             row.update(
-                train_budget(row["family"], args.train_seconds, row["samples_per_s"], batch_size=args.batch_size,
-                             lr=args.lr)
+                train_budget(
+                    row["family"], args.train_seconds, row["samples_per_s"], batch_size=args.batch_size, lr=args.lr
+                )
             )
     _table(rows, args.train_seconds > 0)
     if args.json:

@@ -49,8 +49,9 @@ def synthetic_pool(cfg: Any, batch_size: int, device: Any = None, n: int = 4) ->
     from hwr import random, tree
     from hwr.data.batches import synthetic_batches
 
-    pool = synthetic_batches(random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size,
-                             num_classes=cfg.num_classes)
+    pool = synthetic_batches(
+        random.key(1234), n, batch_size, channels=cfg.in_channels, size=cfg.image_size, num_classes=cfg.num_classes
+    )
     return pool if device is None else [tree.map(lambda t: t.to(device), b) for b in pool]
 
 
@@ -181,8 +182,15 @@ def peak_gflops(seconds: float = 1.0, device: Any = "cpu", dtype: Any = None) ->
 # --------------------------------------------------------------------------------------------- the output
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, left: Sequence[str] = (),
-                caption: str | None = None, width: int | None = None) -> Any:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    left: Sequence[str] = (),
+    caption: str | None = None,
+    width: int | None = None,
+) -> Any:
     """A rich table, columns right-justified but those named in ``left``; printed on ``hwr.report.console``, or
     on a console ``width`` wide. Returns the console, for lines that follow the table."""
     from rich.console import Console

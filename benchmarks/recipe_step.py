@@ -53,9 +53,18 @@ def measure(recipe: str, formats: list[str], *, windows: int, steps: int, limit_
         float(m["loss"])
         r["w"].append(base.batch_size * steps / (time.perf_counter() - t0))
     ref = statistics.median(runners[0]["w"])
-    return [{"recipe": recipe, "memory_format": r["format"], "batch_size": base.batch_size,
-             "samples_per_s": statistics.median(r["w"]), "ratio": statistics.median(r["w"]) / ref,
-             "compile_s": r["compile_s"], "threads": torch.get_num_threads()} for r in runners]
+    return [
+        {
+            "recipe": recipe,
+            "memory_format": r["format"],
+            "batch_size": base.batch_size,
+            "samples_per_s": statistics.median(r["w"]),
+            "ratio": statistics.median(r["w"]) / ref,
+            "compile_s": r["compile_s"],
+            "threads": torch.get_num_threads(),
+        }
+        for r in runners
+    ]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -76,8 +85,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     harness.print_table(
         f"recipe {args.recipe}: compiled train step, batch {rows[0]['batch_size']}, {rows[0]['threads']} thread(s)",
         ("memory format", "samples/s", f"vs {formats[0]}", "compile s"),
-        [(r["memory_format"], f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['compile_s']:.1f}")
-         for r in rows])
+        [
+            (r["memory_format"], f"{r['samples_per_s']:,.0f}", f"{r['ratio']:.2f}x", f"{r['compile_s']:.1f}")
+            for r in rows
+        ],
+    )
     if args.json:
         harness.write_json(args.json, rows)
     return rows

@@ -141,8 +141,18 @@ def _inductor_region(opt: Any) -> Any:
 
 
 def _hwr_runner(
-    name: str, model: Any, params: dict, pool: list, *, compiled: bool, members: int = 1, options: dict | None = None,
-    donate: bool = False, fuse_optimizer: bool = False, mode: str | None = None, autotuned: bool = False,
+    name: str,
+    model: Any,
+    params: dict,
+    pool: list,
+    *,
+    compiled: bool,
+    members: int = 1,
+    options: dict | None = None,
+    donate: bool = False,
+    fuse_optimizer: bool = False,
+    mode: str | None = None,
+    autotuned: bool = False,
 ) -> Runner:
     import torch
 
@@ -169,8 +179,13 @@ def _hwr_runner(
 
     if autotuned:
         fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0])
-        record = {"candidate": choice.candidate.name, "cached": choice.cached, "machine": choice.machine,
-                  "seconds_per_step": choice.seconds_per_step, "rejected": choice.rejected}
+        record = {
+            "candidate": choice.candidate.name,
+            "cached": choice.cached,
+            "machine": choice.machine,
+            "seconds_per_step": choice.seconds_per_step,
+            "rejected": choice.rejected,
+        }
     elif compiled:
         fn = train.compile(fn, mode=mode, **(options or {}))
     holder = [state]
@@ -179,8 +194,14 @@ def _hwr_runner(
         holder[0], metrics = fn(holder[0], pool[i % len(pool)])
         return metrics
 
-    return Runner(name, members, step, block=lambda out: runtime.synchronize(device),
-                  compiled="torch" if compiled or autotuned else "", autotune=record)
+    return Runner(
+        name,
+        members,
+        step,
+        block=lambda out: runtime.synchronize(device),
+        compiled="torch" if compiled or autotuned else "",
+        autotune=record,
+    )
 
 
 def _jax_runner(name: str, cfg: Any, params: dict, pool: list) -> Runner:
@@ -411,8 +432,9 @@ def bench_batch_size(
 # ---------------------------------------------------------------------------------------------- report
 
 
-def rows_of(runners: list[Runner], batch_size: int, flops: float, peak: float,
-            peak_bf16: float | None = None) -> list[dict[str, Any]]:
+def rows_of(
+    runners: list[Runner], batch_size: int, flops: float, peak: float, peak_bf16: float | None = None
+) -> list[dict[str, Any]]:
     """JSON rows: one per variant, ratios against ``eager_module`` at the same batch size (None if not run)."""
     medians = {r.name: statistics.median(r.windows) for r in runners}
     cpu_medians = {r.name: statistics.median(r.cpu_windows) for r in runners}
@@ -452,28 +474,53 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
     for r in rows:
         w = r["windows_samples_per_s"]
         spread = (max(w) - min(w)) / r["samples_per_s"] if len(w) > 1 else 0.0
-        cells.append((
-            r["variant"],
-            str(r["batch_size"]),
-            f"{r['samples_per_s']:,.0f}",
-            f"±{100 * spread / 2:.0f}%",
-            f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
-            f"{r['samples_per_cpu_s']:,.0f}",
-            f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
-            f"{r['gflops']:.1f}",
-            f"{100 * share:.0f}%" if (share := r["fraction_of_bf16_peak"] or r["fraction_of_fp32_peak"]) else "-",
-            f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
-            f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
-            r["compile_cache"] or "-",
-            f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
-        ))
-    columns = ("variant", "batch", "samples/s", "spread", "ratio", "per CPU-s", "ratio", "GFLOP/s", "% peak",
-               "step MiB", "compile s", "cache", "warm s")
+        cells.append(
+            (
+                r["variant"],
+                str(r["batch_size"]),
+                f"{r['samples_per_s']:,.0f}",
+                f"±{100 * spread / 2:.0f}%",
+                f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
+                f"{r['samples_per_cpu_s']:,.0f}",
+                f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
+                f"{r['gflops']:.1f}",
+                f"{100 * share:.0f}%" if (share := r["fraction_of_bf16_peak"] or r["fraction_of_fp32_peak"]) else "-",
+                f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
+                f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
+                r["compile_cache"] or "-",
+                f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
+            )
+        )
+    columns = (
+        "variant",
+        "batch",
+        "samples/s",
+        "spread",
+        "ratio",
+        "per CPU-s",
+        "ratio",
+        "GFLOP/s",
+        "% peak",
+        "step MiB",
+        "compile s",
+        "cache",
+        "warm s",
+    )
     console = harness.print_table(
         f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same batch)",
-        columns, cells, left=("variant", "cache"), width=max(Console().width, 150))
-    gpu = (f"{env['device_name']}, TF32 {'on' if env['tf32'] else 'off'}, bf16 peak {env['peak_bf16_gflops']:.0f} "
-           "GFLOP/s; ") if env["device"].startswith("cuda") else ""
+        columns,
+        cells,
+        left=("variant", "cache"),
+        width=max(Console().width, 150),
+    )
+    gpu = (
+        (
+            f"{env['device_name']}, TF32 {'on' if env['tf32'] else 'off'}, bf16 peak {env['peak_bf16_gflops']:.0f} "
+            "GFLOP/s; "
+        )
+        if env["device"].startswith("cuda")
+        else ""
+    )
     console.print(
         f"[dim]{gpu}{env['cpu']}, {env['threads']} threads, torch {env['torch']}, jax {env.get('jax', '-')}; "
         f"{env['peak_kind']} peak {env['peak_gflops']:.0f} GFLOP/s ({env['peak_source']}); "
@@ -484,8 +531,10 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         if r["autotune"]:
             a = r["autotune"]
             times = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in a["seconds_per_step"].items())
-            console.print(f"[dim]{r['variant']} (b={r['batch_size']}): autotune chose {a['candidate']}"
-                          f"{' (cached)' if a['cached'] else ''}; {times}[/dim]")
+            console.print(
+                f"[dim]{r['variant']} (b={r['batch_size']}): autotune chose {a['candidate']}"
+                f"{' (cached)' if a['cached'] else ''}; {times}[/dim]"
+            )
     if env["skipped"]:
         console.print(f"[dim]skipped: {'; '.join(env['skipped'])}[/dim]")
 
@@ -494,8 +543,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="batch 128 only, fewer and shorter windows (< 2 min)")
     ap.add_argument("--json", type=Path, help="also write the rows as a JSON list to this path")
-    ap.add_argument("--variants", help=f"comma-separated subset of: {','.join(DEFAULT_VARIANTS)} (CPU defaults) or "
-                                       f"{','.join(CUDA_VARIANTS)} (GPU defaults)")
+    ap.add_argument(
+        "--variants",
+        help=f"comma-separated subset of: {','.join(DEFAULT_VARIANTS)} (CPU defaults) or "
+        f"{','.join(CUDA_VARIANTS)} (GPU defaults)",
+    )
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     ap.add_argument("--tf32", action="store_true", help="GPU: float32 matmuls and convolutions on TF32 tensor cores")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm recompile measurement (shorter)")
@@ -504,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--window-s", type=float, help=f"seconds per window (default {WINDOW_S}, quick {QUICK_WINDOW_S})")
     ap.add_argument("--steps", type=int, help="fixed steps per window instead of --window-s")
     ap.add_argument("--peak-gflops", type=float, help="fp32 peak to compare against (default: measured)")
-    ap.add_argument("--config", default="{}", help='CNNConfig fields as JSON, e.g. \'{"channels": [4, 8]}\'')
+    ap.add_argument("--config", default="{}", help="CNNConfig fields as JSON, e.g. '{\"channels\": [4, 8]}'")
     ap.add_argument("--fresh-cache", action="store_true", help="empty inductor/JAX caches: the first compile is cold")
     args = ap.parse_args(argv)
     if args.windows is not None and args.windows < 1:
@@ -542,8 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else perf.has_bf16()
     skipped = []
     if not args.variants and not native_bf16:
-        skipped += [f"{n} (no native bf16 here: autocast is several times slower than float32; name it in "
-                    "--variants to measure it anyway)" for n in names if "bf16" in n]
+        skipped += [
+            f"{n} (no native bf16 here: autocast is several times slower than float32; name it in "
+            "--variants to measure it anyway)"
+            for n in names
+            if "bf16" in n
+        ]
     if device.type != "cpu":
         skipped += [f"{n} (JAX runs on the CPU here)" for n in names if n == "jax_jit"]
     names = [n for n in names if not any(reason.startswith(f"{n} (") for reason in skipped)]
@@ -593,8 +649,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for b in batch_sizes:
         runners = bench_batch_size(
-            builders, names, cfg, b, windows=windows, window_s=window_s, steps=args.steps, log=log,
-            measure_warm=b == batch_sizes[0] and not args.no_warm, device=device,
+            builders,
+            names,
+            cfg,
+            b,
+            windows=windows,
+            window_s=window_s,
+            steps=args.steps,
+            log=log,
+            measure_warm=b == batch_sizes[0] and not args.no_warm,
+            device=device,
         )
         rows += rows_of(runners, b, flops, peak, peak_bf16)
         del runners

@@ -52,8 +52,10 @@ def segment_and_classify(digit_run: str | Path, test: ds.Strings, device: torch.
 
     def classify(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = [model.apply(params, state, transform(None, x[i : i + 1024].to(device)), train=False)[0]
-                   for i in range(0, len(x), 1024)]
+            out = [
+                model.apply(params, state, transform(None, x[i : i + 1024].to(device)), train=False)[0]
+                for i in range(0, len(x), 1024)
+            ]
         return torch.cat(out).argmax(-1)
 
     images = [im[..., : int(w)] for im, w in zip(test.images.cpu(), test.widths.cpu())]
@@ -87,22 +89,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         images = [im[..., : int(w)] for im, w in zip(test.images, test.widths)]
         read = []
         for i in range(0, len(images), 500):
-            read += [lab for lab, _ in sr.predict(model, params, state, images[i : i + 500], mean=meta["mean"],
-                                                  std=meta["std"], width=config.data.width, beam=args.beam)]
+            read += [
+                lab
+                for lab, _ in sr.predict(
+                    model,
+                    params,
+                    state,
+                    images[i : i + 500],
+                    mean=meta["mean"],
+                    std=meta["std"],
+                    width=config.data.width,
+                    beam=args.beam,
+                )
+            ]
         rows[f"crnn + CTC (beam {args.beam})"] = {**score(read, test), "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    rows["segment + digit CNN (as is)"] = {**score(segment_and_classify(args.digits, test, device), test),
-                                           "seconds": time.perf_counter() - t0}
+    rows["segment + digit CNN (as is)"] = {
+        **score(segment_and_classify(args.digits, test, device), test),
+        "seconds": time.perf_counter() - t0,
+    }
 
     lengths = [r["length"] for r in next(iter(rows.values()))["by_length"]]
     columns = ["reader", "CER", "exact", *[f"len {k}" for k in lengths], "s"]
     table = []
     for name, r in rows.items():
         by = {b["length"]: b["string_accuracy"] for b in r["by_length"]}
-        table.append([name, f"{100 * r['cer']:.2f}%", f"{100 * r['string_accuracy']:.2f}%",
-                      *[f"{100 * by.get(k, 0.0):.1f}" for k in lengths], f"{r['seconds']:.1f}"])
-    harness.print_table(f"{len(test.lengths):,} held-out test strings ({args.strings}; digits: {args.digits})",
-                        columns, table, left=("reader",))
+        table.append(
+            [
+                name,
+                f"{100 * r['cer']:.2f}%",
+                f"{100 * r['string_accuracy']:.2f}%",
+                *[f"{100 * by.get(k, 0.0):.1f}" for k in lengths],
+                f"{r['seconds']:.1f}",
+            ]
+        )
+    harness.print_table(
+        f"{len(test.lengths):,} held-out test strings ({args.strings}; digits: {args.digits})",
+        columns,
+        table,
+        left=("reader",),
+    )
     result = {"strings": args.strings, "digits": args.digits, "n": len(test.lengths), "rows": rows}
     if args.json:
         harness.write_json(args.json, result)

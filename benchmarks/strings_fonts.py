@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         files = render(folder, fonts, args.n, args.seed)
         images = [sr.normalise_string(digits.load_image(p), spec) for p, _, _ in files]
-        read = sr.predict(model, params, state, images, mean=meta["mean"], std=meta["std"], width=spec.width,
-                          beam=args.beam)
+        read = sr.predict(
+            model, params, state, images, mean=meta["mean"], std=meta["std"], width=spec.width, beam=args.beam
+        )
     pairs = ["".join(map(str, lab)) for lab, _ in read]
     by_font: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
     for got, (_, text, font) in zip(pairs, files):
@@ -127,8 +128,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tag = " (outline)" if font in outline else ""
         print(f"{font + tag:<22} {r['files']:>4} files  CER {100 * r['cer']:6.2f}%  exact {100 * r['exact']:6.1f}%")
     wrong = [(t, g) for g, t in stroke if g != t]
-    print("misread, single-stroke fonts (truth -> reading):",
-          ", ".join(f"{t} -> {g or '(empty)'}" for t, g in wrong) or "none")
+    print(
+        "misread, single-stroke fonts (truth -> reading):",
+        ", ".join(f"{t} -> {g or '(empty)'}" for t, g in wrong) or "none",
+    )
     return {"fonts": rows, **totals, "misread": wrong}
 
 

@@ -69,12 +69,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             execution = Execution(device=str(device), compile=not args.no_compile, memory_format=args.memory_format)
             r = experiment.run(cfg, out, execution=execution, resume=resume, callbacks=[report.Progress(cfg.epochs)])
         t, used = r["timing"], r.get("execution", {})
-        rows.append({"recipe": args.recipe, "seed": seed, "epochs": len(r["epochs"]), "device": str(device),
-                     "device_name": runtime.device_name(device), "smoke": smoke,
-                     "compile_s": t["compile_seconds"], "train_s": t["train_seconds"],
-                     "total_s": t["compile_seconds"] + t["train_seconds"], "test_accuracy": r["test"]["accuracy"],
-                     "samples_per_s": t["samples_per_s"], "step": used.get("candidate", "eager"),
-                     "memory_format": used.get("memory_format"), "run": str(out)})
+        rows.append(
+            {
+                "recipe": args.recipe,
+                "seed": seed,
+                "epochs": len(r["epochs"]),
+                "device": str(device),
+                "device_name": runtime.device_name(device),
+                "smoke": smoke,
+                "compile_s": t["compile_seconds"],
+                "train_s": t["train_seconds"],
+                "total_s": t["compile_seconds"] + t["train_seconds"],
+                "test_accuracy": r["test"]["accuracy"],
+                "samples_per_s": t["samples_per_s"],
+                "step": used.get("candidate", "eager"),
+                "memory_format": used.get("memory_format"),
+                "run": str(out),
+            }
+        )
         report.console.print(f"seed {seed}: test accuracy {r['test']['accuracy']:.4f} in {rows[-1]['total_s']:.0f}s")
 
     acc = [r["test_accuracy"] for r in rows]
@@ -83,10 +95,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"recipe {args.recipe} on {device} ({rows[0]['device_name']}): time to accuracy over {len(rows)} seed(s)"
         f"{' (smoke run)' if smoke else ''}",
         ("seed", "epochs", "compile s", "train s", "samples/s", "test accuracy"),
-        [(str(r["seed"]), str(r["epochs"]), f"{r['compile_s']:.1f}", f"{r['train_s']:.2f}",
-          f"{r['samples_per_s']:,.0f}", f"{r['test_accuracy']:.4f}") for r in rows],
+        [
+            (
+                str(r["seed"]),
+                str(r["epochs"]),
+                f"{r['compile_s']:.1f}",
+                f"{r['train_s']:.2f}",
+                f"{r['samples_per_s']:,.0f}",
+                f"{r['test_accuracy']:.4f}",
+            )
+            for r in rows
+        ],
         caption=f"mean test accuracy {statistics.fmean(acc):.4f} ± {spread:.4f}; "
-                f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s")
+        f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s",
+    )
     if args.json:
         harness.write_json(args.json, rows)
     return rows

@@ -34,7 +34,16 @@ from hwr.data.batches import Batch
 from hwr.losses import Loss
 from hwr.models import Model
 
-__all__ = ["CACHE_FILE", "GRAD_RTOL", "UPDATE_RTOL", "Candidate", "Choice", "build_step", "compile_step", "default_candidates"]
+__all__ = [
+    "CACHE_FILE",
+    "GRAD_RTOL",
+    "UPDATE_RTOL",
+    "Candidate",
+    "Choice",
+    "build_step",
+    "compile_step",
+    "default_candidates",
+]
 
 CACHE_FILE = "autotune.json"
 GRAD_RTOL = 1e-3  # a candidate's gradient norm may differ from the eager step's by this much (relative)
@@ -90,8 +99,9 @@ def default_candidates(device: torch.device, params: Any) -> tuple[Candidate, ..
     return tuple(c for c in cands if has_conv or not c.channels_last)
 
 
-def build_step(candidate: Candidate, model: Model, optimizer: optim.GradientTransformation, loss: Loss,
-               **step_kwargs: Any) -> Step:
+def build_step(
+    candidate: Candidate, model: Model, optimizer: optim.GradientTransformation, loss: Loss, **step_kwargs: Any
+) -> Step:
     """``candidate``'s compiled step: ``train.train_step`` over the (wrapped) model, through ``train.compile``."""
     step_model = perf.channels_last(model) if candidate.channels_last else model
     step = train.train_step(step_model, optimizer, loss, **step_kwargs)
@@ -154,8 +164,18 @@ def compile_step(
     seconds = _time(runs, example_batch, device, steps=steps, rounds=rounds)
     best = min(seconds, key=seconds.__getitem__)
     if cache:
-        _write_cache(key, {"candidate": best, "seconds_per_step": seconds, "rejected": rejected, "machine": machine,
-                           "model": model.name, "tag": tag, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+        _write_cache(
+            key,
+            {
+                "candidate": best,
+                "seconds_per_step": seconds,
+                "rejected": rejected,
+                "machine": machine,
+                "model": model.name,
+                "tag": tag,
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
     return runs[best][0], Choice(by_name[best], seconds, rejected, False, key, machine)
 
 
@@ -163,8 +183,9 @@ def _relative(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor) -> flo
     return float((got.double() - want.double()).norm() / scale.double().norm().clamp_min(1e-30))
 
 
-def _mismatch(fn: Step, state: train.TrainState, batch: Batch, want: tuple[train.TrainState, train.Metrics],
-              atol: float) -> str | None:
+def _mismatch(
+    fn: Step, state: train.TrainState, batch: Batch, want: tuple[train.TrainState, train.Metrics], atol: float
+) -> str | None:
     """None if ``fn``'s first step computes what the eager step ``want`` computed, else what differs: the loss
     within ``atol`` (relative), the gradient norm within ``GRAD_RTOL`` and each parameter and state leaf's change
     within ``UPDATE_RTOL`` (relative L2). Not elementwise: float32 sums in another order differ by rounding,
@@ -195,13 +216,15 @@ def _mismatch(fn: Step, state: train.TrainState, batch: Batch, want: tuple[train
     return None
 
 
-def _time(runs: dict[str, list[Any]], batch: Batch, device: torch.device, *, steps: int, rounds: int) -> dict[str, float]:
+def _time(
+    runs: dict[str, list[Any]], batch: Batch, device: torch.device, *, steps: int, rounds: int
+) -> dict[str, float]:
     """Best-round seconds per step of each run, rounds interleaved (who goes first rotates) so that load from other
     processes hits every candidate alike; each run advances its own state."""
     names = list(runs)
     best = dict.fromkeys(names, float("inf"))
     for r in range(rounds + 1):  # round 0 warms up (allocator, caches) and is not counted
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, state = runs[name]
             runtime.synchronize(device)
             t0 = time.perf_counter()
@@ -219,12 +242,20 @@ def _machine(device: torch.device) -> str:
     return f"{device.type}: {runtime.device_name(device)}{threads}, torch {torch.__version__}"
 
 
-def _cache_key(model: Model, state: train.TrainState, batch: Batch, cands: Sequence[Candidate], tag: str,
-               machine: str) -> str:
+def _cache_key(
+    model: Model, state: train.TrainState, batch: Batch, cands: Sequence[Candidate], tag: str, machine: str
+) -> str:
     """A stable digest of what decides the choice: the model, the shapes, the candidates, the tag, the machine."""
     shapes = {k: [list(v.shape), str(v.dtype)] for k, v in batch._asdict().items()}
-    desc = {"model": model.name, "config": repr(model.config), "batch": shapes, "tag": tag, "machine": machine,
-            "params": tree.num_params(state.params), "candidates": [dataclasses.asdict(c) for c in cands]}
+    desc = {
+        "model": model.name,
+        "config": repr(model.config),
+        "batch": shapes,
+        "tag": tag,
+        "machine": machine,
+        "params": tree.num_params(state.params),
+        "candidates": [dataclasses.asdict(c) for c in cands],
+    }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

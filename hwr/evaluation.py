@@ -55,8 +55,7 @@ def _run(
     if out.exists():
         shutil.rmtree(out)
     torch._dynamo.reset()
-    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False,
-                          data_root=data_root)
+    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False, data_root=data_root)
 
 
 def select(
@@ -82,8 +81,13 @@ def select(
         if spec.rerun_top > 1:
             cfg = config_of(t)
             for seed in spec.rerun_seeds:
-                r = _run(spec.protocol(dataclasses.replace(cfg, seed=seed)), out_root / f"rerun_{t.number}_seed{seed}",
-                         callbacks, spec.execution, data_root)
+                r = _run(
+                    spec.protocol(dataclasses.replace(cfg, seed=seed)),
+                    out_root / f"rerun_{t.number}_seed{seed}",
+                    callbacks,
+                    spec.execution,
+                    data_root,
+                )
                 values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
                 if on_run:
                     on_run(f"rerun #{t.number}", seed, r)
@@ -145,8 +149,9 @@ def evaluate_best(
     out_root = study_root / "evaluation"
     winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data_root=data_root)
     best_cfg = spec.protocol(config_of(winner))
-    context = StudyContext(prepare_source(spec, root, data_root=data_root), study_root,
-                           study.user_attrs.get("dataset"), data_root)
+    context = StudyContext(
+        prepare_source(spec, root, data_root=data_root), study_root, study.user_attrs.get("dataset"), data_root
+    )
     contenders: dict[str, RunConfig] = {"best": best_cfg}
     contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
     if spec.oracle is not None:
@@ -155,18 +160,28 @@ def evaluate_best(
     for label, cfg in contenders.items():
         runs[label] = []
         for s in spec.eval_seeds:
-            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution,
-                     data_root)
+            r = _run(
+                dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution, data_root
+            )
             runs[label].append(r)
             if on_run:
                 on_run(label, s, r)
     counts = runs["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
-    results: dict[str, Any] = {"study": study.study_name, "best_trial": winner.number, "selection": selection,
-                               "shot_groups": groups, "contenders": {}}
+    results: dict[str, Any] = {
+        "study": study.study_name,
+        "best_trial": winner.number,
+        "selection": selection,
+        "shot_groups": groups,
+        "contenders": {},
+    }
     if context.source_dir is not None and best_cfg.finetune is not None:
-        runs = {"zero_shot": _zero_shot(context.source_dir, best_cfg.dataset, len(spec.eval_seeds),
-                                        spec.execution.device, data_root), **runs}
+        runs = {
+            "zero_shot": _zero_shot(
+                context.source_dir, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data_root
+            ),
+            **runs,
+        }
     for label, rs in runs.items():
         results["contenders"][label] = _aggregate(rs, contenders.get(label), groups)
     results["ceilings"] = ["oracle"] if "oracle" in contenders else []
@@ -194,8 +209,10 @@ def verdict(result: dict[str, Any]) -> list[str]:
     if "gain_macro_f1_vs_zero_shot" in result:
         g = 100 * result["gain_macro_f1_vs_zero_shot"]
         if g <= 0:
-            lines.append(f"WARNING: the study's best does not beat the source model used as is (zero-shot): "
-                         f"{g:+.2f} macro-F1 points; fine-tuning as searched makes the model worse")
+            lines.append(
+                f"WARNING: the study's best does not beat the source model used as is (zero-shot): "
+                f"{g:+.2f} macro-F1 points; fine-tuning as searched makes the model worse"
+            )
         else:
             every = "on every seed" if result.get("beats_zero_shot_every_seed") else "on average, not on every seed"
             lines.append(f"best vs zero-shot: {g:+.2f} macro-F1 points ({every})")
@@ -203,6 +220,8 @@ def verdict(result: dict[str, Any]) -> list[str]:
         if key.startswith("gain_macro_f1_vs_") and key != "gain_macro_f1_vs_zero_shot":
             lines.append(f"best vs {key.removeprefix('gain_macro_f1_vs_')}: {100 * value:+.2f} macro-F1 points")
     if "selected_val_test_gap" in result:
-        lines.append(f"selected trial #{result['best_trial']}: validation - test macro-F1 gap "
-                     f"{100 * result['selected_val_test_gap']:+.2f} points")
+        lines.append(
+            f"selected trial #{result['best_trial']}: validation - test macro-F1 gap "
+            f"{100 * result['selected_val_test_gap']:+.2f} points"
+        )
     return lines

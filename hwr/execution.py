@@ -127,8 +127,16 @@ def train_step(
         every = autotune.CUDA_CANDIDATES if device.type == "cuda" else autotune.CPU_CANDIDATES
         want = execution.memory_format == "channels_last"
         candidates = tuple(c for c in every if c.channels_last == want)
-    step, choice = autotune.compile_step(model, optimizer, loss, example_state, example_batch,
-                                         candidates=candidates, tag=f"{tag}|{execution.precision}", **step_kwargs)
+    step, choice = autotune.compile_step(
+        model,
+        optimizer,
+        loss,
+        example_state,
+        example_batch,
+        candidates=candidates,
+        tag=f"{tag}|{execution.precision}",
+        **step_kwargs,
+    )
     return step, {
         "compile": True,
         "memory_format": "channels_last" if choice.candidate.channels_last else "contiguous",

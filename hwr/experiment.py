@@ -141,6 +141,7 @@ def _post_train(
     params, record = state.params, {}
     num_classes = len(p.classes)
     if config.finetune is not None and config.finetune.wise:
+
         def score(candidate: Any) -> float:
             return evaluate(p.model, candidate, state.model_state, *p.val, num_classes, mean=p.mean, std=p.std)[
                 "macro_f1"
@@ -151,8 +152,16 @@ def _post_train(
     cc = config.classifier
     if cc.crt_epochs > 0:
         params = longtail.retrain_classifier(
-            p.model, params, state.model_state, key, *p.train, transform=_train_transform(config, p),
-            epochs=cc.crt_epochs, batch_size=config.batch_size, lr=cc.crt_lr, compile=execution.compile,
+            p.model,
+            params,
+            state.model_state,
+            key,
+            *p.train,
+            transform=_train_transform(config, p),
+            epochs=cc.crt_epochs,
+            batch_size=config.batch_size,
+            lr=cc.crt_lr,
+            compile=execution.compile,
         )
         record["crt_epochs"] = cc.crt_epochs
     params, done = longtail.adjust_head(params, p.counts, cc)
@@ -204,8 +213,13 @@ def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, dat
     """Prepare on ``device``, build the initial state there and, when resuming, fill it from the checkpoint."""
     p = prepare(config, data_root=data_root, device=device)
     state = train.init_state(p.model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
-    meta = {"model": p.model.name, "model_config": to_dict(p.model.config), "classes": list(p.classes),
-            "mean": p.mean, "std": p.std}
+    meta = {
+        "model": p.model.name,
+        "model_config": to_dict(p.model.config),
+        "classes": list(p.classes),
+        "mean": p.mean,
+        "std": p.std,
+    }
     start, history = 0, []
     if resume:
         state = checkpoint.load(out / CHECKPOINT, state)  # onto the template's device: this run's
@@ -221,8 +235,16 @@ def _build_step(config: RunConfig, execution: Execution, s: _Setup) -> tuple[ex.
         return make_step(config, s.p, execution), {"compile": None, "memory_format": None}, 0.0
     first = make_batches(config, s.p, s.p.keys.data)(s.start)[0]
     t0 = time.perf_counter()
-    step, record = ex.train_step(execution, s.p.model, s.p.optimizer, s.p.loss, s.state, first,
-                                 tag=_autotune_tag(config), **_step_kwargs(config, s.p))
+    step, record = ex.train_step(
+        execution,
+        s.p.model,
+        s.p.optimizer,
+        s.p.loss,
+        s.state,
+        first,
+        tag=_autotune_tag(config),
+        **_step_kwargs(config, s.p),
+    )
     return step, record, time.perf_counter() - t0 if execution.compile else 0.0
 
 
@@ -237,13 +259,24 @@ def _train(
     def validate(st: train.TrainState) -> dict[str, Any]:
         v = evaluate(p.model, st.params, st.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
         last.update(state=st, summary=v)
-        return {"val_loss": v["loss"], "val_accuracy": v["accuracy"], "val_macro_f1": v["macro_f1"],
-                "val_balanced_accuracy": v["balanced_accuracy"]}
+        return {
+            "val_loss": v["loss"],
+            "val_accuracy": v["accuracy"],
+            "val_macro_f1": v["macro_f1"],
+            "val_balanced_accuracy": v["balanced_accuracy"],
+        }
 
     saver = _Checkpointer(out, s.meta, s.history)
-    state, _ = train.fit(s.state, step, make_batches(config, p, p.keys.data), epochs=config.epochs,
-                         evaluate=validate, callbacks=[*callbacks, saver], start_epoch=s.start,
-                         sync_every=execution.sync_every)
+    state, _ = train.fit(
+        s.state,
+        step,
+        make_batches(config, p, p.keys.data),
+        epochs=config.epochs,
+        evaluate=validate,
+        callbacks=[*callbacks, saver],
+        start_epoch=s.start,
+        sync_every=execution.sync_every,
+    )
     return state, saver.history, last["summary"] if last.get("state") is state else None
 
 
@@ -264,8 +297,9 @@ def _finish(
     params, post = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
     if params is not state.params:
         state, val = state._replace(params=params), None
-    evaluate_on = lambda xy: evaluate(p.model, state.params, state.model_state, *xy, len(p.classes), mean=p.mean,
-                                      std=p.std)
+    evaluate_on = lambda xy: evaluate(
+        p.model, state.params, state.model_state, *xy, len(p.classes), mean=p.mean, std=p.std
+    )
     val = val if val is not None else evaluate_on(p.val)
     test = evaluate_on(p.test)
     train_seconds = sum(r["train_seconds"] for r in history)
@@ -302,8 +336,9 @@ def _finish(
     if draw is not None:
         draw(out, _figures(p, state, test))
     files.write_json(out / METRICS, result)
-    checkpoint.save(out / CHECKPOINT, state, {**s.meta, "epochs_done": config.epochs, "history": history,
-                                              "complete": True})
+    checkpoint.save(
+        out / CHECKPOINT, state, {**s.meta, "epochs_done": config.epochs, "history": history, "complete": True}
+    )
     return result
 
 
@@ -397,8 +432,10 @@ def evaluate_run(
     model, params, state, meta = load_run(run_dir, device)
     ds = sources.load(dataset, data_root, device=device)
     if ds.num_classes != len(meta["classes"]):
-        raise RunError(f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
-                       f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ...")
+        raise RunError(
+            f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ..."
+        )
     if split == "val" and ds.val_images is None:
         raise RunError(f"dataset {dataset} has no held-out validation split")
     x, y = (ds.test_images, ds.test_labels) if split == "test" else (ds.val_images, ds.val_labels)

@@ -200,4 +200,6 @@ def posthoc_adjust(logits: torch.Tensor, class_prior: torch.Tensor, tau: float =
     """Post-hoc logit adjustment (Menon et al. 2021): ``logits - tau * log(prior)`` turns a model trained on the
     long-tailed prior into a balanced-posterior classifier at inference, with no retraining."""
     return logits - tau * torch.log(class_prior.to(device=logits.device, dtype=logits.dtype).clamp_min(1e-12))
+
+
 from hwr.ctc import ctc_loss as ctc  # noqa: E402, F401  (the pure CTC loss; see hwr.ctc)

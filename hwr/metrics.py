@@ -143,12 +143,14 @@ def summarize_strings(sums: dict[str, torch.Tensor]) -> dict[str, Any]:
         count = int(s["count"][n])
         if count:
             chars = int(s["chars"][n])
-            rows.append({
-                "length": n,
-                "count": count,
-                "cer": int(s["edits"][n]) / chars if chars else float(int(s["edits"][n]) > 0),
-                "string_accuracy": int(s["exact"][n]) / count,
-            })
+            rows.append(
+                {
+                    "length": n,
+                    "count": count,
+                    "cer": int(s["edits"][n]) / chars if chars else float(int(s["edits"][n]) > 0),
+                    "string_accuracy": int(s["exact"][n]) / count,
+                }
+            )
     total, chars = int(s["count"].sum()), int(s["chars"].sum())
     return {
         "count": total,

@@ -84,9 +84,7 @@ def layer_norm(p: Params, x: torch.Tensor, *, eps: float = 1e-5) -> torch.Tensor
     return F.layer_norm(x, (x.shape[-1],), p["scale"], p["bias"], eps)
 
 
-def init_batch_norm(
-    ch: int, *, device: torch.device | str | None = None
-) -> tuple[Params, dict[str, torch.Tensor]]:
+def init_batch_norm(ch: int, *, device: torch.device | str | None = None) -> tuple[Params, dict[str, torch.Tensor]]:
     """Batch-norm parameters and its running statistics (the explicit state), on ``device``."""
     params = {"scale": torch.ones(ch, device=device), "bias": torch.zeros(ch, device=device)}
     state = {"mean": torch.zeros(ch, device=device), "var": torch.ones(ch, device=device)}

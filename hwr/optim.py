@@ -104,8 +104,9 @@ def cosine(peak: float, steps: int, *, final: float = 0.0) -> Schedule:
     return schedule
 
 
-def onecycle(peak: float, steps: int, *, warmup: float = 0.25, initial_div: float = 25.0,
-             final_div: float = 1e4) -> Schedule:
+def onecycle(
+    peak: float, steps: int, *, warmup: float = 0.25, initial_div: float = 25.0, final_div: float = 1e4
+) -> Schedule:
     """Warm-up + cosine one-cycle: linear from ``peak/initial_div`` to ``peak`` over ``warmup*steps``, then
     cosine down to ``peak/final_div`` at ``steps`` (the shape of ``OneCycleLR`` with linear warm-up)."""
     if steps <= 0 or not 0.0 <= warmup < 1.0:
@@ -127,8 +128,11 @@ def step_decay(initial: float, every: int, factor: float = 0.1) -> Schedule:
     """``initial * factor ** floor(t / every)`` (as ``torch.optim.lr_scheduler.StepLR``)."""
     if every <= 0:
         raise ValueError(f"step_decay needs every > 0, got {every}")
-    return lambda count: initial * torch.pow(
-        torch.tensor(factor, dtype=torch.float64, device=count.device), torch.floor(count.to(torch.float64) / every)
+    return lambda count: (
+        initial
+        * torch.pow(
+            torch.tensor(factor, dtype=torch.float64, device=count.device), torch.floor(count.to(torch.float64) / every)
+        )
     )
 
 

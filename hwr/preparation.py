@@ -181,8 +181,26 @@ def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: s
     optimizer = build_optimizer(config.optim, steps * config.epochs, mults, extra=extra)
     counts = torch.bincount(train_xy[1].cpu(), minlength=ds.num_classes).clamp_min(1)
     loss = losses.make_loss(config.loss, counts, device=device, total_steps=steps * config.epochs)
-    return Prepared(config, model, optimizer, loss, params, model_state, train_xy, val_xy, test_xy, ds.classes,
-                    mean, std, steps, fresh, counts, source_params, anchored, keys)
+    return Prepared(
+        config,
+        model,
+        optimizer,
+        loss,
+        params,
+        model_state,
+        train_xy,
+        val_xy,
+        test_xy,
+        ds.classes,
+        mean,
+        std,
+        steps,
+        fresh,
+        counts,
+        source_params,
+        anchored,
+        keys,
+    )
 
 
 def _validation_split(
@@ -194,8 +212,10 @@ def _validation_split(
     x, y = ds.train_images, ds.train_labels
     if config.validation == "heldout":
         if ds.val_images is None:
-            raise RunError(f"dataset {ds.name} has no held-out validation split; use validation split or kfold "
-                           "(a data set with one: optdigits, optdigits-lt)")
+            raise RunError(
+                f"dataset {ds.name} has no held-out validation split; use validation split or kfold "
+                "(a data set with one: optdigits, optdigits-lt)"
+            )
         return (x, y), (ds.val_images, ds.val_labels)
     if config.validation == "kfold":
         fold = splits.stratified_folds(key, y, config.folds)

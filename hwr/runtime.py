@@ -21,8 +21,18 @@ from hwr.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DataSettings", "configure", "data_settings_from_env", "device_name", "inductor_cache_dir",
-           "inductor_cache_path", "resolve_device", "set_tf32", "synchronize", "tune_allocator"]
+__all__ = [
+    "DataSettings",
+    "configure",
+    "data_settings_from_env",
+    "device_name",
+    "inductor_cache_dir",
+    "inductor_cache_path",
+    "resolve_device",
+    "set_tf32",
+    "synchronize",
+    "tune_allocator",
+]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4

@@ -34,8 +34,9 @@ class Component(NamedTuple):
     ink: torch.Tensor
 
 
-def components(image: torch.Tensor, *, threshold: float = 0.25, merge: float = 0.5,
-               min_pixels: int = 4) -> list[Component]:
+def components(
+    image: torch.Tensor, *, threshold: float = 0.25, merge: float = 0.5, min_pixels: int = 4
+) -> list[Component]:
     """The digit candidates of a string image ``(H, W)`` or ``(1, H, W)`` (uint8 or float in ``[0, 1]``, ink
     bright), left to right. Pure: ``image`` is not modified."""
     if not isinstance(image, torch.Tensor) or image.dim() not in (2, 3) or (image.dim() == 3 and image.shape[0] != 1):
@@ -66,8 +67,9 @@ def components(image: torch.Tensor, *, threshold: float = 0.25, merge: float = 0
     return out
 
 
-def read(classify: Callable[[torch.Tensor], torch.Tensor], images: Sequence[torch.Tensor],
-         **options: float) -> list[list[int]]:
+def read(
+    classify: Callable[[torch.Tensor], torch.Tensor], images: Sequence[torch.Tensor], **options: float
+) -> list[list[int]]:
     """Each string image read as the digits ``classify`` gives its components: ``classify`` maps uint8
     ``(K, 1, 28, 28)`` MNIST-style digits to ``(K,)`` class indices (one call for all images). ``options`` go
     to ``components``."""

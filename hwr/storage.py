@@ -60,7 +60,7 @@ def with_installed_driver(url: str) -> str:
         return url  # RDBStorage says what is wrong with it
     if parsed.drivername != "postgresql" or _installed(parsed.get_driver_name()) or not _installed("psycopg2"):
         return url
-    return "postgresql+psycopg2" + url[len("postgresql"):]
+    return "postgresql+psycopg2" + url[len("postgresql") :]
 
 
 def _driver_error(url: str, error: ImportError) -> str:
@@ -72,13 +72,20 @@ def _driver_error(url: str, error: ImportError) -> str:
     missing = getattr(error, "name", None) or str(error)
     shown = parsed.render_as_string(hide_password=True)
     if backend != "postgresql":
-        return f"storage {shown!r} asks for the {backend} driver {driver!r}, which is not installed ({missing}); " \
-               f"install it, or use sqlite:///PATH or postgresql://..."
+        return (
+            f"storage {shown!r} asks for the {backend} driver {driver!r}, which is not installed ({missing}); "
+            f"install it, or use sqlite:///PATH or postgresql://..."
+        )
     installed = [d for d in _PG_DRIVERS if _installed(d)]
-    have = (f"installed: {', '.join(installed)} (use postgresql+{installed[0]}://...)" if installed
-            else "no PostgreSQL driver is installed")
-    return (f"storage {shown!r} asks for the PostgreSQL driver {driver!r} (module {missing!r}), which is not "
-            f"installed; {have}; or pip install {_PG_DRIVERS.get(driver, driver)}")
+    have = (
+        f"installed: {', '.join(installed)} (use postgresql+{installed[0]}://...)"
+        if installed
+        else "no PostgreSQL driver is installed"
+    )
+    return (
+        f"storage {shown!r} asks for the PostgreSQL driver {driver!r} (module {missing!r}), which is not "
+        f"installed; {have}; or pip install {_PG_DRIVERS.get(driver, driver)}"
+    )
 
 
 def storage(

@@ -45,8 +45,10 @@ def normalise_string(ink: torch.Tensor, spec: ds.StringSpec = _SPEC) -> torch.Te
     nh, nw = max(1, round(h * f)), max(1, round(w * f))
     margin = round(sum(spec.margin) / 2)
     if nw + 2 * margin > MAX_WIDTH:
-        raise InputError(f"the ink is {w}x{h} pixels: {nw} wide at height {nh}, over the {MAX_WIDTH}-pixel limit; "
-                         "crop the image to one line of digits")
+        raise InputError(
+            f"the ink is {w}x{h} pixels: {nw} wide at height {nh}, over the {MAX_WIDTH}-pixel limit; "
+            "crop the image to one line of digits"
+        )
     patch = F.interpolate(crop[None, None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     out = torch.zeros(spec.height, nw + 2 * margin)
     top = round((spec.height - nh) / 2)
@@ -54,8 +56,17 @@ def normalise_string(ink: torch.Tensor, spec: ds.StringSpec = _SPEC) -> torch.Te
     return (out * 255.0).round().to(torch.uint8)[None]
 
 
-def predict(model: Model, params: Any, model_state: Any, images: Sequence[torch.Tensor], *, mean: float,
-            std: float, width: int = 0, beam: int = 0) -> list[tuple[list[int], list[float]]]:
+def predict(
+    model: Model,
+    params: Any,
+    model_state: Any,
+    images: Sequence[torch.Tensor],
+    *,
+    mean: float,
+    std: float,
+    width: int = 0,
+    beam: int = 0,
+) -> list[tuple[list[int], list[float]]]:
     """Read uint8 ``(1, height, w_i)`` strings (``normalise_string``) of any widths: each is padded with
     background to the widest, at least ``width`` (the training width: short strings then see the padding they
     were trained with), a multiple of the frame stride, and the frames past its content are masked. Returns
@@ -71,8 +82,11 @@ def predict(model: Model, params: Any, model_state: Any, images: Sequence[torch.
     with torch.inference_mode():
         logits, _ = model.apply(params, model_state, normalise(x, mean, std), train=False)
         frames = frame_counts(c, widths.to(logits.device), logits.shape[1])
-        dec = (decode.beam_search(logits, frames, blank=c.blank, beam=beam) if beam > 0
-               else decode.greedy(logits, frames, blank=c.blank))
+        dec = (
+            decode.beam_search(logits, frames, blank=c.blank, beam=beam)
+            if beam > 0
+            else decode.greedy(logits, frames, blank=c.blank)
+        )
     labels = decode.to_lists(dec.labels, dec.lengths)
     conf = dec.confidence.cpu().tolist()
     return [(lab, conf[i][: len(lab)]) for i, lab in enumerate(labels)]

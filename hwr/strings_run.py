@@ -87,15 +87,17 @@ class StringsConfig:
         if self.task != TASK:
             raise InputError(f"a StringsConfig has task {TASK!r}, got {self.task!r}")
         if self.model != "crnn":
-            raise InputError(f"strings are read by the crnn family (per-column CTC scores), not {self.model!r}; "
-                             "use --model crnn")
+            raise InputError(
+                f"strings are read by the crnn family (per-column CTC scores), not {self.model!r}; use --model crnn"
+            )
         if isinstance(self.model_config, dict):
             object.__setattr__(self, "model_config", models.config_from_dict(self.model, self.model_config))
         if self.model_config is not None and not isinstance(self.model_config, CRNNConfig):
             raise InputError(f"model_config must be a CRNNConfig, got {type(self.model_config).__name__}")
         if self.dataset not in ("mnist", "emnist-digits", "qmnist"):
-            raise InputError(f"strings are composed from a digit data set (mnist, emnist-digits, qmnist), "
-                             f"got {self.dataset!r}")
+            raise InputError(
+                f"strings are composed from a digit data set (mnist, emnist-digits, qmnist), got {self.dataset!r}"
+            )
         for name in ("epochs", "steps", "batch_size", "val_strings", "test_strings"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -141,8 +143,9 @@ def _stem(flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in flat.items() if k.startswith("block")}
 
 
-def prepare(config: StringsConfig, *, data_root: str | Path | None = None,
-            device: str | torch.device = "cpu") -> Prepared:
+def prepare(
+    config: StringsConfig, *, data_root: str | Path | None = None, device: str | torch.device = "cpu"
+) -> Prepared:
     """Digit pools from the fixed splits, the fixed validation and test strings, the model (its conv stem, the
     ``block*`` parameters and statistics, from ``config.source`` when given) and the optimizer. Bad input raises here, before anything compiles."""
     d = sources.load(config.dataset, data_root, device=device)
@@ -165,9 +168,11 @@ def prepare(config: StringsConfig, *, data_root: str | Path | None = None,
         model_state, _ = transfer(src_state, model_state)
         kept = sorted(set(tree.flatten_names(params)) - set(fresh))
         if not kept:
-            raise RunError(f"--from {config.source}: none of its parameters fits the crnn's conv stem (by name and "
-                           "shape); start from a digit CNN whose first blocks have the crnn's channels (e.g. a run "
-                           "of hwr train --recipe fast)")
+            raise RunError(
+                f"--from {config.source}: none of its parameters fits the crnn's conv stem (by name and "
+                "shape); start from a digit CNN whose first blocks have the crnn's channels (e.g. a run "
+                "of hwr train --recipe fast)"
+            )
     optimizer = build_optimizer(config.optim, config.steps * config.epochs)
     return Prepared(config, model, optimizer, params, model_state, pools, val, test, mean, std, kept)
 
@@ -187,8 +192,10 @@ def read_config(run_dir: str | Path) -> StringsConfig:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG}); pass the --out folder of hwr train")
     if not is_strings_run(run_dir):
-        raise RunError(f"{run_dir} holds a digit classifier, not a strings model; train one with "
-                       f"hwr train --recipe strings --out DIR")
+        raise RunError(
+            f"{run_dir} holds a digit classifier, not a strings model; train one with "
+            f"hwr train --recipe strings --out DIR"
+        )
     try:
         values = json.loads(path.read_text())
         for key in _EXECUTION_KEYS:  # how a run executed is not part of it (early strings configs held these)
@@ -272,8 +279,9 @@ def run(
             return json.loads((out / METRICS).read_text())
 
     step = make_step(p, execution)
-    batches_of = lambda epoch: StringBatches(random.fold_in(k_data, epoch), p.pools["train"], config.data,
-                                       config.batch_size, config.steps)
+    batches_of = lambda epoch: StringBatches(
+        random.fold_in(k_data, epoch), p.pools["train"], config.data, config.batch_size, config.steps
+    )
     compile_seconds = 0.0
     if execution.compile:
         step = train.compile(step)
@@ -296,8 +304,16 @@ def run(
         "compile_seconds": compile_seconds,
     }
     saver = _Checkpointer(ckpt, meta, history)
-    state, _ = train.fit(state, step, batches_of, epochs=config.epochs, evaluate=validate,
-                         callbacks=[*callbacks, saver], start_epoch=start, sync_every=execution.sync_every)
+    state, _ = train.fit(
+        state,
+        step,
+        batches_of,
+        epochs=config.epochs,
+        evaluate=validate,
+        callbacks=[*callbacks, saver],
+        start_epoch=start,
+        sync_every=execution.sync_every,
+    )
     history = saver.history
     test = evaluate(p.model, state.params, state.model_state, p.test, mean=p.mean, std=p.std)
     val = evaluate(p.model, state.params, state.model_state, p.val, mean=p.mean, std=p.std)
@@ -341,8 +357,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[M
     read_config(run_dir)
     meta = checkpoint.read_metadata(run_dir / CHECKPOINT)
     if meta.get("task") != TASK:
-        raise RunError(f"{run_dir / CHECKPOINT} is a digit classifier's checkpoint, not a strings model's; "
-                       f"train one with hwr train --recipe strings --out {run_dir}")
+        raise RunError(
+            f"{run_dir / CHECKPOINT} is a digit classifier's checkpoint, not a strings model's; "
+            f"train one with hwr train --recipe strings --out {run_dir}"
+        )
     model = models.get(meta["model"], models.config_from_dict(meta["model"], meta["model_config"]))
     template = {"params": model.init(random.key(0)), "model_state": model.init_state()}
     loaded = checkpoint.load(run_dir / CHECKPOINT, template)

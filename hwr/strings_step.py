@@ -105,8 +105,9 @@ def train_step(
         def objective(params: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, Any]]:
             logits, model_state = model.apply(params, state.model_state, x, key=k_model, train=True)
             frames = frame_counts(c, batch.widths, logits.shape[1])
-            per = ctc_loss(logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none",
-                           zero_infinity=True)
+            per = ctc_loss(
+                logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none", zero_infinity=True
+            )
             per = per / batch.lengths.clamp_min(1).to(per.dtype)
             return (per * m).sum() / count.clamp_min(1.0), (logits, model_state)
 
@@ -134,8 +135,9 @@ def eval_step(model: Model, *, mean: float, std: float, max_length: int) -> Call
     def step(params: Any, model_state: Any, batch: StringBatch) -> train.Metrics:
         logits, _ = model.apply(params, model_state, normalise(batch.images, mean, std), train=False)
         frames = frame_counts(c, batch.widths, logits.shape[1])
-        per = ctc_loss(logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none",
-                       zero_infinity=True) / batch.lengths.clamp_min(1)
+        per = ctc_loss(
+            logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none", zero_infinity=True
+        ) / batch.lengths.clamp_min(1)
         dec = decode.greedy(logits, frames, blank=c.blank)
         sums = metrics.string_sums(dec.labels, dec.lengths, batch.targets, batch.lengths, max_length, batch.mask)
         return {"loss_sum": (per * batch.mask).sum(), "strings": batch.mask.sum(), **sums}
@@ -143,8 +145,9 @@ def eval_step(model: Model, *, mean: float, std: float, max_length: int) -> Call
     return step
 
 
-def evaluate(model: Model, params: Any, model_state: Any, strings: ds.Strings, *, mean: float, std: float,
-             batch_size: int = 500) -> dict[str, Any]:
+def evaluate(
+    model: Model, params: Any, model_state: Any, strings: ds.Strings, *, mean: float, std: float, batch_size: int = 500
+) -> dict[str, Any]:
     """CER, string accuracy, loss and figures by length of a model on a set of rendered strings."""
     step = eval_step(model, mean=mean, std=std, max_length=strings.targets.shape[1])
     totals = None

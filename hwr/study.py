@@ -122,8 +122,9 @@ class StudySpec:
         if self.pruner is not None and len(self.metrics) > 1:
             raise StudyError(f"study {self.name!r}: Optuna cannot prune multi-objective studies; set pruner=None")
         if self.validation not in ("config", *VALIDATIONS):
-            raise StudyError(f"study {self.name!r}: validation must be config, split, heldout or kfold, "
-                             f"got {self.validation!r}")
+            raise StudyError(
+                f"study {self.name!r}: validation must be config, split, heldout or kfold, got {self.validation!r}"
+            )
         if self.validation == "kfold" and self.folds < 2:
             raise StudyError(f"study {self.name!r}: kfold validation needs folds >= 2, got {self.folds}")
         if self.rerun_top < 1 or (self.rerun_top > 1 and not self.rerun_seeds):
@@ -146,8 +147,11 @@ class StudySpec:
         """This spec with every run on ``device`` (None: unchanged)."""
         if device is None:
             return self
-        return dataclasses.replace(self, execution=dataclasses.replace(self.execution, device=device),
-                                   source_execution=dataclasses.replace(self.source_execution, device=device))
+        return dataclasses.replace(
+            self,
+            execution=dataclasses.replace(self.execution, device=device),
+            source_execution=dataclasses.replace(self.source_execution, device=device),
+        )
 
 
 _METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
@@ -205,8 +209,14 @@ def prepare_source(
         meta_ok = (out / experiment.METRICS).is_file()
         if not meta_ok:
             resume = (out / experiment.CHECKPOINT).is_file()
-            experiment.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks,
-                           data_root=data_root)
+            experiment.run(
+                spec.source,
+                out,
+                execution=spec.source_execution,
+                resume=resume,
+                callbacks=callbacks,
+                data_root=data_root,
+            )
     return out
 
 
@@ -256,9 +266,14 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner and fold == 0 else []
             run_dir = out if folds == 1 else out / f"fold{fold}"
             try:
-                result = experiment.run(spec.protocol(config, fold), run_dir, execution=spec.execution,
-                                        data_root=context.data_root,
-                                        callbacks=pruning, write_figures=False)
+                result = experiment.run(
+                    spec.protocol(config, fold),
+                    run_dir,
+                    execution=spec.execution,
+                    data_root=context.data_root,
+                    callbacks=pruning,
+                    write_figures=False,
+                )
             except train.NonFiniteLoss as e:
                 trial.set_user_attr("failure", f"non-finite loss: {e}")
                 raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None

@@ -202,7 +202,9 @@ def compile(fn: Callable, *, dynamic: bool = False, mode: str | None = None, **o
     previous one's outputs, so this returns copies of them (a copy of the state per step) to keep the step pure.
     ``hwr.autotune.compile_step`` picks among such configurations by timing them."""
     if mode is not None and options:
-        raise ValueError(f"compile takes a mode or inductor options, not both: mode={mode!r}, options {sorted(options)}")
+        raise ValueError(
+            f"compile takes a mode or inductor options, not both: mode={mode!r}, options {sorted(options)}"
+        )
     runtime.quiet_cuda_home_warning()  # inductor's C++ builds log it on every CPU-only machine
     compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic, mode=mode, options=options or None)
     if mode not in CUDAGRAPH_MODES:

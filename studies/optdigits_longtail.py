@@ -102,8 +102,9 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         sampling=trial.suggest_categorical("sampling", ["instance", "sqrt", "class_balanced"]),
         mix=mix,
         classifier=classifier,
-        finetune=FinetuneConfig(str(ctx.source_dir), trainable, mult, reinit=reinit, l2sp=l2sp,
-                                wise=_on(trial, "wise")),
+        finetune=FinetuneConfig(
+            str(ctx.source_dir), trainable, mult, reinit=reinit, l2sp=l2sp, wise=_on(trial, "wise")
+        ),
     )
 
 
@@ -126,11 +127,30 @@ def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig:
 # The search starts from the untuned recipes a user would try first (logit adjustment, the standard augmentation
 # preset, AdamW 1e-3 for 20 epochs: Menon et al. 2021; the same with mixup/CutMix and WiSE-FT), then TPE's own.
 _UNTUNED = {
-    "trainable": "all", "backbone_lr_mult": 1.0, "head_init": "source", "weighting": "logit_adjust", "tau": 1.0,
-    "defer": 0.0, "mix": "none", "rotation": 10.0, "translate": 2.0, "scale": 0.1, "shear": 0.0,
-    "elastic_alpha": 0.0, "elastic_sigma": 4.0, "erase_prob": 0.0, "crt": False, "tau_norm_on": False,
-    "posthoc_on": False, "l2sp_on": False, "lr": 1e-3, "weight_decay": 1e-4, "dropout": 0.0, "epochs": 20,
-    "sampling": "instance", "wise": False,
+    "trainable": "all",
+    "backbone_lr_mult": 1.0,
+    "head_init": "source",
+    "weighting": "logit_adjust",
+    "tau": 1.0,
+    "defer": 0.0,
+    "mix": "none",
+    "rotation": 10.0,
+    "translate": 2.0,
+    "scale": 0.1,
+    "shear": 0.0,
+    "elastic_alpha": 0.0,
+    "elastic_sigma": 4.0,
+    "erase_prob": 0.0,
+    "crt": False,
+    "tau_norm_on": False,
+    "posthoc_on": False,
+    "l2sp_on": False,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "dropout": 0.0,
+    "epochs": 20,
+    "sampling": "instance",
+    "wise": False,
 }
 INITIAL = (_UNTUNED, {**_UNTUNED, "mix": "both", "mix_alpha": 0.4, "mix_prob": 0.5, "wise": True})
 

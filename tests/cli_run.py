@@ -6,12 +6,18 @@ import subprocess
 import sys
 
 
-def hwr(*args: str, env: dict[str, str] | None = None, check: bool = True,
-        timeout: float = 1800) -> subprocess.CompletedProcess:
+def hwr(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 1800
+) -> subprocess.CompletedProcess:
     """``python -m hwr.cli ARGS`` (``env`` added to this environment); with ``check`` an exit code other than 0
     fails with both streams shown."""
-    p = subprocess.run([sys.executable, "-m", "hwr.cli", *args], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "hwr.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"hwr {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p

@@ -51,21 +51,41 @@ def server() -> Iterator[str]:
         shutil.chown(tmp, "postgres", "postgres")
     port = _free_port()
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    subprocess.run(_as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        _as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     log = tmp / "server.log"
     subprocess.run(
-        _as_postgres([_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                      f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c max_connections=50", "start"]),
-        check=True, capture_output=True, env=env,
+        _as_postgres(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c max_connections=50",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
     )
     try:
         url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
         _wait(port)
         yield url
     finally:
-        subprocess.run(_as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True, env=env)
+        subprocess.run(
+            _as_postgres([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True, env=env
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

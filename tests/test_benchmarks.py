@@ -39,8 +39,21 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "step.json"
     done = _run(
-        "--quick", "--json", str(out), "--variants", "eager_module,hwr_compiled", "--batch-sizes", "8",
-        "--windows", "2", "--steps", "2", "--config", TINY, "--peak-gflops", "100",
+        "--quick",
+        "--json",
+        str(out),
+        "--variants",
+        "eager_module,hwr_compiled",
+        "--batch-sizes",
+        "8",
+        "--windows",
+        "2",
+        "--steps",
+        "2",
+        "--config",
+        TINY,
+        "--peak-gflops",
+        "100",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "hwr_compiled" in done.stdout  # the rich table
@@ -53,8 +66,9 @@ def test_rows_have_the_documented_schema(rows):
         assert r["batch_size"] == 8 and r["members"] == 1
         assert isinstance(r["samples_per_s"], float) and r["samples_per_s"] > 0
         assert len(r["windows_samples_per_s"]) == 2
-        assert r["samples_per_s"] == pytest.approx(sorted(r["windows_samples_per_s"])[0] / 2
-                                                   + sorted(r["windows_samples_per_s"])[1] / 2)
+        assert r["samples_per_s"] == pytest.approx(
+            sorted(r["windows_samples_per_s"])[0] / 2 + sorted(r["windows_samples_per_s"])[1] / 2
+        )
         assert r["env"]["peak_gflops"] == 100 and r["env"]["peak_source"] == "given"
         assert r["config"] == json.loads(TINY)
         assert r["env"]["flops_per_sample"] > 0
@@ -163,9 +177,26 @@ def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
 
 def test_recipe_step_times_each_memory_format(tmp_path):
     out = tmp_path / "recipe.json"
-    done = subprocess.run([sys.executable, str(RECIPE_STEP), "--recipe", "seed", "--windows", "2", "--steps", "2",
-                           "--limit-train", "2000", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPE_STEP),
+            "--recipe",
+            "seed",
+            "--windows",
+            "2",
+            "--steps",
+            "2",
+            "--limit-train",
+            "2000",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [r["memory_format"] for r in rows] == ["contiguous", "channels_last"]
@@ -173,8 +204,9 @@ def test_recipe_step_times_each_memory_format(tmp_path):
 
 
 def test_recipe_step_refuses_an_unknown_memory_format():
-    done = subprocess.run([sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 2 and "unknown memory format" in done.stderr
 
 
@@ -182,8 +214,14 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON."""
     out = tmp_path / "check"
     env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=900)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads((out / "status.json").read_text())
     assert set(status) == {"tests", "step", "tta"} and all(s["exit"] == 0 for s in status.values())
@@ -207,8 +245,13 @@ def test_strings_baseline_score_counts_edits_by_length():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    test = ds.Strings(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.tensor([[1, 2, -1], [4, -1, -1], [5, 6, 7]]),
-                      torch.tensor([2, 1, 3]), torch.tensor([8, 8, 8]), torch.zeros(3, 3, dtype=torch.int64))
+    test = ds.Strings(
+        torch.zeros(3, 1, 8, 8, dtype=torch.uint8),
+        torch.tensor([[1, 2, -1], [4, -1, -1], [5, 6, 7]]),
+        torch.tensor([2, 1, 3]),
+        torch.tensor([8, 8, 8]),
+        torch.zeros(3, 3, dtype=torch.int64),
+    )
     s = module.score([[1, 2], [3, 3], [5, 7]], test)  # exact; a substitution + an insertion; a deletion
     assert s["count"] == 3 and s["chars"] == 6
     assert math.isclose(s["cer"], 3 / 6) and math.isclose(s["string_accuracy"], 1 / 3)

@@ -27,8 +27,20 @@ SMALL = ["--limit-train", "3000", "--limit-test", "500", "--batch-size", "64"]
 def trained(tmp_path_factory):
     """A usable MNIST model: the fast recipe for 1 epoch on 20,000 images (eager: no compile in this fixture)."""
     out = tmp_path_factory.mktemp("runs") / "mnist"
-    hwr("train", "--recipe", "fast", "--epochs", "2", "--limit-train", "20000", "--limit-test", "2000",
-        "--no-compile", "--out", str(out))
+    hwr(
+        "train",
+        "--recipe",
+        "fast",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "20000",
+        "--limit-test",
+        "2000",
+        "--no-compile",
+        "--out",
+        str(out),
+    )
     return out
 
 
@@ -49,9 +61,13 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
     hwr(*args, "--out", str(full))
     # A job started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and
     # Python then never raises KeyboardInterrupt; give the child the default disposition, as a terminal would.
-    proc = subprocess.Popen([sys.executable, "-m", "hwr.cli", *args, "--out", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwr.cli", *args, "--out", str(cut)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     ckpt = cut / "checkpoint.safetensors"
     while not ckpt.exists() and proc.poll() is None:
         time.sleep(0.02)
@@ -71,8 +87,20 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
 
 def test_compiled_train_matches_schema(tmp_path):
     out = tmp_path / "c"
-    hwr("train", "--recipe", "seed", "--epochs", "1", *SMALL, "--memory-format", "channels_last", "--device", "cpu",
-        "--out", str(out))
+    hwr(
+        "train",
+        "--recipe",
+        "seed",
+        "--epochs",
+        "1",
+        *SMALL,
+        "--memory-format",
+        "channels_last",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["timing"]["compile_seconds"] > 0 and m["test"]["accuracy"] > 0.8
     used = m["execution"]  # where and how it ran: metrics.json, never config.json
@@ -91,9 +119,26 @@ def test_evaluate(trained):
 
 def test_finetune_optdigits(trained, tmp_path):
     out = tmp_path / "ft"
-    hwr("finetune", "--from", str(trained), "--dataset", "optdigits-lt", "--trainable", "last",
-        "--backbone-lr-mult", "0.1", "--class-weights", "effective", "--augment", "light", "--epochs", "3",
-        "--no-compile", "--out", str(out))
+    hwr(
+        "finetune",
+        "--from",
+        str(trained),
+        "--dataset",
+        "optdigits-lt",
+        "--trainable",
+        "last",
+        "--backbone-lr-mult",
+        "0.1",
+        "--class-weights",
+        "effective",
+        "--augment",
+        "light",
+        "--epochs",
+        "3",
+        "--no-compile",
+        "--out",
+        str(out),
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["finetune"]["trainable"] == "last" and m["reinitialised"] == []
     assert m["test"]["macro_f1"] > 0.5
@@ -101,10 +146,43 @@ def test_finetune_optdigits(trained, tmp_path):
 
 def test_finetune_with_the_long_tail_levers(trained, tmp_path):
     out = tmp_path / "lt"
-    hwr("finetune", "--from", str(trained), "--dataset", "optdigits-lt:ratio=50,order=1", "--class-weights",
-        "logit_adjust", "--tau", "0.8", "--defer", "0.5", "--sampling", "sqrt", "--mixup", "0.4", "--cutmix", "1",
-        "--mix-prob", "0.5", "--l2sp", "1e-3", "--wise", "--crt-epochs", "1", "--tau-norm", "0.5",
-        "--posthoc-tau", "1", "--validation", "heldout", "--epochs", "2", "--no-compile", "--out", str(out))
+    hwr(
+        "finetune",
+        "--from",
+        str(trained),
+        "--dataset",
+        "optdigits-lt:ratio=50,order=1",
+        "--class-weights",
+        "logit_adjust",
+        "--tau",
+        "0.8",
+        "--defer",
+        "0.5",
+        "--sampling",
+        "sqrt",
+        "--mixup",
+        "0.4",
+        "--cutmix",
+        "1",
+        "--mix-prob",
+        "0.5",
+        "--l2sp",
+        "1e-3",
+        "--wise",
+        "--crt-epochs",
+        "1",
+        "--tau-norm",
+        "0.5",
+        "--posthoc-tau",
+        "1",
+        "--validation",
+        "heldout",
+        "--epochs",
+        "2",
+        "--no-compile",
+        "--out",
+        str(out),
+    )
     c = json.loads((out / "config.json").read_text())
     assert c["dataset"] == "optdigits-lt:ratio=50,order=1" and c["validation"] == "heldout"
     assert c["loss"] == {**c["loss"], "weighting": "logit_adjust", "tau": 0.8, "defer": 0.5}
@@ -113,10 +191,32 @@ def test_finetune_with_the_long_tail_levers(trained, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["post_training"]) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
     assert m["val"]["count"] == 400
-    bad("finetune", "--from", str(trained), "--dataset", "optdigits-lt:ratio=x", "--out", str(tmp_path / "x"),
-        match=("not a number",))
-    bad("finetune", "--from", str(trained), "--dataset", "mnist", "--validation", "heldout", "--epochs", "1",
-        "--limit-train", "256", "--out", str(tmp_path / "y"), match=("no held-out validation",))
+    bad(
+        "finetune",
+        "--from",
+        str(trained),
+        "--dataset",
+        "optdigits-lt:ratio=x",
+        "--out",
+        str(tmp_path / "x"),
+        match=("not a number",),
+    )
+    bad(
+        "finetune",
+        "--from",
+        str(trained),
+        "--dataset",
+        "mnist",
+        "--validation",
+        "heldout",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--out",
+        str(tmp_path / "y"),
+        match=("no held-out validation",),
+    )
 
 
 def _digit_files(folder: Path, n: int = 40) -> list[tuple[Path, int]]:
@@ -203,13 +303,30 @@ def _png_header_only(w: int, h: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
     out = tmp_path / "nan"
-    p = hwr("train", "--recipe", "seed", "--epochs", "3", "--lr", "1e30", *SMALL, "--no-compile", "--out", str(out),
-            check=False)
+    p = hwr(
+        "train",
+        "--recipe",
+        "seed",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e30",
+        *SMALL,
+        "--no-compile",
+        "--out",
+        str(out),
+        check=False,
+    )
     assert p.returncode == 1 and "non-finite" in (p.stdout + p.stderr)
     assert not (out / "metrics.json").exists()
     if (out / "checkpoint.safetensors").exists():  # divergence after epoch 1 leaves that epoch's state
@@ -225,17 +342,37 @@ def test_bad_device_is_one_line(tmp_path):
     from hwr.models.cnn import CNNConfig
 
     run = tmp_path / "run"
-    experiment.run(RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=1,
-                             batch_size=32, limit_train=256, limit_test=100), run,
-                   execution=Execution(device="cpu", compile=False), write_figures=False)
+    experiment.run(
+        RunConfig(
+            model_config=CNNConfig(channels=(4, 8), hidden=16),
+            dataset="optdigits",
+            epochs=1,
+            batch_size=32,
+            limit_train=256,
+            limit_test=100,
+        ),
+        run,
+        execution=Execution(device="cpu", compile=False),
+        write_figures=False,
+    )
     png = tmp_path / "d.png"
     Image.new("L", (28, 28), 0).save(png)
     bad("train", "--device", "nosuch", *SMALL, "--out", str(tmp_path / "x"), match="unknown device 'nosuch'")
     bad("finetune", "--from", str(run), "--device", "nosuch", "--out", str(tmp_path / "y"), match="unknown device")
     bad("evaluate", str(run), "--device", "nosuch", match="unknown device")
     bad("predict", "--model", str(run), str(png), "--device", "nosuch", match="unknown device")
-    bad("study", "run", str(Path(__file__).with_name("tiny_study.py")), "--device", "nosuch", "--storage",
-        f"sqlite:///{tmp_path}/s.db", "--root", str(tmp_path / "runs"), match="unknown device")
+    bad(
+        "study",
+        "run",
+        str(Path(__file__).with_name("tiny_study.py")),
+        "--device",
+        "nosuch",
+        "--storage",
+        f"sqlite:///{tmp_path}/s.db",
+        "--root",
+        str(tmp_path / "runs"),
+        match="unknown device",
+    )
     if not torch.cuda.is_available():
         bad("train", "--device", "cuda", *SMALL, "--out", str(tmp_path / "z"), match="no CUDA GPU")
     assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()  # refused before anything ran
@@ -274,8 +411,7 @@ def test_predict_reads_every_file_and_reports_each_bad_one(trained, tmp_path):
     junk = tmp_path / "notes.png"
     junk.write_text("not an image")
     missing = tmp_path / "gone.jpg"
-    p = hwr("predict", "--model", str(trained), str(good[0][0]), str(junk), str(good[1][0]), str(missing),
-            check=False)
+    p = hwr("predict", "--model", str(trained), str(good[0][0]), str(junk), str(good[1][0]), str(missing), check=False)
     assert p.returncode == 2
     assert good[0][0].name in p.stdout and good[1][0].name in p.stdout  # both readable files predicted
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("hwr: error")]

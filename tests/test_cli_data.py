@@ -43,14 +43,27 @@ def test_info(capsys, tmp_path):
 
 def test_show_and_compare_write_pngs(capsys, tmp_path):
     grid = tmp_path / "show.png"
-    rc, out, _ = run(capsys, "data", "show", "mnist", "--augment", "standard,elastic_alpha=34", "--n", "6",
-                     "--rows", "2", "--out", str(grid))
+    rc, out, _ = run(
+        capsys,
+        "data",
+        "show",
+        "mnist",
+        "--augment",
+        "standard,elastic_alpha=34",
+        "--n",
+        "6",
+        "--rows",
+        "2",
+        "--out",
+        str(grid),
+    )
     assert rc == 0 and str(grid) in out
     with Image.open(grid) as im:
         assert im.format == "PNG" and im.width > im.height
     both = tmp_path / "compare.png"
-    rc, _, _ = run(capsys, "data", "compare", "mnist", "optdigits", "--per-class", "3", "--out", str(both),
-                   "--root", str(tmp_path))  # mnist is fetched into this root too: present, so no download
+    rc, _, _ = run(
+        capsys, "data", "compare", "mnist", "optdigits", "--per-class", "3", "--out", str(both), "--root", str(tmp_path)
+    )  # mnist is fetched into this root too: present, so no download
     assert rc == 0
     with Image.open(both) as im:
         assert im.format == "PNG" and im.height > im.width  # 20 rows (10 classes x 2 sets) of 3
@@ -69,10 +82,37 @@ def _mnist_in_tmp_roots(tmp_path):
 def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HWR_OFFLINE", "1")  # the kmnist lines must fail here even where the internet is reachable
     bad(capsys, "data", "fetch", "mnsit", match="unknown dataset 'mnsit'; choose one of mnist")
-    bad(capsys, "data", "show", "mnist", "--augment", "rot=3", "--out", str(tmp_path / "x.png"),
-        match="unknown augmentation key 'rot'")
+    bad(
+        capsys,
+        "data",
+        "show",
+        "mnist",
+        "--augment",
+        "rot=3",
+        "--out",
+        str(tmp_path / "x.png"),
+        match="unknown augmentation key 'rot'",
+    )
     bad(capsys, "data", "show", "mnist", "--n", "0", "--out", str(tmp_path / "x.png"), match="--n must be >= 1")
-    bad(capsys, "data", "fetch", "kmnist", "--root", str(tmp_path), "--offline",
-        match=f"place the files in {tmp_path}/KMNIST/raw/")
-    bad(capsys, "data", "compare", "mnist", "kmnist", "--root", str(tmp_path), "--out", str(tmp_path / "c.png"),
-        match="cannot obtain kmnist")
+    bad(
+        capsys,
+        "data",
+        "fetch",
+        "kmnist",
+        "--root",
+        str(tmp_path),
+        "--offline",
+        match=f"place the files in {tmp_path}/KMNIST/raw/",
+    )
+    bad(
+        capsys,
+        "data",
+        "compare",
+        "mnist",
+        "kmnist",
+        "--root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "c.png"),
+        match="cannot obtain kmnist",
+    )

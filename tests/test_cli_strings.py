@@ -43,6 +43,7 @@ def trained(tmp_path_factory):
 
 def _cer(pairs: list[tuple[str, str]]) -> float:
     """Character error rate of (reading, truth) pairs, by hwr.metrics.edit_distance."""
+
     def pad(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(max(len(t) for t in texts), 1)
         rows = [[int(ch) for ch in t] + [-1] * (width - len(t)) for t in texts]
@@ -108,7 +109,12 @@ def _png_header_only(w: int, h: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_inputs(trained, tmp_path):
@@ -130,18 +136,38 @@ def test_bad_inputs(trained, tmp_path):
     digits = tmp_path / "digits"
     digits.mkdir()
     (digits / "config.json").write_text(json.dumps(to_dict(RunConfig(model="rnn"))))
-    checkpoint.save(digits / "checkpoint.safetensors",
-                    {"params": models.get("rnn").init(random.key(0)), "model_state": {}}, {"model": "rnn"})
+    checkpoint.save(
+        digits / "checkpoint.safetensors",
+        {"params": models.get("rnn").init(random.key(0)), "model_state": {}},
+        {"model": "rnn"},
+    )
     fake = tmp_path / "fake"
     fake.mkdir()
     (fake / "config.json").write_text((out / "config.json").read_text())
     (fake / "checkpoint.safetensors").write_bytes((digits / "checkpoint.safetensors").read_bytes())
     bad("evaluate", str(fake), match="digit classifier's checkpoint")
     bad("predict", "--model", str(fake), str(tmp_path / "blank.jpg"), match="digit classifier's checkpoint")
-    bad("train", "--recipe", "strings", "--from", str(digits), *QUICK, "--out", str(tmp_path / "x"),
-        match="none of its parameters fits")
-    bad("train", "--recipe", "strings", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "y"),
-        match="not a run folder")
+    bad(
+        "train",
+        "--recipe",
+        "strings",
+        "--from",
+        str(digits),
+        *QUICK,
+        "--out",
+        str(tmp_path / "x"),
+        match="none of its parameters fits",
+    )
+    bad(
+        "train",
+        "--recipe",
+        "strings",
+        "--from",
+        str(tmp_path / "nothing"),
+        "--out",
+        str(tmp_path / "y"),
+        match="not a run folder",
+    )
     bad("train", "--recipe", "strings", "--model", "cnn", "--out", str(tmp_path / "z"), match="crnn")
     bad("train", "--recipe", "strings", "--augment", "standard", "--out", str(tmp_path / "w"), match="--augment")
     bad("train", "--recipe", "fast", "--from", str(out), "--out", str(tmp_path / "v"), match="hwr finetune")

@@ -41,8 +41,9 @@ def _everything_set(model: str = "cnn") -> RunConfig:
         optim=OptimConfig(name="adamw", lr=3e-3, schedule="onecycle", weight_decay=0.05, clip_norm=1.0),
         augment=AugmentConfig(rotation=10.0, translate=2.0, scale=0.1, erase_prob=0.5, erase_scale=(0.05, 0.2)),
         loss=LossConfig(weighting="effective", beta=0.99, label_smoothing=0.1, defer=0.5),
-        finetune=FinetuneConfig(source="runs/src", trainable="last", backbone_lr_mult=0.1, reinit=("head", "fc"),
-                                l2sp=0.01, wise=True),
+        finetune=FinetuneConfig(
+            source="runs/src", trainable="last", backbone_lr_mult=0.1, reinit=("head", "fc"), l2sp=0.01, wise=True
+        ),
         seed=7,
         validation="heldout",
         sampling="sqrt",

@@ -31,9 +31,21 @@ def test_config_defaults_are_identity_and_validated():
     assert not A.AugmentConfig(hflip=True).is_identity()
     assert A.AugmentConfig(elastic_sigma=9.0).is_identity()  # sigma alone does nothing
     assert A.AugmentConfig(erase_scale=[0.1, 0.2]).erase_scale == (0.1, 0.2)  # JSON lists become tuples
-    bad = [dict(rotation=-1), dict(rotation=181), dict(translate=-0.5), dict(scale=1.0), dict(shear=90),
-           dict(elastic_alpha=-1), dict(elastic_sigma=0), dict(erase_prob=1.5), dict(erase_scale=(0.3, 0.2)),
-           dict(erase_scale=(0, 0.2)), dict(rotation=float("nan")), dict(hflip=1), dict(rotation="10")]
+    bad = [
+        dict(rotation=-1),
+        dict(rotation=181),
+        dict(translate=-0.5),
+        dict(scale=1.0),
+        dict(shear=90),
+        dict(elastic_alpha=-1),
+        dict(elastic_sigma=0),
+        dict(erase_prob=1.5),
+        dict(erase_scale=(0.3, 0.2)),
+        dict(erase_scale=(0, 0.2)),
+        dict(rotation=float("nan")),
+        dict(hflip=1),
+        dict(rotation="10"),
+    ]
     for kwargs in bad:
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             A.AugmentConfig(**kwargs)
@@ -48,7 +60,8 @@ def test_parse_augment_presets_and_overrides():
     strong = A.parse_augment("strong")
     assert strong.elastic_alpha > 0 and strong.shear > 0 and strong.erase_prob > 0
     assert A.parse_augment("rotation=10,translate=2,scale=0.1,elastic_alpha=8") == A.AugmentConfig(
-        rotation=10, translate=2, scale=0.1, elastic_alpha=8)
+        rotation=10, translate=2, scale=0.1, elastic_alpha=8
+    )
     c = A.parse_augment(" standard , elastic_alpha=34, elastic-sigma=4 ,hflip=true,erase_scale=0.05:0.1")
     assert (c.rotation, c.elastic_alpha, c.elastic_sigma, c.hflip, c.erase_scale) == (10, 34, 4, True, (0.05, 0.1))
     assert A.parse_augment("hflip=off").hflip is False
@@ -129,8 +142,9 @@ def test_keyed_pure_and_shape_preserving():
         A.augment(random.key(0), (x * 255).to(torch.uint8), cfg)
 
 
-@pytest.mark.parametrize("spec", ["rotation=10", "translate=2", "scale=0.1", "shear=10", "elastic_alpha=34",
-                                  "erase_prob=1", "standard"])
+@pytest.mark.parametrize(
+    "spec", ["rotation=10", "translate=2", "scale=0.1", "shear=10", "elastic_alpha=34", "erase_prob=1", "standard"]
+)
 def test_per_sample_parameters(spec):
     x = _digits(1).expand(8, 1, 28, 28).contiguous()  # eight copies of one image
     out = A.augment(random.key(3), x, A.parse_augment(spec))
@@ -170,8 +184,9 @@ def test_elastic_field_follows_simard():
     assert 0.75 * expected < rms < 1.25 * expected
     g = A._gaussian_band(sigma, h, u.device)
     k = g[14, 14 - 12 : 14 + 13]  # the 1-D kernel: 25 taps, symmetric, normalised
-    ref = F.conv2d(F.conv2d(u[:, None] * 2 - 1, k.view(1, 1, -1, 1), padding=(12, 0)), k.view(1, 1, 1, -1),
-                   padding=(0, 12))  # the zero-padded separable convolution the band matrices stand for
+    ref = F.conv2d(
+        F.conv2d(u[:, None] * 2 - 1, k.view(1, 1, -1, 1), padding=(12, 0)), k.view(1, 1, 1, -1), padding=(0, 12)
+    )  # the zero-padded separable convolution the band matrices stand for
     smoothed = grid[..., 0] * (w / 2) / alpha  # x field of sample s is row 2s
     torch.testing.assert_close(smoothed, ref[0::2, 0], atol=1e-6, rtol=0)
     dx = d[..., 0]
@@ -206,16 +221,18 @@ def test_make_transform():
     aug = A.make_transform(A.parse_augment("standard"), 0.1307, 0.3081)
     y = aug(random.key(0), x)
     assert y.dtype == torch.float32 and y.shape == x.shape and not torch.allclose(y, plain(None, x))
-    torch.testing.assert_close(y, (A.augment(random.key(0), x.float() / 255, A.parse_augment("standard"))
-                                   - 0.1307) / 0.3081)
+    torch.testing.assert_close(
+        y, (A.augment(random.key(0), x.float() / 255, A.parse_augment("standard")) - 0.1307) / 0.3081
+    )
     with pytest.raises(ValueError, match="std must be > 0"):
         A.make_transform(None, 0.5, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------ compile
 
-FULL = A.AugmentConfig(rotation=12, translate=2, scale=0.1, shear=8, elastic_alpha=34, elastic_sigma=4,
-                       erase_prob=0.5, hflip=True)
+FULL = A.AugmentConfig(
+    rotation=12, translate=2, scale=0.1, shear=8, elastic_alpha=34, elastic_sigma=4, erase_prob=0.5, hflip=True
+)
 
 
 @pytest.fixture(scope="module")

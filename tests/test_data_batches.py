@@ -37,8 +37,10 @@ def test_drop_last_fixed_shape_keyed_permutation():
 
 def test_in_order_and_padding_mask():
     x, y = _data()
-    for bs in (batches(None, x, y, 10, drop_last=False), batches(random.key(5), x, y, 10, shuffle=False,
-                                                                  drop_last=False)):
+    for bs in (
+        batches(None, x, y, 10, drop_last=False),
+        batches(random.key(5), x, y, 10, shuffle=False, drop_last=False),
+    ):
         assert len(bs) == 11 and {tuple(b.images.shape) for b in bs} == {(10, 1, 2, 2)}
         assert torch.equal(torch.cat([b.labels[b.mask] for b in bs]), torch.arange(103))
         last = bs[-1]

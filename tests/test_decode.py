@@ -83,7 +83,9 @@ def test_beam_agrees_with_greedy_on_peaked_scores_and_with_exhaustive_search():
                 if c != BLANK and c != prev:
                     lab.append(c)
                 prev = c
-            totals[tuple(lab)] = totals.get(tuple(lab), 0.0) + math.exp(sum(float(logp[i, j, c]) for j, c in enumerate(path)))
+            totals[tuple(lab)] = totals.get(tuple(lab), 0.0) + math.exp(
+                sum(float(logp[i, j, c]) for j, c in enumerate(path))
+            )
         best = max(totals, key=totals.get)
         assert decode.to_lists(b.labels[i : i + 1], b.lengths[i : i + 1]) == [list(best)]
         assert math.isclose(float(b.scores[i]), math.log(totals[best]), rel_tol=1e-5)

@@ -28,8 +28,9 @@ SMALL = {
     "vit": {"dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32},
 }
 EXTRAS = {"dropout": 0.25, "norm": "batch"}
-ALL_ON = augment.AugmentConfig(rotation=10, translate=2, scale=0.1, shear=5, elastic_alpha=8, erase_prob=0.5,
-                               hflip=True)
+ALL_ON = augment.AugmentConfig(
+    rotation=10, translate=2, scale=0.1, shear=5, elastic_alpha=8, erase_prob=0.5, hflip=True
+)
 
 
 def _config(name: str, extras: bool):
@@ -51,8 +52,9 @@ FAMILIES = [pytest.param(n, e, id=f"{n}{'+dropout+norm' if e else ''}") for n in
 
 def _off_device(t, device: torch.device) -> list[str]:
     """Dotted names of the tensor leaves of ``t`` not on ``device`` (empty: all there)."""
-    return [k for k, v in tree.flatten_names(t, strict=False).items()
-            if isinstance(v, torch.Tensor) and v.device != device]
+    return [
+        k for k, v in tree.flatten_names(t, strict=False).items() if isinstance(v, torch.Tensor) and v.device != device
+    ]
 
 
 def _image_shape(cfg) -> tuple[int, int, int]:
@@ -71,8 +73,9 @@ def _batch(device, cfg, n: int = B) -> Batch:
 
 def _optimizer():
     """A chain that exercises schedule constants, clipping, weight decay and Adam's float64 counter."""
-    return optim.chain(optim.clip_by_global_norm(1.0), optim.add_decayed_weights(1e-4),
-                       optim.adam(optim.onecycle(1e-3, 10)))
+    return optim.chain(
+        optim.clip_by_global_norm(1.0), optim.add_decayed_weights(1e-4), optim.adam(optim.onecycle(1e-3, 10))
+    )
 
 
 def _classifier(model, cfg) -> bool:
@@ -89,10 +92,14 @@ def test_random_follows_the_key():
     k = random.key(0, device=META)
     assert k.device == META
     draws = {
-        "split": random.split(k, 3), "fold_in": random.fold_in(k, 5),
+        "split": random.split(k, 3),
+        "fold_in": random.fold_in(k, 5),
         "fold_in_tensor": random.fold_in(k, torch.zeros((), dtype=torch.int64, device=META)),
-        "bits": random.bits(k, (4,)), "uniform": random.uniform(k, (4,)), "normal": random.normal(k, (4,)),
-        "bernoulli": random.bernoulli(k, 0.3, (4,)), "randint": random.randint(k, (4,), 0, 7),
+        "bits": random.bits(k, (4,)),
+        "uniform": random.uniform(k, (4,)),
+        "normal": random.normal(k, (4,)),
+        "bernoulli": random.bernoulli(k, 0.3, (4,)),
+        "randint": random.randint(k, (4,), 0, 7),
         "permutation": random.permutation(k, 9),
     }
     assert _off_device(draws, META) == []
@@ -128,8 +135,9 @@ def test_train_and_eval_step_stay_on_the_device(name, extras):
     transform = augment.make_transform(ALL_ON, 0.13, 0.31)
     new, metrics = train.train_step(model, opt, losses.cross_entropy, transform=transform)(state, batch)
     assert _off_device(new, META) == [] and _off_device(metrics, META) == []
-    sums = train.eval_step(model, getattr(cfg, "num_classes", 10), transform=transform)(new.params, new.model_state,
-                                                                                          batch)
+    sums = train.eval_step(model, getattr(cfg, "num_classes", 10), transform=transform)(
+        new.params, new.model_state, batch
+    )
     assert _off_device(sums, META) == []
 
 
@@ -144,8 +152,9 @@ def _check_sequence_family(model, state, batch):
         b, t, _ = logits.shape
         targets = torch.zeros(b, 3, dtype=torch.int64, device=x.device)
         lengths = torch.full((b,), t, dtype=torch.int64, device=x.device)
-        return ctc.ctc_loss(logits, targets, lengths, torch.full_like(lengths, 3), blank=logits.shape[-1] - 1), \
-            new_state
+        return ctc.ctc_loss(
+            logits, targets, lengths, torch.full_like(lengths, 3), blank=logits.shape[-1] - 1
+        ), new_state
 
     grads, new_state = torch.func.grad(objective, has_aux=True)(state.params)
     assert _off_device(grads, META) == [] and _off_device(new_state, META) == []
@@ -167,10 +176,16 @@ def test_augment_and_dropout_refuse_a_key_on_another_device():
 
 def _loss_configs() -> list[losses.LossConfig]:
     fields = {f.name for f in dataclasses.fields(losses.LossConfig)}
-    out = [losses.LossConfig(weighting=w, label_smoothing=s) for w in ("none", "inverse", "effective", "logit_adjust")
-           for s in (0.0, 0.1)]
+    out = [
+        losses.LossConfig(weighting=w, label_smoothing=s)
+        for w in ("none", "inverse", "effective", "logit_adjust")
+        for s in (0.0, 0.1)
+    ]
     if "defer" in fields:  # deferred re-weighting switches on the step counter
-        out += [losses.LossConfig(weighting="inverse", defer=0.5), losses.LossConfig(weighting="logit_adjust", defer=0.5)]
+        out += [
+            losses.LossConfig(weighting="inverse", defer=0.5),
+            losses.LossConfig(weighting="logit_adjust", defer=0.5),
+        ]
     return out
 
 
@@ -181,8 +196,9 @@ def test_every_loss_stays_on_the_device(config):
     logits = torch.empty(B, 4, device=META)
     labels = torch.zeros(B, dtype=torch.int64, device=META)
     mask = torch.ones(B, dtype=torch.bool, device=META)
-    extra = (torch.zeros((), dtype=torch.int64, device=META),) if isinstance(loss, getattr(losses, "Scheduled", ())) \
-        else ()
+    extra = (
+        (torch.zeros((), dtype=torch.int64, device=META),) if isinstance(loss, getattr(losses, "Scheduled", ())) else ()
+    )
     value = loss(logits, labels, mask, *extra)
     assert value.device == META and value.shape == ()
     soft = torch.empty(B, 4, device=META)  # soft targets (mixup) where the loss takes them
@@ -240,8 +256,14 @@ def exact_fp32():
 
 
 def _draws(k):
-    return [random.bits(k, (1000,)), random.uniform(k, (1000,)), random.normal(k, (1000,)),
-            random.permutation(k, 1000), random.split(k, 3), random.fold_in(k, 3)]
+    return [
+        random.bits(k, (1000,)),
+        random.uniform(k, (1000,)),
+        random.normal(k, (1000,)),
+        random.permutation(k, 1000),
+        random.split(k, 3),
+        random.fold_in(k, 3),
+    ]
 
 
 @CUDA

@@ -11,21 +11,41 @@ from hwr import evaluation, study
 from hwr.config import OptimConfig, RunConfig, to_dict
 from hwr.models.cnn import CNNConfig
 
-TINY = RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=2, batch_size=32,
-                 limit_train=256, limit_test=100, validation="heldout")  # eager: StudySpec.execution's default
+TINY = RunConfig(
+    model_config=CNNConfig(channels=(4, 8), hidden=16),
+    dataset="optdigits",
+    epochs=2,
+    batch_size=32,
+    limit_train=256,
+    limit_test=100,
+    validation="heldout",
+)  # eager: StudySpec.execution's default
 
 
 def _spec(**kw):
-    return study.StudySpec("t", "", lambda t, c: TINY, ("val_macro_f1",), ("maximize",), 2,
-                           lambda s: optuna.samplers.RandomSampler(s), **kw)
+    return study.StudySpec(
+        "t",
+        "",
+        lambda t, c: TINY,
+        ("val_macro_f1",),
+        ("maximize",),
+        2,
+        lambda s: optuna.samplers.RandomSampler(s),
+        **kw,
+    )
 
 
 def _study_with(trials):
     s = optuna.create_study(direction="maximize")
     for value, cfg in trials:
-        s.add_trial(optuna.trial.create_trial(value=value, params={"x": value},
-                                              distributions={"x": FloatDistribution(0, 1)},
-                                              user_attrs={"config": to_dict(cfg)}))
+        s.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"x": value},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={"config": to_dict(cfg)},
+            )
+        )
     return s
 
 
@@ -61,8 +81,12 @@ def test_shot_groups_split_classes_into_thirds_by_training_count():
 
 
 def test_verdict_warns_when_the_best_loses_to_zero_shot():
-    lose = {"best_trial": 3, "gain_macro_f1_vs_zero_shot": -0.02, "gain_macro_f1_vs_plain_finetune": 0.01,
-            "selected_val_test_gap": 0.05}
+    lose = {
+        "best_trial": 3,
+        "gain_macro_f1_vs_zero_shot": -0.02,
+        "gain_macro_f1_vs_plain_finetune": 0.01,
+        "selected_val_test_gap": 0.05,
+    }
     lines = evaluation.verdict(lose)
     assert lines[0].startswith("WARNING") and "-2.00" in lines[0]
     assert any("plain_finetune: +1.00" in s for s in lines) and any("+5.00" in s for s in lines)
@@ -76,8 +100,12 @@ def test_spec_protocol_and_errors():
     k = _spec(validation="kfold", folds=3)
     assert k.fold_count() == 3 and (k.protocol(cfg, 2).fold, k.protocol(cfg, 2).folds) == (2, 3)
     assert _spec().protocol(cfg) is cfg and _spec().fold_count() == 1
-    for bad, match in ((dict(validation="holdout"), "validation must be"), (dict(validation="kfold", folds=1), "folds"),
-                       (dict(rerun_top=0), "rerun_top"), (dict(oracle=lambda b, c: b), "oracle needs a source")):
+    for bad, match in (
+        (dict(validation="holdout"), "validation must be"),
+        (dict(validation="kfold", folds=1), "folds"),
+        (dict(rerun_top=0), "rerun_top"),
+        (dict(oracle=lambda b, c: b), "oracle needs a source"),
+    ):
         with pytest.raises(study.StudyError, match=match):
             _spec(**bad)
 

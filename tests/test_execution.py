@@ -15,8 +15,14 @@ from hwr.config import RunConfig, from_dict, to_dict
 from hwr.execution import Execution, from_legacy
 from hwr.models.cnn import CNNConfig
 
-TINY = RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits", epochs=2, batch_size=32,
-                 limit_train=256, limit_test=200)
+TINY = RunConfig(
+    model_config=CNNConfig(channels=(4, 8), hidden=16),
+    dataset="optdigits",
+    epochs=2,
+    batch_size=32,
+    limit_train=256,
+    limit_test=200,
+)
 EAGER = Execution(device="cpu", compile=False)
 LEGACY = {"compile": False, "precision": "fp32", "memory_format": "contiguous"}  # RunConfig fields before the split
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none here")
@@ -50,13 +56,25 @@ def full(tmp_path_factory):
 
 
 def test_execution_round_trips_and_refuses_bad_values():
-    e = Execution(device="cuda:1", compile=False, precision="bf16", memory_format="channels_last", threads=2,
-                  tf32=True, sync_every=10)
+    e = Execution(
+        device="cuda:1",
+        compile=False,
+        precision="bf16",
+        memory_format="channels_last",
+        threads=2,
+        tf32=True,
+        sync_every=10,
+    )
     assert from_dict(Execution, json.loads(json.dumps(to_dict(e)))) == e
     assert from_dict(Execution, to_dict(Execution())) == Execution()
     assert Execution().device == "auto" and Execution().memory_format == "auto" and Execution().compile
-    for kwargs, match in [({"precision": "fp16"}, "precision"), ({"memory_format": "nhwc"}, "memory_format"),
-                          ({"sync_every": 0}, "sync_every"), ({"threads": -1}, "threads"), ({"device": ""}, "device")]:
+    for kwargs, match in [
+        ({"precision": "fp16"}, "precision"),
+        ({"memory_format": "nhwc"}, "memory_format"),
+        ({"sync_every": 0}, "sync_every"),
+        ({"threads": -1}, "threads"),
+        ({"device": ""}, "device"),
+    ]:
         with pytest.raises(ValueError, match=match):
             Execution(**kwargs)
     with pytest.raises(ValueError, match="unknown device 'nosuch'"):
@@ -109,16 +127,23 @@ def test_checkpoints_load_onto_the_device_asked_for(full):
 
 def test_sync_every_reaches_the_fit_loop(tmp_path):
     steps = _Steps()
-    experiment.run(dataclasses.replace(TINY, epochs=1), tmp_path / "s", execution=dataclasses.replace(EAGER, sync_every=3),
-                   callbacks=[steps], write_figures=False)
+    experiment.run(
+        dataclasses.replace(TINY, epochs=1),
+        tmp_path / "s",
+        execution=dataclasses.replace(EAGER, sync_every=3),
+        callbacks=[steps],
+        write_figures=False,
+    )
     assert steps.steps == [3, 3, 2]  # 8 steps: two windows of 3 and the epoch's tail
 
 
 def test_a_compiled_run_records_the_autotune_choice_in_metrics_not_config(tmp_path):
     torch._dynamo.reset()
     one = dataclasses.replace(TINY, epochs=1)
-    for name, execution in [("auto", Execution(device="cpu")),
-                            ("contiguous", Execution(device="cpu", memory_format="contiguous"))]:
+    for name, execution in [
+        ("auto", Execution(device="cpu")),
+        ("contiguous", Execution(device="cpu", memory_format="contiguous")),
+    ]:
         out = tmp_path / name
         r = experiment.run(one, out, execution=execution, write_figures=False)
         used = r["execution"]
@@ -128,7 +153,8 @@ def test_a_compiled_run_records_the_autotune_choice_in_metrics_not_config(tmp_pa
         assert used["machine"].startswith("cpu") and r["timing"]["compile_seconds"] > 0
         assert used["requested"] == to_dict(execution)
         assert not {"compile", "precision", "memory_format", "device", "execution"} & set(
-            json.loads((out / experiment.CONFIG).read_text()))
+            json.loads((out / experiment.CONFIG).read_text())
+        )
     assert used["candidate"] == "inductor" and used["memory_format"] == "contiguous"  # the forced format's one
     torch._dynamo.reset()
 

@@ -15,8 +15,9 @@ from hwr.execution import Execution
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 
-SMALL = dict(model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640,
-             limit_test=200)
+SMALL = dict(
+    model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640, limit_test=200
+)
 EAGER = Execution(device="cpu", compile=False)
 
 
@@ -62,11 +63,15 @@ def test_validation_protocols_hold_out_what_they_say():
 
 def test_levers_reach_the_run_and_its_record(tmp_path):
     src = tmp_path / "src"
-    experiment.run(RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src,
-                   execution=EAGER)
+    experiment.run(
+        RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src, execution=EAGER
+    )
     cfg = RunConfig(
-        dataset="optdigits-lt:ratio=20", validation="heldout", sampling="class_balanced",
-        mix=MixConfig(mixup=0.4), loss=LossConfig("logit_adjust", defer=0.5),
+        dataset="optdigits-lt:ratio=20",
+        validation="heldout",
+        sampling="class_balanced",
+        mix=MixConfig(mixup=0.4),
+        loss=LossConfig("logit_adjust", defer=0.5),
         classifier=ClassifierConfig(crt_epochs=1, tau_norm=0.5, posthoc_tau=1.0),
         finetune=FinetuneConfig(str(src), "all", l2sp=1e-3, wise=True),
         **{**SMALL, "model_config": None, "limit_train": 0, "batch_size": 16, "epochs": 2},
@@ -75,7 +80,8 @@ def test_levers_reach_the_run_and_its_record(tmp_path):
     post = r["post_training"]
     assert set(post) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
     assert len(post["wise_val_macro_f1"]) == 11 and post["wise_val_macro_f1"][f"{post['wise_alpha']:g}"] == max(
-        post["wise_val_macro_f1"].values())
+        post["wise_val_macro_f1"].values()
+    )
     assert r["train_class_counts"][0] > 5 * r["train_class_counts"][-1]
     assert experiment.read_config(tmp_path / "ft") == cfg  # every lever round-trips through config.json
     zs = experiment.evaluate_run(src, "optdigits-lt", split="val")
@@ -93,6 +99,10 @@ def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, 
     assert n_val != n_test and seen == [n_val, n_test]  # the epoch's validation, then the test split once
     assert r["val"]["accuracy"] == r["epochs"][-1]["val_accuracy"] and "per_class" in r["val"]
     seen.clear()
-    r = experiment.run(RunConfig(classifier=ClassifierConfig(tau_norm=1.0), **SMALL), tmp_path / "b",
-                       execution=EAGER, write_figures=False)
+    r = experiment.run(
+        RunConfig(classifier=ClassifierConfig(tau_norm=1.0), **SMALL),
+        tmp_path / "b",
+        execution=EAGER,
+        write_figures=False,
+    )
     assert seen == [n_val, n_val, n_test] and r["post_training"] == {"tau_norm": 1.0}

@@ -40,7 +40,9 @@ def test_groups_and_multipliers():
 def test_frozen_leaves_do_not_move():
     model = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
     p = model.init(random.key(0))
-    opt = optim.chain(optim.adamw(1e-2, weight_decay=0.1), optim.scale_by_multipliers(finetune.lr_multipliers(p, "head")))
+    opt = optim.chain(
+        optim.adamw(1e-2, weight_decay=0.1), optim.scale_by_multipliers(finetune.lr_multipliers(p, "head"))
+    )
     s = opt.init(p)
     g = tree.map(torch.ones_like, p)
     u, _ = opt.update(g, s, p)
@@ -63,13 +65,17 @@ def test_interpolate_is_wise_ft_and_keeps_fresh_leaves():
     src = {"body": {"w": torch.zeros(3)}, "head": {"kernel": torch.zeros(2, 3)}}
     ft = {"body": {"w": torch.ones(3)}, "head": {"kernel": torch.full((2, 3), 4.0)}}
     mid = interpolate(src, ft, 0.25)
-    assert torch.allclose(mid["body"]["w"], torch.full((3,), 0.25)) and torch.allclose(mid["head"]["kernel"], torch.ones(2, 3))
+    assert torch.allclose(mid["body"]["w"], torch.full((3,), 0.25)) and torch.allclose(
+        mid["head"]["kernel"], torch.ones(2, 3)
+    )
     assert torch.equal(interpolate(src, ft, 1.0)["body"]["w"], ft["body"]["w"])
     assert torch.equal(interpolate(src, ft, 0.0)["body"]["w"], src["body"]["w"])
     mask = anchored_mask(ft, ["head.kernel"])
     assert mask == {"body": {"w": True}, "head": {"kernel": False}}
     kept = interpolate(src, ft, 0.5, mask)
-    assert torch.equal(kept["head"]["kernel"], ft["head"]["kernel"]) and kept["head"]["kernel"] is not ft["head"]["kernel"]
+    assert (
+        torch.equal(kept["head"]["kernel"], ft["head"]["kernel"]) and kept["head"]["kernel"] is not ft["head"]["kernel"]
+    )
     with pytest.raises(ValueError, match="alpha"):
         interpolate(src, ft, 1.5)
 
@@ -79,8 +85,13 @@ def test_tau_normalize_and_folded_logit_adjustment_change_logits_as_defined():
     from hwr.losses import posthoc_adjust
 
     g = torch.Generator().manual_seed(0)
-    params = {"fc": {"kernel": torch.randn(4, 3, generator=g)},
-              "head": {"kernel": torch.randn(5, 4, generator=g) * torch.arange(1, 6)[:, None], "bias": torch.randn(5, generator=g)}}
+    params = {
+        "fc": {"kernel": torch.randn(4, 3, generator=g)},
+        "head": {
+            "kernel": torch.randn(5, 4, generator=g) * torch.arange(1, 6)[:, None],
+            "bias": torch.randn(5, generator=g),
+        },
+    }
     before = {k: {n: t.clone() for n, t in v.items()} for k, v in params.items()}
     unit = tau_normalize(params, 1.0)
     assert torch.allclose(unit["head"]["kernel"].norm(dim=1), torch.ones(5))

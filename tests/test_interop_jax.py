@@ -206,7 +206,9 @@ def test_save_for_jax_is_readable_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout)
     assert seen["meta"]["format"] == hj.FORMAT and seen["meta"]["model"] == "cnn"
-    assert cnn.CNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in seen["meta"]["config"].items()}) == SEED
+    assert (
+        cnn.CNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in seen["meta"]["config"].items()}) == SEED
+    )
     flax = tree.flatten_names(hj.from_jax(hj.to_flax(params, SEED)))
     assert set(seen["sums"]) == set(flax)
     for name, t in flax.items():

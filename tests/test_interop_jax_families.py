@@ -24,30 +24,84 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # each family's default config, and non-default ones that reach every branch of its forward and layout
 CASES = {
     "cnn": ("cnn", CNNConfig()),
-    "cnn_bn_dropout_nohidden": ("cnn", CNNConfig(channels=(4, 8), convs_per_block=2, norm="batch", hidden=0,
-                                                 dropout=0.3, kernel_size=5, in_channels=2, image_size=12)),
+    "cnn_bn_dropout_nohidden": (
+        "cnn",
+        CNNConfig(
+            channels=(4, 8),
+            convs_per_block=2,
+            norm="batch",
+            hidden=0,
+            dropout=0.3,
+            kernel_size=5,
+            in_channels=2,
+            image_size=12,
+        ),
+    ),
     "rnn": ("rnn", RNNConfig()),
     "rnn_lstm_rows": ("rnn", RNNConfig(cell="lstm", hidden=16)),
-    "rnn_gru_bi_rows_2ch": ("rnn", RNNConfig(hidden=8, num_layers=2, bidirectional=True, dropout=0.3,
-                                             in_channels=2, image_size=12)),
-    "rnn_lstm_bi_conv_mean": ("rnn", RNNConfig(cell="lstm", hidden=8, num_layers=2, bidirectional=True, reader="conv",
-                                               stem_channels=4, readout="mean", dropout=0.2, image_size=14)),
+    "rnn_gru_bi_rows_2ch": (
+        "rnn",
+        RNNConfig(hidden=8, num_layers=2, bidirectional=True, dropout=0.3, in_channels=2, image_size=12),
+    ),
+    "rnn_lstm_bi_conv_mean": (
+        "rnn",
+        RNNConfig(
+            cell="lstm",
+            hidden=8,
+            num_layers=2,
+            bidirectional=True,
+            reader="conv",
+            stem_channels=4,
+            readout="mean",
+            dropout=0.2,
+            image_size=14,
+        ),
+    ),
     "rnn_gru_conv": ("rnn", RNNConfig(reader="conv", hidden=8, stem_channels=3, image_size=14)),
     "vit": ("vit", ViTConfig()),
-    "vit_mean_dropout_rgb": ("vit", ViTConfig(patch_size=4, dim=16, depth=2, heads=4, mlp_dim=24, pool="mean",
-                                              dropout=0.2, in_channels=3, image_size=12)),
+    "vit_mean_dropout_rgb": (
+        "vit",
+        ViTConfig(
+            patch_size=4, dim=16, depth=2, heads=4, mlp_dim=24, pool="mean", dropout=0.2, in_channels=3, image_size=12
+        ),
+    ),
 }
 if "crnn" in hj.TWINS:  # the strings family: (B, C, height, W) in, (B, T, classes + 1) out
     from hwr.models.crnn import CRNNConfig
 
     CASES |= {
         "crnn": ("crnn", CRNNConfig()),
-        "crnn_lstm_proj_2convs": ("crnn", CRNNConfig(encoder="lstm", proj=16, hidden=8, num_layers=2, dropout=0.2,
-                                                     channels=(4, 8), width_pools=1, convs_per_block=2, height=20)),
-        "crnn_transformer": ("crnn", CRNNConfig(encoder="transformer", hidden=16, heads=2, mlp_dim=24, num_layers=2,
-                                                channels=(4, 8), norm="none", dropout=0.1)),
-        "crnn_gru_uni_2ch": ("crnn", CRNNConfig(bidirectional=False, hidden=8, channels=(4,), width_pools=0,
-                                                height=10, in_channels=2)),
+        "crnn_lstm_proj_2convs": (
+            "crnn",
+            CRNNConfig(
+                encoder="lstm",
+                proj=16,
+                hidden=8,
+                num_layers=2,
+                dropout=0.2,
+                channels=(4, 8),
+                width_pools=1,
+                convs_per_block=2,
+                height=20,
+            ),
+        ),
+        "crnn_transformer": (
+            "crnn",
+            CRNNConfig(
+                encoder="transformer",
+                hidden=16,
+                heads=2,
+                mlp_dim=24,
+                num_layers=2,
+                channels=(4, 8),
+                norm="none",
+                dropout=0.1,
+            ),
+        ),
+        "crnn_gru_uni_2ch": (
+            "crnn",
+            CRNNConfig(bidirectional=False, hidden=8, channels=(4,), width_pools=0, height=10, in_channels=2),
+        ),
     }
 
 
@@ -73,10 +127,12 @@ def _setup(case: str, seed: int = 0):
     params = model.init(random.key(seed))
     stats = tree.flatten_names(model.init_state())  # running statistics of the scale the activations have
     k = random.key(seed + 1)
-    state = tree.unflatten_names({
-        n: 0.02 * random.normal(k, s.shape) if n.endswith("mean") else 0.02 + 0.05 * random.uniform(k, s.shape)
-        for n, s in stats.items()
-    })
+    state = tree.unflatten_names(
+        {
+            n: 0.02 * random.normal(k, s.shape) if n.endswith("mean") else 0.02 + 0.05 * random.uniform(k, s.shape)
+            for n, s in stats.items()
+        }
+    )
     return name, config, model, params, state
 
 
@@ -176,8 +232,9 @@ def test_crnn_column_layout(proj):
     if proj:
         assert float(flax["proj"]["kernel"][h * 8 + c, o]) == float(params["proj"]["kernel"][o, c * 4 + h])
         assert flax["layer1"]["fwd"]["ir"]["kernel"].shape == (6, 4)  # after proj: no reordering
-        assert torch.equal(torch.from_dlpack(flax["layer1"]["fwd"]["ir"]["kernel"]),
-                           params["layer1"]["fwd"]["ih"]["kernel"][:4].T)
+        assert torch.equal(
+            torch.from_dlpack(flax["layer1"]["fwd"]["ir"]["kernel"]), params["layer1"]["fwd"]["ih"]["kernel"][:4].T
+        )
     else:
         k = params["layer1"]["fwd"]["ih"]["kernel"]
         assert float(flax["layer1"]["fwd"]["iz"]["kernel"][h * 8 + c, o]) == float(k[4 + o, c * 4 + h])
@@ -226,8 +283,15 @@ def test_jax_forward_equals_hwr_apply(case, training):
     x = _images(config, random.key(8), 5)
     key = random.key(9)
     want, want_state = model.apply(params, state, x, key=key, train=training)
-    got, got_state = hj.apply(name, hj.to_flax(params, config), _nhwc(x), config, state=hj.stats_to_flax(state),
-                              key=hj.jax_random.from_hwr(key), train=training)
+    got, got_state = hj.apply(
+        name,
+        hj.to_flax(params, config),
+        _nhwc(x),
+        config,
+        state=hj.stats_to_flax(state),
+        key=hj.jax_random.from_hwr(key),
+        train=training,
+    )
     assert want.std(0).max() > 1e-3  # the logits depend on the input: no dead network agreeing on biases
     torch.testing.assert_close(hj.from_jax(got), want, atol=1e-5, rtol=1e-5)
     back = hj.stats_from_flax(got_state, config)
@@ -306,8 +370,7 @@ def test_save_for_jax_is_readable_without_torch_for_every_family(tmp_path):
         print(json.dumps(out))
         """
     )
-    seen = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                     check=True).stdout)
+    seen = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     for case, (name, config, flat) in expected.items():
         meta, sums = seen[case]["meta"], seen[case]["sums"]
         assert meta["format"] == hj.FORMAT and meta["model"] == name and meta["layout"]

@@ -25,12 +25,12 @@ PARAM_ATOL = 1e-5  # measured: 1e-7 after 5 steps for every family (float32 roun
 # small configs with dropout and batch norm where the family has them: the JAX steps draw hwr's masks
 CASES = {
     "cnn_bn_dropout": ("cnn", CNNConfig(channels=(4, 8), hidden=16, norm="batch", dropout=0.3)),
-    "rnn_gru_bi_dropout": ("rnn", RNNConfig(hidden=8, num_layers=2, bidirectional=True, dropout=0.2,
-                                            image_size=14)),
-    "rnn_lstm_conv_mean": ("rnn", RNNConfig(cell="lstm", reader="conv", hidden=8, stem_channels=4, readout="mean",
-                                            image_size=14)),
-    "vit_dropout": ("vit", ViTConfig(patch_size=7, dim=16, depth=2, heads=2, mlp_dim=32, dropout=0.1,
-                                     image_size=14)),
+    "rnn_gru_bi_dropout": ("rnn", RNNConfig(hidden=8, num_layers=2, bidirectional=True, dropout=0.2, image_size=14)),
+    "rnn_lstm_conv_mean": (
+        "rnn",
+        RNNConfig(cell="lstm", reader="conv", hidden=8, stem_channels=4, readout="mean", image_size=14),
+    ),
+    "vit_dropout": ("vit", ViTConfig(patch_size=7, dim=16, depth=2, heads=2, mlp_dim=32, dropout=0.1, image_size=14)),
 }
 
 
@@ -62,8 +62,9 @@ def _max_err(a, b, skip=lambda name: False) -> float:
 def test_jax_steps_continue_in_hwr_as_if_hwr_took_them(case):
     name, config = CASES[case]
     model = models.get(name, config)
-    batches = synthetic_batches(random.key(5), N + M, 8, channels=config.in_channels, size=config.image_size,
-                                num_classes=config.num_classes)
+    batches = synthetic_batches(
+        random.key(5), N + M, 8, channels=config.in_channels, size=config.image_size, num_classes=config.num_classes
+    )
     opt = optim.adam(LR)
     start = train.init_state(model, opt, random.key(7))
     step = train.train_step(model, opt, losses.cross_entropy)
@@ -127,8 +128,10 @@ def test_masked_samples_do_not_count():
     start = train.init_state(model, opt, random.key(2))
     want, m = train.train_step(model, opt, losses.cross_entropy)(start, train.Batch(b.images, b.labels, mask))
     jstate, jm = jax.jit(hj.train_step(config, jopt))(
-        hj.from_hwr_state(start, config, jopt), jnp.asarray(b.images.permute(0, 2, 3, 1).numpy()),
-        jnp.asarray(b.labels.numpy().astype(np.int32)), jnp.asarray(mask.numpy()),
+        hj.from_hwr_state(start, config, jopt),
+        jnp.asarray(b.images.permute(0, 2, 3, 1).numpy()),
+        jnp.asarray(b.labels.numpy().astype(np.int32)),
+        jnp.asarray(mask.numpy()),
     )
     assert int(jm["count"]) == 4 and abs(float(jm["loss"]) - float(m["loss"])) < 1e-6
     assert _max_err(hj.to_hwr_state(jstate, config).params, want.params) < PARAM_ATOL
@@ -143,5 +146,6 @@ def test_train_step_refuses_per_frame_logits():
     start = train.init_state(model, optim.adam(LR), random.key(3))
     jopt = optax.adam(LR)
     with pytest.raises(ValueError, match="CTC"):
-        hj.train_step(config, jopt)(hj.from_hwr_state(start, config, jopt), jnp.zeros((2, 8, 12, 1), jnp.uint8),
-                                    jnp.zeros((2,), jnp.int32))
+        hj.train_step(config, jopt)(
+            hj.from_hwr_state(start, config, jopt), jnp.zeros((2, 8, 12, 1), jnp.uint8), jnp.zeros((2,), jnp.int32)
+        )

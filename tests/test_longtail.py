@@ -20,8 +20,11 @@ COUNTS = torch.tensor([40, 20, 10, 5, 3, 2, 2, 1, 1, 1])
 
 def _batch(seed=0, b=16):
     g = torch.Generator().manual_seed(seed)
-    return bt.Batch(torch.randint(0, 256, (b, 1, 28, 28), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 10, (b,), generator=g), torch.ones(b, dtype=torch.bool))
+    return bt.Batch(
+        torch.randint(0, 256, (b, 1, 28, 28), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (b,), generator=g),
+        torch.ones(b, dtype=torch.bool),
+    )
 
 
 def _state(opt):
@@ -107,8 +110,9 @@ def test_crt_retrains_only_the_head_on_balanced_batches():
     images[labels == 1] //= 4  # make the classes separable by brightness
     images[labels == 2] = 255
     before = tree.map(lambda t: t.clone(), params)
-    out = longtail.retrain_classifier(MODEL, params, {}, random.key(5), images, labels,
-                                      transform=bt.to_float, epochs=40, batch_size=16, lr=1e-1)
+    out = longtail.retrain_classifier(
+        MODEL, params, {}, random.key(5), images, labels, transform=bt.to_float, epochs=40, batch_size=16, lr=1e-1
+    )
     for name, leaf in tree.flatten_names(out).items():
         same = torch.equal(leaf, tree.flatten_names(before)[name])
         assert same == (not name.startswith("head.")), name

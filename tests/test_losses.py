@@ -47,8 +47,9 @@ def test_mask_drops_samples_exactly(weight, smoothing):
     assert torch.allclose(
         losses.cross_entropy(garbage, labels, mask, class_weights=weight, label_smoothing=smoothing), ours, atol=1e-6
     )
-    assert torch.equal(losses.cross_entropy(logits, labels, torch.ones(16, dtype=torch.bool)),
-                       losses.cross_entropy(logits, labels))
+    assert torch.equal(
+        losses.cross_entropy(logits, labels, torch.ones(16, dtype=torch.bool)), losses.cross_entropy(logits, labels)
+    )
     assert float(losses.cross_entropy(logits, labels, torch.zeros(16, dtype=torch.bool))) == 0.0
 
 
@@ -121,8 +122,11 @@ def test_make_loss_builds_each_weighting():
     prior = torch.tensor(counts, dtype=torch.float32) / sum(counts)
     assert torch.allclose(la(logits, labels), F.cross_entropy(logits + 2.0 * prior.log(), labels), rtol=1e-6)
     mask = torch.arange(12) < 6
-    assert torch.allclose(inv(logits, labels, mask), F.cross_entropy(
-        logits[:6], labels[:6], weight=losses.inverse_frequency_weights(counts, 0.5).float()), rtol=1e-6)
+    assert torch.allclose(
+        inv(logits, labels, mask),
+        F.cross_entropy(logits[:6], labels[:6], weight=losses.inverse_frequency_weights(counts, 0.5).float()),
+        rtol=1e-6,
+    )
     assert losses.class_weights(LossConfig(), counts) is None
     assert losses.class_weights(LossConfig(weighting="logit_adjust"), counts) is None
 

@@ -28,8 +28,12 @@ def test_edit_distance_hand_checked_and_random():
     r, rl = _pad(ref, 4)
     assert metrics.edit_distance(h, hl, r, rl).tolist() == [0, 2, 2, 3, 2, 1]
     g = torch.Generator().manual_seed(0)
-    hyp = [torch.randint(0, 4, (int(torch.randint(0, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(200)]
-    ref = [torch.randint(0, 4, (int(torch.randint(0, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(200)]
+    hyp = [
+        torch.randint(0, 4, (int(torch.randint(0, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(200)
+    ]
+    ref = [
+        torch.randint(0, 4, (int(torch.randint(0, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(200)
+    ]
     got = metrics.edit_distance(*_pad(hyp, 10), *_pad(ref, 8)).tolist()
     assert got == [_levenshtein(a, b) for a, b in zip(hyp, ref)]
 
@@ -42,7 +46,9 @@ def test_string_sums_and_summary_divide_once():
     whole = metrics.string_sums(h, hl, r, rl, max_length=8)
     parts = None
     for i in range(4):  # batch by batch
-        parts = metrics.accumulate(parts, metrics.string_sums(h[i : i + 1], hl[i : i + 1], r[i : i + 1], rl[i : i + 1], 8))
+        parts = metrics.accumulate(
+            parts, metrics.string_sums(h[i : i + 1], hl[i : i + 1], r[i : i + 1], rl[i : i + 1], 8)
+        )
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
     s = metrics.summarize_strings(parts)
     assert s["count"] == 4 and s["chars"] == 12

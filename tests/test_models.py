@@ -31,16 +31,26 @@ class Case:
 
 
 CASES = {
-    "cnn": Case(CNNConfig(channels=(4, 8), hidden=16, dropout=0.1, image_size=8), (16, 1, 8, 8), (16, 10),
-                optim.adam(1e-2)),
-    "rnn": Case(RNNConfig(cell="lstm", hidden=8, num_layers=2, bidirectional=True, dropout=0.1, image_size=8),
-                (16, 1, 8, 8), (16, 10), optim.adam(3e-2)),
+    "cnn": Case(
+        CNNConfig(channels=(4, 8), hidden=16, dropout=0.1, image_size=8), (16, 1, 8, 8), (16, 10), optim.adam(1e-2)
+    ),
+    "rnn": Case(
+        RNNConfig(cell="lstm", hidden=8, num_layers=2, bidirectional=True, dropout=0.1, image_size=8),
+        (16, 1, 8, 8),
+        (16, 10),
+        optim.adam(3e-2),
+    ),
     # eps above rounding noise: the key bias has exactly zero gradient (softmax ignores it), and plain Adam would
     # turn its rounding noise, which differs between eager and compiled kernels, into lr-sized updates of either sign
-    "vit": Case(ViTConfig(patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1, image_size=8),
-                (16, 1, 8, 8), (16, 10), optim.adam(1e-2, eps=1e-4)),
-    "crnn": Case(CRNNConfig(channels=(4, 8), height=16, hidden=6, num_classes=5, dropout=0.1), (4, 1, 16, 24),
-                 (4, 6, 6), None),
+    "vit": Case(
+        ViTConfig(patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1, image_size=8),
+        (16, 1, 8, 8),
+        (16, 10),
+        optim.adam(1e-2, eps=1e-4),
+    ),
+    "crnn": Case(
+        CRNNConfig(channels=(4, 8), height=16, hidden=6, num_classes=5, dropout=0.1), (4, 1, 16, 24), (4, 6, 6), None
+    ),
 }
 NAMES = models.names()
 
@@ -79,8 +89,12 @@ def test_config_from_dict_rejects_unknown_fields_and_converts_lists():
 
 
 # the default model of each family: an input it takes and its logits' shape
-DEFAULTS = {"cnn": ((3, 1, 28, 28), (3, 10)), "rnn": ((3, 1, 28, 28), (3, 10)), "vit": ((2, 1, 28, 28), (2, 10)),
-            "crnn": ((2, 1, 32, 64), (2, 16, 11))}
+DEFAULTS = {
+    "cnn": ((3, 1, 28, 28), (3, 10)),
+    "rnn": ((3, 1, 28, 28), (3, 10)),
+    "vit": ((2, 1, 28, 28), (2, 10)),
+    "crnn": ((2, 1, 32, 64), (2, 16, 11)),
+}
 
 
 def test_every_family_is_registered_with_a_contract_case():
@@ -203,8 +217,15 @@ def compiled(request):
     fast = train.compile(step)
     first = fast(state, batch)
     stats = {"graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
-    return {"name": request.param, "eager": step(state, batch), "first": first, "stats": stats, "fast": fast,
-            "state": state, "batch": batch}
+    return {
+        "name": request.param,
+        "eager": step(state, batch),
+        "first": first,
+        "stats": stats,
+        "fast": fast,
+        "state": state,
+        "batch": batch,
+    }
 
 
 def _assert_close_trees(a, b, atol: float = ATOL) -> None:

@@ -32,8 +32,9 @@ class _Ref(tnn.Module):
         layers, in_ch = [], c.in_channels
         for b, out_ch in enumerate(c.channels, start=1):
             for j in range(c.convs_per_block):
-                layers.append(tnn.Conv2d(in_ch, out_ch, c.kernel_size, padding=c.kernel_size // 2,
-                                         bias=c.norm == "none"))
+                layers.append(
+                    tnn.Conv2d(in_ch, out_ch, c.kernel_size, padding=c.kernel_size // 2, bias=c.norm == "none")
+                )
                 if c.norm == "batch":
                     layers.append(tnn.BatchNorm2d(out_ch))
                 if j < c.convs_per_block - 1:
@@ -47,14 +48,16 @@ class _Ref(tnn.Module):
             self.proj = tnn.Linear(width, c.hidden if c.encoder == "transformer" else c.proj)
             width = self.proj.out_features
         if c.encoder == "transformer":
-            self.enc = tnn.ModuleList(tnn.TransformerEncoderLayer(c.hidden, c.heads, c.mlp_dim, dropout=0.0,
-                                                                  activation="gelu", batch_first=True,
-                                                                  norm_first=True) for _ in range(c.num_layers))
+            self.enc = tnn.ModuleList(
+                tnn.TransformerEncoderLayer(
+                    c.hidden, c.heads, c.mlp_dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+                )
+                for _ in range(c.num_layers)
+            )
             self.norm = tnn.LayerNorm(c.hidden)
         else:
             cls = tnn.GRU if c.encoder == "gru" else tnn.LSTM
-            self.enc = cls(width, c.hidden, num_layers=c.num_layers, bidirectional=c.bidirectional,
-                           batch_first=True)
+            self.enc = cls(width, c.hidden, num_layers=c.num_layers, bidirectional=c.bidirectional, batch_first=True)
         self.head = tnn.Linear(c.encoder_width, c.num_classes + 1)
 
     def forward(self, x):
@@ -188,11 +191,21 @@ def test_compiles_to_one_graph():
 @pytest.mark.parametrize(
     ("cnn", "extra", "expected"),
     [
-        (CNNConfig(), dict(norm="none"), {"block1.conv1.kernel", "block1.conv1.bias", "block2.conv1.kernel",
-                                          "block2.conv1.bias"}),
-        (CNNConfig(channels=(32, 64), convs_per_block=2, norm="batch", hidden=256), dict(convs_per_block=2),
-         {f"block{b}.{k}{j}.{leaf}" for b in (1, 2) for j in (1, 2)
-          for k, leaf in (("conv", "kernel"), ("norm", "scale"), ("norm", "bias"))}),
+        (
+            CNNConfig(),
+            dict(norm="none"),
+            {"block1.conv1.kernel", "block1.conv1.bias", "block2.conv1.kernel", "block2.conv1.bias"},
+        ),
+        (
+            CNNConfig(channels=(32, 64), convs_per_block=2, norm="batch", hidden=256),
+            dict(convs_per_block=2),
+            {
+                f"block{b}.{k}{j}.{leaf}"
+                for b in (1, 2)
+                for j in (1, 2)
+                for k, leaf in (("conv", "kernel"), ("norm", "scale"), ("norm", "bias"))
+            },
+        ),
     ],
     ids=["seed-cnn", "best-cnn"],
 )

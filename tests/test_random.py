@@ -151,7 +151,9 @@ def test_permutation_is_a_permutation_and_depends_on_key():
     assert not torch.equal(p, q)
     assert int((p == q).sum()) < 10  # fixed points of an unrelated permutation: about 1
     # position of element 0 over many keys is roughly uniform
-    pos = torch.tensor([int((random.permutation(random.fold_in(random.key(9), i), 8) == 0).nonzero()) for i in range(800)])
+    pos = torch.tensor(
+        [int((random.permutation(random.fold_in(random.key(9), i), 8) == 0).nonzero()) for i in range(800)]
+    )
     counts = torch.bincount(pos, minlength=8).double()
     assert stats.chi2.sf(float(((counts - 100) ** 2 / 100).sum()), df=7) > 1e-3
 

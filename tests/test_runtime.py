@@ -62,8 +62,10 @@ def test_tables_keep_their_natural_width_off_a_terminal():
     import subprocess
     import sys
 
-    code = ("from rich.table import Table; from hwr import report; t = Table(); "
-            "[t.add_column(c) for c in ('state', 'a long column header', 'value')]; "
-            "t.add_row('COMPLETE', 'x' * 60, '0.987654321'); report.console.print(t)")
+    code = (
+        "from rich.table import Table; from hwr import report; t = Table(); "
+        "[t.add_column(c) for c in ('state', 'a long column header', 'value')]; "
+        "t.add_row('COMPLETE', 'x' * 60, '0.987654321'); report.console.print(t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "COMPLETE" in out and "0.987654321" in out and "…" not in out  # piped: nothing squeezed

@@ -83,11 +83,13 @@ def test_strings_step_stays_on_the_device():
     a CPU tensor here (no GPU needed). Rendering reads its layout back (a data generator, outside the step)."""
     model = models.get("crnn", TINY.crnn)
     n, h, w = 8, SPEC.height, SPEC.width
-    batch = sr.StringBatch(torch.zeros(n, 1, h, w, dtype=torch.uint8, device=META),
-                           torch.zeros(n, SPEC.max_length, dtype=torch.int64, device=META),
-                           torch.ones(n, dtype=torch.int64, device=META),
-                           torch.full((n,), w, dtype=torch.int64, device=META),
-                           torch.ones(n, dtype=torch.bool, device=META))
+    batch = sr.StringBatch(
+        torch.zeros(n, 1, h, w, dtype=torch.uint8, device=META),
+        torch.zeros(n, SPEC.max_length, dtype=torch.int64, device=META),
+        torch.ones(n, dtype=torch.int64, device=META),
+        torch.full((n,), w, dtype=torch.int64, device=META),
+        torch.ones(n, dtype=torch.bool, device=META),
+    )
     opt = optim.adam(1e-3)
     state = train.init_state(model, opt, random.key(0, device=META))
     new, m = sr.train_step(model, opt, mean=0.1, std=0.3)(state, batch)
@@ -134,8 +136,11 @@ def _digit_run(folder, config: CNNConfig | None = None):
     cfg = RunConfig(model="cnn", model_config=config)
     (folder / "config.json").write_text(json.dumps(to_dict(cfg)))
     m = models.get("cnn", config)
-    checkpoint.save(folder / "checkpoint.safetensors", {"params": m.init(random.key(5)), "model_state": {}},
-                    {"model": "cnn", "model_config": to_dict(config)})
+    checkpoint.save(
+        folder / "checkpoint.safetensors",
+        {"params": m.init(random.key(5)), "model_state": {}},
+        {"model": "cnn", "model_config": to_dict(config)},
+    )
     return folder, m
 
 

@@ -109,10 +109,14 @@ def test_missing_driver_error_names_the_cause():
 
 
 def test_no_warning_filter_at_import_and_none_left_behind(tmp_path):
-    probe = ("import warnings, optuna, hwr.study; "
-             "print(any(f[2] is optuna.exceptions.ExperimentalWarning for f in warnings.filters))")
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() \
+    probe = (
+        "import warnings, optuna, hwr.study; "
+        "print(any(f[2] is optuna.exceptions.ExperimentalWarning for f in warnings.filters))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
+    )
     import warnings
 
     before = list(warnings.filters)
@@ -151,8 +155,21 @@ def test_sqlite_run_resume_nan_show_plot_best(tmp_path):
 
 
 def test_postgres_two_workers_exact_budget(tmp_path, pg_url):
-    hwr("study", "run", TINY, "--storage", pg_url, "--root", str(tmp_path), "--workers", "2", "--n-trials", "5",
-        "--name", "two")
+    hwr(
+        "study",
+        "run",
+        TINY,
+        "--storage",
+        pg_url,
+        "--root",
+        str(tmp_path),
+        "--workers",
+        "2",
+        "--n-trials",
+        "5",
+        "--name",
+        "two",
+    )
     ts = trials(pg_url, "two")
     done = finished(ts)
     assert len(done) == 5
@@ -165,11 +182,27 @@ def test_postgres_two_workers_exact_budget(tmp_path, pg_url):
 def test_kill_worker_mid_trial_then_resume(tmp_path, backend, request):
     url = f"sqlite:///{tmp_path}/k.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
     name = f"kill_{backend}"
-    args = ["study", "run", TINY, "--storage", url, "--root", str(tmp_path), "--n-trials", "3", "--name", name,
-            "--heartbeat", "1", "--grace", "3"]
+    args = [
+        "study",
+        "run",
+        TINY,
+        "--storage",
+        url,
+        "--root",
+        str(tmp_path),
+        "--n-trials",
+        "3",
+        "--name",
+        name,
+        "--heartbeat",
+        "1",
+        "--grace",
+        "3",
+    ]
     env = {**os.environ, "HWR_TINY_EPOCHS": "40"}
-    proc = subprocess.Popen([sys.executable, "-m", "hwr.cli", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwr.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 180
     running = []
     while time.time() < deadline and not running:

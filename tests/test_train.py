@@ -50,8 +50,15 @@ def seed():
     first = compiled(state, batch)
     graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     return {
-        "model": model, "opt": opt, "step": step, "compiled": compiled, "state": state, "batch": batch,
-        "first": first, "graphs": graphs, "breaks": breaks,
+        "model": model,
+        "opt": opt,
+        "step": step,
+        "compiled": compiled,
+        "state": state,
+        "batch": batch,
+        "first": first,
+        "graphs": graphs,
+        "breaks": breaks,
     }
 
 
@@ -354,8 +361,9 @@ def test_fit_reports_progress_every_sync_every_steps():
     model, opt, step = _small_cnn_step()
     rec = Recorder()
     state = train.init_state(model, opt, random.key(0))
-    _, history = train.fit(state, step, _epoch_batches(images, labels, random.key(1)), epochs=2, sync_every=3,
-                           callbacks=[rec])
+    _, history = train.fit(
+        state, step, _epoch_batches(images, labels, random.key(1)), epochs=2, sync_every=3, callbacks=[rec]
+    )
     progress = [e for e in rec.events if e[0] == "step"]
     assert [(e[1], e[3]) for e in progress] == [(0, 3), (0, 3), (0, 2), (1, 3), (1, 3), (1, 2)]
     assert all(e[2] == 32.0 * e[3] for e in progress)
@@ -370,8 +378,9 @@ def test_fit_reports_progress_every_sync_every_steps():
 class HostTransfers(torch.overrides.TorchFunctionMode):
     """Counts the tensor methods that copy values to the host (each one is a device sync on a GPU)."""
 
-    NAMES = frozenset({"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__",
-                       "__format__", "__repr__"})
+    NAMES = frozenset(
+        {"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__format__", "__repr__"}
+    )
 
     def __init__(self):
         super().__init__()
@@ -411,8 +420,12 @@ def test_early_stopping_stops_and_validates():
     state = train.init_state(model, opt, random.key(0))
     scores = iter([0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.95])
     _, history = train.fit(
-        state, step, _epoch_batches(images, labels, random.key(1)), epochs=7,
-        evaluate=lambda s: {"val_macro_f1": next(scores)}, callbacks=[train.EarlyStopping(patience=3)],
+        state,
+        step,
+        _epoch_batches(images, labels, random.key(1)),
+        epochs=7,
+        evaluate=lambda s: {"val_macro_f1": next(scores)},
+        callbacks=[train.EarlyStopping(patience=3)],
     )
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]  # best at epoch 2, three epochs without improvement
     es = train.EarlyStopping(monitor="val_loss", patience=1, mode="min")

@@ -29,8 +29,16 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
 
 
 def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
-    return {"plain_finetune": RunConfig(model_config=CNNConfig(channels=(4, 8), hidden=16), dataset="optdigits",
-                                        epochs=1, batch_size=32, limit_train=256, limit_test=200)}
+    return {
+        "plain_finetune": RunConfig(
+            model_config=CNNConfig(channels=(4, 8), hidden=16),
+            dataset="optdigits",
+            epochs=1,
+            batch_size=32,
+            limit_train=256,
+            limit_test=200,
+        )
+    }
 
 
 SPEC = StudySpec(

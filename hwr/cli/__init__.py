@@ -54,8 +54,9 @@ def read_each(paths: Sequence[str], read: Callable[[str], Any]) -> tuple[list[An
             inputs.append(read(path))
             readable.append(path)
         except (ValueError, OSError) as e:
-            report.err_console.print(f"hwr: error: {e if str(path) in str(e) else f'{path}: {e}'}",
-                                     markup=False, highlight=False)
+            report.err_console.print(
+                f"hwr: error: {e if str(path) in str(e) else f'{path}: {e}'}", markup=False, highlight=False
+            )
             failed += 1
     return inputs, readable, failed
 
@@ -95,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # anything else is a bug in hwr, never reported as bad input
         if args.debug:
             raise
-        print(f"hwr: internal error ({type(e).__name__}: {e}); this is a bug in hwr, not in your input: rerun "
-              "with --debug and report the traceback", file=sys.stderr)
+        print(
+            f"hwr: internal error ({type(e).__name__}: {e}); this is a bug in hwr, not in your input: rerun "
+            "with --debug and report the traceback",
+            file=sys.stderr,
+        )
         return 1
 
 

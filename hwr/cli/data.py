@@ -88,8 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         folder, fnames = sources.layout(name, root)
         present = all((folder / f).is_file() for f in fnames) if fnames else True
         mark = "yes" if present else "no"
-        table.add_row(name, mark, str(folder.relative_to(root)) if fnames else "(scikit-learn)",
-                      sources.describe(name))
+        table.add_row(name, mark, str(folder.relative_to(root)) if fnames else "(scikit-learn)", sources.describe(name))
     report.console.print(table)
     return 0
 
@@ -98,8 +97,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     _check_name(args.name)
     r = sources.fetch_report(args.name, args.root, network=not args.offline)
     total = sum(f.size for f in r.files)
-    report.console.print(f"{args.name}: {len(r.files)} files, {_size(total)} in {r.folder}, "
-                         f"from {r.method} in {r.seconds:.1f} s")
+    report.console.print(
+        f"{args.name}: {len(r.files)} files, {_size(total)} in {r.folder}, from {r.method} in {r.seconds:.1f} s"
+    )
     if r.replaced:
         report.console.print(f"[yellow]replaced corrupt file(s)[/]: {', '.join(r.replaced)}")
     for f in r.files:  # sha256sum-style lines, then the size
@@ -114,8 +114,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     te = splits.class_counts(ds.test_labels, ds.num_classes)
     va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
     table = Table(title=f"{ds.name}: {ds.num_classes} classes")
-    cols = [("class", "left"), ("label", "right"), ("train", "right"), *([("val", "right")] if va else []),
-            ("test", "right")]
+    cols = [
+        ("class", "left"),
+        ("label", "right"),
+        ("train", "right"),
+        *([("val", "right")] if va else []),
+        ("test", "right"),
+    ]
     for col, just in cols:
         table.add_column(col, justify=just)
     for i, name in enumerate(ds.classes):
@@ -126,9 +131,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     dup = clean.duplicates(ds.train_images, ds.test_images)
     mean, std = clean.normalization_stats(ds.train_images)
     ratio = max(tr) / max(min(tr), 1)
-    report.console.print(f"test images that duplicate a training image: {len(dup):,}"
-                         + (f" (first: {dup[:5].tolist()})" if len(dup) else ""))
-    report.console.print(f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root or sources.default_root()}")
+    report.console.print(
+        f"test images that duplicate a training image: {len(dup):,}"
+        + (f" (first: {dup[:5].tolist()})" if len(dup) else "")
+    )
+    report.console.print(
+        f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root or sources.default_root()}"
+    )
     report.console.print(f"normalisation (training split): mean {mean:.4f}  std {std:.4f}")
     report.console.print(f"train imbalance (largest / smallest class): {ratio:.1f}")
     return 0

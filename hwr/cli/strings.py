@@ -31,8 +31,9 @@ FIGURE = "strings.png"
 # ---------------------------------------------------------------------------------------------- figures
 
 
-def save_strings(images: torch.Tensor, titles: Sequence[str], path: str | os.PathLike, *, ncols: int = 3,
-                 title: str | None = None) -> Path:
+def save_strings(
+    images: torch.Tensor, titles: Sequence[str], path: str | os.PathLike, *, ncols: int = 3, title: str | None = None
+) -> Path:
     """A grid of string images ``(N, 1, H, W)`` uint8 (ink bright), each captioned, drawn dark on white."""
     import matplotlib.pyplot as plt
 
@@ -56,22 +57,23 @@ def _text(labels: Sequence[int]) -> str:
     return "".join(str(d) for d in labels) or "(empty)"
 
 
-def _figure(run_dir: Path, model: Any, params: Any, state: Any, test: ds.Strings, mean: float, std: float,
-            n: int = 24) -> Path:
+def _figure(
+    run_dir: Path, model: Any, params: Any, state: Any, test: ds.Strings, mean: float, std: float, n: int = 24
+) -> Path:
     """Test strings (3 of each length) with their readings: ``truth -> reading``, errors marked."""
     lengths = test.lengths.cpu()
     pick = torch.cat([(lengths == k).nonzero().squeeze(1)[:3] for k in range(1, int(lengths.max()) + 1)])[:n]
     images = test.images[pick]
     widths = [int(w) for w in test.widths[pick]]
-    read = sr.predict(model, params, state, [im[..., :w] for im, w in zip(images, widths)], mean=mean, std=std,
-                      width=images.shape[-1])
+    read = sr.predict(
+        model, params, state, [im[..., :w] for im, w in zip(images, widths)], mean=mean, std=std, width=images.shape[-1]
+    )
     titles = []
     for i, (labels, _conf) in zip(pick.tolist(), read):
         truth = _text(test.targets[i, : int(test.lengths[i])].tolist())
         got = _text(labels)
         titles.append(f"{truth} -> {got}" + ("" if got == truth else "  ✗"))
-    return save_strings(images, titles, run_dir / FIGURE,
-                        title="held-out test strings: truth -> reading (greedy CTC)")
+    return save_strings(images, titles, run_dir / FIGURE, title="held-out test strings: truth -> reading (greedy CTC)")
 
 
 def _length_table(summary: dict[str, Any], title: str) -> Table:
@@ -79,11 +81,13 @@ def _length_table(summary: dict[str, Any], title: str) -> Table:
     for col in ("length", "strings", "CER", "string accuracy"):
         table.add_column(col, justify="right")
     for row in summary["by_length"]:
-        table.add_row(str(row["length"]), f"{row['count']:,}", f"{100 * row['cer']:.2f}%",
-                      f"{100 * row['string_accuracy']:.2f}%")
+        table.add_row(
+            str(row["length"]), f"{row['count']:,}", f"{100 * row['cer']:.2f}%", f"{100 * row['string_accuracy']:.2f}%"
+        )
     table.add_section()
-    table.add_row("all", f"{summary['count']:,}", f"{100 * summary['cer']:.2f}%",
-                  f"{100 * summary['string_accuracy']:.2f}%")
+    table.add_row(
+        "all", f"{summary['count']:,}", f"{100 * summary['cer']:.2f}%", f"{100 * summary['string_accuracy']:.2f}%"
+    )
     return table
 
 
@@ -96,7 +100,8 @@ class Progress(report.Progress):
         self.console.print(
             f"epoch {record['epoch']:>2}/{self.epochs}  loss {record['train_loss']:.4f}  "
             f"train exact {record['train_accuracy']:.3f}  val CER {100 * record['val_cer']:.2f}%  "
-            f"exact {record['val_accuracy']:.3f}  {record['samples_per_s']:,.0f}/s", soft_wrap=True
+            f"exact {record['val_accuracy']:.3f}  {record['samples_per_s']:,.0f}/s",
+            soft_wrap=True,
         )
 
 
@@ -115,8 +120,9 @@ def _config(args: argparse.Namespace) -> sr.StringsConfig:
     if not isinstance(base, sr.StringsConfig):
         base = recipes.RECIPES["strings"]
     if args.model not in (None, "crnn"):
-        raise UsageError(f"strings are read by the crnn family (per-column CTC scores), not {args.model!r}; "
-                         "use --model crnn")
+        raise UsageError(
+            f"strings are read by the crnn family (per-column CTC scores), not {args.model!r}; use --model crnn"
+        )
     if args.augment is not None:
         raise UsageError("--augment does not apply to strings (their variation is part of the data); omit it")
     if args.dataset is not None and args.dataset not in sources.names():
@@ -142,8 +148,17 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
     config = sr.read_config(out) if args.resume else _config(args)
     if config.source:
         sr.read_source(config.source)  # a clear error for a bad --from before any data is loaded
-    result = train_guarded(lambda: sr.run(config, out, resume=args.resume, callbacks=[Progress(config.epochs)],
-                                          data_root=args.data_root, execution=execution), out)
+    result = train_guarded(
+        lambda: sr.run(
+            config,
+            out,
+            resume=args.resume,
+            callbacks=[Progress(config.epochs)],
+            data_root=args.data_root,
+            execution=execution,
+        ),
+        out,
+    )
     if isinstance(result, int):
         return result
     t = result["test"]
@@ -177,8 +192,9 @@ def cmd_evaluate(args: argparse.Namespace, device: torch.device) -> int:
     test = _test_strings(config, args.data_root, device)
     s = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
     report.console.print(_length_table(s, f"{args.run} on {s['count']:,} {config.dataset} test strings"))
-    report.console.print(f"CER {100 * s['cer']:.2f}%  string accuracy {100 * s['string_accuracy']:.2f}%  "
-                         f"loss {s['loss']:.4f}")
+    report.console.print(
+        f"CER {100 * s['cer']:.2f}%  string accuracy {100 * s['string_accuracy']:.2f}%  loss {s['loss']:.4f}"
+    )
     return 0
 
 
@@ -199,8 +215,12 @@ def cmd_predict(args: argparse.Namespace, device: torch.device) -> int:
     width = max(len(Path(p).name) for p in readable)
     for path, (labels, conf) in zip(readable, readings):
         confidence = " ".join(f"{c:.2f}" for c in conf)
-        report.console.print(f"{Path(path).name:<{width}}  {_text(labels)}  [{confidence}]", soft_wrap=True,
-                             highlight=False, markup=False)
+        report.console.print(
+            f"{Path(path).name:<{width}}  {_text(labels)}  [{confidence}]",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     return 2 if failed else 0  # non-zero when any file could not be read
 
 
@@ -215,7 +235,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     spec = ds.StringSpec()
     s = ds.render(random.key(args.seed), pool, n, spec)
     titles = [_text(t[: int(k)].tolist()) for t, k in zip(s.targets, s.lengths)]
-    out = save_strings(s.images, titles, args.out,
-                       title=f"synthetic strings of MNIST training digits ({spec.height}x{spec.width}, seed {args.seed})")
+    out = save_strings(
+        s.images,
+        titles,
+        args.out,
+        title=f"synthetic strings of MNIST training digits ({spec.height}x{spec.width}, seed {args.seed})",
+    )
     report.console.print(f"wrote {out}")
     return 0

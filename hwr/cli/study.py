@@ -30,9 +30,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
     r.add_argument("--grace", type=int, default=30, help="seconds without heartbeat before a trial is failed")
-    r.add_argument("--dataset", default=None,
-                   help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
-                        "long-tail draw; the study name defaults to NAME-DATASET)")
+    r.add_argument(
+        "--dataset",
+        default=None,
+        help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
+        "long-tail draw; the study name defaults to NAME-DATASET)",
+    )
     _device_arg(r)
     r.set_defaults(func=cmd_run)
 
@@ -63,9 +66,12 @@ def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None,
-                   help="where every run trains: auto (CUDA when available, else CPU), cpu, cuda, cuda:N; workers "
-                        "inherit it (default: the study's own execution, auto)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where every run trains: auto (CUDA when available, else CPU), cpu, cuda, cuda:N; workers "
+        "inherit it (default: the study's own execution, auto)",
+    )
 
 
 def _on_device(spec: study.StudySpec, device: str | None) -> study.StudySpec:
@@ -101,7 +107,9 @@ def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
         s = optuna.load_study(study_name=args.name, storage=store)
     except KeyError:
         names = [x.study_name for x in optuna.get_all_study_summaries(store)]
-        raise UsageError(f"no study {args.name!r} in {args.storage or study.DEFAULT_STORAGE}; studies there: {names}") from None
+        raise UsageError(
+            f"no study {args.name!r} in {args.storage or study.DEFAULT_STORAGE}; studies there: {names}"
+        ) from None
     return s, study.load_spec(s.user_attrs.get("spec", args.name))
 
 
@@ -133,10 +141,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
-        study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (),
-                             data_root=_data_root())
-        argv = [args.study, "--name", name, "--seed", str(args.seed), "--root", args.root,
-                "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+        study.prepare_source(
+            spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (), data_root=_data_root()
+        )
+        argv = [
+            args.study,
+            "--name",
+            name,
+            "--seed",
+            str(args.seed),
+            "--root",
+            args.root,
+            "--heartbeat",
+            str(args.heartbeat),
+            "--grace",
+            str(args.grace),
+        ]
         argv += ["--storage", args.storage] if args.storage else []
         argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
@@ -148,10 +168,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         if spec.source is not None and args.worker is None:
             study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], data_root=_data_root())
-        study.optimize(spec, storage_url=args.storage, name=name, data_root=_data_root(), n_trials=args.n_trials, timeout=args.timeout,
-                       seed=args.seed, worker=args.worker or 0, root=root, heartbeat=args.heartbeat, grace=args.grace,
-                       spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
-                       dataset=args.dataset, sqlite_timeout=_sqlite_timeout())
+        study.optimize(
+            spec,
+            storage_url=args.storage,
+            name=name,
+            data_root=_data_root(),
+            n_trials=args.n_trials,
+            timeout=args.timeout,
+            seed=args.seed,
+            worker=args.worker or 0,
+            root=root,
+            heartbeat=args.heartbeat,
+            grace=args.grace,
+            spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
+            dataset=args.dataset,
+            sqlite_timeout=_sqlite_timeout(),
+        )
         if args.worker is not None:
             return 0
     s = optuna.load_study(study_name=name, storage=_storage(args.storage))
@@ -191,18 +223,22 @@ def cmd_best(args: argparse.Namespace) -> int:
     spec = _on_device(spec, args.device)
     report.console.print(report.best_summary(s))
     if args.evaluate:
+
         def on_run(label: str, seed: int, r: dict) -> None:
             if label.startswith("rerun"):  # selection reads validation only
                 report.console.print(f"  {label:<15} seed {seed}: val macro-F1 {r['val']['macro_f1']:.4f}")
                 return
             t = r["test"]
-            report.console.print(f"  {label:<15} seed {seed}: test macro-F1 {t['macro_f1']:.4f}  "
-                                 f"balanced acc {t['balanced_accuracy']:.4f}")
+            report.console.print(
+                f"  {label:<15} seed {seed}: test macro-F1 {t['macro_f1']:.4f}  "
+                f"balanced acc {t['balanced_accuracy']:.4f}"
+            )
 
         result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, data_root=_data_root())
         report.console.print(report.evaluation_table(result))
-        report.console.print(f"selected trial #{result['best_trial']} after re-running the top "
-                             f"{len(result['selection'])}: " + ", ".join(
-                                 f"#{r['trial']} {r['mean']:.4f}" for r in result["selection"]))
+        report.console.print(
+            f"selected trial #{result['best_trial']} after re-running the top "
+            f"{len(result['selection'])}: " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in result["selection"])
+        )
     _verdict(args, s)
     return 0

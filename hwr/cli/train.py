@@ -24,8 +24,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="seed", choices=sorted(recipes.RECIPES))
     p.add_argument("--model", default=None, help="model family (cnn, rnn, vit); default: the recipe's")
     p.add_argument("--dataset", default=None, help="dataset name (hwr data list); default mnist")
-    p.add_argument("--from", dest="source", default=None,
-                   help="strings runs: start from a trained digit run's conv stem (by name and shape)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="strings runs: start from a trained digit run's conv stem (by name and shape)",
+    )
     _common(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
@@ -43,8 +47,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
     p.add_argument("run", help="run folder")
     p.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
-    p.add_argument("--data-root", default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
-                   help="data root (default $HWR_DATA or ~/.cache/hwr)")
+    p.add_argument(
+        "--data-root",
+        default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
+        help="data root (default $HWR_DATA or ~/.cache/hwr)",
+    )
     _device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -71,8 +78,12 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crt-lr", type=float, default=1e-2)
     g.add_argument("--tau-norm", type=float, default=0.0, help="tau-normalise the head rows (0: off)")
     g.add_argument("--posthoc-tau", type=float, default=0.0, help="post-hoc logit adjustment at inference (0: off)")
-    g.add_argument("--validation", default="split", choices=VALIDATIONS,
-                   help="split: stratified share of the training set; heldout: the dataset's own; kfold")
+    g.add_argument(
+        "--validation",
+        default="split",
+        choices=VALIDATIONS,
+        help="split: stratified share of the training set; heldout: the dataset's own; kfold",
+    )
     g.add_argument("--folds", type=int, default=5)
     g.add_argument("--fold", type=int, default=0)
 
@@ -86,18 +97,29 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
     p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--data-root", default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
-                   help="data root (default $HWR_DATA or ~/.cache/hwr)")
+    p.add_argument(
+        "--data-root",
+        default=str(runtime.data_settings_from_env().root),  # the CLI reads $HWR_DATA
+        help="data root (default $HWR_DATA or ~/.cache/hwr)",
+    )
     g = p.add_argument_group("execution (where and how it runs; not part of the run's config)")
     _device_arg(g)
     c = g.add_mutually_exclusive_group()
-    c.add_argument("--compile", action="store_true", default=None,
-                   help="compile the step, the fastest equivalent configuration autotuned (the default)")
+    c.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="compile the step, the fastest equivalent configuration autotuned (the default)",
+    )
     c.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     g.add_argument("--precision", default=None, choices=PRECISIONS, help="bf16: autocast (default fp32)")
-    g.add_argument("--memory-format", default=None, choices=MEMORY_FORMATS,
-                   help="auto (default): autotune picks (channels-last where faster); channels_last: NHWC "
-                        "convolutions (same function); contiguous")
+    g.add_argument(
+        "--memory-format",
+        default=None,
+        choices=MEMORY_FORMATS,
+        help="auto (default): autotune picks (channels-last where faster); channels_last: NHWC "
+        "convolutions (same function); contiguous",
+    )
     g.add_argument("--tf32", action="store_true", default=None, help="TF32 matmuls and convolutions on CUDA")
 
 
@@ -114,8 +136,13 @@ def _device(spec: str | None) -> torch.device:
 
 def _execution(args: argparse.Namespace, base: Execution | None = None) -> Execution:
     """The ``Execution`` the flags ask for over ``base`` (a resumed run's saved one); the device checked here."""
-    changes = {"device": args.device, "compile": False if args.no_compile else args.compile,
-               "precision": args.precision, "memory_format": args.memory_format, "tf32": args.tf32}
+    changes = {
+        "device": args.device,
+        "compile": False if args.no_compile else args.compile,
+        "precision": args.precision,
+        "memory_format": args.memory_format,
+        "tf32": args.tf32,
+    }
     execution = dataclasses.replace(base or Execution(), **{k: v for k, v in changes.items() if v is not None})
     _device(execution.device)
     return execution
@@ -145,9 +172,18 @@ def _check_dataset(name: str | None) -> None:
 
 def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
     out = Path(args.out)
-    result = train_guarded(lambda: experiment.run(config, out, execution=execution, resume=resume,
-                                                  callbacks=[report.Progress(config.epochs)],
-                                                  data_root=args.data_root, draw=report.draw_run), out)
+    result = train_guarded(
+        lambda: experiment.run(
+            config,
+            out,
+            execution=execution,
+            resume=resume,
+            callbacks=[report.Progress(config.epochs)],
+            data_root=args.data_root,
+            draw=report.draw_run,
+        ),
+        out,
+    )
     if isinstance(result, int):
         return result
     t = result["test"]
@@ -168,8 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if strings.wants_train(args):
         return strings.cmd_train(args, _execution(args))
     if args.source is not None:
-        raise UsageError("--from starts a strings run (--recipe strings) from a digit CNN; to fine-tune a digit "
-                         "run use: hwr finetune --from RUN")
+        raise UsageError(
+            "--from starts a strings run (--recipe strings) from a digit CNN; to fine-tune a digit "
+            "run use: hwr finetune --from RUN"
+        )
     out = Path(args.out)
     if args.resume:
         config = experiment.read_config(out)
@@ -193,8 +231,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         val_fraction=0.2,
         optim=OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4),
         loss=LossConfig(weighting=args.class_weights, tau=args.tau, defer=args.defer),
-        finetune=FinetuneConfig(args.source, args.trainable, args.backbone_lr_mult,
-                                reinit=tuple(x for x in args.reinit.split(",") if x), l2sp=args.l2sp, wise=args.wise),
+        finetune=FinetuneConfig(
+            args.source,
+            args.trainable,
+            args.backbone_lr_mult,
+            reinit=tuple(x for x in args.reinit.split(",") if x),
+            l2sp=args.l2sp,
+            wise=args.wise,
+        ),
         validation=args.validation,
         folds=args.folds,
         fold=args.fold,
@@ -222,10 +266,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
             f"fine-tune it first: hwr finetune --from {args.run} --dataset {name} --out ..."
         )
-    s = experiment.evaluate(model, params, state, ds.test_images, ds.test_labels, ds.num_classes,
-                            mean=meta["mean"], std=meta["std"])
-    report.console.print(report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)",
-                                              classes=list(ds.classes)))
+    s = experiment.evaluate(
+        model, params, state, ds.test_images, ds.test_labels, ds.num_classes, mean=meta["mean"], std=meta["std"]
+    )
+    report.console.print(
+        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
+    )
     return 0
 
 

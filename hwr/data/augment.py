@@ -94,8 +94,9 @@ PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     "light": AugmentConfig(rotation=5.0, translate=1.0, scale=0.05),
     "standard": AugmentConfig(rotation=10.0, translate=2.0, scale=0.1),  # DESIGN.md: 99.4% MNIST in 6.5 epochs
-    "strong": AugmentConfig(rotation=15.0, translate=3.0, scale=0.15, shear=10.0, elastic_alpha=34.0,
-                            elastic_sigma=4.0, erase_prob=0.25),
+    "strong": AugmentConfig(
+        rotation=15.0, translate=3.0, scale=0.15, shear=10.0, elastic_alpha=34.0, elastic_sigma=4.0, erase_prob=0.25
+    ),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(AugmentConfig)}
 
@@ -134,14 +135,17 @@ def parse_augment(spec: str) -> AugmentConfig:
     if "=" not in parts[0]:
         name = parts.pop(0).lower()
         if name not in PRESETS:
-            raise InputError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)} "
-                             f"or give key=value pairs with keys {', '.join(_FIELDS)}")
+            raise InputError(
+                f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)} "
+                f"or give key=value pairs with keys {', '.join(_FIELDS)}"
+            )
         base = PRESETS[name]
     changes: dict[str, object] = {}
     for part in parts:
         if "=" not in part:
-            raise InputError(f"augmentation spec {spec!r}: expected key=value, got {part!r} (a preset may only "
-                             "come first)")
+            raise InputError(
+                f"augmentation spec {spec!r}: expected key=value, got {part!r} (a preset may only come first)"
+            )
         key, text = part.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in _FIELDS:
@@ -248,8 +252,10 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
     be the images' (nothing is drawn on the host and copied); an identity config returns the input itself. Pure:
     the input is not modified. Safe inside ``torch.compile(fullgraph=True)``."""
     if images.ndim != 4 or not images.is_floating_point():
-        raise TypeError(f"augment takes float images (B, C, H, W), got {images.dtype} {tuple(images.shape)}; "
-                        "convert uint8 with images.float() / 255")
+        raise TypeError(
+            f"augment takes float images (B, C, H, W), got {images.dtype} {tuple(images.shape)}; "
+            "convert uint8 with images.float() / 255"
+        )
     if config.is_identity():
         return images
     random.check_device(key, images, "augment")

@@ -114,8 +114,9 @@ def sampled_batches(
     return [Batch(x, y, m) for x, y, m in zip(xs.unbind(0), ys.unbind(0), mask.unbind(0))]
 
 
-def synthetic_batches(key: Key, n: int, batch_size: int, *, channels: int = 1, size: int = 28,
-                      num_classes: int = 10) -> list[Batch]:
+def synthetic_batches(
+    key: Key, n: int, batch_size: int, *, channels: int = 1, size: int = 28, num_classes: int = 10
+) -> list[Batch]:
     """``n`` keyed random uint8 batches ``(B, channels, size, size)`` with labels, all samples real: fixed inputs
     for benchmarks and smoke runs, identical in every process for the same key."""
     out = []

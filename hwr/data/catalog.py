@@ -128,33 +128,74 @@ def _mnist_names(prefix: str = "") -> tuple[str, str, str, str]:
 
 
 def _emnist(split: str, classes: tuple[str, ...], description: str, offset: int = 0) -> IdxSource:
-    names = tuple(f"emnist-{split}-{s}-{k}" for s in ("train", "test") for k in ("images-idx3-ubyte", "labels-idx1-ubyte"))
-    return IdxSource(f"emnist-{split}", "EMNIST", names, classes, description, _tv("EMNIST", split=split),
-                     ("biometrics.nist.gov",), label_offset=offset, transpose=True)
+    names = tuple(
+        f"emnist-{split}-{s}-{k}" for s in ("train", "test") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    )
+    return IdxSource(
+        f"emnist-{split}",
+        "EMNIST",
+        names,
+        classes,
+        description,
+        _tv("EMNIST", split=split),
+        ("biometrics.nist.gov",),
+        label_offset=offset,
+        transpose=True,
+    )
 
 
 _BALANCED = tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") + tuple("abdefghnqrt")
 IDX_SOURCES: dict[str, IdxSource] = {
     s.name: s
     for s in (
-        IdxSource("mnist", "MNIST", _mnist_names(), DIGITS, "MNIST digits, 60,000 train + 10,000 test",
-                  _tv("MNIST"), ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"), sha256=MNIST_SHA256),
-        IdxSource("fashion-mnist", "FashionMNIST", _mnist_names(),
-                  ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"),
-                  "Zalando clothing images, 60,000 + 10,000", _tv("FashionMNIST"),
-                  ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",), sha256=FASHION_SHA256,
-                  debian=Path("/usr/share/datasets/fashion-mnist")),
-        IdxSource("kmnist", "KMNIST", _mnist_names(), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-                  "Kuzushiji (cursive Japanese) characters, 60,000 + 10,000", _tv("KMNIST"), ("codh.rois.ac.jp",)),
-        IdxSource("qmnist", "QMNIST",
-                  ("qmnist-train-images-idx3-ubyte", "qmnist-train-labels-idx2-int",
-                   "qmnist-test-images-idx3-ubyte", "qmnist-test-labels-idx2-int"),
-                  DIGITS, "QMNIST: MNIST's train set rebuilt + the full 60,000-image test set", _tv("QMNIST"),
-                  ("raw.githubusercontent.com",)),
+        IdxSource(
+            "mnist",
+            "MNIST",
+            _mnist_names(),
+            DIGITS,
+            "MNIST digits, 60,000 train + 10,000 test",
+            _tv("MNIST"),
+            ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+            sha256=MNIST_SHA256,
+        ),
+        IdxSource(
+            "fashion-mnist",
+            "FashionMNIST",
+            _mnist_names(),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            "Zalando clothing images, 60,000 + 10,000",
+            _tv("FashionMNIST"),
+            ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
+            sha256=FASHION_SHA256,
+            debian=Path("/usr/share/datasets/fashion-mnist"),
+        ),
+        IdxSource(
+            "kmnist",
+            "KMNIST",
+            _mnist_names(),
+            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            "Kuzushiji (cursive Japanese) characters, 60,000 + 10,000",
+            _tv("KMNIST"),
+            ("codh.rois.ac.jp",),
+        ),
+        IdxSource(
+            "qmnist",
+            "QMNIST",
+            (
+                "qmnist-train-images-idx3-ubyte",
+                "qmnist-train-labels-idx2-int",
+                "qmnist-test-images-idx3-ubyte",
+                "qmnist-test-labels-idx2-int",
+            ),
+            DIGITS,
+            "QMNIST: MNIST's train set rebuilt + the full 60,000-image test set",
+            _tv("QMNIST"),
+            ("raw.githubusercontent.com",),
+        ),
         _emnist("balanced", _BALANCED, "EMNIST balanced: 47 digit and letter classes, 112,800 + 18,800"),
-        _emnist("letters", tuple("abcdefghijklmnopqrstuvwxyz"), "EMNIST letters: 26 classes (upper+lower merged)",
-                offset=1),
+        _emnist(
+            "letters", tuple("abcdefghijklmnopqrstuvwxyz"), "EMNIST letters: 26 classes (upper+lower merged)", offset=1
+        ),
         _emnist("digits", DIGITS, "EMNIST digits: 240,000 + 40,000"),
     )
 }
@@ -185,8 +226,10 @@ def parse_name(name: str) -> tuple[str, dict[str, float]]:
         key, eq, value = item.partition("=")
         if not eq or key not in allowed:
             known = ", ".join(f"{k}=" for k in allowed) or "none"
-            raise DatasetSpecError(f"dataset {name!r}: {item!r} is not a parameter of {base} (it takes: {known}); "
-                                   f"write e.g. optdigits-lt:ratio=50,order=1")
+            raise DatasetSpecError(
+                f"dataset {name!r}: {item!r} is not a parameter of {base} (it takes: {known}); "
+                f"write e.g. optdigits-lt:ratio=50,order=1"
+            )
         try:
             params[key] = float(value)
         except ValueError:
@@ -240,5 +283,7 @@ def layout(name: str, root: str | os.PathLike | None = None) -> tuple[Path, tupl
 def offline_hint(name: str, root: Path) -> str:
     """Where to place a data set's files by hand, for the errors that say it cannot be obtained."""
     folder, fnames = layout(name, root)
-    return (f"place the files in {folder}/ as {', '.join(fnames)} (each may be .gz), or point --root (or $HWR_DATA) "
-            f"at a folder holding {folder.relative_to(root)}/ with them")
+    return (
+        f"place the files in {folder}/ as {', '.join(fnames)} (each may be .gz), or point --root (or $HWR_DATA) "
+        f"at a folder holding {folder.relative_to(root)}/ with them"
+    )

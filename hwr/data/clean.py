@@ -14,11 +14,14 @@ def validate(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, na
     ``[0, 1]`` with no NaN/inf) and ``labels`` is int64 ``(N,)`` with values in ``[0, num_classes)``."""
     where = f"{name}: " if name else ""
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise ValueError(f"{where}images and labels must be tensors, got {type(images).__name__} and "
-                         f"{type(labels).__name__}")
+        raise ValueError(
+            f"{where}images and labels must be tensors, got {type(images).__name__} and {type(labels).__name__}"
+        )
     if images.ndim != 4:
-        raise ValueError(f"{where}images must be (N, C, H, W), got shape {tuple(images.shape)}; add the channel "
-                         "axis with images.unsqueeze(1)")
+        raise ValueError(
+            f"{where}images must be (N, C, H, W), got shape {tuple(images.shape)}; add the channel "
+            "axis with images.unsqueeze(1)"
+        )
     if images.shape[0] == 0:
         raise ValueError(f"{where}no images (shape {tuple(images.shape)})")
     if images.dtype == torch.uint8:
@@ -42,15 +45,18 @@ def validate(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, na
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         bad_label = lo if lo < 0 else hi
-        raise ValueError(f"{where}label {bad_label} is outside the class set [0, {num_classes}); "
-                         f"{int(((labels < 0) | (labels >= num_classes)).sum())} label(s) affected")
+        raise ValueError(
+            f"{where}label {bad_label} is outside the class set [0, {num_classes}); "
+            f"{int(((labels < 0) | (labels >= num_classes)).sum())} label(s) affected"
+        )
 
 
 def duplicates(train_images: torch.Tensor, test_images: torch.Tensor) -> torch.Tensor:
     """Sorted int64 indices of the test images that exactly equal some training image (rows hashed as bytes)."""
     if train_images.shape[1:] != test_images.shape[1:]:
-        raise ValueError(f"image shapes differ: train {tuple(train_images.shape[1:])}, test "
-                         f"{tuple(test_images.shape[1:])}")
+        raise ValueError(
+            f"image shapes differ: train {tuple(train_images.shape[1:])}, test {tuple(test_images.shape[1:])}"
+        )
     tr = train_images.detach().cpu().contiguous().flatten(1).numpy()
     te = test_images.detach().cpu().contiguous().flatten(1).numpy()
     seen = {row.tobytes() for row in tr}

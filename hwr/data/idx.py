@@ -41,12 +41,16 @@ class IdxError(HwrError, ValueError):
 def read_header(data: bytes, *, name: str = "<bytes>") -> tuple[np.dtype, tuple[int, ...], int]:
     """``(dtype, shape, offset)`` of an IDX payload; raises ``IdxError`` on a bad magic number."""
     if len(data) < 4:
-        raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX file (the header alone is 4+ bytes); "
-                       "the file is truncated: delete it and fetch it again")
+        raise IdxError(
+            f"{name}: {len(data)} bytes is too short for an IDX file (the header alone is 4+ bytes); "
+            "the file is truncated: delete it and fetch it again"
+        )
     zero, code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or code not in _TYPES or not 1 <= ndim <= 4:
-        raise IdxError(f"{name}: wrong magic number 0x{data[:4].hex()} (expected 0x0000 + type 08/09/0B/0C/0D/0E + "
-                       "rank 1-4): not an IDX file (an HTML error page or a compressed file without .gz?)")
+        raise IdxError(
+            f"{name}: wrong magic number 0x{data[:4].hex()} (expected 0x0000 + type 08/09/0B/0C/0D/0E + "
+            "rank 1-4): not an IDX file (an HTML error page or a compressed file without .gz?)"
+        )
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise IdxError(f"{name}: truncated inside the header ({len(data)} of {offset} bytes); fetch it again")
@@ -60,8 +64,10 @@ def decode(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise IdxError(f"{name}: {what}: {len(data):,} bytes, but its header {shape} of {dtype.name} needs "
-                       f"{expected:,}; delete it and fetch it again")
+        raise IdxError(
+            f"{name}: {what}: {len(data):,} bytes, but its header {shape} of {dtype.name} needs "
+            f"{expected:,}; delete it and fetch it again"
+        )
     arr = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
@@ -86,7 +92,9 @@ def read(
     """Read an IDX file (plain or gzip) as a CPU tensor, optionally checking its element type and rank."""
     arr = decode(_read_bytes(path), name=str(path))
     if dtype is not None and arr.dtype != np.dtype(dtype):
-        raise IdxError(f"{path}: holds {arr.dtype.name}, expected {np.dtype(dtype).name}: the wrong file in this place?")
+        raise IdxError(
+            f"{path}: holds {arr.dtype.name}, expected {np.dtype(dtype).name}: the wrong file in this place?"
+        )
     if ndim is not None and arr.ndim != ndim:
         raise IdxError(f"{path}: has rank {arr.ndim} {arr.shape}, expected rank {ndim}: the wrong file in this place?")
     return torch.from_numpy(arr.copy())

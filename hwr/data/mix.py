@@ -85,9 +85,7 @@ def _box(u: torch.Tensor, lam: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return (iny[:, :, None] & inx[:, None, :])[:, None]
 
 
-def mix_images(
-    key: Key, images: torch.Tensor, config: MixConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mix_images(key: Key, images: torch.Tensor, config: MixConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Float images ``(B, C, H, W)`` -> ``(mixed, perm, lam)``: each sample's partner index ``perm`` ``(B,)`` and
     the share ``lam`` ``(B,)`` of its own label in the target (1 where it was not mixed)."""
     if images.ndim != 4 or not images.is_floating_point():

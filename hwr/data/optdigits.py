@@ -18,8 +18,14 @@ from hwr.data import idx, splits
 from hwr.data.catalog import DIGITS, OPTDIGITS_VAL_PER_CLASS, PARAMS, Dataset
 from hwr.data.filecheck import write
 
-__all__ = ["OPTDIGITS_SPLIT_SEED", "OPTDIGITS_TEST_FRACTION", "load", "optdigits_split", "optdigits_val_split",
-           "write_idx"]
+__all__ = [
+    "OPTDIGITS_SPLIT_SEED",
+    "OPTDIGITS_TEST_FRACTION",
+    "load",
+    "optdigits_split",
+    "optdigits_val_split",
+    "write_idx",
+]
 
 OPTDIGITS_TEST_FRACTION = 0.3
 OPTDIGITS_SPLIT_SEED = 8_081_998  # fixed: the optdigits train/test split never changes
@@ -43,8 +49,13 @@ def _all(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         saved = torch.load(cache, weights_only=True)
         images, labels = saved["images"], saved["labels"]
-        if (saved.get("version") == version and images.shape == (1797, 1, 28, 28) and images.dtype == torch.uint8
-                and labels.shape == (1797,) and labels.dtype == torch.int64):
+        if (
+            saved.get("version") == version
+            and images.shape == (1797, 1, 28, 28)
+            and images.dtype == torch.uint8
+            and labels.shape == (1797,)
+            and labels.dtype == torch.int64
+        ):
             return images, labels
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError, EOFError):
         pass  # missing or unreadable: convert again
@@ -71,8 +82,9 @@ def optdigits_split(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keep.nonzero().squeeze(1), test_idx
 
 
-def optdigits_val_split(labels: torch.Tensor, per_class: int = OPTDIGITS_VAL_PER_CLASS
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def optdigits_val_split(
+    labels: torch.Tensor, per_class: int = OPTDIGITS_VAL_PER_CLASS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions ``(rest, val)`` within the optdigits training pool ``labels``: ``per_class`` images of every class
     drawn with a fixed key for the held-out balanced validation split, the rest for (long-tailed) training."""
     val = splits.balanced_indices(random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 2), labels, per_class)
@@ -90,10 +102,20 @@ def load(root: Path, base: str, params: dict[str, float]) -> Dataset:
     if base == "optdigits-lt":
         k = random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 1)
         seed = int(params["order"])
-        order = splits.class_order(None if seed == 0 else random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 100 + seed), 10)
+        order = splits.class_order(
+            None if seed == 0 else random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 100 + seed), 10
+        )
         train_idx = train_idx[splits.long_tail_indices(k, labels[train_idx], params["ratio"], 10, order)]
-    return Dataset(_canonical(base, params), images[train_idx], labels[train_idx], images[test_idx],
-                   labels[test_idx], DIGITS, images[val_idx], labels[val_idx])
+    return Dataset(
+        _canonical(base, params),
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        DIGITS,
+        images[val_idx],
+        labels[val_idx],
+    )
 
 
 def _canonical(base: str, params: dict[str, float]) -> str:
@@ -109,8 +131,12 @@ def write_idx(root: Path) -> Path:
         ds = load(root, name, PARAMS[name])
         parts = {"train-images-idx3-ubyte": ds.train_images[:, 0], "train-labels-idx1-ubyte": ds.train_labels}
         if not prefix:
-            parts |= {"t10k-images-idx3-ubyte": ds.test_images[:, 0], "t10k-labels-idx1-ubyte": ds.test_labels,
-                      "val-images-idx3-ubyte": ds.val_images[:, 0], "val-labels-idx1-ubyte": ds.val_labels}
+            parts |= {
+                "t10k-images-idx3-ubyte": ds.test_images[:, 0],
+                "t10k-labels-idx1-ubyte": ds.test_labels,
+                "val-images-idx3-ubyte": ds.val_images[:, 0],
+                "val-labels-idx1-ubyte": ds.val_labels,
+            }
         for fname, t in parts.items():
             data = idx.encode(t.to(torch.uint8).numpy())
             path = folder / f"{prefix}{fname}"

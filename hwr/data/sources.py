@@ -122,19 +122,24 @@ def _read_idx_source(source: IdxSource, folder: Path) -> tuple[torch.Tensor, ...
     bad = problems(source, folder)
     if bad:
         listed = "; ".join(f"{folder / f}: {why}" for f, why in bad.items())
-        raise idx.IdxError(f"{source.name}: {listed}; delete the bad file(s) and run `hwr data fetch {source.name} "
-                           f"--root {folder.parents[1]}` to obtain them again")
+        raise idx.IdxError(
+            f"{source.name}: {listed}; delete the bad file(s) and run `hwr data fetch {source.name} "
+            f"--root {folder.parents[1]}` to obtain them again"
+        )
     ti, tl, vi, vl = (idx.read(folder / f) for f in source.filenames)
     out = []
     for images, labels, split in ((ti, tl, "train"), (vi, vl, "test")):
         if images.dtype != torch.uint8 or images.ndim != 3:
-            raise idx.IdxError(f"{source.name} {split} images: expected uint8 (N, H, W), got {images.dtype} "
-                               f"{tuple(images.shape)}")
+            raise idx.IdxError(
+                f"{source.name} {split} images: expected uint8 (N, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.ndim == 2:  # QMNIST: (N, 8) int32 records, the class in column 0
             labels = labels[:, 0]
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise idx.IdxError(f"{source.name} {split}: {images.shape[0]} images but labels of shape "
-                               f"{tuple(labels.shape)}; the image and label files do not belong together")
+            raise idx.IdxError(
+                f"{source.name} {split}: {images.shape[0]} images but labels of shape "
+                f"{tuple(labels.shape)}; the image and label files do not belong together"
+            )
         if source.transpose:
             images = images.transpose(1, 2)
         out += [images.unsqueeze(1).contiguous(), labels.long() - source.label_offset]
@@ -164,8 +169,10 @@ def load(
         if missing and fetch_missing:
             fetch(name, root, network=network)
         elif missing:
-            raise DataUnavailableError(f"{name}: missing {', '.join(missing)} in {folder}; run `hwr data fetch "
-                                       f"{name} --root {root}` or {offline_hint(name, root)}")
+            raise DataUnavailableError(
+                f"{name}: missing {', '.join(missing)} in {folder}; run `hwr data fetch "
+                f"{name} --root {root}` or {offline_hint(name, root)}"
+            )
         ds = Dataset(name, *_read_idx_source(source, folder), source.classes)
     _check_loaded(ds)
     tensors = {f: getattr(ds, f) for f in Dataset._fields if isinstance(getattr(ds, f), torch.Tensor)}

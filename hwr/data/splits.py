@@ -146,6 +146,8 @@ def balanced_indices(key: Key | None, labels: torch.Tensor, per_class: int | Non
         per_class = smallest
     if per_class < 0 or per_class > smallest:
         short = [c for c, n in enumerate(counts.tolist()) if 0 < n < per_class]
-        raise ValueError(f"per_class={per_class} exceeds the images of class(es) {short} "
-                         f"(smallest class has {smallest}); ask for at most {smallest}")
+        raise ValueError(
+            f"per_class={per_class} exceeds the images of class(es) {short} "
+            f"(smallest class has {smallest}); ask for at most {smallest}"
+        )
     return _take(key, labels, torch.full_like(counts, per_class))

@@ -91,8 +91,10 @@ class StringSpec:
         if not 0 < self.ink_height <= self.height:
             raise ValueError(f"ink_height must be in (0, height={self.height}], got {self.ink_height}")
         if not (0 <= self.scale < 1 and 0 <= self.stretch < 1 and 0 <= self.stroke <= 1):
-            raise ValueError(f"scale and stretch must be in [0, 1), stroke in [0, 1]; got {self.scale}, "
-                             f"{self.stretch}, {self.stroke}")
+            raise ValueError(
+                f"scale and stretch must be in [0, 1), stroke in [0, 1]; got {self.scale}, "
+                f"{self.stretch}, {self.stroke}"
+            )
         if self.gap[0] > self.gap[1] or self.margin[0] > self.margin[1] or self.margin[0] < 0:
             raise ValueError(f"gap and margin must be (low, high) ranges, margins >= 0; got {self.gap}, {self.margin}")
         if 2 * self.margin[1] + 4 * self.max_length > self.width:
@@ -139,8 +141,14 @@ def digit_pool(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor |
     return DigitPool(images, labels, index, spans)
 
 
-def pools(train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
-          test_labels: torch.Tensor, *, val_fraction: float = 0.1) -> dict[str, DigitPool]:
+def pools(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    val_fraction: float = 0.1,
+) -> dict[str, DigitPool]:
     """``train`` / ``val`` pools from the fixed stratified split of the training digits (``SPLIT_SEED``, as
     ``hwr.experiment``) and a ``test`` pool of the test digits; ``index`` refers to each source split."""
     tr, va = splits.stratified_split(random.key(SPLIT_SEED), train_labels, val_fraction)
@@ -208,8 +216,9 @@ def _extents(spans: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, tor
     return torch.stack(lo, -1), torch.stack(hi, -1)
 
 
-def _layout(spans: torch.Tensor, valid: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-            spec: StringSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layout(
+    spans: torch.Tensor, valid: torch.Tensor, u: torch.Tensor, v: torch.Tensor, spec: StringSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each digit of ``c`` strings goes: ``spans`` ``(c, S, 28, 2)`` the digits' ink rows, ``valid`` ``(c, S)`` slots in
     use, ``u`` ``(c, S, 6)`` in [-1, 1), ``v`` ``(c, 5)`` in [0, 1). Returns ``theta`` ``(c, S, 2, 3)`` (canvas ->
     source, grid_sample's normalised coordinates), ``field`` ``(c, S, 2)`` the canvas columns (first, last) that
@@ -263,8 +272,9 @@ def _layout(spans: torch.Tensor, valid: torch.Tensor, u: torch.Tensor, v: torch.
     return theta, field, content
 
 
-def render(key: Key, pool: DigitPool, n: int, spec: StringSpec = StringSpec(), *, balanced: bool = False,
-           chunk: int = 256) -> Strings:
+def render(
+    key: Key, pool: DigitPool, n: int, spec: StringSpec = StringSpec(), *, balanced: bool = False, chunk: int = 256
+) -> Strings:
     """``n`` strings from ``pool`` (on the pool's device), all randomness from ``key``. Lengths are uniform in
     ``min_length .. max_length``, or cycle through them when ``balanced`` (equal counts, for evaluation sets).
     ``chunk`` bounds memory only: the strings do not depend on it."""

@@ -130,9 +130,7 @@ def vit_apply(
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_for_jax(
-    path: str | os.PathLike, params: PyTree, config: Any = None, *, state: PyTree | None = None
-) -> Path:
+def save_for_jax(path: str | os.PathLike, params: PyTree, config: Any = None, *, state: PyTree | None = None) -> Path:
     """Atomically write any family's parameters in Flax layouts to a safetensors file a JAX user reads without
     torch.
 

@@ -17,8 +17,13 @@ from hwr.models.cnn import CNNConfig
 
 __all__ = ["TWIN", "forward", "from_flax", "infer_config", "to_flax"]
 
-LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC", "flatten": "NHWC",
-          "batch_stats": "mean, var (PyTorch momentum 0.1, unbiased running var)"}
+LAYOUT = {
+    "conv": "HWIO",
+    "dense": "(in, out)",
+    "input": "NHWC",
+    "flatten": "NHWC",
+    "batch_stats": "mean, var (PyTorch momentum 0.1, unbiased running var)",
+}
 
 
 def _first_dense(named: jc.Named) -> str | None:
@@ -99,9 +104,17 @@ def forward(
     """``x`` float ``(B, H, W, C)`` -> logits ``(B, num_classes)`` and the new batch stats, as
     ``hwr.models.cnn``'s apply (``key``: an hwr key as ``jax_random`` makes, for dropout)."""
     c = config
-    x, new_state = jc.conv_blocks(params, state, x, blocks=len(c.channels), convs=c.convs_per_block,
-                                  bn=c.norm == "batch", pool=lambda b, y: jc.max_pool(y), train=train,
-                                  precision=precision)  # (B, S, S, C)
+    x, new_state = jc.conv_blocks(
+        params,
+        state,
+        x,
+        blocks=len(c.channels),
+        convs=c.convs_per_block,
+        bn=c.norm == "batch",
+        pool=lambda b, y: jc.max_pool(y),
+        train=train,
+        precision=precision,
+    )  # (B, S, S, C)
     n, h, w, ch = x.shape
     x = x.reshape(n, -1)  # (B, S*S*C), NHWC order
     hwr_shape, to_x = None, None

@@ -129,8 +129,12 @@ def conv(
     """``(B, H, W, I) -> (B, H', W', O)`` with an HWIO kernel; ``padding=None`` is same padding (odd kernels)."""
     pad = p["kernel"].shape[0] // 2 if padding is None else padding
     y = jax.lax.conv_general_dilated(
-        x, p["kernel"], (stride, stride), [(pad, pad), (pad, pad)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision,
+        x,
+        p["kernel"],
+        (stride, stride),
+        [(pad, pad), (pad, pad)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
     )
     return y + p["bias"] if "bias" in p else y
 
@@ -215,7 +219,12 @@ def max_pool(x: jax.Array, size: int = 2) -> jax.Array:
 
 
 def dropout(
-    x: jax.Array, rate: float, *, key: jax.Array | None, train: bool, shape: tuple[int, ...] | None = None,
+    x: jax.Array,
+    rate: float,
+    *,
+    key: jax.Array | None,
+    train: bool,
+    shape: tuple[int, ...] | None = None,
     to_x: Callable[[jax.Array], jax.Array] | None = None,
 ) -> jax.Array:
     """``hwr.nn.dropout`` with an hwr key (``jax_random``): the same mask as hwr draws for the same key.

@@ -22,9 +22,15 @@ from hwr.models.crnn import CRNNConfig
 
 __all__ = ["TWIN", "forward", "from_flax", "sinusoids", "to_flax"]
 
-LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC (B, height, W, C)", "columns": "(h, c) features",
-          "cell": jax_rnn.LAYOUT["cell"], "attention": jax_vit.LAYOUT["attention"],
-          "batch_stats": "mean, var (PyTorch momentum 0.1, unbiased running var)"}
+LAYOUT = {
+    "conv": "HWIO",
+    "dense": "(in, out)",
+    "input": "NHWC (B, height, W, C)",
+    "columns": "(h, c) features",
+    "cell": jax_rnn.LAYOUT["cell"],
+    "attention": jax_vit.LAYOUT["attention"],
+    "batch_stats": "mean, var (PyTorch momentum 0.1, unbiased running var)",
+}
 
 
 def _grid(c: CRNNConfig) -> tuple[int, int]:
@@ -101,9 +107,17 @@ def forward(
     as ``hwr.models.crnn``'s apply."""
     c = config
     keys = jc.dropout_keys(key, c.num_layers + 1, c.dropout, train)
-    x, new_state = jc.conv_blocks(params, state, x, blocks=len(c.channels), convs=c.convs_per_block,
-                                  bn=c.norm == "batch", pool=lambda b, y: _pool_ceil(y, 2, 2 if b <= c.width_pools else 1),
-                                  train=train, precision=precision)  # (B, H_N, T, C_N)
+    x, new_state = jc.conv_blocks(
+        params,
+        state,
+        x,
+        blocks=len(c.channels),
+        convs=c.convs_per_block,
+        bn=c.norm == "batch",
+        pool=lambda b, y: _pool_ceil(y, 2, 2 if b <= c.width_pools else 1),
+        train=train,
+        precision=precision,
+    )  # (B, H_N, T, C_N)
     n, _h, w, _c = x.shape
     seq = jnp.swapaxes(x, 1, 2).reshape(n, w, -1)  # (B, T, H*C): columns, left to right
     if "proj" in params:
@@ -111,12 +125,22 @@ def forward(
     if c.encoder == "transformer":
         seq = seq + sinusoids(seq.shape[1], c.hidden)
         for i in range(1, c.num_layers + 1):
-            seq = jax_vit.block(params[f"layer{i}"], seq, dropout=c.dropout, key=keys[i - 1], train=train,
-                                precision=precision)
+            seq = jax_vit.block(
+                params[f"layer{i}"], seq, dropout=c.dropout, key=keys[i - 1], train=train, precision=precision
+            )
         seq = jc.layer_norm(params["norm"], seq)
     else:
-        seq, _ = jax_rnn.encode(params, seq, c.encoder, c.num_layers, c.bidirectional, dropout=c.dropout,
-                                keys=keys[:-1], train=train, precision=precision)  # (B, T, dirs*hidden)
+        seq, _ = jax_rnn.encode(
+            params,
+            seq,
+            c.encoder,
+            c.num_layers,
+            c.bidirectional,
+            dropout=c.dropout,
+            keys=keys[:-1],
+            train=train,
+            precision=precision,
+        )  # (B, T, dirs*hidden)
     seq = jc.dropout(seq, c.dropout, key=keys[-1], train=train)
     return jc.dense(params["head"], seq, precision), new_state  # (B, T, num_classes + 1)
 

@@ -77,8 +77,10 @@ def _order_like(template: PyTree, named: dict[str, Any], what: str) -> dict[str,
     want = list(tree.flatten_names(template))
     missing, extra = sorted(set(want) - set(named)), sorted(set(named) - set(want))
     if missing or extra:
-        raise ValueError(f"{what} do not match the config: missing {missing[:5] or '-'}, unexpected "
-                         f"{extra[:5] or '-'}; pass the config the parameters were made with")
+        raise ValueError(
+            f"{what} do not match the config: missing {missing[:5] or '-'}, unexpected "
+            f"{extra[:5] or '-'}; pass the config the parameters were made with"
+        )
     return tree.unflatten_names({k: named[k] for k in want})
 
 

@@ -28,12 +28,26 @@ import torch
 from hwr.interop import jax_common as jc
 from hwr.models.rnn import RNNConfig
 
-__all__ = ["TWIN", "cells_from_flax", "cells_to_flax", "direction", "encode", "flax_cell", "forward", "from_flax",
-           "sequence", "to_flax"]
+__all__ = [
+    "TWIN",
+    "cells_from_flax",
+    "cells_to_flax",
+    "direction",
+    "encode",
+    "flax_cell",
+    "forward",
+    "from_flax",
+    "sequence",
+    "to_flax",
+]
 
-LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC",
-          "cell": "one (in, H) / (H, H) dense per gate with its bias: GRU ir iz in hr hz hn, LSTM ii if ig io hi hf hg ho",
-          "sequence": "rows: (w, c) features per row; conv: (h, s) features per column"}
+LAYOUT = {
+    "conv": "HWIO",
+    "dense": "(in, out)",
+    "input": "NHWC",
+    "cell": "one (in, H) / (H, H) dense per gate with its bias: GRU ir iz in hr hz hn, LSTM ii if ig io hi hf hg ho",
+    "sequence": "rows: (w, c) features per row; conv: (h, s) features per column",
+}
 
 
 def _grid(c: RNNConfig) -> tuple[int, int]:
@@ -210,8 +224,17 @@ def forward(
     ``key`` (an hwr key, ``jax_random``) drives the dropouts exactly as hwr's key does."""
     c = config
     keys = jc.dropout_keys(key, c.num_layers + 1, c.dropout, train)
-    h, last = encode(params, sequence(params, x, c, precision), c.cell, c.num_layers, c.bidirectional,
-                     dropout=c.dropout, keys=keys[:-1], train=train, precision=precision)  # (B, T, dirs*H)
+    h, last = encode(
+        params,
+        sequence(params, x, c, precision),
+        c.cell,
+        c.num_layers,
+        c.bidirectional,
+        dropout=c.dropout,
+        keys=keys[:-1],
+        train=train,
+        precision=precision,
+    )  # (B, T, dirs*H)
     feats = last if c.readout == "last" else h.mean(axis=1)  # (B, dirs*H)
     feats = jc.dropout(feats, c.dropout, key=keys[-1], train=train)
     return jc.dense(params["head"], feats, precision), {} if state is None else state

@@ -51,11 +51,16 @@ def adam_state_from_optax(opt_state: Any, config: Any) -> tuple[optim.AdamState,
     ``hwr.optim.adam`` (moments in hwr layouts, float64 counts)."""
     import optax
 
-    found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
-             if isinstance(s, optax.ScaleByAdamState)]
+    found = [
+        s
+        for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+        if isinstance(s, optax.ScaleByAdamState)
+    ]
     if len(found) != 1:
-        raise ValueError(f"expected one optax ScaleByAdamState in the optimizer state, found {len(found)}; "
-                         "only optax.adam's state (or a chain with one Adam) converts to hwr.optim.adam's")
+        raise ValueError(
+            f"expected one optax ScaleByAdamState in the optimizer state, found {len(found)}; "
+            "only optax.adam's state (or a chain with one Adam) converts to hwr.optim.adam's"
+        )
     adam = found[0]
     count = torch.tensor(float(adam.count), dtype=torch.float64)
     mu, nu = fam.from_flax(adam.mu, config), fam.from_flax(adam.nu, config)
@@ -102,11 +107,12 @@ def train_step(
         x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
 
         def objective(p: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-            logits, stats = twin.forward(p, state.model_state, x, config, key=k_model, train=True,
-                                         precision=precision)
+            logits, stats = twin.forward(p, state.model_state, x, config, key=k_model, train=True, precision=precision)
             if logits.ndim != 2:
-                raise ValueError(f"train_step trains classifiers (logits (B, classes)); {twin.name} gives logits "
-                                 f"{logits.shape}: train it with its own loss (CTC for crnn)")
+                raise ValueError(
+                    f"train_step trains classifiers (logits (B, classes)); {twin.name} gives logits "
+                    f"{logits.shape}: train it with its own loss (CTC for crnn)"
+                )
             return _cross_entropy(logits, labels, mask), (logits, stats)
 
         (loss, (logits, stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)

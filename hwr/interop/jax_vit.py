@@ -25,9 +25,13 @@ from hwr.models.vit import ViTConfig
 
 __all__ = ["TWIN", "attention", "block", "convert_from_flax", "convert_to_flax", "forward", "from_flax", "to_flax"]
 
-LAYOUT = {"conv": "HWIO", "dense": "(in, out)", "input": "NHWC",
-          "attention": "flax MultiHeadDotProductAttention: query/key/value (dim, heads, head_dim), out (heads, head_dim, dim)",
-          "embeddings": "cls (1, 1, dim), pos (1, tokens, dim)"}
+LAYOUT = {
+    "conv": "HWIO",
+    "dense": "(in, out)",
+    "input": "NHWC",
+    "attention": "flax MultiHeadDotProductAttention: query/key/value (dim, heads, head_dim), out (heads, head_dim, dim)",
+    "embeddings": "cls (1, 1, dim), pos (1, tokens, dim)",
+}
 _QKV = ("query", "key", "value")
 
 

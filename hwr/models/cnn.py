@@ -173,4 +173,3 @@ def model(config: CNNConfig = CNNConfig()) -> Model:
         return nn.linear(params["head"], x), new_state  # (B, num_classes)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="cnn")
-

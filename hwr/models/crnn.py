@@ -70,8 +70,9 @@ class CRNNConfig:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {self.kernel_size}")
         if not 0 <= self.width_pools <= len(self.channels):
-            raise ValueError(f"width_pools must be in [0, {len(self.channels)}] (the number of blocks), got "
-                             f"{self.width_pools}")
+            raise ValueError(
+                f"width_pools must be in [0, {len(self.channels)}] (the number of blocks), got {self.width_pools}"
+            )
         for name in ("convs_per_block", "hidden", "num_layers", "heads", "mlp_dim", "num_classes", "in_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
@@ -114,8 +115,13 @@ class CRNNConfig:
 
     def rnn_config(self) -> rnn.RNNConfig:
         """The ``hwr.models.rnn`` layer stack this encoder runs (``rnn.encode``)."""
-        return rnn.RNNConfig(cell=self.encoder, hidden=self.hidden, num_layers=self.num_layers,
-                             bidirectional=self.bidirectional, dropout=self.dropout)
+        return rnn.RNNConfig(
+            cell=self.encoder,
+            hidden=self.hidden,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+        )
 
 
 def check_strings_input(x: torch.Tensor, channels: int, height: int, min_width: int) -> None:
@@ -193,7 +199,9 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
             if key is None:
                 raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
             keys = list(random.split(key, c.num_layers + 1))
-        x, new_state = stem(params, state, x, c, train=train, pool=lambda b, t: F.max_pool2d(t, _pool(b, c), ceil_mode=True))
+        x, new_state = stem(
+            params, state, x, c, train=train, pool=lambda b, t: F.max_pool2d(t, _pool(b, c), ceil_mode=True)
+        )
         seq = x.permute(0, 3, 1, 2).flatten(2)  # (B, T, C*H): columns, left to right
         if "proj" in params:
             seq = nn.linear(params["proj"], seq)  # (B, T, proj or hidden)
@@ -208,4 +216,3 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
         return nn.linear(params["head"], seq), new_state  # (B, T, num_classes + 1)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="crnn")
-

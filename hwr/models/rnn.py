@@ -167,4 +167,3 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
         return nn.linear(params["head"], feats), state  # (B, num_classes)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="rnn")
-

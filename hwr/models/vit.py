@@ -154,4 +154,3 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
         return nn.linear(params["head"], x), state  # (B, num_classes)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="vit")
-

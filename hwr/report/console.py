@@ -10,8 +10,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Progress", "best_summary", "console", "err_console", "evaluation_table", "importance_table",
-           "metrics_table", "study_table"]
+__all__ = [
+    "Progress",
+    "best_summary",
+    "console",
+    "err_console",
+    "evaluation_table",
+    "importance_table",
+    "metrics_table",
+    "study_table",
+]
 
 # Piped into a log (`make run > log`), rich would squeeze tables into 80 columns (`COMP…`): off a terminal, lay
 # them out at their natural width instead (tables do not stretch to the console's width).
@@ -29,8 +37,9 @@ def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: S
     per = summary.get("per_class", {})
     names = classes or [str(i) for i in range(len(per.get("f1", [])))]
     for i, name in enumerate(names):
-        table.add_row(name, f"{per['precision'][i]:.4f}", f"{per['recall'][i]:.4f}", f"{per['f1'][i]:.4f}",
-                      str(per["support"][i]))
+        table.add_row(
+            name, f"{per['precision'][i]:.4f}", f"{per['recall'][i]:.4f}", f"{per['f1'][i]:.4f}", str(per["support"][i])
+        )
     table.add_section()
     for key in ("accuracy", "balanced_accuracy", "macro_f1", "loss"):
         if key in summary:
@@ -63,8 +72,14 @@ class Progress:
 
         self.bar.start()
         self.t0, self.seen = time.perf_counter(), 0.0
-        self.task = self.bar.add_task("train", total=num_batches if num_batches >= 0 else None, epoch=epoch + 1,
-                                      epochs=self.epochs, loss=float("nan"), rate=0.0)
+        self.task = self.bar.add_task(
+            "train",
+            total=num_batches if num_batches >= 0 else None,
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            loss=float("nan"),
+            rate=0.0,
+        )
 
     def on_step(self, epoch: int, m: dict[str, float]) -> None:
         """Called every ``sync_every`` steps by the fit loop: ``m["steps"]`` steps since the last call."""
@@ -77,10 +92,16 @@ class Progress:
     def on_epoch_end(self, epoch: int, state: Any, record: dict[str, Any]) -> None:
         self.bar.remove_task(self.task)
         self.bar.stop()
-        parts = [f"epoch {record['epoch']:>3}/{self.epochs}", f"loss {record['train_loss']:.4f}",
-                 f"train acc {record['train_accuracy']:.4f}"]
-        parts += [f"{k.removeprefix('val_').replace('_', ' ')} {record[k]:.4f}"
-                  for k in ("val_accuracy", "val_macro_f1") if k in record]
+        parts = [
+            f"epoch {record['epoch']:>3}/{self.epochs}",
+            f"loss {record['train_loss']:.4f}",
+            f"train acc {record['train_accuracy']:.4f}",
+        ]
+        parts += [
+            f"{k.removeprefix('val_').replace('_', ' ')} {record[k]:.4f}"
+            for k in ("val_accuracy", "val_macro_f1")
+            if k in record
+        ]
         parts.append(f"{record['samples_per_s']:,.0f} samples/s")
         self.console.print("  ".join(parts))
 
@@ -159,9 +180,13 @@ def evaluation_table(result: dict[str, Any]) -> Table:
         r = result["contenders"][label]
         name = f"{label} (ceiling)" if label in ceilings else label
         shots = [f"{r['shot_f1'][g]:.3f}" for g in groups]
-        table.add_row(name, f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
-                      f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}", *shots,
-                      str(len(r["macro_f1"])))
+        table.add_row(
+            name,
+            f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
+            f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}",
+            *shots,
+            str(len(r["macro_f1"])),
+        )
     from hwr.evaluation import verdict
 
     table.caption = "; ".join(verdict(result))

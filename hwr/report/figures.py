@@ -113,8 +113,15 @@ def save_confusion(
     for i in range(k):
         for j in range(k):
             if c[i, j]:
-                ax.text(j, i, str(int(c[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(c[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(k), classes, fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -126,11 +133,13 @@ def save_confusion(
 def draw_run(out: Path, figures: RunFigures) -> list[Path]:
     """The figures of a finished run (``hwr.experiment.RunFigures``): ``confusion.png`` and ``errors.png``."""
     written = [save_confusion(figures.confusion, out / "confusion.png", classes=figures.classes)]
-    written.append(save_image_grid(
-        figures.errors,
-        out / "errors.png",
-        titles=figures.titles,
-        ncols=10,
-        title=f"misclassified test images (true->predicted), {len(figures.titles)} shown",
-    ))
+    written.append(
+        save_image_grid(
+            figures.errors,
+            out / "errors.png",
+            titles=figures.titles,
+            ncols=10,
+            title=f"misclassified test images (true->predicted), {len(figures.titles)} shown",
+        )
+    )
     return written

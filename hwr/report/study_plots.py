@@ -53,8 +53,12 @@ def save_study_plots(study: Any, out: Path, evaluation: dict[str, Any] | None = 
         order = [cls for g in ("many", "medium", "few") for cls in groups.get(g, [])] or list(range(k))
         width = 0.8 / len(c)
         for i, (label, r) in enumerate(c.items()):
-            ax.bar(np.arange(k) + i * width, [r["per_class_f1_mean"][j] for j in order], width,
-                   label=f"{label} ({r['macro_f1_mean']:.3f})")
+            ax.bar(
+                np.arange(k) + i * width,
+                [r["per_class_f1_mean"][j] for j in order],
+                width,
+                label=f"{label} ({r['macro_f1_mean']:.3f})",
+            )
         ax.set_xticks(np.arange(k) + 0.4 - width / 2, [str(i) for i in order])
         ax.set_xlabel("class (head ... tail of the training set)")
         ax.set_ylabel("test F1 (mean over seeds)")
