@@ -48,14 +48,21 @@ def shot_groups(counts: list[int]) -> dict[str, list[int]]:
 
 
 def _run(
-    cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data_root: Path | None = None
+    cfg: RunConfig,
+    out: Path,
+    callbacks: tuple,
+    execution: Execution,
+    data_root: Path | None = None,
+    network: bool = True,
 ) -> dict[str, Any]:
     if (out / experiment.METRICS).is_file():
         return json.loads((out / experiment.METRICS).read_text())
     if out.exists():
         shutil.rmtree(out)
     torch._dynamo.reset()
-    return experiment.run(cfg, out, execution=execution, callbacks=callbacks, write_figures=False, data_root=data_root)
+    return experiment.run(
+        cfg, out, execution=execution, callbacks=callbacks, write_figures=False, data_root=data_root, network=network
+    )
 
 
 def select(
@@ -66,6 +73,7 @@ def select(
     callbacks: tuple = (),
     on_run: OnRun | None = None,
     data_root: Path | None = None,
+    network: bool = True,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
     """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
     the original run and ``spec.rerun_seeds`` re-runs; returns it and one row per candidate."""
@@ -87,6 +95,7 @@ def select(
                     callbacks,
                     spec.execution,
                     data_root,
+                    network,
                 )
                 values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
                 if on_run:
@@ -123,12 +132,12 @@ def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[s
 
 
 def _zero_shot(
-    source: Path, dataset: str, n_seeds: int, device: str, data_root: Path | None = None
+    source: Path, dataset: str, n_seeds: int, device: str, data_root: Path | None = None, network: bool = True
 ) -> list[dict[str, Any]]:
     """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
-    test = experiment.evaluate_run(source, dataset, split="test", device=device, data_root=data_root)
+    test = experiment.evaluate_run(source, dataset, split="test", device=device, data_root=data_root, network=network)
     try:
-        val = experiment.evaluate_run(source, dataset, split="val", device=device, data_root=data_root)
+        val = experiment.evaluate_run(source, dataset, split="val", device=device, data_root=data_root, network=network)
     except experiment.RunError:
         val = None
     return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
@@ -142,15 +151,22 @@ def evaluate_best(
     callbacks: tuple = (),
     on_run: OnRun | None = None,
     data_root: Path | None = None,
+    network: bool = True,
 ) -> dict[str, Any]:
     """Select the winner (``select``), train every contender on ``spec.eval_seeds`` and score it on the test
     split; returns (and writes ``evaluation.json``) the table described in the module docstring."""
     study_root = root / "studies" / study.study_name
     out_root = study_root / "evaluation"
-    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data_root=data_root)
+    winner, selection = select(
+        spec, study, out_root, callbacks=callbacks, on_run=on_run, data_root=data_root, network=network
+    )
     best_cfg = spec.protocol(config_of(winner))
     context = StudyContext(
-        prepare_source(spec, root, data_root=data_root), study_root, study.user_attrs.get("dataset"), data_root
+        prepare_source(spec, root, data_root=data_root, network=network),
+        study_root,
+        study.user_attrs.get("dataset"),
+        data_root,
+        network,
     )
     contenders: dict[str, RunConfig] = {"best": best_cfg}
     contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
@@ -161,7 +177,12 @@ def evaluate_best(
         runs[label] = []
         for s in spec.eval_seeds:
             r = _run(
-                dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution, data_root
+                dataclasses.replace(cfg, seed=s),
+                out_root / f"{label}_seed{s}",
+                callbacks,
+                spec.execution,
+                data_root,
+                network,
             )
             runs[label].append(r)
             if on_run:
@@ -178,7 +199,7 @@ def evaluate_best(
     if context.source_dir is not None and best_cfg.finetune is not None:
         runs = {
             "zero_shot": _zero_shot(
-                context.source_dir, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data_root
+                context.source_dir, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data_root, network
             ),
             **runs,
         }

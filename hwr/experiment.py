@@ -209,9 +209,11 @@ def _open(config: RunConfig, out: Path, resume: bool) -> dict[str, Any] | None:
     return None
 
 
-def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, data_root: str | Path | None) -> _Setup:
+def _setup(
+    config: RunConfig, device: torch.device, out: Path, resume: bool, data_root: str | Path | None, network: bool
+) -> _Setup:
     """Prepare on ``device``, build the initial state there and, when resuming, fill it from the checkpoint."""
-    p = prepare(config, data_root=data_root, device=device)
+    p = prepare(config, data_root=data_root, device=device, network=network)
     state = train.init_state(p.model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
     meta = {
         "model": p.model.name,
@@ -350,6 +352,7 @@ def run(
     resume: bool = False,
     callbacks: Sequence[train.Callback] = (),
     data_root: str | Path | None = None,
+    network: bool = True,
     draw: Draw | None = None,
     write_figures: bool = True,
 ) -> dict[str, Any]:
@@ -361,7 +364,8 @@ def run(
     (seed, epoch, step), never of process history or device. Raises ``train.NonFiniteLoss`` if the loss turns
     NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
     device this machine lacks. ``draw(out, RunFigures)`` (the CLI passes ``hwr.report.draw_run``) receives what
-    to draw; the library itself draws nothing. ``write_figures=False`` skips it.
+    to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``data_root`` and ``network``
+    go to ``hwr.data.sources.load`` (``network=False``: no internet downloads; the CLI passes ``$HWR_OFFLINE``).
     """
     execution = execution or Execution()
     out = Path(out_dir)
@@ -370,7 +374,7 @@ def run(
     if done is not None:
         return done
     execution.configure(device)
-    s = _setup(config, device, out, resume, data_root)
+    s = _setup(config, device, out, resume, data_root, network)
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
     state, history, val = _train(config, execution, s, step, callbacks, out)
@@ -424,13 +428,14 @@ def evaluate_run(
     split: str = "test",
     data_root: str | Path | None = None,
     device: str | torch.device = "cpu",
+    network: bool = True,
 ) -> dict[str, Any]:
     """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
     a fine-tuning study), on ``device``. Raises ``RunError`` when the class counts disagree or the split does not
     exist."""
     device = runtime.resolve_device(device)
     model, params, state, meta = load_run(run_dir, device)
-    ds = sources.load(dataset, data_root, device=device)
+    ds = sources.load(dataset, data_root, device=device, network=network)
     if ds.num_classes != len(meta["classes"]):
         raise RunError(
             f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "

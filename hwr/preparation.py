@@ -124,12 +124,18 @@ def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, key: random.Key) -> tu
     return x[idx], y[idx]
 
 
-def prepare(config: RunConfig, *, data_root: str | Path | None = None, device: str | torch.device = "cpu") -> Prepared:
+def prepare(
+    config: RunConfig,
+    *,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    network: bool = True,
+) -> Prepared:
     """Load and split the data, build the model (transferring pretrained parameters when fine-tuning), the
     loss (class weights from training counts) and the optimizer, all on ``device``. Validates at the edges:
     unknown dataset, model or source run raise clear errors here, never inside the compiled step."""
     device = torch.device(device)
-    ds = sources.load(config.dataset, data_root, device=device)
+    ds = sources.load(config.dataset, data_root, device=device, network=network)
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
     k_split = random.key(SPLIT_SEED, device=device)

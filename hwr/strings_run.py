@@ -144,11 +144,15 @@ def _stem(flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def prepare(
-    config: StringsConfig, *, data_root: str | Path | None = None, device: str | torch.device = "cpu"
+    config: StringsConfig,
+    *,
+    data_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    network: bool = True,
 ) -> Prepared:
     """Digit pools from the fixed splits, the fixed validation and test strings, the model (its conv stem, the
     ``block*`` parameters and statistics, from ``config.source`` when given) and the optimizer. Bad input raises here, before anything compiles."""
-    d = sources.load(config.dataset, data_root, device=device)
+    d = sources.load(config.dataset, data_root, device=device, network=network)
     if d.num_classes != 10:
         raise RunError(f"{config.dataset} has {d.num_classes} classes; strings are made of the 10 digits")
     pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
@@ -243,6 +247,7 @@ def run(
     callbacks: Sequence[train.Callback] = (),
     data_root: str | Path | None = None,
     execution: Execution | None = None,
+    network: bool = True,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU, the step compiled) and return the contents of ``metrics.json``, as
@@ -261,7 +266,7 @@ def run(
     elif ckpt.exists() or (out / METRICS).exists():
         raise RunError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
     execution.configure(device)
-    p = prepare(config, data_root=data_root, device=device)
+    p = prepare(config, data_root=data_root, device=device, network=network)
     out.mkdir(parents=True, exist_ok=True)
     files.write_json(out / CONFIG, to_dict(config))
 

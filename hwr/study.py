@@ -71,6 +71,7 @@ class StudyContext:
     out_dir: Path
     dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
     data_root: Path | None = None  # where data sets live (the CLI passes $HWR_DATA; None: ~/.cache/hwr)
+    network: bool = True  # whether data may be downloaded from the internet (the CLI passes not $HWR_OFFLINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +199,12 @@ def _lock(path: Path):
 
 
 def prepare_source(
-    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data_root: Path | None = None
+    spec: StudySpec,
+    root: Path = Path("runs"),
+    callbacks=(),
+    *,
+    data_root: Path | None = None,
+    network: bool = True,
 ) -> Path | None:
     """Train (once, under a file lock) and cache the study's pretrained source run; returns its folder."""
     if spec.source is None:
@@ -216,6 +222,7 @@ def prepare_source(
                 resume=resume,
                 callbacks=callbacks,
                 data_root=data_root,
+                network=network,
             )
     return out
 
@@ -271,6 +278,7 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
                     run_dir,
                     execution=spec.execution,
                     data_root=context.data_root,
+                    network=context.network,
                     callbacks=pruning,
                     write_figures=False,
                 )
@@ -318,11 +326,12 @@ def optimize(
     dataset: str | None = None,
     sqlite_timeout: float = 60.0,
     data_root: Path | None = None,
+    network: bool = True,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
     ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
     ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw; ``data_root`` is
-    where the data sets live (None: ~/.cache/hwr)."""
+    where the data sets live (None: ~/.cache/hwr), ``network=False`` forbids internet downloads."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
     store = storage(storage_url, heartbeat=heartbeat, grace=grace, sqlite_timeout=sqlite_timeout)
@@ -339,8 +348,8 @@ def optimize(
         study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
         for params in spec.initial:
             study.enqueue_trial(params, skip_if_exists=True)
-    source = prepare_source(spec, root, data_root=data_root)
-    context = StudyContext(source, root / "studies" / name, dataset, data_root)
+    source = prepare_source(spec, root, data_root=data_root, network=network)
+    context = StudyContext(source, root / "studies" / name, dataset, data_root, network)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:

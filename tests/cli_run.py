@@ -23,9 +23,9 @@ def hwr(
     return p
 
 
-def bad(*args: str, match: str | tuple[str, ...]) -> None:
+def bad(*args: str, match: str | tuple[str, ...], env: dict[str, str] | None = None) -> None:
     """``hwr ARGS`` is refused as bad input: exit code 2 and one stderr line holding ``match`` (or one of them)."""
-    p = hwr(*args, check=False)
+    p = hwr(*args, env=env, check=False)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     assert any(m in p.stderr for m in ((match,) if isinstance(match, str) else match)), p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -416,3 +416,18 @@ def test_predict_reads_every_file_and_reports_each_bad_one(trained, tmp_path):
     assert good[0][0].name in p.stdout and good[1][0].name in p.stdout  # both readable files predicted
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("hwr: error")]
     assert len(lines) == 2 and "notes.png" in lines[0] and "gone.jpg" in lines[1]
+
+
+def test_offline_reaches_training_data(tmp_path):
+    """``HWR_OFFLINE=1`` is read at the CLI edge and reaches the run's data source: no internet attempt, one line."""
+    env = {"HWR_OFFLINE": "1", "HWR_DATA": str(tmp_path / "data")}
+    bad(
+        "train",
+        "--dataset",
+        "kmnist",
+        "--no-compile",
+        "--out",
+        str(tmp_path / "run"),
+        match="network downloads disabled",
+        env=env,
+    )

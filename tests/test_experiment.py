@@ -106,3 +106,17 @@ def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, 
         write_figures=False,
     )
     assert seen == [n_val, n_val, n_test] and r["post_training"] == {"tau_norm": 1.0}
+
+
+def test_network_false_reaches_the_data_source(tmp_path):
+    """``network=False`` (the CLI's ``$HWR_OFFLINE``) travels from ``run`` and ``evaluate_run`` to the source: a
+    set that is not present and has no registry fallback is refused without an internet attempt, naming why."""
+    from hwr.errors import HwrError
+
+    config = RunConfig(**{**SMALL, "dataset": "kmnist"})
+    with pytest.raises(HwrError, match="network downloads disabled"):
+        experiment.run(config, tmp_path / "run", execution=EAGER, data_root=tmp_path / "data", network=False)
+    source = tmp_path / "optdigits"  # a trained run (optdigits comes from scikit-learn, no download)
+    experiment.run(RunConfig(**{**SMALL, "dataset": "optdigits"}), source, execution=EAGER, write_figures=False)
+    with pytest.raises(HwrError, match="network downloads disabled"):
+        experiment.evaluate_run(source, "kmnist", data_root=tmp_path / "data", network=False)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from hwr import random, recipes, report
+from hwr import random, recipes, report, runtime
 from hwr import strings_run as sr
 from hwr.cli import UsageError, read_each, train_guarded
 from hwr.data import digits, sources
@@ -155,6 +155,7 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
             resume=args.resume,
             callbacks=[Progress(config.epochs)],
             data_root=args.data_root,
+            network=runtime.data_settings_from_env().network,
             execution=execution,
         ),
         out,
@@ -176,7 +177,8 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
 
 
 def _test_strings(config: sr.StringsConfig, data_root: str | None, device: torch.device | None = None) -> ds.Strings:
-    d = sources.load(config.dataset, data_root, device=device or torch.device("cpu"))
+    network = runtime.data_settings_from_env().network  # the CLI reads $HWR_OFFLINE
+    d = sources.load(config.dataset, data_root, device=device or torch.device("cpu"), network=network)
     pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
     return ds.fixed_set(pools["test"], config.test_strings, config.data)
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -93,8 +94,11 @@ def _storage(url: str | None):
     return study.storage(url, sqlite_timeout=_sqlite_timeout())
 
 
-def _data_root() -> Path:
-    return runtime.data_settings_from_env().root  # the CLI reads $HWR_DATA; the library reads no environment
+def _data() -> dict[str, Any]:
+    """``data_root`` and ``network`` from ``$HWR_DATA`` / ``$HWR_OFFLINE``: the CLI reads the environment, the
+    library reads none (workers inherit the environment, so they read the same)."""
+    settings = runtime.data_settings_from_env()
+    return {"data_root": settings.root, "network": settings.network}
 
 
 def _slug(text: str) -> str:
@@ -142,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
         study.prepare_source(
-            spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (), data_root=_data_root()
+            spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (), **_data()
         )
         argv = [
             args.study,
@@ -167,12 +171,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
     else:
         if spec.source is not None and args.worker is None:
-            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], data_root=_data_root())
+            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], **_data())
         study.optimize(
             spec,
             storage_url=args.storage,
             name=name,
-            data_root=_data_root(),
+            **_data(),
             n_trials=args.n_trials,
             timeout=args.timeout,
             seed=args.seed,
@@ -234,7 +238,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 f"balanced acc {t['balanced_accuracy']:.4f}"
             )
 
-        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, data_root=_data_root())
+        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data())
         report.console.print(report.evaluation_table(result))
         report.console.print(
             f"selected trial #{result['best_trial']} after re-running the top "

@@ -180,6 +180,7 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
             resume=resume,
             callbacks=[report.Progress(config.epochs)],
             data_root=args.data_root,
+            network=runtime.data_settings_from_env().network,
             draw=report.draw_run,
         ),
         out,
@@ -260,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_dataset(name)
     device = _device(args.device)
     model, params, state, meta = experiment.load_run(args.run, device)
-    ds = sources.load(name, args.data_root, device=device)
+    ds = sources.load(name, args.data_root, device=device, network=runtime.data_settings_from_env().network)
     if ds.num_classes != len(meta["classes"]):
         raise UsageError(
             f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
