@@ -9,10 +9,13 @@
 #   step.json             benchmarks/step.py --device DEVICE --quick --no-warm --json (CUDA: autotuned step, CUDA
 #                         graphs + bf16, ensembles to K=64, max_memory_allocated, share of the measured matmul peak)
 #   time_to_accuracy.json benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device DEVICE (data on the device)
+#   strings.json          (stage "strings", opt-in) metrics.json of hwr train --recipe strings --epochs 2 on DEVICE:
+#                         the compiled CTC step's strings/s, compile seconds, CER (the pure CTC is what lets it compile
+#                         on CUDA at all)
 #   status.json           each stage's exit code and seconds
 #
 # Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes: seconds, for the CPU test),
-# STAGES (default "tests step tta"), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
+# STAGES (default "tests step tta"; add "strings" when the lease has 2 more minutes), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
 # TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT in seconds (defaults 200 / 220 / 150: under 10 minutes in all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,10 +62,12 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   step_args=(--variants eager_module,hwr_compiled --batch-sizes 8 --windows 2 --steps 2
              --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
   tta_args=(--epochs 1 --limit-train 640 --limit-test 200)
+  strings_args=(--epochs 1 --limit-train 640 --limit-test 100 --no-compile)
 else
   tests_k=()
   step_args=()
   tta_args=()
+  strings_args=(--epochs 2)
 fi
 [[ ${TF32:-0} == 1 ]] && step_args+=(--tf32)
 
@@ -96,8 +101,14 @@ PY
       run_stage tta "${TTA_TIMEOUT:-150}" "$PYTHON" benchmarks/time_to_accuracy.py --recipe fast --seeds 0 \
         --device "$device" --fresh --out "$out/runs" --json "$out/time_to_accuracy.json" "${tta_args[@]}"
       ;;
+    strings)
+      rm -rf "$out/strings_run"
+      run_stage strings "${STRINGS_TIMEOUT:-150}" "$PYTHON" -m hwr.cli train --recipe strings --device "$device" \
+        --out "$out/strings_run" "${strings_args[@]}"
+      cp "$out/strings_run/metrics.json" "$out/strings.json" 2>/dev/null || true
+      ;;
     *)
-      echo "unknown stage $stage (use tests, step, tta)" >&2
+      echo "unknown stage $stage (use tests, step, tta, strings)" >&2
       rc[$stage]=2
       secs[$stage]=0
       ;;

@@ -213,7 +213,7 @@ def test_recipe_step_refuses_an_unknown_memory_format():
 def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON."""
     out = tmp_path / "check"
-    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable}
+    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable, "STAGES": "tests step tta strings"}
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)],
         capture_output=True,
@@ -224,13 +224,19 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads((out / "status.json").read_text())
-    assert set(status) == {"tests", "step", "tta"} and all(s["exit"] == 0 for s in status.values())
+    assert set(status) == {"tests", "step", "tta", "strings"} and all(s["exit"] == 0 for s in status.values())
     assert json.loads((out / "env.json").read_text())["device"] == "cpu"
     assert json.loads((out / "tests.json").read_text())["counts"]["passed"] >= 1
     step = json.loads((out / "step.json").read_text())
     assert [r["variant"] for r in step] == ["eager_module", "hwr_compiled"] and step[0]["env"]["device"] == "cpu"
     (tta,) = json.loads((out / "time_to_accuracy.json").read_text())
     assert tta["device"] == "cpu" and tta["smoke"] and 0.0 <= tta["test_accuracy"] <= 1.0
+    strings = json.loads((out / "strings.json").read_text())
+    assert (
+        strings["task"] == "strings"
+        and strings["execution"]["device"] == "cpu"
+        and 0.0 <= strings["test"]["cer"] <= 1.0
+    )
 
 
 def test_strings_baseline_score_counts_edits_by_length():
