@@ -1,9 +1,11 @@
-"""Helpers for the tests that run the ``hwr`` command in a subprocess: ``hwr`` (run, fail loudly) and ``bad``
-(one line on stderr naming the problem, exit code 2, no traceback)."""
+"""Helpers for the tests that run the ``hwr`` command in a subprocess: ``hwr`` (run, fail loudly), ``bad``
+(one line on stderr naming the problem, exit code 2, no traceback) and ``png_header_only`` (a bomb's header)."""
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 
 def hwr(
@@ -29,3 +31,18 @@ def bad(*args: str, match: str | tuple[str, ...], env: dict[str, str] | None = N
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     assert any(m in p.stderr for m in ((match,) if isinstance(match, str) else match)), p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h grey pixels but carries one compressed row: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1)))
+        + chunk(b"IEND", b"")
+    )

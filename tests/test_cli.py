@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_run import bad, hwr
+from cli_run import bad, hwr, png_header_only
 from PIL import Image
 
 from hwr import checkpoint, tree
@@ -289,26 +289,9 @@ def test_bad_inputs(trained, tmp_path):
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     bad("predict", "--model", str(trained), str(tmp_path / "blank.png"), match="blank.png")
     huge = tmp_path / "huge.png"
-    huge.write_bytes(_png_header_only(50_000, 50_000))
+    huge.write_bytes(png_header_only(50_000, 50_000))
     bad("predict", "--model", str(trained), str(huge), match="huge.png")
     bad("predict", "--model", str(trained), str(tmp_path / "missing.png"), match="missing.png")
-
-
-def _png_header_only(w: int, h: int) -> bytes:
-    """A PNG that declares w x h grey pixels but carries one compressed row: a decompression bomb's header."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1)))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_run import bad, hwr
+from cli_run import bad, hwr, png_header_only
 from PIL import Image, ImageDraw, ImageFont
 
 from hwr import checkpoint, metrics, models, random
@@ -101,29 +101,13 @@ def test_data_show_strings(tmp_path):
     assert Image.open(out).size[0] > 300
 
 
-def _png_header_only(w: int, h: int) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1)))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_bad_inputs(trained, tmp_path):
     out, _ = trained
     (tmp_path / "notes.png").write_text("this is not an image")
     bad("predict", "--model", str(out), str(tmp_path / "notes.png"), match="notes.png")
     Image.new("RGB", (400, 80), (250, 250, 250)).save(tmp_path / "blank.jpg")
     bad("predict", "--model", str(out), str(tmp_path / "blank.jpg"), match="blank.jpg")
-    (tmp_path / "huge.png").write_bytes(_png_header_only(50_000, 50_000))
+    (tmp_path / "huge.png").write_bytes(png_header_only(50_000, 50_000))
     bad("predict", "--model", str(out), str(tmp_path / "huge.png"), match="huge.png")
     bad("predict", "--model", str(out), str(tmp_path / "missing.png"), match="missing.png")
     good = Image.new("L", (160, 48), 255)
