@@ -221,7 +221,6 @@ def test_attention_layout_is_flax_multi_head_dot_product():
     assert flax["embed"]["patch"]["kernel"].shape == (7, 7, 1, 16)
 
 
-@pytest.mark.skipif("crnn" not in hj.TWINS, reason="hwr.models.crnn is not there")
 @pytest.mark.parametrize("proj", [0, 6])
 def test_crnn_column_layout(proj):
     """Columns in NHWC order (h, c): the first layer reading them (proj, else the GRU's input) is reordered."""

@@ -137,7 +137,6 @@ def test_masked_samples_do_not_count():
     assert _max_err(hj.to_hwr_state(jstate, config).params, want.params) < PARAM_ATOL
 
 
-@pytest.mark.skipif("crnn" not in hj.TWINS, reason="hwr.models.crnn is not there")
 def test_train_step_refuses_per_frame_logits():
     from hwr.models.crnn import CRNNConfig
 

@@ -44,6 +44,34 @@ def test_config_round_trip_and_checks():
         sr.StringsConfig(dataset="fashion-mnist")
 
 
+def _one_step(p, device: str):
+    """One eager strings step from ``p``'s initial state, run on ``device``; the new params and metrics on the CPU."""
+    to = lambda t: tree.map(lambda x: x.to(device), t)
+    state = train.init_state(
+        p.model, p.optimizer, random.key(0, device=device), params=to(p.params), model_state=to(p.model_state)
+    )
+    batch = sr.StringBatch(*to(tuple(sr.StringBatches(random.key(1), p.pools["train"], SPEC, 8, 1)[0])))
+    new, m = sr.train_step(p.model, p.optimizer, mean=p.mean, std=p.std)(state, batch)
+    cpu = lambda t: tree.map(lambda x: x.cpu() if isinstance(x, torch.Tensor) else x, t)
+    return cpu(new.params), cpu(m)
+
+
+def test_strings_step_is_deterministic(prepared):
+    """Same state, key and batch: the same step, to the bit (the step draws nothing from a global RNG)."""
+    (pa, ma), (pb, mb) = _one_step(prepared, "cpu"), _one_step(prepared, "cpu")
+    assert all(torch.equal(a, b) for a, b in zip(tree.leaves(pa), tree.leaves(pb)))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_strings_step_on_cuda_equals_the_cpu_step(prepared):
+    """The pure CTC step on a GPU (where F.ctc_loss would not compile) equals the CPU step to float tolerance."""
+    (pc, mc), (pg, mg) = _one_step(prepared, "cpu"), _one_step(prepared, "cuda")
+    torch.testing.assert_close(mg["loss"], mc["loss"], atol=1e-4, rtol=1e-4)
+    for a, b in zip(tree.leaves(pg), tree.leaves(pc)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
 def test_compiled_step_is_one_graph_and_matches_eager(prepared):
     p = prepared
     state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
