@@ -44,6 +44,7 @@ __all__ = [
     "StringBatch",
     "StringBatches",
     "StringsConfig",
+    "StringsFigures",
     "eval_step",
     "evaluate",
     "is_strings_run",
@@ -110,6 +111,18 @@ class StringsConfig:
 
 
 # ---------------------------------------------------------------------------------------------- run folders
+
+
+class StringsFigures(NamedTuple):
+    """What a finished strings run hands its ``draw`` callback: the trained model and the test strings it was
+    scored on (so the caller draws readings without loading or rendering anything again)."""
+
+    model: Model
+    params: Any
+    model_state: Any
+    test: ds.Strings
+    mean: float
+    std: float
 
 
 class Prepared(NamedTuple):
@@ -248,12 +261,14 @@ def run(
     data_root: str | Path | None = None,
     execution: Execution | None = None,
     network: bool = True,
+    draw: Callable[[Path, StringsFigures], Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU, the step compiled) and return the contents of ``metrics.json``, as
     ``hwr.experiment.run``: ``resume=True`` continues from the last finished epoch to the same result, on any
     device; ``train.NonFiniteLoss`` keeps the last good checkpoint; ``RunError`` for a folder that cannot be used,
-    ``ValueError`` for a device this machine lacks. How it executed is recorded under ``"execution"``."""
+    ``ValueError`` for a device this machine lacks. How it executed is recorded under ``"execution"``;
+    ``draw(out, StringsFigures)`` receives what to draw once the test strings are scored."""
     execution = execution or Execution()
     device = execution.resolve()
     out = Path(out_dir)
@@ -350,6 +365,8 @@ def run(
             "requested": to_dict(execution),
         },
     }
+    if draw is not None:  # the library draws nothing itself (the CLI passes a drawer)
+        draw(out, StringsFigures(p.model, state.params, state.model_state, p.test, p.mean, p.std))
     files.write_json(out / METRICS, result)
     checkpoint.save(ckpt, state, {**meta, "epochs_done": config.epochs, "history": history, "complete": True})
     return result

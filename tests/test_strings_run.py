@@ -222,3 +222,13 @@ def test_predict_returns_strings_and_confidences(prepared):
     beam = sr.predict(p.model, p.params, p.model_state, images, mean=p.mean, std=p.std, width=SPEC.width, beam=4)
     assert len(beam) == 4
     assert sr.predict(p.model, p.params, p.model_state, [], mean=p.mean, std=p.std) == []
+
+
+def test_run_hands_its_test_strings_to_draw(tmp_path):
+    """``draw`` gets the trained model and the very test strings the run scored (nothing is rendered again)."""
+    seen = []
+    result = sr.run(TINY, tmp_path / "run", execution=EAGER, draw=lambda out, f: seen.append((out, f)))
+    ((out, f),) = seen
+    assert out == tmp_path / "run" and len(f.test.lengths) == result["test"]["count"] == TINY.test_strings
+    again = sr.evaluate(f.model, f.params, f.model_state, f.test, mean=f.mean, std=f.std)
+    assert again["cer"] == result["test"]["cer"]

@@ -157,6 +157,7 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
             data_root=args.data_root,
             network=runtime.data_settings_from_env().network,
             execution=execution,
+            draw=lambda run_dir, f: _figure(run_dir, *f),
         ),
         out,
     )
@@ -164,14 +165,11 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
         return result
     t = result["test"]
     report.console.print(_length_table(t, f"test: {t['count']:,} held-out strings"))
-    model, params, state, meta = sr.load_run(out)
-    test = _test_strings(config, args.data_root)
-    fig = _figure(out, model, params, state, test, meta["mean"], meta["std"])
     timing, used = result["timing"], result["execution"]
     report.console.print(
         f"test CER {100 * t['cer']:.2f}%  string accuracy {100 * t['string_accuracy']:.2f}%  "
         f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  "
-        f"on {used['device']} ({used['device_name']})  -> {out} ({fig.name})"
+        f"on {used['device']} ({used['device_name']})  -> {out} ({FIGURE})"
     )
     return 0
 
