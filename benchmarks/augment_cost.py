@@ -39,9 +39,10 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = p.parse_args()
 
-    from hwr import models, optim, random, runtime, train
+    from hwr import models, optim, random
     from hwr.data import augment as aug
     from hwr.data import sources
+    from hwr.engine import runtime, train
     from hwr.losses import LossConfig, make_loss
 
     runtime.configure()

@@ -30,7 +30,8 @@ def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str
     """Run in a child process: build, compile, time. Returns the figures as a dict."""
     import torch
 
-    from hwr import models, optim, random, runtime, train
+    from hwr import models, optim, random
+    from hwr.engine import runtime, train
     from hwr.losses import LossConfig, make_loss
 
     runtime.configure()  # allocator + the cache dir the parent chose

@@ -2,7 +2,7 @@
 training-time budget.
 
 Every family (``--families``, default cnn, rnn and vit with their default configs) trains with the same pure step
-(``hwr.train.train_step`` + ``hwr.train.compile``, Adam, cross-entropy) on uint8 batches of ``--batch-size``.
+(``hwr.engine.train.train_step`` + ``hwr.engine.train.compile``, Adam, cross-entropy) on uint8 batches of ``--batch-size``.
 
 - samples/s: compiled step, synthetic batches; the median of ``--windows`` windows of about ``--window-s`` seconds
   after warm-up. Families run interleaved (A B C A B C) so that load from other processes hits all alike; ``vs cnn``
@@ -49,8 +49,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from hwr import losses, models, optim, random, runtime, train, tree  # noqa: E402
-from hwr.train import Batch  # noqa: E402
+from hwr import losses, models, optim, random, tree  # noqa: E402
+from hwr.engine import runtime, train
+from hwr.engine.train import Batch  # noqa: E402
 
 __all__ = ["main", "measure", "train_budget"]
 

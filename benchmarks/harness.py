@@ -161,7 +161,7 @@ def peak_gflops(seconds: float = 1.0, device: Any = "cpu", dtype: Any = None) ->
     8192 on a GPU (each timed between synchronisations, 4 products per sample)."""
     import torch
 
-    from hwr import runtime
+    from hwr.engine import runtime
 
     device = torch.device(device)
     dtype = dtype or torch.float32

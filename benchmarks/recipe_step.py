@@ -3,7 +3,7 @@ each memory format: samples/s on real MNIST batches, variants interleaved, media
 
 It measures what a lever does to a whole recipe rather than to the bare seed CNN (``benchmarks/step.py``): the
 ``best`` recipe's 1.16x for channels-last came from this comparison (the memory format is an execution choice,
-``hwr.execution.Execution``, which autotune now makes per machine).
+``hwr.engine.execution.Execution``, which autotune now makes per machine).
 
     python benchmarks/recipe_step.py --recipe best [--formats contiguous,channels_last] [--json PATH]
 """
@@ -24,10 +24,12 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from hwr import experiment, random, recipes, runtime, train  # noqa: E402
+from hwr import random, recipes, train  # noqa: E402
 from hwr.config import MEMORY_FORMATS  # noqa: E402
 from hwr.data import batches as bt  # noqa: E402
-from hwr.execution import Execution  # noqa: E402
+from hwr.engine import runtime
+from hwr.engine.execution import Execution  # noqa: E402
+from hwr.tasks.digits import training as experiment
 
 __all__ = ["main", "measure"]
 

@@ -22,7 +22,7 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
   found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only.
   ``--fresh-cache`` starts from empty caches, so the first compile is cold.
 
-- hwr_compiled: ``hwr.autotune.compile_step``, the fastest of the equivalent compile configurations for this
+- hwr_compiled: ``hwr.engine.autotune.compile_step``, the fastest of the equivalent compile configurations for this
   machine (timed once, cached under the inductor cache; ``autotune`` in the JSON says which won and each one's
   seconds per step); ``hwr_compiled_inductor`` is the plain default inductor compile, ``hwr_compiled_fast`` the
   channels-last + ATen-kernel configuration named explicitly.
@@ -96,7 +96,7 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
     import torch
     import torch.nn.functional as F
 
-    from hwr import runtime
+    from hwr.engine import runtime
 
     device = pool[0].images.device
     module = reference.module(cfg, params).to(device)  # what a user would write, with hwr's initial parameters
@@ -156,7 +156,8 @@ def _hwr_runner(
 ) -> Runner:
     import torch
 
-    from hwr import autotune, losses, optim, random, runtime, train, tree
+    from hwr import losses, optim, random, tree
+    from hwr.engine import autotune, runtime, train
 
     device = pool[0].images.device
     opt = optim.adam(1e-3)
@@ -250,7 +251,7 @@ def _seed_order(model: Any) -> Any:
 def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
     """Variant name -> ``build(params, pool)``. The default run uses ``default_variants``; the others isolate one
     lever each (``--variants``) for the levers table."""
-    from hwr import perf
+    from hwr.engine import perf
     from hwr.models import cnn
 
     model = cnn.model(cfg)
@@ -263,7 +264,7 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         "eager_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=False),
         "compiled_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=True),
         "hwr_eager": hwr(model, compiled=False),
-        "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.autotune picks for this machine
+        "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.engine.autotune picks for this machine
         "hwr_compiled_inductor": hwr(model, compiled=True),  # the plain default compile
         "hwr_compiled_fast": hwr(cl, compiled=True, options=aten),  # channels-last + ATen kernels in one graph
         "jax_jit": lambda p, pool: _jax_runner("", cfg, p, pool),
@@ -296,7 +297,7 @@ DEFAULT_VARIANTS = (
     "jax_jit",
     "hwr_ensemble_k4",
     "hwr_ensemble_k8",
-    "hwr_compiled_fast_bf16",  # only where the CPU has native bf16 (hwr.perf.has_bf16), unless named in --variants
+    "hwr_compiled_fast_bf16",  # only where the CPU has native bf16 (hwr.engine.perf.has_bf16), unless named in --variants
 )
 CUDA_VARIANTS = (
     "eager_module",
@@ -572,14 +573,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")
     else:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root / "inductor"))
-    from hwr import runtime
+    from hwr.engine import runtime
 
     runtime.configure()
     allocator_tuned = os.environ.get("HWR_NO_MALLOPT") != "1"
     import torch
     import torch._dynamo
 
-    from hwr import perf
+    from hwr.engine import perf
     from hwr.models import config_from_dict
 
     torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled

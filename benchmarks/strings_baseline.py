@@ -5,7 +5,7 @@ balanced), with CER, string accuracy and string accuracy by length:
 
 - ``crnn + CTC``: the strings run (``--strings``), greedy decoding, and with ``--beam K`` prefix beam search;
 - ``segment + digit CNN``: the digit classifier of ``--digits`` (e.g. ``hwr train --recipe fast``) used as is on
-  the connected components of each string (``hwr.segment``): no training on strings at all.
+  the connected components of each string (``hwr.tasks.strings.segment``): no training on strings at all.
 
     python benchmarks/strings_baseline.py --strings runs/strings --digits runs/fast [--n 8000] [--beam 8]
 """
@@ -25,11 +25,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from hwr import experiment, metrics, runtime, segment  # noqa: E402
-from hwr import strings_run as sr  # noqa: E402
+from hwr import metrics, segment  # noqa: E402
 from hwr.data import augment, sources  # noqa: E402
 from hwr.data import strings as ds  # noqa: E402
 from hwr.decode import PAD  # noqa: E402
+from hwr.engine import runtime
+from hwr.tasks.digits import training as experiment
+from hwr.tasks.strings import training as sr  # noqa: E402
 
 __all__ = ["main", "score", "segment_and_classify"]
 
@@ -44,7 +46,7 @@ def score(readings: list[list[int]], test: ds.Strings) -> dict[str, Any]:
 
 
 def segment_and_classify(digit_run: str | Path, test: ds.Strings, device: torch.device) -> list[list[int]]:
-    """Every test string read by ``hwr.segment.read`` with the digit classifier of ``digit_run``."""
+    """Every test string read by ``hwr.tasks.strings.segment.read`` with the digit classifier of ``digit_run``."""
     model, params, state, meta = experiment.load_run(digit_run, device)
     if meta.get("model") == "crnn" or len(meta.get("classes", [])) != 10:
         raise SystemExit(f"--digits {digit_run}: needs a 10-class digit classifier run (hwr train --recipe fast)")

@@ -1,6 +1,6 @@
 """A strings model on real image files it never saw the like of: digit strings written in handwriting-style fonts
 from Debian packages, rendered to PNG and JPEG files of many sizes, colours and polarities, then read by the same
-path as ``hwr predict`` (``hwr.data.digits.load_image`` -> ``hwr.strings_run.normalise_string`` -> ``predict``).
+path as ``hwr predict`` (``hwr.data.digits.load_image`` -> ``hwr.tasks.strings.training.normalise_string`` -> ``predict``).
 
     apt-get install fonts-dkg-handwriting fonts-humor-sans fonts-breip fonts-rufscript fonts-comic-neue \\
         fonts-femkeklaver
@@ -29,9 +29,9 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from benchmarks.strings_baseline import score  # noqa: E402
-from hwr import strings_run as sr  # noqa: E402
 from hwr.data import digits  # noqa: E402
 from hwr.data import strings as ds  # noqa: E402
+from hwr.tasks.strings import training as sr  # noqa: E402
 
 __all__ = ["FONTS", "installed_fonts", "main", "render"]
 

@@ -5,7 +5,7 @@ to its config.json and metrics.json.
 ``--device cuda`` (``auto``: CUDA when available) loads the data onto the GPU once and keeps it resident there:
 batches are gathered on the device, the fit loop reads metrics back every ``sync_every`` steps only, and the
 epoch's time is taken after a device synchronisation. ``--limit-train``/``--limit-test``/``--epochs`` shrink a run
-for a smoke test; the JSON then says so. The step is the autotuned compiled one (``hwr.execution``; its choice is
+for a smoke test; the JSON then says so. The step is the autotuned compiled one (``hwr.engine.execution``; its choice is
 in each row), unless ``--no-compile`` or ``--memory-format`` say otherwise.
 
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 1 2 [--json runs/bench/fast.json]
@@ -27,8 +27,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness  # noqa: E402
-from hwr import experiment, recipes, report, runtime  # noqa: E402
-from hwr.execution import MEMORY_FORMATS, Execution  # noqa: E402
+from hwr import recipes, report, runtime  # noqa: E402
+from hwr.engine.execution import MEMORY_FORMATS, Execution  # noqa: E402
+from hwr.tasks.digits import training as experiment
 
 __all__ = ["main"]
 

@@ -4,7 +4,8 @@ Models are pure functions over parameter pytrees, optimizers are optax-shaped ``
 training step is one pure ``(state, batch) -> (state, metrics)`` function that ``torch.compile`` compiles whole.
 """
 
-from hwr import losses, models, nn, optim, random, train, tree
+from hwr import losses, models, nn, optim, random, tree
+from hwr.engine import train
 
 __all__ = ["losses", "models", "nn", "optim", "random", "train", "tree"]
 __version__ = "0.1.0"

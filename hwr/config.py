@@ -2,9 +2,9 @@
 
 A ``RunConfig`` is everything needed to rerun a training run (``config.json`` in every run folder). Studies
 turn a trial into a ``RunConfig``; nothing threads raw dicts through the code. Where and how a run executes
-(device, compile, precision, memory format) is not part of it: that is ``hwr.execution.Execution``. A
+(device, compile, precision, memory format) is not part of it: that is ``hwr.engine.execution.Execution``. A
 ``config.json`` written before that split still loads: ``from_dict`` drops its ``compile``, ``precision`` and
-``memory_format`` (``LEGACY_EXECUTION_KEYS``), which ``hwr.execution.from_legacy`` maps into an ``Execution``.
+``memory_format`` (``LEGACY_EXECUTION_KEYS``), which ``hwr.engine.execution.from_legacy`` maps into an ``Execution``.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ class ClassifierConfig:
         return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
 
 
-MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts (hwr.execution.MEMORY_FORMATS adds auto)
-LEGACY_EXECUTION_KEYS = ("compile", "precision", "memory_format")  # RunConfig fields before hwr.execution
+MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts (hwr.engine.execution.MEMORY_FORMATS adds auto)
+LEGACY_EXECUTION_KEYS = ("compile", "precision", "memory_format")  # RunConfig fields before hwr.engine.execution
 VALIDATIONS = ("split", "heldout", "kfold")
 
 

@@ -1,7 +1,7 @@
 """Classification losses for imbalanced data, and class-weight schemes computed from class counts.
 
 Every loss has the signature ``loss(logits (B, C), labels (B,), mask (B,) bool | None) -> 0-d tensor`` so that
-``hwr.train.train_step`` can take any of them; ``mask`` drops padded samples from a fixed-shape batch.
+``hwr.engine.train.train_step`` can take any of them; ``mask`` drops padded samples from a fixed-shape batch.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def class_weights(config: LossConfig, counts: Sequence[int] | torch.Tensor) -> t
 
 
 class Scheduled(NamedTuple):
-    """A loss that depends on the step counter: ``fn(logits, labels, mask, step)``. ``hwr.train.train_step``
+    """A loss that depends on the step counter: ``fn(logits, labels, mask, step)``. ``hwr.engine.train.train_step``
     passes ``state.step`` to it (a tensor, so a switch at step ``k`` never recompiles)."""
 
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]

@@ -75,7 +75,7 @@ def summarize(confusion: torch.Tensor, *, loss_sum: float | None = None) -> dict
 
 
 def accumulate(totals: dict[str, torch.Tensor] | None, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add one batch's sums (from ``hwr.train.eval_step``) into running totals."""
+    """Add one batch's sums (from ``hwr.engine.train.eval_step``) into running totals."""
     if totals is None:
         return {k: v.detach().clone() for k, v in sums.items()}
     return {k: totals[k] + sums[k] for k in totals}

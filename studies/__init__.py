@@ -1,1 +1,1 @@
-"""Study definitions: one module per study, each declaring ``SPEC = hwr.study.StudySpec(...)``."""
+"""Study definitions: one module per study, each declaring ``SPEC = hwr.tune.study.StudySpec(...)``."""

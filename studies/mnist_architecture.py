@@ -15,11 +15,11 @@ from typing import Any
 import optuna
 
 from hwr.config import OptimConfig, RunConfig
-from hwr.execution import Execution
+from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.models.vit import ViTConfig
-from hwr.study import StudyContext, StudySpec
+from hwr.tune.study import StudyContext, StudySpec
 
 
 def _cnn(trial: optuna.Trial) -> CNNConfig:

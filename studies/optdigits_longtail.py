@@ -31,7 +31,7 @@ from hwr.data.mix import MixConfig
 from hwr.data.sources import parse_name
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
-from hwr.study import StudyContext, StudySpec
+from hwr.tune.study import StudyContext, StudySpec
 
 TARGET = "optdigits-lt"
 BATCH = 32

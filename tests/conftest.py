@@ -8,6 +8,6 @@ from pathlib import Path
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "inductor"))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks/, no installed package: benchmarks.reference
 
-from hwr import runtime
+from hwr.engine import runtime
 
 runtime.tune_allocator()

@@ -1,4 +1,4 @@
-"""hwr.autotune: every candidate computes the eager step, the fastest is chosen, the choice is cached per
+"""hwr.engine.autotune: every candidate computes the eager step, the fastest is chosen, the choice is cached per
 configuration and machine, and unequal or failing candidates are rejected with their reason."""
 
 import json
@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from hwr import autotune, losses, models, optim, random, train, tree
+from hwr import losses, models, optim, random, tree
 from hwr.data.batches import synthetic_batches
+from hwr.engine import autotune, train
 from hwr.models.cnn import CNNConfig
 
 TINY = CNNConfig(channels=(4, 8), hidden=16)

@@ -133,7 +133,8 @@ def test_flops_count_the_seed_cnn():
 
 
 def _tiny_step(*, fuse: bool = False):
-    from hwr import losses, optim, perf, random, train
+    from hwr import losses, optim, random
+    from hwr.engine import perf, train
     from hwr.models import cnn
 
     model = perf.channels_last(cnn.model(cnn.CNNConfig(channels=(4, 8), hidden=16)))
@@ -163,8 +164,9 @@ def test_donating_step_writes_the_new_state_into_the_old_buffers():
 def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
     import torch
 
-    from hwr import perf, random, train, tree
+    from hwr import random, tree
     from hwr.data import batches
+    from hwr.engine import perf, train
 
     batch = batches.synthetic_batches(random.key(1), 1, 8)[0]
     plain, state = _tiny_step()

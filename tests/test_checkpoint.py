@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-from hwr import checkpoint, models, optim, random, train, tree
+from hwr import checkpoint, models, optim, random, tree
+from hwr.engine import train
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwr import experiment, random
+from hwr import random
 from hwr.data import sources, splits
 from hwr.data import strings as st
+from hwr.tasks.digits import training as experiment
 
 SPEC = st.StringSpec()
 

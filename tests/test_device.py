@@ -13,9 +13,10 @@ import inspect
 import pytest
 import torch
 
-from hwr import losses, models, nn, optim, perf, random, runtime, train, tree
+from hwr import losses, models, nn, optim, random, tree
 from hwr.data import augment
-from hwr.train import Batch
+from hwr.engine import perf, runtime, train
+from hwr.engine.train import Batch
 
 META = torch.device("meta")
 B = 8

@@ -1,5 +1,5 @@
-"""hwr.evaluation: re-running the top trials ranks them by their mean (a lucky trial does not win), the shot
-groups, the verdict sentences; hwr.study's validation protocol."""
+"""hwr.tune.evaluation: re-running the top trials ranks them by their mean (a lucky trial does not win), the shot
+groups, the verdict sentences; hwr.tune.study's validation protocol."""
 
 import dataclasses
 
@@ -7,9 +7,9 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from hwr import evaluation, study
 from hwr.config import OptimConfig, RunConfig, to_dict
 from hwr.models.cnn import CNNConfig
+from hwr.tune import evaluation, study
 
 TINY = RunConfig(
     model_config=CNNConfig(channels=(4, 8), hidden=16),

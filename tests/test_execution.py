@@ -1,4 +1,4 @@
-"""hwr.execution: where a run executes is not what it is. ``Execution``'s round trip and checks; an old
+"""hwr.engine.execution: where a run executes is not what it is. ``Execution``'s round trip and checks; an old
 ``config.json`` (compile, precision, memory format inside) that still loads and resumes; checkpoints loaded onto the
 device asked for (``meta`` here); ``sync_every`` reaching the fit loop; the autotuned step's choice recorded in
 ``metrics.json`` and not in ``config.json``; and, on a CUDA machine only, a run trained on the GPU that resumes and
@@ -10,10 +10,12 @@ import json
 import pytest
 import torch
 
-from hwr import checkpoint, experiment, random, train, tree
+from hwr import checkpoint, random, tree
 from hwr.config import RunConfig, from_dict, to_dict
-from hwr.execution import Execution, from_legacy
+from hwr.engine import train
+from hwr.engine.execution import Execution, from_legacy
 from hwr.models.cnn import CNNConfig
+from hwr.tasks.digits import training as experiment
 
 TINY = RunConfig(
     model_config=CNNConfig(channels=(4, 8), hidden=16),

@@ -1,4 +1,4 @@
-"""``hwr.experiment.run`` options that change how a run computes but not what (the channels-last memory format, an
+"""``hwr.tasks.digits.training.run`` options that change how a run computes but not what (the channels-last memory format, an
 ``Execution`` choice), the validation protocols, and the long-tail levers reaching the run and its record."""
 
 import dataclasses
@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from hwr import checkpoint, experiment
+from hwr import checkpoint
 from hwr.config import ClassifierConfig, FinetuneConfig, RunConfig
 from hwr.data import splits
 from hwr.data.mix import MixConfig
-from hwr.execution import Execution
+from hwr.engine.execution import Execution
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
+from hwr.tasks.digits import training as experiment
 
 SMALL = dict(
     model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640, limit_test=200

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from hwr import finetune, models, optim, random, tree
+from hwr import models, optim, random, tree
 from hwr.models.cnn import CNNConfig
+from hwr.tasks.digits import finetune
 
 
 def test_transfer_keeps_matching_and_reinits_changed():
@@ -60,7 +61,7 @@ def test_errors():
 
 
 def test_interpolate_is_wise_ft_and_keeps_fresh_leaves():
-    from hwr.finetune import anchored_mask, interpolate
+    from hwr.tasks.digits.finetune import anchored_mask, interpolate
 
     src = {"body": {"w": torch.zeros(3)}, "head": {"kernel": torch.zeros(2, 3)}}
     ft = {"body": {"w": torch.ones(3)}, "head": {"kernel": torch.full((2, 3), 4.0)}}
@@ -81,8 +82,8 @@ def test_interpolate_is_wise_ft_and_keeps_fresh_leaves():
 
 
 def test_tau_normalize_and_folded_logit_adjustment_change_logits_as_defined():
-    from hwr.finetune import fold_logit_adjustment, tau_normalize
     from hwr.losses import posthoc_adjust
+    from hwr.tasks.digits.finetune import fold_logit_adjustment, tau_normalize
 
     g = torch.Generator().manual_seed(0)
     params = {

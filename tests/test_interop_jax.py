@@ -12,7 +12,8 @@ jax = pytest.importorskip("jax", reason="JAX interop needs the optional extra: p
 optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip install -e '.[jax]'")
 import jax.numpy as jnp  # noqa: E402
 
-from hwr import losses, optim, random, train, tree  # noqa: E402
+from hwr import losses, optim, random, tree  # noqa: E402
+from hwr.engine import train
 from hwr.interop import jax as hj  # noqa: E402
 from hwr.models import cnn  # noqa: E402
 

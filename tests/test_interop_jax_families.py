@@ -14,7 +14,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from hwr import models, random, tree  # noqa: E402
 from hwr.interop import jax as hj  # noqa: E402
-from hwr.interop import jax_rnn  # noqa: E402
+from hwr.interop.jax import rnn as jax_rnn  # noqa: E402
 from hwr.models.cnn import CNNConfig  # noqa: E402
 from hwr.models.rnn import RNNConfig  # noqa: E402
 from hwr.models.vit import ViTConfig  # noqa: E402

@@ -1,5 +1,5 @@
 """The long-tail levers inside the train step (mixup / CutMix targets, deferred re-weighting by the step counter),
-compiled equal to eager, and the post-training stages of ``hwr.longtail`` (WiSE-FT selection, cRT, head
+compiled equal to eager, and the post-training stages of ``hwr.tasks.digits.longtail`` (WiSE-FT selection, cRT, head
 adjustment), each checked against what it is defined to compute."""
 
 import dataclasses
@@ -7,12 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from hwr import finetune, longtail, losses, models, optim, random, train, tree
+from hwr import losses, models, optim, random, tree
 from hwr.config import ClassifierConfig
 from hwr.data import batches as bt
 from hwr.data import mix
 from hwr.data.mix import MixConfig
+from hwr.engine import train
 from hwr.models.cnn import CNNConfig
+from hwr.tasks.digits import finetune, longtail
 
 MODEL = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
 COUNTS = torch.tensor([40, 20, 10, 5, 3, 2, 2, 1, 1, 1])

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from hwr import losses, models, optim, random, train, tree
+from hwr import losses, models, optim, random, tree
+from hwr.engine import train
+from hwr.engine.train import Batch
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.models.vit import ViTConfig
-from hwr.train import Batch
 
 ATOL = 1e-5
 

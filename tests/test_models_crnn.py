@@ -6,10 +6,11 @@ import torch
 from torch import nn as tnn
 from torch._dynamo.utils import counters
 
-from hwr import finetune, models, random, tree
+from hwr import models, random, tree
 from hwr.models import crnn
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
+from hwr.tasks.digits import finetune
 
 ATOL = 1e-5
 SMALL = dict(channels=(4, 8), height=16, hidden=6, num_classes=5)

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from hwr import finetune, models, nn, random, tree
+from hwr import models, nn, random, tree
 from hwr.models import vit
 from hwr.models.vit import ViTConfig
+from hwr.tasks.digits import finetune
 
 ATOL = 1e-5
 

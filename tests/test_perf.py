@@ -1,10 +1,11 @@
-"""hwr.perf: channels-last and autocast wrappers, the ATen-kernel compile options, and the exact relu/pool reorder."""
+"""hwr.engine.perf: channels-last and autocast wrappers, the ATen-kernel compile options, and the exact relu/pool reorder."""
 
 import pytest
 import torch
 
 from benchmarks import reference
-from hwr import losses, optim, perf, random, train, tree
+from hwr import losses, optim, random, tree
+from hwr.engine import perf, train
 from hwr.models import cnn
 
 TINY = cnn.CNNConfig(channels=(4, 8), hidden=16)

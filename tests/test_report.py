@@ -26,7 +26,7 @@ def test_importing_and_drawing_leave_pyplot_and_the_backend_alone(tmp_path):
         "import sys, matplotlib, torch\n"
         "before = matplotlib.rcParams._get_backend_or_none()\n"
         "from hwr import report\n"
-        "from hwr.experiment import RunFigures\n"
+        "from hwr.tasks.digits.training import RunFigures\n"
         "figs = RunFigures(torch.eye(3, dtype=torch.long) * 5, ('a', 'b', 'c'),"
         " torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8), ['a->b'] * 4)\n"
         f"paths = report.draw_run(__import__('pathlib').Path({str(tmp_path)!r}), figs)\n"

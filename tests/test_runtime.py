@@ -1,4 +1,4 @@
-"""hwr.runtime: the allocator switch (checked in fresh processes, since mallopt is process-wide) and the cache dir."""
+"""hwr.engine.runtime: the allocator switch (checked in fresh processes, since mallopt is process-wide) and the cache dir."""
 
 import os
 import platform
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hwr import runtime
+from hwr.engine import runtime
 
 _PROBE = "from hwr import runtime; print(runtime.tune_allocator())"
 
@@ -47,7 +47,7 @@ def test_configure_sets_the_cache_dir(monkeypatch, tmp_path):
 def test_the_cuda_home_warning_alone_is_silenced():
     import logging
 
-    from hwr import runtime
+    from hwr.engine import runtime
 
     runtime.quiet_cuda_home_warning()
     runtime.quiet_cuda_home_warning()  # idempotent: one filter

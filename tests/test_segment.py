@@ -1,10 +1,10 @@
-"""hwr.segment: connected components of a string image, merged by column overlap, read left to right."""
+"""hwr.tasks.strings.segment: connected components of a string image, merged by column overlap, read left to right."""
 
 import pytest
 import torch
 
-from hwr import segment
 from hwr.errors import InputError
+from hwr.tasks.strings import segment
 
 
 def _canvas(*boxes: tuple[int, int, int, int], h: int = 32, w: int = 80) -> torch.Tensor:

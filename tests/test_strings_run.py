@@ -1,4 +1,4 @@
-"""hwr.strings_run on a tiny configuration: the compiled step (one graph, equal to eager), run folders, resume,
+"""hwr.tasks.strings.training on a tiny configuration: the compiled step (one graph, equal to eager), run folders, resume,
 transfer from a digit run, the height normalisation of real images, prediction, and the errors."""
 
 import json
@@ -7,14 +7,15 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from hwr import checkpoint, models, optim, random, train, tree
-from hwr import strings_run as sr
+from hwr import checkpoint, models, optim, random, tree
 from hwr.config import RunConfig, from_dict, to_dict
 from hwr.data import strings as ds
-from hwr.execution import Execution
-from hwr.experiment import RunError
+from hwr.engine import train
+from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
+from hwr.tasks.digits.training import RunError
+from hwr.tasks.strings import training as sr
 
 SPEC = ds.StringSpec(height=16, width=48, max_length=3, ink_height=12.0, margin=(1.0, 2.0), gap=(-1.0, 2.0))
 TINY = sr.StringsConfig(

@@ -17,8 +17,8 @@ import pytest
 from cli_run import hwr
 from optuna.trial import TrialState
 
-from hwr import study
 from hwr.config import to_dict
+from hwr.tune import study
 
 TINY = str(Path(__file__).with_name("tiny_study.py"))
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_missing_driver_error_names_the_cause():
 
 def test_no_warning_filter_at_import_and_none_left_behind(tmp_path):
     probe = (
-        "import warnings, optuna, hwr.study; "
+        "import warnings, optuna, hwr.tune.study; "
         "print(any(f[2] is optuna.exceptions.ExperimentalWarning for f in warnings.filters))"
     )
     assert (

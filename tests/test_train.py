@@ -1,4 +1,4 @@
-"""hwr.train: the pure step (compiled == eager, one graph, no recompiles, purity, determinism, parity with an
+"""hwr.engine.train: the pure step (compiled == eager, one graph, no recompiles, purity, determinism, parity with an
 nn.Module + torch.optim.Adam loop), eval_step, predict, fit and its failure modes, batch validation."""
 
 import math
@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from benchmarks import reference
-from hwr import models, optim, random, train, tree
+from hwr import models, optim, random, tree
+from hwr.engine import train
+from hwr.engine.train import Batch
 from hwr.losses import LossConfig, make_loss
 from hwr.models.cnn import CNNConfig
-from hwr.train import Batch
 
 B = 32
 SCHEDULE_STEPS = 20

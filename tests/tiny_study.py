@@ -11,7 +11,7 @@ import optuna
 
 from hwr.config import OptimConfig, RunConfig
 from hwr.models.cnn import CNNConfig
-from hwr.study import StudyContext, StudySpec
+from hwr.tune.study import StudyContext, StudySpec
 
 
 def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:

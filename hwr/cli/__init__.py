@@ -30,7 +30,7 @@ def train_guarded(train: Callable[[], dict[str, Any]], out: str | Path) -> dict[
     """``train()``'s result, or the exit code after telling the user what happened: 1 for a loss that turned
     NaN (the last good checkpoint kept), 130 for Ctrl-C (with the command that resumes)."""
     from hwr import report
-    from hwr.train import NonFiniteLoss
+    from hwr.engine.train import NonFiniteLoss
 
     try:
         return train()
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwr`` console script; returns the exit code."""
-    from hwr import runtime
+    from hwr.engine import runtime
 
     args = build_parser().parse_args(argv)
     runtime.configure()

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from hwr import random, report, runtime
+from hwr import random, report
 from hwr.cli import UsageError
 from hwr.data import augment as aug
 from hwr.data import clean, sources, splits
+from hwr.engine import runtime
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -1,5 +1,5 @@
 """The strings side of ``hwr train | evaluate | predict`` and ``hwr data show mnist-strings``: parse the options
-that apply, call ``hwr.strings_run``, print tables and draw the figures. Not a command group of its own:
+that apply, call ``hwr.tasks.strings.training``, print tables and draw the figures. Not a command group of its own:
 ``hwr.cli.train`` and ``hwr.cli.data`` hand strings runs and the ``mnist-strings`` set over to it."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from hwr import random, recipes, report, runtime
-from hwr import strings_run as sr
+from hwr import random, recipes, report
 from hwr.cli import UsageError, read_each, train_guarded
 from hwr.data import digits, sources
 from hwr.data import strings as ds
-from hwr.execution import Execution
+from hwr.engine import runtime
+from hwr.engine.execution import Execution
+from hwr.tasks.strings import training as sr
 
 __all__ = ["SHOW_NAME", "cmd_evaluate", "cmd_predict", "cmd_show", "cmd_train", "save_strings", "wants_train"]
 

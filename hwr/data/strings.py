@@ -13,7 +13,7 @@ Height normalisation is the one ``hwr predict`` applies to real images: the stri
 ``spec.ink_height`` pixels and centred vertically in ``spec.height``; the width follows with the string's own
 aspect (compressed only when a long, wide string would not fit).
 
-Splits: ``pools(dataset)`` holds the MNIST training digits of the fixed 90/10 split ``hwr.experiment`` uses
+Splits: ``pools(dataset)`` holds the MNIST training digits of the fixed 90/10 split ``hwr.tasks.digits.training`` uses
 (``train``), its held-out 10% (``val``) and the MNIST test digits (``test``), so no digit image crosses
 splits; ``fixed_set(pool, n, spec)`` is the seeded test set (lengths balanced) used for figures and test figures.
 """
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 PAD = -1  # target padding (as hwr.decode.PAD)
-SPLIT_SEED = 20_240_601  # hwr.experiment's fixed train/val split of the MNIST training set
+SPLIT_SEED = 20_240_601  # hwr.tasks.digits.training's fixed train/val split of the MNIST training set
 TEST_SEED = 1_302_013  # the fixed seeded test strings
 _SRC = 28  # MNIST side
 INK = 0.2  # fraction of full scale above which a pixel counts as ink (ink boxes here, crops in hwr predict)
@@ -150,7 +150,7 @@ def pools(
     val_fraction: float = 0.1,
 ) -> dict[str, DigitPool]:
     """``train`` / ``val`` pools from the fixed stratified split of the training digits (``SPLIT_SEED``, as
-    ``hwr.experiment``) and a ``test`` pool of the test digits; ``index`` refers to each source split."""
+    ``hwr.tasks.digits.training``) and a ``test`` pool of the test digits; ``index`` refers to each source split."""
     tr, va = splits.stratified_split(random.key(SPLIT_SEED), train_labels, val_fraction)
     tr, va = tr.to(train_labels.device), va.to(train_labels.device)
     return {

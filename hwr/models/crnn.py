@@ -15,7 +15,7 @@ lengths ``frames(width)``).
 
 Parameters: ``{"block1": {"conv1": {"kernel"[, "bias"]}[, "norm1"]}, ..., ["proj"], "layer1" .. "layerN",
 "head"}``; the blocks are named and shaped as ``hwr.models.cnn``'s with the same channels, so a trained digit
-CNN's convolutions (and batch-norm statistics) transfer by name and shape (``hwr.finetune.transfer``). A GRU/LSTM
+CNN's convolutions (and batch-norm statistics) transfer by name and shape (``hwr.tasks.digits.finetune.transfer``). A GRU/LSTM
 layer is ``{"fwd": cell, "bwd": cell}`` as in ``hwr.models.rnn``; a transformer layer is ``hwr.models.vit``'s block.
 """
 
@@ -134,7 +134,7 @@ def check_strings_input(x: torch.Tensor, channels: int, height: int, min_width: 
     if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != height or x.shape[3] < min_width:
         raise ValueError(
             f"model input must have shape (B, {channels}, {height}, W) with W >= {min_width}, got "
-            f"{tuple(x.shape)}; height-normalise string images with hwr.strings_run.normalise_string"
+            f"{tuple(x.shape)}; height-normalise string images with hwr.tasks.strings.training.normalise_string"
         )
 
 

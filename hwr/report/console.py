@@ -48,8 +48,8 @@ def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: S
 
 
 class Progress:
-    """A ``hwr.train.Callback`` that shows a ``rich`` progress bar per epoch (loss, samples/s) and prints one
-    line of validation figures when the epoch ends. Duck-typed, so this module need not import ``hwr.train``."""
+    """A ``hwr.engine.train.Callback`` that shows a ``rich`` progress bar per epoch (loss, samples/s) and prints one
+    line of validation figures when the epoch ends. Duck-typed, so this module need not import ``hwr.engine.train``."""
 
     def __init__(self, epochs: int, *, out: Console | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -187,7 +187,7 @@ def evaluation_table(result: dict[str, Any]) -> Table:
             *shots,
             str(len(r["macro_f1"])),
         )
-    from hwr.evaluation import verdict
+    from hwr.tune.evaluation import verdict
 
     table.caption = "; ".join(verdict(result))
     return table

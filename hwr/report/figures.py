@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from hwr.files import atomic_write
 
 if TYPE_CHECKING:
-    from hwr.experiment import RunFigures
+    from hwr.tasks.digits.training import RunFigures
 
 __all__ = ["draw_run", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
 
@@ -131,7 +131,7 @@ def save_confusion(
 
 
 def draw_run(out: Path, figures: RunFigures) -> list[Path]:
-    """The figures of a finished run (``hwr.experiment.RunFigures``): ``confusion.png`` and ``errors.png``."""
+    """The figures of a finished run (``hwr.tasks.digits.training.RunFigures``): ``confusion.png`` and ``errors.png``."""
     written = [save_confusion(figures.confusion, out / "confusion.png", classes=figures.classes)]
     written.append(
         save_image_grid(

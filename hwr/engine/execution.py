@@ -9,12 +9,12 @@ name, the compile configuration autotune chose, its seconds per step) is recorde
 
 ``train_step(execution, model, optimizer, loss, example_state, example_batch, ...)`` builds the step an
 execution asks for: eager; or, when ``compile`` is on, the fastest of the equivalent compile configurations
-through ``hwr.autotune.compile_step`` (``memory_format="auto"``), or the fastest of those in the forced memory
-format. Precision ``bf16`` wraps the model in ``hwr.perf.autocast`` (bf16 matmuls and convolutions, float32
+through ``hwr.engine.autotune.compile_step`` (``memory_format="auto"``), or the fastest of those in the forced memory
+format. Precision ``bf16`` wraps the model in ``hwr.engine.perf.autocast`` (bf16 matmuls and convolutions, float32
 logits): it changes the numbers, the others do not.
 
 Old ``config.json`` files carried ``compile``, ``precision`` and ``memory_format``: ``hwr.config.from_dict`` drops
-them from the ``RunConfig`` and ``from_legacy`` maps them into an ``Execution`` (``hwr.experiment.saved_execution``),
+them from the ``RunConfig`` and ``from_legacy`` maps them into an ``Execution`` (``hwr.tasks.digits.training.saved_execution``),
 so such a run folder resumes as it was run unless told otherwise.
 """
 
@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from hwr import autotune, optim, perf, runtime, train
+from hwr import optim
 from hwr.config import LEGACY_EXECUTION_KEYS
 from hwr.data.batches import Batch
+from hwr.engine import autotune, perf, runtime, train
 from hwr.errors import InputError
 from hwr.losses import Loss
 from hwr.models import Model
@@ -44,10 +45,10 @@ Step = Callable[[train.TrainState, Batch], tuple[train.TrainState, train.Metrics
 @dataclass(frozen=True)
 class Execution:
     """How a run executes. ``device``: ``auto`` (the first CUDA GPU when usable, else the CPU), ``cpu``, ``cuda``,
-    ``cuda:N`` (``hwr.runtime.resolve_device``); ``compile``: ``torch.compile`` the step (autotuned);
+    ``cuda:N`` (``hwr.engine.runtime.resolve_device``); ``compile``: ``torch.compile`` the step (autotuned);
     ``precision``: ``fp32`` or ``bf16`` (autocast); ``memory_format``: ``auto`` (autotune picks among the compile
     configurations, channels-last ones included; eager runs stay contiguous), ``contiguous`` or ``channels_last``
-    (``hwr.perf.channels_last``: same function); ``threads``: torch intra-op threads (0: leave as set, e.g. by
+    (``hwr.engine.perf.channels_last``: same function); ``threads``: torch intra-op threads (0: leave as set, e.g. by
     ``HWR_THREADS``); ``tf32``: TF32 matmuls on CUDA (process-wide, ``runtime.set_tf32``); ``sync_every``: steps
     between the fit loop's host reads of the metrics (``train.fit``)."""
 

@@ -16,8 +16,9 @@ import torch
 from torch.utils import _pytree
 
 from hwr import models, random, tree
-from hwr.interop import jax_cnn, jax_rnn, jax_vit
-from hwr.interop.jax_common import Twin, from_jax, to_jax
+from hwr.interop.jax import cnn as jax_cnn
+from hwr.interop.jax import jax_rnn, jax_vit
+from hwr.interop.jax.common import Twin, from_jax, to_jax
 from hwr.tree import PyTree
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 
 TWINS: dict[str, Twin] = {t.name: t for t in (jax_cnn.TWIN, jax_rnn.TWIN, jax_vit.TWIN)}
 if importlib.util.find_spec("hwr.models.crnn") is not None:  # the strings family lands on its own schedule
-    from hwr.interop import jax_crnn
+    from hwr.interop.jax import crnn as jax_crnn
 
     TWINS["crnn"] = jax_crnn.TWIN
 
@@ -93,7 +94,7 @@ def to_flax(params: PyTree, config: Any = None) -> dict[str, Any]:
 
     ``config`` (``model.config``) names the family and the shapes; without it the parameters must be a CNN's and
     its config is inferred from the kernels (square maps). Each family's layout is in its module's docstring
-    (``hwr.interop.jax_cnn``, ``jax_rnn``, ``jax_vit``)."""
+    (``hwr.interop.jax.cnn``, ``jax_rnn``, ``jax_vit``)."""
     named = tree.flatten_names(params)
     twin, config = resolve(named, config, flax_layout=False)
     return to_jax(tree.unflatten_names(twin.to_flax(named, config)))

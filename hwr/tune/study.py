@@ -1,8 +1,8 @@
-"""Optuna studies over ``hwr.experiment.run``: a study module declares a ``StudySpec`` (its data, its search
+"""Optuna studies over ``hwr.tasks.digits.training.run``: a study module declares a ``StudySpec`` (its data, its search
 space as ``suggest(trial, context) -> RunConfig``, its metrics and directions, its sampler, pruner and trial
 count); this module turns it into an objective, runs workers against a storage, and evaluates the winner.
 
-- Storage (``hwr.storage``, re-exported here): SQLite by default (``sqlite:///runs/studies.db``); any Optuna RDB
+- Storage (``hwr.tune.storage``, re-exported here): SQLite by default (``sqlite:///runs/studies.db``); any Optuna RDB
   URL, e.g. PostgreSQL, lets many machines join one study by running the same command. Heartbeats mark a dead
   worker's trial FAIL and ``RetryHeartbeatStaleTrialCallback`` queues it again; rerunning the command resumes
   (``load_if_exists``).
@@ -17,7 +17,7 @@ count); this module turns it into an objective, runs workers against a storage, 
   ``source_execution`` (default compiled) the pretrained source; ``hwr study run --device`` sets both devices,
   and workers inherit it. Neither is part of any run's identity.
 - Validation: the spec declares the protocol all its runs use (``heldout``: a balanced split disjoint from train
-  and test; ``kfold``: the metric averaged over stratified folds). ``hwr.evaluation.evaluate_best`` re-runs the
+  and test; ``kfold``: the metric averaged over stratified folds). ``hwr.tune.evaluation.evaluate_best`` re-runs the
   top trials on fresh seeds before naming a winner and reads the test split once, for the final table.
 """
 
@@ -40,10 +40,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hwr import experiment, train
 from hwr.config import VALIDATIONS, RunConfig, from_dict, to_dict
-from hwr.execution import Execution
-from hwr.storage import DEFAULT_STORAGE, StudyError, experimental_ok, open_study, storage, with_installed_driver
+from hwr.engine import train
+from hwr.engine.execution import Execution
+from hwr.tasks.digits import training as experiment
+from hwr.tune.storage import DEFAULT_STORAGE, StudyError, experimental_ok, open_study, storage, with_installed_driver
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -186,7 +187,7 @@ def load_spec(name: str) -> StudySpec:
     spec_obj = getattr(module, "SPEC", None)
     if not isinstance(spec_obj, StudySpec):
         raise StudyError(
-            f"study module {name!r} must define SPEC = hwr.study.StudySpec(...); found {type(spec_obj).__name__}"
+            f"study module {name!r} must define SPEC = hwr.tune.study.StudySpec(...); found {type(spec_obj).__name__}"
         )
     return spec_obj
 

@@ -16,8 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hwr.interop import jax_common as jc
-from hwr.interop import jax_rnn, jax_vit
+from hwr.interop.jax import common as jc
+from hwr.interop.jax import jax_vit
+from hwr.interop.jax import rnn as jax_rnn
 from hwr.models.crnn import CRNNConfig
 
 __all__ = ["TWIN", "forward", "from_flax", "sinusoids", "to_flax"]

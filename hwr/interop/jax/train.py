@@ -1,6 +1,6 @@
 """Training in JAX from an hwr state and back: hwr's pure train step written for the JAX twins and optax.
 
-``train_step(config, optimizer)`` is ``hwr.train.train_step(model, optimizer, losses.cross_entropy)`` in JAX: the
+``train_step(config, optimizer)`` is ``hwr.engine.train.train_step(model, optimizer, losses.cross_entropy)`` in JAX: the
 same per-step keys (``fold_in(key, step)`` split into augmentation and model keys, in ``jax_random``), the same
 uint8-to-float transform, masked mean cross-entropy, the batch stats threaded through. ``jax.jit`` it (with
 ``donate_argnums=0`` if the old state is not reused).
@@ -18,15 +18,16 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from hwr import optim, train
-from hwr.interop import jax_families as fam
-from hwr.interop import jax_random
+from hwr import optim
+from hwr.engine import train
+from hwr.interop.jax import families as fam
+from hwr.interop.jax import random as jax_random
 
 __all__ = ["JaxTrainState", "adam_state_from_optax", "from_hwr_state", "to_hwr_state", "train_step"]
 
 
 class JaxTrainState(NamedTuple):
-    """``hwr.train.TrainState`` in JAX: Flax-layout params and batch stats, an optax state, an hwr key
+    """``hwr.engine.train.TrainState`` in JAX: Flax-layout params and batch stats, an optax state, an hwr key
     (``uint32 (2,)``) and an int32 step."""
 
     params: Any

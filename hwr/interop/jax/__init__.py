@@ -36,9 +36,9 @@ import jax
 from safetensors.torch import save as st_save
 
 from hwr import files, tree
-from hwr.interop import jax_random
-from hwr.interop.jax_common import from_jax, to_jax
-from hwr.interop.jax_families import (
+from hwr.interop.jax import random as jax_random
+from hwr.interop.jax.common import from_jax, to_jax
+from hwr.interop.jax.families import (
     TWINS,
     apply,
     family_of,
@@ -49,7 +49,7 @@ from hwr.interop.jax_families import (
     stats_to_flax,
     to_flax,
 )
-from hwr.interop.jax_train import JaxTrainState, adam_state_from_optax, from_hwr_state, to_hwr_state, train_step
+from hwr.interop.jax.train import JaxTrainState, adam_state_from_optax, from_hwr_state, to_hwr_state, train_step
 from hwr.models.cnn import CNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.models.vit import ViTConfig

@@ -18,7 +18,7 @@ from hwr.data import strings as ds
 from hwr.errors import InputError
 from hwr.models import Model
 from hwr.models.crnn import CRNNConfig
-from hwr.strings_step import frame_counts, normalise
+from hwr.tasks.strings.step import frame_counts, normalise
 
 __all__ = ["MAX_WIDTH", "normalise_string", "predict"]
 

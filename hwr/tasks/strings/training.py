@@ -1,5 +1,5 @@
 """Digit strings end to end: ``run(config, out_dir)`` trains a CTC model on synthetic strings composed from MNIST
-digits and writes a run folder like ``hwr.experiment.run`` does:
+digits and writes a run folder like ``hwr.tasks.digits.training.run`` does:
 
     config.json               everything needed to rerun (StringsConfig, ``"task": "strings"``)
     checkpoint.safetensors    TrainState + metadata (epochs done, history, normalisation, model), every epoch
@@ -7,9 +7,9 @@ digits and writes a run folder like ``hwr.experiment.run`` does:
 
 Training strings are drawn afresh for every step from the training digits (keyed by seed, epoch and step, so a
 resumed run sees the same strings); validation and test strings are fixed sets from the held-out and the test
-digits. The step and evaluation are ``hwr.strings_step``'s, the reading of real images ``hwr.strings_read``'s
+digits. The step and evaluation are ``hwr.tasks.strings.step``'s, the reading of real images ``hwr.tasks.strings.read``'s
 (re-exported here: this module is the strings task's one entry point). Library code prints nothing; progress
-comes through ``hwr.train.Callback``s.
+comes through ``hwr.engine.train.Callback``s.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, models, optim, perf, random, runtime, train, tree
+from hwr import checkpoint, files, models, optim, random, tree
 from hwr.config import OptimConfig, from_dict, to_dict
 from hwr.data import clean, sources
 from hwr.data import strings as ds
+from hwr.engine import perf, runtime, train
+from hwr.engine.execution import Execution
 from hwr.errors import InputError
-from hwr.execution import Execution
-from hwr.experiment import CHECKPOINT, CONFIG, METRICS, RunError, build_optimizer
-from hwr.finetune import transfer
 from hwr.models import Model
 from hwr.models.crnn import CRNNConfig
-from hwr.strings_read import MAX_WIDTH, normalise_string, predict
-from hwr.strings_step import StringBatch, StringBatches, eval_step, evaluate, train_step
+from hwr.tasks.digits.finetune import transfer
+from hwr.tasks.digits.training import CHECKPOINT, CONFIG, METRICS, RunError, build_optimizer
+from hwr.tasks.strings.read import MAX_WIDTH, normalise_string, predict
+from hwr.tasks.strings.step import StringBatch, StringBatches, eval_step, evaluate, train_step
 
 __all__ = [
     "MAX_WIDTH",
@@ -244,7 +245,7 @@ def memory_format(execution: Execution) -> str:
 def make_step(p: Prepared, execution: Execution | None = None) -> Callable[[train.TrainState, StringBatch], Any]:
     """The pure, uncompiled train step ``run`` compiles for ``p`` under ``execution``: ``bf16`` runs the model
     under autocast (float32 logits, so the CTC recursion stays in float32), ``channels_last`` lays the
-    convolutions out NHWC (``hwr.perf.channels_last``: the same function up to float rounding)."""
+    convolutions out NHWC (``hwr.engine.perf.channels_last``: the same function up to float rounding)."""
     execution = execution or Execution()
     step_model = perf.autocast(p.model, "bfloat16") if execution.precision == "bf16" else p.model
     if memory_format(execution) == "channels_last":
@@ -265,7 +266,7 @@ def run(
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU, the step compiled) and return the contents of ``metrics.json``, as
-    ``hwr.experiment.run``: ``resume=True`` continues from the last finished epoch to the same result, on any
+    ``hwr.tasks.digits.training.run``: ``resume=True`` continues from the last finished epoch to the same result, on any
     device; ``train.NonFiniteLoss`` keeps the last good checkpoint; ``RunError`` for a folder that cannot be used,
     ``ValueError`` for a device this machine lacks. How it executed is recorded under ``"execution"``;
     ``draw(out, StringsFigures)`` receives what to draw once the test strings are scored."""

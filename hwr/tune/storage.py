@@ -18,7 +18,7 @@ import optuna
 from hwr.errors import HwrError
 
 if TYPE_CHECKING:
-    from hwr.study import StudySpec
+    from hwr.tune.study import StudySpec
 
 __all__ = ["DEFAULT_STORAGE", "StudyError", "experimental_ok", "open_study", "storage", "with_installed_driver"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from hwr.interop import jax_common as jc
+from hwr.interop.jax import common as jc
 from hwr.models.cnn import CNNConfig
 
 __all__ = ["TWIN", "forward", "from_flax", "infer_config", "to_flax"]

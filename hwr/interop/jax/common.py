@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import torch
 from torch.utils import _pytree
 
-from hwr.interop import jax_random
+from hwr.interop.jax import random as jax_random
 from hwr.tree import PyTree
 
 __all__ = [

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from hwr.interop import jax_common as jc
+from hwr.interop.jax import common as jc
 from hwr.models.rnn import RNNConfig
 
 __all__ = [

@@ -27,10 +27,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hwr import experiment, files
+from hwr import files
 from hwr.config import RunConfig, to_dict
-from hwr.execution import Execution
-from hwr.study import StudyContext, StudyError, StudySpec, config_of, prepare_source
+from hwr.engine.execution import Execution
+from hwr.tasks.digits import training as experiment
+from hwr.tune.study import StudyContext, StudyError, StudySpec, config_of, prepare_source
 
 __all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "verdict"]
 

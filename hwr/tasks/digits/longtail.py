@@ -5,7 +5,7 @@
   class-balanced batches;
 - ``adjust_head``: tau-normalisation of the head rows, then post-hoc logit adjustment folded into its bias.
 
-``hwr.experiment.run`` applies them in that order after the main training (``FinetuneConfig.wise``,
+``hwr.tasks.digits.training.run`` applies them in that order after the main training (``FinetuneConfig.wise``,
 ``ClassifierConfig``); each returns new parameters and leaves its inputs untouched.
 """
 
@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from hwr import finetune, losses, optim, random, train
+from hwr import losses, optim, random
 from hwr.config import ClassifierConfig
 from hwr.data import batches as bt
+from hwr.engine import train
 from hwr.models import Model
 from hwr.random import Key
+from hwr.tasks.digits import finetune
 from hwr.tree import PyTree
 
 __all__ = ["WISE_ALPHAS", "adjust_head", "retrain_classifier", "wise_select"]

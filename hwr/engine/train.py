@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad_and_value
 
-from hwr import optim, random, runtime, tree
+from hwr import optim, random, tree
 from hwr.data.batches import Batch, to_float
 from hwr.data.mix import MixConfig, mix_images, mixed_targets
+from hwr.engine import runtime
 from hwr.losses import Loss, Scheduled
 from hwr.models import Model
 from hwr.random import Key
@@ -83,7 +84,7 @@ def _init_model_state(model: Model, device: torch.device) -> PyTree:
 
 def _check_batch(batch: Batch) -> None:
     if not isinstance(batch, Batch):
-        raise TypeError(f"a step takes hwr.train.Batch(images, labels, mask), got {type(batch).__name__}")
+        raise TypeError(f"a step takes hwr.engine.train.Batch(images, labels, mask), got {type(batch).__name__}")
     b = batch.images.shape[0]
     if batch.labels.shape != (b,) or batch.mask.shape != (b,):
         raise ValueError(
@@ -197,10 +198,10 @@ def compile(fn: Callable, *, dynamic: bool = False, mode: str | None = None, **o
     batch instead); later processes warm-start from the shared inductor cache that ``runtime.configure`` sets at
     process start (about 14 s cold, 2 s warm). It writes no environment variable.
 
-    ``options`` are inductor options (``hwr.perf.ATEN_GRAPH``); ``mode`` a ``torch.compile`` mode instead.
+    ``options`` are inductor options (``hwr.engine.perf.ATEN_GRAPH``); ``mode`` a ``torch.compile`` mode instead.
     ``mode="reduce-overhead"`` replays the step as one CUDA graph on a GPU; a replay reuses the memory of the
     previous one's outputs, so this returns copies of them (a copy of the state per step) to keep the step pure.
-    ``hwr.autotune.compile_step`` picks among such configurations by timing them."""
+    ``hwr.engine.autotune.compile_step`` picks among such configurations by timing them."""
     if mode is not None and options:
         raise ValueError(
             f"compile takes a mode or inductor options, not both: mode={mode!r}, options {sorted(options)}"

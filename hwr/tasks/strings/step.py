@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad_and_value
 
-from hwr import decode, metrics, optim, random, train, tree
+from hwr import decode, metrics, optim, random, tree
 from hwr.ctc import ctc_loss
 from hwr.data import strings as ds
+from hwr.engine import train
 from hwr.errors import InputError
 from hwr.models import Model
 from hwr.models.crnn import CRNNConfig
@@ -92,8 +93,8 @@ def train_step(
 ) -> Callable[[train.TrainState, StringBatch], tuple[train.TrainState, train.Metrics]]:
     """The pure step ``(state, batch) -> (state, metrics)``: CTC loss (mean over strings of the per-character
     loss, the frames past each string's content masked), gradients, the optimizer; ``metrics`` as
-    ``hwr.train.train_step``'s (``loss``, ``loss_sum``, ``correct`` exact strings by greedy decoding, ``count``,
-    ``grad_norm``), so ``hwr.train.fit`` and its callbacks take it unchanged."""
+    ``hwr.engine.train.train_step``'s (``loss``, ``loss_sum``, ``correct`` exact strings by greedy decoding, ``count``,
+    ``grad_norm``), so ``hwr.engine.train.fit`` and its callbacks take it unchanged."""
     c: CRNNConfig = model.config
 
     def step(state: train.TrainState, batch: StringBatch) -> tuple[train.TrainState, train.Metrics]:

@@ -4,9 +4,9 @@ choice.
 The same pure step compiles several ways that compute the same function but run at very different speeds, and
 which one wins depends on the machine (on an AVX2 CPU, channels-last convolutions with ATen kernels run the seed
 CNN's step 1.5x faster than inductor's default loops; on a GPU, CUDA graphs remove the launch overhead of a small
-step). A ``Candidate`` names one configuration: the model in channels-last order (``hwr.perf.channels_last``, a
+step). A ``Candidate`` names one configuration: the model in channels-last order (``hwr.engine.perf.channels_last``, a
 change of the model wrapper, which is why this module builds the step itself), inductor options
-(``hwr.perf.ATEN_GRAPH``) or a ``torch.compile`` mode (``reduce-overhead``: CUDA graphs).
+(``hwr.engine.perf.ATEN_GRAPH``) or a ``torch.compile`` mode (``reduce-overhead``: CUDA graphs).
 
 ``compile_step(model, optimizer, loss, example_state, example_batch)`` compiles every candidate, checks its first
 step against the eager step (the loss within ``atol``, the gradient norm and the updates within float rounding as
@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
-from hwr import files, optim, perf, runtime, train, tree
+from hwr import files, optim, tree
 from hwr.data.batches import Batch
+from hwr.engine import perf, runtime, train
 from hwr.losses import Loss
 from hwr.models import Model
 

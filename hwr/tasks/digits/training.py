@@ -1,5 +1,5 @@
 """A training run as one library call: ``run(config, out_dir, execution=...)`` prepares data, model and optimizer
-from a ``RunConfig`` (``hwr.preparation``), builds the step the ``Execution`` asks for (eager, or autotuned and
+from a ``RunConfig`` (``hwr.tasks.digits.preparation``), builds the step the ``Execution`` asks for (eager, or autotuned and
 compiled), fits with per-epoch validation and atomic checkpoints, evaluates on the test split and writes the
 run folder:
 
@@ -25,15 +25,17 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, longtail, metrics, models, random, runtime, train, tree
-from hwr import execution as ex
+from hwr import checkpoint, files, metrics, models, random, tree
 from hwr.config import RunConfig, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
 from hwr.data import sources
-from hwr.execution import Execution
+from hwr.engine import execution as ex
+from hwr.engine import runtime, train
+from hwr.engine.execution import Execution
 from hwr.models import Model
-from hwr.preparation import (
+from hwr.tasks.digits import longtail
+from hwr.tasks.digits.preparation import (
     CHECKPOINT,
     CONFIG,
     SPLIT_SEED,
@@ -102,7 +104,7 @@ def saved_execution(run_dir: str | Path, base: Execution | None = None) -> Execu
 
 def make_step(config: RunConfig, p: Prepared, execution: Execution | None = None) -> ex.Step:
     """The pure, uncompiled train step of ``config`` (augmentation, mixing) under ``execution``'s memory format
-    and precision; ``run`` compiles the same step (``hwr.execution.train_step``)."""
+    and precision; ``run`` compiles the same step (``hwr.engine.execution.train_step``)."""
     return ex.eager_step(execution or Execution(), p.model, p.optimizer, p.loss, **_step_kwargs(config, p))
 
 
@@ -135,7 +137,7 @@ def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[i
 def _post_train(
     config: RunConfig, execution: Execution, p: Prepared, state: train.TrainState, key: random.Key
 ) -> tuple[Any, dict]:
-    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.longtail``).
+    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.longtail``).
     Returns the final params (``state.params`` itself when nothing applies) and a record of the choices made
     (the WiSE-FT alpha with its validation scores)."""
     params, record = state.params, {}

@@ -1,6 +1,6 @@
 """What a training run derives from its ``RunConfig`` before the first step: its keys (one derivation from the
 seed), the data and its train / validation / test split, the model (pretrained parameters transferred when
-fine-tuning), the loss and the optimizer. ``hwr.experiment`` re-exports ``prepare``, ``Prepared``,
+fine-tuning), the loss and the optimizer. ``hwr.tasks.digits.training`` re-exports ``prepare``, ``Prepared``,
 ``build_optimizer``, ``read_config`` and ``RunError``.
 
 Everything is created on the run's device: keys by ``random.key(seed, device=...)``, parameters by ``init`` on
@@ -22,8 +22,8 @@ from hwr.config import OptimConfig, RunConfig, from_dict
 from hwr.data import batches as bt
 from hwr.data import clean, sources, splits
 from hwr.errors import HwrError
-from hwr.finetune import anchored_mask, lr_multipliers, transfer
 from hwr.models import Model
+from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers, transfer
 
 __all__ = ["SPLIT_SEED", "Prepared", "RunError", "RunKeys", "build_optimizer", "prepare", "read_config", "run_keys"]
 

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from hwr.interop import jax_common as jc
-from hwr.interop import jax_random
+from hwr.interop.jax import common as jc
+from hwr.interop.jax import random as jax_random
 from hwr.models.vit import ViTConfig
 
 __all__ = ["TWIN", "attention", "block", "convert_from_flax", "convert_to_flax", "forward", "from_flax", "to_flax"]

@@ -62,7 +62,7 @@ def inductor_cache_path() -> Path:
 def inductor_cache_dir() -> Path:
     """``inductor_cache_path()``, set in the environment so that this process's compiles and its child processes
     use it. Process start-up does this (``configure``: the CLI, the benchmarks; tests/conftest.py sets the
-    variable itself); library code, ``hwr.train.compile`` included, never writes the environment."""
+    variable itself); library code, ``hwr.engine.train.compile`` included, never writes the environment."""
     path = inductor_cache_path()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     return path

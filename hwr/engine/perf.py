@@ -11,7 +11,7 @@ Each ``Model`` wrapper returns a ``Model`` with the same ``init``/``apply`` sign
   bf16, logits returned in float32). Changes the numbers: check the recipe's accuracy. On a GPU bf16 runs on the
   tensor cores; on a CPU it is fast only where the CPU has bf16 instructions (AVX512-BF16 or AMX, see
   ``has_bf16``); elsewhere oneDNN converts and it is slower than float32.
-- ``ATEN_GRAPH``: inductor options for ``hwr.train.compile(step, **ATEN_GRAPH)``: one captured graph whose ops run
+- ``ATEN_GRAPH``: inductor options for ``hwr.engine.train.compile(step, **ATEN_GRAPH)``: one captured graph whose ops run
   as ATen kernels instead of inductor-generated C++ loops. On CPU, inductor's max-pool backward (a scatter) and its
   pooling loops are several times slower than ATen's channels-last kernels; this keeps one graph, no Python in the
   step, and ATen's kernels. Same kernels as eager, so results equal the eager step's.
