@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from hwr.interop.jax import common as jc
-from hwr.interop.jax import jax_vit
+from hwr.interop.jax import vit as jax_vit
 from hwr.interop.jax import rnn as jax_rnn
 from hwr.models.crnn import CRNNConfig
 

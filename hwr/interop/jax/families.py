@@ -17,7 +17,8 @@ from torch.utils import _pytree
 
 from hwr import models, random, tree
 from hwr.interop.jax import cnn as jax_cnn
-from hwr.interop.jax import jax_rnn, jax_vit
+from hwr.interop.jax import rnn as jax_rnn
+from hwr.interop.jax import vit as jax_vit
 from hwr.interop.jax.common import Twin, from_jax, to_jax
 from hwr.tree import PyTree
 
