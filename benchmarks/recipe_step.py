@@ -24,10 +24,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from hwr import random, recipes, train  # noqa: E402
+from hwr import random, recipes  # noqa: E402
 from hwr.config import MEMORY_FORMATS  # noqa: E402
 from hwr.data import batches as bt  # noqa: E402
-from hwr.engine import runtime
+from hwr.engine import (
+    runtime,
+    train,
+)
 from hwr.engine.execution import Execution  # noqa: E402
 from hwr.tasks.digits import training as experiment
 

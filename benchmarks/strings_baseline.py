@@ -25,12 +25,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
-from hwr import metrics, segment  # noqa: E402
+from hwr import metrics  # noqa: E402
 from hwr.data import augment, sources  # noqa: E402
 from hwr.data import strings as ds  # noqa: E402
 from hwr.decode import PAD  # noqa: E402
 from hwr.engine import runtime
 from hwr.tasks.digits import training as experiment
+from hwr.tasks.strings import segment  # noqa: E402
 from hwr.tasks.strings import training as sr  # noqa: E402
 
 __all__ = ["main", "score", "segment_and_classify"]

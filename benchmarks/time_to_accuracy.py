@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness  # noqa: E402
-from hwr import recipes, report, runtime  # noqa: E402
+from hwr import recipes, report  # noqa: E402
+from hwr.engine import runtime  # noqa: E402
 from hwr.engine.execution import MEMORY_FORMATS, Execution  # noqa: E402
 from hwr.tasks.digits import training as experiment
 

@@ -9,7 +9,7 @@ import pytest
 
 from hwr.engine import runtime
 
-_PROBE = "from hwr import runtime; print(runtime.tune_allocator())"
+_PROBE = "from hwr.engine import runtime; print(runtime.tune_allocator())"
 
 
 def _probe(env_extra: dict[str, str]) -> str:

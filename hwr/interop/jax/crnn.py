@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from hwr.interop.jax import common as jc
-from hwr.interop.jax import vit as jax_vit
 from hwr.interop.jax import rnn as jax_rnn
+from hwr.interop.jax import vit as jax_vit
 from hwr.models.crnn import CRNNConfig
 
 __all__ = ["TWIN", "forward", "from_flax", "sinusoids", "to_flax"]
