@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
 from hwr import random, recipes  # noqa: E402
-from hwr.config import MEMORY_FORMATS  # noqa: E402
+from hwr.engine.execution import MEMORY_FORMATS# noqa: E402
 from hwr.data import batches as bt  # noqa: E402
 from hwr.engine import (
     runtime,

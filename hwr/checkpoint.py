@@ -44,8 +44,9 @@ def save(path: str | os.PathLike, state: PyTree, metadata: dict[str, Any] | None
     return files.write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def load_flat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read ``(tensors by dotted name, metadata)``; raises ``CheckpointError`` if absent or unreadable."""
+def load_flat(path: str | os.PathLike, *, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(tensors by dotted name, metadata)``; with ``prefix`` (``"params."``) only the tensors under it,
+    named without it. Raises ``CheckpointError`` if absent or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first (hwr train --out ...) or check the path")
@@ -57,6 +58,8 @@ def load_flat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({e}); delete it and retrain, or resume from an older copy"
         ) from None
+    if prefix:
+        tensors = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
     return tensors, meta
 
 

@@ -1,10 +1,10 @@
-"""Run configuration as frozen dataclasses, and their exact round trip through JSON.
+"""Configs as frozen dataclasses and their exact round trip through JSON, and where data lives.
 
-A ``RunConfig`` is everything needed to rerun a training run (``config.json`` in every run folder). Studies
-turn a trial into a ``RunConfig``; nothing threads raw dicts through the code. Where and how a run executes
-(device, compile, precision, memory format) is not part of it: that is ``hwr.engine.execution.Execution``. A
-``config.json`` written before that split still loads: ``from_dict`` drops its ``compile``, ``precision`` and
-``memory_format`` (``LEGACY_EXECUTION_KEYS``), which ``hwr.engine.execution.from_legacy`` maps into an ``Execution``.
+``to_dict`` / ``from_dict`` are generic over any (nested) frozen dataclass: no type is special-cased here. Each
+task's config (``hwr.tasks.digits.config.RunConfig``, ``hwr.tasks.strings.config.StringsConfig``) is what
+``config.json`` holds; what an old ``config.json`` carried besides is the run folder's business
+(``hwr.runs.read_config``). ``DataSettings`` is the one value that says where data sets live and whether they may
+be downloaded; the CLI builds it from the environment (``hwr.cli``), the library only receives it.
 """
 
 from __future__ import annotations
@@ -12,138 +12,25 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from hwr import models
-from hwr.data.augment import AugmentConfig
-from hwr.data.batches import SAMPLING_POWERS
-from hwr.data.mix import MixConfig
 from hwr.errors import InputError
-from hwr.losses import LossConfig
 
-__all__ = [
-    "LEGACY_EXECUTION_KEYS",
-    "MEMORY_FORMATS",
-    "VALIDATIONS",
-    "ClassifierConfig",
-    "FinetuneConfig",
-    "OptimConfig",
-    "RunConfig",
-    "from_dict",
-    "to_dict",
-]
+__all__ = ["DataSettings", "from_dict", "to_dict"]
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer and schedule. ``schedule``: constant | cosine | onecycle | step (x0.1 every third of training).
-    ``lr`` is the peak rate for ``onecycle``/``cosine``."""
+class DataSettings:
+    """Where data sets live (``root``) and whether they may be downloaded from the internet (``network``; MNIST
+    still comes from the package registry without it). The default: ``~/.cache/hwr``, downloads allowed."""
 
-    name: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3
-    schedule: str = "constant"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = True
-    warmup: float = 0.25
-    clip_norm: float = 0.0  # 0: no clipping
+    root: Path = dataclasses.field(default_factory=lambda: Path.home() / ".cache" / "hwr")
+    network: bool = True
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "adamw", "sgd"):
-            raise InputError(f"unknown optimizer {self.name!r}; choose adam, adamw or sgd")
-        if self.schedule not in ("constant", "cosine", "onecycle", "step"):
-            raise InputError(f"unknown schedule {self.schedule!r}; choose constant, cosine, onecycle or step")
-        if not self.lr > 0:
-            raise InputError(f"learning rate must be > 0, got {self.lr}")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Start from a trained run. ``trainable``: head (classifier only) | last (last block, hidden layer and
-    head) | all; ``backbone_lr_mult`` scales the learning rate of trainable parameters outside the head."""
-
-    source: str = ""  # run folder with config.json + checkpoint.safetensors
-    trainable: str = "all"
-    backbone_lr_mult: float = 1.0
-    reinit: tuple[str, ...] = ()  # top-level groups initialised afresh although the source's would fit (head, fc)
-    l2sp: float = 0.0  # L2-SP strength toward the source weights (0: off)
-    wise: bool = False  # WiSE-FT: interpolate source and fine-tuned weights, alpha chosen on validation
-
-    def __post_init__(self) -> None:
-        if self.trainable not in ("head", "last", "all"):
-            raise InputError(f"trainable must be head, last or all, got {self.trainable!r}")
-        if self.backbone_lr_mult < 0:
-            raise InputError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
-        if self.l2sp < 0:
-            raise InputError(f"l2sp must be >= 0, got {self.l2sp}")
-        object.__setattr__(self, "reinit", tuple(self.reinit))
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """What happens to the classifier after training, in this order: ``crt_epochs`` of classifier re-training
-    (cRT: the head re-initialised and trained alone on frozen features with class-balanced sampling, Adam
-    ``crt_lr``); tau-normalisation of the head rows (``tau_norm``, 0: off); post-hoc logit adjustment
-    ``logits - posthoc_tau * log(train prior)`` folded into the head bias (0: off)."""
-
-    crt_epochs: int = 0
-    crt_lr: float = 1e-3
-    tau_norm: float = 0.0
-    posthoc_tau: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.crt_epochs < 0 or self.tau_norm < 0 or self.posthoc_tau < 0 or not self.crt_lr > 0:
-            raise InputError(f"classifier settings must be >= 0 (crt_lr > 0), got {self}")
-
-    def is_identity(self) -> bool:
-        return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
-
-
-MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts (hwr.engine.execution.MEMORY_FORMATS adds auto)
-LEGACY_EXECUTION_KEYS = ("compile", "precision", "memory_format")  # RunConfig fields before hwr.engine.execution
-VALIDATIONS = ("split", "heldout", "kfold")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One training run. ``model_config`` is the family's config (None: its defaults); ``limit_*`` subsample
-    the data (0: all) for smoke tests; ``val_fraction`` of the training set is held out, stratified."""
-
-    model: str = "cnn"
-    model_config: Any = None
-    dataset: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 128
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    finetune: FinetuneConfig | None = None
-    seed: int = 0
-    validation: str = "split"  # split (val_fraction, stratified) | heldout (the dataset's own) | kfold (fold of folds)
-    val_fraction: float = 0.1
-    folds: int = 5
-    fold: int = 0
-    sampling: str = "instance"  # instance | sqrt | class_balanced (hwr.data.batches.sampled_batches)
-    mix: MixConfig = field(default_factory=MixConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    limit_train: int = 0
-    limit_test: int = 0
-    recipe: str = ""
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InputError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if not 0.0 < self.val_fraction < 0.5:
-            raise InputError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.validation not in VALIDATIONS:
-            raise InputError(f"validation must be one of {VALIDATIONS}, got {self.validation!r}")
-        if self.validation == "kfold" and not (self.folds >= 2 and 0 <= self.fold < self.folds):
-            raise InputError(f"kfold validation needs folds >= 2 and 0 <= fold < folds, got {self.fold}/{self.folds}")
-        if self.sampling not in SAMPLING_POWERS:
-            raise InputError(f"sampling must be one of {tuple(SAMPLING_POWERS)}, got {self.sampling!r}")
-        if self.model_config is not None and not dataclasses.is_dataclass(self.model_config):
-            object.__setattr__(self, "model_config", models.config_from_dict(self.model, self.model_config))
+        object.__setattr__(self, "root", Path(self.root).expanduser())
 
 
 def to_dict(obj: Any) -> Any:
@@ -156,12 +43,11 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild ``cls`` from ``to_dict`` output, recursing into nested dataclasses; unknown keys are an error, except
-    a ``RunConfig``'s ``LEGACY_EXECUTION_KEYS`` (an old ``config.json``), which are dropped."""
+    """Rebuild ``cls`` from ``to_dict`` output, recursing into nested dataclasses (by their type hints; a field typed
+    ``Any``, such as a family's ``model_config``, is passed as given for the class's ``__post_init__`` to build);
+    tuples come back from lists; unknown keys are an error."""
     if not isinstance(values, dict):
         raise TypeError(f"{cls.__name__} expects a JSON object, got {type(values).__name__}")
-    if cls is RunConfig:
-        values = {k: v for k, v in values.items() if k not in LEGACY_EXECUTION_KEYS}
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
@@ -170,8 +56,6 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     kwargs = {}
     for name, value in values.items():
         kwargs[name] = _coerce(hints[name], value)
-    if cls is RunConfig and kwargs.get("model_config") is not None:
-        kwargs["model_config"] = models.config_from_dict(kwargs.get("model", "cnn"), kwargs["model_config"])
     return cls(**kwargs)
 
 

@@ -3,20 +3,22 @@
 ``update(grads, state, params) -> (updates, new_state)`` and ``apply_updates(params, updates)`` return new
 tensors; nothing is modified in place. Small transforms compose with ``chain``; ``adam = chain(scale_by_adam,
 scale_by_learning_rate(schedule))``. Step counters and bias corrections are float64 0-d tensors: a float32
-counter drifts from ``torch.optim.Adam`` by 2e-4 after 10 steps (DESIGN.md section 4). Learning rates are
+counter drifts from ``torch.optim.Adam`` by 2e-4 after 10 steps (docs/architecture.md, measured facts). Learning rates are
 schedules evaluated from the counter inside the step, so a changing rate never recompiles a compiled step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch.utils import _pytree
 
 from hwr import tree
+from hwr.errors import InputError
 from hwr.tree import PyTree
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
@@ -24,6 +26,7 @@ ScalarOrSchedule = float | Schedule
 
 __all__ = [
     "GradientTransformation",
+    "OptimConfig",
     "adam",
     "adamw",
     "add_decayed_weights",
@@ -33,6 +36,7 @@ __all__ = [
     "clip_by_global_norm",
     "constant",
     "cosine",
+    "from_config",
     "masked",
     "onecycle",
     "scale_by_adam",
@@ -313,3 +317,59 @@ def adamw(
 ) -> GradientTransformation:
     """AdamW (decoupled weight decay), matching ``torch.optim.AdamW``: ``p -= lr * (adam_dir + wd * p)``."""
     return chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))
+
+
+# ---------------------------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and schedule. ``schedule``: constant | cosine | onecycle | step (x0.1 every third of training).
+    ``lr`` is the peak rate for ``onecycle``/``cosine``."""
+
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    warmup: float = 0.25
+    clip_norm: float = 0.0  # 0: no clipping
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "adamw", "sgd"):
+            raise InputError(f"unknown optimizer {self.name!r}; choose adam, adamw or sgd")
+        if self.schedule not in ("constant", "cosine", "onecycle", "step"):
+            raise InputError(f"unknown schedule {self.schedule!r}; choose constant, cosine, onecycle or step")
+        if not self.lr > 0:
+            raise InputError(f"learning rate must be > 0, got {self.lr}")
+
+
+def from_config(
+    cfg: OptimConfig,
+    total_steps: int,
+    multipliers: PyTree | None = None,
+    *,
+    extra: Sequence[GradientTransformation] = (),
+) -> GradientTransformation:
+    """The optimizer an ``OptimConfig`` names, its schedule spanning ``total_steps``: clipping (when set), the
+    ``extra`` gradient terms (L2-SP), weight decay and the optimizer's own scaling, then per-leaf learning-rate
+    ``multipliers`` (fine-tuning: 0 freezes a leaf)."""
+    schedule: ScalarOrSchedule = {
+        "constant": lambda: cfg.lr,
+        "cosine": lambda: cosine(cfg.lr, total_steps),
+        "onecycle": lambda: onecycle(cfg.lr, total_steps, warmup=cfg.warmup),
+        "step": lambda: step_decay(cfg.lr, max(total_steps // 3, 1)),
+    }[cfg.schedule]()
+    parts = [clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    parts += list(extra)
+    if cfg.name == "sgd":
+        parts.append(sgd(schedule, cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay))
+    elif cfg.name == "adamw":
+        parts.append(adamw(schedule, weight_decay=cfg.weight_decay))
+    else:
+        parts += [add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+        parts.append(adam(schedule))
+    if multipliers is not None:
+        parts.append(scale_by_multipliers(multipliers))
+    return chain(*parts)

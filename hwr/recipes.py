@@ -8,7 +8,7 @@
   12 epochs; channels-last convolutions (1.16x the NCHW step here) buy the extra epochs inside the budget: how
   it executes is not the recipe (``hwr.engine.execution.Execution``), and the default compiled step (autotune, memory
   format ``auto``) picks channels-last where it is faster; ``--memory-format channels_last`` forces it.
-- ``strings``: digit strings (``hwr.tasks.strings.training.StringsConfig``, not a ``RunConfig``): a CRNN (32-64-128 conv
+- ``strings``: digit strings (``hwr.tasks.strings.config.StringsConfig``, not a ``RunConfig``): a CRNN (32-64-128 conv
   blocks with batch norm, a BiGRU of 128) trained with the pure CTC loss on fresh synthetic MNIST strings of 1-8
   digits, Adam one-cycle; held-out test CER <= 1% and >= 95% exact 5-digit strings within 20 minutes on 2 cores.
 Measured figures are in the README (``benchmarks/time_to_accuracy.py --recipe NAME`` measures them).
@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hwr.config import OptimConfig, RunConfig
 from hwr.data.augment import AugmentConfig
 from hwr.errors import UnknownNameError
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
-from hwr.tasks.strings.training import StringsConfig
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import RunConfig
+from hwr.tasks.strings.config import StringsConfig
 
 __all__ = ["RECIPES", "get"]
 

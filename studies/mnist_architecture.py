@@ -14,12 +14,13 @@ from typing import Any
 
 import optuna
 
-from hwr.config import OptimConfig, RunConfig
 from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.models.vit import ViTConfig
-from hwr.tune.study import StudyContext, StudySpec
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import RunConfig
+from hwr.tune import StudyContext, StudySpec
 
 
 def _cnn(trial: optuna.Trial) -> CNNConfig:

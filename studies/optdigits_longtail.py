@@ -25,13 +25,14 @@ import dataclasses
 import optuna
 
 from hwr import recipes
-from hwr.config import ClassifierConfig, FinetuneConfig, OptimConfig, RunConfig
 from hwr.data.augment import AugmentConfig
 from hwr.data.mix import MixConfig
 from hwr.data.sources import parse_name
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
-from hwr.tune.study import StudyContext, StudySpec
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.tune import StudyContext, StudySpec
 
 TARGET = "optdigits-lt"
 BATCH = 32

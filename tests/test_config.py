@@ -6,15 +6,10 @@ import json
 import pytest
 
 from hwr import models, recipes
-from hwr.config import (
-    LEGACY_EXECUTION_KEYS,
-    ClassifierConfig,
-    FinetuneConfig,
-    OptimConfig,
-    RunConfig,
-    from_dict,
-    to_dict,
-)
+from hwr.engine.execution import LEGACY_EXECUTION_KEYS
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.optim import OptimConfig
+from hwr.config import from_dict, to_dict
 from hwr.data.augment import AugmentConfig
 from hwr.data.mix import MixConfig
 from hwr.losses import LossConfig

@@ -7,7 +7,9 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from hwr.config import OptimConfig, RunConfig, to_dict
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import RunConfig
+from hwr.config import to_dict
 from hwr.models.cnn import CNNConfig
 from hwr.tune import evaluation, study
 

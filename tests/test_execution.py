@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from hwr import checkpoint, random, tree
-from hwr.config import RunConfig, from_dict, to_dict
+from hwr.tasks.digits.config import RunConfig
+from hwr.config import from_dict, to_dict
 from hwr.engine import train
 from hwr.engine.execution import Execution, from_legacy
 from hwr.models.cnn import CNNConfig

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hwr import checkpoint
-from hwr.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 from hwr.data import splits
 from hwr.data.mix import MixConfig
 from hwr.engine.execution import Execution

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hwr import losses, models, optim, random, tree
-from hwr.config import ClassifierConfig
+from hwr.tasks.digits.config import ClassifierConfig
 from hwr.data import batches as bt
 from hwr.data import mix
 from hwr.data.mix import MixConfig

@@ -8,7 +8,8 @@ import torch
 from torch._dynamo.utils import counters
 
 from hwr import checkpoint, models, optim, random, tree
-from hwr.config import RunConfig, from_dict, to_dict
+from hwr.tasks.digits.config import RunConfig
+from hwr.config import from_dict, to_dict
 from hwr.data import strings as ds
 from hwr.engine import train
 from hwr.engine.execution import Execution

@@ -9,9 +9,10 @@ import os
 
 import optuna
 
-from hwr.config import OptimConfig, RunConfig
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import RunConfig
 from hwr.models.cnn import CNNConfig
-from hwr.tune.study import StudyContext, StudySpec
+from hwr.tune import StudyContext, StudySpec
 
 
 def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:

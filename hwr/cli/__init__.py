@@ -78,10 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwr`` console script; returns the exit code."""
-    from hwr.engine import runtime
+    from hwr.cli import environment
 
     args = build_parser().parse_args(argv)
-    runtime.configure()
+    environment.start()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

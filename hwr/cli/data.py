@@ -9,10 +9,10 @@ import torch
 from rich.table import Table
 
 from hwr import random, report
-from hwr.cli import UsageError
+from hwr.cli import UsageError, environment
+from hwr.config import DataSettings
 from hwr.data import augment as aug
 from hwr.data import clean, sources, splits
-from hwr.engine import runtime
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -55,9 +55,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _root(p: argparse.ArgumentParser) -> None:
-    data = runtime.data_settings_from_env()  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
+    data = environment.read().data  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
     p.add_argument("--root", default=str(data.root), help="data root (default $HWR_DATA, else ~/.cache/hwr)")
     p.set_defaults(offline=not data.network)
+
+
+def data_of(args: argparse.Namespace) -> DataSettings:
+    """The ``DataSettings`` of ``--root`` and ``$HWR_OFFLINE``."""
+    return DataSettings(Path(args.root), not args.offline)
 
 
 def _check_name(name: str) -> None:
@@ -81,7 +86,7 @@ def _size(n: int) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    root = Path(args.root) if args.root else sources.default_root()
+    root = Path(args.root)
     table = Table(title=f"data sets (root {root})")
     for col in ("name", "present", "folder", "about"):
         table.add_column(col)
@@ -96,7 +101,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    r = sources.fetch_report(args.name, args.root, network=not args.offline)
+    r = sources.fetch_report(args.name, data_of(args))
     total = sum(f.size for f in r.files)
     report.console.print(
         f"{args.name}: {len(r.files)} files, {_size(total)} in {r.folder}, from {r.method} in {r.seconds:.1f} s"
@@ -110,7 +115,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    ds = sources.load(args.name, args.root, network=not args.offline)
+    ds = sources.load(args.name, data_of(args))
     tr = splits.class_counts(ds.train_labels, ds.num_classes)
     te = splits.class_counts(ds.test_labels, ds.num_classes)
     va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
@@ -136,9 +141,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"test images that duplicate a training image: {len(dup):,}"
         + (f" (first: {dup[:5].tolist()})" if len(dup) else "")
     )
-    report.console.print(
-        f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root or sources.default_root()}"
-    )
+    report.console.print(f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root}")
     report.console.print(f"normalisation (training split): mean {mean:.4f}  std {std:.4f}")
     report.console.print(f"train imbalance (largest / smallest class): {ratio:.1f}")
     return 0
@@ -160,7 +163,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _positive(args.n, "--n")
     _positive(args.rows, "--rows")
     config = _parse_augment(args.augment)
-    ds = sources.load(args.name, args.root, network=not args.offline)
+    ds = sources.load(args.name, data_of(args))
     key = random.key(args.seed)
     pick = random.permutation(random.fold_in(key, 0), len(ds.train_labels))[: args.n]
     x = ds.train_images[pick].float() / 255.0  # (n, 1, 28, 28)
@@ -183,7 +186,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in (args.first, args.second):
         _check_name(name)
     _positive(args.per_class, "--per-class")
-    a, b = (sources.load(name, args.root, network=not args.offline) for name in (args.first, args.second))
+    a, b = (sources.load(name, data_of(args)) for name in (args.first, args.second))
     common = [c for c in a.classes if c in b.classes]
     if not common:
         raise UsageError(f"{a.name} and {b.name} share no class names; compare data sets of the same classes")

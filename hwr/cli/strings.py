@@ -6,75 +6,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.table import Table
 
-from hwr import random, recipes, report
-from hwr.cli import UsageError, read_each, train_guarded
+from hwr import random, recipes, report, runs
+from hwr.cli import UsageError, environment, read_each, train_guarded
+from hwr.cli.train import device_of, execution_of
+from hwr.config import DataSettings
 from hwr.data import digits, sources
 from hwr.data import strings as ds
-from hwr.engine import runtime
-from hwr.engine.execution import Execution
-from hwr.tasks.strings import training as sr
+from hwr.tasks import strings as sr
 
-__all__ = ["SHOW_NAME", "cmd_evaluate", "cmd_predict", "cmd_show", "cmd_train", "save_strings", "wants_train"]
+__all__ = ["SHOW_NAME", "cmd_evaluate", "cmd_predict", "cmd_show", "cmd_train"]
 
 SHOW_NAME = "mnist-strings"  # `hwr data show mnist-strings`
-FIGURE = "strings.png"
-
-
-# ---------------------------------------------------------------------------------------------- figures
-
-
-def save_strings(
-    images: torch.Tensor, titles: Sequence[str], path: str | os.PathLike, *, ncols: int = 3, title: str | None = None
-) -> Path:
-    """A grid of string images ``(N, 1, H, W)`` uint8 (ink bright), each captioned, drawn dark on white."""
-    import matplotlib.pyplot as plt
-
-    x = images[:, 0].cpu().numpy()
-    n = max(len(x), 1)
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    aspect = x.shape[2] / x.shape[1] if len(x) else 5.0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.55 * aspect, nrows * 0.95), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(x):
-            ax.imshow(255 - x[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            ax.set_title(titles[i], fontsize=8, family="monospace")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return report.save_figure(fig, path)
-
-
-def _text(labels: Sequence[int]) -> str:
-    return "".join(str(d) for d in labels) or "(empty)"
-
-
-def _figure(
-    run_dir: Path, model: Any, params: Any, state: Any, test: ds.Strings, mean: float, std: float, n: int = 24
-) -> Path:
-    """Test strings (3 of each length) with their readings: ``truth -> reading``, errors marked."""
-    lengths = test.lengths.cpu()
-    pick = torch.cat([(lengths == k).nonzero().squeeze(1)[:3] for k in range(1, int(lengths.max()) + 1)])[:n]
-    images = test.images[pick]
-    widths = [int(w) for w in test.widths[pick]]
-    read = sr.predict(
-        model, params, state, [im[..., :w] for im, w in zip(images, widths)], mean=mean, std=std, width=images.shape[-1]
-    )
-    titles = []
-    for i, (labels, _conf) in zip(pick.tolist(), read):
-        truth = _text(test.targets[i, : int(test.lengths[i])].tolist())
-        got = _text(labels)
-        titles.append(f"{truth} -> {got}" + ("" if got == truth else "  ✗"))
-    return save_strings(images, titles, run_dir / FIGURE, title="held-out test strings: truth -> reading (greedy CTC)")
 
 
 def _length_table(summary: dict[str, Any], title: str) -> Table:
@@ -109,11 +57,9 @@ class Progress(report.Progress):
 # ---------------------------------------------------------------------------------------------- train
 
 
-def wants_train(args: argparse.Namespace) -> bool:
-    """Whether ``hwr train`` with these arguments trains a strings model."""
-    if args.resume:
-        return sr.is_strings_run(args.out)
-    return isinstance(recipes.RECIPES.get(args.recipe), sr.StringsConfig) or args.model == "crnn"
+def _data(args: argparse.Namespace) -> DataSettings:
+    """Where data lives: ``--data-root`` (default ``$HWR_DATA``) and ``$HWR_OFFLINE``."""
+    return dataclasses.replace(environment.read().data, root=Path(args.data_root))
 
 
 def _config(args: argparse.Namespace) -> sr.StringsConfig:
@@ -143,22 +89,22 @@ def _config(args: argparse.Namespace) -> sr.StringsConfig:
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
-def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
-    """``hwr train`` of a strings run under ``execution`` (the flags ``hwr.cli.train`` parsed and checked)."""
+def cmd_train(args: argparse.Namespace) -> int:
+    """``hwr train`` of a strings run under the execution the flags ask for."""
+    execution = execution_of(args)
     out = Path(args.out)
     config = sr.read_config(out) if args.resume else _config(args)
     if config.source:
-        sr.read_source(config.source)  # a clear error for a bad --from before any data is loaded
+        runs.read_source(config.source)  # a clear error for a bad --from before any data is loaded
     result = train_guarded(
         lambda: sr.run(
             config,
             out,
             resume=args.resume,
             callbacks=[Progress(config.epochs)],
-            data_root=args.data_root,
-            network=runtime.data_settings_from_env().network,
+            data=_data(args),
             execution=execution,
-            draw=lambda run_dir, f: _figure(run_dir, *f),
+            draw=report.draw_strings_run,
         ),
         out,
     )
@@ -170,14 +116,13 @@ def cmd_train(args: argparse.Namespace, execution: Execution) -> int:
     report.console.print(
         f"test CER {100 * t['cer']:.2f}%  string accuracy {100 * t['string_accuracy']:.2f}%  "
         f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  "
-        f"on {used['device']} ({used['device_name']})  -> {out} ({FIGURE})"
+        f"on {used['device']} ({used['device_name']})  -> {out} ({report.STRINGS_FIGURE})"
     )
     return 0
 
 
-def _test_strings(config: sr.StringsConfig, data_root: str | None, device: torch.device | None = None) -> ds.Strings:
-    network = runtime.data_settings_from_env().network  # the CLI reads $HWR_OFFLINE
-    d = sources.load(config.dataset, data_root, device=device or torch.device("cpu"), network=network)
+def _test_strings(config: sr.StringsConfig, data: DataSettings, device: torch.device) -> ds.Strings:
+    d = sources.load(config.dataset, data, device=device)
     pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
     return ds.fixed_set(pools["test"], config.test_strings, config.data)
 
@@ -185,12 +130,13 @@ def _test_strings(config: sr.StringsConfig, data_root: str | None, device: torch
 # ---------------------------------------------------------------------------------------------- evaluate, predict
 
 
-def cmd_evaluate(args: argparse.Namespace, device: torch.device) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    device = device_of(args.device)
     config = sr.read_config(args.run)
     model, params, state, meta = sr.load_run(args.run, device)
     if args.dataset not in (None, config.dataset):
         config = dataclasses.replace(config, dataset=args.dataset)  # validates: digit sets only
-    test = _test_strings(config, args.data_root, device)
+    test = _test_strings(config, _data(args), device)
     s = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
     report.console.print(_length_table(s, f"{args.run} on {s['count']:,} {config.dataset} test strings"))
     report.console.print(
@@ -199,7 +145,8 @@ def cmd_evaluate(args: argparse.Namespace, device: torch.device) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace, device: torch.device) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
+    device = device_of(args.device)
     model, params, state, meta = sr.load_run(args.model, device)
     spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
     inputs, readable, failed = read_each(args.images, lambda path: sr.normalise_string(digits.load_image(path), spec))
@@ -217,7 +164,7 @@ def cmd_predict(args: argparse.Namespace, device: torch.device) -> int:
     for path, (labels, conf) in zip(readable, readings):
         confidence = " ".join(f"{c:.2f}" for c in conf)
         report.console.print(
-            f"{Path(path).name:<{width}}  {_text(labels)}  [{confidence}]",
+            f"{Path(path).name:<{width}}  {report.string_text(labels)}  [{confidence}]",
             soft_wrap=True,
             highlight=False,
             markup=False,
@@ -231,12 +178,14 @@ def cmd_predict(args: argparse.Namespace, device: torch.device) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``hwr data show mnist-strings``: ``--n`` training strings (``--rows`` x 3 when given) with their labels."""
     n = max(1, args.n)
-    d = sources.load("mnist", args.root)
+    from hwr.cli.data import data_of
+
+    d = sources.load("mnist", data_of(args))
     pool = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)["train"]
     spec = ds.StringSpec()
     s = ds.render(random.key(args.seed), pool, n, spec)
-    titles = [_text(t[: int(k)].tolist()) for t, k in zip(s.targets, s.lengths)]
-    out = save_strings(
+    titles = [report.string_text(t[: int(k)].tolist()) for t, k in zip(s.targets, s.lengths)]
+    out = report.save_strings(
         s.images,
         titles,
         args.out,

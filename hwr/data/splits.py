@@ -13,6 +13,7 @@ from hwr import random
 from hwr.random import Key
 
 __all__ = [
+    "SPLIT_SEED",
     "balanced_indices",
     "class_counts",
     "class_order",
@@ -21,6 +22,8 @@ __all__ = [
     "stratified_folds",
     "stratified_split",
 ]
+
+SPLIT_SEED = 20_240_601  # the fixed train / validation split of a training set, the same for every training seed
 
 
 def class_counts(labels: torch.Tensor, num_classes: int | None = None) -> list[int]:

@@ -35,7 +35,6 @@ __all__ = [
     "BLEED",
     "INK",
     "PAD",
-    "SPLIT_SEED",
     "TEST_SEED",
     "DigitPool",
     "StringSpec",
@@ -48,7 +47,6 @@ __all__ = [
 ]
 
 PAD = -1  # target padding (as hwr.decode.PAD)
-SPLIT_SEED = 20_240_601  # hwr.tasks.digits.training's fixed train/val split of the MNIST training set
 TEST_SEED = 1_302_013  # the fixed seeded test strings
 _SRC = 28  # MNIST side
 INK = 0.2  # fraction of full scale above which a pixel counts as ink (ink boxes here, crops in hwr predict)
@@ -151,7 +149,7 @@ def pools(
 ) -> dict[str, DigitPool]:
     """``train`` / ``val`` pools from the fixed stratified split of the training digits (``SPLIT_SEED``, as
     ``hwr.tasks.digits.training``) and a ``test`` pool of the test digits; ``index`` refers to each source split."""
-    tr, va = splits.stratified_split(random.key(SPLIT_SEED), train_labels, val_fraction)
+    tr, va = splits.stratified_split(random.key(splits.SPLIT_SEED), train_labels, val_fraction)
     tr, va = tr.to(train_labels.device), va.to(train_labels.device)
     return {
         "train": digit_pool(train_images[tr], train_labels[tr], tr),

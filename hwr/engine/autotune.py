@@ -8,7 +8,7 @@ step). A ``Candidate`` names one configuration: the model in channels-last order
 change of the model wrapper, which is why this module builds the step itself), inductor options
 (``hwr.engine.perf.ATEN_GRAPH``) or a ``torch.compile`` mode (``reduce-overhead``: CUDA graphs).
 
-``compile_step(model, optimizer, loss, example_state, example_batch)`` compiles every candidate, checks its first
+``compile_step(model, optimizer, objective, example_state, example_batch)`` compiles every candidate, checks its first
 step against the eager step (the loss within ``atol``, the gradient norm and the updates within float rounding as
 Adam amplifies it, see ``_mismatch``; a candidate that fails to compile or differs is rejected with its reason), times a few steps of each (interleaved rounds, the best round of each,
 the device synchronised), and returns the fastest step with a ``Choice`` that records what was measured. The
@@ -30,7 +30,6 @@ from typing import Any
 import torch
 
 from hwr import files, optim, tree
-from hwr.data.batches import Batch
 from hwr.engine import perf, runtime, train
 from hwr.losses import Loss
 from hwr.models import Model
@@ -49,7 +48,8 @@ __all__ = [
 CACHE_FILE = "autotune.json"
 GRAD_RTOL = 1e-3  # a candidate's gradient norm may differ from the eager step's by this much (relative)
 UPDATE_RTOL = 0.1  # and each parameter's update by this much (relative L2); see _mismatch
-Step = Callable[[train.TrainState, Batch], tuple[train.TrainState, train.Metrics]]
+Step = Callable[[train.TrainState, Any], tuple[train.TrainState, train.Metrics]]
+Batch = Any  # a task's batch: a NamedTuple of tensors (hwr.data.batches.Batch, a strings batch)
 
 
 @dataclass(frozen=True)
@@ -101,18 +101,22 @@ def default_candidates(device: torch.device, params: Any) -> tuple[Candidate, ..
 
 
 def build_step(
-    candidate: Candidate, model: Model, optimizer: optim.GradientTransformation, loss: Loss, **step_kwargs: Any
+    candidate: Candidate,
+    model: Model,
+    optimizer: optim.GradientTransformation,
+    objective: train.Objective | Loss,
+    **step_kwargs: Any,
 ) -> Step:
     """``candidate``'s compiled step: ``train.train_step`` over the (wrapped) model, through ``train.compile``."""
     step_model = perf.channels_last(model) if candidate.channels_last else model
-    step = train.train_step(step_model, optimizer, loss, **step_kwargs)
+    step = train.train_step(step_model, optimizer, objective, **step_kwargs)
     return train.compile(step, mode=candidate.mode, **candidate.options)
 
 
 def compile_step(
     model: Model,
     optimizer: optim.GradientTransformation,
-    loss: Loss,
+    objective: train.Objective | Loss,
     example_state: train.TrainState,
     example_batch: Batch,
     *,
@@ -134,8 +138,8 @@ def compile_step(
     by_name = {c.name: c for c in cands}
     machine = _machine(device)
     key = _cache_key(model, example_state, example_batch, cands, tag, machine)
-    want = train.train_step(model, optimizer, loss, **step_kwargs)(example_state, example_batch)
-    build = lambda c: build_step(c, model, optimizer, loss, **step_kwargs)
+    want = train.train_step(model, optimizer, objective, **step_kwargs)(example_state, example_batch)
+    build = lambda c: build_step(c, model, optimizer, objective, **step_kwargs)
     rejected: dict[str, str] = {}
 
     saved = _read_cache().get(key) if cache else None

@@ -1,10 +1,11 @@
-"""Process-level settings that decide throughput (the allocator, the inductor cache, TF32), the device helpers
-(which device ``auto`` means, a device-neutral synchronise), and the data settings the CLI reads from the
-environment (``data_settings_from_env``): the library itself takes them as arguments and never reads them.
+"""Process-level settings that decide throughput (the allocator, the inductor cache, threads, TF32), and the device
+helpers (which device ``auto`` means, a device-neutral synchronise, a device's name).
 
 glibc's default malloc maps and unmaps large activation buffers every step (they exceed its mmap threshold),
-which halves throughput and makes it swing between runs (DESIGN.md section 4). ``tune_allocator`` keeps freed
-memory in the heap instead. The CLI and the benchmarks call it; set ``HWR_NO_MALLOPT=1`` to leave glibc alone.
+which halves throughput and makes it swing between runs (docs/architecture.md, measured facts).
+``tune_allocator`` keeps freed memory in the heap instead. These functions take their settings as arguments and
+read no environment: process start-up (``hwr.cli.environment.start``, which the CLI, the benchmarks and the tests
+call) reads ``HWR_THREADS``, ``HWR_NO_MALLOPT`` and ``TORCHINDUCTOR_CACHE_DIR`` and passes them here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from hwr.errors import InputError
 
@@ -22,13 +22,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "DataSettings",
     "configure",
-    "data_settings_from_env",
     "device_name",
-    "inductor_cache_dir",
     "inductor_cache_path",
+    "quiet_cuda_home_warning",
     "resolve_device",
+    "set_inductor_cache",
     "set_tf32",
     "synchronize",
     "tune_allocator",
@@ -40,8 +39,6 @@ _M_MMAP_MAX = -4
 
 def tune_allocator() -> bool:
     """Stop glibc from returning activation buffers to the OS each step; True if applied."""
-    if os.environ.get("HWR_NO_MALLOPT") == "1":
-        return False
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -54,45 +51,31 @@ def tune_allocator() -> bool:
 
 
 def inductor_cache_path() -> Path:
-    """The inductor cache shared by tests, processes and study workers: ``TORCHINDUCTOR_CACHE_DIR``, else
-    ``~/.cache/hwr/inductor``. Reads only; ``configure`` (``inductor_cache_dir``) exports it."""
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path.home() / ".cache" / "hwr" / "inductor")
+    """The inductor cache this process compiles into (torch's own answer: ``TORCHINDUCTOR_CACHE_DIR`` when set,
+    else its default); autotune keeps its choices there."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir())
 
 
-def inductor_cache_dir() -> Path:
-    """``inductor_cache_path()``, set in the environment so that this process's compiles and its child processes
-    use it. Process start-up does this (``configure``: the CLI, the benchmarks; tests/conftest.py sets the
-    variable itself); library code, ``hwr.engine.train.compile`` included, never writes the environment."""
-    path = inductor_cache_path()
+def set_inductor_cache(path: str | os.PathLike) -> Path:
+    """Make ``path`` the inductor cache of this process and of the processes it starts (it is exported as
+    ``TORCHINDUCTOR_CACHE_DIR``, which inductor and child processes read). Process start-up only: library code,
+    ``hwr.engine.train.compile`` included, never writes the environment."""
+    path = Path(path).expanduser()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     return path
 
 
-class DataSettings(NamedTuple):
-    """Where data lives and whether it may be downloaded: the ``root`` and ``network`` arguments of
-    ``hwr.data.sources.load`` / ``fetch``."""
-
-    root: Path
-    network: bool
-
-
-def data_settings_from_env(environ: Mapping[str, str] | None = None) -> DataSettings:
-    """The CLI's data settings: ``$HWR_DATA`` (else ``~/.cache/hwr``) and ``HWR_OFFLINE=1`` (no internet
-    downloads; MNIST still comes from the package registry). Only the CLI calls this; library functions take
-    ``root=`` and ``network=`` and read no environment."""
-    env = os.environ if environ is None else environ
-    data = env.get("HWR_DATA")
-    root = Path(data).expanduser() if data else Path.home() / ".cache" / "hwr"
-    return DataSettings(root, env.get("HWR_OFFLINE") != "1")
-
-
-def configure() -> None:
-    """Apply the settings; call once at process start, before the first step runs. ``HWR_THREADS`` sets
-    torch's intra-op threads (study workers on one machine split the cores this way)."""
-    tune_allocator()
-    inductor_cache_dir()
+def configure(*, threads: int = 0, malloc: bool = True, inductor_cache: str | os.PathLike | None = None) -> None:
+    """Apply the process settings once at start, before the first step runs: the tuned allocator (``malloc``),
+    the shared inductor cache (``inductor_cache``, None: torch's own), torch's intra-op ``threads`` (0: as set;
+    study workers on one machine split the cores this way)."""
+    if malloc:
+        tune_allocator()
+    if inductor_cache is not None:
+        set_inductor_cache(inductor_cache)
     quiet_cuda_home_warning()
-    threads = os.environ.get("HWR_THREADS")
     if threads:
         import torch
 

@@ -1,15 +1,16 @@
 """The training step as one pure function, its evaluation twin, the compile helper and the fit loop.
 
-``train_step(model, optimizer, loss)`` returns ``step(state, batch) -> (state, metrics)``: it derives this
-step's key from ``fold_in(state.key, state.step)``, transforms the batch (augment, normalise), takes
-``torch.func.grad_and_value`` of the loss, applies the optimizer and returns a new ``TrainState``. Nothing is
+``train_step(model, optimizer, objective)`` returns ``step(state, batch) -> (state, metrics)``: it derives this
+step's keys from ``fold_in(state.key, state.step)``, lets the task's ``Objective`` turn the batch into the model's
+input (augment, normalise, mix), takes ``torch.func.grad_and_value`` of the objective's loss, applies the
+optimizer and returns a new ``TrainState``. Every task trains through this one step: the digit classifier
+(``classifier(loss)``, or a plain loss) and the CTC strings model (``hwr.tasks.strings.step.ctc_objective``). Nothing is
 modified in place, so the same function runs eagerly, under ``torch.compile(fullgraph=True)`` or ``vmap``.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,7 +37,9 @@ __all__ = [
     "Callback",
     "EarlyStopping",
     "NonFiniteLoss",
+    "Objective",
     "TrainState",
+    "classifier",
     "compile",
     "eval_step",
     "fit",
@@ -69,17 +72,9 @@ def init_state(
     state, step 0."""
     k_init, k_train = random.split(key)
     params = model.init(k_init) if params is None else params
-    model_state = _init_model_state(model, key.device) if model_state is None else model_state
+    model_state = model.init_state(device=key.device) if model_state is None else model_state
     step = torch.zeros((), dtype=torch.int64, device=key.device)
     return TrainState(params, model_state, optimizer.init(params), k_train, step)
-
-
-def _init_model_state(model: Model, device: torch.device) -> PyTree:
-    """``model.init_state(device=device)``; a family still on the older ``init_state()`` contract gets its state
-    moved to ``device`` (tests/test_device.py flags such a family)."""
-    if "device" in inspect.signature(model.init_state).parameters:
-        return model.init_state(device=device)
-    return tree.map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, model.init_state())
 
 
 def _check_batch(batch: Batch) -> None:
@@ -95,38 +90,70 @@ def _check_batch(batch: Batch) -> None:
         raise TypeError(f"labels must be int64 class indices, got {batch.labels.dtype}; use labels.long()")
 
 
-def train_step(
-    model: Model,
-    optimizer: optim.GradientTransformation,
-    loss: Loss,
-    *,
-    transform: Transform = to_float,
-    mix: MixConfig | None = None,
-) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """Build the pure step ``(state, batch) -> (state, metrics)``.
+class Objective(NamedTuple):
+    """What a task adds to the one train step. ``inputs(batch, k_augment, k_mix) -> (x, aux)``: the model's input
+    from a batch (augmentation, normalisation, mixing; ``aux`` is whatever the loss needs besides the batch);
+    ``loss(logits, batch, aux, step) -> scalar``: the mean loss that is differentiated; ``correct(logits, batch)
+    -> (B,) bool``: the samples counted right in the metrics. A batch is any NamedTuple with ``images`` and a
+    ``(B,)`` bool ``mask`` (False: padding)."""
 
-    ``metrics`` are sums over the unmasked samples (``loss_sum``, ``correct``, ``count``) plus ``loss`` (the
-    batch mean that was differentiated) and ``grad_norm``, so an epoch's figures are sums divided once.
-    ``mix`` applies mixup / CutMix per sample after ``transform`` (the loss then sees soft targets, and
-    ``correct`` counts the sample's own label); a ``losses.Scheduled`` loss also receives ``state.step``.
-    """
+    inputs: Callable[[Any, Key, Key], tuple[torch.Tensor, Any]]
+    loss: Callable[[torch.Tensor, Any, Any, torch.Tensor], torch.Tensor]
+    correct: Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+def classifier(loss: Loss, *, transform: Transform = to_float, mix: MixConfig | None = None) -> Objective:
+    """The classifier objective over a ``Batch``: ``transform`` (augment, normalise) the images, ``mix`` them per
+    sample (mixup / CutMix: the loss then sees soft targets, and ``correct`` counts the sample's own label), and
+    ``loss(logits, targets, mask)`` (a ``losses.Scheduled`` loss also receives the step)."""
     mixing = mix is not None and not mix.is_identity()
     scheduled = isinstance(loss, Scheduled)
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    def inputs(batch: Batch, k_augment: Key, k_mix: Key) -> tuple[torch.Tensor, Any]:
         _check_batch(batch)
+        x = transform(k_augment, batch.images)  # (B, C, H, W) float
+        if not mixing:
+            return x, None
+        x, perm, lam = mix_images(k_mix, x, mix)
+        return x, (perm, lam)
+
+    def objective_loss(logits: torch.Tensor, batch: Batch, aux: Any, step: torch.Tensor) -> torch.Tensor:
+        target = mixed_targets(batch.labels, *aux, logits.shape[-1]) if mixing else batch.labels
+        return loss(logits, target, batch.mask, *((step,) if scheduled else ()))
+
+    return Objective(inputs, objective_loss, lambda logits, batch: logits.argmax(-1) == batch.labels)
+
+
+def train_step(
+    model: Model,
+    optimizer: optim.GradientTransformation,
+    objective: Objective | Loss,
+    *,
+    transform: Transform = to_float,
+    mix: MixConfig | None = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, Metrics]]:
+    """Build the pure step ``(state, batch) -> (state, metrics)`` of a task's ``objective``; a plain loss
+    ``(logits, labels, mask) -> scalar`` is the classifier objective ``classifier(loss, transform=, mix=)``.
+
+    The step derives its keys from ``fold_in(state.key, state.step)`` (augmentation, the model's dropout,
+    mixing), takes ``torch.func.grad_and_value`` of the objective's loss and applies the optimizer. ``metrics``
+    are sums over the unmasked samples (``loss_sum``, ``correct``, ``count``) plus ``loss`` (the batch mean that
+    was differentiated) and ``grad_norm``, so an epoch's figures are sums divided once.
+    """
+    if not isinstance(objective, Objective):
+        objective = classifier(objective, transform=transform, mix=mix)
+    elif transform is not to_float or mix is not None:
+        raise ValueError("transform= and mix= belong to a plain loss; an Objective carries its own inputs")
+
+    def step(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         k_aug, k_model, k_mix = random.split(random.fold_in(state.key, state.step), 3)
-        x = transform(k_aug, batch.images)  # (B, C, H, W) float
-        if mixing:
-            x, perm, lam = mix_images(k_mix, x, mix)
+        x, aux = objective.inputs(batch, k_aug, k_mix)
 
-        def objective(params: PyTree) -> tuple[torch.Tensor, tuple[torch.Tensor, PyTree]]:
+        def value_of(params: PyTree) -> tuple[torch.Tensor, tuple[torch.Tensor, PyTree]]:
             logits, model_state = model.apply(params, state.model_state, x, key=k_model, train=True)
-            target = mixed_targets(batch.labels, perm, lam, logits.shape[-1]) if mixing else batch.labels
-            extra = (state.step,) if scheduled else ()
-            return loss(logits, target, batch.mask, *extra), (logits, model_state)
+            return objective.loss(logits, batch, aux, state.step), (logits, model_state)
 
-        grads, (value, (logits, model_state)) = grad_and_value(objective, has_aux=True)(state.params)
+        grads, (value, (logits, model_state)) = grad_and_value(value_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optim.apply_updates(state.params, updates)
         mask = batch.mask
@@ -134,7 +161,7 @@ def train_step(
         metrics = {
             "loss": value.detach(),
             "loss_sum": value.detach() * count,
-            "correct": ((logits.argmax(-1) == batch.labels) & mask).sum(),
+            "correct": (objective.correct(logits.detach(), batch) & mask).sum(),
             "count": count,
             "grad_norm": tree.global_norm(grads),
         }

@@ -12,14 +12,26 @@ from hwr.report.console import (
     metrics_table,
     study_table,
 )
-from hwr.report.figures import draw_run, save_confusion, save_figure, save_image_grid, save_image_rows
+from hwr.report.figures import (
+    STRINGS_FIGURE,
+    draw_run,
+    draw_strings_run,
+    save_confusion,
+    save_figure,
+    save_image_grid,
+    save_image_rows,
+    save_strings,
+    string_text,
+)
 from hwr.report.study_plots import save_study_plots
 
 __all__ = [
+    "STRINGS_FIGURE",
     "Progress",
     "best_summary",
     "console",
     "draw_run",
+    "draw_strings_run",
     "err_console",
     "evaluation_table",
     "importance_table",
@@ -28,6 +40,8 @@ __all__ = [
     "save_figure",
     "save_image_grid",
     "save_image_rows",
+    "save_strings",
     "save_study_plots",
+    "string_text",
     "study_table",
 ]

@@ -1,24 +1,37 @@
 """PNG figures drawn on ``matplotlib.figure.Figure`` (never pyplot, never a backend switch at import, so a
-notebook's inline backend is untouched): image grids, confusion matrices, a run's figures; written atomically."""
+notebook's inline backend is untouched): image grids, confusion matrices, captioned strings, a finished run's
+figures (digits: ``draw_run``; strings: ``draw_strings_run``); written atomically."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from hwr.files import atomic_write
+from hwr.tasks import strings
+from hwr.tasks.digits import RunFigures
 
-if TYPE_CHECKING:
-    from hwr.tasks.digits.training import RunFigures
+__all__ = [
+    "STRINGS_FIGURE",
+    "draw_run",
+    "draw_strings_run",
+    "save_confusion",
+    "save_figure",
+    "save_image_grid",
+    "save_image_rows",
+    "save_strings",
+    "string_text",
+]
 
-__all__ = ["draw_run", "save_confusion", "save_figure", "save_image_grid", "save_image_rows"]
+STRINGS_FIGURE = "strings.png"  # a strings run's readings of its test strings
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
@@ -143,3 +156,56 @@ def draw_run(out: Path, figures: RunFigures) -> list[Path]:
         )
     )
     return written
+
+
+def string_text(labels: Sequence[int]) -> str:
+    """A reading's digits as text (``(empty)`` for none)."""
+    return "".join(str(d) for d in labels) or "(empty)"
+
+
+def save_strings(
+    images: torch.Tensor, titles: Sequence[str], path: str | os.PathLike, *, ncols: int = 3, title: str | None = None
+) -> Path:
+    """A grid of string images ``(N, 1, H, W)`` uint8 (ink bright), each captioned, drawn dark on white."""
+    x = images[:, 0].detach().cpu().numpy()
+    n = max(len(x), 1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    aspect = x.shape[2] / x.shape[1] if len(x) else 5.0
+    fig = Figure(figsize=(ncols * 0.55 * aspect, nrows * 0.95))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(x):
+            ax.imshow(255 - x[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(titles[i], fontsize=8, family="monospace")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def draw_strings_run(out: Path, figures: strings.StringsFigures, n: int = 24) -> Path:
+    """A finished strings run's ``strings.png``: test strings (3 of each length) with their readings
+    (``truth -> reading``, errors marked)."""
+    test = figures.test
+    lengths = test.lengths.cpu()
+    pick = torch.cat([(lengths == k).nonzero().squeeze(1)[:3] for k in range(1, int(lengths.max()) + 1)])[:n]
+    images = test.images[pick]
+    widths = [int(w) for w in test.widths[pick]]
+    crops = [im[..., :w] for im, w in zip(images, widths)]
+    read = strings.predict(
+        figures.model,
+        figures.params,
+        figures.model_state,
+        crops,
+        mean=figures.mean,
+        std=figures.std,
+        width=images.shape[-1],
+    )
+    titles = []
+    for i, (labels, _conf) in zip(pick.tolist(), read):
+        truth = string_text(test.targets[i, : int(test.lengths[i])].tolist())
+        got = string_text(labels)
+        titles.append(f"{truth} -> {got}" + ("" if got == truth else "  ✗"))
+    title = "held-out test strings: truth -> reading (greedy CTC)"
+    return save_strings(images, titles, out / STRINGS_FIGURE, title=title)

@@ -1,0 +1,34 @@
+"""Optuna studies over the digit task: ``spec`` (a study's declaration), ``storage`` (SQLite or PostgreSQL, with
+heartbeats), ``study`` (the objective and this worker's share of the trials), ``evaluation`` (the final,
+once-only read of the test split).
+"""
+
+from hwr.tune import evaluation, spec, storage, study
+from hwr.tune.evaluation import evaluate_best, load_evaluation, select, verdict
+from hwr.tune.spec import StudyContext, StudyError, StudySpec, load_spec
+from hwr.tune.storage import DEFAULT_STORAGE, open_storage, open_study, with_installed_driver
+from hwr.tune.study import best_trial, config_of, optimize, prepare_source, trial_rows
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "StudyContext",
+    "StudyError",
+    "StudySpec",
+    "best_trial",
+    "config_of",
+    "evaluate_best",
+    "evaluation",
+    "load_evaluation",
+    "load_spec",
+    "open_storage",
+    "open_study",
+    "optimize",
+    "prepare_source",
+    "select",
+    "spec",
+    "storage",
+    "study",
+    "trial_rows",
+    "verdict",
+    "with_installed_driver",
+]

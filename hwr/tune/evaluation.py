@@ -17,21 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
-from hwr import files
-from hwr.config import RunConfig, to_dict
+from hwr import files, runs
+from hwr.config import DataSettings, to_dict
 from hwr.engine.execution import Execution
-from hwr.tasks.digits import training as experiment
-from hwr.tune.study import StudyContext, StudyError, StudySpec, config_of, prepare_source
+from hwr.tasks import digits
+from hwr.tasks.digits.config import RunConfig
+from hwr.tune.spec import StudyContext, StudyError, StudySpec
+from hwr.tune.study import config_of, prepare_source, train_fresh
 
 __all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "verdict"]
 
@@ -48,22 +48,14 @@ def shot_groups(counts: list[int]) -> dict[str, list[int]]:
     return {"many": order[:a], "medium": order[a:b], "few": order[b:]}
 
 
-def _run(
-    cfg: RunConfig,
-    out: Path,
-    callbacks: tuple,
-    execution: Execution,
-    data_root: Path | None = None,
-    network: bool = True,
-) -> dict[str, Any]:
-    if (out / experiment.METRICS).is_file():
-        return json.loads((out / experiment.METRICS).read_text())
-    if out.exists():
-        shutil.rmtree(out)
-    torch._dynamo.reset()
-    return experiment.run(
-        cfg, out, execution=execution, callbacks=callbacks, write_figures=False, data_root=data_root, network=network
-    )
+def _run(cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data: DataSettings) -> dict[str, Any]:
+    """A contender's or re-run's result: reused from ``out`` when it holds the finished run of this same
+    ``cfg`` (an interrupted evaluation resumes), else trained afresh (``train_fresh``)."""
+    if (out / runs.METRICS).is_file():
+        saved = json.loads((out / runs.METRICS).read_text())
+        if saved.get("config") == to_dict(cfg):
+            return saved
+    return train_fresh(cfg, out, execution, data, callbacks)
 
 
 def select(
@@ -73,8 +65,7 @@ def select(
     *,
     callbacks: tuple = (),
     on_run: OnRun | None = None,
-    data_root: Path | None = None,
-    network: bool = True,
+    data: DataSettings | None = None,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
     """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
     the original run and ``spec.rerun_seeds`` re-runs; returns it and one row per candidate."""
@@ -95,8 +86,7 @@ def select(
                     out_root / f"rerun_{t.number}_seed{seed}",
                     callbacks,
                     spec.execution,
-                    data_root,
-                    network,
+                    data or DataSettings(),
                 )
                 values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
                 if on_run:
@@ -132,16 +122,52 @@ def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[s
     return out
 
 
-def _zero_shot(
-    source: Path, dataset: str, n_seeds: int, device: str, data_root: Path | None = None, network: bool = True
-) -> list[dict[str, Any]]:
+def _zero_shot(source: Path, dataset: str, n_seeds: int, device: str, data: DataSettings) -> list[dict[str, Any]]:
     """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
-    test = experiment.evaluate_run(source, dataset, split="test", device=device, data_root=data_root, network=network)
+    test = digits.evaluate_run(source, dataset, split="test", device=device, data=data)
     try:
-        val = experiment.evaluate_run(source, dataset, split="val", device=device, data_root=data_root, network=network)
-    except experiment.RunError:
+        val = digits.evaluate_run(source, dataset, split="val", device=device, data=data)
+    except runs.RunError:
         val = None
     return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
+
+
+def _contenders(spec: StudySpec, best_cfg: RunConfig, context: StudyContext) -> dict[str, RunConfig]:
+    """``best``, the spec's baselines and the oracle ceiling, each under the spec's validation protocol."""
+    contenders: dict[str, RunConfig] = {"best": best_cfg}
+    contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
+    if spec.oracle is not None:
+        contenders["oracle"] = spec.protocol(spec.oracle(best_cfg, context))
+    return contenders
+
+
+def _train_contenders(
+    spec: StudySpec, contenders: dict[str, RunConfig], out_root: Path, callbacks: tuple, on_run: OnRun | None, data
+) -> dict[str, list[dict[str, Any]]]:
+    """Every contender trained on ``spec.eval_seeds``: their results, by label."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for label, cfg in contenders.items():
+        results[label] = []
+        for s in spec.eval_seeds:
+            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution, data)
+            results[label].append(r)
+            if on_run:
+                on_run(label, s, r)
+    return results
+
+
+def _gains(results: dict[str, Any], reference: str | None) -> dict[str, Any]:
+    """The best's gain over zero-shot and the reference, and its validation-test gap."""
+    out: dict[str, Any] = {}
+    best = results["contenders"]["best"]
+    for ref in ("zero_shot", reference):
+        if ref and ref in results["contenders"]:
+            other = results["contenders"][ref]
+            out[f"gain_macro_f1_vs_{ref}"] = best["macro_f1_mean"] - other["macro_f1_mean"]
+            out[f"beats_{ref}_every_seed"] = all(b > o for b, o in zip(best["macro_f1"], other["macro_f1"]))
+    if "val_macro_f1_mean" in best:
+        out["selected_val_test_gap"] = best["val_macro_f1_mean"] - best["macro_f1_mean"]
+    return out
 
 
 def evaluate_best(
@@ -151,70 +177,33 @@ def evaluate_best(
     root: Path = Path("runs"),
     callbacks: tuple = (),
     on_run: OnRun | None = None,
-    data_root: Path | None = None,
-    network: bool = True,
+    data: DataSettings | None = None,
 ) -> dict[str, Any]:
     """Select the winner (``select``), train every contender on ``spec.eval_seeds`` and score it on the test
     split; returns (and writes ``evaluation.json``) the table described in the module docstring."""
+    data = data or DataSettings()
     study_root = root / "studies" / study.study_name
     out_root = study_root / "evaluation"
-    winner, selection = select(
-        spec, study, out_root, callbacks=callbacks, on_run=on_run, data_root=data_root, network=network
-    )
+    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data=data)
     best_cfg = spec.protocol(config_of(winner))
-    context = StudyContext(
-        prepare_source(spec, root, data_root=data_root, network=network),
-        study_root,
-        study.user_attrs.get("dataset"),
-        data_root,
-        network,
-    )
-    contenders: dict[str, RunConfig] = {"best": best_cfg}
-    contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
-    if spec.oracle is not None:
-        contenders["oracle"] = spec.protocol(spec.oracle(best_cfg, context))
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for label, cfg in contenders.items():
-        runs[label] = []
-        for s in spec.eval_seeds:
-            r = _run(
-                dataclasses.replace(cfg, seed=s),
-                out_root / f"{label}_seed{s}",
-                callbacks,
-                spec.execution,
-                data_root,
-                network,
-            )
-            runs[label].append(r)
-            if on_run:
-                on_run(label, s, r)
-    counts = runs["best"][0].get("train_class_counts")
+    source = prepare_source(spec, root, data=data)
+    context = StudyContext(source, study_root, study.user_attrs.get("dataset"), data)
+    contenders = _contenders(spec, best_cfg, context)
+    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data)
+    counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
+    if source is not None and best_cfg.finetune is not None:
+        zero = _zero_shot(source, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data)
+        trained = {"zero_shot": zero, **trained}
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
         "selection": selection,
         "shot_groups": groups,
-        "contenders": {},
+        "contenders": {label: _aggregate(rs, contenders.get(label), groups) for label, rs in trained.items()},
+        "ceilings": ["oracle"] if "oracle" in contenders else [],
     }
-    if context.source_dir is not None and best_cfg.finetune is not None:
-        runs = {
-            "zero_shot": _zero_shot(
-                context.source_dir, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data_root, network
-            ),
-            **runs,
-        }
-    for label, rs in runs.items():
-        results["contenders"][label] = _aggregate(rs, contenders.get(label), groups)
-    results["ceilings"] = ["oracle"] if "oracle" in contenders else []
-    best = results["contenders"]["best"]
-    for ref in ("zero_shot", spec.reference):
-        if ref and ref in results["contenders"]:
-            other = results["contenders"][ref]
-            results[f"gain_macro_f1_vs_{ref}"] = best["macro_f1_mean"] - other["macro_f1_mean"]
-            results[f"beats_{ref}_every_seed"] = all(b > o for b, o in zip(best["macro_f1"], other["macro_f1"]))
-    if "val_macro_f1_mean" in best:
-        results["selected_val_test_gap"] = best["val_macro_f1_mean"] - best["macro_f1_mean"]
+    results |= _gains(results, spec.reference)
     files.write_json(study_root / EVALUATION, results)
     return results
 

@@ -1,6 +1,6 @@
 """Optuna study storages: an RDB storage from a URL (SQLite by default; a plain ``postgresql://`` URL uses the
 PostgreSQL driver that is installed) with heartbeats and retry of stale trials, the study opened on it with the
-spec's seeded sampler, and ``StudyError``, what every study failure raises. Optuna's ``ExperimentalWarning`` is
+spec's seeded sampler. Failures raise ``hwr.tune.spec.StudyError``. Optuna's ``ExperimentalWarning`` is
 silenced only around the calls that raise it (``experimental_ok``), never at import.
 """
 
@@ -11,22 +11,15 @@ import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
-from hwr.errors import HwrError
+from hwr.tune.spec import StudyError, StudySpec
 
-if TYPE_CHECKING:
-    from hwr.tune.study import StudySpec
-
-__all__ = ["DEFAULT_STORAGE", "StudyError", "experimental_ok", "open_study", "storage", "with_installed_driver"]
+__all__ = ["DEFAULT_STORAGE", "experimental_ok", "open_storage", "open_study", "with_installed_driver"]
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"
-
-
-class StudyError(HwrError, ValueError):
-    """A study that cannot run as asked: bad spec, unreachable or locked storage, unknown study name."""
 
 
 @contextlib.contextmanager
@@ -88,7 +81,7 @@ def _driver_error(url: str, error: ImportError) -> str:
     )
 
 
-def storage(
+def open_storage(
     url: str | None = None, *, heartbeat: int = 10, grace: int = 30, sqlite_timeout: float = 60.0
 ) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and retry of stale trials; raises ``StudyError`` naming the URL when the

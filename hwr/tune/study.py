@@ -1,8 +1,7 @@
-"""Optuna studies over ``hwr.tasks.digits.training.run``: a study module declares a ``StudySpec`` (its data, its search
-space as ``suggest(trial, context) -> RunConfig``, its metrics and directions, its sampler, pruner and trial
-count); this module turns it into an objective, runs workers against a storage, and evaluates the winner.
+"""Optuna studies over ``hwr.tasks.digits.run``: a study module declares a ``StudySpec`` (``hwr.tune.spec``); this
+module turns it into an objective and runs this worker's share of the trials against a storage.
 
-- Storage (``hwr.tune.storage``, re-exported here): SQLite by default (``sqlite:///runs/studies.db``); any Optuna RDB
+- Storage (``hwr.tune.storage``): SQLite by default (``sqlite:///runs/studies.db``); any Optuna RDB
   URL, e.g. PostgreSQL, lets many machines join one study by running the same command. Heartbeats mark a dead
   worker's trial FAIL and ``RetryHeartbeatStaleTrialCallback`` queues it again; rerunning the command resumes
   (``load_if_exists``).
@@ -23,16 +22,13 @@ count); this module turns it into an objective, runs workers against a storage, 
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
-import importlib
-import importlib.util
 import json
 import math
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,156 +36,27 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hwr.config import VALIDATIONS, RunConfig, from_dict, to_dict
+from hwr import runs
+from hwr.config import DataSettings, from_dict, to_dict
 from hwr.engine import train
 from hwr.engine.execution import Execution
-from hwr.tasks.digits import training as experiment
-from hwr.tune.storage import DEFAULT_STORAGE, StudyError, experimental_ok, open_study, storage, with_installed_driver
+from hwr.tasks import digits
+from hwr.tasks.digits.config import RunConfig
+from hwr.tune.spec import METRICS, StudyContext, StudyError, StudySpec
+from hwr.tune.storage import experimental_ok, open_storage, open_study
 
 __all__ = [
-    "DEFAULT_STORAGE",
-    "StudyContext",
-    "StudyError",
-    "StudySpec",
+    "BudgetReached",
     "best_trial",
     "config_of",
-    "load_spec",
-    "open_study",
+    "objective",
     "optimize",
     "prepare_source",
-    "storage",
-    "with_installed_driver",
+    "train_fresh",
+    "trial_rows",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyContext:
-    """What ``suggest`` may depend on besides the trial: the pretrained source run and the artefact root."""
-
-    source_dir: Path | None
-    out_dir: Path
-    dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
-    data_root: Path | None = None  # where data sets live (the CLI passes $HWR_DATA; None: ~/.cache/hwr)
-    network: bool = True  # whether data may be downloaded from the internet (the CLI passes not $HWR_OFFLINE)
-
-
-@dataclasses.dataclass(frozen=True)
-class StudySpec:
-    """A study's declaration. ``metrics[i]`` is read from a run's result (``val_macro_f1``, ``val_accuracy``,
-    ``num_params``, ``samples_per_s``) and optimised in ``directions[i]``; the first metric is reported per
-    epoch for pruning (single-objective studies only)."""
-
-    name: str
-    description: str
-    suggest: Callable[[optuna.Trial, StudyContext], RunConfig]
-    metrics: tuple[str, ...]
-    directions: tuple[str, ...]
-    n_trials: int
-    sampler: Callable[[int], optuna.samplers.BaseSampler]
-    pruner: Callable[[], optuna.pruners.BasePruner] | None = None
-    source: RunConfig | None = None
-    baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
-    eval_seeds: tuple[int, ...] = (101, 102, 103)
-    # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
-    # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
-    # per trial, the metric averaged over folds)
-    validation: str = "config"
-    folds: int = 5
-    reference: str | None = None  # the baseline contender the best's gain is measured against
-    oracle: Callable[[RunConfig, StudyContext], RunConfig] | None = None  # the best on balanced data: a ceiling
-    rerun_top: int = 1  # re-run this many top trials on ``rerun_seeds`` and rank them by their mean
-    rerun_seeds: tuple[int, ...] = (201, 202)
-    # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
-    # search starts from what a user would try first; missing params are sampled as usual
-    initial: tuple[dict[str, Any], ...] = ()
-    # how trials, re-runs and contenders execute (eager), and how the pretrained source trains (a recipe: compiled)
-    execution: Execution = dataclasses.field(default_factory=lambda: Execution(compile=False))
-    source_execution: Execution = dataclasses.field(default_factory=Execution)
-
-    def __post_init__(self) -> None:
-        if not self.metrics or len(self.metrics) != len(self.directions):
-            raise StudyError(
-                f"study {self.name!r}: metrics {self.metrics} and directions {self.directions} must pair up"
-            )
-        bad = [d for d in self.directions if d not in ("maximize", "minimize")]
-        if bad:
-            raise StudyError(f"study {self.name!r}: directions must be maximize or minimize, got {bad}")
-        unknown = [m for m in self.metrics if m not in _METRICS]
-        if unknown:
-            raise StudyError(f"study {self.name!r}: unknown metric(s) {unknown}; choose from {sorted(_METRICS)}")
-        if self.n_trials < 1 or not callable(self.suggest) or not callable(self.sampler):
-            raise StudyError(f"study {self.name!r}: needs n_trials >= 1 and callable suggest and sampler")
-        if self.pruner is not None and len(self.metrics) > 1:
-            raise StudyError(f"study {self.name!r}: Optuna cannot prune multi-objective studies; set pruner=None")
-        if self.validation not in ("config", *VALIDATIONS):
-            raise StudyError(
-                f"study {self.name!r}: validation must be config, split, heldout or kfold, got {self.validation!r}"
-            )
-        if self.validation == "kfold" and self.folds < 2:
-            raise StudyError(f"study {self.name!r}: kfold validation needs folds >= 2, got {self.folds}")
-        if self.rerun_top < 1 or (self.rerun_top > 1 and not self.rerun_seeds):
-            raise StudyError(f"study {self.name!r}: rerun_top must be >= 1, with rerun_seeds when > 1")
-        if self.oracle is not None and self.source is None:
-            raise StudyError(f"study {self.name!r}: an oracle needs a source model to fine-tune")
-
-    def protocol(self, config: RunConfig, fold: int = 0) -> RunConfig:
-        """``config`` under the spec's validation protocol (fold ``fold`` of ``folds`` for kfold)."""
-        if self.validation == "config":
-            return config
-        if self.validation == "kfold":
-            return dataclasses.replace(config, validation="kfold", folds=self.folds, fold=fold)
-        return dataclasses.replace(config, validation=self.validation)
-
-    def fold_count(self) -> int:
-        return self.folds if self.validation == "kfold" else 1
-
-    def on_device(self, device: str | None) -> StudySpec:
-        """This spec with every run on ``device`` (None: unchanged)."""
-        if device is None:
-            return self
-        return dataclasses.replace(
-            self,
-            execution=dataclasses.replace(self.execution, device=device),
-            source_execution=dataclasses.replace(self.source_execution, device=device),
-        )
-
-
-_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
-    "val_macro_f1": lambda r: r["val"]["macro_f1"],
-    "val_accuracy": lambda r: r["val"]["accuracy"],
-    "val_balanced_accuracy": lambda r: r["val"]["balanced_accuracy"],
-    "num_params": lambda r: float(r["num_params"]),
-    "samples_per_s": lambda r: r["timing"]["samples_per_s"],
-}
-
-
-def load_spec(name: str) -> StudySpec:
-    """The ``SPEC`` of study module ``studies/<name>.py`` (or of a path to a ``.py`` file), validated."""
-    try:
-        if name.endswith(".py"):
-            path = Path(name)
-            spec = importlib.util.spec_from_file_location(f"hwr_study_{path.stem}", path)
-            if spec is None or not path.is_file():
-                raise StudyError(f"study file {path} not found")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(f"studies.{name}")
-    except ModuleNotFoundError as e:
-        if e.name in (f"studies.{name}", "studies"):
-            known = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "studies").glob("[a-z]*.py"))
-            raise StudyError(f"unknown study {name!r}; choose one of {known} or pass a path to a .py file") from None
-        raise
-    except SyntaxError as e:
-        raise StudyError(f"study module {name!r} does not parse: {e}") from None
-    spec_obj = getattr(module, "SPEC", None)
-    if not isinstance(spec_obj, StudySpec):
-        raise StudyError(
-            f"study module {name!r} must define SPEC = hwr.tune.study.StudySpec(...); found {type(spec_obj).__name__}"
-        )
-    return spec_obj
 
 
 def _lock(path: Path):
@@ -199,13 +66,20 @@ def _lock(path: Path):
     return f
 
 
+def train_fresh(
+    config: RunConfig, out: Path, execution: Execution, data: DataSettings, callbacks: Sequence[train.Callback] = ()
+) -> dict[str, Any]:
+    """Train ``config`` into a fresh folder ``out`` (whatever an aborted start left there is removed) with a fresh
+    compile budget (dynamo keeps at most 8 versions of a function: a study compiling a new architecture per run
+    would fall back to eager from the ninth), no figures: every trial, re-run and contender goes through here."""
+    if out.exists():
+        shutil.rmtree(out)
+    torch._dynamo.reset()
+    return digits.run(config, out, execution=execution, callbacks=callbacks, data=data, write_figures=False)
+
+
 def prepare_source(
-    spec: StudySpec,
-    root: Path = Path("runs"),
-    callbacks=(),
-    *,
-    data_root: Path | None = None,
-    network: bool = True,
+    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
 ) -> Path | None:
     """Train (once, under a file lock) and cache the study's pretrained source run; returns its folder."""
     if spec.source is None:
@@ -213,18 +87,9 @@ def prepare_source(
     digest = hashlib.sha1(json.dumps(to_dict(spec.source), sort_keys=True).encode()).hexdigest()[:10]
     out = root / "pretrained" / f"{spec.source.recipe or 'source'}-{spec.source.dataset}-{digest}"
     with _lock(out.with_suffix(".lock")):
-        meta_ok = (out / experiment.METRICS).is_file()
-        if not meta_ok:
-            resume = (out / experiment.CHECKPOINT).is_file()
-            experiment.run(
-                spec.source,
-                out,
-                execution=spec.source_execution,
-                resume=resume,
-                callbacks=callbacks,
-                data_root=data_root,
-                network=network,
-            )
+        if not (out / runs.METRICS).is_file():
+            resume = (out / runs.CHECKPOINT).is_file()
+            digits.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks, data=data)
     return out
 
 
@@ -261,11 +126,8 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             trial.study.stop()
             trial.set_user_attr("failure", "budget: the requested trials were already taken by other workers")
             raise BudgetReached()
-        torch._dynamo.reset()  # a fresh recompile budget per trial (dynamo keeps at most 8 versions)
         config = spec.suggest(trial, context)
         out = context.out_dir / f"trial_{trial.number:04d}"
-        if out.exists():  # a retried trial number never repeats, but a folder from an aborted start may
-            shutil.rmtree(out)
         trial.set_user_attr("run_dir", str(out))
         trial.set_user_attr("config", to_dict(config))
         folds = spec.fold_count()
@@ -274,19 +136,11 @@ def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable
             pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner and fold == 0 else []
             run_dir = out if folds == 1 else out / f"fold{fold}"
             try:
-                result = experiment.run(
-                    spec.protocol(config, fold),
-                    run_dir,
-                    execution=spec.execution,
-                    data_root=context.data_root,
-                    network=context.network,
-                    callbacks=pruning,
-                    write_figures=False,
-                )
+                result = train_fresh(spec.protocol(config, fold), run_dir, spec.execution, context.data, pruning)
             except train.NonFiniteLoss as e:
                 trial.set_user_attr("failure", f"non-finite loss: {e}")
                 raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None
-            per_fold.append(tuple(_METRICS[m](result) for m in spec.metrics))
+            per_fold.append(tuple(METRICS[m](result) for m in spec.metrics))
         values = tuple(statistics.fmean(v) for v in zip(*per_fold))
         if folds > 1:
             trial.set_user_attr("fold_values", [list(v) for v in per_fold])
@@ -308,7 +162,7 @@ def _keep_best_checkpoint(study: optuna.Study, number: int, values: tuple[float,
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     best = max(sign * t.value for t in done)
     if sign * values[0] < best:
-        (out / experiment.CHECKPOINT).unlink(missing_ok=True)
+        (out / runs.CHECKPOINT).unlink(missing_ok=True)
 
 
 def optimize(
@@ -326,16 +180,16 @@ def optimize(
     spec_ref: str | None = None,
     dataset: str | None = None,
     sqlite_timeout: float = 60.0,
-    data_root: Path | None = None,
-    network: bool = True,
+    data: DataSettings | None = None,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
     ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
-    ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw; ``data_root`` is
-    where the data sets live (None: ~/.cache/hwr), ``network=False`` forbids internet downloads."""
+    ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw; ``data`` says where
+    the data sets live and whether they may be downloaded (default ``DataSettings()``)."""
     name = name or spec.name
     n_trials = n_trials or spec.n_trials
-    store = storage(storage_url, heartbeat=heartbeat, grace=grace, sqlite_timeout=sqlite_timeout)
+    data = data or DataSettings()
+    store = open_storage(storage_url, heartbeat=heartbeat, grace=grace, sqlite_timeout=sqlite_timeout)
     study = open_study(spec, store, name, seed, worker)
     study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
@@ -349,8 +203,8 @@ def optimize(
         study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
         for params in spec.initial:
             study.enqueue_trial(params, skip_if_exists=True)
-    source = prepare_source(spec, root, data_root=data_root, network=network)
-    context = StudyContext(source, root / "studies" / name, dataset, data_root, network)
+    source = prepare_source(spec, root, data=data)
+    context = StudyContext(source, root / "studies" / name, dataset, data)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:

@@ -1,49 +1,49 @@
-"""Fine-tuning: carry pretrained parameters into a (possibly changed) model, and say which parameters train.
+"""Fine-tuning a trained digit classifier to a new, small, long-tailed domain: which parameters train, and the
+stages that follow the main training, each a pure function of parameters.
 
-Parameters are matched by dotted name and shape, so a new head (another class count, another hidden width) is
-freshly initialised while everything that still fits is kept. Which parameters train is a pytree of learning-
-rate multipliers for ``hwr.optim.scale_by_multipliers``: 0 freezes, a fraction slows the backbone.
+- ``lr_multipliers``: a pytree of learning-rate multipliers for ``hwr.optim.scale_by_multipliers`` (0 freezes, a
+  fraction slows the backbone); ``anchored_mask`` marks the leaves that came from the source (``hwr.runs.transfer``
+  carries them over by name and shape);
+- ``wise_select``: WiSE-FT, the source and fine-tuned weights interpolated, alpha chosen by a validation score;
+- ``retrain_classifier``: cRT (Kang et al. 2020), the head re-initialised and trained alone on frozen features with
+  class-balanced batches, its step built by ``hwr.engine.execution`` like every step;
+- ``adjust_head``: tau-normalisation of the head rows, then post-hoc logit adjustment folded into its bias.
+
+``hwr.tasks.digits.training.run`` applies the last three in that order after the main training
+(``FinetuneConfig.wise``, ``ClassifierConfig``); each returns new parameters and leaves its inputs untouched.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from hwr import tree
+from hwr import losses, optim, random, tree
+from hwr.data import batches as bt
+from hwr.engine import execution as ex
+from hwr.engine import train
+from hwr.models import Model
+from hwr.random import Key
+from hwr.tasks.digits.config import ClassifierConfig
 from hwr.tree import PyTree
 
 __all__ = [
+    "WISE_ALPHAS",
+    "adjust_head",
     "anchored_mask",
     "fold_logit_adjustment",
     "interpolate",
     "lr_multipliers",
+    "retrain_classifier",
     "tau_normalize",
     "top_level_groups",
-    "transfer",
+    "wise_select",
 ]
 
 _BLOCK = re.compile(r"^(block|layer)(\d+)$")
-
-
-def transfer(
-    pretrained: dict[str, torch.Tensor], fresh: PyTree, *, reinit: tuple[str, ...] = ()
-) -> tuple[PyTree, list[str]]:
-    """``fresh`` with every leaf replaced by the pretrained tensor of the same dotted name and shape, except under
-    the top-level keys in ``reinit``. Returns ``(params, names kept fresh)``. ``pretrained`` is a flat
-    ``{"block1.conv1.kernel": tensor}`` dict (e.g. ``checkpoint.load_flat(...)`` entries under ``params.``)."""
-    flat = tree.flatten_names(fresh)
-    out, kept_fresh = {}, []
-    for name, leaf in flat.items():
-        src = pretrained.get(name)
-        if src is not None and src.shape == leaf.shape and name.split(".")[0] not in reinit:
-            out[name] = src.to(device=leaf.device, dtype=leaf.dtype).clone()
-        else:
-            out[name] = leaf
-            kept_fresh.append(name)
-    return tree.unflatten_names(out), kept_fresh
 
 
 def top_level_groups(params: dict[str, Any]) -> dict[str, list[str]]:
@@ -123,3 +123,85 @@ def fold_logit_adjustment(params: PyTree, class_prior: torch.Tensor, tau: float)
     if prior.shape != b.shape:
         raise ValueError(f"class prior of shape {tuple(prior.shape)} does not match the head's {tuple(b.shape)}")
     return {**params, "head": {**head, "bias": b - tau * torch.log(prior.clamp_min(1e-12))}}
+
+
+# ---------------------------------------------------------------------------------------------- after training
+
+WISE_ALPHAS = tuple(i / 10 for i in range(11))  # 0 (the source) ... 1 (the fine-tuned model)
+
+
+def wise_select(
+    source: PyTree,
+    finetuned: PyTree,
+    anchored: PyTree,
+    score: Callable[[PyTree], float],
+    alphas: Sequence[float] = WISE_ALPHAS,
+) -> tuple[float, PyTree, dict[float, float]]:
+    """``(alpha, params, scores)``: the interpolation ``interpolate(source, finetuned, alpha)`` whose
+    ``score`` (validation macro-F1, higher is better) is highest; ties go to the larger alpha (less of the
+    source). ``scores`` maps every alpha tried to its score."""
+    if not alphas:
+        raise ValueError("wise_select needs at least one alpha")
+    scores: dict[float, float] = {}
+    best_alpha, best_params, best = None, None, -float("inf")
+    for alpha in sorted(alphas, reverse=True):
+        params = interpolate(source, finetuned, alpha, anchored)
+        scores[alpha] = s = float(score(params))
+        if s > best:
+            best_alpha, best_params, best = alpha, params, s
+    return best_alpha, best_params, scores
+
+
+def retrain_classifier(
+    model: Model,
+    params: PyTree,
+    model_state: PyTree,
+    key: Key,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    transform: train.Transform,
+    epochs: int,
+    batch_size: int,
+    lr: float = 1e-3,
+    execution: ex.Execution | None = None,
+) -> PyTree:
+    """cRT: a freshly initialised head trained for ``epochs`` on the frozen backbone (learning-rate multiplier 0
+    everywhere but the head) with class-balanced batches and plain cross-entropy. Returns the new params; the
+    backbone leaves are the inputs' values. Batch-norm statistics are left as they were (the stage discards the
+    model state the steps return), so features stay those of the trained model. The step is ``execution``'s
+    (default: eager), built by ``hwr.engine.execution.train_step`` like every step in hwr."""
+    k_head, k_train, k_data = random.split(key, 3)
+    fresh = model.init(k_head)
+    if "head" not in fresh:
+        raise ValueError(f"{model.name} has no 'head' to re-train")
+    start = {**params, "head": {k: v.to(params["head"][k].device) for k, v in fresh["head"].items()}}
+    n_batches = bt.num_batches(labels.shape[0], batch_size, drop_last=True)
+    if n_batches == 0:
+        raise ValueError(f"{labels.shape[0]} images make no batch of {batch_size} for classifier re-training")
+    opt = optim.chain(
+        optim.adam(optim.cosine(lr, n_batches * epochs)),
+        optim.scale_by_multipliers(lr_multipliers(start, "head")),
+    )
+    state = train.init_state(model, opt, k_train, params=start, model_state=model_state)
+    batches_of = lambda epoch: bt.sampled_batches(random.fold_in(k_data, epoch), images, labels, batch_size, power=0.0)
+    objective = train.classifier(losses.cross_entropy, transform=transform)
+    step, _ = ex.train_step(
+        execution or ex.Execution(compile=False), model, opt, objective, state, batches_of(0)[0], tag="crt"
+    )
+    state, _ = train.fit(state, step, batches_of, epochs=epochs)
+    return {**params, "head": state.params["head"]}
+
+
+def adjust_head(params: PyTree, counts: torch.Tensor, config: ClassifierConfig) -> tuple[PyTree, dict[str, Any]]:
+    """tau-normalise the head (``config.tau_norm``) and fold in post-hoc logit adjustment with the training prior
+    ``counts / counts.sum()`` (``config.posthoc_tau``). Returns the params and a record of what was done."""
+    done: dict[str, Any] = {}
+    if config.tau_norm > 0:
+        params = tau_normalize(params, config.tau_norm)
+        done["tau_norm"] = config.tau_norm
+    if config.posthoc_tau > 0:
+        prior = counts.double() / counts.sum()
+        params = fold_logit_adjustment(params, prior, config.posthoc_tau)
+        done["posthoc_tau"] = config.posthoc_tau
+    return params, done

@@ -1,7 +1,6 @@
 """What a training run derives from its ``RunConfig`` before the first step: its keys (one derivation from the
 seed), the data and its train / validation / test split, the model (pretrained parameters transferred when
-fine-tuning), the loss and the optimizer. ``hwr.tasks.digits.training`` re-exports ``prepare``, ``Prepared``,
-``build_optimizer``, ``read_config`` and ``RunError``.
+fine-tuning, ``hwr.runs.transfer``), the loss and the optimizer (``hwr.optim.from_config``).
 
 Everything is created on the run's device: keys by ``random.key(seed, device=...)``, parameters by ``init`` on
 those keys, model state by ``init_state(device=...)``, data by ``sources.load(device=...)``.
@@ -10,29 +9,21 @@ those keys, model state by ``init_state(device=...)``, data by ``sources.load(de
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, losses, models, optim, random, tree
-from hwr.config import OptimConfig, RunConfig, from_dict
+from hwr import losses, models, optim, random, runs, tree
+from hwr.config import DataSettings
 from hwr.data import batches as bt
 from hwr.data import clean, sources, splits
-from hwr.errors import HwrError
 from hwr.models import Model
-from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers, transfer
+from hwr.runs import RunError
+from hwr.tasks.digits.config import RunConfig
+from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers
 
-__all__ = ["SPLIT_SEED", "Prepared", "RunError", "RunKeys", "build_optimizer", "prepare", "read_config", "run_keys"]
-
-CONFIG, CHECKPOINT = "config.json", "checkpoint.safetensors"
-SPLIT_SEED = 20_240_601  # the train/val split is fixed across training seeds (hwr.data.strings follows it)
-
-
-class RunError(HwrError, ValueError):
-    """A run folder that cannot be used as asked (exists without --resume, missing files, wrong kind)."""
+__all__ = ["Prepared", "RunKeys", "prepare", "read_config", "run_keys"]
 
 
 class RunKeys(NamedTuple):
@@ -74,47 +65,9 @@ class Prepared(NamedTuple):
     keys: RunKeys  # on the run's device
 
 
-def build_optimizer(
-    cfg: OptimConfig,
-    total_steps: int,
-    multipliers: Any = None,
-    *,
-    extra: Sequence[optim.GradientTransformation] = (),
-) -> optim.GradientTransformation:
-    """The optimizer a ``OptimConfig`` names, its schedule spanning ``total_steps``; ``extra`` gradient terms
-    (L2-SP) are added after clipping, before the optimizer's own scaling."""
-    schedule: optim.ScalarOrSchedule = {
-        "constant": lambda: cfg.lr,
-        "cosine": lambda: optim.cosine(cfg.lr, total_steps),
-        "onecycle": lambda: optim.onecycle(cfg.lr, total_steps, warmup=cfg.warmup),
-        "step": lambda: optim.step_decay(cfg.lr, max(total_steps // 3, 1)),
-    }[cfg.schedule]()
-    parts = [optim.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
-    parts += list(extra)
-    if cfg.name == "sgd":
-        parts.append(optim.sgd(schedule, cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay))
-    elif cfg.name == "adamw":
-        parts.append(optim.adamw(schedule, weight_decay=cfg.weight_decay))
-    else:
-        parts += [optim.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
-        parts.append(optim.adam(schedule))
-    if multipliers is not None:
-        parts.append(optim.scale_by_multipliers(multipliers))
-    return optim.chain(*parts)
-
-
 def read_config(run_dir: str | Path) -> RunConfig:
-    """The ``RunConfig`` of a run folder, with clear errors for a missing folder or file."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist; train one with: hwr train --out {run_dir}")
-    path = run_dir / CONFIG
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run folder (no {CONFIG}); pass the --out folder of hwr train")
-    try:
-        return from_dict(RunConfig, json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise RunError(f"{path} is not a valid run config: {e}") from None
+    """The ``RunConfig`` of a digit run folder (``hwr.runs.read_config``: clear errors, old keys dropped)."""
+    return runs.read_config(run_dir, RunConfig)
 
 
 def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, key: random.Key) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,67 +77,29 @@ def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, key: random.Key) -> tu
     return x[idx], y[idx]
 
 
-def prepare(
-    config: RunConfig,
-    *,
-    data_root: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    network: bool = True,
-) -> Prepared:
-    """Load and split the data, build the model (transferring pretrained parameters when fine-tuning), the
-    loss (class weights from training counts) and the optimizer, all on ``device``. Validates at the edges:
-    unknown dataset, model or source run raise clear errors here, never inside the compiled step."""
+def prepare(config: RunConfig, data: DataSettings | None = None, *, device: str | torch.device = "cpu") -> Prepared:
+    """Load and split the data (from ``data``: where data sets live and whether they may be downloaded), build the
+    model (transferring pretrained parameters when fine-tuning), the loss (class weights from training counts)
+    and the optimizer, all on ``device``. Validates at the edges: unknown dataset, model or source run raise clear
+    errors here, never inside the compiled step."""
     device = torch.device(device)
-    ds = sources.load(config.dataset, data_root, device=device, network=network)
+    ds = sources.load(config.dataset, data or DataSettings(), device=device)
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
-    k_split = random.key(SPLIT_SEED, device=device)
-    train_xy, val_xy = _validation_split(config, ds, k_split)
-    train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
-    if config.limit_train:
-        val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
-    test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
+    train_xy, val_xy, test_xy = _splits(config, ds, device)
     mean, std = clean.normalization_stats(train_xy[0])
-
     keys = run_keys(config.seed, device)
-    pretrained: dict[str, torch.Tensor] = {}
-    if config.finetune is not None:
-        src = Path(config.finetune.source)
-        src_cfg = read_config(src)
-        pretrained, _ = checkpoint.load_flat(src / CHECKPOINT)  # on the CPU; transfer puts them on device
-        name = src_cfg.model
-        base = config.model_config or src_cfg.model_config or models.config_from_dict(name)
-    else:
-        name = config.model
-        base = config.model_config or models.config_from_dict(name)
-    if getattr(base, "num_classes", ds.num_classes) != ds.num_classes:
-        base = dataclasses.replace(base, num_classes=ds.num_classes)
-    model = models.get(name, base)
-    params = model.init(random.fold_in(keys.model, 0))
-    model_state = model.init_state(device=device)
-    fresh: list[str] = []
+    model, params, model_state, fresh = _model(config, ds.num_classes, keys, device)
     source_params = anchored = None
     if config.finetune is not None:
-        src_params = {k[7:]: v for k, v in pretrained.items() if k.startswith("params.")}
-        params, fresh = transfer(src_params, params, reinit=config.finetune.reinit)
-        model_state, _ = transfer(
-            {k[12:]: v for k, v in pretrained.items() if k.startswith("model_state.")}, model_state
-        )
         anchored = anchored_mask(params, fresh)
         source_params = tree.map(lambda x: x.clone(), params)  # the anchor of L2-SP and WiSE-FT
-
     steps = bt.num_batches(len(train_xy[1]), config.batch_size, drop_last=True)
     if steps == 0:
         raise RunError(
             f"{len(train_xy[1])} training images make no full batch of {config.batch_size}; lower --batch-size"
         )
-    mults = None
-    if config.finetune is not None and (config.finetune.trainable != "all" or config.finetune.backbone_lr_mult != 1.0):
-        mults = lr_multipliers(params, config.finetune.trainable, config.finetune.backbone_lr_mult)
-    extra = []
-    if config.finetune is not None and config.finetune.l2sp > 0:
-        extra.append(optim.add_l2_toward(source_params, config.finetune.l2sp, anchored))
-    optimizer = build_optimizer(config.optim, steps * config.epochs, mults, extra=extra)
+    optimizer = _optimizer(config, params, source_params, anchored, steps * config.epochs)
     counts = torch.bincount(train_xy[1].cpu(), minlength=ds.num_classes).clamp_min(1)
     loss = losses.make_loss(config.loss, counts, device=device, total_steps=steps * config.epochs)
     return Prepared(
@@ -207,6 +122,58 @@ def prepare(
         anchored,
         keys,
     )
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _splits(config: RunConfig, ds: sources.Dataset, device: torch.device) -> tuple[Pair, Pair, Pair]:
+    """``(train, val, test)`` image/label pairs: the validation protocol's split, then the smoke-test limits."""
+    k_split = random.key(splits.SPLIT_SEED, device=device)
+    train_xy, val_xy = _validation_split(config, ds, k_split)
+    train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
+    if config.limit_train:
+        val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
+    test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
+    return train_xy, val_xy, test_xy
+
+
+def _model(
+    config: RunConfig, num_classes: int, keys: RunKeys, device: torch.device
+) -> tuple[Model, Any, Any, list[str]]:
+    """The model for ``num_classes``, its initial parameters and state, and the names kept fresh: a fine-tune
+    takes the source's family and config (unless ``config.model_config`` says otherwise) and every parameter and
+    statistic of the same name and shape (``hwr.runs.transfer``)."""
+    if config.finetune is not None:
+        src_cfg = read_config(config.finetune.source)
+        name = src_cfg.model
+        base = config.model_config or src_cfg.model_config or models.config_from_dict(name)
+    else:
+        name = config.model
+        base = config.model_config or models.config_from_dict(name)
+    if getattr(base, "num_classes", num_classes) != num_classes:
+        base = dataclasses.replace(base, num_classes=num_classes)
+    model = models.get(name, base)
+    params = model.init(random.fold_in(keys.model, 0))
+    model_state = model.init_state(device=device)
+    fresh: list[str] = []
+    if config.finetune is not None:
+        src_params, src_state = runs.read_source(config.finetune.source)  # on the CPU; transfer moves them
+        params, fresh = runs.transfer(src_params, params, reinit=config.finetune.reinit)
+        model_state, _ = runs.transfer(src_state, model_state)
+    return model, params, model_state, fresh
+
+
+def _optimizer(
+    config: RunConfig, params: Any, source_params: Any, anchored: Any, total_steps: int
+) -> optim.GradientTransformation:
+    """``config.optim`` over ``total_steps``, with the fine-tune's learning-rate multipliers and L2-SP term."""
+    ft = config.finetune
+    mults = None
+    if ft is not None and (ft.trainable != "all" or ft.backbone_lr_mult != 1.0):
+        mults = lr_multipliers(params, ft.trainable, ft.backbone_lr_mult)
+    extra = [optim.add_l2_toward(source_params, ft.l2sp, anchored)] if ft is not None and ft.l2sp > 0 else []
+    return optim.from_config(config.optim, total_steps, mults, extra=extra)
 
 
 def _validation_split(

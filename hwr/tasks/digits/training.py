@@ -9,9 +9,10 @@ run folder:
                               used (device and its name, compile choice, seconds per step)
     confusion.png, errors.png the test confusion matrix and a grid of misclassified test images
 
-The stages of ``run``: ``_open`` (the folder), ``_setup`` (prepare, the state, a resumed checkpoint),
-``_build_step``, ``_train`` (the fit loop), ``_finish`` (post-training, final evaluation, writing). The CLI and the
-studies are thin over this module; it prints nothing (progress arrives through callbacks).
+The stages of ``run``: the folder (``hwr.runs.open_run``), ``_setup`` (prepare, the state, a resumed checkpoint),
+``_build_step``, ``_train`` (the fit loop), ``_finish`` (post-training, final evaluation, writing). The run folder
+machinery is ``hwr.runs``'s, shared with the strings task. The CLI and the studies are thin over this module; it
+prints nothing (progress arrives through callbacks).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import checkpoint, files, metrics, models, random, tree
-from hwr.config import RunConfig, to_dict
+from hwr import metrics, random, runs, tree
+from hwr.config import DataSettings, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
 from hwr.data import sources
@@ -34,41 +35,12 @@ from hwr.engine import execution as ex
 from hwr.engine import runtime, train
 from hwr.engine.execution import Execution
 from hwr.models import Model
-from hwr.tasks.digits import longtail
-from hwr.tasks.digits.preparation import (
-    CHECKPOINT,
-    CONFIG,
-    SPLIT_SEED,
-    Prepared,
-    RunError,
-    build_optimizer,
-    prepare,
-    read_config,
-)
+from hwr.runs import RunError
+from hwr.tasks.digits import finetune
+from hwr.tasks.digits.config import RunConfig
+from hwr.tasks.digits.preparation import Prepared, prepare
 
-__all__ = [
-    "CHECKPOINT",
-    "CONFIG",
-    "METRICS",
-    "SPLIT_SEED",
-    "Draw",
-    "Execution",
-    "Prepared",
-    "RunError",
-    "RunFigures",
-    "build_optimizer",
-    "evaluate",
-    "evaluate_run",
-    "load_run",
-    "make_batches",
-    "make_step",
-    "prepare",
-    "read_config",
-    "run",
-    "saved_execution",
-]
-
-METRICS = "metrics.json"
+__all__ = ["Draw", "RunFigures", "evaluate", "evaluate_run", "load_run", "make_batches", "make_step", "run"]
 
 
 def evaluate(
@@ -94,22 +66,14 @@ def evaluate(
     return metrics.summarize(totals["confusion"], loss_sum=float(totals["loss_sum"]))
 
 
-def saved_execution(run_dir: str | Path, base: Execution | None = None) -> Execution:
-    """``base`` (default ``Execution()``) with what a run folder's ``config.json`` still says about execution: a
-    folder written before ``Execution`` existed carries ``compile``, ``precision`` and ``memory_format``, so it
-    resumes as it ran; a current folder says nothing and ``base`` is returned."""
-    read_config(run_dir)  # a clear error for a folder that is not a run
-    return ex.from_legacy(json.loads((Path(run_dir) / CONFIG).read_text()), base)
-
-
 def make_step(config: RunConfig, p: Prepared, execution: Execution | None = None) -> ex.Step:
     """The pure, uncompiled train step of ``config`` (augmentation, mixing) under ``execution``'s memory format
     and precision; ``run`` compiles the same step (``hwr.engine.execution.train_step``)."""
-    return ex.eager_step(execution or Execution(), p.model, p.optimizer, p.loss, **_step_kwargs(config, p))
+    return ex.eager_step(execution or Execution(), p.model, p.optimizer, _objective(config, p))
 
 
-def _step_kwargs(config: RunConfig, p: Prepared) -> dict[str, Any]:
-    return {"transform": _train_transform(config, p), "mix": config.mix}
+def _objective(config: RunConfig, p: Prepared) -> train.Objective:
+    return train.classifier(p.loss, transform=_train_transform(config, p), mix=config.mix)
 
 
 def _train_transform(config: RunConfig, p: Prepared) -> train.Transform:
@@ -137,7 +101,7 @@ def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[i
 def _post_train(
     config: RunConfig, execution: Execution, p: Prepared, state: train.TrainState, key: random.Key
 ) -> tuple[Any, dict]:
-    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.longtail``).
+    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.finetune``).
     Returns the final params (``state.params`` itself when nothing applies) and a record of the choices made
     (the WiSE-FT alpha with its validation scores)."""
     params, record = state.params, {}
@@ -149,11 +113,11 @@ def _post_train(
                 "macro_f1"
             ]
 
-        alpha, params, scores = longtail.wise_select(p.source_params, params, p.anchored, score)
+        alpha, params, scores = finetune.wise_select(p.source_params, params, p.anchored, score)
         record["wise_alpha"], record["wise_val_macro_f1"] = alpha, {f"{a:g}": v for a, v in scores.items()}
     cc = config.classifier
     if cc.crt_epochs > 0:
-        params = longtail.retrain_classifier(
+        params = finetune.retrain_classifier(
             p.model,
             params,
             state.model_state,
@@ -163,22 +127,11 @@ def _post_train(
             epochs=cc.crt_epochs,
             batch_size=config.batch_size,
             lr=cc.crt_lr,
-            compile=execution.compile,
+            execution=execution,
         )
         record["crt_epochs"] = cc.crt_epochs
-    params, done = longtail.adjust_head(params, p.counts, cc)
+    params, done = finetune.adjust_head(params, p.counts, cc)
     return params, {**record, **done}
-
-
-class _Checkpointer(train.Callback):
-    """Saves the state and history atomically at the end of every epoch (the last good checkpoint)."""
-
-    def __init__(self, out: Path, meta: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        self.out, self.meta, self.history = out, meta, list(history)
-
-    def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        checkpoint.save(self.out / CHECKPOINT, state, {**self.meta, "epochs_done": epoch + 1, "history": self.history})
 
 
 # ---------------------------------------------------------------------------------------------- stages of run
@@ -193,29 +146,9 @@ class _Setup(NamedTuple):
     device: torch.device
 
 
-def _open(config: RunConfig, out: Path, resume: bool) -> dict[str, Any] | None:
-    """Check the folder (a new run, or a resume of the same config) and write ``config.json`` for a new run.
-    Returns the saved metrics of a resumed run that had already finished, else None."""
-    if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise RunError(f"nothing to resume in {out}: no {CHECKPOINT}; start it without --resume")
-        if to_dict(read_config(out)) != to_dict(config):
-            raise RunError(f"--resume of {out} with a different config; resume with the saved one (omit options)")
-        if checkpoint.read_metadata(out / CHECKPOINT).get("complete") and (out / METRICS).is_file():
-            return json.loads((out / METRICS).read_text())
-        return None  # config.json stays as written (an old one keeps its execution keys: saved_execution)
-    if (out / CHECKPOINT).exists() or (out / METRICS).exists():
-        raise RunError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    files.write_json(out / CONFIG, to_dict(config))
-    return None
-
-
-def _setup(
-    config: RunConfig, device: torch.device, out: Path, resume: bool, data_root: str | Path | None, network: bool
-) -> _Setup:
+def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, data: DataSettings | None) -> _Setup:
     """Prepare on ``device``, build the initial state there and, when resuming, fill it from the checkpoint."""
-    p = prepare(config, data_root=data_root, device=device, network=network)
+    p = prepare(config, data, device=device)
     state = train.init_state(p.model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
     meta = {
         "model": p.model.name,
@@ -226,9 +159,7 @@ def _setup(
     }
     start, history = 0, []
     if resume:
-        state = checkpoint.load(out / CHECKPOINT, state)  # onto the template's device: this run's
-        saved = checkpoint.read_metadata(out / CHECKPOINT)
-        start, history = int(saved.get("epochs_done", 0)), list(saved.get("history", []))
+        state, start, history, saved = runs.resume(out, state)  # onto the template's device: this run's
         meta["compile_seconds"] = saved.get("compile_seconds", 0.0)
     return _Setup(p, state, start, history, meta, device)
 
@@ -240,14 +171,7 @@ def _build_step(config: RunConfig, execution: Execution, s: _Setup) -> tuple[ex.
     first = make_batches(config, s.p, s.p.keys.data)(s.start)[0]
     t0 = time.perf_counter()
     step, record = ex.train_step(
-        execution,
-        s.p.model,
-        s.p.optimizer,
-        s.p.loss,
-        s.state,
-        first,
-        tag=_autotune_tag(config),
-        **_step_kwargs(config, s.p),
+        execution, s.p.model, s.p.optimizer, _objective(config, s.p), s.state, first, tag=_autotune_tag(config)
     )
     return step, record, time.perf_counter() - t0 if execution.compile else 0.0
 
@@ -270,7 +194,7 @@ def _train(
             "val_balanced_accuracy": v["balanced_accuracy"],
         }
 
-    saver = _Checkpointer(out, s.meta, s.history)
+    saver = runs.Checkpointer(out / runs.CHECKPOINT, s.meta, s.history)
     state, _ = train.fit(
         s.state,
         step,
@@ -306,7 +230,6 @@ def _finish(
     )
     val = val if val is not None else evaluate_on(p.val)
     test = evaluate_on(p.test)
-    train_seconds = sum(r["train_seconds"] for r in history)
     result = {
         "config": to_dict(config),
         "model": s.meta["model"],
@@ -316,33 +239,15 @@ def _finish(
         "epochs": history,
         "val": val,
         "test": test,
-        "timing": {
-            "compile_seconds": s.meta["compile_seconds"],
-            "train_seconds": train_seconds,
-            "samples_per_s": sum(r["samples_per_s"] for r in history) / max(len(history), 1),
-            "seconds_per_step": train_seconds / max(len(history) * p.steps_per_epoch, 1),
-        },
-        "execution": {
-            "device": str(s.device),
-            "device_name": runtime.device_name(s.device),
-            "threads": torch.get_num_threads(),
-            "precision": execution.precision,
-            "tf32": execution.tf32 and s.device.type == "cuda",
-            "sync_every": execution.sync_every,
-            "resumed_at_epoch": s.start,
-            "requested": to_dict(execution),
-            **built,
-        },
+        "timing": runs.timing(history, s.meta["compile_seconds"], p.steps_per_epoch),
+        "execution": runs.execution_record(execution, s.device, s.start, built),
         "reinitialised": p.reinitialised,
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
     }
     if draw is not None:
         draw(out, _figures(p, state, test))
-    files.write_json(out / METRICS, result)
-    checkpoint.save(
-        out / CHECKPOINT, state, {**s.meta, "epochs_done": config.epochs, "history": history, "complete": True}
-    )
+    runs.finish(out, result, state, s.meta, config.epochs)
     return result
 
 
@@ -353,8 +258,7 @@ def run(
     execution: Execution | None = None,
     resume: bool = False,
     callbacks: Sequence[train.Callback] = (),
-    data_root: str | Path | None = None,
-    network: bool = True,
+    data: DataSettings | None = None,
     draw: Draw | None = None,
     write_figures: bool = True,
 ) -> dict[str, Any]:
@@ -366,17 +270,17 @@ def run(
     (seed, epoch, step), never of process history or device. Raises ``train.NonFiniteLoss`` if the loss turns
     NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
     device this machine lacks. ``draw(out, RunFigures)`` (the CLI passes ``hwr.report.draw_run``) receives what
-    to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``data_root`` and ``network``
-    go to ``hwr.data.sources.load`` (``network=False``: no internet downloads; the CLI passes ``$HWR_OFFLINE``).
+    to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``data`` says where data sets live
+    and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     """
     execution = execution or Execution()
     out = Path(out_dir)
     device = execution.resolve()
-    done = _open(config, out, resume)
+    done = runs.open_run(out, config, RunConfig, resume)
     if done is not None:
         return done
     execution.configure(device)
-    s = _setup(config, device, out, resume, data_root, network)
+    s = _setup(config, device, out, resume, data)
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
     state, history, val = _train(config, execution, s, step, callbacks, out)
@@ -408,19 +312,8 @@ def _figures(p: Prepared, state: train.TrainState, test: dict[str, Any]) -> RunF
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Model, Any, Any, dict[str, Any]]:
-    """``(model, params, model_state, metadata)`` of a trained run folder on ``device`` (``auto`` resolves; any
-    device, whichever the run trained on), checked against its architecture."""
-    run_dir = Path(run_dir)
-    read_config(run_dir)
-    device = runtime.resolve_device(device)
-    meta = checkpoint.read_metadata(run_dir / CHECKPOINT)
-    if "model" not in meta:
-        raise RunError(f"{run_dir / CHECKPOINT} has no model description; it was not written by hwr train")
-    model = models.get(meta["model"], models.config_from_dict(meta["model"], meta["model_config"]))
-    shapes = random.key(0, device="meta")  # a template of shapes only: nothing is computed or allocated
-    template = {"params": model.init(shapes), "model_state": model.init_state(device="meta")}
-    loaded = checkpoint.load(run_dir / CHECKPOINT, template, device=device)
-    return model, loaded["params"], loaded["model_state"], meta
+    """``(model, params, model_state, metadata)`` of a trained digit run folder on ``device`` (``hwr.runs.load_run``)."""
+    return runs.load_run(run_dir, device)
 
 
 def evaluate_run(
@@ -428,16 +321,15 @@ def evaluate_run(
     dataset: str,
     *,
     split: str = "test",
-    data_root: str | Path | None = None,
+    data: DataSettings | None = None,
     device: str | torch.device = "cpu",
-    network: bool = True,
 ) -> dict[str, Any]:
     """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
     a fine-tuning study), on ``device``. Raises ``RunError`` when the class counts disagree or the split does not
     exist."""
     device = runtime.resolve_device(device)
     model, params, state, meta = load_run(run_dir, device)
-    ds = sources.load(dataset, data_root, device=device, network=network)
+    ds = sources.load(dataset, data or DataSettings(), device=device)
     if ds.num_classes != len(meta["classes"]):
         raise RunError(
             f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "

@@ -1,9 +1,9 @@
 """The strings step: fixed-shape batches of synthetic strings and the pure train and evaluation steps over them.
 
 ``StringBatches`` renders each step's strings when it is reached (keyed by the batch index, so a resumed epoch sees
-the same strings). ``train_step`` is pure and compiles to one graph: ``x / 255``, normalise, ``model.apply``, the
-pure CTC loss (``hwr.ctc``) over the frames that hold each string, greedy decoding for the exact-match count, the
-optimizer. ``eval_step`` returns sums (``hwr.metrics.string_sums``) that ``evaluate`` adds and divides once.
+the same strings). ``ctc_objective`` is the task's part of the engine's one train step: ``x / 255``, normalise, the
+pure CTC loss (``hwr.ctc``) over the frames that hold each string, greedy decoding for the exact-match count;
+``hwr.engine.train.train_step`` adds ``model.apply``, the gradients and the optimizer, and compiles to one graph. ``eval_step`` returns sums (``hwr.metrics.string_sums``) that ``evaluate`` adds and divides once.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.func import grad_and_value
 
-from hwr import decode, metrics, optim, random, tree
+from hwr import decode, metrics, optim, random
 from hwr.ctc import ctc_loss
 from hwr.data import strings as ds
 from hwr.engine import train
@@ -27,6 +26,7 @@ __all__ = [
     "StringBatch",
     "StringBatches",
     "as_batch",
+    "ctc_objective",
     "eval_step",
     "evaluate",
     "frame_counts",
@@ -88,44 +88,37 @@ def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
+def ctc_objective(config: CRNNConfig, *, mean: float, std: float) -> train.Objective:
+    """The strings task's objective for ``hwr.engine.train.train_step``: ``x / 255``, normalise; the pure CTC loss
+    (mean over strings of the per-character loss, the frames past each string's content masked); ``correct`` an
+    exact string by greedy decoding. The step's metrics are then the classifier's (``loss``, ``loss_sum``,
+    ``correct`` exact strings, ``count``, ``grad_norm``), so ``hwr.engine.train.fit`` takes it unchanged."""
+
+    def inputs(batch: StringBatch, k_augment: random.Key, k_mix: random.Key) -> tuple[torch.Tensor, None]:
+        return normalise(batch.images, mean, std), None
+
+    def loss(logits: torch.Tensor, batch: StringBatch, aux: None, step: torch.Tensor) -> torch.Tensor:
+        m = batch.mask.to(torch.float32)
+        frames = frame_counts(config, batch.widths, logits.shape[1])
+        per = ctc_loss(
+            logits, batch.targets, frames, batch.lengths, blank=config.blank, reduction="none", zero_infinity=True
+        )
+        per = per / batch.lengths.clamp_min(1).to(per.dtype)
+        return (per * m).sum() / m.sum().clamp_min(1.0)
+
+    def correct(logits: torch.Tensor, batch: StringBatch) -> torch.Tensor:
+        dec = decode.greedy(logits, frame_counts(config, batch.widths, logits.shape[1]), blank=config.blank)
+        return _exact(dec, batch.targets, batch.lengths)
+
+    return train.Objective(inputs, loss, correct)
+
+
 def train_step(
     model: Model, optimizer: optim.GradientTransformation, *, mean: float, std: float
 ) -> Callable[[train.TrainState, StringBatch], tuple[train.TrainState, train.Metrics]]:
-    """The pure step ``(state, batch) -> (state, metrics)``: CTC loss (mean over strings of the per-character
-    loss, the frames past each string's content masked), gradients, the optimizer; ``metrics`` as
-    ``hwr.engine.train.train_step``'s (``loss``, ``loss_sum``, ``correct`` exact strings by greedy decoding, ``count``,
-    ``grad_norm``), so ``hwr.engine.train.fit`` and its callbacks take it unchanged."""
-    c: CRNNConfig = model.config
-
-    def step(state: train.TrainState, batch: StringBatch) -> tuple[train.TrainState, train.Metrics]:
-        k_model = random.split(random.fold_in(state.key, state.step))[1]
-        x = normalise(batch.images, mean, std)
-        m = batch.mask.to(torch.float32)
-        count = m.sum()
-
-        def objective(params: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, Any]]:
-            logits, model_state = model.apply(params, state.model_state, x, key=k_model, train=True)
-            frames = frame_counts(c, batch.widths, logits.shape[1])
-            per = ctc_loss(
-                logits, batch.targets, frames, batch.lengths, blank=c.blank, reduction="none", zero_infinity=True
-            )
-            per = per / batch.lengths.clamp_min(1).to(per.dtype)
-            return (per * m).sum() / count.clamp_min(1.0), (logits, model_state)
-
-        grads, (value, (logits, model_state)) = grad_and_value(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optim.apply_updates(state.params, updates)
-        dec = decode.greedy(logits.detach(), frame_counts(c, batch.widths, logits.shape[1]), blank=c.blank)
-        metrics_ = {
-            "loss": value.detach(),
-            "loss_sum": value.detach() * count,
-            "correct": (_exact(dec, batch.targets, batch.lengths) & batch.mask).sum(),
-            "count": count,
-            "grad_norm": tree.global_norm(grads),
-        }
-        return train.TrainState(params, model_state, opt_state, state.key, state.step + 1), metrics_
-
-    return step
+    """The pure strings step ``(state, batch) -> (state, metrics)``: ``hwr.engine.train.train_step`` over
+    ``ctc_objective`` (``model`` is a crnn)."""
+    return train.train_step(model, optimizer, ctc_objective(model.config, mean=mean, std=std))
 
 
 def eval_step(model: Model, *, mean: float, std: float, max_length: int) -> Callable[..., train.Metrics]:

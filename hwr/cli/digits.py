@@ -1,0 +1,171 @@
+"""The digit task's side of ``hwr train | finetune | evaluate | predict``: build the ``RunConfig`` the flags ask for,
+call ``hwr.tasks.digits``, print tables. ``hwr.cli.train`` parses and dispatches here by the run's task."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from hwr import recipes, report
+from hwr.cli import UsageError, environment, read_each, train_guarded
+from hwr.cli.train import check_dataset, device_of, execution_of
+from hwr.data import augment as aug
+from hwr.data import digits, sources
+from hwr.data.mix import MixConfig
+from hwr.engine.execution import Execution
+from hwr.losses import LossConfig
+from hwr.optim import OptimConfig
+from hwr.runs import saved_execution
+from hwr.tasks import digits as task
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+
+__all__ = ["cmd_evaluate", "cmd_finetune", "cmd_predict", "cmd_train"]
+
+
+def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    changes = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+        "augment": aug.parse_augment(args.augment) if args.augment is not None else None,
+        "optim": dataclasses.replace(base.optim, lr=args.lr) if args.lr is not None else None,
+    }
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _data(args: argparse.Namespace):
+    """Where data lives: ``--data-root`` (default ``$HWR_DATA``) and ``$HWR_OFFLINE``."""
+    return dataclasses.replace(environment.read().data, root=Path(args.data_root))
+
+
+def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
+    out = Path(args.out)
+    result = train_guarded(
+        lambda: task.run(
+            config,
+            out,
+            execution=execution,
+            resume=resume,
+            callbacks=[report.Progress(config.epochs)],
+            data=_data(args),
+            draw=report.draw_run,
+        ),
+        out,
+    )
+    if isinstance(result, int):
+        return result
+    t = result["test"]
+    report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
+    timing, used = result["timing"], result["execution"]
+    step = used.get("candidate", "eager" if used.get("compile") is False else "-")
+    report.console.print(
+        f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
+        f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  "
+        f"on {used['device']} ({used['device_name']}), step {step}  -> {out}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.source is not None:
+        raise UsageError(
+            "--from starts a strings run (--recipe strings) from a digit CNN; to fine-tune a digit "
+            "run use: hwr finetune --from RUN"
+        )
+    out = Path(args.out)
+    if args.resume:
+        config = task.read_config(out)
+        return _run(config, args, execution_of(args, saved_execution(out)), resume=True)
+    execution = execution_of(args)
+    check_dataset(args.dataset)
+    base = recipes.get(args.recipe, dataset=args.dataset)
+    if args.model is not None and args.model != base.model:
+        base = dataclasses.replace(base, model=args.model, model_config=None)
+    return _run(_overrides(args, base), args, execution)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    execution = execution_of(args)
+    check_dataset(args.dataset)
+    task.read_config(args.source)  # clear error for a bad --from before any data is loaded
+    base = RunConfig(
+        dataset=args.dataset,
+        epochs=20,
+        batch_size=32,
+        val_fraction=0.2,
+        optim=OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4),
+        loss=LossConfig(weighting=args.class_weights, tau=args.tau, defer=args.defer),
+        finetune=FinetuneConfig(
+            args.source,
+            args.trainable,
+            args.backbone_lr_mult,
+            reinit=tuple(x for x in args.reinit.split(",") if x),
+            l2sp=args.l2sp,
+            wise=args.wise,
+        ),
+        validation=args.validation,
+        folds=args.folds,
+        fold=args.fold,
+        sampling=args.sampling,
+        mix=MixConfig(mixup=args.mixup, cutmix=args.cutmix, prob=args.mix_prob),
+        classifier=ClassifierConfig(args.crt_epochs, args.crt_lr, args.tau_norm, args.posthoc_tau),
+        recipe="finetune",
+    )
+    return _run(_overrides(args, base), args, execution)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    config = task.read_config(args.run)
+    name = args.dataset or config.dataset
+    check_dataset(name)
+    device = device_of(args.device)
+    model, params, state, meta = task.load_run(args.run, device)
+    ds = sources.load(name, _data(args), device=device)
+    if ds.num_classes != len(meta["classes"]):
+        raise UsageError(
+            f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {args.run} --dataset {name} --out ..."
+        )
+    s = task.evaluate(
+        model, params, state, ds.test_images, ds.test_labels, ds.num_classes, mean=meta["mean"], std=meta["std"]
+    )
+    report.console.print(
+        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    device = device_of(args.device)
+    model, params, state, meta = task.load_run(args.model, device)
+    classes = meta["classes"]
+    inputs, readable, failed = read_each(args.images, lambda path: digits.mnist_style(digits.load_image(path)))
+    if not inputs:
+        return 2
+    x = torch.stack(inputs)  # (N, 1, 28, 28) uint8
+    if args.save_input:
+        from PIL import Image
+
+        folder = Path(args.save_input)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, img in zip(readable, x):
+            Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_28x28.png")
+    transform = aug.make_transform(None, meta["mean"], meta["std"])
+    with torch.inference_mode():
+        probs = torch.softmax(model.apply(params, state, transform(None, x.to(device)), train=False)[0], -1).cpu()
+    top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
+    from rich.table import Table
+
+    table = Table(title=f"predictions of {args.model}")
+    table.add_column("image")
+    for r in range(top_p.shape[1]):
+        table.add_column(f"#{r + 1}", justify="right")
+    for path, ps, idx in zip(readable, top_p.tolist(), top_i.tolist()):
+        table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
+    report.console.print(table)
+    return 2 if failed else 0  # non-zero when any file could not be read

@@ -1,0 +1,248 @@
+"""The run folder, written once for every task: its file names, opening a run (new, resumed or refused), the
+atomic per-epoch checkpointer, the record of how a run executed, the final write, and loading a trained run.
+
+A run folder holds::
+
+    config.json               what the run is (the task's frozen config; ``"task"`` names it, digits when absent)
+    checkpoint.safetensors    the TrainState and metadata (model, normalisation, epochs done, history), every epoch
+    metrics.json              per-epoch records, final validation and test figures, timing, and what executed
+
+Every task's ``run`` goes through the same steps here, so a resumed digit run and a resumed strings run behave
+alike: a finished run returns its saved metrics before anything is prepared; a run with a different config is
+refused; an interrupted one continues from its last finished epoch. Library code, so nothing is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from hwr import checkpoint, files, models, random, tree
+from hwr.config import from_dict, to_dict
+from hwr.engine import runtime, train
+from hwr.engine.execution import LEGACY_EXECUTION_KEYS, Execution, from_legacy
+from hwr.errors import HwrError
+from hwr.models import Model
+from hwr.tree import PyTree
+
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "DIGITS",
+    "METRICS",
+    "Checkpointer",
+    "Resumed",
+    "RunError",
+    "execution_record",
+    "finish",
+    "load_run",
+    "open_run",
+    "read_config",
+    "read_source",
+    "resume",
+    "saved_execution",
+    "task_of",
+    "timing",
+    "transfer",
+]
+
+CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.safetensors", "metrics.json"
+DIGITS = "digits"  # the task of a config.json without a "task" key (every digit run)
+
+
+class RunError(HwrError, ValueError):
+    """A run folder that cannot be used as asked (exists without --resume, missing files, wrong kind)."""
+
+
+def _values(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} does not exist; train one with: hwr train --out {run_dir}")
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG}); pass the --out folder of hwr train")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON ({e}); restore it or train the run again") from None
+    if not isinstance(values, dict):
+        raise RunError(f"{path} holds a {type(values).__name__}, not a run config; restore it or train again")
+    return values
+
+
+def task_of(run_dir: str | Path) -> str:
+    """The task a run folder holds (``config.json``'s ``"task"``, ``digits`` when absent); ``RunError`` for a
+    folder that is not a run."""
+    return str(_values(Path(run_dir)).get("task", DIGITS))
+
+
+def _task_hint(task: str, run_dir: Path) -> str:
+    return "hwr train --recipe strings" if task == "strings" else "hwr train --recipe fast"
+
+
+def read_config(run_dir: str | Path, cls: type, task: str = DIGITS) -> Any:
+    """The ``cls`` config of a ``task`` run folder, with clear errors for a missing folder or file, another task's
+    folder or a bad file. Keys an old ``config.json`` carried about execution (``LEGACY_EXECUTION_KEYS``: where a
+    run ran is not what it is) are dropped; ``saved_execution`` reads them."""
+    run_dir = Path(run_dir)
+    values = _values(run_dir)
+    found = str(values.get("task", DIGITS))
+    if found != task:
+        raise RunError(
+            f"{run_dir} holds a {found} model, not a {task} model; train one with {_task_hint(task, run_dir)} --out DIR"
+        )
+    values = {k: v for k, v in values.items() if k not in LEGACY_EXECUTION_KEYS}
+    try:
+        return from_dict(cls, values)
+    except (TypeError, ValueError) as e:
+        raise RunError(f"{run_dir / CONFIG} is not a valid {task} config: {e}") from None
+
+
+def saved_execution(run_dir: str | Path, base: Execution | None = None) -> Execution:
+    """``base`` (default ``Execution()``) with what a run folder's ``config.json`` still says about execution: a
+    folder written before ``Execution`` existed carries ``compile``, ``precision`` and ``memory_format``, so it
+    resumes as it ran; a current folder says nothing and ``base`` is returned."""
+    return from_legacy(_values(Path(run_dir)), base)
+
+
+def open_run(out: Path, config: Any, cls: type, resume: bool) -> dict[str, Any] | None:
+    """Check the folder for ``config`` (a new run, or a resume of the same config) and write ``config.json`` for
+    a new run. Returns the saved metrics of a resumed run that had already finished (nothing else to do), else
+    None. ``cls`` is the task's config class; the task is ``config.task`` (digits when it has none)."""
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise RunError(f"nothing to resume in {out}: no {CHECKPOINT}; start it without --resume")
+        if to_dict(read_config(out, cls, getattr(config, "task", DIGITS))) != to_dict(config):
+            raise RunError(f"--resume of {out} with a different config; resume with the saved one (omit options)")
+        if checkpoint.read_metadata(out / CHECKPOINT).get("complete") and (out / METRICS).is_file():
+            return json.loads((out / METRICS).read_text())
+        return None  # config.json stays as written (an old one keeps its execution keys: saved_execution)
+    if (out / CHECKPOINT).exists() or (out / METRICS).exists():
+        raise RunError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_json(out / CONFIG, to_dict(config))
+    return None
+
+
+class Resumed(NamedTuple):
+    """Where a run starts: its state, the first epoch to train, the records so far and the saved metadata."""
+
+    state: train.TrainState
+    start: int
+    history: list[dict[str, Any]]
+    meta: dict[str, Any]
+
+
+def resume(out: Path, state: train.TrainState, task: str = DIGITS) -> Resumed:
+    """``state`` filled from ``out``'s checkpoint (onto ``state``'s devices), with the epochs done and history."""
+    meta = checkpoint.read_metadata(out / CHECKPOINT)
+    if meta.get("task", DIGITS) != task:
+        raise RunError(f"{out / CHECKPOINT} is not a {task} checkpoint; it was written by another command")
+    state = checkpoint.load(out / CHECKPOINT, state)
+    return Resumed(state, int(meta.get("epochs_done", 0)), list(meta.get("history", [])), meta)
+
+
+class Checkpointer(train.Callback):
+    """Saves the state and history atomically at the end of every epoch (the last good checkpoint)."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.path, self.meta, self.history = path, meta, list(history)
+
+    def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        checkpoint.save(self.path, state, {**self.meta, "epochs_done": epoch + 1, "history": self.history})
+
+
+def execution_record(execution: Execution, device: torch.device, start: int, built: dict[str, Any]) -> dict[str, Any]:
+    """What executed, for ``metrics.json``: the device and its name, threads, precision, TF32, the fit loop's sync
+    interval, the epoch a resume began at, the ``Execution`` asked for, and how the step was built (``built``:
+    ``hwr.engine.execution.train_step``'s record, the compile candidate among it)."""
+    return {
+        "device": str(device),
+        "device_name": runtime.device_name(device),
+        "threads": torch.get_num_threads(),
+        "precision": execution.precision,
+        "tf32": execution.tf32 and device.type == "cuda",
+        "sync_every": execution.sync_every,
+        "resumed_at_epoch": start,
+        "requested": to_dict(execution),
+        **built,
+    }
+
+
+def timing(history: list[dict[str, Any]], compile_seconds: float, steps_per_epoch: int) -> dict[str, float]:
+    """The run's timing summary from its epoch records."""
+    train_seconds = sum(r["train_seconds"] for r in history)
+    return {
+        "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds,
+        "samples_per_s": sum(r["samples_per_s"] for r in history) / max(len(history), 1),
+        "seconds_per_step": train_seconds / max(len(history) * steps_per_epoch, 1),
+    }
+
+
+def finish(out: Path, result: dict[str, Any], state: train.TrainState, meta: dict[str, Any], epochs: int) -> None:
+    """Write ``metrics.json``, then the final checkpoint marked complete (a crash between the two resumes and
+    writes the metrics again; a complete checkpoint always has its metrics beside it)."""
+    files.write_json(out / METRICS, result)
+    history = result["epochs"]
+    checkpoint.save(out / CHECKPOINT, state, {**meta, "epochs_done": epochs, "history": history, "complete": True})
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", task: str = DIGITS
+) -> tuple[Model, Any, Any, dict[str, Any]]:
+    """``(model, params, model_state, metadata)`` of a trained ``task`` run folder on ``device`` (``auto``
+    resolves; any device, whichever the run trained on), checked against its architecture."""
+    run_dir = Path(run_dir)
+    task_found = task_of(run_dir)
+    device = runtime.resolve_device(device)
+    meta = checkpoint.read_metadata(run_dir / CHECKPOINT)
+    if task_found != task or meta.get("task", DIGITS) != task:
+        raise RunError(
+            f"{run_dir} holds a {task_found} model, not a {task} model; train one with "
+            f"{_task_hint(task, run_dir)} --out DIR"
+        )
+    if "model" not in meta:
+        raise RunError(f"{run_dir / CHECKPOINT} has no model description; it was not written by hwr train")
+    model = models.get(meta["model"], models.config_from_dict(meta["model"], meta["model_config"]))
+    shapes = random.key(0, device="meta")  # a template of shapes only: nothing is computed or allocated
+    template = {"params": model.init(shapes), "model_state": model.init_state(device="meta")}
+    loaded = checkpoint.load(run_dir / CHECKPOINT, template, device=device)
+    return model, loaded["params"], loaded["model_state"], meta
+
+
+def read_source(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(params, model_state)`` as flat ``{dotted name: tensor}`` dicts (on the CPU) of a trained run folder of
+    any task: what a fine-tune or a strings model starts from."""
+    src = Path(run_dir)
+    if not (src / CONFIG).is_file():
+        raise RunError(f"--from {src}: not a run folder (no {CONFIG}); pass the --out folder of a trained run")
+    params, _ = checkpoint.load_flat(src / CHECKPOINT, prefix="params.")
+    state, _ = checkpoint.load_flat(src / CHECKPOINT, prefix="model_state.")
+    return params, state
+
+
+def transfer(
+    pretrained: dict[str, torch.Tensor],
+    fresh: PyTree,
+    *,
+    reinit: tuple[str, ...] = (),
+    keep: Callable[[str], bool] = lambda _: True,
+) -> tuple[PyTree, list[str]]:
+    """``fresh`` with every leaf replaced by the pretrained tensor of the same dotted name and shape (on the
+    leaf's device and dtype), except under the top-level keys in ``reinit`` and names ``keep`` refuses. Returns
+    ``(params, names kept fresh)``. ``pretrained`` is flat (``read_source``). Pure: new tensors."""
+    flat = tree.flatten_names(fresh)
+    out, kept_fresh = {}, []
+    for name, leaf in flat.items():
+        src = pretrained.get(name)
+        if src is not None and src.shape == leaf.shape and name.split(".")[0] not in reinit and keep(name):
+            out[name] = src.to(device=leaf.device, dtype=leaf.dtype).clone()
+        else:
+            out[name] = leaf
+            kept_fresh.append(name)
+    return tree.unflatten_names(out), kept_fresh

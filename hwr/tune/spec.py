@@ -1,0 +1,154 @@
+"""A study's declaration: ``StudySpec`` (its data, its search space as ``suggest(trial, context) -> RunConfig``, its
+metrics and directions, its sampler, pruner, trial count, validation protocol, baselines and how its runs
+execute), what ``suggest`` may read besides the trial (``StudyContext``), ``load_spec`` (a study module under
+``studies/`` or a ``.py`` path), and ``StudyError``, what every study failure raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hwr.config import DataSettings
+from hwr.engine.execution import Execution
+from hwr.errors import HwrError
+from hwr.tasks.digits.config import VALIDATIONS, RunConfig
+
+__all__ = ["METRICS", "StudyContext", "StudyError", "StudySpec", "load_spec"]
+
+
+class StudyError(HwrError, ValueError):
+    """A study that cannot run as asked: bad spec, unreachable or locked storage, unknown study name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyContext:
+    """What ``suggest`` may depend on besides the trial: the pretrained source run and the artefact root."""
+
+    source_dir: Path | None
+    out_dir: Path
+    dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
+    data: DataSettings = dataclasses.field(default_factory=DataSettings)  # where data sets live, downloads allowed
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A study's declaration. ``metrics[i]`` is read from a run's result (``val_macro_f1``, ``val_accuracy``,
+    ``num_params``, ``samples_per_s``) and optimised in ``directions[i]``; the first metric is reported per
+    epoch for pruning (single-objective studies only)."""
+
+    name: str
+    description: str
+    suggest: Callable[[optuna.Trial, StudyContext], RunConfig]
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+    n_trials: int
+    sampler: Callable[[int], optuna.samplers.BaseSampler]
+    pruner: Callable[[], optuna.pruners.BasePruner] | None = None
+    source: RunConfig | None = None
+    baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
+    eval_seeds: tuple[int, ...] = (101, 102, 103)
+    # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
+    # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
+    # per trial, the metric averaged over folds)
+    validation: str = "config"
+    folds: int = 5
+    reference: str | None = None  # the baseline contender the best's gain is measured against
+    oracle: Callable[[RunConfig, StudyContext], RunConfig] | None = None  # the best on balanced data: a ceiling
+    rerun_top: int = 1  # re-run this many top trials on ``rerun_seeds`` and rank them by their mean
+    rerun_seeds: tuple[int, ...] = (201, 202)
+    # points enqueued before the sampler's own (``Study.enqueue_trial`` params), e.g. the untuned recipe, so the
+    # search starts from what a user would try first; missing params are sampled as usual
+    initial: tuple[dict[str, Any], ...] = ()
+    # how trials, re-runs and contenders execute (eager), and how the pretrained source trains (a recipe: compiled)
+    execution: Execution = dataclasses.field(default_factory=lambda: Execution(compile=False))
+    source_execution: Execution = dataclasses.field(default_factory=Execution)
+
+    def __post_init__(self) -> None:
+        if not self.metrics or len(self.metrics) != len(self.directions):
+            raise StudyError(
+                f"study {self.name!r}: metrics {self.metrics} and directions {self.directions} must pair up"
+            )
+        bad = [d for d in self.directions if d not in ("maximize", "minimize")]
+        if bad:
+            raise StudyError(f"study {self.name!r}: directions must be maximize or minimize, got {bad}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise StudyError(f"study {self.name!r}: unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+        if self.n_trials < 1 or not callable(self.suggest) or not callable(self.sampler):
+            raise StudyError(f"study {self.name!r}: needs n_trials >= 1 and callable suggest and sampler")
+        if self.pruner is not None and len(self.metrics) > 1:
+            raise StudyError(f"study {self.name!r}: Optuna cannot prune multi-objective studies; set pruner=None")
+        if self.validation not in ("config", *VALIDATIONS):
+            raise StudyError(
+                f"study {self.name!r}: validation must be config, split, heldout or kfold, got {self.validation!r}"
+            )
+        if self.validation == "kfold" and self.folds < 2:
+            raise StudyError(f"study {self.name!r}: kfold validation needs folds >= 2, got {self.folds}")
+        if self.rerun_top < 1 or (self.rerun_top > 1 and not self.rerun_seeds):
+            raise StudyError(f"study {self.name!r}: rerun_top must be >= 1, with rerun_seeds when > 1")
+        if self.oracle is not None and self.source is None:
+            raise StudyError(f"study {self.name!r}: an oracle needs a source model to fine-tune")
+
+    def protocol(self, config: RunConfig, fold: int = 0) -> RunConfig:
+        """``config`` under the spec's validation protocol (fold ``fold`` of ``folds`` for kfold)."""
+        if self.validation == "config":
+            return config
+        if self.validation == "kfold":
+            return dataclasses.replace(config, validation="kfold", folds=self.folds, fold=fold)
+        return dataclasses.replace(config, validation=self.validation)
+
+    def fold_count(self) -> int:
+        return self.folds if self.validation == "kfold" else 1
+
+    def on_device(self, device: str | None) -> StudySpec:
+        """This spec with every run on ``device`` (None: unchanged)."""
+        if device is None:
+            return self
+        return dataclasses.replace(
+            self,
+            execution=dataclasses.replace(self.execution, device=device),
+            source_execution=dataclasses.replace(self.source_execution, device=device),
+        )
+
+
+METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "val_macro_f1": lambda r: r["val"]["macro_f1"],
+    "val_accuracy": lambda r: r["val"]["accuracy"],
+    "val_balanced_accuracy": lambda r: r["val"]["balanced_accuracy"],
+    "num_params": lambda r: float(r["num_params"]),
+    "samples_per_s": lambda r: r["timing"]["samples_per_s"],
+}
+
+
+def load_spec(name: str) -> StudySpec:
+    """The ``SPEC`` of study module ``studies/<name>.py`` (or of a path to a ``.py`` file), validated."""
+    try:
+        if name.endswith(".py"):
+            path = Path(name)
+            spec = importlib.util.spec_from_file_location(f"hwr_study_{path.stem}", path)
+            if spec is None or not path.is_file():
+                raise StudyError(f"study file {path} not found")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(f"studies.{name}")
+    except ModuleNotFoundError as e:
+        if e.name in (f"studies.{name}", "studies"):
+            known = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "studies").glob("[a-z]*.py"))
+            raise StudyError(f"unknown study {name!r}; choose one of {known} or pass a path to a .py file") from None
+        raise
+    except SyntaxError as e:
+        raise StudyError(f"study module {name!r} does not parse: {e}") from None
+    spec_obj = getattr(module, "SPEC", None)
+    if not isinstance(spec_obj, StudySpec):
+        raise StudyError(
+            f"study module {name!r} must define SPEC = hwr.tune.study.StudySpec(...); found {type(spec_obj).__name__}"
+        )
+    return spec_obj
