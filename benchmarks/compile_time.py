@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 
 def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str, float]:

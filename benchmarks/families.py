@@ -46,12 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks import harness  # noqa: E402
-from hwr import losses, models, optim, random, tree  # noqa: E402
+from benchmarks import harness
+from hwr import losses, models, optim, random, tree
 from hwr.engine import runtime, train
-from hwr.engine.train import Batch  # noqa: E402
+from hwr.engine.train import Batch
 
 __all__ = ["main", "measure", "train_budget"]
 

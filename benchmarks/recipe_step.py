@@ -21,17 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks import harness  # noqa: E402
-from hwr import random, recipes  # noqa: E402
-from hwr.engine.execution import MEMORY_FORMATS# noqa: E402
-from hwr.data import batches as bt  # noqa: E402
+from benchmarks import harness
+from hwr import random, recipes
+
+MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts timed (auto is a choice among them)
+from hwr.data import batches as bt
 from hwr.engine import (
     runtime,
     train,
 )
-from hwr.engine.execution import Execution  # noqa: E402
+from hwr.engine.execution import Execution
 from hwr.tasks.digits import training as experiment
 
 __all__ = ["main", "measure"]

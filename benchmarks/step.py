@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness, reference  # noqa: E402
+from benchmarks import harness, reference
 
 WINDOW_S, WINDOWS, QUICK_WINDOW_S, QUICK_WINDOWS = 0.6, 5, 0.4, 3
 

@@ -22,17 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks import harness  # noqa: E402
-from hwr import metrics  # noqa: E402
-from hwr.data import augment, sources  # noqa: E402
-from hwr.data import strings as ds  # noqa: E402
-from hwr.decode import PAD  # noqa: E402
+from benchmarks import harness
+from hwr import metrics
+from hwr.data import augment, sources
+from hwr.data import strings as ds
+from hwr.decode import PAD
 from hwr.engine import runtime
 from hwr.tasks.digits import training as experiment
-from hwr.tasks.strings import segment  # noqa: E402
-from hwr.tasks.strings import training as sr  # noqa: E402
+from hwr.tasks.strings import segment
+from hwr.tasks.strings import training as sr
 
 __all__ = ["main", "score", "segment_and_classify"]
 

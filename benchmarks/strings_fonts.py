@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
 
-from benchmarks.strings_baseline import score  # noqa: E402
-from hwr.data import digits  # noqa: E402
-from hwr.data import strings as ds  # noqa: E402
-from hwr.tasks.strings import training as sr  # noqa: E402
+from benchmarks.strings_baseline import score
+from hwr.data import digits
+from hwr.data import strings as ds
+from hwr.tasks.strings import training as sr
 
 __all__ = ["FONTS", "installed_fonts", "main", "render"]
 

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import harness  # noqa: E402
-from hwr import recipes, report  # noqa: E402
-from hwr.engine import runtime  # noqa: E402
-from hwr.engine.execution import MEMORY_FORMATS, Execution  # noqa: E402
+from benchmarks import harness
+from hwr import recipes, report
+from hwr.engine import runtime
+from hwr.engine.execution import MEMORY_FORMATS, Execution
 from hwr.tasks.digits import training as experiment
 
 __all__ = ["main"]

@@ -79,8 +79,16 @@ def task_of(run_dir: str | Path) -> str:
     return str(_values(Path(run_dir)).get("task", DIGITS))
 
 
+_KINDS = {DIGITS: "a digit classifier", "strings": "a strings model"}
+
+
 def _task_hint(task: str, run_dir: Path) -> str:
     return "hwr train --recipe strings" if task == "strings" else "hwr train --recipe fast"
+
+
+def _mismatch(run_dir: Path, found: str, task: str) -> RunError:
+    kind = lambda t: _KINDS.get(t, f"a {t} model")
+    return RunError(f"{run_dir} holds {kind(found)}, not {kind(task)}; train one with {_task_hint(task, run_dir)} --out DIR")
 
 
 def read_config(run_dir: str | Path, cls: type, task: str = DIGITS) -> Any:
@@ -91,9 +99,7 @@ def read_config(run_dir: str | Path, cls: type, task: str = DIGITS) -> Any:
     values = _values(run_dir)
     found = str(values.get("task", DIGITS))
     if found != task:
-        raise RunError(
-            f"{run_dir} holds a {found} model, not a {task} model; train one with {_task_hint(task, run_dir)} --out DIR"
-        )
+        raise _mismatch(run_dir, found, task)
     values = {k: v for k, v in values.items() if k not in LEGACY_EXECUTION_KEYS}
     try:
         return from_dict(cls, values)
@@ -202,10 +208,7 @@ def load_run(
     device = runtime.resolve_device(device)
     meta = checkpoint.read_metadata(run_dir / CHECKPOINT)
     if task_found != task or meta.get("task", DIGITS) != task:
-        raise RunError(
-            f"{run_dir} holds a {task_found} model, not a {task} model; train one with "
-            f"{_task_hint(task, run_dir)} --out DIR"
-        )
+        raise _mismatch(run_dir, meta.get("task", DIGITS) if task_found == task else task_found, task)
     if "model" not in meta:
         raise RunError(f"{run_dir / CHECKPOINT} has no model description; it was not written by hwr train")
     model = models.get(meta["model"], models.config_from_dict(meta["model"], meta["model_config"]))

@@ -1,13 +1,34 @@
-"""Shared test settings: one inductor cache for every test process, the allocator tuned as the CLI does, and the
-repository root on ``sys.path`` for ``benchmarks.reference`` (the nn.Module CNN the tests compare against)."""
+"""Shared test settings: one inductor cache for every test process, the process started as the CLI starts it
+(``hwr.cli.environment.start``: the allocator tuned, the cache exported), the tests folder on ``sys.path`` for the
+helper modules (``cli_run``, ``postgres``, ``tiny``), the repository root for ``benchmarks.reference``, and the
+``cuda`` marker: a test marked ``@pytest.mark.cuda`` is skipped, saying why, where torch sees no CUDA GPU."""
 
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "inductor"))
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks/, no installed package: benchmarks.reference
+import pytest
 
-from hwr.engine import runtime
+TESTS = Path(__file__).resolve().parent
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TESTS.parent / ".cache" / "inductor"))
+sys.path[:0] = [str(TESTS)]  # helper modules: cli_run, postgres, tiny, tiny_study
+sys.path.append(str(TESTS.parent))  # benchmarks/ (no installed package): benchmarks.reference
 
-runtime.tune_allocator()
+from hwr.cli import environment  # noqa: E402
+
+environment.start()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where torch sees none)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -9,9 +9,9 @@ import os
 
 import optuna
 
+from hwr.models.cnn import CNNConfig
 from hwr.optim import OptimConfig
 from hwr.tasks.digits.config import RunConfig
-from hwr.models.cnn import CNNConfig
 from hwr.tune import StudyContext, StudySpec
 
 

@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             root=root,
             heartbeat=args.heartbeat,
             grace=args.grace,
-            spec_ref=str(Path(args.study).resolve()) if args.tune.endswith(".py") else args.study,
+            spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
             dataset=args.dataset,
             sqlite_timeout=environment.read().sqlite_timeout,
         )

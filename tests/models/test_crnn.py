@@ -6,11 +6,10 @@ import torch
 from torch import nn as tnn
 from torch._dynamo.utils import counters
 
-from hwr import models, random, tree
+from hwr import models, random, runs, tree
 from hwr.models import crnn
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
-from hwr.tasks.digits import finetune
 
 ATOL = 1e-5
 SMALL = dict(channels=(4, 8), height=16, hidden=6, num_classes=5)
@@ -213,7 +212,7 @@ def test_compiles_to_one_graph():
 def test_digit_cnn_stem_transfers_by_name_and_shape(cnn, extra, expected):
     digit = models.get("cnn", cnn).init(random.key(0))
     strings = models.get("crnn", CRNNConfig(**extra)).init(random.key(1))
-    params, fresh = finetune.transfer(tree.flatten_names(digit), strings)
+    params, fresh = runs.transfer(tree.flatten_names(digit), strings)
     kept = set(tree.flatten_names(params)) - set(fresh)
     assert kept == expected
     assert torch.equal(params["block2"]["conv1"]["kernel"], digit["block2"]["conv1"]["kernel"])

@@ -13,8 +13,8 @@ from cli_run import bad, hwr, png_header_only
 from PIL import Image, ImageDraw, ImageFont
 
 from hwr import checkpoint, metrics, models, random
-from hwr.tasks.digits.config import RunConfig
 from hwr.config import to_dict
+from hwr.tasks.digits.config import RunConfig
 
 pytestmark = pytest.mark.slow
 

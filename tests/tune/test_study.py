@@ -17,8 +17,8 @@ import pytest
 from cli_run import hwr
 from optuna.trial import TrialState
 
+from hwr import tune
 from hwr.config import to_dict
-from hwr.tune import study
 
 TINY = str(Path(__file__).with_name("tiny_study.py"))
 pytestmark = pytest.mark.slow
@@ -42,23 +42,23 @@ def pg_url():
 
 
 def test_spec_errors(tmp_path):
-    with pytest.raises(study.StudyError, match="unknown study"):
-        study.load_spec("no_such_study")
+    with pytest.raises(tune.StudyError, match="unknown study"):
+        tune.load_spec("no_such_study")
     bad = tmp_path / "bad.py"
     bad.write_text("X = 1\n")
-    with pytest.raises(study.StudyError, match="must define SPEC"):
-        study.load_spec(str(bad))
-    with pytest.raises(study.StudyError, match="directions"):
-        study.StudySpec("x", "", lambda t, c: None, ("val_macro_f1",), ("up",), 3, lambda s: None)
-    with pytest.raises(study.StudyError, match="unknown metric"):
-        study.StudySpec("x", "", lambda t, c: None, ("loss",), ("minimize",), 3, lambda s: None)
+    with pytest.raises(tune.StudyError, match="must define SPEC"):
+        tune.load_spec(str(bad))
+    with pytest.raises(tune.StudyError, match="directions"):
+        tune.StudySpec("x", "", lambda t, c: None, ("val_macro_f1",), ("up",), 3, lambda s: None)
+    with pytest.raises(tune.StudyError, match="unknown metric"):
+        tune.StudySpec("x", "", lambda t, c: None, ("loss",), ("minimize",), 3, lambda s: None)
     p = hwr("study", "run", str(bad), check=False)
     assert p.returncode == 2 and "must define SPEC" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_default_specs_load():
-    assert study.load_spec("optdigits_longtail").metrics == ("val_macro_f1",)
-    assert study.load_spec("mnist_architecture").directions == ("maximize", "minimize")
+    assert tune.load_spec("optdigits_longtail").metrics == ("val_macro_f1",)
+    assert tune.load_spec("mnist_architecture").directions == ("maximize", "minimize")
 
 
 def test_unreachable_and_locked_storage(tmp_path):
@@ -79,8 +79,8 @@ def test_sqlite_timeout_is_an_argument(tmp_path):
     con.execute("create table t (x)")
     con.execute("begin exclusive")
     t0 = time.perf_counter()
-    with pytest.raises(study.StudyError, match="locked"):
-        study.storage(f"sqlite:///{db}", sqlite_timeout=0.5)
+    with pytest.raises(tune.StudyError, match="locked"):
+        tune.open_storage(f"sqlite:///{db}", sqlite_timeout=0.5)
     con.rollback()
     assert time.perf_counter() - t0 < 30  # the default (60 s) was not used
 
@@ -88,19 +88,19 @@ def test_sqlite_timeout_is_an_argument(tmp_path):
 def test_plain_postgresql_url_opens_with_the_installed_driver(pg_url):
     plain = pg_url.replace("postgresql+psycopg2://", "postgresql://")  # what most people type
     if importlib.util.find_spec("psycopg") is None:  # SQLAlchemy 2.1 reads the plain scheme as psycopg 3
-        assert study.with_installed_driver(plain) == pg_url
-    s = optuna.create_study(study_name="plain-url", storage=study.storage(plain), load_if_exists=True)
+        assert tune.with_installed_driver(plain) == pg_url
+    s = optuna.create_study(study_name="plain-url", storage=tune.open_storage(plain), load_if_exists=True)
     s.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
     assert len(optuna.load_study(study_name="plain-url", storage=pg_url).trials) == 1
 
 
 def test_missing_driver_error_names_the_cause():
-    assert study.with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
-    assert study.with_installed_driver("postgresql+pg8000://u@h/db") == "postgresql+pg8000://u@h/db"
+    assert tune.with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert tune.with_installed_driver("postgresql+pg8000://u@h/db") == "postgresql+pg8000://u@h/db"
     if importlib.util.find_spec("pg8000") is not None:
         pytest.skip("pg8000 is installed here")
-    with pytest.raises(study.StudyError) as e:
-        study.storage("postgresql+pg8000://u:secret@127.0.0.1:1/db")
+    with pytest.raises(tune.StudyError) as e:
+        tune.open_storage("postgresql+pg8000://u:secret@127.0.0.1:1/db")
     msg = str(e.value)
     assert "PostgreSQL driver 'pg8000'" in msg and "not installed" in msg and "pip install pg8000" in msg
     assert "secret" not in msg
@@ -122,7 +122,7 @@ def test_no_warning_filter_at_import_and_none_left_behind(tmp_path):
     before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        study.storage(f"sqlite:///{tmp_path}/w.db")  # heartbeats and stale-trial retry: experimental in Optuna
+        tune.open_storage(f"sqlite:///{tmp_path}/w.db")  # heartbeats and stale-trial retry: experimental in Optuna
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
     assert warnings.filters == before
 
@@ -228,11 +228,11 @@ def test_kill_worker_mid_trial_then_resume(tmp_path, backend, request):
 def test_search_spaces_build_valid_configs(name, tmp_path):
     from hwr import models
 
-    spec = study.load_spec(name)
+    spec = tune.load_spec(name)
     s = optuna.create_study(directions=list(spec.directions), sampler=optuna.samplers.RandomSampler(0))
     families = set()
     for _ in range(15):
-        cfg = spec.suggest(s.ask(), study.StudyContext(tmp_path / "source", tmp_path))
+        cfg = spec.suggest(s.ask(), tune.StudyContext(tmp_path / "source", tmp_path))
         model = models.get(cfg.model, cfg.model_config)  # the config is valid for its family
         families.add(model.name)
         assert "test" not in cfg.dataset and "compile" not in to_dict(cfg)  # execution is not in the config

@@ -7,10 +7,11 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from hwr.optim import OptimConfig
-from hwr.tasks.digits.config import RunConfig
+from hwr import tune
 from hwr.config import to_dict
 from hwr.models.cnn import CNNConfig
+from hwr.optim import OptimConfig
+from hwr.tasks.digits.config import RunConfig
 from hwr.tune import evaluation, study
 
 TINY = RunConfig(
@@ -25,7 +26,7 @@ TINY = RunConfig(
 
 
 def _spec(**kw):
-    return study.StudySpec(
+    return tune.StudySpec(
         "t",
         "",
         lambda t, c: TINY,
@@ -71,7 +72,7 @@ def test_without_reruns_the_best_value_wins(tmp_path):
     s = _study_with([(0.5, TINY), (0.7, TINY)])
     winner, rows = evaluation.select(_spec(), s, tmp_path)
     assert winner.number == 1 and rows == [{"trial": 1, "values": [0.7], "mean": 0.7}]
-    with pytest.raises(study.StudyError, match="no completed trial"):
+    with pytest.raises(tune.StudyError, match="no completed trial"):
         evaluation.select(_spec(), optuna.create_study(direction="maximize"), tmp_path)
 
 
@@ -108,7 +109,7 @@ def test_spec_protocol_and_errors():
         (dict(rerun_top=0), "rerun_top"),
         (dict(oracle=lambda b, c: b), "oracle needs a source"),
     ):
-        with pytest.raises(study.StudyError, match=match):
+        with pytest.raises(tune.StudyError, match=match):
             _spec(**bad)
 
 

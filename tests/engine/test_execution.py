@@ -10,13 +10,13 @@ import json
 import pytest
 import torch
 
-from hwr import checkpoint, random, tree
-from hwr.tasks.digits.config import RunConfig
+from hwr import checkpoint, optim, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.engine import train
 from hwr.engine.execution import Execution, from_legacy
 from hwr.models.cnn import CNNConfig
-from hwr.tasks.digits import training as experiment
+from hwr.tasks import digits as experiment
+from hwr.tasks.digits.config import RunConfig
 
 TINY = RunConfig(
     model_config=CNNConfig(channels=(4, 8), hidden=16),
@@ -28,7 +28,6 @@ TINY = RunConfig(
 )
 EAGER = Execution(device="cpu", compile=False)
 LEGACY = {"compile": False, "precision": "fp32", "memory_format": "contiguous"}  # RunConfig fields before the split
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none here")
 
 
 class _StopAt(train.Callback):
@@ -85,9 +84,12 @@ def test_execution_round_trips_and_refuses_bad_values():
     assert Execution(device="cpu").resolve() == torch.device("cpu")
 
 
-def test_old_config_keys_map_into_the_execution_not_the_config():
+def test_old_config_keys_map_into_the_execution_not_the_config(tmp_path):
     old = {**to_dict(TINY), "compile": False, "precision": "bf16", "memory_format": "channels_last"}
-    assert from_dict(RunConfig, old) == TINY
+    (tmp_path / runs.CONFIG).write_text(json.dumps(old))
+    assert runs.read_config(tmp_path, RunConfig) == TINY  # the run folder drops them; from_dict alone refuses them
+    with pytest.raises(ValueError, match="unknown RunConfig field"):
+        from_dict(RunConfig, old)
     assert from_legacy(old) == Execution(compile=False, precision="bf16", memory_format="channels_last")
     assert from_legacy(to_dict(TINY), EAGER) == EAGER  # a current config.json says nothing about execution
     assert not {"compile", "precision", "memory_format", "device"} & set(to_dict(TINY))
@@ -99,28 +101,28 @@ def test_an_old_run_folder_loads_and_resumes_as_it_ran(full, tmp_path):
     cut = tmp_path / "old"
     with pytest.raises(KeyboardInterrupt):
         experiment.run(TINY, cut, execution=EAGER, callbacks=[_StopAt(1)], write_figures=False)
-    (cut / experiment.CONFIG).write_text(json.dumps({**to_dict(TINY), **LEGACY}))  # as hwr wrote it before
+    (cut / runs.CONFIG).write_text(json.dumps({**to_dict(TINY), **LEGACY}))  # as hwr wrote it before
     config = experiment.read_config(cut)
-    execution = experiment.saved_execution(cut, Execution(device="cpu"))
+    execution = runs.saved_execution(cut, Execution(device="cpu"))
     assert config == TINY and execution == dataclasses.replace(EAGER, memory_format="contiguous")  # as it ran
     r = experiment.run(config, cut, execution=execution, resume=True, write_figures=False)
-    a, _ = checkpoint.load_flat(full / experiment.CHECKPOINT)
-    b, _ = checkpoint.load_flat(cut / experiment.CHECKPOINT)
+    a, _ = checkpoint.load_flat(full / runs.CHECKPOINT)
+    b, _ = checkpoint.load_flat(cut / runs.CHECKPOINT)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert r["test"] == json.loads((full / experiment.METRICS).read_text())["test"]
+    assert r["test"] == json.loads((full / runs.METRICS).read_text())["test"]
     assert r["execution"]["resumed_at_epoch"] == 1 and r["execution"]["compile"] is False
-    assert json.loads((cut / experiment.CONFIG).read_text())["compile"] is False  # the old file is left as it was
+    assert json.loads((cut / runs.CONFIG).read_text())["compile"] is False  # the old file is left as it was
 
 
 def test_checkpoints_load_onto_the_device_asked_for(full):
-    ckpt = full / experiment.CHECKPOINT
+    ckpt = full / runs.CHECKPOINT
     _, params, state, _ = experiment.load_run(full, "meta")
     assert {t.device.type for t in tree.leaves((params, state))} == {"meta"}
     model, params, _, _ = experiment.load_run(full, "cpu")
     flat, _ = checkpoint.load_flat(ckpt)
     assert all(torch.equal(v, flat[f"params.{k}"]) for k, v in tree.flatten_names(params).items())
     # the whole TrainState, as a resume fills it: onto the template's device (meta), or onto the device named
-    on_meta = train.init_state(model, experiment.build_optimizer(TINY.optim, 16), random.key(0, device="meta"))
+    on_meta = train.init_state(model, optim.from_config(TINY.optim, 16), random.key(0, device="meta"))
     loaded = checkpoint.load(ckpt, on_meta)
     assert {t.device.type for t in tree.leaves(loaded)} == {"meta"} and loaded.step.shape == ()
     on_cpu = {"params": model.init(random.key(0))}
@@ -150,19 +152,19 @@ def test_a_compiled_run_records_the_autotune_choice_in_metrics_not_config(tmp_pa
         out = tmp_path / name
         r = experiment.run(one, out, execution=execution, write_figures=False)
         used = r["execution"]
-        assert used == json.loads((out / experiment.METRICS).read_text())["execution"]
+        assert used == json.loads((out / runs.METRICS).read_text())["execution"]
         assert used["device"] == "cpu" and used["device_name"] and used["compile"] is True
         assert used["candidate"] in used["seconds_per_step"] and isinstance(used["cached"], bool)
         assert used["machine"].startswith("cpu") and r["timing"]["compile_seconds"] > 0
         assert used["requested"] == to_dict(execution)
         assert not {"compile", "precision", "memory_format", "device", "execution"} & set(
-            json.loads((out / experiment.CONFIG).read_text())
+            json.loads((out / runs.CONFIG).read_text())
         )
     assert used["candidate"] == "inductor" and used["memory_format"] == "contiguous"  # the forced format's one
     torch._dynamo.reset()
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_a_run_trained_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
     gpu = Execution(device="cuda", compile=False)
     one = tmp_path / "one"

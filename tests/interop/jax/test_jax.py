@@ -10,12 +10,12 @@ import torch
 
 jax = pytest.importorskip("jax", reason="JAX interop needs the optional extra: pip install -e '.[jax]'")
 optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip install -e '.[jax]'")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
 
-from hwr import losses, optim, random, tree  # noqa: E402
+from hwr import losses, optim, random, tree
 from hwr.engine import train
-from hwr.interop import jax as hj  # noqa: E402
-from hwr.models import cnn  # noqa: E402
+from hwr.interop import jax as hj
+from hwr.models import cnn
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -20,7 +20,6 @@ from hwr.engine.train import Batch
 
 META = torch.device("meta")
 B = 8
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 
 # small sizes per known family (fields a family lacks are ignored); dropout and batch norm on where offered
 SMALL = {
@@ -267,14 +266,14 @@ def _draws(k):
     ]
 
 
-@CUDA
+@pytest.mark.cuda
 def test_random_draws_are_equal_on_cuda_and_cpu():
     for got, want in zip(_draws(random.key(7, device="cuda")), _draws(random.key(7)), strict=True):
         assert got.device.type == "cuda"
         torch.testing.assert_close(got.cpu(), want, rtol=0, atol=1e-7 if want.is_floating_point() else 0)
 
 
-@CUDA
+@pytest.mark.cuda
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("name", models.names())
 def test_one_step_on_cuda_equals_the_cpu_step(name, compiled, exact_fp32):
@@ -299,7 +298,7 @@ def test_one_step_on_cuda_equals_the_cpu_step(name, compiled, exact_fp32):
     assert int(got_m["correct"]) == int(want_m["correct"])
 
 
-@CUDA
+@pytest.mark.cuda
 def test_fit_on_cuda_matches_the_cpu_fit(exact_fp32):
     cfg = _config("cnn", True)
     model = models.get("cnn", cfg)
@@ -319,7 +318,7 @@ def test_fit_on_cuda_matches_the_cpu_fit(exact_fp32):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
 
 
-@CUDA
+@pytest.mark.cuda
 def test_cuda_graph_step_is_pure_and_equals_the_eager_step(exact_fp32):
     """``mode="reduce-overhead"`` replays a CUDA graph; an older state stays readable after later replays."""
     cfg = _config("cnn", True)

@@ -7,16 +7,16 @@ import torch
 
 jax = pytest.importorskip("jax", reason="JAX interop needs the optional extra: pip install -e '.[jax]'")
 optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip install -e '.[jax]'")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
 
-from hwr import losses, models, optim, random, tree  # noqa: E402
-from hwr.data.batches import synthetic_batches  # noqa: E402
+from hwr import losses, models, optim, random, tree
+from hwr.data.batches import synthetic_batches
 from hwr.engine import train
-from hwr.interop import jax as hj  # noqa: E402
-from hwr.interop.jax import random as jr  # noqa: E402
-from hwr.models.cnn import CNNConfig  # noqa: E402
-from hwr.models.rnn import RNNConfig  # noqa: E402
-from hwr.models.vit import ViTConfig  # noqa: E402
+from hwr.interop import jax as hj
+from hwr.interop.jax import random as jr
+from hwr.models.cnn import CNNConfig
+from hwr.models.rnn import RNNConfig
+from hwr.models.vit import ViTConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

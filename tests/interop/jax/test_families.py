@@ -10,14 +10,14 @@ import pytest
 import torch
 
 jax = pytest.importorskip("jax", reason="JAX interop needs the optional extra: pip install -e '.[jax]'")
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp
 
-from hwr import models, random, tree  # noqa: E402
-from hwr.interop import jax as hj  # noqa: E402
-from hwr.interop.jax import rnn as jax_rnn  # noqa: E402
-from hwr.models.cnn import CNNConfig  # noqa: E402
-from hwr.models.rnn import RNNConfig  # noqa: E402
-from hwr.models.vit import ViTConfig  # noqa: E402
+from hwr import models, random, tree
+from hwr.interop import jax as hj
+from hwr.interop.jax import rnn as jax_rnn
+from hwr.models.cnn import CNNConfig
+from hwr.models.rnn import RNNConfig
+from hwr.models.vit import ViTConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -1,6 +1,7 @@
-"""The long-tail levers inside the train step (mixup / CutMix targets, deferred re-weighting by the step counter),
-compiled equal to eager, and the post-training stages of ``hwr.tasks.digits.longtail`` (WiSE-FT selection, cRT, head
-adjustment), each checked against what it is defined to compute."""
+"""hwr.tasks.digits.finetune: which parameters train (groups, learning-rate multipliers, the anchored mask, WiSE-FT
+interpolation, head adjustments); the long-tail levers inside the train step (mixup / CutMix targets, deferred
+re-weighting by the step counter), compiled equal to eager; and the post-training stages (WiSE-FT selection, cRT,
+head adjustment), each checked against what it is defined to compute."""
 
 import dataclasses
 
@@ -8,13 +9,98 @@ import pytest
 import torch
 
 from hwr import losses, models, optim, random, tree
-from hwr.tasks.digits.config import ClassifierConfig
 from hwr.data import batches as bt
 from hwr.data import mix
 from hwr.data.mix import MixConfig
 from hwr.engine import train
 from hwr.models.cnn import CNNConfig
-from hwr.tasks.digits import finetune, longtail
+from hwr.tasks.digits import finetune
+from hwr.tasks.digits.config import ClassifierConfig
+
+
+def test_groups_and_multipliers():
+    p = models.get("cnn", CNNConfig(channels=(8, 8, 8))).init(random.key(0))
+    g = finetune.top_level_groups(p)
+    assert g == {"head": ["head"], "last": ["block3", "fc"], "early": ["block1", "block2"]}
+    m = finetune.lr_multipliers(p, "last", 0.1)
+    assert m["head"]["kernel"] == 1.0 and m["fc"]["bias"] == 0.1 and m["block3"]["conv1"]["kernel"] == 0.1
+    assert m["block1"]["conv1"]["kernel"] == 0.0
+    assert finetune.lr_multipliers(p, "head")["fc"]["kernel"] == 0.0
+    assert finetune.lr_multipliers(p, "all", 0.5)["block1"]["conv1"]["bias"] == 0.5
+
+
+def test_frozen_leaves_do_not_move():
+    model = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
+    p = model.init(random.key(0))
+    opt = optim.chain(
+        optim.adamw(1e-2, weight_decay=0.1), optim.scale_by_multipliers(finetune.lr_multipliers(p, "head"))
+    )
+    s = opt.init(p)
+    g = tree.map(torch.ones_like, p)
+    u, _ = opt.update(g, s, p)
+    new = optim.apply_updates(p, u)
+    assert torch.equal(new["block1"]["conv1"]["kernel"], p["block1"]["conv1"]["kernel"])
+    assert torch.equal(new["fc"]["kernel"], p["fc"]["kernel"])
+    assert not torch.equal(new["head"]["kernel"], p["head"]["kernel"])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="trainable"):
+        finetune.lr_multipliers({"head": {}}, "middle")
+    with pytest.raises(ValueError, match="no 'head'"):
+        finetune.top_level_groups({"block1": {}})
+
+
+def test_interpolate_is_wise_ft_and_keeps_fresh_leaves():
+    from hwr.tasks.digits.finetune import anchored_mask, interpolate
+
+    src = {"body": {"w": torch.zeros(3)}, "head": {"kernel": torch.zeros(2, 3)}}
+    ft = {"body": {"w": torch.ones(3)}, "head": {"kernel": torch.full((2, 3), 4.0)}}
+    mid = interpolate(src, ft, 0.25)
+    assert torch.allclose(mid["body"]["w"], torch.full((3,), 0.25)) and torch.allclose(
+        mid["head"]["kernel"], torch.ones(2, 3)
+    )
+    assert torch.equal(interpolate(src, ft, 1.0)["body"]["w"], ft["body"]["w"])
+    assert torch.equal(interpolate(src, ft, 0.0)["body"]["w"], src["body"]["w"])
+    mask = anchored_mask(ft, ["head.kernel"])
+    assert mask == {"body": {"w": True}, "head": {"kernel": False}}
+    kept = interpolate(src, ft, 0.5, mask)
+    assert (
+        torch.equal(kept["head"]["kernel"], ft["head"]["kernel"]) and kept["head"]["kernel"] is not ft["head"]["kernel"]
+    )
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(src, ft, 1.5)
+
+
+def test_tau_normalize_and_folded_logit_adjustment_change_logits_as_defined():
+    from hwr.losses import posthoc_adjust
+    from hwr.tasks.digits.finetune import fold_logit_adjustment, tau_normalize
+
+    g = torch.Generator().manual_seed(0)
+    params = {
+        "fc": {"kernel": torch.randn(4, 3, generator=g)},
+        "head": {
+            "kernel": torch.randn(5, 4, generator=g) * torch.arange(1, 6)[:, None],
+            "bias": torch.randn(5, generator=g),
+        },
+    }
+    before = {k: {n: t.clone() for n, t in v.items()} for k, v in params.items()}
+    unit = tau_normalize(params, 1.0)
+    assert torch.allclose(unit["head"]["kernel"].norm(dim=1), torch.ones(5))
+    assert torch.equal(tau_normalize(params, 0.0)["head"]["kernel"], params["head"]["kernel"])
+    half = tau_normalize(params, 0.5)["head"]["kernel"].norm(dim=1)
+    assert torch.allclose(half, params["head"]["kernel"].norm(dim=1).sqrt())
+    prior = torch.tensor([0.4, 0.3, 0.2, 0.07, 0.03])
+    folded = fold_logit_adjustment(params, prior, 0.8)
+    x = torch.randn(6, 4, generator=g)
+    lin = lambda p: x @ p["head"]["kernel"].T + p["head"]["bias"]
+    assert torch.allclose(lin(folded), posthoc_adjust(lin(params), prior, 0.8), atol=1e-6)
+    assert all(torch.equal(params[k][n], before[k][n]) for k in params for n in params[k])  # pure
+    with pytest.raises(ValueError, match="head"):
+        tau_normalize({"fc": params["fc"]}, 1.0)
+    with pytest.raises(ValueError, match="prior"):
+        fold_logit_adjustment(params, prior[:3], 1.0)
+
 
 MODEL = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
 COUNTS = torch.tensor([40, 20, 10, 5, 3, 2, 2, 1, 1, 1])
@@ -97,10 +183,10 @@ def test_wise_select_picks_the_best_alpha_and_scores_every_one():
     anchored = tree.map(lambda _: True, src)
     target = finetune.interpolate(src, ft, 0.3)
     score = lambda p: -float(sum(((a - b) ** 2).sum() for a, b in zip(tree.leaves(p), tree.leaves(target))))
-    alpha, params, scores = longtail.wise_select(src, ft, anchored, score)
-    assert alpha == pytest.approx(0.3) and set(scores) == set(longtail.WISE_ALPHAS)
+    alpha, params, scores = finetune.wise_select(src, ft, anchored, score)
+    assert alpha == pytest.approx(0.3) and set(scores) == set(finetune.WISE_ALPHAS)
     assert all(torch.equal(a, b) for a, b in zip(tree.leaves(params), tree.leaves(target)))
-    tie = longtail.wise_select(src, ft, anchored, lambda p: 1.0)[0]
+    tie = finetune.wise_select(src, ft, anchored, lambda p: 1.0)[0]
     assert tie == 1.0  # ties go to the fine-tuned end
 
 
@@ -112,7 +198,7 @@ def test_crt_retrains_only_the_head_on_balanced_batches():
     images[labels == 1] //= 4  # make the classes separable by brightness
     images[labels == 2] = 255
     before = tree.map(lambda t: t.clone(), params)
-    out = longtail.retrain_classifier(
+    out = finetune.retrain_classifier(
         MODEL, params, {}, random.key(5), images, labels, transform=bt.to_float, epochs=40, batch_size=16, lr=1e-1
     )
     for name, leaf in tree.flatten_names(out).items():
@@ -126,12 +212,12 @@ def test_crt_retrains_only_the_head_on_balanced_batches():
 
 def test_adjust_head_applies_tau_norm_then_posthoc():
     params = _params(6)
-    out, done = longtail.adjust_head(params, COUNTS, ClassifierConfig(tau_norm=1.0, posthoc_tau=0.5))
+    out, done = finetune.adjust_head(params, COUNTS, ClassifierConfig(tau_norm=1.0, posthoc_tau=0.5))
     want = finetune.fold_logit_adjustment(finetune.tau_normalize(params, 1.0), COUNTS / COUNTS.sum(), 0.5)
     assert done == {"tau_norm": 1.0, "posthoc_tau": 0.5}
     for a, b in zip(tree.leaves(out), tree.leaves(want)):
         torch.testing.assert_close(a, b)
-    same, nothing = longtail.adjust_head(params, COUNTS, ClassifierConfig())
+    same, nothing = finetune.adjust_head(params, COUNTS, ClassifierConfig())
     assert same is params and nothing == {}
 
 

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from hwr import checkpoint
-from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr import checkpoint, runs
 from hwr.data import splits
 from hwr.data.mix import MixConfig
 from hwr.engine.execution import Execution
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
-from hwr.tasks.digits import training as experiment
+from hwr.tasks import digits as experiment
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 
 SMALL = dict(
     model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640, limit_test=200
@@ -23,14 +23,14 @@ EAGER = Execution(device="cpu", compile=False)
 
 
 def test_channels_last_run_equals_contiguous_run(tmp_path):
-    runs = {}
+    trained = {}
     for fmt in ("contiguous", "channels_last"):
         out = tmp_path / fmt
         experiment.run(RunConfig(**SMALL), out, execution=dataclasses.replace(EAGER, memory_format=fmt))
-        runs[fmt] = checkpoint.load_flat(out / experiment.CHECKPOINT)[0]
-        assert json.loads((out / experiment.METRICS).read_text())["execution"]["memory_format"] == fmt
-        assert "memory_format" not in json.loads((out / experiment.CONFIG).read_text())  # not the run's identity
-    a, b = runs["contiguous"], runs["channels_last"]
+        trained[fmt] = checkpoint.load_flat(out / runs.CHECKPOINT)[0]
+        assert json.loads((out / runs.METRICS).read_text())["execution"]["memory_format"] == fmt
+        assert "memory_format" not in json.loads((out / runs.CONFIG).read_text())  # not the run's identity
+    a, b = trained["contiguous"], trained["channels_last"]
     assert a.keys() == b.keys()
     for k in a:  # same function, sums in another order: equal up to float rounding after 9 Adam steps
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
@@ -56,7 +56,7 @@ def test_validation_protocols_hold_out_what_they_say():
     assert not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])
     assert all(not _rows(p.val[0]) & _rows(p.train[0]) for p in folds)
     assert sum(len(p.val[1]) for p in folds) == len(held.train[1])  # the folds partition the training split
-    with pytest.raises(experiment.RunError, match="no held-out validation"):
+    with pytest.raises(runs.RunError, match="no held-out validation"):
         experiment.prepare(RunConfig(validation="heldout", **SMALL))
     with pytest.raises(ValueError, match="kfold"):
         RunConfig(validation="kfold", fold=5, folds=5)
@@ -94,7 +94,7 @@ def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, 
     unless post-training (here tau-normalisation) changed them after that epoch."""
     seen = []
     real = experiment.evaluate
-    monkeypatch.setattr(experiment, "evaluate", lambda *a, **kw: seen.append(len(a[4])) or real(*a, **kw))
+    monkeypatch.setattr(experiment.training, "evaluate", lambda *a, **kw: seen.append(len(a[4])) or real(*a, **kw))
     r = experiment.run(RunConfig(**SMALL), tmp_path / "a", execution=EAGER, write_figures=False)
     n_val, n_test = r["val"]["count"], r["test"]["count"]
     assert n_val != n_test and seen == [n_val, n_test]  # the epoch's validation, then the test split once
@@ -110,14 +110,16 @@ def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, 
 
 
 def test_network_false_reaches_the_data_source(tmp_path):
-    """``network=False`` (the CLI's ``$HWR_OFFLINE``) travels from ``run`` and ``evaluate_run`` to the source: a
-    set that is not present and has no registry fallback is refused without an internet attempt, naming why."""
+    """``DataSettings(network=False)`` (the CLI's ``$HWR_OFFLINE``) travels from ``run`` and ``evaluate_run`` to the
+    source: a set that is not present and has no registry fallback is refused without an internet attempt."""
+    from hwr.config import DataSettings
     from hwr.errors import HwrError
 
+    offline = DataSettings(tmp_path / "data", network=False)
     config = RunConfig(**{**SMALL, "dataset": "kmnist"})
     with pytest.raises(HwrError, match="network downloads disabled"):
-        experiment.run(config, tmp_path / "run", execution=EAGER, data_root=tmp_path / "data", network=False)
+        experiment.run(config, tmp_path / "run", execution=EAGER, data=offline)
     source = tmp_path / "optdigits"  # a trained run (optdigits comes from scikit-learn, no download)
     experiment.run(RunConfig(**{**SMALL, "dataset": "optdigits"}), source, execution=EAGER, write_figures=False)
     with pytest.raises(HwrError, match="network downloads disabled"):
-        experiment.evaluate_run(source, "kmnist", data_root=tmp_path / "data", network=False)
+        experiment.evaluate_run(source, "kmnist", data=offline)

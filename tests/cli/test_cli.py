@@ -319,10 +319,10 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
 
 def test_bad_device_is_one_line(tmp_path):
     """--device is validated at the edge, before any data is loaded: one line, exit 2, on every command."""
-    from hwr.tasks.digits.config import RunConfig
     from hwr.engine.execution import Execution
     from hwr.models.cnn import CNNConfig
-    from hwr.tasks.digits import training as experiment
+    from hwr.tasks import digits as experiment
+    from hwr.tasks.digits.config import RunConfig
 
     run = tmp_path / "run"
     experiment.run(

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from hwr import random
 from hwr.data import sources, splits
 from hwr.data import strings as st
-from hwr.tasks.digits import training as experiment
 
 SPEC = st.StringSpec()
 
@@ -23,8 +22,8 @@ def pools(mnist):
 
 
 def test_pools_follow_the_experiment_split_and_never_overlap(mnist, pools):
-    assert st.SPLIT_SEED == experiment.SPLIT_SEED
-    tr, va = splits.stratified_split(random.key(experiment.SPLIT_SEED), mnist.train_labels, 0.1)
+    assert st.SPLIT_SEED == splits.SPLIT_SEED
+    tr, va = splits.stratified_split(random.key(splits.SPLIT_SEED), mnist.train_labels, 0.1)
     assert torch.equal(pools["train"].index, tr) and torch.equal(pools["val"].index, va)
     assert not set(tr.tolist()) & set(va.tolist())
     assert len(pools["train"].labels) + len(pools["val"].labels) == 60_000

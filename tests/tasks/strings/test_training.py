@@ -5,30 +5,21 @@ import json
 
 import pytest
 import torch
+from tiny import EAGER, STRING_SPEC, STRINGS
 from torch._dynamo.utils import counters
 
-from hwr import checkpoint, models, optim, random, tree
-from hwr.tasks.digits.config import RunConfig
+from hwr import checkpoint, models, optim, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.data import strings as ds
 from hwr.engine import train
 from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
-from hwr.tasks.digits.training import RunError
-from hwr.tasks.strings import training as sr
+from hwr.runs import RunError
+from hwr.tasks import strings as sr
+from hwr.tasks.digits.config import RunConfig
 
-SPEC = ds.StringSpec(height=16, width=48, max_length=3, ink_height=12.0, margin=(1.0, 2.0), gap=(-1.0, 2.0))
-TINY = sr.StringsConfig(
-    model_config=CRNNConfig(channels=(4, 8), hidden=8, proj=8, height=16),
-    data=SPEC,
-    epochs=2,
-    steps=3,
-    batch_size=8,
-    val_strings=12,
-    test_strings=12,
-)
-EAGER = Execution(device="cpu", compile=False)
+SPEC, TINY = STRING_SPEC, STRINGS
 META = torch.device("meta")
 
 
@@ -65,7 +56,7 @@ def test_strings_step_is_deterministic(prepared):
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+@pytest.mark.cuda
 def test_strings_step_on_cuda_equals_the_cpu_step(prepared):
     """The pure CTC step on a GPU (where F.ctc_loss would not compile) equals the CPU step to float tolerance."""
     (pc, mc), (pg, mg) = _one_step(prepared, "cpu"), _one_step(prepared, "cuda")
@@ -92,11 +83,8 @@ def test_compiled_step_is_one_graph_and_matches_eager(prepared):
 
 
 def test_execution_layout_and_bf16(prepared):
-    """``auto`` is channels-last compiled and contiguous eager; bf16 autocast keeps float32 logits for CTC and
-    lands near the float32 step; a forced layout is kept."""
-    assert sr.memory_format(Execution()) == "channels_last"
-    assert sr.memory_format(Execution(compile=False)) == "contiguous"
-    assert sr.memory_format(Execution(memory_format="contiguous")) == "contiguous"
+    """bf16 autocast keeps float32 logits for CTC and lands near the float32 step; channels-last computes the same
+    step (compiled, autotune chooses the layout among its candidates, as for digits: tests/engine)."""
     p = prepared
     state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
     batch = sr.StringBatches(random.key(1), p.pools["train"], SPEC, 8, 1)[0]
@@ -183,7 +171,7 @@ def test_start_from_a_digit_cnn_and_bad_sources(tmp_path):
     with pytest.raises(RunError, match="none of its parameters fits"):
         sr.prepare(sr.StringsConfig(**{**TINY.__dict__, "source": str(other)}))
     with pytest.raises(RunError, match="not a run folder"):
-        sr.read_source(tmp_path)
+        runs.read_source(tmp_path)
     # a digit run is not a strings run, and a strings config over a digit checkpoint is refused
     assert not sr.is_strings_run(src)
     with pytest.raises(RunError, match="digit classifier"):
@@ -192,7 +180,7 @@ def test_start_from_a_digit_cnn_and_bad_sources(tmp_path):
     fake.mkdir()
     (fake / "config.json").write_text(json.dumps(to_dict(TINY)))
     (fake / "checkpoint.safetensors").write_bytes((src / "checkpoint.safetensors").read_bytes())
-    with pytest.raises(RunError, match="digit classifier's checkpoint"):
+    with pytest.raises(RunError, match="holds a digit classifier, not a strings model"):
         sr.load_run(fake)
 
 
