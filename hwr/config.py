@@ -70,3 +70,10 @@ def _coerce(hint: Any, value: Any) -> Any:
         if typing.get_origin(opt) is tuple and isinstance(value, list):
             return tuple(value)
     return value
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module held before 0.2 (``RunConfig``, ``OptimConfig``, ...), for one release (``hwr._moved``)."""
+    from hwr import _moved
+
+    return _moved.config_name(name)

@@ -37,6 +37,7 @@ __all__ = [
     "Checkpointer",
     "Resumed",
     "RunError",
+    "Started",
     "execution_record",
     "finish",
     "load_run",
@@ -45,6 +46,7 @@ __all__ = [
     "read_source",
     "resume",
     "saved_execution",
+    "start",
     "task_of",
     "timing",
     "transfer",
@@ -88,7 +90,9 @@ def _task_hint(task: str, run_dir: Path) -> str:
 
 def _mismatch(run_dir: Path, found: str, task: str) -> RunError:
     kind = lambda t: _KINDS.get(t, f"a {t} model")
-    return RunError(f"{run_dir} holds {kind(found)}, not {kind(task)}; train one with {_task_hint(task, run_dir)} --out DIR")
+    return RunError(
+        f"{run_dir} holds {kind(found)}, not {kind(task)}; train one with {_task_hint(task, run_dir)} --out DIR"
+    )
 
 
 def read_config(run_dir: str | Path, cls: type, task: str = DIGITS) -> Any:
@@ -131,6 +135,25 @@ def open_run(out: Path, config: Any, cls: type, resume: bool) -> dict[str, Any] 
     out.mkdir(parents=True, exist_ok=True)
     files.write_json(out / CONFIG, to_dict(config))
     return None
+
+
+class Started(NamedTuple):
+    """A run about to train: how and where it executes, and the saved metrics when it had already finished."""
+
+    execution: Execution
+    device: torch.device
+    done: dict[str, Any] | None
+
+
+def start(out: Path, config: Any, cls: type, resume: bool, execution: Execution | None) -> Started:
+    """The first steps of every task's ``run``: resolve the device (``ValueError`` for one this machine lacks),
+    open the folder (``open_run``) and, unless the run had finished, apply the execution's process settings."""
+    execution = execution or Execution()
+    device = execution.resolve()
+    done = open_run(out, config, cls, resume)
+    if done is None:
+        execution.configure(device)
+    return Started(execution, device, done)
 
 
 class Resumed(NamedTuple):

@@ -12,7 +12,7 @@ from hwr import random, report
 from hwr.cli import UsageError, environment
 from hwr.config import DataSettings
 from hwr.data import augment as aug
-from hwr.data import clean, sources, splits
+from hwr.data import catalog, clean, sources, splits
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +67,7 @@ def data_of(args: argparse.Namespace) -> DataSettings:
 
 def _check_name(name: str) -> None:
     try:
-        sources.check_name(name)  # a name, or a derived one with parameters: optdigits-lt:ratio=50,order=1
+        catalog.check_name(name)  # a name, or a derived one with parameters: optdigits-lt:ratio=50,order=1
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -90,11 +90,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title=f"data sets (root {root})")
     for col in ("name", "present", "folder", "about"):
         table.add_column(col)
-    for name in sources.names():
-        folder, fnames = sources.layout(name, root)
+    for name in catalog.names():
+        folder, fnames = catalog.layout(name, root)
         present = all((folder / f).is_file() for f in fnames) if fnames else True
         mark = "yes" if present else "no"
-        table.add_row(name, mark, str(folder.relative_to(root)) if fnames else "(scikit-learn)", sources.describe(name))
+        table.add_row(name, mark, str(folder.relative_to(root)) if fnames else "(scikit-learn)", catalog.describe(name))
     report.console.print(table)
     return 0
 

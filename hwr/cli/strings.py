@@ -16,7 +16,7 @@ from hwr import random, recipes, report, runs
 from hwr.cli import UsageError, environment, read_each, train_guarded
 from hwr.cli.train import device_of, execution_of
 from hwr.config import DataSettings
-from hwr.data import digits, sources
+from hwr.data import catalog, digits, sources
 from hwr.data import strings as ds
 from hwr.tasks import strings as sr
 
@@ -72,8 +72,8 @@ def _config(args: argparse.Namespace) -> sr.StringsConfig:
         )
     if args.augment is not None:
         raise UsageError("--augment does not apply to strings (their variation is part of the data); omit it")
-    if args.dataset is not None and args.dataset not in sources.names():
-        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(sources.names())}")
+    if args.dataset is not None and args.dataset not in catalog.names():
+        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(catalog.names())}")
     changes = {
         "dataset": args.dataset,
         "epochs": args.epochs,

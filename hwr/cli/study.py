@@ -14,7 +14,7 @@ import optuna
 
 from hwr import report, tune
 from hwr.cli import UsageError, environment
-from hwr.data import sources
+from hwr.data import catalog
 from hwr.engine import runtime
 
 
@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if args.dataset is not None:
         try:
-            sources.check_name(args.dataset)
+            catalog.check_name(args.dataset)
         except ValueError as e:
             raise UsageError(str(e)) from None
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")

@@ -13,7 +13,7 @@ import torch
 
 from hwr import recipes, runs
 from hwr.cli import UsageError, environment
-from hwr.data import sources
+from hwr.data import catalog
 from hwr.data.batches import SAMPLING_POWERS
 from hwr.engine import autotune, runtime
 from hwr.engine.execution import MEMORY_FORMATS, PRECISIONS, Execution
@@ -164,7 +164,7 @@ def check_dataset(name: str | None) -> None:
     if name is None:
         return
     try:
-        sources.check_name(name)
+        catalog.check_name(name)
     except ValueError as e:  # unknown name or bad parameters (optdigits-lt:ratio=...)
         raise UsageError(str(e)) from None
 

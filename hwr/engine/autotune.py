@@ -140,48 +140,49 @@ def compile_step(
     key = _cache_key(model, example_state, example_batch, cands, tag, machine)
     want = train.train_step(model, optimizer, objective, **step_kwargs)(example_state, example_batch)
     build = lambda c: build_step(c, model, optimizer, objective, **step_kwargs)
+    check = lambda fn: _mismatch(fn, example_state, example_batch, want, atol)
     rejected: dict[str, str] = {}
 
     saved = _read_cache().get(key) if cache else None
     if saved and saved.get("candidate") in by_name:
         chosen = by_name[saved["candidate"]]
         fn = build(chosen)
-        reason = _mismatch(fn, example_state, example_batch, want, atol)
+        reason = check(fn)
         if reason is None:
             return fn, Choice(chosen, dict(saved.get("seconds_per_step", {})), {}, True, key, machine)
         rejected[chosen.name] = f"cached choice no longer equal: {reason}"
-
-    runs: dict[str, list[Any]] = {}
-    for c in cands:
-        if c.name in rejected:
-            continue
-        try:
-            fn = build(c)
-            reason = _mismatch(fn, example_state, example_batch, want, atol)
-        except Exception as e:  # a configuration this machine cannot compile is simply not a candidate
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if reason is None:
-            runs[c.name] = [fn, example_state]
-        else:
-            rejected[c.name] = reason
+    runs = _equal_candidates([c for c in cands if c.name not in rejected], build, check, example_state, rejected)
     if not runs:
         raise RuntimeError(f"no compile configuration gives a step equal to the eager one: {rejected}")
     seconds = _time(runs, example_batch, device, steps=steps, rounds=rounds)
     best = min(seconds, key=seconds.__getitem__)
     if cache:
-        _write_cache(
-            key,
-            {
-                "candidate": best,
-                "seconds_per_step": seconds,
-                "rejected": rejected,
-                "machine": machine,
-                "model": model.name,
-                "tag": tag,
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            },
-        )
+        entry = {"candidate": best, "seconds_per_step": seconds, "rejected": rejected, "machine": machine}
+        _write_cache(key, {**entry, "model": model.name, "tag": tag, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
     return runs[best][0], Choice(by_name[best], seconds, rejected, False, key, machine)
+
+
+def _equal_candidates(
+    cands: Sequence[Candidate],
+    build: Callable[[Candidate], Step],
+    check: Callable[[Step], str | None],
+    state: train.TrainState,
+    rejected: dict[str, str],
+) -> dict[str, list[Any]]:
+    """``{name: [step, state]}`` of the candidates that compile to a step equal to the eager one; the others go
+    into ``rejected`` with their reason (a configuration this machine cannot compile is simply not a candidate)."""
+    runs: dict[str, list[Any]] = {}
+    for c in cands:
+        try:
+            fn = build(c)
+            reason = check(fn)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if reason is None:
+            runs[c.name] = [fn, state]
+        else:
+            rejected[c.name] = reason
+    return runs
 
 
 def _relative(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor) -> float:

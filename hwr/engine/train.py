@@ -33,7 +33,6 @@ Transform = Callable[[Key, torch.Tensor], torch.Tensor]
 Metrics = dict[str, torch.Tensor]
 
 __all__ = [
-    "Batch",
     "Callback",
     "EarlyStopping",
     "NonFiniteLoss",
@@ -45,7 +44,6 @@ __all__ = [
     "fit",
     "init_state",
     "predict",
-    "to_float",
     "train_step",
 ]
 
@@ -79,7 +77,7 @@ def init_state(
 
 def _check_batch(batch: Batch) -> None:
     if not isinstance(batch, Batch):
-        raise TypeError(f"a step takes hwr.engine.train.Batch(images, labels, mask), got {type(batch).__name__}")
+        raise TypeError(f"a step takes hwr.data.batches.Batch(images, labels, mask), got {type(batch).__name__}")
     b = batch.images.shape[0]
     if batch.labels.shape != (b,) or batch.mask.shape != (b,):
         raise ValueError(

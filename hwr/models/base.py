@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from hwr import random
 from hwr.random import Key
 
-__all__ = ["Model", "check_input"]
+__all__ = ["Model", "check_input", "dropout_keys"]
 
 
 class Model(NamedTuple):
@@ -44,3 +45,13 @@ def check_input(x: torch.Tensor, channels: int, size: int) -> None:
             f"model input must have shape (B, {channels}, {size}, {size}), got {tuple(x.shape)}; "
             "add the channel axis with x[:, None] or resize the images"
         )
+
+
+def dropout_keys(key: Key | None, n: int, rate: float, train: bool) -> list[Key | None]:
+    """``n`` independent keys for a model's ``n`` dropout sites, or ``n`` Nones when no dropout runs (evaluation,
+    or ``rate`` 0). Dropout in training without a key is an error, never a silent draw from a global RNG."""
+    if not (train and rate > 0.0):
+        return [None] * n
+    if key is None:
+        raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
+    return list(random.split(key, n))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from hwr import nn, random, tree
 from hwr.models import rnn, vit
-from hwr.models.base import Model
+from hwr.models.base import Model, dropout_keys
 from hwr.models.cnn import init_stem, init_stem_state, stem
 from hwr.random import Key
 
@@ -151,35 +151,40 @@ def _pool(block: int, c: CRNNConfig) -> tuple[int, int]:
     return (2, 2) if block <= c.width_pools else (2, 1)
 
 
+def _init(c: CRNNConfig, key: Key) -> dict[str, Any]:
+    """The parameters of ``c``'s CRNN from ``key`` (on its device)."""
+    device = key.device
+    k_stem, k_proj, k_layers, k_head = random.split(key, 4)
+    params = init_stem(random.split(k_stem, len(c.channels) * c.convs_per_block), c)
+    width = c.features
+    if c.encoder == "transformer" or c.proj:
+        out = c.hidden if c.encoder == "transformer" else c.proj
+        params["proj"] = nn.init_linear(k_proj, width, out)
+        width = out
+    layer_keys = random.split(k_layers, 2 * c.num_layers)
+    for n in range(c.num_layers):
+        if c.encoder == "transformer":
+            layer = vit.init_block(layer_keys[2 * n], c.hidden, c.mlp_dim)
+        else:
+            init_cell = nn.init_gru if c.encoder == "gru" else nn.init_lstm
+            layer = {"fwd": init_cell(layer_keys[2 * n], width, c.hidden)}
+            if c.bidirectional:
+                layer["bwd"] = init_cell(layer_keys[2 * n + 1], width, c.hidden)
+        params[f"layer{n + 1}"] = layer
+        width = c.encoder_width
+    if c.encoder == "transformer":
+        params["norm"] = nn.init_layer_norm(c.hidden)
+    params["head"] = nn.init_linear(k_head, width, c.num_classes + 1)
+    # the few constants the shared initialisers make on the default device follow the key
+    return tree.map(lambda t: t.to(device), params)
+
+
 def model(config: CRNNConfig = CRNNConfig()) -> Model:
     """Build the pure CRNN for ``config``."""
     c = config
 
     def init(key: Key) -> dict[str, Any]:
-        device = key.device
-        k_stem, k_proj, k_layers, k_head = random.split(key, 4)
-        params = init_stem(random.split(k_stem, len(c.channels) * c.convs_per_block), c)
-        width = c.features
-        if c.encoder == "transformer" or c.proj:
-            out = c.hidden if c.encoder == "transformer" else c.proj
-            params["proj"] = nn.init_linear(k_proj, width, out)
-            width = out
-        layer_keys = random.split(k_layers, 2 * c.num_layers)
-        for n in range(c.num_layers):
-            if c.encoder == "transformer":
-                layer = vit.init_block(layer_keys[2 * n], c.hidden, c.mlp_dim)
-            else:
-                init_cell = nn.init_gru if c.encoder == "gru" else nn.init_lstm
-                layer = {"fwd": init_cell(layer_keys[2 * n], width, c.hidden)}
-                if c.bidirectional:
-                    layer["bwd"] = init_cell(layer_keys[2 * n + 1], width, c.hidden)
-            params[f"layer{n + 1}"] = layer
-            width = c.encoder_width
-        if c.encoder == "transformer":
-            params["norm"] = nn.init_layer_norm(c.hidden)
-        params["head"] = nn.init_linear(k_head, width, c.num_classes + 1)
-        # the few constants the shared initialisers make on the default device follow the key
-        return tree.map(lambda t: t.to(device), params)
+        return _init(c, key)
 
     def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
         return init_stem_state(c, device)
@@ -194,11 +199,7 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """``x``: float ``(B, in_channels, height, W)`` -> logits ``(B, frames(W), num_classes + 1)``, new state."""
         check_strings_input(x, c.in_channels, c.height, c.stride)
-        keys: list[Key | None] = [None] * (c.num_layers + 1)
-        if train and c.dropout > 0.0:
-            if key is None:
-                raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
-            keys = list(random.split(key, c.num_layers + 1))
+        keys = dropout_keys(key, c.num_layers + 1, c.dropout, train)
         x, new_state = stem(
             params, state, x, c, train=train, pool=lambda b, t: F.max_pool2d(t, _pool(b, c), ceil_mode=True)
         )

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models.base import Model, check_input
+from hwr.models.base import Model, check_input, dropout_keys
 from hwr.random import Key
 
 __all__ = ["RNNConfig", "encode", "model", "sequence"]
@@ -155,11 +155,7 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """``x``: float ``(B, in_channels, H, W)`` -> logits ``(B, num_classes)``, state (always ``{}``)."""
         check_input(x, c.in_channels, c.image_size)
-        keys: list[Key | None] = [None] * (c.num_layers + 1)
-        if train and c.dropout > 0.0:
-            if key is None:
-                raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
-            keys = list(random.split(key, c.num_layers + 1))
+        keys = dropout_keys(key, c.num_layers + 1, c.dropout, train)
         seq = sequence(params, x, c)  # (B, T, F)
         ys, last = encode(params, seq, c, keys=keys[:-1], train=train)
         feats = last if c.readout == "last" else ys.mean(dim=1)  # (B, dirs*hidden)

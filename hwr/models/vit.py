@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models.base import Model, check_input
+from hwr.models.base import Model, check_input, dropout_keys
 from hwr.random import Key
 
 __all__ = ["ViTConfig", "block", "init_block", "model"]
@@ -136,11 +136,7 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """``x``: float ``(B, in_channels, H, W)`` -> logits ``(B, num_classes)``, state (always ``{}``)."""
         check_input(x, c.in_channels, c.image_size)
-        keys: list[Key | None] = [None] * (c.depth + 1)
-        if train and c.dropout > 0.0:
-            if key is None:
-                raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
-            keys = list(random.split(key, c.depth + 1))
+        keys = dropout_keys(key, c.depth + 1, c.dropout, train)
         embed = params["embed"]
         x = nn.conv2d(embed["patch"], x, stride=c.patch_size, padding=0)  # (B, dim, H/p, W/p)
         x = x.flatten(2).transpose(1, 2)  # (B, N, dim)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from cli_run import bad, hwr, png_header_only
 from PIL import Image
+from tiny import TINY_STUDY
 
 from hwr import checkpoint, tree
 from hwr.data import sources
@@ -347,7 +348,7 @@ def test_bad_device_is_one_line(tmp_path):
     bad(
         "study",
         "run",
-        str(Path(__file__).with_name("tiny_study.py")),
+        str(TINY_STUDY),
         "--device",
         "nosuch",
         "--storage",

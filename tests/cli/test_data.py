@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from hwr.cli import main
-from hwr.data import sources
+from hwr.data import catalog, sources
 
 
 def run(capsys, *args):
@@ -21,13 +21,13 @@ def bad(capsys, *args, match):
 
 def test_list(capsys, tmp_path):
     rc, out, _ = run(capsys, "data", "list", "--root", str(tmp_path))
-    assert rc == 0 and all(name in out for name in sources.names())
+    assert rc == 0 and all(name in out for name in catalog.names())
 
 
 def test_fetch_prints_sizes_checksums_and_time(capsys):
     rc, out, _ = run(capsys, "data", "fetch", "mnist")
     assert rc == 0
-    for name, (sha, _) in sources.MNIST_SHA256.items():
+    for name, (sha, _) in catalog.MNIST_SHA256.items():
         assert f"{sha}  {name}" in out
     assert "4 files, 52.4 MiB" in out and " s\n" in out
 
@@ -75,7 +75,7 @@ def _mnist_in_tmp_roots(tmp_path):
     src = sources.fetch("mnist")
     dst = tmp_path / "MNIST" / "raw"
     dst.mkdir(parents=True)
-    for name in sources.MNIST_SHA256:
+    for name in catalog.MNIST_SHA256:
         (dst / name).symlink_to(src / name)
 
 

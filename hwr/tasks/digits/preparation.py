@@ -17,7 +17,7 @@ import torch
 from hwr import losses, models, optim, random, runs, tree
 from hwr.config import DataSettings
 from hwr.data import batches as bt
-from hwr.data import clean, sources, splits
+from hwr.data import catalog, clean, sources, splits
 from hwr.models import Model
 from hwr.runs import RunError
 from hwr.tasks.digits.config import RunConfig
@@ -127,7 +127,7 @@ def prepare(config: RunConfig, data: DataSettings | None = None, *, device: str 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def _splits(config: RunConfig, ds: sources.Dataset, device: torch.device) -> tuple[Pair, Pair, Pair]:
+def _splits(config: RunConfig, ds: catalog.Dataset, device: torch.device) -> tuple[Pair, Pair, Pair]:
     """``(train, val, test)`` image/label pairs: the validation protocol's split, then the smoke-test limits."""
     k_split = random.key(splits.SPLIT_SEED, device=device)
     train_xy, val_xy = _validation_split(config, ds, k_split)
@@ -177,7 +177,7 @@ def _optimizer(
 
 
 def _validation_split(
-    config: RunConfig, ds: sources.Dataset, key: random.Key
+    config: RunConfig, ds: catalog.Dataset, key: random.Key
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``(train, val)`` image/label pairs under ``config.validation``: ``split`` holds out a stratified
     ``val_fraction`` of the training set, ``heldout`` takes the data set's own validation split (disjoint from

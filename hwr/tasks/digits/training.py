@@ -273,13 +273,10 @@ def run(
     to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     """
-    execution = execution or Execution()
     out = Path(out_dir)
-    device = execution.resolve()
-    done = runs.open_run(out, config, RunConfig, resume)
+    execution, device, done = runs.start(out, config, RunConfig, resume, execution)
     if done is not None:
         return done
-    execution.configure(device)
     s = _setup(config, device, out, resume, data)
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds

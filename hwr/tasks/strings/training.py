@@ -193,13 +193,10 @@ def run(
     finished epoch to the same result, on any device; ``train.NonFiniteLoss`` keeps the last good checkpoint;
     ``RunError`` for a folder that cannot be used, ``ValueError`` for a device this machine lacks.
     ``draw(out, StringsFigures)`` receives what to draw once the test strings are scored."""
-    execution = execution or Execution()
-    device = execution.resolve()
     out = Path(out_dir)
-    done = runs.open_run(out, config, StringsConfig, resume)
+    execution, device, done = runs.start(out, config, StringsConfig, resume, execution)
     if done is not None:
         return done
-    execution.configure(device)
     s = _setup(config, device, out, resume, data)
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] += compile_seconds

@@ -13,6 +13,7 @@ optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip i
 import jax.numpy as jnp
 
 from hwr import losses, optim, random, tree
+from hwr.data import batches
 from hwr.engine import train
 from hwr.interop import jax as hj
 from hwr.models import cnn
@@ -165,7 +166,7 @@ def test_one_jax_train_step_matches_one_hwr_step():
     model = cnn.model(SMALL)
     x = random.uniform(random.key(11), (8, 1, 28, 28))
     labels = random.randint(random.key(12), (8,), 0, 10)
-    batch = train.Batch(x, labels, torch.ones(8, dtype=torch.bool))
+    batch = batches.Batch(x, labels, torch.ones(8, dtype=torch.bool))
     state = train.init_state(model, optim.adam(1e-3), random.key(13))
     new, metrics = train.train_step(model, optim.adam(1e-3), losses.cross_entropy)(state, batch)
 

@@ -10,6 +10,7 @@ optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip i
 import jax.numpy as jnp
 
 from hwr import losses, models, optim, random, tree
+from hwr.data import batches
 from hwr.data.batches import synthetic_batches
 from hwr.engine import train
 from hwr.interop import jax as hj
@@ -127,7 +128,7 @@ def test_masked_samples_do_not_count():
     mask = torch.tensor([True, True, True, False, True, False])
     opt, jopt = optim.adam(LR), optax.adam(LR)
     start = train.init_state(model, opt, random.key(2))
-    want, m = train.train_step(model, opt, losses.cross_entropy)(start, train.Batch(b.images, b.labels, mask))
+    want, m = train.train_step(model, opt, losses.cross_entropy)(start, batches.Batch(b.images, b.labels, mask))
     jstate, jm = jax.jit(hj.train_step(config, jopt))(
         hj.from_hwr_state(start, config, jopt),
         jnp.asarray(b.images.permute(0, 2, 3, 1).numpy()),
