@@ -31,17 +31,19 @@ def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str
     import torch
 
     from hwr import models, optim, random
-    from hwr.engine import runtime, train
+    from hwr.cli import environment
+    from hwr.data import batches
+    from hwr.engine import train
     from hwr.losses import LossConfig, make_loss
 
-    runtime.configure()  # allocator + the cache dir the parent chose
+    environment.start()  # allocator + the cache dir the parent chose
     if threads:
         torch.set_num_threads(threads)
     model, opt = models.get("cnn"), optim.adam(1e-3)
     step = train.train_step(model, opt, make_loss(LossConfig()))
     state = train.init_state(model, opt, random.key(0))
     g = torch.Generator().manual_seed(0)
-    batch = train.Batch(
+    batch = batches.Batch(
         torch.randint(0, 256, (batch_size, 1, 28, 28), generator=g, dtype=torch.uint8),
         torch.randint(0, 10, (batch_size,), generator=g),
         torch.ones(batch_size, dtype=torch.bool),

@@ -50,8 +50,8 @@ import torch
 
 from benchmarks import harness
 from hwr import losses, models, optim, random, tree
-from hwr.engine import runtime, train
-from hwr.engine.train import Batch
+from hwr.data.batches import Batch
+from hwr.engine import train
 
 __all__ = ["main", "measure", "train_budget"]
 
@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     unknown = sorted(set(names) - set(models.names()))
     if unknown:
         p.error(f"unknown families {unknown}; choose from {models.names()}")
-    runtime.configure()
+    from hwr.cli import environment
+
+    environment.start()
     load_before = os.getloadavg()
     windows = args.windows or (3 if args.quick else 5)
     window_s = args.window_s or (0.5 if args.quick else 1.0)

@@ -5,7 +5,7 @@
 #   benchmarks/gpu_check.sh [OUT_DIR]        # OUT_DIR: $1, else $OUT (the device tool's folder), else runs/gpu_check
 #
 #   env.json              the machine: GPU name and memory, torch and CUDA versions
-#   tests.json            tests/test_device.py (the CUDA == CPU step tests run where a GPU is present)
+#   tests.json            tests/engine/test_device.py (the CUDA == CPU step tests run where a GPU is present)
 #   step.json             benchmarks/step.py --device DEVICE --quick --no-warm --json (CUDA: autotuned step, CUDA
 #                         graphs + bf16, ensembles to K=64, max_memory_allocated, share of the measured matmul peak)
 #   time_to_accuracy.json benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device DEVICE (data on the device)
@@ -74,7 +74,7 @@ fi
 for stage in $stages; do
   case $stage in
     tests)
-      run_stage tests "${TESTS_TIMEOUT:-200}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_device.py \
+      run_stage tests "${TESTS_TIMEOUT:-200}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/engine/test_device.py \
         "${tests_k[@]}" --junitxml "$out/tests.xml"
       "$PYTHON" - "$out/tests.xml" "$out/tests.json" <<'PY'
 import json, sys, xml.etree.ElementTree as ET

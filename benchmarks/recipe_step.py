@@ -29,11 +29,10 @@ from hwr import random, recipes
 MEMORY_FORMATS = ("contiguous", "channels_last")  # the fixed layouts timed (auto is a choice among them)
 from hwr.data import batches as bt
 from hwr.engine import (
-    runtime,
     train,
 )
 from hwr.engine.execution import Execution
-from hwr.tasks.digits import training as experiment
+from hwr.tasks import digits as experiment
 
 __all__ = ["main", "measure"]
 
@@ -86,7 +85,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     unknown = sorted(set(formats) - set(MEMORY_FORMATS))
     if unknown:
         ap.error(f"unknown memory format(s) {unknown}; choose from {list(MEMORY_FORMATS)}")
-    runtime.configure()
+    from hwr.cli import environment
+
+    environment.start()
     rows = measure(args.recipe, formats, windows=args.windows, steps=args.steps, limit_train=args.limit_train)
     harness.print_table(
         f"recipe {args.recipe}: compiled train step, batch {rows[0]['batch_size']}, {rows[0]['threads']} thread(s)",

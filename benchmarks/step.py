@@ -140,6 +140,37 @@ def _inductor_region(opt: Any) -> Any:
     return opt._replace(update=update)
 
 
+def _ensemble(
+    model: Any, opt: Any, step_fn: Callable, params: dict, key: Any, members: int, device: Any
+) -> tuple[Any, Callable]:
+    """K models in one step: their stacked states (the first from ``params``) and ``step_fn`` vmapped over them,
+    the batch shared."""
+    import torch
+
+    from hwr import random, tree
+    from hwr.engine import train
+
+    inits = [params] + [model.init(k) for k in random.split(random.key(99, device=device), members - 1)]
+    states = [train.init_state(model, opt, random.fold_in(key, m), params=p) for m, p in enumerate(inits)]
+    state = tree.map(lambda *xs: torch.stack(xs), *states)
+
+    def fn(s: Any, batch: Any) -> Any:
+        return torch.func.vmap(step_fn, in_dims=(0, None))(s, batch)
+
+    return state, fn
+
+
+def _autotune_record(choice: Any) -> dict[str, Any]:
+    """What ``autotune.compile_step`` chose and each candidate's time, for the JSON rows."""
+    return {
+        "candidate": choice.candidate.name,
+        "cached": choice.cached,
+        "machine": choice.machine,
+        "seconds_per_step": choice.seconds_per_step,
+        "rejected": choice.rejected,
+    }
+
+
 def _hwr_runner(
     name: str,
     model: Any,
@@ -171,22 +202,10 @@ def _hwr_runner(
         state = train.init_state(model, opt, key, params=params)
         fn = step_fn
     else:  # K models in one step: vmap over stacked states, the batch shared
-        inits = [params] + [model.init(k) for k in random.split(random.key(99, device=device), members - 1)]
-        states = [train.init_state(model, opt, random.fold_in(key, m), params=p) for m, p in enumerate(inits)]
-        state = tree.map(lambda *xs: torch.stack(xs), *states)
-
-        def fn(s: Any, batch: Any) -> Any:
-            return torch.func.vmap(step_fn, in_dims=(0, None))(s, batch)
-
+        state, fn = _ensemble(model, opt, step_fn, params, key, members, device)
     if autotuned:
         fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0])
-        record = {
-            "candidate": choice.candidate.name,
-            "cached": choice.cached,
-            "machine": choice.machine,
-            "seconds_per_step": choice.seconds_per_step,
-            "rejected": choice.rejected,
-        }
+        record = _autotune_record(choice)
     elif compiled:
         fn = train.compile(fn, mode=mode, **(options or {}))
     holder = [state]
@@ -356,6 +375,75 @@ def flops_per_sample(cfg: Any, params: dict, batch_size: int = 8) -> float:
     return counter.get_total_flops() / batch_size
 
 
+def _build(
+    builder: Callable[[dict, list], Runner],
+    name: str,
+    params: dict,
+    pool: list,
+    batch_size: int,
+    log: Callable[[str], None],
+) -> Runner:
+    """Build one variant and time its first call net of one steady step (compiling, or loading from a cache)."""
+    hits, misses = harness.inductor_cache_counts()
+    t0 = time.perf_counter()
+    runner = builder(params, pool)
+    runner.build_s = time.perf_counter() - t0
+    runner.name = name
+    t0 = time.perf_counter()
+    runner.block(runner.step(0))
+    runner.first_s = time.perf_counter() - t0 + (runner.build_s if runner.autotune else 0.0)
+    if runner.compiled == "torch":
+        hits2, misses2 = harness.inductor_cache_counts()
+        runner.cache = "cold" if misses2 > misses else "warm" if hits2 > hits else "-"
+    elif runner.compiled == "jax":
+        runner.cache = "jax"
+    runner.step_s = _time_steps(runner, 1, 1)
+    runner.first_s = max(runner.first_s - runner.step_s, 0.0)
+    log(f"  b={batch_size} {name}: first call {runner.first_s:.1f} s ({runner.cache}), step {runner.step_s:.3f} s")
+    return runner
+
+
+def _measure_warm(runners: list[Runner]) -> None:
+    """Drop dynamo's and JAX's in-memory caches and time each compiled variant's recompile from the on-disk caches."""
+    import torch
+
+    torch._dynamo.reset()
+    if any(r.compiled == "jax" for r in runners):
+        import jax
+
+        jax.clear_caches()
+    for r in runners:
+        if r.compiled:
+            t0 = time.perf_counter()
+            r.block(r.step(2))
+            r.warm_s = max(time.perf_counter() - t0 - r.step_s, 0.0)
+
+
+def _measure_windows(
+    runners: list[Runner], batch_size: int, windows: int, window_s: float, steps: int | None, device: Any
+) -> None:
+    """Time the interleaved windows (samples per wall and per CPU second), then the memory of one step each."""
+    import torch
+
+    for r in runners:  # warm-up after the recompile, and steps per window from a steady step time
+        r.step_s = _time_steps(r, 1, 3)
+    n_steps = {r.name: steps or max(1, round(window_s / max(r.step_s, 1e-6))) for r in runners}
+    stride = max(n_steps.values())  # each round of windows starts at a fresh step number
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for w, r in harness.rotations(runners, windows):
+            n = n_steps[r.name]
+            seconds, cpu = harness.time_steps(r.step, n, 4 + w * stride, r.block)
+            r.windows.append(n * batch_size * r.members / seconds)
+            r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
+        step_no = 4 + windows * stride
+        for r in runners:
+            once = lambda r=r: r.block(r.step(step_no))
+            if device.type == "cuda":
+                r.step_mib, r.gpu_max_mib = harness.gpu_step_memory_mib(once, device)
+            else:
+                r.step_mib = harness.step_memory_mib(once)
+
+
 def bench_batch_size(
     builders: dict[str, Callable[[dict, list], Runner]],
     names: list[str],
@@ -379,54 +467,11 @@ def bench_batch_size(
     device = torch.device(device)
     params = cnn.model(cfg).init(random.key(0, device=device))
     pool = harness.synthetic_pool(cfg, batch_size, device)
-    runners: list[Runner] = []
-    for name in names:
-        hits, misses = harness.inductor_cache_counts()
-        t0 = time.perf_counter()
-        runner = builders[name](params, pool)
-        runner.build_s = time.perf_counter() - t0
-        runner.name = name
-        t0 = time.perf_counter()
-        runner.block(runner.step(0))
-        runner.first_s = time.perf_counter() - t0 + (runner.build_s if runner.autotune else 0.0)
-        if runner.compiled == "torch":
-            hits2, misses2 = harness.inductor_cache_counts()
-            runner.cache = "cold" if misses2 > misses else "warm" if hits2 > hits else "-"
-        elif runner.compiled == "jax":
-            runner.cache = "jax"
-        runner.step_s = _time_steps(runner, 1, 1)
-        runner.first_s = max(runner.first_s - runner.step_s, 0.0)
-        log(f"  b={batch_size} {name}: first call {runner.first_s:.1f} s ({runner.cache}), step {runner.step_s:.3f} s")
-        runners.append(runner)
+    runners = [_build(builders[name], name, params, pool, batch_size, log) for name in names]
     # warm compile: drop dynamo's and JAX's in-memory caches and compile again from the on-disk caches
     if measure_warm and any(r.compiled for r in runners):
-        torch._dynamo.reset()
-        if any(r.compiled == "jax" for r in runners):
-            import jax
-
-            jax.clear_caches()
-        for r in runners:
-            if r.compiled:
-                t0 = time.perf_counter()
-                r.block(r.step(2))
-                r.warm_s = max(time.perf_counter() - t0 - r.step_s, 0.0)
-    for r in runners:  # warm-up after the recompile, and steps per window from a steady step time
-        r.step_s = _time_steps(r, 1, 3)
-    n_steps = {r.name: steps or max(1, round(window_s / max(r.step_s, 1e-6))) for r in runners}
-    stride = max(n_steps.values())  # each round of windows starts at a fresh step number
-    with torch.compiler.set_stance("fail_on_recompile"):
-        for w, r in harness.rotations(runners, windows):
-            n = n_steps[r.name]
-            seconds, cpu = harness.time_steps(r.step, n, 4 + w * stride, r.block)
-            r.windows.append(n * batch_size * r.members / seconds)
-            r.cpu_windows.append(n * batch_size * r.members / max(cpu, 1e-9))
-        step_no = 4 + windows * stride
-        for r in runners:
-            once = lambda r=r: r.block(r.step(step_no))
-            if device.type == "cuda":
-                r.step_mib, r.gpu_max_mib = harness.gpu_step_memory_mib(once, device)
-            else:
-                r.step_mib = harness.step_memory_mib(once)
+        _measure_warm(runners)
+    _measure_windows(runners, batch_size, windows, window_s, steps, device)
     return runners
 
 
@@ -468,52 +513,29 @@ def rows_of(
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
-    from rich.console import Console
+def _cells(r: dict[str, Any]) -> tuple[str, ...]:
+    """One JSON row as the table's cells ("-" where a figure does not apply)."""
+    w = r["windows_samples_per_s"]
+    spread = (max(w) - min(w)) / r["samples_per_s"] if len(w) > 1 else 0.0
+    return (
+        r["variant"],
+        str(r["batch_size"]),
+        f"{r['samples_per_s']:,.0f}",
+        f"±{100 * spread / 2:.0f}%",
+        f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
+        f"{r['samples_per_cpu_s']:,.0f}",
+        f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
+        f"{r['gflops']:.1f}",
+        f"{100 * share:.0f}%" if (share := r["fraction_of_bf16_peak"] or r["fraction_of_fp32_peak"]) else "-",
+        f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
+        f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
+        r["compile_cache"] or "-",
+        f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
+    )
 
-    cells = []
-    for r in rows:
-        w = r["windows_samples_per_s"]
-        spread = (max(w) - min(w)) / r["samples_per_s"] if len(w) > 1 else 0.0
-        cells.append(
-            (
-                r["variant"],
-                str(r["batch_size"]),
-                f"{r['samples_per_s']:,.0f}",
-                f"±{100 * spread / 2:.0f}%",
-                f"{r['ratio_vs_reference']:.2f}x" if r["ratio_vs_reference"] else "-",
-                f"{r['samples_per_cpu_s']:,.0f}",
-                f"{r['cpu_ratio_vs_reference']:.2f}x" if r["cpu_ratio_vs_reference"] else "-",
-                f"{r['gflops']:.1f}",
-                f"{100 * share:.0f}%" if (share := r["fraction_of_bf16_peak"] or r["fraction_of_fp32_peak"]) else "-",
-                f"{r['step_peak_mib']:.0f}" if r["step_peak_mib"] is not None else "-",
-                f"{r['compile_first_s']:.1f}" if r["compile_first_s"] is not None else "-",
-                r["compile_cache"] or "-",
-                f"{r['compile_warm_s']:.1f}" if r["compile_warm_s"] is not None else "-",
-            )
-        )
-    columns = (
-        "variant",
-        "batch",
-        "samples/s",
-        "spread",
-        "ratio",
-        "per CPU-s",
-        "ratio",
-        "GFLOP/s",
-        "% peak",
-        "step MiB",
-        "compile s",
-        "cache",
-        "warm s",
-    )
-    console = harness.print_table(
-        f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same batch)",
-        columns,
-        cells,
-        left=("variant", "cache"),
-        width=max(Console().width, 150),
-    )
+
+def _print_notes(console: Any, rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
+    """The dim lines under the table: the machine and peaks, what autotune chose, the variants skipped."""
     gpu = (
         (
             f"{env['device_name']}, TF32 {'on' if env['tf32'] else 'off'}, bf16 peak {env['peak_bf16_gflops']:.0f} "
@@ -538,6 +560,35 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
             )
     if env["skipped"]:
         console.print(f"[dim]skipped: {'; '.join(env['skipped'])}[/dim]")
+
+
+def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    cells = [_cells(r) for r in rows]
+    columns = (
+        "variant",
+        "batch",
+        "samples/s",
+        "spread",
+        "ratio",
+        "per CPU-s",
+        "ratio",
+        "GFLOP/s",
+        "% peak",
+        "step MiB",
+        "compile s",
+        "cache",
+        "warm s",
+    )
+    console = harness.print_table(
+        f"Training step throughput on {env['device']} (median of windows; ratio vs eager_module at the same batch)",
+        columns,
+        cells,
+        left=("variant", "cache"),
+        width=max(Console().width, 150),
+    )
+    _print_notes(console, rows, env)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -565,32 +616,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
-    cache_root = Path(tempfile.mkdtemp(prefix="hwr-bench-cache-")) if args.fresh_cache else ROOT / ".cache"
-    if args.fresh_cache:  # before torch reads it
+def _cache_root(fresh: bool) -> Path:
+    """Where the inductor and JAX caches live (a new empty folder with ``--fresh-cache``); sets
+    ``TORCHINDUCTOR_CACHE_DIR``, so it must run before torch reads it."""
+    cache_root = Path(tempfile.mkdtemp(prefix="hwr-bench-cache-")) if fresh else ROOT / ".cache"
+    if fresh:  # before torch reads it
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / "inductor")
     else:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root / "inductor"))
-    from hwr.engine import runtime
+    return cache_root
 
-    runtime.configure()
-    allocator_tuned = os.environ.get("HWR_NO_MALLOPT") != "1"
+
+def _select_variants(args: argparse.Namespace, device: Any) -> tuple[list[str], list[str], bool]:
+    """The variants to run, the defaults skipped here with the reason, and whether the device has native bf16."""
     import torch
-    import torch._dynamo
 
     from hwr.engine import perf
-    from hwr.models import config_from_dict
 
-    torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled
-    try:
-        device = runtime.resolve_device(args.device)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
-    if device.type == "cuda":
-        runtime.set_tf32(args.tf32)
     names = args.variants.split(",") if args.variants else list(default_variants(device.type, args.quick))
     native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else perf.has_bf16()
     skipped = []
@@ -604,12 +646,17 @@ def main(argv: list[str] | None = None) -> int:
     if device.type != "cpu":
         skipped += [f"{n} (JAX runs on the CPU here)" for n in names if n == "jax_jit"]
     names = [n for n in names if not any(reason.startswith(f"{n} (") for reason in skipped)]
-    cfg = config_from_dict("cnn", json.loads(args.config))
-    builders = _variants(cfg)
-    unknown = [n for n in names if n not in builders]
-    if unknown:
-        print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
-        return 2
+    return names, skipped, native_bf16
+
+
+def _environment(
+    args: argparse.Namespace, device: Any, native_bf16: bool, skipped: list[str], names: list[str], cache_root: Path
+) -> dict[str, Any]:
+    """The ``env`` of the JSON rows: versions, device, threads; configures JAX's persistent cache if it runs."""
+    import torch
+
+    from hwr.engine import runtime
+
     env: dict[str, Any] = {
         "torch": torch.__version__,
         "device": str(device),
@@ -627,9 +674,15 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_compilation_cache_dir", str(cache_root / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         env["jax"] = jax.__version__
-    batch_sizes = args.batch_sizes or ([128] if args.quick else [128, 512])
-    windows = args.windows or (QUICK_WINDOWS if args.quick else WINDOWS)
-    window_s = args.window_s or (QUICK_WINDOW_S if args.quick else WINDOW_S)
+    return env
+
+
+def _flops_and_peaks(
+    args: argparse.Namespace, cfg: Any, device: Any, env: dict[str, Any]
+) -> tuple[float, float, float | None]:
+    """FLOPs per sample and the fp32 (or TF32) and bf16 peaks to compare against, recorded in ``env``."""
+    import torch
+
     from hwr import random
     from hwr.models import cnn
 
@@ -643,8 +696,45 @@ def main(argv: list[str] | None = None) -> int:
         peak_bf16_gflops=peak_bf16,
         peak_source="given" if args.peak_gflops else f"measured, {side}^2 matmul on {device}",
         flops_per_sample=flops,
-        allocator_tuned=allocator_tuned,
     )
+    return flops, peak, peak_bf16
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
+    cache_root = _cache_root(args.fresh_cache)
+    from hwr.cli import environment
+    from hwr.engine import runtime
+
+    environment.start()
+    allocator_tuned = os.environ.get("HWR_NO_MALLOPT") != "1"
+    import torch
+    import torch._dynamo
+
+    from hwr.models import config_from_dict
+
+    torch._dynamo.config.recompile_limit = 64  # variants share train_step's code object; keep them all compiled
+    try:
+        device = runtime.resolve_device(args.device)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if device.type == "cuda":
+        runtime.set_tf32(args.tf32)
+    names, skipped, native_bf16 = _select_variants(args, device)
+    cfg = config_from_dict("cnn", json.loads(args.config))
+    builders = _variants(cfg)
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
+        return 2
+    env = _environment(args, device, native_bf16, skipped, names, cache_root)
+    batch_sizes = args.batch_sizes or ([128] if args.quick else [128, 512])
+    windows = args.windows or (QUICK_WINDOWS if args.quick else WINDOWS)
+    window_s = args.window_s or (QUICK_WINDOW_S if args.quick else WINDOW_S)
+    flops, peak, peak_bf16 = _flops_and_peaks(args, cfg, device, env)
+    env.update(allocator_tuned=allocator_tuned)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     log(f"variants {names}; batch sizes {batch_sizes}; {windows} windows; peak {peak:.0f} GFLOP/s")
     rows: list[dict[str, Any]] = []

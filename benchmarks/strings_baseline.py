@@ -26,13 +26,14 @@ import torch
 
 from benchmarks import harness
 from hwr import metrics
+from hwr.cli import environment
 from hwr.data import augment, sources
 from hwr.data import strings as ds
 from hwr.decode import PAD
 from hwr.engine import runtime
-from hwr.tasks.digits import training as experiment
+from hwr.tasks import digits as experiment
+from hwr.tasks import strings as sr
 from hwr.tasks.strings import segment
-from hwr.tasks.strings import training as sr
 
 __all__ = ["main", "score", "segment_and_classify"]
 
@@ -65,53 +66,44 @@ def segment_and_classify(digit_run: str | Path, test: ds.Strings, device: torch.
     return segment.read(classify, images)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: the two runs to compare, the test strings and the decoding."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strings", default="runs/strings", help="strings run folder (hwr train --recipe strings)")
     ap.add_argument("--digits", default="runs/fast", help="digit classifier run folder (hwr train --recipe fast)")
     ap.add_argument("--n", type=int, default=0, help="test strings (default: the run's test_strings)")
     ap.add_argument("--beam", type=int, default=0, help="also decode by prefix beam search of this width")
-    ap.add_argument("--data-root", default=str(runtime.data_settings_from_env().root))
+    ap.add_argument("--data-root", default=str(environment.read().data.root))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    runtime.configure()
-    device = runtime.resolve_device(args.device)
-    config = sr.read_config(args.strings)
-    model, params, state, meta = sr.load_run(args.strings, device)
-    d = sources.load(config.dataset, args.data_root, device=device)
-    pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
-    test = ds.fixed_set(pools["test"], args.n or config.test_strings, config.data)
+    return ap.parse_args(argv)
 
-    rows: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
-    rows["crnn + CTC (greedy)"] = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
-    rows["crnn + CTC (greedy)"]["seconds"] = time.perf_counter() - t0
-    if args.beam:
-        t0 = time.perf_counter()
-        images = [im[..., : int(w)] for im, w in zip(test.images, test.widths)]
-        read = []
-        for i in range(0, len(images), 500):
-            read += [
-                lab
-                for lab, _ in sr.predict(
-                    model,
-                    params,
-                    state,
-                    images[i : i + 500],
-                    mean=meta["mean"],
-                    std=meta["std"],
-                    width=config.data.width,
-                    beam=args.beam,
-                )
-            ]
-        rows[f"crnn + CTC (beam {args.beam})"] = {**score(read, test), "seconds": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    rows["segment + digit CNN (as is)"] = {
-        **score(segment_and_classify(args.digits, test, device), test),
-        "seconds": time.perf_counter() - t0,
-    }
 
+def _beam_readings(
+    model: Any, params: Any, state: Any, meta: dict[str, Any], config: Any, test: ds.Strings, beam: int
+) -> list[list[int]]:
+    """Every test string read by the CTC model with prefix beam search of width ``beam``, 500 strings at a time."""
+    images = [im[..., : int(w)] for im, w in zip(test.images, test.widths)]
+    read = []
+    for i in range(0, len(images), 500):
+        read += [
+            lab
+            for lab, _ in sr.predict(
+                model,
+                params,
+                state,
+                images[i : i + 500],
+                mean=meta["mean"],
+                std=meta["std"],
+                width=config.data.width,
+                beam=beam,
+            )
+        ]
+    return read
+
+
+def _print_rows(rows: dict[str, dict[str, Any]], test: ds.Strings, args: argparse.Namespace) -> None:
+    """The readers side by side: CER, exact string accuracy, accuracy by length and seconds."""
     lengths = [r["length"] for r in next(iter(rows.values()))["by_length"]]
     columns = ["reader", "CER", "exact", *[f"len {k}" for k in lengths], "s"]
     table = []
@@ -132,6 +124,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table,
         left=("reader",),
     )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse_args(argv)
+    environment.start()
+    device = runtime.resolve_device(args.device)
+    config = sr.read_config(args.strings)
+    model, params, state, meta = sr.load_run(args.strings, device)
+    d = sources.load(config.dataset, args.data_root, device=device)
+    pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
+    test = ds.fixed_set(pools["test"], args.n or config.test_strings, config.data)
+
+    rows: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    rows["crnn + CTC (greedy)"] = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
+    rows["crnn + CTC (greedy)"]["seconds"] = time.perf_counter() - t0
+    if args.beam:
+        t0 = time.perf_counter()
+        read = _beam_readings(model, params, state, meta, config, test, args.beam)
+        rows[f"crnn + CTC (beam {args.beam})"] = {**score(read, test), "seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    rows["segment + digit CNN (as is)"] = {
+        **score(segment_and_classify(args.digits, test, device), test),
+        "seconds": time.perf_counter() - t0,
+    }
+    _print_rows(rows, test, args)
     result = {"strings": args.strings, "digits": args.digits, "n": len(test.lengths), "rows": rows}
     if args.json:
         harness.write_json(args.json, result)

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from benchmarks.strings_baseline import score
 from hwr.data import digits
 from hwr.data import strings as ds
-from hwr.tasks.strings import training as sr
+from hwr.tasks import strings as sr
 
 __all__ = ["FONTS", "installed_fonts", "main", "render"]
 

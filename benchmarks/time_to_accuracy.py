@@ -27,15 +27,16 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness
-from hwr import recipes, report
+from hwr import recipes, report, runs
 from hwr.engine import runtime
 from hwr.engine.execution import MEMORY_FORMATS, Execution
-from hwr.tasks.digits import training as experiment
+from hwr.tasks import digits as experiment
 
 __all__ = ["main"]
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the recipe and seeds, where the runs go, and the smoke-run limits."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="fast", choices=sorted(recipes.RECIPES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -48,49 +49,45 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (smoke runs)")
     ap.add_argument("--limit-train", type=int, default=None, help="load only N training images (smoke runs)")
     ap.add_argument("--limit-test", type=int, default=None, help="evaluate on only N test images (smoke runs)")
-    args = ap.parse_args(argv)
-    runtime.configure()
-    try:
-        device = runtime.resolve_device(args.device)
-    except ValueError as e:
-        ap.error(str(e))
-    overrides = {"epochs": args.epochs, "limit_train": args.limit_train, "limit_test": args.limit_test}
-    smoke = any(v is not None for v in overrides.values())
+    return ap
 
-    rows = []
-    for seed in args.seeds:
-        suffix = "" if device.type == "cpu" else f"-{device.type}"
-        out = Path(args.out) / f"{args.recipe}{suffix}-seed{seed}"
-        if args.fresh and out.exists():
-            shutil.rmtree(out)
-        if (out / experiment.METRICS).is_file():
-            r = json.loads((out / experiment.METRICS).read_text())
-        else:
-            resume = (out / experiment.CHECKPOINT).is_file()
-            cfg = recipes.get(args.recipe, seed=seed, **overrides)
-            execution = Execution(device=str(device), compile=not args.no_compile, memory_format=args.memory_format)
-            r = experiment.run(cfg, out, execution=execution, resume=resume, callbacks=[report.Progress(cfg.epochs)])
-        t, used = r["timing"], r.get("execution", {})
-        rows.append(
-            {
-                "recipe": args.recipe,
-                "seed": seed,
-                "epochs": len(r["epochs"]),
-                "device": str(device),
-                "device_name": runtime.device_name(device),
-                "smoke": smoke,
-                "compile_s": t["compile_seconds"],
-                "train_s": t["train_seconds"],
-                "total_s": t["compile_seconds"] + t["train_seconds"],
-                "test_accuracy": r["test"]["accuracy"],
-                "samples_per_s": t["samples_per_s"],
-                "step": used.get("candidate", "eager"),
-                "memory_format": used.get("memory_format"),
-                "run": str(out),
-            }
-        )
-        report.console.print(f"seed {seed}: test accuracy {r['test']['accuracy']:.4f} in {rows[-1]['total_s']:.0f}s")
 
+def _seed_row(
+    args: argparse.Namespace, device: Any, seed: int, overrides: dict[str, Any], smoke: bool
+) -> dict[str, Any]:
+    """One seed's row: its run folder's metrics, training it first unless it has finished already."""
+    suffix = "" if device.type == "cpu" else f"-{device.type}"
+    out = Path(args.out) / f"{args.recipe}{suffix}-seed{seed}"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    if (out / runs.METRICS).is_file():
+        r = json.loads((out / runs.METRICS).read_text())
+    else:
+        resume = (out / runs.CHECKPOINT).is_file()
+        cfg = recipes.get(args.recipe, seed=seed, **overrides)
+        execution = Execution(device=str(device), compile=not args.no_compile, memory_format=args.memory_format)
+        r = experiment.run(cfg, out, execution=execution, resume=resume, callbacks=[report.Progress(cfg.epochs)])
+    t, used = r["timing"], r.get("execution", {})
+    return {
+        "recipe": args.recipe,
+        "seed": seed,
+        "epochs": len(r["epochs"]),
+        "device": str(device),
+        "device_name": runtime.device_name(device),
+        "smoke": smoke,
+        "compile_s": t["compile_seconds"],
+        "train_s": t["train_seconds"],
+        "total_s": t["compile_seconds"] + t["train_seconds"],
+        "test_accuracy": r["test"]["accuracy"],
+        "samples_per_s": t["samples_per_s"],
+        "step": used.get("candidate", "eager"),
+        "memory_format": used.get("memory_format"),
+        "run": str(out),
+    }
+
+
+def _print_summary(args: argparse.Namespace, device: Any, rows: list[dict[str, Any]], smoke: bool) -> None:
+    """The seeds side by side, with the mean test accuracy, its spread and the mean wall time."""
     acc = [r["test_accuracy"] for r in rows]
     spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
     harness.print_table(
@@ -111,6 +108,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         caption=f"mean test accuracy {statistics.fmean(acc):.4f} ± {spread:.4f}; "
         f"mean wall {statistics.fmean(r['total_s'] for r in rows):.1f}s",
     )
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    from hwr.cli import environment
+
+    environment.start()
+    try:
+        device = runtime.resolve_device(args.device)
+    except ValueError as e:
+        ap.error(str(e))
+    overrides = {"epochs": args.epochs, "limit_train": args.limit_train, "limit_test": args.limit_test}
+    smoke = any(v is not None for v in overrides.values())
+
+    rows = []
+    for seed in args.seeds:
+        rows.append(_seed_row(args, device, seed, overrides, smoke))
+        report.console.print(
+            f"seed {seed}: test accuracy {rows[-1]['test_accuracy']:.4f} in {rows[-1]['total_s']:.0f}s"
+        )
+
+    _print_summary(args, device, rows, smoke)
     if args.json:
         harness.write_json(args.json, rows)
     return rows

@@ -26,8 +26,8 @@ import optuna
 
 from hwr import recipes
 from hwr.data.augment import AugmentConfig
+from hwr.data.catalog import parse_name
 from hwr.data.mix import MixConfig
-from hwr.data.sources import parse_name
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.optim import OptimConfig

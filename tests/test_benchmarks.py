@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import TINY_CNN
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = ROOT / "benchmarks" / "step.py"
@@ -137,7 +138,7 @@ def _tiny_step(*, fuse: bool = False):
     from hwr.engine import perf, train
     from hwr.models import cnn
 
-    model = perf.channels_last(cnn.model(cnn.CNNConfig(channels=(4, 8), hidden=16)))
+    model = perf.channels_last(cnn.model(TINY_CNN))
     opt = optim.adam(1e-3)
     opt = step_mod._inductor_region(opt) if fuse else opt
     state = train.init_state(model, opt, random.key(0))

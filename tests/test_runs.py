@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from tiny import CNN, EAGER, STRINGS, run_config
+from tiny import EAGER, STRINGS, TINY_CNN, run_config
 
 from hwr import checkpoint, models, random, runs, tree
 from hwr.config import to_dict
@@ -58,7 +58,7 @@ def _old_folder(path):
     """A half-trained run folder as 0.1 wrote it: the literal config.json and a checkpoint after epoch 1."""
     path.mkdir()
     (path / runs.CONFIG).write_text(json.dumps(OLD_CONFIG))
-    model = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
+    model = models.get("cnn", TINY_CNN)
     p = digits.prepare(digits.read_config(path))
     state = train.init_state(model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
     meta = {"model": "cnn", "model_config": to_dict(model.config), "classes": list(p.classes), "mean": p.mean}
@@ -79,7 +79,7 @@ def test_an_old_run_folder_reads_loads_evaluates_and_resumes(tmp_path):
     assert runs.saved_execution(old).compile is False  # it resumes as it ran
     assert runs.task_of(old) == "digits"
     model, _, _, meta = digits.load_run(old)
-    assert model.config == CNNConfig(channels=(4, 8), hidden=16) and meta["epochs_done"] == 1
+    assert model.config == TINY_CNN and meta["epochs_done"] == 1
     assert digits.evaluate_run(old, "optdigits")["count"] > 0
     r = digits.run(config, old, execution=runs.saved_execution(old, EAGER), resume=True, write_figures=False)
     assert [e["epoch"] for e in r["epochs"]] == [1, 2] and r["execution"]["resumed_at_epoch"] == 1
@@ -163,4 +163,4 @@ def test_optimizer_from_config_is_the_chain_it_names():
     params = {"w": torch.ones(3)}
     updates, _ = opt.update({"w": torch.full((3,), 10.0)}, opt.init(params), params)
     assert torch.allclose(updates["w"], torch.full((3,), -1e-3), atol=1e-6)  # clipped, then Adam's unit step
-    assert CNN.channels == (4, 8)
+    assert TINY_CNN.channels == (4, 8)

@@ -14,7 +14,7 @@ from hwr.tasks.strings.config import StringsConfig
 TESTS = Path(__file__).resolve().parent
 TINY_STUDY = TESTS / "tiny_study.py"  # the study module the CLI and study tests run
 
-CNN = CNNConfig(channels=(4, 8), hidden=16)  # conv4-conv8-fc16: the seed CNN's shape, a hundredth of its size
+TINY_CNN = CNNConfig(channels=(4, 8), hidden=16)  # conv4-conv8-fc16: the seed CNN's shape, a hundredth of its size
 EAGER = Execution(device="cpu", compile=False)
 
 # strings of up to 3 digits, 16 px high: a crnn small enough that an epoch of 3 steps takes a second
@@ -33,7 +33,7 @@ STRINGS = StringsConfig(
 def run_config(**changes) -> RunConfig:
     """A digit run of the tiny CNN on 256 MNIST training images, one epoch of batch 64 (``changes`` replace fields)."""
     base = {
-        "model_config": CNN,
+        "model_config": TINY_CNN,
         "epochs": 1,
         "batch_size": 64,
         "optim": OptimConfig("adam", 3e-3, "constant"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -57,12 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _root(p: argparse.ArgumentParser) -> None:
     data = environment.read().data  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
     p.add_argument("--root", default=str(data.root), help="data root (default $HWR_DATA, else ~/.cache/hwr)")
-    p.set_defaults(offline=not data.network)
 
 
 def data_of(args: argparse.Namespace) -> DataSettings:
-    """The ``DataSettings`` of ``--root`` and ``$HWR_OFFLINE``."""
-    return DataSettings(Path(args.root), not args.offline)
+    """The ``DataSettings`` of ``--root`` (default ``$HWR_DATA``), ``$HWR_OFFLINE`` and ``fetch --offline``."""
+    data = environment.data_at(args.root)
+    return dataclasses.replace(data, network=False) if getattr(args, "offline", False) else data
 
 
 def _check_name(name: str) -> None:

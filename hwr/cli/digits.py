@@ -38,11 +38,6 @@ def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _data(args: argparse.Namespace):
-    """Where data lives: ``--data-root`` (default ``$HWR_DATA``) and ``$HWR_OFFLINE``."""
-    return dataclasses.replace(environment.read().data, root=Path(args.data_root))
-
-
 def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
     out = Path(args.out)
     result = train_guarded(
@@ -52,7 +47,7 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
             execution=execution,
             resume=resume,
             callbacks=[report.Progress(config.epochs)],
-            data=_data(args),
+            data=environment.data_at(args.data_root),
             draw=report.draw_run,
         ),
         out,
@@ -125,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_dataset(name)
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
-    ds = sources.load(name, _data(args), device=device)
+    ds = sources.load(name, environment.data_at(args.data_root), device=device)
     if ds.num_classes != len(meta["classes"]):
         raise UsageError(
             f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "

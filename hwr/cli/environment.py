@@ -22,7 +22,7 @@ from pathlib import Path
 from hwr.config import DataSettings
 from hwr.errors import InputError
 
-__all__ = ["Environment", "read", "start"]
+__all__ = ["Environment", "data_at", "read", "start"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ def read(environ: Mapping[str, str] | None = None) -> Environment:
         inductor_cache=Path(cache).expanduser(),
         sqlite_timeout=float(_number(env, "HWR_SQLITE_TIMEOUT", "60", float)),
     )
+
+
+def data_at(root: str | os.PathLike, environ: Mapping[str, str] | None = None) -> DataSettings:
+    """The data settings of a command given ``--root`` / ``--data-root`` (whose default is ``$HWR_DATA``):
+    that root, and downloads as ``$HWR_OFFLINE`` allows."""
+    return DataSettings(Path(root), read(environ).data.network)
 
 
 def start(environ: Mapping[str, str] | None = None) -> Environment:

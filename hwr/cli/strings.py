@@ -57,11 +57,6 @@ class Progress(report.Progress):
 # ---------------------------------------------------------------------------------------------- train
 
 
-def _data(args: argparse.Namespace) -> DataSettings:
-    """Where data lives: ``--data-root`` (default ``$HWR_DATA``) and ``$HWR_OFFLINE``."""
-    return dataclasses.replace(environment.read().data, root=Path(args.data_root))
-
-
 def _config(args: argparse.Namespace) -> sr.StringsConfig:
     base = recipes.RECIPES.get(args.recipe)
     if not isinstance(base, sr.StringsConfig):
@@ -102,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out,
             resume=args.resume,
             callbacks=[Progress(config.epochs)],
-            data=_data(args),
+            data=environment.data_at(args.data_root),
             execution=execution,
             draw=report.draw_strings_run,
         ),
@@ -136,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, params, state, meta = sr.load_run(args.run, device)
     if args.dataset not in (None, config.dataset):
         config = dataclasses.replace(config, dataset=args.dataset)  # validates: digit sets only
-    test = _test_strings(config, _data(args), device)
+    test = _test_strings(config, environment.data_at(args.data_root), device)
     s = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
     report.console.print(_length_table(s, f"{args.run} on {s['count']:,} {config.dataset} test strings"))
     report.console.print(

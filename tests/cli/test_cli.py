@@ -14,7 +14,7 @@ import pytest
 import torch
 from cli_run import bad, hwr, png_header_only
 from PIL import Image
-from tiny import TINY_STUDY
+from tiny import TINY_CNN, TINY_STUDY
 
 from hwr import checkpoint, tree
 from hwr.data import sources
@@ -321,14 +321,13 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
 def test_bad_device_is_one_line(tmp_path):
     """--device is validated at the edge, before any data is loaded: one line, exit 2, on every command."""
     from hwr.engine.execution import Execution
-    from hwr.models.cnn import CNNConfig
     from hwr.tasks import digits as experiment
     from hwr.tasks.digits.config import RunConfig
 
     run = tmp_path / "run"
     experiment.run(
         RunConfig(
-            model_config=CNNConfig(channels=(4, 8), hidden=16),
+            model_config=TINY_CNN,
             dataset="optdigits",
             epochs=1,
             batch_size=32,
@@ -371,23 +370,27 @@ def test_help_lists_commands():
     assert os.environ.get("HWR_NO_MALLOPT") != "1"
 
 
-def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, capsys):
+def test_an_internal_error_is_reported_as_a_bug_not_as_bad_input(monkeypatch, capsys, tmp_path):
     from hwr import cli
-    from hwr.cli import train as cli_train
+    from hwr.cli import digits as cli_digits
+
+    somewhere = tmp_path / "somewhere"  # a digit run folder: evaluate dispatches to hwr.cli.digits
+    somewhere.mkdir()
+    (somewhere / "config.json").write_text("{}")
 
     def broken(args):
         raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
 
-    monkeypatch.setattr(cli_train, "cmd_evaluate", broken)
-    assert cli.main(["evaluate", "somewhere"]) == 1
+    monkeypatch.setattr(cli_digits, "cmd_evaluate", broken)
+    assert cli.main(["evaluate", str(somewhere)]) == 1
     err = capsys.readouterr().err
     assert "internal error (TypeError" in err and "bug in hwr" in err and "--debug" in err
     with pytest.raises(TypeError):
-        cli.main(["--debug", "evaluate", "somewhere"])
+        cli.main(["--debug", "evaluate", str(somewhere)])
     from hwr.errors import InputError
 
-    monkeypatch.setattr(cli_train, "cmd_evaluate", lambda a: (_ for _ in ()).throw(InputError("bad value x")))
-    assert cli.main(["evaluate", "somewhere"]) == 2 and "hwr: error: bad value x" in capsys.readouterr().err
+    monkeypatch.setattr(cli_digits, "cmd_evaluate", lambda a: (_ for _ in ()).throw(InputError("bad value x")))
+    assert cli.main(["evaluate", str(somewhere)]) == 2 and "hwr: error: bad value x" in capsys.readouterr().err
 
 
 def test_predict_reads_every_file_and_reports_each_bad_one(trained, tmp_path):

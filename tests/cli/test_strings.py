@@ -31,8 +31,18 @@ def _fonts_module():
 
 
 FONTS = _fonts_module()
-# A quick model: one epoch of the strings recipe on 32,000 strings (500 steps), compiled.
-QUICK = ["--epochs", "1", "--limit-train", "32000", "--limit-test", "400"]
+# A quick model: one epoch of the strings recipe on 32,000 strings (500 steps), compiled with the candidate pinned
+# (the configuration the strings step compiled with before 0.2): one compile instead of autotune's three
+QUICK = [
+    "--epochs",
+    "1",
+    "--limit-train",
+    "32000",
+    "--limit-test",
+    "400",
+    "--compile-candidate",
+    "channels_last+inductor",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +73,7 @@ def test_train_writes_run_folder(trained):
     assert m["test"]["cer"] < 0.2, m["test"]
     assert "string accuracy" in stdout and "test CER" in stdout
     assert json.loads((out / "config.json").read_text())["task"] == "strings"
+    assert m["execution"]["candidate"] == "channels_last+inductor" and m["execution"]["requested"]["candidate"]
     again = hwr("train", "--out", str(out), "--resume").stdout  # a finished run: nothing left to do
     assert "test CER" in again
 
@@ -130,8 +141,14 @@ def test_bad_inputs(trained, tmp_path):
     fake.mkdir()
     (fake / "config.json").write_text((out / "config.json").read_text())
     (fake / "checkpoint.safetensors").write_bytes((digits / "checkpoint.safetensors").read_bytes())
-    bad("evaluate", str(fake), match="digit classifier's checkpoint")
-    bad("predict", "--model", str(fake), str(tmp_path / "blank.jpg"), match="digit classifier's checkpoint")
+    bad("evaluate", str(fake), match="holds a digit classifier, not a strings model")
+    bad(
+        "predict",
+        "--model",
+        str(fake),
+        str(tmp_path / "blank.jpg"),
+        match="holds a digit classifier, not a strings model",
+    )
     bad(
         "train",
         "--recipe",

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from tiny import TINY_CNN
 
 from hwr import losses, models, optim, random, tree
 from hwr.data.batches import synthetic_batches
 from hwr.engine import autotune, train
-from hwr.models.cnn import CNNConfig
 
-TINY = CNNConfig(channels=(4, 8), hidden=16)
+TINY = TINY_CNN
 
 
 @pytest.fixture

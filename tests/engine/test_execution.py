@@ -9,24 +9,23 @@ import json
 
 import pytest
 import torch
+from tiny import EAGER, TINY_CNN
 
 from hwr import checkpoint, optim, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.engine import train
 from hwr.engine.execution import Execution, from_legacy
-from hwr.models.cnn import CNNConfig
 from hwr.tasks import digits as experiment
 from hwr.tasks.digits.config import RunConfig
 
 TINY = RunConfig(
-    model_config=CNNConfig(channels=(4, 8), hidden=16),
+    model_config=TINY_CNN,
     dataset="optdigits",
     epochs=2,
     batch_size=32,
     limit_train=256,
     limit_test=200,
 )
-EAGER = Execution(device="cpu", compile=False)
 LEGACY = {"compile": False, "precision": "fp32", "memory_format": "contiguous"}  # RunConfig fields before the split
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import TINY_CNN
 
 from benchmarks import reference
 from hwr import losses, optim, random, tree
@@ -9,7 +10,7 @@ from hwr.data import batches
 from hwr.engine import perf, train
 from hwr.models import cnn
 
-TINY = cnn.CNNConfig(channels=(4, 8), hidden=16)
+TINY = TINY_CNN
 DEEP_BN = cnn.CNNConfig(channels=(4, 8, 8), convs_per_block=2, norm="batch", hidden=0)
 
 

@@ -6,16 +6,16 @@ import dataclasses
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from tiny import TINY_CNN
 
 from hwr import tune
 from hwr.config import to_dict
-from hwr.models.cnn import CNNConfig
 from hwr.optim import OptimConfig
 from hwr.tasks.digits.config import RunConfig
 from hwr.tune import evaluation, study
 
 TINY = RunConfig(
-    model_config=CNNConfig(channels=(4, 8), hidden=16),
+    model_config=TINY_CNN,
     dataset="optdigits",
     epochs=2,
     batch_size=32,

@@ -11,6 +11,7 @@ import torch
 jax = pytest.importorskip("jax", reason="JAX interop needs the optional extra: pip install -e '.[jax]'")
 optax = pytest.importorskip("optax", reason="JAX interop tests need optax: pip install -e '.[jax]'")
 import jax.numpy as jnp
+from tiny import TINY_CNN
 
 from hwr import losses, optim, random, tree
 from hwr.data import batches
@@ -22,7 +23,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 SEED = cnn.CNNConfig()
 DEEP_BN = cnn.CNNConfig(channels=(8, 16, 16), convs_per_block=2, norm="batch", hidden=0)
-SMALL = cnn.CNNConfig(channels=(4, 8), hidden=16)
+SMALL = TINY_CNN
 
 
 def _nhwc(x: torch.Tensor) -> jax.Array:

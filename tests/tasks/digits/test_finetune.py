@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny import TINY_CNN
 
 from hwr import losses, models, optim, random, tree
 from hwr.data import batches as bt
@@ -30,7 +31,7 @@ def test_groups_and_multipliers():
 
 
 def test_frozen_leaves_do_not_move():
-    model = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
+    model = models.get("cnn", TINY_CNN)
     p = model.init(random.key(0))
     opt = optim.chain(
         optim.adamw(1e-2, weight_decay=0.1), optim.scale_by_multipliers(finetune.lr_multipliers(p, "head"))
@@ -102,7 +103,7 @@ def test_tau_normalize_and_folded_logit_adjustment_change_logits_as_defined():
         fold_logit_adjustment(params, prior[:3], 1.0)
 
 
-MODEL = models.get("cnn", CNNConfig(channels=(4, 8), hidden=16))
+MODEL = models.get("cnn", TINY_CNN)
 COUNTS = torch.tensor([40, 20, 10, 5, 3, 2, 2, 1, 1, 1])
 
 

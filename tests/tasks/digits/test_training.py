@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny import EAGER
 
 from hwr import checkpoint, runs
 from hwr.data import splits
@@ -19,7 +20,6 @@ from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 SMALL = dict(
     model_config=CNNConfig(channels=(8, 16), hidden=32), epochs=1, batch_size=64, limit_train=640, limit_test=200
 )
-EAGER = Execution(device="cpu", compile=False)
 
 
 def test_channels_last_run_equals_contiguous_run(tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from tiny import EAGER, STRING_SPEC, STRINGS
+from tiny import EAGER, STRING_SPEC, STRINGS, TINY_CNN
 from torch._dynamo.utils import counters
 
 from hwr import checkpoint, models, optim, random, runs, tree
@@ -149,7 +149,7 @@ def test_run_folder_and_resume_equals_uninterrupted(tmp_path):
 
 def _digit_run(folder, config: CNNConfig | None = None):
     """A digit classifier's run folder (config and checkpoint), without training it."""
-    config = config or CNNConfig(channels=(4, 8), hidden=16)
+    config = config or TINY_CNN
     folder.mkdir()
     cfg = RunConfig(model="cnn", model_config=config)
     (folder / "config.json").write_text(json.dumps(to_dict(cfg)))
