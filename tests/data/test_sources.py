@@ -241,13 +241,6 @@ def test_unknown_name_lists_the_choices():
     }
 
 
-def test_default_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("HWR_DATA", str(tmp_path))
-    assert sources.default_root() == tmp_path
-    monkeypatch.delenv("HWR_DATA")
-    assert sources.default_root().parts[-2:] == (".cache", "hwr")
-
-
 def _wheel(tmp_path, payload: bytes):
     path = tmp_path / "fake.whl"
     with zipfile.ZipFile(path, "w") as z:
