@@ -22,7 +22,6 @@ def pools(mnist):
 
 
 def test_pools_follow_the_experiment_split_and_never_overlap(mnist, pools):
-    assert st.SPLIT_SEED == splits.SPLIT_SEED
     tr, va = splits.stratified_split(random.key(splits.SPLIT_SEED), mnist.train_labels, 0.1)
     assert torch.equal(pools["train"].index, tr) and torch.equal(pools["val"].index, va)
     assert not set(tr.tolist()) & set(va.tolist())
