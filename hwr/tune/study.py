@@ -52,6 +52,7 @@ __all__ = [
     "objective",
     "optimize",
     "prepare_source",
+    "pretrain",
     "train_fresh",
     "trial_rows",
 ]
@@ -78,19 +79,33 @@ def train_fresh(
     return digits.run(config, out, execution=execution, callbacks=callbacks, data=data, write_figures=False)
 
 
-def prepare_source(
-    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
-) -> Path | None:
-    """Train (once, under a file lock) and cache the study's pretrained source run; returns its folder."""
-    if spec.source is None:
-        return None
-    digest = hashlib.sha1(json.dumps(to_dict(spec.source), sort_keys=True).encode()).hexdigest()[:10]
-    out = root / "pretrained" / f"{spec.source.recipe or 'source'}-{spec.source.dataset}-{digest}"
+def pretrain(
+    config: RunConfig,
+    root: Path = Path("runs"),
+    *,
+    execution: Execution | None = None,
+    data: DataSettings | None = None,
+    callbacks: Sequence[train.Callback] = (),
+) -> Path:
+    """Train (once, under a file lock, resuming an interrupted start) and cache the pretrained source run of
+    ``config`` under ``root/pretrained``, keyed by the config's content; returns its folder. Every source a study
+    uses (its zoo, the other pretraining seeds of its evaluation) comes from here."""
+    digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    out = root / "pretrained" / f"{config.recipe or 'source'}-{config.dataset}-{digest}"
     with _lock(out.with_suffix(".lock")):
         if not (out / runs.METRICS).is_file():
             resume = (out / runs.CHECKPOINT).is_file()
-            digits.run(spec.source, out, execution=spec.source_execution, resume=resume, callbacks=callbacks, data=data)
+            digits.run(config, out, execution=execution or Execution(), resume=resume, callbacks=callbacks, data=data)
     return out
+
+
+def prepare_source(
+    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
+) -> Path | None:
+    """The study's default pretrained source run (``spec.source`` through ``pretrain``), or None without one."""
+    if spec.source is None:
+        return None
+    return pretrain(spec.source, root, execution=spec.source_execution, data=data, callbacks=callbacks)
 
 
 def _budget_taken(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
