@@ -258,17 +258,34 @@ def transfer(
     *,
     reinit: tuple[str, ...] = (),
     keep: Callable[[str], bool] = lambda _: True,
+    strict: bool = True,
 ) -> tuple[PyTree, list[str]]:
     """``fresh`` with every leaf replaced by the pretrained tensor of the same dotted name and shape (on the
     leaf's device and dtype), except under the top-level keys in ``reinit`` and names ``keep`` refuses. Returns
-    ``(params, names kept fresh)``. ``pretrained`` is flat (``read_source``). Pure: new tensors."""
+    ``(params, names kept fresh)``. ``pretrained`` is flat (``read_source``). Pure: new tensors.
+
+    ``strict`` (the default): any other leaf the source lacks or holds in another shape is a ``RunError`` naming
+    it, never a silent fresh initialisation; a partial transfer (a conv stem into another family) says
+    ``strict=False``."""
     flat = tree.flatten_names(fresh)
-    out, kept_fresh = {}, []
+    out, kept_fresh, mismatched = {}, [], []
     for name, leaf in flat.items():
         src = pretrained.get(name)
-        if src is not None and src.shape == leaf.shape and name.split(".")[0] not in reinit and keep(name):
+        wanted = name.split(".")[0] not in reinit and keep(name)
+        if src is not None and src.shape == leaf.shape and wanted:
             out[name] = src.to(device=leaf.device, dtype=leaf.dtype).clone()
-        else:
-            out[name] = leaf
-            kept_fresh.append(name)
+            continue
+        out[name] = leaf
+        kept_fresh.append(name)
+        if wanted:
+            mismatched.append(
+                f"{name} ({'absent' if src is None else f'{tuple(src.shape)} in the source'}, {tuple(leaf.shape)} here)"
+            )
+    if strict and mismatched:
+        groups = sorted({m.split(".")[0] for m in mismatched})
+        raise RunError(
+            f"the source does not fit the model here: {'; '.join(mismatched[:4])}"
+            f"{' ...' if len(mismatched) > 4 else ''}; initialise those afresh on purpose with reinit={tuple(groups)} "
+            "(hwr finetune --reinit ...), or fine-tune with the source's own architecture"
+        )
     return tree.unflatten_names(out), kept_fresh

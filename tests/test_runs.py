@@ -15,6 +15,7 @@ from hwr.engine import train
 from hwr.models.cnn import CNNConfig
 from hwr.optim import from_config
 from hwr.tasks import digits, strings
+from hwr.tasks.digits import preparation
 from hwr.tasks.digits.config import RunConfig
 
 OLD_CONFIG = {  # a digit run's config.json as hwr 0.1 wrote it: execution settings inside, no "task" key
@@ -36,7 +37,12 @@ def test_transfer_keeps_matching_and_reinits_changed():
     src = models.get("cnn").init(random.key(0))
     flat = tree.flatten_names(src)
     fresh = models.get("cnn", CNNConfig(hidden=64, num_classes=5)).init(random.key(1))
-    params, kept_fresh = runs.transfer(flat, fresh)
+    with pytest.raises(
+        runs.RunError, match=r"fc.kernel \(\(128, 3136\) in the source, \(64, 3136\) here\).*reinit=\('fc', 'head'\)"
+    ):
+        runs.transfer(flat, fresh)  # never a silent fresh initialisation
+    params, kept_fresh = runs.transfer(flat, fresh, reinit=("fc", "head"))
+    assert kept_fresh == runs.transfer(flat, fresh, strict=False)[1]
     assert torch.equal(params["block1"]["conv1"]["kernel"], src["block1"]["conv1"]["kernel"])
     assert sorted(kept_fresh) == ["fc.bias", "fc.kernel", "head.bias", "head.kernel"]
     assert torch.equal(params["head"]["kernel"], fresh["head"]["kernel"])
@@ -50,8 +56,15 @@ def test_transfer_reinit_and_keep_force_fresh():
     fresh = models.get("cnn").init(random.key(1))
     _, kept = runs.transfer(src, fresh, reinit=("head",))
     assert sorted(kept) == ["head.bias", "head.kernel"]
-    _, kept = runs.transfer(src, fresh, keep=lambda name: name.startswith("block"))
+    _, kept = runs.transfer(src, fresh, keep=lambda name: name.startswith("block"), strict=False)
     assert sorted(kept) == ["fc.bias", "fc.kernel", "head.bias", "head.kernel"]
+
+
+def test_a_fine_tune_to_another_class_count_gets_a_fresh_head_and_nothing_else():
+    src = tree.flatten_names(models.get("cnn").init(random.key(0)))
+    assert preparation.fresh_groups((), src, 10) == ()
+    assert preparation.fresh_groups((), src, 3) == ("head",)
+    assert preparation.fresh_groups(("fc", "head"), src, 3) == ("fc", "head")
 
 
 def _old_folder(path):

@@ -54,6 +54,9 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
     )
     if isinstance(result, int):
         return result
+    fresh = result.get("reinitialised") or []
+    if config.finetune is not None and fresh:
+        report.console.print(f"initialised afresh (not from the source): {', '.join(fresh)}")
     t = result["test"]
     report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
     timing, used = result["timing"], result["execution"]

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import random
+from hwr import nn, random
 from hwr.random import Key
 
-__all__ = ["Model", "check_input", "dropout_keys"]
+__all__ = ["Model", "apply_head", "check_input", "dropout_keys", "init_head"]
 
 
 class Model(NamedTuple):
@@ -55,3 +55,22 @@ def dropout_keys(key: Key | None, n: int, rate: float, train: bool) -> list[Key 
     if key is None:
         raise ValueError("dropout in training needs key=...; derive one with hwr.random.fold_in(key, step)")
     return list(random.split(key, n))
+
+
+def init_head(key: Key, features: int, num_classes: int, hidden: int = 0) -> dict[str, Any]:
+    """The classifier after a family's features: ``{"head"}`` (a linear layer, from ``key`` itself), or with
+    ``hidden > 0`` ``{"fc", "head"}`` (a ReLU layer of ``hidden`` units, then the linear head; ``key`` split in
+    two). Fine-tuning searches this width for a fresh hidden layer over a pretrained backbone."""
+    if hidden < 0:
+        raise ValueError(f"head hidden width must be >= 0 (0: no hidden layer), got {hidden}")
+    if not hidden:
+        return {"head": nn.init_linear(key, features, num_classes)}
+    k_fc, k_head = random.split(key)
+    return {"fc": nn.init_linear(k_fc, features, hidden), "head": nn.init_linear(k_head, hidden, num_classes)}
+
+
+def apply_head(params: dict[str, Any], features: torch.Tensor) -> torch.Tensor:
+    """``(B, F) -> (B, num_classes)`` through ``init_head``'s layers (the hidden ReLU layer where there is one)."""
+    if "fc" in params:
+        features = torch.relu(nn.linear(params["fc"], features))
+    return nn.linear(params["head"], features)

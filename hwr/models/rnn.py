@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models.base import Model, check_input, dropout_keys
+from hwr.models.base import Model, apply_head, check_input, dropout_keys, init_head
 from hwr.random import Key
 
 __all__ = ["RNNConfig", "encode", "model", "sequence"]
@@ -44,6 +44,7 @@ class RNNConfig:
     readout: str = "last"  # "last" | "mean"
     dropout: float = 0.0
     num_classes: int = 10
+    head_hidden: int = 0  # a ReLU layer of this width ('fc') before the head (0: none; base.init_head)
     in_channels: int = 1
     image_size: int = 28
 
@@ -54,6 +55,8 @@ class RNNConfig:
             raise ValueError(f"reader must be 'rows' or 'conv', got {self.reader!r}")
         if self.readout not in ("last", "mean"):
             raise ValueError(f"readout must be 'last' or 'mean', got {self.readout!r}")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0 (0: no hidden layer), got {self.head_hidden}")
         for name in ("hidden", "num_layers", "stem_channels", "num_classes", "in_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
@@ -139,7 +142,7 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
                 layer["bwd"] = init_cell(layer_keys[2 * i + 1], in_features, c.hidden)
             params[f"layer{i + 1}"] = layer
             in_features = c.directions * c.hidden
-        params["head"] = nn.init_linear(k_head, in_features, c.num_classes)
+        params |= init_head(k_head, in_features, c.num_classes, c.head_hidden)
         return params
 
     def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -160,6 +163,6 @@ def model(config: RNNConfig = RNNConfig()) -> Model:
         ys, last = encode(params, seq, c, keys=keys[:-1], train=train)
         feats = last if c.readout == "last" else ys.mean(dim=1)  # (B, dirs*hidden)
         feats = nn.dropout(feats, c.dropout, key=keys[-1], train=train)
-        return nn.linear(params["head"], feats), state  # (B, num_classes)
+        return apply_head(params, feats), state  # (B, num_classes)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="rnn")

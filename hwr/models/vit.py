@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hwr import nn, random
-from hwr.models.base import Model, check_input, dropout_keys
+from hwr.models.base import Model, apply_head, check_input, dropout_keys, init_head
 from hwr.random import Key
 
 __all__ = ["ViTConfig", "block", "init_block", "model"]
@@ -46,10 +46,13 @@ class ViTConfig:
     pool: str = "cls"  # "cls" | "mean"
     dropout: float = 0.0
     num_classes: int = 10
+    head_hidden: int = 0  # a ReLU layer of this width ('fc') before the head (0: none; base.init_head)
     in_channels: int = 1
     image_size: int = 28
 
     def __post_init__(self) -> None:
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0 (0: no hidden layer), got {self.head_hidden}")
         for name in ("patch_size", "dim", "depth", "heads", "mlp_dim", "num_classes", "in_channels", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)}")
@@ -120,7 +123,7 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
         for i in range(c.depth):
             params[f"block{i + 1}"] = init_block(block_keys[i], c.dim, c.mlp_dim)
         params["norm"] = nn.init_layer_norm(c.dim, device=key.device)
-        params["head"] = nn.init_linear(k_head, c.dim, c.num_classes)
+        params |= init_head(k_head, c.dim, c.num_classes, c.head_hidden)
         return params
 
     def init_state(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -147,6 +150,6 @@ def model(config: ViTConfig = ViTConfig()) -> Model:
             x = block(params[f"block{i}"], x, c.heads, dropout=c.dropout, key=keys[i], train=train)
         x = nn.layer_norm(params["norm"], x)
         x = x[:, 0] if c.pool == "cls" else x.mean(dim=1)  # (B, dim)
-        return nn.linear(params["head"], x), state  # (B, num_classes)
+        return apply_head(params, x), state  # (B, num_classes)
 
     return Model(init=init, apply=apply, init_state=init_state, config=c, name="vit")

@@ -212,7 +212,7 @@ def test_compiles_to_one_graph():
 def test_digit_cnn_stem_transfers_by_name_and_shape(cnn, extra, expected):
     digit = models.get("cnn", cnn).init(random.key(0))
     strings = models.get("crnn", CRNNConfig(**extra)).init(random.key(1))
-    params, fresh = runs.transfer(tree.flatten_names(digit), strings)
+    params, fresh = runs.transfer(tree.flatten_names(digit), strings, strict=False)
     kept = set(tree.flatten_names(params)) - set(fresh)
     assert kept == expected
     assert torch.equal(params["block2"]["conv1"]["kernel"], digit["block2"]["conv1"]["kernel"])

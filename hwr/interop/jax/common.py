@@ -145,6 +145,14 @@ def dense(p: dict[str, jax.Array], x: jax.Array, precision: jax.lax.PrecisionLik
     return y + p["bias"] if "bias" in p else y
 
 
+def classifier(params: dict[str, Any], x: jax.Array, precision: jax.lax.PrecisionLike = None) -> jax.Array:
+    """``(B, F) -> (B, num_classes)`` as ``hwr.models.base.apply_head``: the hidden ReLU layer ``fc`` where the
+    parameters have one, then ``head``."""
+    if "fc" in params:
+        x = jax.nn.relu(dense(params["fc"], x, precision))
+    return dense(params["head"], x, precision)
+
+
 def layer_norm(p: dict[str, jax.Array], x: jax.Array, eps: float = 1e-5) -> jax.Array:
     """Normalise the last axis, as ``nn.LayerNorm`` (eps 1e-5; Flax's default is 1e-6)."""
     mean = x.mean(-1, keepdims=True)

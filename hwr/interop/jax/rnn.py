@@ -237,7 +237,7 @@ def forward(
     )  # (B, T, dirs*H)
     feats = last if c.readout == "last" else h.mean(axis=1)  # (B, dirs*H)
     feats = jc.dropout(feats, c.dropout, key=keys[-1], train=train)
-    return jc.dense(params["head"], feats, precision), {} if state is None else state
+    return jc.classifier(params, feats, precision), {} if state is None else state
 
 
 TWIN = jc.Twin("rnn", RNNConfig, to_flax, from_flax, forward, LAYOUT)

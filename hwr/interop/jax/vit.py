@@ -143,7 +143,7 @@ def forward(
         x = block(params[f"block{i}"], x, dropout=c.dropout, key=keys[i], train=train, precision=precision)
     x = jc.layer_norm(params["norm"], x)
     x = x[:, 0] if c.pool == "cls" else x.mean(axis=1)  # (B, dim)
-    return jc.dense(params["head"], x, precision), {} if state is None else state
+    return jc.classifier(params, x, precision), {} if state is None else state
 
 
 TWIN = jc.Twin("vit", ViTConfig, to_flax, from_flax, forward, LAYOUT)

@@ -23,7 +23,7 @@ from hwr.runs import RunError
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers
 
-__all__ = ["Prepared", "RunKeys", "prepare", "read_config", "run_keys"]
+__all__ = ["Prepared", "RunKeys", "fresh_groups", "prepare", "read_config", "run_keys"]
 
 
 class RunKeys(NamedTuple):
@@ -159,9 +159,20 @@ def _model(
     fresh: list[str] = []
     if config.finetune is not None:
         src_params, src_state = runs.read_source(config.finetune.source)  # on the CPU; transfer moves them
-        params, fresh = runs.transfer(src_params, params, reinit=config.finetune.reinit)
-        model_state, _ = runs.transfer(src_state, model_state)
+        reinit = fresh_groups(config.finetune.reinit, src_params, num_classes)
+        params, fresh = runs.transfer(src_params, params, reinit=reinit)
+        model_state, _ = runs.transfer(src_state, model_state, reinit=reinit)
     return model, params, model_state, fresh
+
+
+def fresh_groups(reinit: tuple[str, ...], source: dict[str, torch.Tensor], num_classes: int) -> tuple[str, ...]:
+    """The top-level groups a fine-tune initialises afresh: those ``reinit`` names, and the ``head`` when the
+    source predicts another number of classes than the target has (the one mismatch that is never an error:
+    it is recorded as ``head`` in the run's ``reinitialised``). Every other mismatch is ``runs.transfer``'s error."""
+    head = source.get("head.kernel")
+    if head is not None and head.shape[0] != num_classes and "head" not in reinit:
+        return (*reinit, "head")
+    return tuple(reinit)
 
 
 def _optimizer(

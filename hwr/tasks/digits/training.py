@@ -30,7 +30,7 @@ from hwr import metrics, random, runs, tree
 from hwr.config import DataSettings, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
-from hwr.data import sources
+from hwr.data import sources, splits
 from hwr.engine import execution as ex
 from hwr.engine import runtime, train
 from hwr.engine.execution import Execution
@@ -100,38 +100,73 @@ def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[i
 
 def _post_train(
     config: RunConfig, execution: Execution, p: Prepared, state: train.TrainState, key: random.Key
-) -> tuple[Any, dict]:
+) -> tuple[Any, dict, dict[str, Any] | None]:
     """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.finetune``).
-    Returns the final params (``state.params`` itself when nothing applies) and a record of the choices made
-    (the WiSE-FT alpha with its validation scores)."""
-    params, record = state.params, {}
-    num_classes = len(p.classes)
-    if config.finetune is not None and config.finetune.wise:
+    Returns the final params (``state.params`` itself when nothing applies), a record of the choices made, and the
+    honest validation summary of a WiSE-FT run (``_wise``; None otherwise: validation is measured afresh)."""
 
-        def score(candidate: Any) -> float:
-            return evaluate(p.model, candidate, state.model_state, *p.val, num_classes, mean=p.mean, std=p.std)[
-                "macro_f1"
-            ]
+    def classifier_stages(params: Any) -> tuple[Any, dict]:
+        record: dict[str, Any] = {}
+        cc = config.classifier
+        if cc.crt_epochs > 0:
+            params = finetune.retrain_classifier(
+                p.model,
+                params,
+                state.model_state,
+                key,
+                *p.train,
+                transform=_train_transform(config, p),
+                epochs=cc.crt_epochs,
+                batch_size=config.batch_size,
+                lr=cc.crt_lr,
+                execution=execution,
+            )
+            record["crt_epochs"] = cc.crt_epochs
+        params, done = finetune.adjust_head(params, p.counts, cc)
+        return params, {**record, **done}
 
-        alpha, params, scores = finetune.wise_select(p.source_params, params, p.anchored, score)
-        record["wise_alpha"], record["wise_val_macro_f1"] = alpha, {f"{a:g}": v for a, v in scores.items()}
-    cc = config.classifier
-    if cc.crt_epochs > 0:
-        params = finetune.retrain_classifier(
-            p.model,
-            params,
-            state.model_state,
-            key,
-            *p.train,
-            transform=_train_transform(config, p),
-            epochs=cc.crt_epochs,
-            batch_size=config.batch_size,
-            lr=cc.crt_lr,
-            execution=execution,
-        )
-        record["crt_epochs"] = cc.crt_epochs
-    params, done = finetune.adjust_head(params, p.counts, cc)
-    return params, {**record, **done}
+    if config.finetune is None or not config.finetune.wise:
+        return (*classifier_stages(state.params), None)
+    return _wise(p, state, classifier_stages)
+
+
+WISE_HALVES_SEED = 7  # folded into SPLIT_SEED: the two halves of the validation split WiSE-FT cross-fits on
+
+
+def _wise(p: Prepared, state: train.TrainState, stages: Callable[[Any], tuple[Any, dict]]) -> tuple[Any, dict, Any]:
+    """WiSE-FT with an honest validation figure. The saved model interpolates at the alpha best on the whole
+    validation split (the most data for the choice), but that split cannot also score the choice: a best-of-11
+    on the same images favours WiSE in a search. So the validation summary returned is cross-fitted: the split is
+    halved (stratified, keyed by ``SPLIT_SEED`` alone, the same halves for every run), each half is predicted by
+    the model whose alpha the *other* half chose (the later stages ``stages`` applied to it too), and the two
+    confusions are summed: every validation image is scored once, by a choice it took no part in."""
+    n = len(p.classes)
+    x, y = p.val
+
+    def summary(params: Any, idx: torch.Tensor) -> dict[str, Any]:
+        return evaluate(p.model, params, state.model_state, x[idx], y[idx], n, mean=p.mean, std=p.std)
+
+    every = torch.arange(len(y), device=y.device)
+    choose = lambda idx: finetune.wise_select(
+        p.source_params, state.params, p.anchored, lambda c: summary(c, idx)["macro_f1"]
+    )
+    alpha, chosen, scores = choose(every)
+    final, record = stages(chosen)
+    record |= {"wise_alpha": alpha, "wise_val_macro_f1": {f"{a:g}": v for a, v in scores.items()}}
+    k = random.fold_in(random.key(splits.SPLIT_SEED, device=y.device), WISE_HALVES_SEED)
+    halves = splits.stratified_split(k, y, 0.5)
+    if min(len(h) for h in halves) == 0:
+        record["wise_crossfit"] = "skipped: the validation split is too small to halve (the figure is optimistic)"
+        return final, record, None
+    alphas = [choose(h)[0] for h in halves]
+    models = {alpha: final}
+    for a in set(alphas) - {alpha}:
+        models[a] = stages(finetune.interpolate(p.source_params, state.params, a, p.anchored))[0]
+    parts = [summary(models[alphas[1 - i]], h) for i, h in enumerate(halves)]
+    confusion = sum(torch.tensor(s["confusion"]) for s in parts)
+    honest = metrics.summarize(confusion, loss_sum=sum(s["loss"] * s["count"] for s in parts))
+    record["wise_crossfit"] = {"alphas": alphas, "macro_f1": honest["macro_f1"]}
+    return final, record, honest
 
 
 # ---------------------------------------------------------------------------------------------- stages of run
@@ -218,18 +253,20 @@ def _finish(
     built: dict[str, Any],
     out: Path,
     draw: Draw | None,
+    test_split: bool = True,
 ) -> dict[str, Any]:
     """Post-training (which may change the parameters: only then is validation measured again), the test
-    evaluation, the figures, ``metrics.json`` and the final checkpoint."""
+    evaluation (skipped when ``test_split`` is False: ``"test"`` is None and no test image or label is read), the
+    figures, ``metrics.json`` and the final checkpoint."""
     p = s.p
-    params, post = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
+    params, post, honest_val = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
     if params is not state.params:
-        state, val = state._replace(params=params), None
+        state, val = state._replace(params=params), honest_val
     evaluate_on = lambda xy: evaluate(
         p.model, state.params, state.model_state, *xy, len(p.classes), mean=p.mean, std=p.std
     )
     val = val if val is not None else evaluate_on(p.val)
-    test = evaluate_on(p.test)
+    test = evaluate_on(p.test) if test_split else None
     result = {
         "config": to_dict(config),
         "model": s.meta["model"],
@@ -245,7 +282,7 @@ def _finish(
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
     }
-    if draw is not None:
+    if draw is not None and test is not None:
         draw(out, _figures(p, state, test))
     runs.finish(out, result, state, s.meta, config.epochs)
     return result
@@ -261,6 +298,7 @@ def run(
     data: DataSettings | None = None,
     draw: Draw | None = None,
     write_figures: bool = True,
+    test_split: bool = True,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU; the step compiled and autotuned) and return the contents of ``metrics.json``.
@@ -270,7 +308,8 @@ def run(
     (seed, epoch, step), never of process history or device. Raises ``train.NonFiniteLoss`` if the loss turns
     NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
     device this machine lacks. ``draw(out, RunFigures)`` (the CLI passes ``hwr.report.draw_run``) receives what
-    to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``data`` says where data sets live
+    to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``test_split=False`` (every study
+    trial and re-run) never evaluates on the test split: metrics.json's ``"test"`` is None. ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     """
     out = Path(out_dir)
@@ -281,7 +320,8 @@ def run(
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
     state, history, val = _train(config, execution, s, step, callbacks, out)
-    return _finish(config, execution, s, state, history, val, built, out, draw if write_figures else None)
+    draw = draw if write_figures else None
+    return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
 
 
 class RunFigures(NamedTuple):

@@ -80,8 +80,8 @@ def _model(config: StringsConfig, device: torch.device) -> tuple[Model, Any, Any
     if not config.source:
         return model, params, model_state, []
     src_params, src_state = (_stem(t) for t in runs.read_source(config.source))
-    params, fresh = runs.transfer(src_params, params)
-    model_state, _ = runs.transfer(src_state, model_state)
+    params, fresh = runs.transfer(src_params, params, strict=False)  # the stem only, by name and shape
+    model_state, _ = runs.transfer(src_state, model_state, strict=False)
     kept = sorted(set(tree.flatten_names(params)) - set(fresh))
     if not kept:
         raise RunError(

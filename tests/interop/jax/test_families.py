@@ -58,7 +58,9 @@ CASES = {
         ),
     ),
     "rnn_gru_conv": ("rnn", RNNConfig(reader="conv", hidden=8, stem_channels=3, image_size=14)),
+    "rnn_hidden_head": ("rnn", RNNConfig(hidden=8, head_hidden=12, image_size=14)),
     "vit": ("vit", ViTConfig()),
+    "vit_hidden_head": ("vit", ViTConfig(dim=16, depth=1, heads=2, mlp_dim=8, head_hidden=24, image_size=14)),
     "vit_mean_dropout_rgb": (
         "vit",
         ViTConfig(

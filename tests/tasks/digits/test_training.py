@@ -8,13 +8,15 @@ import pytest
 import torch
 from tiny import EAGER
 
-from hwr import checkpoint, runs
+from hwr import checkpoint, metrics, random, runs, tree
 from hwr.data import splits
 from hwr.data.mix import MixConfig
+from hwr.engine import train
 from hwr.engine.execution import Execution
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.tasks import digits as experiment
+from hwr.tasks.digits import finetune
 from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 
 SMALL = dict(
@@ -79,14 +81,66 @@ def test_levers_reach_the_run_and_its_record(tmp_path):
     )
     r = experiment.run(cfg, tmp_path / "ft", execution=EAGER)
     post = r["post_training"]
-    assert set(post) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
+    assert set(post) == {"wise_alpha", "wise_val_macro_f1", "wise_crossfit", "crt_epochs", "tau_norm", "posthoc_tau"}
     assert len(post["wise_val_macro_f1"]) == 11 and post["wise_val_macro_f1"][f"{post['wise_alpha']:g}"] == max(
         post["wise_val_macro_f1"].values()
     )
+    # the run's validation figure is the cross-fitted one (each half scored by the alpha the other half chose)
+    assert r["val"]["macro_f1"] == post["wise_crossfit"]["macro_f1"] and r["val"]["count"] == 400
+    assert all(a in finetune.WISE_ALPHAS for a in post["wise_crossfit"]["alphas"])
     assert r["train_class_counts"][0] > 5 * r["train_class_counts"][-1]
     assert experiment.read_config(tmp_path / "ft") == cfg  # every lever round-trips through config.json
     zs = experiment.evaluate_run(src, "optdigits-lt", split="val")
     assert zs["count"] == 400
+
+
+def test_wise_validation_is_cross_fitted_not_the_best_of_eleven(tmp_path):
+    """The value a study reads for a WiSE-FT run is scored on images that took no part in choosing alpha: each
+    half of the validation split is predicted by the interpolation the other half chose (checked against the
+    same computation written out by hand)."""
+    src = tmp_path / "src"
+    experiment.run(
+        RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src, execution=EAGER
+    )
+    cfg = RunConfig(
+        dataset="optdigits-lt:ratio=20",
+        validation="heldout",
+        finetune=FinetuneConfig(str(src), "all", wise=True),
+        **{**SMALL, "model_config": None, "limit_train": 0, "batch_size": 16, "epochs": 1},
+    )
+    p = experiment.prepare(cfg)
+    k = random.key(5)
+    tuned = tree.map(lambda x: x + 0.05 * random.normal(random.fold_in(k, x.numel()), x.shape), p.params)
+    state = train.TrainState(tuned, p.model_state, None, k, torch.zeros((), dtype=torch.int64))
+    final, record, honest = experiment.training._wise(p, state, lambda q: (q, {}))
+    x, y = p.val
+    halves = splits.stratified_split(random.fold_in(random.key(splits.SPLIT_SEED), 7), y, 0.5)
+    ev = lambda q, i: experiment.evaluate(p.model, q, p.model_state, x[i], y[i], 10, mean=p.mean, std=p.std)
+    alphas = [
+        finetune.wise_select(p.source_params, tuned, p.anchored, lambda q, i=i: ev(q, i)["macro_f1"])[0] for i in halves
+    ]
+    at = lambda a: finetune.interpolate(p.source_params, tuned, a, p.anchored)
+    confusion = torch.tensor(ev(at(alphas[1]), halves[0])["confusion"]) + torch.tensor(
+        ev(at(alphas[0]), halves[1])["confusion"]
+    )
+    assert record["wise_crossfit"]["alphas"] == alphas
+    assert honest["macro_f1"] == pytest.approx(metrics.summarize(confusion)["macro_f1"], abs=1e-12)
+    assert honest["count"] == 400
+    best = max(record["wise_val_macro_f1"].values())
+    assert record["wise_val_macro_f1"][f"{record['wise_alpha']:g}"] == best  # the saved model: the full split's pick
+    assert all(torch.equal(a, b) for a, b in zip(tree.leaves(final), tree.leaves(at(record["wise_alpha"]))))
+
+
+def test_trials_never_read_the_test_split(tmp_path, monkeypatch):
+    """``test_split=False`` (every study trial and re-run): no test figure in metrics.json, no evaluation of the
+    test images."""
+    seen = []
+    real = experiment.evaluate
+    monkeypatch.setattr(experiment.training, "evaluate", lambda *a, **kw: seen.append(len(a[4])) or real(*a, **kw))
+    r = experiment.run(RunConfig(**SMALL), tmp_path / "a", execution=EAGER, test_split=False)
+    assert r["test"] is None and seen == [r["val"]["count"]]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["test"] is None
+    assert not (tmp_path / "a" / "confusion.png").exists()
 
 
 def test_no_second_validation_unless_post_training_changed_the_params(tmp_path, monkeypatch):
