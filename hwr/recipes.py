@@ -8,6 +8,9 @@
   12 epochs; channels-last convolutions (1.16x the NCHW step here) buy the extra epochs inside the budget: how
   it executes is not the recipe (``hwr.engine.execution.Execution``), and the default compiled step (autotune, memory
   format ``auto``) picks channels-last where it is faster; ``--memory-format channels_last`` forces it.
+- ``fast_bn``, ``fast_rnn``, ``fast_vit``: the other members of the fine-tuning studies' source zoo, each a short
+  MNIST pretraining of another architecture (a wider CNN with batch norm, 48-96 channels; the GRU reading rows;
+  the ViT of 7x7 patches), so a study can search which pretrained family to start from.
 - ``strings``: digit strings (``hwr.tasks.strings.config.StringsConfig``, not a ``RunConfig``): a CRNN (32-64-128 conv
   blocks with batch norm, a BiGRU of 128) trained with the pure CTC loss on fresh synthetic MNIST strings of 1-8
   digits, Adam one-cycle; held-out test CER <= 1% and >= 95% exact 5-digit strings within 20 minutes on 2 cores.
@@ -24,6 +27,8 @@ from hwr.errors import UnknownNameError
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
+from hwr.models.rnn import RNNConfig
+from hwr.models.vit import ViTConfig
 from hwr.optim import OptimConfig
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.strings.config import StringsConfig
@@ -33,6 +38,26 @@ __all__ = ["RECIPES", "get"]
 RECIPES: dict[str, RunConfig | StringsConfig] = {
     "seed": RunConfig(recipe="seed", epochs=10, optim=OptimConfig("adam", 1e-3, "constant")),
     "fast": RunConfig(recipe="fast", epochs=3, optim=OptimConfig("adam", 3e-3, "onecycle", warmup=0.2)),
+    "fast_bn": RunConfig(
+        recipe="fast_bn",
+        model_config=CNNConfig(channels=(48, 96), norm="batch"),
+        epochs=2,
+        optim=OptimConfig("adam", 3e-3, "onecycle", warmup=0.2),
+    ),
+    "fast_rnn": RunConfig(
+        recipe="fast_rnn",
+        model="rnn",
+        model_config=RNNConfig(hidden=128),
+        epochs=3,
+        optim=OptimConfig("adam", 3e-3, "onecycle", warmup=0.2, clip_norm=1.0),
+    ),
+    "fast_vit": RunConfig(
+        recipe="fast_vit",
+        model="vit",
+        model_config=ViTConfig(),
+        epochs=3,
+        optim=OptimConfig("adamw", 2e-3, "onecycle", weight_decay=0.05, warmup=0.2),
+    ),
     "best": RunConfig(
         recipe="best",
         model_config=CNNConfig(channels=(32, 64), convs_per_block=2, norm="batch", hidden=256, dropout=0.25),

@@ -8,7 +8,9 @@ validation split, 20 images per class that neither the long-tailed training spli
 uses (the ImageNet-LT convention); the top trials are re-run on fresh seeds before a winner is named, and only
 ``hwr study best --evaluate`` reads the test split.
 
-Search: what trains (blocks, backbone learning-rate multiplier, a fresh or the source's head), the long-tail
+Search: the architecture (which pretrained source of the zoo: the seed CNN, a wider batch-normed CNN, the GRU or
+the ViT; the source's head, a fresh head, or a fresh hidden layer of a searched width; dropout), what trains
+(blocks, backbone learning-rate multiplier), the long-tail
 levers (class weighting or logit adjustment, deferred re-weighting, class-balanced / square-root sampling,
 mixup / CutMix, L2-SP toward the source, WiSE-FT interpolation, cRT, tau-normalisation, post-hoc logit
 adjustment), augmentation and the optimizer. Baselines: zero-shot (the source as is), the plain fine-tune (the
@@ -21,6 +23,8 @@ images a trial trains in seconds, while each new configuration would cost a fres
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -31,8 +35,9 @@ from hwr.data.mix import MixConfig
 from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.optim import OptimConfig
+from hwr.tasks import digits
 from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
-from hwr.tune import StudyContext, StudySpec
+from hwr.tune import PRUNERS, StudyContext, StudySpec
 
 TARGET = "optdigits-lt"
 BATCH = 32
@@ -50,11 +55,32 @@ def _on(trial: optuna.Trial, name: str) -> bool:
     return trial.suggest_categorical(name, [False, True])
 
 
+# The source zoo: one MNIST pretraining per architecture (hwr.recipes), each trained once and cached.
+ZOO = {"cnn": "fast", "cnn_bn": "fast_bn", "rnn": "fast_rnn", "vit": "fast_vit"}
+HEADS = ("source", "fresh", "hidden")  # the source's head kept | a fresh head | a fresh hidden layer + head
+
+
+def _architecture(trial: optuna.Trial, ctx: StudyContext) -> tuple[Path, str, Any, tuple[str, ...]]:
+    """Which pretrained source the trial starts from and the head's architecture over it: ``(source folder,
+    family, model config, groups initialised afresh)``. The backbone keeps the source's shape; a ``hidden`` head is a
+    fresh ReLU layer of a searched width (the CNN's ``fc``, the RNN's and ViT's ``head_hidden``) and a fresh head."""
+    name = trial.suggest_categorical("source", list(ZOO)) if ctx.sources else "cnn"
+    source = ctx.sources.get(name, ctx.source_dir)
+    src = digits.read_config(source)
+    base = dataclasses.replace(src.model_config or CNNConfig(), dropout=trial.suggest_float("dropout", 0.0, 0.5))
+    head = trial.suggest_categorical("head", list(HEADS))
+    if head != "hidden":
+        return source, src.model, base, ("head",) if head == "fresh" else ()
+    width = trial.suggest_int("head_width", 32, 256, log=True)
+    wide = {"hidden": width} if isinstance(base, CNNConfig) else {"head_hidden": width}
+    return source, src.model, dataclasses.replace(base, **wide), ("fc", "head")
+
+
 def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
     """A trial's point in the search space as the frozen configs the library uses."""
+    source, family, model_config, reinit = _architecture(trial, ctx)
     trainable = trial.suggest_categorical("trainable", ["head", "last", "all"])
     mult = trial.suggest_float("backbone_lr_mult", 0.01, 1.0, log=True) if trainable != "head" else 1.0
-    reinit = ("head",) if trial.suggest_categorical("head_init", ["source", "fresh"]) == "fresh" else ()
     weighting = trial.suggest_categorical("weighting", ["none", "inverse", "effective", "logit_adjust"])
     loss = LossConfig(
         weighting=weighting,
@@ -95,7 +121,8 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
     )
     return _finetune(
         ctx,
-        model_config=CNNConfig(dropout=trial.suggest_float("dropout", 0.0, 0.5)),  # the source's shape: head kept
+        model=family,
+        model_config=model_config,
         epochs=trial.suggest_int("epochs", 10, 30, step=5),
         optim=optim,
         augment=augment,
@@ -103,9 +130,7 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         sampling=trial.suggest_categorical("sampling", ["instance", "sqrt", "class_balanced"]),
         mix=mix,
         classifier=classifier,
-        finetune=FinetuneConfig(
-            str(ctx.source_dir), trainable, mult, reinit=reinit, l2sp=l2sp, wise=_on(trial, "wise")
-        ),
+        finetune=FinetuneConfig(str(source), trainable, mult, reinit=reinit, l2sp=l2sp, wise=_on(trial, "wise")),
     )
 
 
@@ -128,9 +153,10 @@ def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig:
 # The search starts from the untuned recipes a user would try first (logit adjustment, the standard augmentation
 # preset, AdamW 1e-3 for 20 epochs: Menon et al. 2021; the same with mixup/CutMix and WiSE-FT), then TPE's own.
 _UNTUNED = {
+    "source": "cnn",
+    "head": "source",
     "trainable": "all",
     "backbone_lr_mult": 1.0,
-    "head_init": "source",
     "weighting": "logit_adjust",
     "tau": 1.0,
     "defer": 0.0,
@@ -164,8 +190,9 @@ SPEC = StudySpec(
     n_trials=40,
     sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True),
     # lenient: a fine-tune under a cosine schedule (and with mixing) looks worst in its early epochs
-    pruner=lambda: optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=10),
+    pruner=PRUNERS["median"],
     source=recipes.get("fast"),
+    zoo={name: recipes.get(recipe) for name, recipe in ZOO.items()},
     baselines=baselines,
     validation="heldout",
     reference="plain_finetune",

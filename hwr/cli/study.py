@@ -38,6 +38,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
         "long-tail draw; the study name defaults to NAME-DATASET)",
     )
+    r.add_argument(
+        "--pruner",
+        default=None,
+        choices=sorted(tune.PRUNERS),
+        help="pruner instead of the study's own (halving: successive halving; see the README's studies section)",
+    )
     _device_arg(r)
     r.set_defaults(func=cmd_run)
 
@@ -129,8 +135,14 @@ def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = N
         raise
 
 
+def _pretrain_all(spec, root: Path) -> None:
+    """The study's default source and its zoo, pretrained once each (cached), with progress."""
+    for cfg in dict.fromkeys([spec.source, *spec.zoo.values()]) if spec.source is not None else ():
+        tune.pretrain(cfg, root, execution=spec.source_execution, callbacks=[report.Progress(cfg.epochs)], **_data())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _on_device(tune.load_spec(args.study), args.device)
+    spec = _on_device(tune.load_spec(args.study), args.device).with_pruner(args.pruner)
     root = Path(args.root)
     if args.dataset is not None:
         try:
@@ -140,9 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
-        tune.prepare_source(
-            spec, root, callbacks=[report.Progress(spec.source.epochs)] if spec.source else (), **_data()
-        )
+        _pretrain_all(spec, root)
         argv = [
             args.study,
             "--name",
@@ -161,12 +171,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
         argv += ["--dataset", args.dataset] if args.dataset else []
         argv += ["--device", args.device] if args.device else []
+        argv += ["--pruner", args.pruner] if args.pruner else []
         codes = run_workers(argv, args.workers)
         if any(codes):
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
     else:
-        if spec.source is not None and args.worker is None:
-            tune.prepare_source(spec, root, callbacks=[report.Progress(spec.source.epochs)], **_data())
+        if args.worker is None:
+            _pretrain_all(spec, root)
         tune.optimize(
             spec,
             storage_url=args.storage,

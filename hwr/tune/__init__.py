@@ -5,12 +5,13 @@ once-only read of the test split).
 
 from hwr.tune import evaluation, spec, storage, study
 from hwr.tune.evaluation import evaluate_best, load_evaluation, select, verdict
-from hwr.tune.spec import StudyContext, StudyError, StudySpec, load_spec
+from hwr.tune.spec import PRUNERS, StudyContext, StudyError, StudySpec, load_spec
 from hwr.tune.storage import DEFAULT_STORAGE, open_storage, open_study, with_installed_driver
-from hwr.tune.study import best_trial, config_of, optimize, prepare_source, trial_rows
+from hwr.tune.study import best_trial, config_of, optimize, prepare_source, prepare_zoo, pretrain, trial_rows
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "PRUNERS",
     "StudyContext",
     "StudyError",
     "StudySpec",
@@ -24,6 +25,8 @@ __all__ = [
     "open_study",
     "optimize",
     "prepare_source",
+    "prepare_zoo",
+    "pretrain",
     "select",
     "spec",
     "storage",

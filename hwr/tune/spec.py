@@ -20,7 +20,7 @@ from hwr.engine.execution import Execution
 from hwr.errors import HwrError
 from hwr.tasks.digits.config import VALIDATIONS, RunConfig
 
-__all__ = ["METRICS", "StudyContext", "StudyError", "StudySpec", "load_spec"]
+__all__ = ["METRICS", "PRUNERS", "StudyContext", "StudyError", "StudySpec", "load_spec"]
 
 
 class StudyError(HwrError, ValueError):
@@ -35,6 +35,7 @@ class StudyContext:
     out_dir: Path
     dataset: str | None = None  # the target data set chosen at the command line (None: the spec's default)
     data: DataSettings = dataclasses.field(default_factory=DataSettings)  # where data sets live, downloads allowed
+    sources: dict[str, Path] = dataclasses.field(default_factory=dict)  # the zoo's pretrained runs, by name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,9 @@ class StudySpec:
     sampler: Callable[[int], optuna.samplers.BaseSampler]
     pruner: Callable[[], optuna.pruners.BasePruner] | None = None
     source: RunConfig | None = None
+    # the source zoo: pretrained runs a trial may start from, by name (each trained once, cached like ``source``;
+    # ``StudyContext.sources`` holds their folders); ``source`` is the default one and need not be listed
+    zoo: dict[str, RunConfig] = dataclasses.field(default_factory=dict)
     baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
     eval_seeds: tuple[int, ...] = (101, 102, 103)
     # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
@@ -93,6 +97,8 @@ class StudySpec:
             raise StudyError(f"study {self.name!r}: kfold validation needs folds >= 2, got {self.folds}")
         if self.rerun_top < 1 or (self.rerun_top > 1 and not self.rerun_seeds):
             raise StudyError(f"study {self.name!r}: rerun_top must be >= 1, with rerun_seeds when > 1")
+        if self.zoo and self.source is None:
+            raise StudyError(f"study {self.name!r}: a source zoo needs a default source (source=...)")
         if self.oracle is not None and self.source is None:
             raise StudyError(f"study {self.name!r}: an oracle needs a source model to fine-tune")
 
@@ -107,6 +113,14 @@ class StudySpec:
     def fold_count(self) -> int:
         return self.folds if self.validation == "kfold" else 1
 
+    def with_pruner(self, name: str | None) -> StudySpec:
+        """This spec with the pruner ``PRUNERS[name]`` (None: unchanged); ``hwr study run --pruner``."""
+        if name is None:
+            return self
+        if name not in PRUNERS:
+            raise StudyError(f"unknown pruner {name!r}; choose one of {sorted(PRUNERS)}")
+        return dataclasses.replace(self, pruner=PRUNERS[name])
+
     def on_device(self, device: str | None) -> StudySpec:
         """This spec with every run on ``device`` (None: unchanged)."""
         if device is None:
@@ -117,6 +131,17 @@ class StudySpec:
             source_execution=dataclasses.replace(self.source_execution, device=device),
         )
 
+
+# The pruners a study may run under (``StudySpec.with_pruner``), each reading the first metric per epoch.
+# ``halving``: asynchronous successive halving (Li et al. 2020) with rungs at 2, 6 and 18 epochs, keeping the top
+# third at each: more configurations get a first look for the same budget. ``hyperband`` runs several such
+# brackets; ``median`` stops a trial below the median of earlier ones at the same epoch.
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner] | None] = {
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=10),
+    "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2, max_resource=30, reduction_factor=3),
+    "none": None,
+}
 
 METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
     "val_macro_f1": lambda r: r["val"]["macro_f1"],

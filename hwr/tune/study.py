@@ -52,6 +52,7 @@ __all__ = [
     "objective",
     "optimize",
     "prepare_source",
+    "prepare_zoo",
     "pretrain",
     "train_fresh",
     "trial_rows",
@@ -115,6 +116,16 @@ def prepare_source(
     if spec.source is None:
         return None
     return pretrain(spec.source, root, execution=spec.source_execution, data=data, callbacks=callbacks)
+
+
+def prepare_zoo(
+    spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
+) -> dict[str, Path]:
+    """Every source of ``spec.zoo`` pretrained (once each, ``pretrain``), by name."""
+    return {
+        name: pretrain(cfg, root, execution=spec.source_execution, data=data, callbacks=callbacks)
+        for name, cfg in spec.zoo.items()
+    }
 
 
 def _budget_taken(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
@@ -228,7 +239,7 @@ def optimize(
         for params in spec.initial:
             study.enqueue_trial(params, skip_if_exists=True)
     source = prepare_source(spec, root, data=data)
-    context = StudyContext(source, root / "studies" / name, dataset, data)
+    context = StudyContext(source, root / "studies" / name, dataset, data, prepare_zoo(spec, root, data=data))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
     if remaining > 0:

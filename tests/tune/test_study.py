@@ -3,6 +3,7 @@ workers, kill -9 of a worker mid-trial, NaN trials, bad specs and unreachable or
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import sqlite3
@@ -225,6 +226,17 @@ def test_kill_worker_mid_trial_then_resume(tmp_path, backend, request):
     assert len(done) == 3 and len({t.number for t in done}) == 3
 
 
+def _zoo_context(spec, tmp_path):
+    """A StudyContext whose zoo folders hold only config.json (what ``suggest`` reads of a source)."""
+    sources = {}
+    for name, cfg in {"default": spec.source, **spec.zoo}.items():
+        if cfg is not None:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "config.json").write_text(json.dumps(to_dict(cfg)))
+            sources[name] = tmp_path / name
+    return tune.StudyContext(sources.pop("default", tmp_path / "source"), tmp_path, sources=sources)
+
+
 @pytest.mark.parametrize("name", ["optdigits_longtail", "mnist_architecture"])
 def test_search_spaces_build_valid_configs(name, tmp_path):
     from hwr import models
@@ -232,11 +244,24 @@ def test_search_spaces_build_valid_configs(name, tmp_path):
     spec = tune.load_spec(name)
     s = optuna.create_study(directions=list(spec.directions), sampler=optuna.samplers.RandomSampler(0))
     families = set()
+    ctx = _zoo_context(spec, tmp_path)
     for _ in range(15):
-        cfg = spec.suggest(s.ask(), tune.StudyContext(tmp_path / "source", tmp_path))
+        cfg = spec.suggest(s.ask(), ctx)
         model = models.get(cfg.model, cfg.model_config)  # the config is valid for its family
         families.add(model.name)
         assert "test" not in cfg.dataset and "compile" not in to_dict(cfg)  # execution is not in the config
     assert spec.execution.compile is False  # trials run eagerly: each new configuration would pay a compile
     if name == "mnist_architecture":
         assert families == {"cnn", "rnn", "vit"}
+
+
+def test_pruner_choice_reaches_the_study_and_unknown_names_are_refused():
+    spec = tune.load_spec("optdigits_longtail")
+    assert isinstance(spec.pruner(), optuna.pruners.MedianPruner)  # the default study's own
+    halving = spec.with_pruner("halving")
+    assert isinstance(halving.pruner(), optuna.pruners.SuccessiveHalvingPruner) and halving.zoo == spec.zoo
+    assert spec.with_pruner("none").pruner is None and spec.with_pruner(None) is spec
+    study = tune.open_study(halving, optuna.storages.InMemoryStorage(), "h", 0)
+    assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
+    with pytest.raises(tune.StudyError, match="unknown pruner 'asha'; choose one of"):
+        spec.with_pruner("asha")

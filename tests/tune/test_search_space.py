@@ -1,0 +1,107 @@
+"""The default study's search space: every dimension reaches the run's config, and the architecture dimensions
+(which source of the zoo, which head) reach the model a fine-tune builds."""
+
+import dataclasses
+import json
+
+import optuna
+import pytest
+from tiny import EAGER
+
+from hwr import recipes, tune
+from hwr.config import to_dict
+from hwr.models.cnn import CNNConfig
+from hwr.models.rnn import RNNConfig
+from hwr.tasks import digits
+from hwr.tasks.digits.config import RunConfig
+
+SPEC = tune.load_spec("optdigits_longtail")
+
+
+def _context(tmp_path, sources):
+    return tune.StudyContext(sources["cnn"], tmp_path, sources=sources)
+
+
+def _config_only_zoo(tmp_path):
+    out = {}
+    for name, recipe in SPEC_ZOO.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(to_dict(recipes.get(recipe))))
+        out[name] = tmp_path / name
+    return out
+
+
+SPEC_ZOO = {"cnn": "fast", "cnn_bn": "fast_bn", "rnn": "fast_rnn", "vit": "fast_vit"}
+
+
+def _other(dist: optuna.distributions.BaseDistribution, value):
+    """A valid value of ``dist`` other than ``value``."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return next(c for c in dist.choices if c != value)
+    return dist.high if value != dist.high else dist.low
+
+
+def test_every_dimension_reaches_the_config(tmp_path):
+    """Random points of the space; for each, every parameter it used is moved to another value with the rest
+    fixed: the RunConfig must change (a dimension that changed nothing would be a dead knob of the search)."""
+    assert {name for name in SPEC.zoo} == set(SPEC_ZOO) and SPEC.zoo["rnn"] == recipes.get("fast_rnn")
+    ctx = _context(tmp_path, _config_only_zoo(tmp_path))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    trials = []
+    for _ in range(60):
+        t = study.ask()
+        SPEC.suggest(t, ctx)
+        study.tell(t, 0.0)
+        trials.append(study.trials[-1])
+    every = {}
+    for t in trials:
+        every |= {k: v for k, v in t.params.items() if k not in every}
+    dists = {k: d for t in trials for k, d in t.distributions.items()}
+    assert {"source", "head", "head_width", "dropout", "trainable", "weighting", "mix", "rotation", "wise"} <= set(
+        dists
+    )
+    reached = set()
+    for t in trials[:12]:
+        base = to_dict(SPEC.suggest(optuna.trial.FixedTrial({**every, **t.params}), ctx))
+        for name, value in t.params.items():
+            moved = {**every, **t.params, name: _other(dists[name], value)}
+            assert to_dict(SPEC.suggest(optuna.trial.FixedTrial(moved), ctx)) != base, name
+            reached.add(name)
+    assert reached >= {"source", "head", "dropout", "lr", "epochs", "sampling"}
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    """Two trained sources of different families (tiny, eager)."""
+    root = tmp_path_factory.mktemp("zoo")
+    small = dict(epochs=1, batch_size=64, limit_train=128, limit_test=64)
+    out = {}
+    for name, family, mc in (
+        ("cnn", "cnn", CNNConfig(channels=(4, 8), hidden=16)),
+        ("rnn", "rnn", RNNConfig(hidden=8)),
+    ):
+        digits.run(RunConfig(model=family, model_config=mc, **small), root / name, execution=EAGER, write_figures=False)
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize(
+    "source, head, width, fresh, family",
+    [
+        ("cnn", "source", None, [], "cnn"),
+        ("cnn", "fresh", None, ["head.bias", "head.kernel"], "cnn"),
+        ("cnn", "hidden", 40, ["fc.bias", "fc.kernel", "head.bias", "head.kernel"], "cnn"),
+        ("rnn", "source", None, [], "rnn"),
+        ("rnn", "hidden", 33, ["fc.bias", "fc.kernel", "head.bias", "head.kernel"], "rnn"),
+    ],
+)
+def test_the_architecture_reaches_the_model(tiny_zoo, tmp_path, source, head, width, fresh, family):
+    params = {"source": source, "head": head, "dropout": 0.0, **({"head_width": width} if width else {})}
+    untuned = dict(SPEC.initial[0])
+    cfg = SPEC.suggest(optuna.trial.FixedTrial({**untuned, **params}), _context(tmp_path, tiny_zoo))
+    cfg = dataclasses.replace(cfg, limit_train=64, epochs=1)
+    p = digits.prepare(cfg)
+    assert p.model.name == family and sorted(p.reinitialised) == fresh
+    if width:
+        assert p.params["fc"]["kernel"].shape[0] == width
+    assert cfg.finetune.source == str(tiny_zoo[source])
