@@ -145,8 +145,11 @@ def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
     }
 
 
-def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig:
-    """The winner's recipe on the balanced optdigits training split (same validation and test): the ceiling."""
+def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig | None:
+    """The winner's recipe on the balanced optdigits training split (same validation and test): the ceiling. None
+    for a target without a balanced counterpart (an image folder of the user's own)."""
+    if not best.dataset.startswith("optdigits-lt"):
+        return None
     _, params = parse_name(best.dataset)
     return dataclasses.replace(best, dataset=f"optdigits:val={params['val']:g}")
 
