@@ -1,5 +1,6 @@
 """Shared test settings: one inductor cache for every test process, the process started as the CLI starts it
-(``hwr.cli.environment.start``: the allocator tuned, the cache exported), the tests folder on ``sys.path`` for the
+(``hwr.cli.environment.start``: the allocator tuned, the cache exported; one thread per process under
+pytest-xdist, which ``make test`` uses: one worker per core, whole files to a worker so module fixtures compile once), the tests folder on ``sys.path`` for the
 helper modules (``cli_run``, ``postgres``, ``tiny``), the repository root for ``benchmarks.reference``, and the
 ``cuda`` marker: a test marked ``@pytest.mark.cuda`` is skipped, saying why, where torch sees no CUDA GPU."""
 
@@ -11,6 +12,9 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(TESTS.parent / ".cache" / "inductor"))
+if "PYTEST_XDIST_WORKER" in os.environ:  # `make test` runs one worker per core: one thread each, and the CLI
+    os.environ.setdefault("HWR_THREADS", "1")  # processes the tests start inherit it (no oversubscription)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path[:0] = [str(TESTS)]  # helper modules: cli_run, postgres, tiny, tiny_study
 sys.path.append(str(TESTS.parent))  # benchmarks/ (no installed package): benchmarks.reference
 

@@ -31,18 +31,9 @@ def _fonts_module():
 
 
 FONTS = _fonts_module()
-# A quick model: one epoch of the strings recipe on 32,000 strings (500 steps), compiled with the candidate pinned
-# (the configuration the strings step compiled with before 0.2): one compile instead of autotune's three
-QUICK = [
-    "--epochs",
-    "1",
-    "--limit-train",
-    "32000",
-    "--limit-test",
-    "400",
-    "--compile-candidate",
-    "channels_last+inductor",
-]
+# A quick model: 200 eager steps of the strings recipe (12,800 strings in one epoch): no compile, two minutes on
+# 2 cores; it reads the font files at about 14% CER (the recipe's figures are in the README)
+QUICK = ["--epochs", "1", "--limit-train", "12800", "--limit-test", "400", "--no-compile"]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +64,7 @@ def test_train_writes_run_folder(trained):
     assert m["test"]["cer"] < 0.2, m["test"]
     assert "string accuracy" in stdout and "test CER" in stdout
     assert json.loads((out / "config.json").read_text())["task"] == "strings"
-    assert m["execution"]["candidate"] == "channels_last+inductor" and m["execution"]["requested"]["candidate"]
+    assert m["execution"]["compile"] is False  # as asked: --no-compile
     again = hwr("train", "--out", str(out), "--resume").stdout  # a finished run: nothing left to do
     assert "test CER" in again
 
