@@ -48,14 +48,17 @@ def shot_groups(counts: list[int]) -> dict[str, list[int]]:
     return {"many": order[:a], "medium": order[a:b], "few": order[b:]}
 
 
-def _run(cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data: DataSettings) -> dict[str, Any]:
-    """A contender's or re-run's result: reused from ``out`` when it holds the finished run of this same
-    ``cfg`` (an interrupted evaluation resumes), else trained afresh (``train_fresh``)."""
+def _run(
+    cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data: DataSettings, *, test_split: bool = False
+) -> dict[str, Any]:
+    """A contender's (``test_split=True``) or re-run's (validation only) result: reused from ``out`` when it holds
+    the finished run of this same ``cfg`` with the figures asked for (an interrupted evaluation resumes), else
+    trained afresh (``train_fresh``)."""
     if (out / runs.METRICS).is_file():
         saved = json.loads((out / runs.METRICS).read_text())
-        if saved.get("config") == to_dict(cfg):
+        if saved.get("config") == to_dict(cfg) and (saved.get("test") is not None or not test_split):
             return saved
-    return train_fresh(cfg, out, execution, data, callbacks)
+    return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split)
 
 
 def select(
@@ -136,8 +139,9 @@ def _contenders(spec: StudySpec, best_cfg: RunConfig, context: StudyContext) -> 
     """``best``, the spec's baselines and the oracle ceiling, each under the spec's validation protocol."""
     contenders: dict[str, RunConfig] = {"best": best_cfg}
     contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
-    if spec.oracle is not None:
-        contenders["oracle"] = spec.protocol(spec.oracle(best_cfg, context))
+    ceiling = spec.oracle(best_cfg, context) if spec.oracle is not None else None
+    if ceiling is not None:  # None: the target has no balanced counterpart
+        contenders["oracle"] = spec.protocol(ceiling)
     return contenders
 
 
@@ -149,7 +153,8 @@ def _train_contenders(
     for label, cfg in contenders.items():
         results[label] = []
         for s in spec.eval_seeds:
-            r = _run(dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}", callbacks, spec.execution, data)
+            cfg_s, out = dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}"
+            r = _run(cfg_s, out, callbacks, spec.execution, data, test_split=True)
             results[label].append(r)
             if on_run:
                 on_run(label, s, r)

@@ -190,7 +190,14 @@ def test_finetune_with_the_long_tail_levers(trained, tmp_path):
     assert c["mix"] == {"mixup": 0.4, "cutmix": 1.0, "prob": 0.5} and c["sampling"] == "sqrt"
     assert c["finetune"]["wise"] is True and c["finetune"]["l2sp"] == 1e-3
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["post_training"]) == {"wise_alpha", "wise_val_macro_f1", "crt_epochs", "tau_norm", "posthoc_tau"}
+    assert set(m["post_training"]) == {
+        "wise_alpha",
+        "wise_val_macro_f1",
+        "wise_crossfit",
+        "crt_epochs",
+        "tau_norm",
+        "posthoc_tau",
+    }
     assert m["val"]["count"] == 400
     bad(
         "finetune",

@@ -91,6 +91,8 @@ def test_same_key_same_mix_and_compiled_equals_eager():
     eager = fn(random.key(9), x)
     again = fn(random.key(9), x)
     assert all(torch.equal(a, b) for a, b in zip(eager, again))
-    compiled = torch.compile(fn, fullgraph=True)(random.key(9), x)
+    # one graph, traced by AOT autograd; inductor's numerics of mixing inside the compiled train step are
+    # tests/tasks/digits/test_finetune.py's (the levers compiled in one graph equal eager)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")(random.key(9), x)
     for a, b in zip(eager, compiled):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)

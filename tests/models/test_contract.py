@@ -229,7 +229,9 @@ def compiled(request):
     step = train.train_step(m, case.opt, objective)
     state = train.init_state(m, case.opt, random.key(0))
     counters.clear()
-    fast = train.compile(step)
+    # inductor for the CNN (the other families' inductor numerics: the strings step's test for the crnn); the
+    # RNN and ViT are traced to one graph by AOT autograd without code generation, which is where CI's minutes go
+    fast = train.compile(step) if request.param == "cnn" else torch.compile(step, fullgraph=True, backend="aot_eager")
     first = fast(state, batch)
     stats = {"graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
     return {
