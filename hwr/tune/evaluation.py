@@ -7,8 +7,11 @@
    (the winner's recipe on balanced target data: a ceiling, not a contender) and ``zero_shot`` (the source model
    evaluated as is: the do-nothing baseline).
 3. **Report**: mean and spread of test macro-F1 and balanced accuracy, per-class F1 and its means over the
-   many / medium / few-shot classes (thirds of the classes ranked by training images), the gain of the best over
-   zero-shot and over the reference (per seed too), and the winner's validation-test gap. Written to
+   many / medium / few-shot classes (thirds of the classes ranked by training images), the gains of the best over
+   zero-shot, over the study's ``start`` (its first enqueued, untuned point, retrained like the best: what the
+   search bought) and over the reference, each a paired difference over the same seeds and test images with its
+   95% t interval (``hwr.tune.stats``; ``intervals`` in the JSON), and the winner's validation-test gap. Every
+   contender fine-tunes the best's source. Written to
    ``runs/studies/NAME/evaluation.json``; a finished contender's run folder is reused, so an interrupted
    evaluation resumes.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +34,11 @@ from hwr.config import DataSettings, to_dict
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
 from hwr.tasks.digits.config import RunConfig
+from hwr.tune import stats
 from hwr.tune.spec import StudyContext, StudyError, StudySpec
 from hwr.tune.study import config_of, prepare_source, train_fresh
 
-__all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "verdict"]
+__all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "start_trial", "verdict"]
 
 EVALUATION = "evaluation.json"
 OnRun = Callable[[str, int, dict[str, Any]], None]
@@ -135,9 +140,27 @@ def _zero_shot(source: Path, dataset: str, n_seeds: int, device: str, data: Data
     return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
 
 
-def _contenders(spec: StudySpec, best_cfg: RunConfig, context: StudyContext) -> dict[str, RunConfig]:
-    """``best``, the spec's baselines and the oracle ceiling, each under the spec's validation protocol."""
+def start_trial(spec: StudySpec, study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's starting point: the completed trial that ran ``spec.initial[0]`` (the first enqueued, untuned
+    point; Optuna keeps an enqueued trial's parameters in its ``fixed_params`` system attribute), or None."""
+    if not spec.initial:
+        return None
+    first = spec.initial[0]
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        fixed = t.system_attrs.get("fixed_params")
+        if fixed is not None and all(fixed.get(k) == v for k, v in first.items()) and "config" in t.user_attrs:
+            return t
+    return None
+
+
+def _contenders(
+    spec: StudySpec, best_cfg: RunConfig, context: StudyContext, start_cfg: RunConfig | None = None
+) -> dict[str, RunConfig]:
+    """``best``, the study's ``start`` (retrained like the best), the spec's baselines and the oracle ceiling,
+    each under the spec's validation protocol."""
     contenders: dict[str, RunConfig] = {"best": best_cfg}
+    if start_cfg is not None:
+        contenders["start"] = start_cfg
     contenders |= {k: spec.protocol(v) for k, v in (spec.baselines(context) if spec.baselines else {}).items()}
     ceiling = spec.oracle(best_cfg, context) if spec.oracle is not None else None
     if ceiling is not None:  # None: the target has no balanced counterpart
@@ -162,14 +185,24 @@ def _train_contenders(
 
 
 def _gains(results: dict[str, Any], reference: str | None) -> dict[str, Any]:
-    """The best's gain over zero-shot and the reference, and its validation-test gap."""
-    out: dict[str, Any] = {}
+    """The best's paired gains over zero-shot, the study's start and the reference: per-seed differences of test
+    macro-F1 (the same seed, source and test images; ``hwr.tune.stats.paired_interval``), and its
+    validation-test gap."""
+    out: dict[str, Any] = {"intervals": {}}
     best = results["contenders"]["best"]
-    for ref in ("zero_shot", reference):
+    for ref in dict.fromkeys(("zero_shot", "start", reference)):
         if ref and ref in results["contenders"]:
             other = results["contenders"][ref]
-            out[f"gain_macro_f1_vs_{ref}"] = best["macro_f1_mean"] - other["macro_f1_mean"]
-            out[f"beats_{ref}_every_seed"] = all(b > o for b, o in zip(best["macro_f1"], other["macro_f1"]))
+            iv = stats.paired_interval(best["macro_f1"], other["macro_f1"])
+            out[f"gain_macro_f1_vs_{ref}"] = iv.mean
+            finite = lambda x: x if math.isfinite(x) else None  # one run: no interval (JSON null)
+            out["intervals"][ref] = {
+                "mean": iv.mean,
+                "low": finite(iv.low),
+                "high": finite(iv.high),
+                "n": iv.n,
+                "level": iv.level,
+            }
     if "val_macro_f1_mean" in best:
         out["selected_val_test_gap"] = best["val_macro_f1_mean"] - best["macro_f1_mean"]
     return out
@@ -191,9 +224,13 @@ def evaluate_best(
     out_root = study_root / "evaluation"
     winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data=data)
     best_cfg = spec.protocol(config_of(winner))
+    start = start_trial(spec, study)
+    start_cfg = spec.protocol(config_of(start)) if start is not None else None
     source = prepare_source(spec, root, data=data)
+    if best_cfg.finetune is not None:  # every contender starts from the best's source (the zoo's choice)
+        source = Path(best_cfg.finetune.source)
     context = StudyContext(source, study_root, study.user_attrs.get("dataset"), data)
-    contenders = _contenders(spec, best_cfg, context)
+    contenders = _contenders(spec, best_cfg, context, start_cfg)
     trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data)
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
@@ -203,6 +240,7 @@ def evaluate_best(
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
+        "start_trial": start.number if start is not None else None,
         "selection": selection,
         "shot_groups": groups,
         "contenders": {label: _aggregate(rs, contenders.get(label), groups) for label, rs in trained.items()},
@@ -220,21 +258,23 @@ def load_evaluation(root: Path, study_name: str) -> dict[str, Any] | None:
 
 
 def verdict(result: dict[str, Any]) -> list[str]:
-    """Plain sentences about an evaluation: the gains, and a warning when the best loses to doing nothing."""
+    """Plain sentences about an evaluation: each paired gain with its 95% interval, "beats" only where the interval
+    excludes zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
+    own starting point."""
     lines = []
-    if "gain_macro_f1_vs_zero_shot" in result:
-        g = 100 * result["gain_macro_f1_vs_zero_shot"]
-        if g <= 0:
-            lines.append(
-                f"WARNING: the study's best does not beat the source model used as is (zero-shot): "
-                f"{g:+.2f} macro-F1 points; fine-tuning as searched makes the model worse"
-            )
-        else:
-            every = "on every seed" if result.get("beats_zero_shot_every_seed") else "on average, not on every seed"
-            lines.append(f"best vs zero-shot: {g:+.2f} macro-F1 points ({every})")
-    for key, value in result.items():
-        if key.startswith("gain_macro_f1_vs_") and key != "gain_macro_f1_vs_zero_shot":
-            lines.append(f"best vs {key.removeprefix('gain_macro_f1_vs_')}: {100 * value:+.2f} macro-F1 points")
+    for ref, iv in result.get("intervals", {}).items():
+        low, high = (-math.inf if iv["low"] is None else iv["low"]), (math.inf if iv["high"] is None else iv["high"])
+        interval = stats.Interval(iv["mean"], low, high, iv["n"], iv.get("level", 0.95))
+        name = {"zero_shot": "zero-shot (the source as is)", "start": "the study's start"}.get(ref, ref)
+        words = stats.wording(interval)
+        bounds = f"95% interval [{100 * low:+.2f}, {100 * high:+.2f}]" if iv["n"] > 1 else "one run: no interval"
+        lines.append(
+            f"best {words} {name}: {100 * iv['mean']:+.2f} macro-F1 points, {bounds} over {iv['n']} paired runs"
+        )
+        if ref == "zero_shot" and words != "beats":
+            lines.insert(0, "WARNING: the study's best does not beat the source model used as is (zero-shot)")
+        if ref == "start" and words != "beats":
+            lines.append("the search did not beat its own untuned starting point")
     if "selected_val_test_gap" in result:
         lines.append(
             f"selected trial #{result['best_trial']}: validation - test macro-F1 gap "

@@ -83,18 +83,56 @@ def test_shot_groups_split_classes_into_thirds_by_training_count():
     assert g2["many"] == [1] and g2["few"] == [2] and sorted(c for cs in g2.values() for c in cs) == [0, 1, 2, 3]
 
 
-def test_verdict_warns_when_the_best_loses_to_zero_shot():
+def _iv(mean, low, high, n=3):
+    return {"mean": mean, "low": low, "high": high, "n": n, "level": 0.95}
+
+
+def test_verdict_says_beats_only_where_the_interval_excludes_zero():
     lose = {
         "best_trial": 3,
-        "gain_macro_f1_vs_zero_shot": -0.02,
-        "gain_macro_f1_vs_plain_finetune": 0.01,
+        "intervals": {"zero_shot": _iv(-0.02, -0.03, -0.01), "start": _iv(0.01, -0.005, 0.025)},
         "selected_val_test_gap": 0.05,
     }
     lines = evaluation.verdict(lose)
-    assert lines[0].startswith("WARNING") and "-2.00" in lines[0]
-    assert any("plain_finetune: +1.00" in s for s in lines) and any("+5.00" in s for s in lines)
-    win = evaluation.verdict({"best_trial": 1, "gain_macro_f1_vs_zero_shot": 0.04, "beats_zero_shot_every_seed": True})
-    assert win == ["best vs zero-shot: +4.00 macro-F1 points (on every seed)"]
+    assert lines[0].startswith("WARNING") and "loses to zero-shot" in lines[1] and "-2.00" in lines[1]
+    assert "shows no detectable difference from the study's start: +1.00" in lines[2] and "[-0.50, +2.50]" in lines[2]
+    assert "did not beat its own untuned starting point" in lines[3] and "+5.00" in lines[4]
+    win = evaluation.verdict({"best_trial": 1, "intervals": {"zero_shot": _iv(0.04, 0.01, 0.07, 9)}})
+    assert win == [
+        "best beats zero-shot (the source as is): +4.00 macro-F1 points, 95% interval [+1.00, +7.00] over 9 paired runs"
+    ]
+    one = evaluation.verdict({"best_trial": 1, "intervals": {"plain_finetune": _iv(0.04, None, None, 1)}})
+    assert one == [
+        "best shows no detectable difference from plain_finetune: +4.00 macro-F1 points, one run: no interval over 1 paired runs"
+    ]
+    assert not any("every seed" in line for line in lines + win)
+
+
+def test_gains_are_paired_intervals_over_the_seeds():
+    contenders = {
+        "best": {"macro_f1": [0.96, 0.97, 0.98, 0.99]},
+        "zero_shot": {"macro_f1": [0.95, 0.95, 0.95, 0.95]},
+        "plain_finetune": {"macro_f1": [0.96, 0.96, 0.96, 0.96]},
+    }
+    g = evaluation._gains({"contenders": contenders}, "plain_finetune")
+    zs = g["intervals"]["zero_shot"]
+    # diffs 0.01..0.04: mean 0.025, sd 0.01291, t(0.975, 3) = 3.182 -> half-width 0.02054
+    assert zs["mean"] == pytest.approx(0.025) and zs["low"] == pytest.approx(0.004457, abs=1e-6)
+    assert zs["high"] == pytest.approx(0.045543, abs=1e-6) and zs["n"] == 4
+    assert g["gain_macro_f1_vs_plain_finetune"] == pytest.approx(0.015) and "start" not in g["intervals"]
+
+
+def test_the_start_row_is_the_first_enqueued_trial(tmp_path):
+    spec = _spec(initial=({"x": 0.3},))
+    s = optuna.create_study(direction="maximize")
+    s.enqueue_trial({"x": 0.3})
+    for _ in range(3):
+        t = s.ask({"x": FloatDistribution(0, 1)})
+        t.set_user_attr("config", to_dict(TINY))
+        s.tell(t, t.params["x"])
+    start = evaluation.start_trial(spec, s)
+    assert start.number == 0 and start.params == {"x": 0.3}
+    assert evaluation.start_trial(_spec(), s) is None
 
 
 def test_spec_protocol_and_errors():
