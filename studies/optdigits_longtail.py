@@ -145,6 +145,17 @@ def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
     }
 
 
+def draws(target: str) -> tuple[str, ...]:
+    """The evaluation's long-tail draws: the target and two other image draws of the same profile (``draw=1, 2``:
+    the same per-class counts, other images), so its figures vary beyond training noise. A user's image folder
+    has one draw: itself."""
+    if not target.startswith("optdigits-lt"):
+        return (target,)
+    base, params = parse_name(target)
+    rest = ",".join(f"{k}={v:g}" for k, v in params.items() if k != "draw")
+    return (target, *(f"{base}:{rest},draw={d}" for d in (1, 2) if d != params["draw"]))
+
+
 def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig | None:
     """The winner's recipe on the balanced optdigits training split (same validation and test): the ceiling. None
     for a target without a balanced counterpart (an image folder of the user's own)."""
@@ -201,6 +212,7 @@ SPEC = StudySpec(
     validation="heldout",
     reference="plain_finetune",
     oracle=oracle,
+    eval_draws=draws,
     rerun_top=3,
     rerun_seeds=(201, 202),
     initial=INITIAL,

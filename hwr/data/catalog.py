@@ -203,12 +203,12 @@ DERIVED = {
     "optdigits": "UCI optdigits (scikit-learn load_digits) in MNIST's space; fixed 70/30 split, balanced test "
     "and a held-out balanced validation split (40 per class)",
     "optdigits-lt": "optdigits with a long-tailed train split (exponential; parameters ratio=100, order=0 (head "
-    "to tail: 0..9; another seed permutes the classes), val=40 per class); same balanced val and test",
+    "to tail: 0..9; another seed permutes the classes), draw=0 (another seed draws other images for the same counts), val=40 per class); same balanced val and test",
 }
 # parameters a derived data set accepts after a colon (``optdigits-lt:ratio=50,order=3``) and their defaults
 PARAMS: dict[str, dict[str, float]] = {
     "optdigits": {"val": OPTDIGITS_VAL_PER_CLASS},
-    "optdigits-lt": {"ratio": LONG_TAIL_RATIO, "order": 0, "val": OPTDIGITS_VAL_PER_CLASS},
+    "optdigits-lt": {"ratio": LONG_TAIL_RATIO, "order": 0, "draw": 0, "val": OPTDIGITS_VAL_PER_CLASS},
 }
 
 
@@ -240,6 +240,8 @@ def parse_name(name: str) -> tuple[str, dict[str, float]]:
         raise DatasetSpecError(f"dataset {name!r}: val must be a positive whole number of images per class")
     if "order" in params and (params["order"] < 0 or params["order"] != int(params["order"])):
         raise DatasetSpecError(f"dataset {name!r}: order must be a non-negative integer seed (0: classes 0..9)")
+    if "draw" in params and (params["draw"] < 0 or params["draw"] != int(params["draw"])):
+        raise DatasetSpecError(f"dataset {name!r}: draw must be a non-negative integer seed (0: the default images)")
     return base, params
 
 

@@ -101,6 +101,8 @@ def load(root: Path, base: str, params: dict[str, float]) -> Dataset:
     train_idx, val_idx = pool[rest], pool[val]
     if base == "optdigits-lt":
         k = random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 1)
+        if params.get("draw", 0):  # another draw of images for the same per-class counts (0: today's, bit for bit)
+            k = random.fold_in(k, 1000 + int(params["draw"]))
         seed = int(params["order"])
         order = splits.class_order(
             None if seed == 0 else random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 100 + seed), 10

@@ -169,19 +169,48 @@ def _contenders(
 
 
 def _train_contenders(
-    spec: StudySpec, contenders: dict[str, RunConfig], out_root: Path, callbacks: tuple, on_run: OnRun | None, data
+    spec: StudySpec,
+    contenders: dict[str, RunConfig],
+    out_root: Path,
+    callbacks: tuple,
+    on_run: OnRun | None,
+    data,
+    draws: tuple[str, ...],
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every contender trained on ``spec.eval_seeds``: their results, by label."""
+    """Every contender trained on every draw x ``spec.eval_seeds`` (the same order for all: runs pair by index),
+    its data set replaced by the draw's; their results, by label."""
     results: dict[str, list[dict[str, Any]]] = {}
     for label, cfg in contenders.items():
         results[label] = []
-        for s in spec.eval_seeds:
-            cfg_s, out = dataclasses.replace(cfg, seed=s), out_root / f"{label}_seed{s}"
-            r = _run(cfg_s, out, callbacks, spec.execution, data, test_split=True)
-            results[label].append(r)
-            if on_run:
-                on_run(label, s, r)
+        for d, draw in enumerate(draws):
+            on_draw = cfg if d == 0 else dataclasses.replace(cfg, dataset=_redraw(cfg.dataset, draws[0], draw))
+            for s in spec.eval_seeds:
+                # a contender the draw leaves as it is (the oracle's balanced set) reuses its first folder
+                out = out_root / (f"{label}_seed{s}" if on_draw == cfg else f"{label}_draw{d}_seed{s}")
+                r = _run(dataclasses.replace(on_draw, seed=s), out, callbacks, spec.execution, data, test_split=True)
+                results[label].append(r)
+                if on_run:
+                    on_run(label if d == 0 else f"{label} draw {d}", s, r)
     return results
+
+
+def _redraw(dataset: str, target: str, draw: str) -> str:
+    """A contender's data set on another draw: the draw's name where it trained on the target (the oracle's
+    balanced set stays itself)."""
+    return draw if dataset == target else dataset
+
+
+def _by_draw(agg: dict[str, Any], n_draws: int, n_seeds: int) -> dict[str, Any]:
+    """``agg`` with the mean test macro-F1 of each draw and their spread (the variation beyond training noise)."""
+    f1 = agg["macro_f1"]
+    means = [statistics.fmean(f1[d * n_seeds : (d + 1) * n_seeds]) for d in range(n_draws)]
+    return {**agg, "draw_macro_f1_means": means, "draw_macro_f1_std": statistics.stdev(means) if n_draws > 1 else 0.0}
+
+
+def _draws(spec: StudySpec, target: str) -> tuple[str, ...]:
+    """The data sets of the evaluation: the target first, then the spec's other draws of it."""
+    others = spec.eval_draws(target) if spec.eval_draws is not None else ()
+    return (target, *(d for d in others if d != target))
 
 
 def _gains(results: dict[str, Any], reference: str | None) -> dict[str, Any]:
@@ -231,19 +260,25 @@ def evaluate_best(
         source = Path(best_cfg.finetune.source)
     context = StudyContext(source, study_root, study.user_attrs.get("dataset"), data)
     contenders = _contenders(spec, best_cfg, context, start_cfg)
-    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data)
+    draws = _draws(spec, best_cfg.dataset)
+    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws)
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
     if source is not None and best_cfg.finetune is not None:
-        zero = _zero_shot(source, best_cfg.dataset, len(spec.eval_seeds), spec.execution.device, data)
+        zero = [r for d in draws for r in _zero_shot(source, d, len(spec.eval_seeds), spec.execution.device, data)]
         trained = {"zero_shot": zero, **trained}
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
         "start_trial": start.number if start is not None else None,
+        "draws": list(draws),
+        "seeds": list(spec.eval_seeds),
         "selection": selection,
         "shot_groups": groups,
-        "contenders": {label: _aggregate(rs, contenders.get(label), groups) for label, rs in trained.items()},
+        "contenders": {
+            label: _by_draw(_aggregate(rs, contenders.get(label), groups), len(draws), len(spec.eval_seeds))
+            for label, rs in trained.items()
+        },
         "ceilings": ["oracle"] if "oracle" in contenders else [],
     }
     results |= _gains(results, spec.reference)

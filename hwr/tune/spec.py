@@ -58,6 +58,10 @@ class StudySpec:
     zoo: dict[str, RunConfig] = dataclasses.field(default_factory=dict)
     baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
     eval_seeds: tuple[int, ...] = (101, 102, 103)
+    # the data sets the final evaluation trains and scores every contender on, given the study's target: other
+    # long-tail draws, so figures vary beyond training noise (None: the target alone); each draw x eval seed is
+    # one paired run
+    eval_draws: Callable[[str], tuple[str, ...]] | None = None
     # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
     # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
     # per trial, the metric averaged over folds)

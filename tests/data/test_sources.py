@@ -348,7 +348,7 @@ def test_long_tail_draws_are_parameters(optdigits):
     order = splits.class_order(random.fold_in(random.key(opt.OPTDIGITS_SPLIT_SEED), 102), 10)
     assert [counts[c] for c in order] == splits.long_tail_counts([full[c] for c in order], 50)
     assert torch.equal(sources.load("optdigits-lt:ratio=100,order=0", root).train_labels, lt.train_labels)
-    assert catalog.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "val": 40.0}
+    assert catalog.parse_name("optdigits-lt:ratio=50")[1] == {"ratio": 50.0, "order": 0.0, "draw": 0.0, "val": 40.0}
     for bad, match in (
         ("optdigits-lt:foo=1", "not a parameter"),
         ("optdigits-lt:ratio=x", "not a number"),

@@ -2,6 +2,7 @@
 groups, the verdict sentences; hwr.tune.study's validation protocol."""
 
 import dataclasses
+import json
 
 import optuna
 import pytest
@@ -159,3 +160,30 @@ def test_kfold_protocol_trains_every_fold_and_averages(tmp_path):
     assert len(folds) == 2 and t.value == pytest.approx((folds[0][0] + folds[1][0]) / 2)
     run = tmp_path / "studies" / "t" / "trial_0000"
     assert (run / "fold0" / "metrics.json").is_file() and (run / "fold1" / "metrics.json").is_file()
+
+
+def test_evaluation_pairs_every_contender_over_draws_and_seeds(tmp_path):
+    """Two draws x two seeds: four paired runs per contender, the start row from the enqueued trial, per-draw
+    means and the paired intervals over all four."""
+    from tiny import TINY_STUDY
+
+    base = tune.load_spec(str(TINY_STUDY))
+    spec = dataclasses.replace(
+        base,
+        n_trials=2,
+        eval_seeds=(1, 2),
+        initial=({"hidden": 16, "lr": 3e-3},),
+        eval_draws=lambda t: (t, "optdigits:val=30"),
+    )
+    s = tune.optimize(spec, storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}", name="tiny", root=tmp_path)
+    r = evaluation.evaluate_best(spec, s, root=tmp_path)
+    assert r["draws"] == ["optdigits", "optdigits:val=30"] and r["start_trial"] == 0
+    for label in ("best", "start", "plain_finetune"):
+        c = r["contenders"][label]
+        assert len(c["macro_f1"]) == 4 and len(c["draw_macro_f1_means"]) == 2
+    runs_on = {
+        json.loads(p.read_text())["config"]["dataset"]
+        for p in (tmp_path / "studies" / "tiny" / "evaluation").glob("best*/metrics.json")
+    }
+    assert runs_on == {"optdigits", "optdigits:val=30"}
+    assert r["intervals"]["start"]["n"] == 4 and r["intervals"]["plain_finetune"]["n"] == 4
