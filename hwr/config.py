@@ -28,6 +28,7 @@ class DataSettings:
 
     root: Path = dataclasses.field(default_factory=lambda: Path.home() / ".cache" / "hwr")
     network: bool = True
+    skip_bad: bool = False  # a user's image folder: skip unreadable or blank images (counted) instead of refusing
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser())

@@ -58,11 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _root(p: argparse.ArgumentParser) -> None:
     data = environment.read().data  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
     p.add_argument("--root", default=str(data.root), help="data root (default $HWR_DATA, else ~/.cache/hwr)")
+    p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
 
 
 def data_of(args: argparse.Namespace) -> DataSettings:
     """The ``DataSettings`` of ``--root`` (default ``$HWR_DATA``), ``$HWR_OFFLINE`` and ``fetch --offline``."""
-    data = environment.data_at(args.root)
+    data = environment.data_at(args.root, skip_bad=getattr(args, "skip_bad", False))
     return dataclasses.replace(data, network=False) if getattr(args, "offline", False) else data
 
 
@@ -135,6 +136,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_section()
     table.add_row("total", "", f"{sum(tr):,}", *([f"{sum(va):,}"] if va else []), f"{sum(te):,}")
     report.console.print(table)
+    if ds.provenance is not None:  # a user's folder or CSV: where each split came from
+        for split, info in ds.provenance["splits"].items():
+            report.console.print(f"{split}: {info['how']}")
+        if ds.provenance["skipped"]:
+            report.console.print(f"[yellow]skipped {len(ds.provenance['skipped'])} unreadable or blank image(s)[/]")
+    if not len(ds.train_labels):
+        return 0
     dup = clean.duplicates(ds.train_images, ds.test_images)
     mean, std = clean.normalization_stats(ds.train_images)
     ratio = max(tr) / max(min(tr), 1)

@@ -47,7 +47,7 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
             execution=execution,
             resume=resume,
             callbacks=[report.Progress(config.epochs)],
-            data=environment.data_at(args.data_root),
+            data=environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)),
             draw=report.draw_run,
         ),
         out,
@@ -123,17 +123,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_dataset(name)
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
-    ds = sources.load(name, environment.data_at(args.data_root), device=device)
-    if ds.num_classes != len(meta["classes"]):
-        raise UsageError(
-            f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
-            f"fine-tune it first: hwr finetune --from {args.run} --dataset {name} --out ..."
-        )
-    s = task.evaluate(
-        model, params, state, ds.test_images, ds.test_labels, ds.num_classes, mean=meta["mean"], std=meta["std"]
+    ds = sources.load(
+        name, environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)), device=device
     )
+    x, y = task.training.on_run_classes(ds, meta["classes"], args.run)
+    classes = meta["classes"]
+    s = task.evaluate(model, params, state, x, y, len(classes), mean=meta["mean"], std=meta["std"])
     report.console.print(
-        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
+        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(classes))
     )
     return 0
 

@@ -59,10 +59,12 @@ def read(environ: Mapping[str, str] | None = None) -> Environment:
     )
 
 
-def data_at(root: str | os.PathLike, environ: Mapping[str, str] | None = None) -> DataSettings:
+def data_at(
+    root: str | os.PathLike, environ: Mapping[str, str] | None = None, *, skip_bad: bool = False
+) -> DataSettings:
     """The data settings of a command given ``--root`` / ``--data-root`` (whose default is ``$HWR_DATA``):
-    that root, and downloads as ``$HWR_OFFLINE`` allows."""
-    return DataSettings(Path(root), read(environ).data.network)
+    that root, downloads as ``$HWR_OFFLINE`` allows, and ``--skip-bad`` for a user's image folder."""
+    return DataSettings(Path(root), read(environ).data.network, skip_bad)
 
 
 def start(environ: Mapping[str, str] | None = None) -> Environment:

@@ -57,6 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
         help="data root (default $HWR_DATA or ~/.cache/hwr)",
     )
+    p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     _device_arg(p)
     p.set_defaults(func=_evaluate)
 
@@ -107,6 +108,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
         help="data root (default $HWR_DATA or ~/.cache/hwr)",
     )
+    p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     g = p.add_argument_group("execution (where and how it runs; not part of the run's config)")
     _device_arg(g)
     c = g.add_mutually_exclusive_group()

@@ -70,6 +70,7 @@ class Dataset(NamedTuple):
     classes: tuple[str, ...]
     val_images: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    provenance: dict | None = None  # a user's folder or CSV: where each split came from, counts (hwr.data.folders)
 
     @property
     def num_classes(self) -> int:
@@ -245,8 +246,16 @@ def parse_name(name: str) -> tuple[str, dict[str, float]]:
     return base, params
 
 
+USER_DATA = ("folder:", "csv:")  # the user's own images (hwr.data.folders): checked when they load
+
+
 def check_name(name: str) -> str:
-    """Validate a data set name (with parameters) and return its base name; raises a clear error otherwise."""
+    """Validate a data set name (with parameters) and return its base name (``folder`` / ``csv`` for the user's
+    own images); raises a clear error otherwise."""
+    if isinstance(name, str) and name.startswith(USER_DATA):
+        if not name.partition(":")[2]:
+            raise DatasetSpecError(f"dataset {name!r} names no path; write folder:PATH or csv:FILE")
+        return name.partition(":")[0]
     return parse_name(name)[0]
 
 
@@ -257,13 +266,17 @@ def names() -> list[str]:
 
 def describe(name: str) -> str:
     """One line about a data set."""
+    if isinstance(name, str) and name.startswith(USER_DATA):
+        return f"{name}: your own images (hwr data info {name} shows the splits)"
     name = check_name(name)
     return IDX_SOURCES[name].description if name in IDX_SOURCES else DERIVED[name]
 
 
 def _check_base(name: str) -> None:
     if name not in IDX_SOURCES and name not in DERIVED:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; choose one of {', '.join(names())}, or folder:PATH / csv:FILE for your own images"
+        )
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:

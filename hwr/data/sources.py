@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from hwr.config import DataSettings
-from hwr.data import clean, idx
+from hwr.data import clean, folders, idx
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
     DERIVED,
@@ -48,6 +48,10 @@ from hwr.data.fetching import FetchReport, fetch_idx
 from hwr.data.filecheck import file_infos, problems
 
 __all__ = ["fetch", "fetch_report", "load"]
+
+
+def _skip_bad(root: DataSettings | str | os.PathLike | None) -> bool:
+    return isinstance(root, DataSettings) and root.skip_bad
 
 
 def _settings(root: DataSettings | str | os.PathLike | None, network: bool) -> tuple[Path, bool]:
@@ -119,6 +123,11 @@ def load(
     (unless ``fetch_missing=False``; ``network=False``: without internet downloads). Present but corrupt files
     raise ``IdxError``; they are never replaced silently (``hwr data fetch`` replaces them). ``root`` is a folder or
     a ``hwr.config.DataSettings`` (which also says whether the network may be used)."""
+    if folders.is_user_data(name):
+        skip_bad = _skip_bad(root)
+        ds = folders.load(name, _settings(root, network)[0], skip_bad=skip_bad)
+        _check_loaded(ds)
+        return _to(ds, device)
     base, params = parse_name(name)
     root, network = _settings(root, network)
     if base in DERIVED:
@@ -137,12 +146,17 @@ def load(
             )
         ds = Dataset(name, *_read_idx_source(source, folder), source.classes)
     _check_loaded(ds)
+    return _to(ds, device)
+
+
+def _to(ds: Dataset, device: str | torch.device) -> Dataset:
     tensors = {f: getattr(ds, f) for f in Dataset._fields if isinstance(getattr(ds, f), torch.Tensor)}
     return ds._replace(**{f: t.to(device) for f, t in tensors.items()})
 
 
 def _check_loaded(ds: Dataset) -> None:
-    clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
+    if len(ds.train_labels):  # a user's test-only folder has none (it scores a trained run)
+        clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
     if ds.val_images is not None:
         clean.validate(ds.val_images, ds.val_labels, ds.num_classes, name=f"{ds.name} val")
