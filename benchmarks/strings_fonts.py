@@ -3,7 +3,7 @@ from Debian packages, rendered to PNG and JPEG files of many sizes, colours and 
 path as ``hwr predict`` (``hwr.data.digits.load_image`` -> ``hwr.tasks.strings.training.normalise_string`` -> ``predict``).
 
     apt-get install fonts-dkg-handwriting fonts-humor-sans fonts-breip fonts-rufscript fonts-comic-neue \\
-        fonts-femkeklaver
+        fonts-femkeklaver        (the fonts: benchmarks/fonts.py)
     python benchmarks/strings_fonts.py --model runs/strings [--n 60] [--seed 1] [--beam 8] [--keep DIR]
 
 Prints CER and exact strings over all files and per font. The files vary: 3-8 digits, font size 28-150 px,
@@ -28,35 +28,20 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmarks.fonts import OUTLINE_FONTS, installed_fonts
 from benchmarks.strings_baseline import score
 from hwr.data import digits
 from hwr.data import strings as ds
 from hwr.tasks import strings as sr
 
-__all__ = ["FONTS", "installed_fonts", "main", "render"]
+__all__ = ["main", "render"]
 
-FONTS = [  # Debian: fonts-dkg-handwriting, fonts-humor-sans, fonts-breip, fonts-rufscript, fonts-comic-neue, ...
-    "/usr/share/fonts/truetype/fifthhorseman/dkg.ttf",
-    "/usr/share/fonts/truetype/fifthhorseman/dkgIt.ttf",
-    "/usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf",
-    "/usr/share/fonts/truetype/breip/Breip.ttf",
-    "/usr/share/fonts/truetype/rufscript/Rufscript010.ttf",
-    "/usr/share/fonts/opentype/comic-neue/ComicNeue-Regular.otf",
-]
-# Each digit drawn as a sketched outline (two strokes round a hollow), unlike any handwriting the model has seen:
-# reported in a row of its own, never mixed into the single-stroke figure, and not used by the tests.
-OUTLINE_FONTS = ["/usr/share/fonts/truetype/femkeklaver/femkeklaver.ttf"]  # fonts-femkeklaver
 COLOURS = [  # (ink, ground) RGB
     ([10, 10, 10], [255, 255, 255]),
     ([255, 255, 255], [0, 0, 0]),
     ([20, 40, 160], [240, 220, 120]),
     ([60, 60, 60], [170, 170, 170]),
 ]
-
-
-def installed_fonts(*, outline: bool = False) -> list[str]:
-    """The ``FONTS`` present on this machine, and the ``OUTLINE_FONTS`` too with ``outline=True``."""
-    return [f for f in [*FONTS, *(OUTLINE_FONTS if outline else [])] if Path(f).is_file()]
 
 
 def render(folder: Path, fonts: list[str], n: int = 30, seed: int = 0) -> list[tuple[Path, str, str]]:

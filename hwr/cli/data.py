@@ -33,6 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = ds.add_parser("info", help="counts per class, train/test duplicates, normalisation statistics")
     c.add_argument("name")
     _root(c)
+    _skip_bad(c)
     c.set_defaults(func=cmd_info)
 
     c = ds.add_parser("show", help="PNG grid of training images beside augmented copies")
@@ -43,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", required=True, help="PNG file to write")
     _root(c)
+    _skip_bad(c)
     c.set_defaults(func=cmd_show)
 
     c = ds.add_parser("compare", help="PNG grid of two data sets side by side, class by class")
@@ -52,13 +54,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", required=True, help="PNG file to write")
     _root(c)
+    _skip_bad(c)
     c.set_defaults(func=cmd_compare)
 
 
 def _root(p: argparse.ArgumentParser) -> None:
     data = environment.read().data  # the CLI edge: $HWR_DATA and HWR_OFFLINE become explicit arguments
     p.add_argument("--root", default=str(data.root), help="data root (default $HWR_DATA, else ~/.cache/hwr)")
-    p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
+
+
+def _skip_bad(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images (counted)"
+    )
 
 
 def data_of(args: argparse.Namespace) -> DataSettings:
@@ -72,6 +80,14 @@ def _check_name(name: str) -> None:
         catalog.check_name(name)  # a name, or a derived one with parameters: optdigits-lt:ratio=50,order=1
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _skipped(ds: catalog.Dataset) -> None:
+    """Say how many of a user's image files ``--skip-bad`` skipped, and which."""
+    skipped = (ds.provenance or {}).get("skipped") or []
+    if skipped:
+        shown = ", ".join(s["file"] for s in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        report.console.print(f"[yellow]skipped {len(skipped)} unreadable or blank image(s)[/]: {shown}", soft_wrap=True)
 
 
 def _positive(value: int, flag: str) -> None:
@@ -117,7 +133,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     _check_name(args.name)
-    ds = sources.load(args.name, data_of(args))
+    ds = sources.load(args.name, data_of(args), require_train=False)
     tr = splits.class_counts(ds.train_labels, ds.num_classes)
     te = splits.class_counts(ds.test_labels, ds.num_classes)
     va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
@@ -138,9 +154,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     report.console.print(table)
     if ds.provenance is not None:  # a user's folder or CSV: where each split came from
         for split, info in ds.provenance["splits"].items():
-            report.console.print(f"{split}: {info['how']}")
-        if ds.provenance["skipped"]:
-            report.console.print(f"[yellow]skipped {len(ds.provenance['skipped'])} unreadable or blank image(s)[/]")
+            report.console.print(f"{split}: {info['about']}", soft_wrap=True)
+        _skipped(ds)
     if not len(ds.train_labels):
         return 0
     dup = clean.duplicates(ds.train_images, ds.test_images)
@@ -173,6 +188,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _positive(args.rows, "--rows")
     config = _parse_augment(args.augment)
     ds = sources.load(args.name, data_of(args))
+    _skipped(ds)
     key = random.key(args.seed)
     pick = random.permutation(random.fold_in(key, 0), len(ds.train_labels))[: args.n]
     x = ds.train_images[pick].float() / 255.0  # (n, 1, 28, 28)
@@ -195,7 +211,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for name in (args.first, args.second):
         _check_name(name)
     _positive(args.per_class, "--per-class")
-    a, b = (sources.load(name, data_of(args)) for name in (args.first, args.second))
+    a, b = (sources.load(name, data_of(args), require_train=False) for name in (args.first, args.second))
     common = [c for c in a.classes if c in b.classes]
     if not common:
         raise UsageError(f"{a.name} and {b.name} share no class names; compare data sets of the same classes")

@@ -13,7 +13,8 @@ from hwr import recipes, report
 from hwr.cli import UsageError, environment, read_each, train_guarded
 from hwr.cli.train import check_dataset, device_of, execution_of
 from hwr.data import augment as aug
-from hwr.data import digits, sources
+from hwr.data import digits, folders, sources
+from hwr.data.catalog import Dataset
 from hwr.data.mix import MixConfig
 from hwr.engine.execution import Execution
 from hwr.losses import LossConfig
@@ -40,6 +41,9 @@ def _overrides(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, resume: bool = False) -> int:
     out = Path(args.out)
+    data = environment.data_at(args.data_root, skip_bad=args.skip_bad)
+    if folders.is_user_data(config.dataset):  # checked and converted before the run folder is written
+        _skipped(sources.load(config.dataset, data))
     result = train_guarded(
         lambda: task.run(
             config,
@@ -47,7 +51,7 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
             execution=execution,
             resume=resume,
             callbacks=[report.Progress(config.epochs)],
-            data=environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)),
+            data=data,
             draw=report.draw_run,
         ),
         out,
@@ -123,16 +127,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_dataset(name)
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
-    ds = sources.load(
-        name, environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)), device=device
+    data = environment.data_at(args.data_root, skip_bad=args.skip_bad)
+    ds = sources.load(name, data, device=device, require_train=False)
+    if folders.is_user_data(name):  # the user's own images: matched to the run's classes by name
+        ds = folders.on_classes(ds, meta["classes"], whose=str(args.run))
+        _skipped(ds)
+    if ds.num_classes != len(meta["classes"]):
+        raise UsageError(
+            f"{args.run} predicts {len(meta['classes'])} classes but {name} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {args.run} --dataset {name} --out ..."
+        )
+    s = task.evaluate(
+        model, params, state, ds.test_images, ds.test_labels, ds.num_classes, mean=meta["mean"], std=meta["std"]
     )
-    x, y = task.training.on_run_classes(ds, meta["classes"], args.run)
-    classes = meta["classes"]
-    s = task.evaluate(model, params, state, x, y, len(classes), mean=meta["mean"], std=meta["std"])
     report.console.print(
-        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(classes))
+        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
     )
     return 0
+
+
+def _skipped(ds: Dataset) -> None:
+    """Say how many of a user's image files ``--skip-bad`` skipped."""
+    skipped = (ds.provenance or {}).get("skipped") or []
+    if skipped:
+        report.err_console.print(
+            f"[yellow]skipped {len(skipped)} unreadable or blank image(s)[/] (--skip-bad), first: {skipped[0]['file']}"
+        )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out,
             resume=args.resume,
             callbacks=[Progress(config.epochs)],
-            data=environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)),
+            data=environment.data_at(args.data_root),
             execution=execution,
             draw=report.draw_strings_run,
         ),
@@ -131,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, params, state, meta = sr.load_run(args.run, device)
     if args.dataset not in (None, config.dataset):
         config = dataclasses.replace(config, dataset=args.dataset)  # validates: digit sets only
-    test = _test_strings(config, environment.data_at(args.data_root, skip_bad=getattr(args, "skip_bad", False)), device)
+    test = _test_strings(config, environment.data_at(args.data_root), device)
     s = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
     report.console.print(_length_table(s, f"{args.run} on {s['count']:,} {config.dataset} test strings"))
     report.console.print(

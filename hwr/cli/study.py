@@ -38,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="target data instead of the study's default, e.g. optdigits-lt:ratio=50,order=1 (another "
         "long-tail draw; the study name defaults to NAME-DATASET)",
     )
+    r.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     r.add_argument(
         "--pruner",
         default=None,
@@ -61,6 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = ss.add_parser("best", help="the best trial; --evaluate retrains it and the baselines on the test split")
     b.add_argument("name")
     b.add_argument("--evaluate", action="store_true")
+    b.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     _storage_args(b, name=False)
     _device_arg(b)
     b.set_defaults(func=cmd_best)
@@ -96,10 +98,10 @@ def _storage(url: str | None):
     return tune.open_storage(url, sqlite_timeout=environment.read().sqlite_timeout)
 
 
-def _data() -> dict[str, Any]:
+def _data(skip_bad: bool = False) -> dict[str, Any]:
     """``data``: ``$HWR_DATA`` / ``$HWR_OFFLINE`` as one ``DataSettings`` (the CLI reads the environment, the
-    library reads none; workers inherit the environment, so they read the same)."""
-    return {"data": environment.read().data}
+    library reads none; workers inherit the environment, so they read the same), and ``--skip-bad``."""
+    return {"data": environment.data_at(environment.read().data.root, skip_bad=skip_bad)}
 
 
 def _slug(text: str) -> str:
@@ -172,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--dataset", args.dataset] if args.dataset else []
         argv += ["--device", args.device] if args.device else []
         argv += ["--pruner", args.pruner] if args.pruner else []
+        argv += ["--skip-bad"] if args.skip_bad else []
         codes = run_workers(argv, args.workers)
         if any(codes):
             report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
@@ -182,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec,
             storage_url=args.storage,
             name=name,
-            **_data(),
+            **_data(args.skip_bad),
             n_trials=args.n_trials,
             timeout=args.timeout,
             seed=args.seed,
@@ -244,7 +247,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 f"balanced acc {t['balanced_accuracy']:.4f}"
             )
 
-        result = tune.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data())
+        result = tune.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data(args.skip_bad))
         report.console.print(report.evaluation_table(result))
         report.console.print(
             f"selected trial #{result['best_trial']} after re-running the top "

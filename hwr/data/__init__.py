@@ -6,6 +6,7 @@
 ``filecheck`` sha256 / header checks, gzip placed by hand, atomic writes;
 ``fetching`` present -> Debian package -> torchvision -> the PyPI wheel (MNIST);
 ``optdigits`` scikit-learn's digits in MNIST's space, fixed splits, held-out validation, long-tail draws.
+``folders``  the user's own images (``folder:PATH``, ``csv:FILE``): converted once, cached, splits drawn.
 ``idx``      the IDX file format, read and written.        ``digits``   one real image into MNIST's space.
 ``splits``   keyed stratified / long-tailed / balanced index selections.
 ``clean``    validation, train/test duplicates, normalisation statistics from the training split.

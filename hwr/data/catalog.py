@@ -204,7 +204,8 @@ DERIVED = {
     "optdigits": "UCI optdigits (scikit-learn load_digits) in MNIST's space; fixed 70/30 split, balanced test "
     "and a held-out balanced validation split (40 per class)",
     "optdigits-lt": "optdigits with a long-tailed train split (exponential; parameters ratio=100, order=0 (head "
-    "to tail: 0..9; another seed permutes the classes), draw=0 (another seed draws other images for the same counts), val=40 per class); same balanced val and test",
+    "to tail: 0..9; another seed permutes the classes), draw=0 (another seed draws other images for the same "
+    "counts), val=40 per class); same balanced val and test",
 }
 # parameters a derived data set accepts after a colon (``optdigits-lt:ratio=50,order=3``) and their defaults
 PARAMS: dict[str, dict[str, float]] = {
@@ -286,7 +287,11 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def layout(name: str, root: str | os.PathLike | None = None) -> tuple[Path, tuple[str, ...]]:
-    """The folder a data set's files go in and their names (empty for optdigits, computed from scikit-learn)."""
+    """The folder a data set's files go in and their names (empty for optdigits, computed from scikit-learn, and for
+    a user's ``folder:PATH`` / ``csv:FILE``: its own path, read where it is)."""
+    if isinstance(name, str) and name.startswith(USER_DATA):
+        check_name(name)
+        return Path(name.partition(":")[2]).expanduser(), ()
     name = check_name(name)
     root = resolve_root(root)
     if name in DERIVED:

@@ -11,6 +11,7 @@ border's noise level to the ink's peak.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -22,13 +23,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hwr.errors import InputError
 
-__all__ = ["FIELD", "MAX_PIXELS", "load_image", "mnist_style"]
+__all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "mnist_style"]
 
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
+
+
+def conversion_version() -> str:
+    """A digest of this file, the conversion: it changes whenever ``load_image`` or ``mnist_style`` may give other
+    pixels, so caches of converted images (optdigits, a user's folder) keyed by it are made again."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def mnist_style(image: torch.Tensor) -> torch.Tensor:

@@ -1,202 +1,399 @@
 """The user's own images as a data set: ``folder:PATH`` and ``csv:FILE`` names, loaded as a ``catalog.Dataset``.
 
 - ``folder:PATH``: ``PATH/train/<class>/*``, optional ``PATH/val/<class>/*`` and ``PATH/test/<class>/*`` (the
-  torchvision ``ImageFolder`` / Hugging Face ``imagefolder`` layout). Class names are the folder names under
-  ``train/``, sorted (numerically when every name is an integer, so ``0..9`` are labels 0..9). A folder with only
-  ``test/`` loads with an empty training split (``hwr evaluate RUN --dataset folder:PATH`` scores a run on it).
-- ``csv:FILE``: a header row with ``file,label`` and optionally ``split`` (train / val / test; none: train),
-  file paths relative to the CSV's folder.
+  torchvision ``ImageFolder`` / Hugging Face ``imagefolder`` layout; class folders may hold subfolders). The
+  classes are the folder names under ``train/``, sorted (numerically when every name is an integer, so ``0``..``9``
+  are labels 0..9 and ``10`` follows ``9``); a class in ``val/`` or ``test/`` that ``train/`` lacks is an error.
+  Files without an image suffix (``IMAGE_SUFFIXES``: ``notes.txt``, ``.DS_Store``) and hidden entries are ignored.
+- ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
+  or ``test``; without the column every row is ``train``); paths relative to the CSV's folder. Every listed file
+  is read as an image, whatever its suffix.
 
-Every image goes through ``hwr predict``'s reading path (``digits.load_image`` then ``digits.mnist_style``: any
-size, colour and polarity to MNIST's geometry), once: the uint8 results are cached under
-``ROOT/folders/<key of the path>/images.pt`` with a manifest of each file's sha1 (the bytes are hashed, never
-decoded again), and a file that was edited or added is decoded on the next load, a removed one dropped. Splits a
-folder lacks are drawn from ``train/``, stratified and keyed by ``splits.SPLIT_SEED`` (``VAL_FRACTION``,
-``TEST_FRACTION``); ``Dataset.provenance`` records how each split was obtained and its per-class counts.
-Unreadable or blank images are errors naming the file, unless ``DataSettings.skip_bad`` (``--skip-bad``) skips
-them (counted in the provenance); files without an image suffix are ignored.
+A folder or CSV with no training images but a test split loads with empty training tensors and the test split's
+classes when ``require_train=False`` (``hwr evaluate RUN --dataset folder:PATH`` scores a run on it, matching the
+classes by name: ``on_classes``).
+
+Every image goes through ``hwr predict``'s reading path, ``digits.mnist_style(digits.load_image(path))`` (any size,
+colour and polarity to MNIST's uint8 ``(1, 28, 28)``), once: the results are cached in
+``ROOT/folders/<sha1 of the resolved path>/images.pt`` with the manifest ``(split, class, relative path, sha1 of
+the bytes)`` and the conversion's version (``digits.conversion_version``). Each load hashes every file's bytes
+again and decodes only the files whose content the cache lacks: an edited or added file is decoded, a removed
+one dropped, the rest reused; the cache is rewritten (atomically) when the manifest changed, and never when loading
+fails. A file that cannot be decoded, or holds no ink (blank: one colour), is an error naming it, unless
+``skip_bad`` (the CLI's ``--skip-bad``) skips it; the skipped files are listed in the provenance.
+
+Splits the data lacks are drawn from the training images, stratified and keyed by ``splits.SPLIT_SEED``
+(``fold_in(key(SPLIT_SEED), TEST_FOLD)`` for test, ``VAL_FOLD`` for validation): ``TEST_FRACTION`` and
+``VAL_FRACTION`` of each class's training images (rounded, at least one, never all), so the same files always give
+the same splits (adding files redraws them). A class needs an image to train on plus one per drawn split: 3 images
+when neither val nor test is given, 2 when one is, 1 when both are. ``Dataset.provenance`` records the path, the
+classes, each split's per-class counts and how it was obtained, and the skipped files (JSON-ready).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import pickle
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from hwr import files, random
 from hwr.data import digits, splits
-from hwr.data.catalog import Dataset, DatasetSpecError
-from hwr.data.optdigits import _conversion_version
+from hwr.data.catalog import Dataset, DatasetSpecError, DataUnavailableError
 from hwr.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "PREFIXES", "TEST_FRACTION", "VAL_FRACTION", "is_user_data", "load"]
+__all__ = [
+    "CACHE_VERSION",
+    "IMAGE_SUFFIXES",
+    "PREFIXES",
+    "SPLITS",
+    "TEST_FOLD",
+    "TEST_FRACTION",
+    "VAL_FOLD",
+    "VAL_FRACTION",
+    "Entry",
+    "cache_file",
+    "is_user_data",
+    "load",
+    "on_classes",
+]
 
 PREFIXES = ("folder:", "csv:")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-VAL_FRACTION = 0.1  # of train/, per class, when the folder has no val/
-TEST_FRACTION = 0.2  # of train/, per class, when the folder has no test/ (drawn before the validation split)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = "1"
+TEST_FRACTION = 0.2  # of each class's training images, held out as test when there is no test split
+VAL_FRACTION = 0.1  # of each class's training images, held out as validation when there is no val split
+TEST_FOLD, VAL_FOLD = 12, 11  # the draws' keys: fold_in(key(SPLIT_SEED), fold)
+CACHE_VERSION = 1  # the cache file's layout
 
-Entry = tuple[str, str, Path]  # (split, class name, file)
+
+class Entry(NamedTuple):
+    """One image of a folder or CSV: its split, class name, file, and path as the manifest records it."""
+
+    split: str
+    label: str
+    file: Path
+    rel: str
 
 
-def is_user_data(name: str) -> bool:
+def is_user_data(name: object) -> bool:
     """True for a ``folder:`` or ``csv:`` data set name."""
     return isinstance(name, str) and name.startswith(PREFIXES)
 
 
+def cache_file(root: Path, name: str) -> Path:
+    """Where the converted images of ``name`` are cached under the data root."""
+    kind, source = _source(name)
+    return Path(root) / "folders" / hashlib.sha1(f"{kind}:{source.resolve()}".encode()).hexdigest() / "images.pt"
+
+
+def _source(name: str) -> tuple[str, Path]:
+    kind, _, where = name.partition(":")
+    if not where.strip():
+        raise DatasetSpecError(f"dataset {name!r} names no path; write folder:PATH or csv:FILE")
+    return kind, Path(where.strip()).expanduser()
+
+
 def _class_order(names: set[str]) -> list[str]:
-    return sorted(names, key=int) if all(n.isdigit() for n in names) else sorted(names)
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
 
 
-def _scan_folder(path: Path) -> list[Entry]:
+def _visible(path: Path, top: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(top).parts)
+
+
+def _scan_folder(name: str, path: Path) -> list[Entry]:
     if not path.is_dir():
-        raise DatasetSpecError(f"folder:{path}: no such folder; give PATH holding train/<class>/ (and val/, test/)")
+        raise DataUnavailableError(f"{name}: {path} is not a folder; give PATH holding train/<class>/ images")
     present = [s for s in SPLITS if (path / s).is_dir()]
-    if not present or present == ["val"]:
-        raise DatasetSpecError(f"folder:{path}: no train/ or test/ folder inside; lay it out as PATH/train/<class>/*")
+    if "train" not in present and "test" not in present:
+        raise DatasetSpecError(
+            f"{name}: no train/ folder in {path}; lay the images out as {path}/train/<class>/* (and optionally "
+            "val/<class>/*, test/<class>/*)"
+        )
     entries = []
     for split in present:
-        for cls in sorted(p for p in (path / split).iterdir() if p.is_dir()):
-            images = sorted(f for f in cls.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise DatasetSpecError(f"folder:{path}: class folder {cls} holds no image; remove it or add images")
-            entries += [(split, cls.name, f) for f in images]
-    return entries
-
-
-def _scan_csv(path: Path) -> list[Entry]:
-    if not path.is_file():
-        raise DatasetSpecError(f"csv:{path}: no such file; give a CSV with a header row file,label[,split]")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise DatasetSpecError(f"csv:{path}: needs a header row with columns file,label (and optionally split)")
-    entries = []
-    for i, row in enumerate(rows, start=2):
-        split = (row.get("split") or "train").strip()
-        if split not in SPLITS:
-            raise DatasetSpecError(f"csv:{path} line {i}: split {split!r} is not one of {SPLITS}")
-        file = path.parent / row["file"].strip()
-        if not file.is_file():
-            raise DatasetSpecError(f"csv:{path} line {i}: {file} does not exist")
-        entries.append((split, row["label"].strip(), file))
-    return entries
-
-
-def _classes(name: str, entries: list[Entry]) -> list[str]:
-    by_split = {s: {c for sp, c, _ in entries if sp == s} for s in SPLITS}
-    known = by_split["train"] or by_split["test"]
-    for split in ("val", "test"):
-        extra = by_split[split] - known
-        if extra and by_split["train"]:
+        top = path / split
+        loose = [f.name for f in top.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if loose:
             raise DatasetSpecError(
-                f"{name}: class(es) {sorted(extra)} in {split}/ but not in train/; add their training images "
-                "or remove them"
+                f"{name}: {top}/{loose[0]} is not inside a class folder; move it to {split}/<class>/"
             )
-    return _class_order(known)
+        found = {d.name: d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")}
+        classes = [found[c] for c in _class_order(set(found))]  # entries in label order
+        if not classes:
+            raise DatasetSpecError(f"{name}: {top}/ holds no class folder; add {split}/<class>/ images or remove it")
+        for cls in classes:
+            images = sorted(
+                f for f in cls.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, cls)
+            )
+            if not images:
+                raise DatasetSpecError(
+                    f"{name}: class folder {cls} holds no image (PNG, JPEG, ...); add some or remove it"
+                )
+            entries += [Entry(split, cls.name, f, str(f.relative_to(path))) for f in images]
+    return entries
 
 
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def _decode(path: Path) -> torch.Tensor:
+def _scan_csv(name: str, path: Path) -> list[Entry]:
+    if not path.is_file():
+        raise DataUnavailableError(f"{name}: {path} is not a file; give a CSV with a header row file,label[,split]")
     try:
-        return digits.mnist_style(digits.load_image(path))
-    except FileNotFoundError as e:
-        raise InputError(str(e)) from None
-
-
-def _images(name: str, entries: list[Entry], cache: Path, skip_bad: bool) -> tuple[dict[str, torch.Tensor], list]:
-    """Each file's uint8 ``(1, 28, 28)`` image keyed by its sha1, decoding only what the cache lacks; the cache is
-    rewritten atomically when anything was decoded. Returns ``(images by sha1, skipped (file, why) pairs)``."""
-    saved: dict[str, Any] = {}
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-        except Exception:
-            saved = {}
-        if saved.get("version") != f"{CACHE_VERSION}:{_conversion_version()}":
-            saved = {}
-    old: dict[str, torch.Tensor] = saved.get("images", {})
-    out, skipped, decoded = {}, [], 0
-    for _, _, file in entries:
-        digest = _sha1(file)
-        if digest in old:
-            out[digest] = old[digest]
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetSpecError(f"{name}: cannot read {path} as CSV ({e})") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "file" not in header or "label" not in header:
+        raise DatasetSpecError(
+            f"{name}: {path} needs a header row naming the columns file,label (and optionally split)"
+        )
+    col = {h: header.index(h) for h in ("file", "label", "split") if h in header}
+    entries = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(v.strip() for v in row):
             continue
+        cell = {h: row[i].strip() if i < len(row) else "" for h, i in col.items()}
+        file, label, split = cell["file"], cell["label"], cell.get("split") or "train"
+        if not file or not label:
+            raise DatasetSpecError(f"{name}: {path} line {line} lacks a file or a label")
+        if split not in SPLITS:
+            raise DatasetSpecError(f"{name}: {path} line {line}: split {split!r} is not train, val or test")
+        if not (path.parent / file).is_file():
+            raise DataUnavailableError(f"{name}: {path} line {line}: {path.parent / file} does not exist")
+        entries.append(Entry(split, label, path.parent / file, file))
+    if not entries:
+        raise DatasetSpecError(f"{name}: {path} lists no image")
+    return entries
+
+
+def _classes(name: str, entries: list[Entry], kind: str) -> list[str]:
+    """The class names in label order; a val or test class the training images lack is an error."""
+    by_split = {s: {e.label for e in entries if e.split == s} for s in SPLITS}
+    if not by_split["train"]:
+        return _class_order(by_split["val"] | by_split["test"])
+    for split in ("val", "test"):
+        extra = _class_order(by_split[split] - by_split["train"])
+        if extra:
+            where = (
+                f"is in {split}/ but not in train/"
+                if kind == "folder"
+                else f"has rows of split {split} but none of train"
+            )
+            raise DatasetSpecError(
+                f"{name}: class {extra[0]!r} {where} (a model trained on it could not predict it); add its "
+                "training images or remove it" + (f" (also: {extra[1:]})" if extra[1:] else "")
+            )
+    return _class_order(by_split["train"])
+
+
+def _check_counts(name: str, entries: list[Entry], classes: list[str], drawn: list[str], kind: str) -> None:
+    """Every class has an image to train on plus one for each split drawn from its training images."""
+    counts = dict.fromkeys(classes, 0)
+    for e in entries:
+        counts[e.label] += e.split == "train"
+    need = 1 + len(drawn)
+    for label, n in counts.items():
+        if n >= need:
+            continue
+        images = f"{n} image{'' if n == 1 else 's'} " + ("in train/" if kind == "folder" else "of split train")
+        if not drawn:
+            raise DatasetSpecError(f"{name}: class {label!r} has no readable training image; add some or remove it")
+        what = " and a ".join("validation" if s == "val" else s for s in drawn)
+        add = " and ".join(f"a {s}/ folder" if kind == "folder" else f"rows of split {s}" for s in drawn)
+        raise DatasetSpecError(
+            f"{name}: class {label!r} has {images}: too few to hold out a {what} split from it ({need} "
+            f"needed: one to train on, one per split drawn); add {add} of your own (then 1 training image is "
+            f"enough), or more images of {label!r}"
+        )
+
+
+def _sha1(file: Path) -> str:
+    return hashlib.sha1(file.read_bytes()).hexdigest()
+
+
+def _version() -> str:
+    return f"{CACHE_VERSION}:{digits.conversion_version()}"
+
+
+def _read_cache(cache: Path) -> tuple[list, dict[str, torch.Tensor], dict[str, str]]:
+    """``(manifest, images by sha1, bad files' reasons by sha1)`` of the cache; empty when it is missing, made by
+    another conversion, or unreadable (then everything is decoded again)."""
+    try:
+        saved = torch.load(cache, weights_only=True)
+        images, digests = saved["images"], saved["sha1"]
+        if (
+            saved.get("version") == _version()
+            and images.dtype == torch.uint8
+            and tuple(images.shape) == (len(digests), 1, 28, 28)
+        ):
+            return saved["manifest"], dict(zip(digests, images)), dict(saved["bad"])
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, pickle.UnpicklingError, EOFError):
+        pass
+    return [], {}, {}
+
+
+def _write_cache(cache: Path, manifest: list, images: dict[str, torch.Tensor], bad: dict[str, str]) -> None:
+    digests = sorted(images)
+    stacked = torch.stack([images[d] for d in digests]) if digests else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    saved = {"version": _version(), "manifest": manifest, "sha1": digests, "images": stacked, "bad": bad}
+    with contextlib.suppress(OSError):  # a read-only data root still works, decoding on every load
+        files.atomic_write(cache, lambda p: torch.save(saved, p))
+
+
+def _decode(file: Path) -> torch.Tensor:
+    return digits.mnist_style(digits.load_image(file))
+
+
+def _convert(name: str, entries: list[Entry], cached: dict, bad: dict, skip_bad: bool) -> tuple[list, dict, dict]:
+    """``(manifest, images by sha1, bad reasons by sha1)`` of ``entries``: the cached images reused, the others
+    decoded. A bad file raises ``InputError`` naming it, unless ``skip_bad``."""
+    manifest, images, bad_now = [], {}, {}
+    for e in entries:
         try:
-            out[digest] = _decode(file)
-            decoded += 1
-        except InputError as e:
-            if not skip_bad:
-                raise InputError(
-                    f"{name}: {e}; fix or remove the file, or pass --skip-bad to skip such files"
-                ) from None
-            skipped.append((str(file), str(e)))
-    if decoded or set(out) != set(old):
-        version = f"{CACHE_VERSION}:{_conversion_version()}"
-        files.atomic_write(cache, lambda p: torch.save({"version": version, "images": out}, p))
-    return out, skipped
+            digest = _sha1(e.file)
+        except OSError as err:
+            digest, why = f"unreadable:{e.rel}", f"cannot read the file ({err.strerror or err})"
+            bad = {**bad, digest: why}
+        manifest.append([e.split, e.label, e.rel, digest])
+        if digest in cached:
+            images[digest] = cached[digest]
+            continue
+        if digest not in bad and digest not in bad_now:
+            try:
+                images[digest] = cached[digest] = _decode(e.file)
+                continue
+            except (ValueError, OSError) as err:  # InputError: not an image, truncated, blank
+                bad_now[digest] = str(err).removeprefix(f"{e.file}: ")
+        why = bad.get(digest) or bad_now[digest]
+        bad_now[digest] = why
+        if not skip_bad:
+            raise InputError(f"{name}: {e.file}: {why}; fix or remove the file, or pass --skip-bad to skip such files")
+    return manifest, images, bad_now
 
 
-def _stack(entries: list[Entry], images: dict, hashes: dict, classes: list[str], split: str):
-    chosen = [(c, f) for s, c, f in entries if s == split and hashes.get(f) in images]
+def _empty() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+
+
+def _stack(entries: list[Entry], digests: list[str], images: dict, classes: list[str], split: str):
+    chosen = [(e, d) for e, d in zip(entries, digests) if e.split == split]
     if not chosen:
-        return torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
-    x = torch.stack([images[hashes[f]] for _, f in chosen])
-    y = torch.tensor([classes.index(c) for c, _ in chosen], dtype=torch.int64)
+        return _empty()
+    x = torch.stack([images[d] for _, d in chosen])
+    y = torch.tensor([classes.index(e.label) for e, _ in chosen], dtype=torch.int64)
     return x, y
 
 
-def _draw(name: str, x, y, fraction: float, fold: int, split: str, classes: list[str]):
-    """``(rest, drawn)`` pairs: a stratified ``fraction`` of ``(x, y)`` held out as ``split``, keyed."""
-    counts = torch.bincount(y, minlength=len(classes))
-    few = [classes[c] for c in range(len(classes)) if counts[c] < 2]
-    if few:
-        raise DatasetSpecError(
-            f"{name}: class(es) {few} have fewer than 2 images in train/: too few to draw a {split} split from; "
-            f"add a {split}/ folder, add images, or use validation='kfold' with a val/ folder for the rest"
-        )
+def _draw(xy: tuple[torch.Tensor, torch.Tensor], fraction: float, fold: int) -> tuple[tuple, tuple]:
+    """``(rest, drawn)``: a stratified ``fraction`` of each class of ``xy`` held out with a fixed key."""
+    x, y = xy
     rest, drawn = splits.stratified_split(random.fold_in(random.key(splits.SPLIT_SEED), fold), y, fraction)
     return (x[rest], y[rest]), (x[drawn], y[drawn])
 
 
-def _cache_path(root: Path, source: Path) -> Path:
-    key = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:16]
-    return root / "folders" / f"{source.name}-{key}" / "images.pt"
+def _split_sets(entries: list[Entry], digests: list[str], images: dict, classes: list[str]) -> tuple[dict, dict]:
+    """``(pairs, how)``: each split's ``(images, labels)``, the missing ones drawn from train, and how each came."""
+    pairs = {s: _stack(entries, digests, images, classes, s) for s in SPLITS}
+    how: dict[str, dict[str, Any]] = {s: {"origin": "given" if len(pairs[s][1]) else "absent"} for s in SPLITS}
+    if not len(pairs["train"][1]):
+        return pairs, how
+    val_fraction = VAL_FRACTION
+    if how["test"]["origin"] == "absent":
+        pairs["train"], pairs["test"] = _draw(pairs["train"], TEST_FRACTION, TEST_FOLD)
+        how["test"] = {"origin": "drawn", "from": "train", "fraction": TEST_FRACTION, "seed": splits.SPLIT_SEED}
+        how["test"]["fold"] = TEST_FOLD
+        val_fraction = VAL_FRACTION / (1 - TEST_FRACTION)  # of what is left: VAL_FRACTION of train/ as given
+    if how["val"]["origin"] == "absent":
+        pairs["train"], pairs["val"] = _draw(pairs["train"], val_fraction, VAL_FOLD)
+        how["val"] = {"origin": "drawn", "from": "train", "fraction": VAL_FRACTION, "seed": splits.SPLIT_SEED}
+        how["val"]["fold"] = VAL_FOLD
+    return pairs, how
 
 
-def load(name: str, root: Path, *, skip_bad: bool = False) -> Dataset:
-    """The ``folder:PATH`` or ``csv:FILE`` data set ``name`` on the CPU (see the module docstring)."""
-    kind, _, where = name.partition(":")
-    source = Path(where).expanduser()
-    entries = _scan_folder(source) if kind == "folder" else _scan_csv(source)
-    classes = _classes(name, entries)
-    images, skipped = _images(name, entries, _cache_path(root, source), skip_bad)
-    hashes = {f: _sha1(f) for _, _, f in entries}
-    pairs = {s: _stack(entries, images, hashes, classes, s) for s in SPLITS}
-    how = {s: "given" if any(e[0] == s for e in entries) else "" for s in SPLITS}
-    if len(pairs["train"][1]):
-        if not how["test"]:
-            pairs["train"], pairs["test"] = _draw(name, *pairs["train"], TEST_FRACTION, 12, "test", classes)
-            how["test"] = f"drawn from train/: {TEST_FRACTION:g} per class, stratified, SPLIT_SEED fold 12"
-        if not how["val"]:
-            pairs["train"], pairs["val"] = _draw(name, *pairs["train"], VAL_FRACTION, 11, "val", classes)
-            how["val"] = f"drawn from train/: {VAL_FRACTION:g} of the rest per class, stratified, SPLIT_SEED fold 11"
-    provenance = {
-        "source": str(source.resolve()),
-        "classes": classes,
-        "splits": {
-            s: {"how": how[s] or "absent", "counts": torch.bincount(pairs[s][1], minlength=len(classes)).tolist()}
-            for s in SPLITS
-        },
-        "skipped": skipped,
-    }
+def _about(info: dict[str, Any], split: str, kind: str, source: Path, drew: bool) -> str:
+    """One line: how a split was obtained (``hwr data info`` prints it)."""
+    if info["origin"] == "drawn":
+        return (
+            f"drawn from the training images: {info['fraction']:.0%} of each class, stratified, key "
+            f"fold_in(key(SPLIT_SEED={info['seed']}), {info['fold']})"
+        )
+    if info["origin"] == "absent":
+        return "none (test only: for scoring a trained run)" if split == "train" else "none"
+    given = f"{source}/{split}/" if kind == "folder" else f"the rows of split {split} in {source}"
+    return f"given: {given}" + (" less the drawn splits" if split == "train" and drew else "")
+
+
+def _provenance(kind: str, source: Path, classes: list[str], pairs: dict, how: dict, skipped: list) -> dict:
+    out = {"kind": kind, "path": str(source.resolve()), "classes": list(classes), "splits": {}, "skipped": skipped}
+    drew = any(how[s]["origin"] == "drawn" for s in SPLITS)
+    for s in SPLITS:
+        info = dict(how[s])
+        info["counts"] = torch.bincount(pairs[s][1], minlength=len(classes)).tolist()
+        info["about"] = _about(info, s, kind, source, drew)
+        out["splits"][s] = info
+    return out
+
+
+def load(name: str, root: Path, *, skip_bad: bool = False, require_train: bool = True) -> Dataset:
+    """The ``folder:PATH`` or ``csv:FILE`` data set ``name`` on the CPU, converted images cached under ``root``
+    (see the module docstring). ``require_train=False`` lets a folder with only test (and val) images load, with
+    empty training tensors. Raises ``DataUnavailableError`` (no such path), ``DatasetSpecError`` (layout, classes,
+    too few images) or ``InputError`` (a bad image, named; ``skip_bad`` skips it), one line each."""
+    kind, source = _source(name)
+    entries = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
+    classes = _classes(name, entries, kind)
+    has = {s: any(e.split == s for e in entries) for s in SPLITS}
+    if not has["train"] and (require_train or not has["test"]):
+        where = f"{source}/train/<class>/" if kind == "folder" else f"rows of split train in {source}"
+        raise DatasetSpecError(
+            f"{name} has no training images (only {', '.join(s for s in SPLITS if has[s])}): it can score a trained "
+            f"run (hwr evaluate RUN --dataset {name}) but not train one; add {where}"
+        )
+    drawn = [s for s in ("test", "val") if has["train"] and not has[s]]
+    if has["train"]:
+        _check_counts(name, entries, classes, drawn, kind)  # before decoding anything
+    cache = cache_file(root, name)
+    manifest, cached, bad = _read_cache(cache)
+    new_manifest, images, bad_now = _convert(name, entries, dict(cached), bad, skip_bad)
+    kept = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] in images]
+    skipped = [{"file": e.rel, "why": bad_now[m[3]]} for e, m in zip(entries, new_manifest) if m[3] not in images]
+    if has["train"]:
+        _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
+    pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
+    provenance = _provenance(kind, source, classes, pairs, how, skipped)
+    if new_manifest != manifest or bad_now != bad:
+        _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
     return Dataset(name, *pairs["train"], *pairs["test"], tuple(classes), *val, provenance=provenance)
+
+
+def on_classes(ds: Dataset, classes: Sequence[str], *, whose: str = "the model") -> Dataset:
+    """``ds`` (a user's folder or CSV) with its labels renumbered into ``classes``' order, matched by name, and
+    ``classes`` as its classes: a test folder holding only some of a model's classes is scored on the model's
+    indices. Raises ``DatasetSpecError`` naming a class of ``ds`` that ``classes`` lacks."""
+    classes = tuple(classes)
+    unknown = [c for c in ds.classes if c not in classes]
+    if unknown:
+        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+        raise DatasetSpecError(
+            f"{ds.name}: class {unknown[0]!r} is not one of the {len(classes)} classes of {whose} ({shown})"
+            + (f" (nor {unknown[1:]})" if unknown[1:] else "")
+            + f"; remove it, or fine-tune on the data first: hwr finetune --from RUN --dataset {ds.name}"
+        )
+    index = torch.tensor([classes.index(c) for c in ds.classes], dtype=torch.int64)
+    relabel = lambda y: None if y is None else index.to(y.device)[y]
+    return ds._replace(
+        train_labels=relabel(ds.train_labels),
+        val_labels=relabel(ds.val_labels),
+        test_labels=relabel(ds.test_labels),
+        classes=classes,
+    )

@@ -6,7 +6,6 @@ Every split is drawn with a fixed key, so the same name always gives the same im
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def _conversion_version() -> str:
     """Changes whenever ``hwr/data/digits.py`` (the conversion) changes, invalidating cached conversions."""
     from hwr.data import digits
 
-    return hashlib.sha256(Path(digits.__file__).read_bytes()).hexdigest()[:16]
+    return digits.conversion_version()
 
 
 def _all(root: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,10 +50,6 @@ from hwr.data.filecheck import file_infos, problems
 __all__ = ["fetch", "fetch_report", "load"]
 
 
-def _skip_bad(root: DataSettings | str | os.PathLike | None) -> bool:
-    return isinstance(root, DataSettings) and root.skip_bad
-
-
 def _settings(root: DataSettings | str | os.PathLike | None, network: bool) -> tuple[Path, bool]:
     """``(root, network)`` from a ``DataSettings`` (its own network flag wins) or a plain root."""
     if isinstance(root, DataSettings):
@@ -118,14 +114,18 @@ def load(
     device: str | torch.device = "cpu",
     fetch_missing: bool = True,
     network: bool = True,
+    require_train: bool = True,
 ) -> Dataset:
     """A data set as uint8 ``(N, 1, 28, 28)`` images and int64 labels on ``device``, fetching missing files first
     (unless ``fetch_missing=False``; ``network=False``: without internet downloads). Present but corrupt files
     raise ``IdxError``; they are never replaced silently (``hwr data fetch`` replaces them). ``root`` is a folder or
-    a ``hwr.config.DataSettings`` (which also says whether the network may be used)."""
+    a ``hwr.config.DataSettings`` (which also says whether the network may be used, and ``skip_bad``).
+
+    ``folder:PATH`` and ``csv:FILE`` are the user's own images (``hwr.data.folders``: converted once, cached under
+    the root); ``require_train=False`` lets one without training images load (for scoring a trained run)."""
     if folders.is_user_data(name):
-        skip_bad = _skip_bad(root)
-        ds = folders.load(name, _settings(root, network)[0], skip_bad=skip_bad)
+        skip_bad = isinstance(root, DataSettings) and root.skip_bad
+        ds = folders.load(name, _settings(root, network)[0], skip_bad=skip_bad, require_train=require_train)
         _check_loaded(ds)
         return _to(ds, device)
     base, params = parse_name(name)

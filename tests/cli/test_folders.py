@@ -1,75 +1,141 @@
-"""`--dataset folder:PATH` at the command line: `hwr data info` prints every split's per-class counts and how it
-was obtained, `hwr finetune` and `hwr evaluate` run on the folder, and bad folders are one line, exit 2, nothing
-written."""
+"""``--dataset folder:PATH`` / ``csv:FILE`` at the command line: ``hwr data info`` prints every split's per-class
+counts and how it was obtained, ``hwr train`` / ``finetune`` train on a folder, ``hwr evaluate`` scores a run on a
+test-only folder of some of its classes, and every bad folder is one line, exit 2, nothing written under the data
+root or ``--out``; ``--skip-bad`` skips (and counts) unreadable or blank images. Mostly in-process (``hwr.cli.main``)
+to stay quick; one subprocess checks the console script's exit code end to end."""
 
 import json
 
-from cli_run import bad, hwr
+import pytest
+from cli_run import bad
 from PIL import Image, ImageDraw
 
+from hwr import cli
 
-def _write(root, split, counts):
-    for c, n in enumerate(counts):
-        (root / split / str(c)).mkdir(parents=True, exist_ok=True)
+
+def write(root, split, counts, classes=None):
+    """``root/split/<class>/`` with ``counts[i]`` drawn images (PNG, a JPEG every third) of ``classes[i]``."""
+    classes = classes or [str(c) for c in range(len(counts))]
+    for c, (name, n) in enumerate(zip(classes, counts)):
+        (root / split / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            img = Image.new("L", (36, 44), 255)
-            ImageDraw.Draw(img).line([(8 + 3 * c, 6), (12 + 2 * c + i % 3, 38)], fill=0, width=3 + i % 2)
-            img.save(root / split / str(c) / f"{i}.png")
+            img = Image.new("L", (36 + 4 * (i % 3), 44), 255)
+            d = ImageDraw.Draw(img)
+            d.line([(8 + 3 * c, 6), (12 + 2 * c + i % 3, 38)], fill=0, width=3 + i % 2)
+            d.ellipse([20, 10 + i % 9, 24 + c, 14 + i % 9], fill=0)
+            img.save(root / split / name / f"{i}.{'jpg' if i % 3 == 2 else 'png'}")
+    return root
 
 
-def test_info_finetune_and_evaluate_on_a_folder(tmp_path):
-    src = tmp_path / "mine"
-    _write(src, "train", [20, 12, 6, 3])
-    _write(src, "test", [4, 4, 4, 4])
+def hwr_in(capsys, *args: str) -> tuple[int, str, str]:
+    """``hwr ARGS`` in this process: ``(exit code, stdout, stderr)``."""
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def cells(out: str) -> dict[str, list[str]]:
+    """The body rows of the rich tables in ``out`` by their first cell."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.count("│") > 2]
+    return {r[0]: r[1:] for r in rows}
+
+
+def refused(capsys, *args: str, match: str) -> None:
+    code, _, err = hwr_in(capsys, *args)
+    assert code == 2 and err.startswith("hwr: error: ") and len(err.strip().splitlines()) == 1, err
+    assert match in err, err
+
+
+def test_info_train_finetune_and_evaluate_on_folders(tmp_path, capsys):
     data = ["--data-root", str(tmp_path / "data")]
-    info = hwr("data", "info", f"folder:{src}", "--root", str(tmp_path / "data"), env={"COLUMNS": "300"}).stdout
-    assert "classes" in info and "val: drawn from train/" in info and "test: given" in info
-    source = tmp_path / "source"
-    hwr(
-        "train",
-        "--dataset",
-        "optdigits",
-        "--epochs",
-        "1",
-        "--limit-train",
-        "256",
-        "--no-compile",
-        "--out",
-        str(source),
-        *data,
+    fast = ["--epochs", "1", "--batch-size", "8", "--no-compile", "--augment", "none", *data]
+    src = write(tmp_path / "mine", "train", [10, 8, 5, 3])
+    write(src, "test", [2, 2, 2, 2])
+    code, out, _ = hwr_in(capsys, "data", "info", f"folder:{src}", "--root", str(tmp_path / "data"))
+    assert code == 0 and cells(out)["total"][1:] == ["22", "4", "8"]  # train, val (drawn), test
+    assert "val: drawn from the training images: 10% of each class" in out and f"test: given: {src}/test/" in out
+    assert "train: given" in out and "less the drawn splits" in out
+    assert cells(out)["3"] == ["3", "2", "1", "2"]  # class 3: label 3, 2 train, 1 val (drawn), 2 test
+
+    run = tmp_path / "run"
+    code, out, _ = hwr_in(capsys, "train", "--dataset", f"folder:{src}", "--out", str(run), *fast)
+    assert code == 0, out
+    assert json.loads((run / "metrics.json").read_text())["classes"] == ["0", "1", "2", "3"]
+
+    other = write(tmp_path / "abc", "train", [8, 8, 8], ["a", "b", "c"])
+    ft = tmp_path / "ft"
+    code, out, _ = hwr_in(
+        capsys, "finetune", "--from", str(run), "--dataset", f"folder:{other}", "--out", str(ft), *fast
     )
-    out = tmp_path / "ft"
-    p = hwr(
-        "finetune",
-        "--from",
-        str(source),
-        "--dataset",
-        f"folder:{src}",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--no-compile",
-        "--out",
-        str(out),
-        *data,
-    )
-    assert "initialised afresh (not from the source): head.kernel, head.bias" in p.stdout  # 4 classes, not 10
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["classes"] == ["0", "1", "2", "3"] and m["test"]["count"] == 16
-    assert sorted(m["reinitialised"]) == ["head.bias", "head.kernel"]
-    assert "test (16 images)" in hwr("evaluate", str(out), "--dataset", f"folder:{src}", *data).stdout
+    assert code == 0 and "initialised afresh (not from the source): head.kernel, head.bias" in out  # 3 classes, not 4
+    assert json.loads((ft / "metrics.json").read_text())["classes"] == ["a", "b", "c"]
+
+    only = write(tmp_path / "others", "test", [3, 2], ["3", "1"])  # other writers, two of the run's classes
+    code, out, _ = hwr_in(capsys, "evaluate", str(run), "--dataset", f"folder:{only}", *data)
+    assert code == 0 and "test (5 images)" in out
+    rows = cells(out)
+    assert [rows[c][-1] for c in "0123"] == ["0", "2", "0", "3"]  # support under the run's classes
+    letters = write(tmp_path / "letters", "test", [1, 1], ["3", "x"])
+    refused(capsys, "evaluate", str(run), "--dataset", f"folder:{letters}", *data, match="class 'x' is not one of")
+    refused(capsys, "train", "--dataset", f"folder:{only}", "--out", str(tmp_path / "no"), *fast, match="no training")
+    assert not (tmp_path / "no").exists()
 
 
-def test_bad_folders_are_one_line_and_write_nothing(tmp_path):
+@pytest.fixture
+def broken(tmp_path):
+    """A folder with one image that does not decode and one blank image among good ones."""
+    src = write(tmp_path / "broken", "train", [6, 6])
+    (src / "train" / "1" / "x.png").write_text("not an image")
+    Image.new("RGB", (40, 40), (230, 220, 200)).save(src / "train" / "0" / "blank.jpg")
+    return src
+
+
+def test_bad_folders_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, broken):
     root = tmp_path / "data"
-    bad("data", "info", f"folder:{tmp_path / 'missing'}", "--root", str(root), match="no such folder")
+    out = tmp_path / "out"
+    missing = tmp_path / "missing"
     empty = tmp_path / "empty"
     (empty / "train" / "0").mkdir(parents=True)
-    bad("data", "info", f"folder:{empty}", "--root", str(root), match="holds no image")
-    broken = tmp_path / "broken"
-    _write(broken, "train", [4, 4])
-    (broken / "train" / "1" / "x.png").write_text("not an image")
-    bad("data", "info", f"folder:{broken}", "--root", str(root), match=("x.png", "--skip-bad"))
-    assert not root.exists()
-    assert "skipped 1 unreadable" in hwr("data", "info", f"folder:{broken}", "--root", str(root), "--skip-bad").stdout
+    (empty / "train" / "0" / "notes.txt").write_text("not an image: ignored, so the class folder is empty")
+    extra = write(tmp_path / "extra", "train", [3, 3])
+    write(extra, "test", [1, 1, 1], ["0", "1", "2"])
+    no_train = write(tmp_path / "val_only", "val", [2, 2])
+    few = write(tmp_path / "few", "train", [5, 1])
+    cases = [
+        (f"folder:{missing}", "is not a folder"),
+        (f"csv:{missing}.csv", "is not a file"),
+        (f"folder:{no_train}", "no train/ folder"),
+        (f"folder:{empty}", "holds no image"),
+        (f"folder:{extra}", "class '2' is in test/ but not in train/"),
+        (f"folder:{few}", "class '1' has 1 image in train/: too few"),
+        (f"folder:{broken}", "train/0/blank.jpg: no ink found"),
+    ]
+    for name, match in cases:
+        refused(capsys, "data", "info", name, "--root", str(root), match=match)
+        refused(capsys, "train", "--dataset", name, "--out", str(out), "--data-root", str(root), match=match)
+    (broken / "train" / "0" / "blank.jpg").unlink()
+    refused(
+        capsys,
+        "data",
+        "show",
+        f"folder:{broken}",
+        "--out",
+        str(out / "a.png"),
+        "--root",
+        str(root),
+        match="train/1/x.png: not an image file",
+    )
+    refused(capsys, "finetune", "--from", str(out), "--dataset", "folder:", "--out", str(out), match="names no path")
+    assert not root.exists() and not out.exists()
+    bad("data", "info", f"folder:{missing}", "--root", str(root), match="is not a folder")  # the console script
+
+
+def test_skip_bad_skips_and_counts(tmp_path, capsys, broken):
+    root = ["--root", str(tmp_path / "data")]
+    code, out, _ = hwr_in(capsys, "data", "info", f"folder:{broken}", *root, "--skip-bad")
+    assert code == 0 and "skipped 2 unreadable or blank image(s)" in out
+    assert "train/0/blank.jpg" in out and "train/1/x.png" in out and "total" in out
+    code, out, _ = hwr_in(
+        capsys, "data", "show", f"folder:{broken}", "--out", str(tmp_path / "s.png"), *root, "--skip-bad"
+    )
+    assert code == 0 and (tmp_path / "s.png").is_file() and "skipped 2" in out

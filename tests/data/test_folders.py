@@ -1,5 +1,6 @@
-"""The user's own images (hwr.data.folders): folder and CSV layouts, class names, the reading path, the content-keyed
-cache and its invalidation, drawn splits, bad input, --skip-bad, and a test-only folder scored by a trained run."""
+"""The user's own images (hwr.data.folders): folder and CSV layouts, class names and their order, predict's reading
+path, the content-keyed cache and its invalidation, drawn splits (stratified, keyed, disjoint), too few images, bad
+input (one line, nothing written), --skip-bad, and a test-only folder scored by a trained run by class name."""
 
 import numpy as np
 import pytest
@@ -7,165 +8,302 @@ import torch
 from PIL import Image, ImageDraw
 from tiny import EAGER, TINY_CNN
 
-from hwr import runs
+from hwr import errors
 from hwr.config import DataSettings
-from hwr.data import catalog, digits, folders, sources
+from hwr.data import catalog, digits, folders, sources, splits
 from hwr.errors import InputError
+from hwr.optim import OptimConfig
 from hwr.tasks import digits as task
 from hwr.tasks.digits.config import RunConfig
 
 
-def _glyph(path, cls: int, *, size=40, photo=False, invert=False, seed=0):
-    """A real image file of a drawn glyph: strokes of the class's shape (a count of bars), PNG or JPEG."""
-    rng = np.random.default_rng(seed)
-    bg, ink = (
-        ((30, 30, 30), (240, 240, 240)) if invert else ((250, 245, 230) if photo else (255, 255, 255), (20, 30, 120))
-    )
-    img = Image.new("RGB", (size, size + 8), bg)
+def glyph(path, cls: int, k: int = 0, *, style: str = "plain"):
+    """A real image file of a glyph unique to ``(cls, k)``: ``cls % 4 + 1`` strokes jittered by ``k``. Styles:
+    ``plain`` (grey, dark on white), ``rgb`` (blue ink on yellow), ``inverted`` (light on black), ``photo`` (tinted
+    paper, noise), each at its own size; the suffix picks PNG or JPEG."""
+    rng = np.random.default_rng(1000 * cls + k)
+    w, h = {"plain": (40, 48), "rgb": (64, 80), "inverted": (28, 28), "photo": (120, 100)}[style]
+    ground, ink = {
+        "plain": (255, 20),
+        "rgb": ((240, 220, 120), (20, 40, 160)),
+        "inverted": (0, 240),
+        "photo": ((236, 228, 205), (40, 35, 60)),
+    }[style]
+    img = Image.new("L" if style in ("plain", "inverted") else "RGB", (w, h), ground)
     d = ImageDraw.Draw(img)
     for i in range(cls % 4 + 1):
-        x = 6 + 7 * i + int(rng.integers(0, 2))
-        d.line([(x, 8), (x + cls % 3, size - 2)], fill=ink, width=3)
-    if photo:
-        a = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (size + 8, size, 3))
+        x = w * (0.2 + 0.15 * i) + rng.uniform(-2, 2)
+        d.line([(x, h * 0.15), (x + rng.uniform(-4, 4) + cls % 3, h * 0.85)], fill=ink, width=max(2, w // 14))
+    d.ellipse([w * 0.55, h * 0.2, w * 0.55 + 3 + k % 7, h * 0.2 + 3 + k % 5], fill=ink)  # makes each k unique
+    if style == "photo":
+        a = np.asarray(img, dtype=np.float32) + rng.normal(0, 5, (h, w, 3))
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    img.save(path, quality=90) if path.suffix == ".jpg" else img.save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, quality=92) if path.suffix == ".jpg" else img.save(path)
     return path
 
 
-def _folder(root, counts, *, splits=("train",), classes=None):
+STYLES = ("plain", "rgb", "inverted", "photo")
+
+
+def folder(root, counts, split="train", classes=None, offset=0):
+    """``root/split/<class>/`` with ``counts[i]`` images of class ``classes[i]`` in every style, PNG and JPEG."""
     classes = classes or [str(c) for c in range(len(counts))]
-    for split in splits:
-        for c, n in zip(classes, counts):
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                suffix = ".jpg" if i % 3 == 2 else ".png"
-                _glyph(root / split / c / f"{i}{suffix}", classes.index(c), photo=i % 4 == 1, invert=i % 5 == 3, seed=i)
+    for c, n in zip(classes, counts):
+        for k in range(n):
+            j = offset + k + (100 if split == "val" else 200 if split == "test" else 0)
+            glyph(root / split / c / f"{k}.{'jpg' if k % 3 == 2 else 'png'}", classes.index(c), j, style=STYLES[k % 4])
     return root
 
 
-def test_folder_layout_classes_reading_path_and_drawn_splits(tmp_path):
-    src = _folder(tmp_path / "mine", [12, 10, 6], classes=["cat", "ant", "bee"])
+def rows(x):
+    return {bytes(r.flatten().tolist()) for r in x}
+
+
+def test_layout_any_class_names_and_predicts_reading_path(tmp_path):
+    src = folder(tmp_path / "mine", [12, 10, 6], classes=["cat", "ant", "bee"])
+    (src / "train" / "cat" / "notes.txt").write_text("no image suffix: ignored")
     ds = sources.load(f"folder:{src}", tmp_path / "root")
-    assert ds.classes == ("ant", "bee", "cat")  # sorted folder names, any names
-    n = len(ds.train_labels) + len(ds.val_labels) + len(ds.test_labels)
-    assert n == 28 and ds.train_images.dtype == torch.uint8 and ds.train_images.shape[1:] == (1, 28, 28)
-    one = src / "train" / "cat" / "0.png"
-    assert any(
-        torch.equal(img, digits.mnist_style(digits.load_image(one))) for img in ds.train_images
-    )  # predict's path
-    prov = ds.provenance
-    assert "drawn from train/" in prov["splits"]["val"]["how"] and "drawn" in prov["splits"]["test"]["how"]
-    assert all(c >= 1 for c in prov["splits"]["test"]["counts"])  # stratified: every class in the test split
-    again = sources.load(f"folder:{src}", tmp_path / "root")
-    assert torch.equal(again.test_images, ds.test_images) and torch.equal(again.val_labels, ds.val_labels)  # keyed
+    assert ds.classes == ("ant", "bee", "cat") and ds.name == f"folder:{src}"
+    for x in (ds.train_images, ds.val_images, ds.test_images):
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
+    assert len(ds.train_labels) + len(ds.val_labels) + len(ds.test_labels) == 28
+    by_class = {c: [] for c in ds.classes}
+    for x, y in ((ds.train_images, ds.train_labels), (ds.val_images, ds.val_labels), (ds.test_images, ds.test_labels)):
+        for img, label in zip(x, y.tolist()):
+            by_class[ds.classes[label]].append(bytes(img.flatten().tolist()))
+    for style_k in range(4):  # every style (grey, RGB, inverted, photo; PNG, JPEG) read exactly as hwr predict reads it
+        f = next((src / "train" / "cat").glob(f"{style_k}.*"))
+        assert bytes(digits.mnist_style(digits.load_image(f)).flatten().tolist()) in by_class["cat"]
+    p = ds.provenance
+    assert p["kind"] == "folder" and p["classes"] == ["ant", "bee", "cat"] and p["skipped"] == []
+    assert p["splits"]["train"]["counts"] == torch.bincount(ds.train_labels, minlength=3).tolist()
+    assert [p["splits"][s]["origin"] for s in folders.SPLITS] == ["given", "drawn", "drawn"]
 
 
-def test_numeric_class_names_sort_as_numbers_and_given_splits_are_used(tmp_path):
-    names = [str(c) for c in range(11)]
-    src = _folder(tmp_path / "d", [2] * 11, splits=("train", "val", "test"), classes=names)
+def test_integer_class_names_sort_as_numbers_and_given_splits_are_used(tmp_path):
+    names = [str(c) for c in (10, 2, 0, 1, 9)]
+    src = folder(tmp_path / "d", [1] * 5, classes=names)
+    folder(src, [1] * 5, "val", names)
+    folder(src, [2] * 5, "test", names)
     ds = sources.load(f"folder:{src}", tmp_path / "root")
-    assert ds.classes == tuple(names) and ds.provenance["splits"]["val"]["how"] == "given"
-    assert torch.bincount(ds.test_labels).tolist() == [2] * 11
+    assert ds.classes == ("0", "1", "2", "9", "10")  # '10' after '9'; 1 training image each is enough
+    assert ds.train_labels.tolist() == [0, 1, 2, 3, 4] and torch.bincount(ds.test_labels).tolist() == [2] * 5
+    assert {s["origin"] for s in ds.provenance["splits"].values()} == {"given"}
+    assert ds.provenance["splits"]["val"]["about"] == f"given: {src}/val/"
 
 
-def test_csv_with_and_without_split(tmp_path):
-    img = tmp_path / "imgs"
-    img.mkdir()
-    rows = ["file,label,split"]
+def test_csv_with_and_without_a_split_column(tmp_path):
     for i in range(12):
-        _glyph(img / f"{i}.png", i % 2, seed=i)
-        rows.append(f"imgs/{i}.png,{'ab'[i % 2]},{'test' if i >= 8 else 'train'}")
-    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
-    ds = sources.load(f"csv:{tmp_path / 'l.csv'}", tmp_path / "root")
-    assert ds.classes == ("a", "b") and len(ds.test_labels) == 4 and ds.provenance["splits"]["test"]["how"] == "given"
-    (tmp_path / "n.csv").write_text("file,label\n" + "\n".join(f"imgs/{i}.png,{'ab'[i % 2]}" for i in range(12)))
-    assert len(sources.load(f"csv:{tmp_path / 'n.csv'}", tmp_path / "root").test_labels) == 2  # drawn
+        glyph(tmp_path / "imgs" / f"{i}.png", i % 2, i)
+    lines = [f"imgs/{i}.png,{'ab'[i % 2]},{'test' if i >= 8 else 'train'}" for i in range(12)]
+    (tmp_path / "s.csv").write_text("file,label,split\n" + "\n".join(lines) + "\n")
+    ds = sources.load(f"csv:{tmp_path / 's.csv'}", tmp_path / "root")
+    assert ds.classes == ("a", "b") and ds.test_labels.tolist() == [0, 1, 0, 1]
+    assert ds.provenance["kind"] == "csv" and ds.provenance["splits"]["test"]["origin"] == "given"
+    assert torch.equal(ds.test_images[0], digits.mnist_style(digits.load_image(tmp_path / "imgs" / "8.png")))
+    (tmp_path / "n.csv").write_text("label,file\n" + "\n".join(f"{10 - i % 2},imgs/{i}.png" for i in range(12)))
+    ds = sources.load(f"csv:{tmp_path / 'n.csv'}", tmp_path / "root")  # no split column: all train, the rest drawn
+    assert ds.classes == ("9", "10") and len(ds.test_labels) == 2 and len(ds.val_labels) == 2
+    assert ds.provenance["splits"]["test"]["origin"] == "drawn"
+    (tmp_path / "h.csv").write_text("imgs/0.png,a\nimgs/1.png,b\n")
+    with pytest.raises(catalog.DatasetSpecError, match="header row naming the columns file,label"):
+        sources.load(f"csv:{tmp_path / 'h.csv'}", tmp_path / "root")
+    (tmp_path / "m.csv").write_text("file,label\nimgs/0.png,a\nimgs/nope.png,b\n")
+    with pytest.raises(catalog.DataUnavailableError, match=r"line 3: .*nope.png does not exist"):
+        sources.load(f"csv:{tmp_path / 'm.csv'}", tmp_path / "root")
 
 
-def test_the_cache_decodes_nothing_twice_and_notices_edits(tmp_path, monkeypatch):
-    src = _folder(tmp_path / "d", [4, 4], splits=("train", "test"))
-    calls = []
-    real = digits.load_image
-    monkeypatch.setattr(digits, "load_image", lambda p: calls.append(p) or real(p))
-    sources.load(f"folder:{src}", tmp_path / "root")
-    assert len(calls) == 16
-    calls.clear()
-    sources.load(f"folder:{src}", tmp_path / "root")
-    assert calls == []  # a second load decodes nothing
-    _glyph(src / "train" / "0" / "0.png", 3, seed=99)  # edited
-    _glyph(src / "train" / "1" / "new.png", 1, seed=98)  # added
-    (src / "test" / "1" / "0.png").unlink()  # removed
-    ds = sources.load(f"folder:{src}", tmp_path / "root")
-    assert sorted(p.name for p in calls) == ["0.png", "new.png"]
-    assert len(ds.train_labels) + len(ds.val_labels) == 9 and len(ds.test_labels) == 7
-
-
-def test_bad_input_names_the_problem_and_writes_nothing(tmp_path):
+def test_the_cache_decodes_nothing_twice_and_notices_edits_additions_and_removals(tmp_path, monkeypatch):
+    src = folder(tmp_path / "d", [4, 4])
+    folder(src, [2, 2], "test")
     root = tmp_path / "root"
-    with pytest.raises(catalog.DatasetSpecError, match="no such folder"):
-        sources.load(f"folder:{tmp_path / 'nowhere'}", root)
-    (tmp_path / "flat").mkdir()
-    with pytest.raises(catalog.DatasetSpecError, match="no train/ or test/"):
-        sources.load(f"folder:{tmp_path / 'flat'}", root)
-    src = _folder(tmp_path / "d", [3, 3], splits=("train",))
-    (src / "train" / "2").mkdir()
-    with pytest.raises(catalog.DatasetSpecError, match="holds no image"):
-        sources.load(f"folder:{src}", root)
-    (src / "train" / "2").rmdir()
-    (src / "test" / "9").mkdir(parents=True)
-    _glyph(src / "test" / "9" / "a.png", 1)
-    with pytest.raises(catalog.DatasetSpecError, match=r"\['9'\] in test/ but not in train/"):
-        sources.load(f"folder:{src}", root)
-    (src / "test" / "9" / "a.png").unlink()
-    (src / "test" / "9").rmdir()
-    (src / "test").rmdir()
-    (src / "train" / "0" / "notes.txt").write_text("not an image")  # no image suffix: ignored
-    (src / "train" / "0" / "broken.png").write_text("not an image")
-    with pytest.raises(InputError, match=r"broken.png.*--skip-bad"):
-        sources.load(f"folder:{src}", root)
-    Image.new("RGB", (30, 30), (250, 250, 250)).save(src / "train" / "1" / "blank.png")
-    assert not (root / "folders").exists()  # nothing written when loading fails
-    ds = sources.load(f"folder:{src}", DataSettings(root, skip_bad=True))
-    assert len(ds.provenance["skipped"]) == 2 and {p.split("/")[-1] for p, _ in ds.provenance["skipped"]} == {
-        "broken.png",
-        "blank.png",
-    }
+    real, calls = digits.load_image, []
+    monkeypatch.setattr(digits, "load_image", lambda p: calls.append(p.name) or real(p))
+    first = sources.load(f"folder:{src}", root)
+    assert len(calls) == 12 and folders.cache_file(root, f"folder:{src}").is_file()
 
+    def refuse(p):
+        raise AssertionError(f"decoded {p} again")
 
-def test_too_few_images_to_draw_a_split_names_the_class_and_the_fix(tmp_path):
-    src = _folder(tmp_path / "d", [5, 1], splits=("train",))
-    with pytest.raises(catalog.DatasetSpecError, match=r"\['1'\] have fewer than 2 images.*add a test/ folder"):
-        sources.load(f"folder:{src}", tmp_path / "root")
-    # a long tail of 3 images per tail class loads when test/ is given (1 of the 3 is drawn to val)
-    src = _folder(tmp_path / "lt", [20, 3], splits=("train",))
-    _folder(src, [2, 2], splits=("test",))
-    ds = sources.load(f"folder:{src}", tmp_path / "root")
-    assert torch.bincount(ds.val_labels).tolist() == [2, 1] and torch.bincount(ds.train_labels).tolist() == [18, 2]
-
-
-def test_a_test_only_folder_is_scored_by_a_trained_run_matched_by_class_name(tmp_path):
-    run = tmp_path / "run"
-    cfg = RunConfig(model_config=TINY_CNN, dataset="optdigits", epochs=1, batch_size=32, limit_train=128, limit_test=64)
-    task.run(cfg, run, execution=EAGER, write_figures=False)
-    src = _folder(tmp_path / "others", [3, 3], splits=("test",), classes=["7", "3"])
-    ds = sources.load(f"folder:{src}", tmp_path / "root")
-    assert len(ds.train_labels) == 0 and ds.classes == ("3", "7")
-    _, y = task.training.on_run_classes(ds, [str(c) for c in range(10)], run)
-    assert sorted(set(y.tolist())) == [3, 7]  # the run's indices, not the folder's
-    r = task.evaluate_run(run, f"folder:{src}", data=DataSettings(tmp_path / "root"))
-    assert r["count"] == 6 and len(r["per_class"]["f1"]) == 10
-    bad = _folder(tmp_path / "letters", [2], splits=("test",), classes=["x"])
-    with pytest.raises(runs.RunError, match=r"class\(es\) \['x'\] it does not know"):
-        task.evaluate_run(run, f"folder:{bad}", data=DataSettings(tmp_path / "root"))
-
-
-def test_names_are_recognised_everywhere_a_data_set_is_named():
-    assert (
-        folders.is_user_data("folder:/x") and folders.is_user_data("csv:/x.csv") and not folders.is_user_data("mnist")
+    monkeypatch.setattr(digits, "load_image", refuse)
+    again = sources.load(f"folder:{src}", root)  # decodes nothing
+    for f in ("train_images", "train_labels", "val_images", "test_images", "test_labels"):
+        assert torch.equal(getattr(first, f), getattr(again, f))
+    monkeypatch.setattr(digits, "load_image", lambda p: calls.append(p.name) or real(p))
+    calls.clear()
+    glyph(src / "train" / "0" / "0.png", 3, 99)  # edited
+    glyph(src / "train" / "1" / "new.png", 1, 98)  # added
+    (src / "test" / "1" / "0.png").unlink()  # removed
+    ds = sources.load(f"folder:{src}", root)
+    assert sorted(calls) == ["0.png", "new.png"]  # only the changed files are decoded
+    assert len(ds.train_labels) + len(ds.val_labels) == 9 and ds.test_labels.tolist() == [0, 0, 1]
+    assert rows(digits.mnist_style(real(src / "train" / "0" / "0.png"))[None]) <= rows(ds.train_images) | rows(
+        ds.val_images
     )
-    assert catalog.check_name("folder:/any/path") == "folder"
+    assert not rows(first.test_images[2:3]) & rows(ds.test_images)  # the removed one is gone
+    calls.clear()
+    monkeypatch.setattr(digits, "conversion_version", lambda: "another conversion")
+    sources.load(f"folder:{src}", root)
+    assert len(calls) == 12  # another conversion: all 12 files are decoded again
+
+
+def test_drawn_splits_are_stratified_keyed_and_disjoint(tmp_path):
+    src = folder(tmp_path / "d", [10, 10, 10, 5])
+    ds = sources.load(f"folder:{src}", tmp_path / "root")
+    assert torch.bincount(ds.test_labels).tolist() == [2, 2, 2, 1]  # TEST_FRACTION of each class
+    assert torch.bincount(ds.val_labels).tolist() == [1, 1, 1, 1]  # VAL_FRACTION of each class (at least one)
+    assert torch.bincount(ds.train_labels).tolist() == [7, 7, 7, 3]
+    parts = [rows(ds.train_images), rows(ds.val_images), rows(ds.test_images)]
+    assert sum(map(len, parts)) == 35 and len(set.union(*parts)) == 35  # every image once, in one split
+    fresh = sources.load(f"folder:{src}", tmp_path / "elsewhere")  # another cache, the same draw
+    for f in ("train_images", "val_images", "test_images", "test_labels"):
+        assert torch.equal(getattr(ds, f), getattr(fresh, f))
+    how = ds.provenance["splits"]["test"]
+    assert (how["origin"], how["fraction"], how["seed"], how["fold"]) == ("drawn", 0.2, splits.SPLIT_SEED, 12)
+    assert "20% of each class" in how["about"] and "10% of each class" in ds.provenance["splits"]["val"]["about"]
+
+
+def test_too_few_images_name_the_class_and_what_fits(tmp_path):
+    src = folder(tmp_path / "a", [5, 2])
+    with pytest.raises(catalog.DatasetSpecError) as e:
+        sources.load(f"folder:{src}", tmp_path / "root")
+    msg = str(e.value)
+    assert "class '1' has 2 images in train/" in msg and "test and a validation split" in msg and "3 needed" in msg
+    assert "add a test/ folder and a val/ folder" in msg and "\n" not in msg
+    folder(src, [1, 1], "test")
+    assert torch.bincount(sources.load(f"folder:{src}", tmp_path / "root").val_labels).tolist() == [1, 1]
+    one = folder(tmp_path / "b", [4, 1])
+    folder(one, [1, 1], "test")
+    with pytest.raises(catalog.DatasetSpecError, match=r"class '1' has 1 image in train/.*validation split.*a val/ f"):
+        sources.load(f"folder:{one}", tmp_path / "root")
+    folder(one, [1, 1], "val")
+    assert sources.load(f"folder:{one}", tmp_path / "root").train_labels.tolist() == [0, 0, 0, 0, 1]
+    # a long tail down to 3 images loads, with a test folder or without
+    lt = folder(tmp_path / "lt", [20, 8, 3])
+    ds = sources.load(f"folder:{lt}", tmp_path / "root")
+    assert torch.bincount(ds.train_labels).tolist() == [14, 5, 1] and torch.bincount(ds.val_labels).tolist() == [
+        2,
+        1,
+        1,
+    ]
+    folder(lt, [3, 3, 3], "test")
+    ds = sources.load(f"folder:{lt}", tmp_path / "root")
+    assert torch.bincount(ds.train_labels).tolist() == [18, 7, 2] and torch.bincount(ds.val_labels).tolist() == [
+        2,
+        1,
+        1,
+    ]
+
+
+def _fails(name, root, error, match, **kw):
+    with pytest.raises(error, match=match) as e:
+        sources.load(name, DataSettings(root, **kw))
+    assert isinstance(e.value, errors.HwrError) and "\n" not in str(e.value)
+
+
+def test_bad_input_is_one_line_naming_the_problem_and_writes_nothing(tmp_path):
+    root = tmp_path / "root"
+    _fails(f"folder:{tmp_path / 'nowhere'}", root, catalog.DataUnavailableError, "nowhere is not a folder")
+    _fails(f"csv:{tmp_path / 'nowhere.csv'}", root, catalog.DataUnavailableError, "nowhere.csv is not a file")
+    _fails("folder:", root, catalog.DatasetSpecError, "names no path")
+    folder(tmp_path / "flat", [2], "val")
+    _fails(f"folder:{tmp_path / 'flat'}", root, catalog.DatasetSpecError, "no train/ folder")
+    src = folder(tmp_path / "d", [3, 3])
+    (src / "train" / "2").mkdir()
+    (src / "train" / "2" / "notes.txt").write_text("no image")
+    _fails(f"folder:{src}", root, catalog.DatasetSpecError, r"class folder .*train/2 holds no image")
+    (src / "train" / "2" / "notes.txt").unlink()
+    (src / "train" / "2").rmdir()
+    folder(src, [1, 1, 1], "test", ["0", "1", "x"])
+    _fails(f"folder:{src}", root, catalog.DatasetSpecError, r"class 'x' is in test/ but not in train/")
+    for f in (src / "test" / "x").iterdir():
+        f.unlink()
+    (src / "test" / "x").rmdir()
+    (src / "train" / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    _fails(f"folder:{src}", root, InputError, r"train/0/broken.png: not an image file.*--skip-bad")
+    (src / "train" / "0" / "broken.png").unlink()
+    Image.new("RGB", (30, 30), (200, 180, 150)).save(src / "train" / "1" / "blank.jpg")  # one colour: no ink
+    _fails(f"folder:{src}", root, InputError, r"train/1/blank.jpg: no ink found")
+    assert not root.exists()  # nothing written when loading fails
+    (src / "train" / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    ds = sources.load(f"folder:{src}", DataSettings(root, skip_bad=True))
+    assert sorted(s["file"] for s in ds.provenance["skipped"]) == ["train/0/broken.png", "train/1/blank.jpg"]
+    assert "no ink" in {s["file"]: s["why"] for s in ds.provenance["skipped"]}["train/1/blank.jpg"]
+    assert len(ds.train_labels) + len(ds.val_labels) == 6 and len(ds.test_labels) == 2
+    assert (
+        sources.load(f"folder:{src}", DataSettings(root, skip_bad=True)).provenance["skipped"]
+        == ds.provenance["skipped"]
+    )  # remembered: not decoded again
+    _fails(f"folder:{src}", root, InputError, "broken.png")  # and still refused without --skip-bad
+    for f in (src / "train" / "0").iterdir():
+        f.unlink()
+    for k in range(2):
+        Image.new("L", (20, 20), 255).save(src / "train" / "0" / f"{k}.png")  # every image of class 0 blank
+    _fails(f"folder:{src}", root, catalog.DatasetSpecError, "class '0' has 0 images in train/", skip_bad=True)
+
+
+def test_a_test_only_folder_loads_for_scoring_only(tmp_path):
+    src = folder(tmp_path / "t", [2, 3], "test", ["7", "3"])
+    _fails(f"folder:{src}", tmp_path / "root", catalog.DatasetSpecError, "no training images.*hwr evaluate RUN")
+    ds = sources.load(f"folder:{src}", tmp_path / "root", require_train=False)
+    assert ds.classes == ("3", "7") and ds.train_images.shape == (0, 1, 28, 28) and ds.val_images is None
+    assert ds.test_labels.tolist() == [0, 0, 0, 1, 1]
+    mapped = folders.on_classes(ds, [str(c) for c in range(10)])
+    assert mapped.test_labels.tolist() == [3, 3, 3, 7, 7] and mapped.num_classes == 10
+    with pytest.raises(catalog.DatasetSpecError, match=r"class '3' is not one of the 2 classes of runs/x \(a, b\)"):
+        folders.on_classes(ds, ["a", "b"], whose="runs/x")
+
+
+def test_a_run_trained_on_a_folder_scores_a_test_folder_of_some_of_its_classes(tmp_path):
+    data = DataSettings(tmp_path / "root")
+    src = folder(tmp_path / "train", [6] * 5, classes=["0", "1", "3", "7", "9"])
+    cfg = RunConfig(
+        model_config=TINY_CNN,
+        dataset=f"folder:{src}",
+        epochs=1,
+        batch_size=8,
+        optim=OptimConfig("adam", 3e-3, "constant"),
+    )
+    run = tmp_path / "run"
+    m = task.run(cfg, run, execution=EAGER, write_figures=False, data=data)
+    assert m["classes"] == ["0", "1", "3", "7", "9"]
+    others = folder(tmp_path / "others", [3, 2], "test", ["7", "3"])  # other writers, two of its classes
+    r = task.evaluate_run(run, f"folder:{others}", data=data)
+    confusion = torch.tensor(r["confusion"])
+    assert confusion.shape == (5, 5) and confusion.sum(1).tolist() == [0, 0, 2, 3, 0]  # rows of '3' and '7'
+    model, params, state, meta = task.load_run(run)
+    x = torch.cat([digits.mnist_style(digits.load_image(f))[None] for f in sorted((others / "test" / "3").iterdir())])
+    x7 = torch.cat([digits.mnist_style(digits.load_image(f))[None] for f in sorted((others / "test" / "7").iterdir())])
+    y = torch.tensor([2, 2, 3, 3, 3])
+    want = task.evaluate(model, params, state, torch.cat([x, x7]), y, 5, mean=meta["mean"], std=meta["std"])
+    assert r["confusion"] == want["confusion"] and r["count"] == 5
+    bad = folder(tmp_path / "letters", [1, 1], "test", ["3", "x"])
+    with pytest.raises(catalog.DatasetSpecError, match=rf"class 'x' is not one of the 5 classes of {run}"):
+        task.evaluate_run(run, f"folder:{bad}", data=data)
+
+
+def test_names_are_recognised_wherever_a_data_set_is_named(tmp_path):
+    assert folders.is_user_data("folder:/x") and folders.is_user_data("csv:x.csv") and not folders.is_user_data("mnist")
+    assert catalog.check_name("folder:/any/path") == "folder" and catalog.check_name("csv:l.csv") == "csv"
+    assert "your own images" in catalog.describe("folder:/p")
+    assert catalog.layout("folder:~/p", tmp_path)[1] == () and not str(catalog.layout("folder:~/p")[0]).startswith("~")
     with pytest.raises(catalog.DatasetSpecError, match="names no path"):
-        catalog.check_name("folder:")
+        catalog.check_name("csv:")
     with pytest.raises(catalog.UnknownDatasetError, match="folder:PATH / csv:FILE"):
         catalog.check_name("mnits")
+
+
+def test_the_benchmark_folder_is_long_tailed_with_balanced_val_and_test(tmp_path):
+    from benchmarks import digit_folder
+
+    out = tmp_path / "digits"
+    counts = digit_folder.main([str(out), "--head", "8", "--tail", "3", "--val", "1", "--test", "2", "--seed", "1"])
+    assert counts["train"] == digit_folder.long_tail(8, 3) == [8, 7, 6, 6, 5, 5, 4, 4, 3, 3]
+    assert {p.suffix for p in out.rglob("*.*")} == {".png", ".jpg"}
+    ds = sources.load(f"folder:{out}", tmp_path / "root")  # every image reads (none blank)
+    assert torch.bincount(ds.train_labels).tolist() == counts["train"] and ds.classes == tuple("0123456789")
+    assert torch.bincount(ds.val_labels).tolist() == [1] * 10 and torch.bincount(ds.test_labels).tolist() == [2] * 10
+    again = tmp_path / "again"
+    digit_folder.main([str(again), "--head", "8", "--tail", "3", "--val", "1", "--test", "2", "--seed", "1"])
+    assert (again / "train" / "9" / "9_002.png").read_bytes() == (out / "train" / "9" / "9_002.png").read_bytes()

@@ -40,17 +40,7 @@ from hwr.tasks.digits import finetune
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.preparation import Prepared, prepare
 
-__all__ = [
-    "Draw",
-    "RunFigures",
-    "evaluate",
-    "evaluate_run",
-    "load_run",
-    "make_batches",
-    "make_step",
-    "on_run_classes",
-    "run",
-]
+__all__ = ["Draw", "RunFigures", "evaluate", "evaluate_run", "load_run", "make_batches", "make_step", "run"]
 
 
 def evaluate(
@@ -363,28 +353,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[M
     return runs.load_run(run_dir, device)
 
 
-def on_run_classes(ds: sources.Dataset, classes: Sequence[str], run_dir: str | Path, split: str = "test"):
-    """``(images, labels)`` of ``ds``'s ``split`` with labels in the run's class order: a user's folder or CSV is
-    matched by class name (a test folder may hold only some of the run's classes); a built-in set must have the
-    run's classes. Raises ``RunError`` naming a class the run does not know."""
-    x, y = (ds.test_images, ds.test_labels) if split == "test" else (ds.val_images, ds.val_labels)
-    if tuple(ds.classes) == tuple(classes):
-        return x, y
-    unknown = [c for c in ds.classes if c not in classes]
-    if ds.provenance is None or unknown:
-        what = (
-            f"has class(es) {unknown} it does not know"
-            if unknown and ds.provenance
-            else (f"has {ds.num_classes} classes, the run predicts {len(classes)}")
-        )
-        raise RunError(
-            f"{ds.name} {what} ({run_dir} predicts {list(classes)}); fine-tune it first: "
-            f"hwr finetune --from {run_dir} --dataset {ds.name} --out ..."
-        )
-    mapping = torch.tensor([list(classes).index(c) for c in ds.classes], device=y.device)
-    return x, mapping[y]
-
-
 def evaluate_run(
     run_dir: str | Path,
     dataset: str,
@@ -394,12 +362,23 @@ def evaluate_run(
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
-    a fine-tuning study), on ``device``; a user's folder is matched to the run's classes by name
-    (``on_run_classes``). Raises ``RunError`` when the classes disagree or the split does not exist."""
+    a fine-tuning study), on ``device``. A user's ``folder:`` / ``csv:`` data set is matched to the run's classes
+    by name (it may hold only some of them, and no training images: ``hwr.data.folders.on_classes``). Raises
+    ``RunError`` when a built-in set's class count disagrees or the split does not exist, ``DatasetSpecError``
+    naming a folder's class the run does not know."""
+    from hwr.data import folders  # the user's own images (kept here: this function is the only user)
+
     device = runtime.resolve_device(device)
     model, params, state, meta = load_run(run_dir, device)
-    ds = sources.load(dataset, data or DataSettings(), device=device)
+    ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False)
+    if folders.is_user_data(dataset):
+        ds = folders.on_classes(ds, meta["classes"], whose=str(run_dir))
+    if ds.num_classes != len(meta["classes"]):
+        raise RunError(
+            f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ..."
+        )
     if split == "val" and ds.val_images is None:
         raise RunError(f"dataset {dataset} has no held-out validation split")
-    x, y = on_run_classes(ds, meta["classes"], run_dir, split)
-    return evaluate(model, params, state, x, y, len(meta["classes"]), mean=meta["mean"], std=meta["std"])
+    x, y = (ds.test_images, ds.test_labels) if split == "test" else (ds.val_images, ds.val_labels)
+    return evaluate(model, params, state, x, y, ds.num_classes, mean=meta["mean"], std=meta["std"])
