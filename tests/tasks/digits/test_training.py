@@ -64,11 +64,18 @@ def test_validation_protocols_hold_out_what_they_say():
         RunConfig(validation="kfold", fold=5, folds=5)
 
 
-def test_levers_reach_the_run_and_its_record(tmp_path):
-    src = tmp_path / "src"
+@pytest.fixture(scope="module")
+def optdigits_source(tmp_path_factory):
+    """A small CNN trained on balanced optdigits: the source the fine-tuning tests start from (trained once)."""
+    src = tmp_path_factory.mktemp("source") / "src"
     experiment.run(
         RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src, execution=EAGER
     )
+    return src
+
+
+def test_levers_reach_the_run_and_its_record(tmp_path, optdigits_source):
+    src = optdigits_source
     cfg = RunConfig(
         dataset="optdigits-lt:ratio=20",
         validation="heldout",
@@ -94,14 +101,11 @@ def test_levers_reach_the_run_and_its_record(tmp_path):
     assert zs["count"] == 400
 
 
-def test_wise_validation_is_cross_fitted_not_the_best_of_eleven(tmp_path):
+def test_wise_validation_is_cross_fitted_not_the_best_of_eleven(optdigits_source):
     """The value a study reads for a WiSE-FT run is scored on images that took no part in choosing alpha: each
     half of the validation split is predicted by the interpolation the other half chose (checked against the
     same computation written out by hand)."""
-    src = tmp_path / "src"
-    experiment.run(
-        RunConfig(dataset="optdigits", **{**SMALL, "limit_train": 0, "batch_size": 32}), src, execution=EAGER
-    )
+    src = optdigits_source
     cfg = RunConfig(
         dataset="optdigits-lt:ratio=20",
         validation="heldout",
