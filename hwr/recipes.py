@@ -10,7 +10,7 @@
   format ``auto``) picks channels-last where it is faster; ``--memory-format channels_last`` forces it.
 - ``fast_bn``, ``fast_rnn``, ``fast_vit``: the other members of the fine-tuning studies' source zoo, each a short
   MNIST pretraining of another architecture (a wider CNN with batch norm, 48-96 channels; the GRU reading rows;
-  the ViT of 7x7 patches; the last two on 20,000 training images, 2 epochs), so a study can search which
+  the ViT of 7x7 patches; each on 20,000 training images, 2 epochs), so a study can search which
   pretrained family to start from at a pretraining cost of about a minute each.
 - ``strings``: digit strings (``hwr.tasks.strings.config.StringsConfig``, not a ``RunConfig``): a CRNN (32-64-128 conv
   blocks with batch norm, a BiGRU of 128) trained with the pure CTC loss on fresh synthetic MNIST strings of 1-8
@@ -43,6 +43,7 @@ RECIPES: dict[str, RunConfig | StringsConfig] = {
         recipe="fast_bn",
         model_config=CNNConfig(channels=(48, 96), norm="batch"),
         epochs=2,
+        limit_train=20_000,
         optim=OptimConfig("adam", 3e-3, "onecycle", warmup=0.2),
     ),
     "fast_rnn": RunConfig(

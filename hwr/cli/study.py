@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _storage_args(r)
     r.add_argument("--n-trials", type=int, default=None, help="finished trials to reach over all workers")
     r.add_argument("--timeout", type=float, default=None, help="seconds after which this process stops")
-    r.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    r.add_argument("--workers", type=_positive, default=1, help="worker processes on this machine")
     r.add_argument("--seed", type=int, default=0, help="sampler seed (each worker adds 1000 * its index)")
     r.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument("--heartbeat", type=int, default=10, help="seconds between worker heartbeats")
@@ -62,10 +62,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = ss.add_parser("best", help="the best trial; --evaluate retrains it and the baselines on the test split")
     b.add_argument("name")
     b.add_argument("--evaluate", action="store_true")
+    b.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="--evaluate: runs trained at once, in processes that split the cores (the figures do not change)",
+    )
     b.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     _storage_args(b, name=False)
     _device_arg(b)
     b.set_defaults(func=cmd_best)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse turns the error into one line and exit code 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
 
 
 def _storage_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
@@ -137,10 +154,20 @@ def run_workers(argv: list[str], workers: int, *, env: dict[str, str] | None = N
         raise
 
 
-def _pretrain_all(spec, root: Path) -> None:
-    """The study's default source and its zoo, pretrained once each (cached), with progress."""
-    for cfg in dict.fromkeys([spec.source, *spec.zoo.values()]) if spec.source is not None else ():
-        tune.pretrain(cfg, root, execution=spec.source_execution, callbacks=[report.Progress(cfg.epochs)], **_data())
+def _pretrain_all(spec, root: Path, workers: int = 1) -> None:
+    """The study's default source and its zoo, pretrained once each (cached): with progress bars in this process,
+    or ``workers`` at a time in worker processes (one line as each finishes)."""
+    todo = spec.pretrainings()
+    if workers <= 1:
+        for cfg, execution in todo:
+            tune.pretrain(cfg, root, execution=execution, callbacks=[report.Progress(cfg.epochs)], **_data())
+        return
+    data = _data()["data"]
+
+    def done(i: int, path: Path) -> None:
+        report.console.print(f"pretrained {todo[i][0].recipe or 'source'} -> {path}")
+
+    tune.parallel_map(tune.pretrain_job, [(cfg, root, ex, data) for cfg, ex in todo], workers, done)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -154,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
-        _pretrain_all(spec, root)
+        _pretrain_all(spec, root, args.workers)
         argv = [
             args.study,
             "--name",
@@ -247,7 +274,9 @@ def cmd_best(args: argparse.Namespace) -> int:
                 f"balanced acc {t['balanced_accuracy']:.4f}"
             )
 
-        result = tune.evaluate_best(spec, s, root=Path(args.root), on_run=on_run, **_data(args.skip_bad))
+        result = tune.evaluate_best(
+            spec, s, root=Path(args.root), on_run=on_run, workers=args.workers, **_data(args.skip_bad)
+        )
         report.console.print(report.evaluation_table(result))
         report.console.print(
             f"selected trial #{result['best_trial']} after re-running the top "

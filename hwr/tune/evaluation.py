@@ -35,10 +35,20 @@ from hwr.engine.execution import Execution
 from hwr.tasks import digits
 from hwr.tasks.digits.config import RunConfig
 from hwr.tune import stats
+from hwr.tune.pool import parallel_map
 from hwr.tune.spec import StudyContext, StudyError, StudySpec
-from hwr.tune.study import config_of, prepare_source, train_fresh
+from hwr.tune.study import config_of, prepare_source, pretrain_job, train_fresh
 
-__all__ = ["EVALUATION", "evaluate_best", "load_evaluation", "select", "shot_groups", "start_trial", "verdict"]
+__all__ = [
+    "EVALUATION",
+    "eval_sources",
+    "evaluate_best",
+    "load_evaluation",
+    "select",
+    "shot_groups",
+    "start_trial",
+    "verdict",
+]
 
 EVALUATION = "evaluation.json"
 OnRun = Callable[[str, int, dict[str, Any]], None]
@@ -66,6 +76,13 @@ def _run(
     return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split)
 
 
+def _run_job(
+    cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data: DataSettings, test_split: bool
+) -> dict[str, Any]:
+    """``_run`` with positional arguments only: one job of ``parallel_map``."""
+    return _run(cfg, out, callbacks, execution, data, test_split=test_split)
+
+
 def select(
     spec: StudySpec,
     study: optuna.Study,
@@ -74,31 +91,38 @@ def select(
     callbacks: tuple = (),
     on_run: OnRun | None = None,
     data: DataSettings | None = None,
+    workers: int = 1,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
     """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
-    the original run and ``spec.rerun_seeds`` re-runs; returns it and one row per candidate."""
+    the original run and ``spec.rerun_seeds`` re-runs (``workers`` at a time); returns it and one row per
+    candidate."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not done:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet; run: hwr study run ...")
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
     ranked = sorted(done, key=lambda t: (-sign * t.values[0], t.number))[: spec.rerun_top]
     metric = spec.metrics[0]
+    reruns = [(t, seed) for t in ranked for seed in spec.rerun_seeds] if spec.rerun_top > 1 else []
+    cb = callbacks if workers <= 1 else ()  # progress callbacks stay in this process
+    data = data or DataSettings()
+    jobs = [
+        (spec.protocol(dataclasses.replace(config_of(t), seed=seed)), out_root / f"rerun_{t.number}_seed{seed}")
+        for t, seed in reruns
+    ]
+    jobs = [(cfg, out, cb, spec.execution, data, False) for cfg, out in jobs]
+
+    def done(i: int, r: dict[str, Any]) -> None:
+        if on_run:
+            on_run(f"rerun #{reruns[i][0].number}", reruns[i][1], r)
+
+    results = parallel_map(_run_job, jobs, workers, done)
     rows = []
     for t in ranked:
-        values = [t.values[0]]
-        if spec.rerun_top > 1:
-            cfg = config_of(t)
-            for seed in spec.rerun_seeds:
-                r = _run(
-                    spec.protocol(dataclasses.replace(cfg, seed=seed)),
-                    out_root / f"rerun_{t.number}_seed{seed}",
-                    callbacks,
-                    spec.execution,
-                    data or DataSettings(),
-                )
-                values.append(r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"])
-                if on_run:
-                    on_run(f"rerun #{t.number}", seed, r)
+        values = [t.values[0]] + [
+            r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"]
+            for (u, _), r in zip(reruns, results, strict=True)
+            if u.number == t.number
+        ]
         rows.append({"trial": t.number, "values": values, "mean": statistics.fmean(values)})
     winner_row = max(rows, key=lambda r: (sign * r["mean"], -r["trial"]))
     winner = next(t for t in ranked if t.number == winner_row["trial"])
@@ -130,14 +154,37 @@ def _aggregate(runs: list[dict[str, Any]], cfg: RunConfig | None, groups: dict[s
     return out
 
 
-def _zero_shot(source: Path, dataset: str, n_seeds: int, device: str, data: DataSettings) -> list[dict[str, Any]]:
-    """The source evaluated as is, as ``n_seeds`` identical runs (it has no randomness), val and test."""
+def _zero_shot(source: Path, dataset: str, device: str, data: DataSettings) -> dict[str, Any]:
+    """The source evaluated as is (it has no randomness), val and test: one run's result."""
     test = digits.evaluate_run(source, dataset, split="test", device=device, data=data)
     try:
         val = digits.evaluate_run(source, dataset, split="val", device=device, data=data)
     except runs.RunError:
         val = None
-    return [{"test": test, "val": val, "config": {"seed": None}} for _ in range(n_seeds)]
+    return {"test": test, "val": val, "config": {"seed": None}, "source": str(source)}
+
+
+def _pretraining_of(spec: StudySpec, source: Path) -> tuple[RunConfig, Execution]:
+    """The config ``source`` was pretrained with, and how the spec pretrains it (its zoo entry's execution)."""
+    cfg = digits.read_config(source)
+    return cfg, next((ex for c, ex in spec.pretrainings() if c == cfg), spec.source_execution)
+
+
+def eval_sources(spec: StudySpec, source: Path | None, root: Path, data: DataSettings, workers: int = 1) -> list:
+    """The sources the evaluation fine-tunes from: ``source`` and ``spec.eval_sources - 1`` more pretrainings of
+    its recipe on the next seeds (``pretrain``: trained once, cached), ``workers`` at a time."""
+    if source is None or spec.eval_sources <= 1:
+        return [source]
+    cfg, execution = _pretraining_of(spec, source)
+    jobs = [(dataclasses.replace(cfg, seed=cfg.seed + j), root, execution, data) for j in range(1, spec.eval_sources)]
+    return [source, *parallel_map(pretrain_job, jobs, workers)]
+
+
+def _from_source(cfg: RunConfig, sources: list, i: int) -> RunConfig:
+    """``cfg`` fine-tuning source ``i % len(sources)`` where it fine-tunes the first (a scratch run stays)."""
+    if cfg.finetune is None or len(sources) < 2 or cfg.finetune.source != str(sources[0]):
+        return cfg
+    return dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, source=str(sources[i % len(sources)])))
 
 
 def start_trial(spec: StudySpec, study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -176,21 +223,35 @@ def _train_contenders(
     on_run: OnRun | None,
     data,
     draws: tuple[str, ...],
+    sources: list,
+    workers: int = 1,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every contender trained on every draw x ``spec.eval_seeds`` (the same order for all: runs pair by index),
-    its data set replaced by the draw's; their results, by label."""
-    results: dict[str, list[dict[str, Any]]] = {}
+    """Every contender trained on every draw x ``spec.eval_seeds`` (the same order for all: runs pair by index;
+    eval seed i fine-tunes source ``i % len(sources)``), its data set replaced by the draw's, ``workers`` runs
+    at a time; their results, by label."""
+    slots: list[tuple[str, int, int, Path]] = []  # (label, draw, seed, folder) in pairing order
+    jobs: dict[Path, tuple] = {}  # one job per folder: a contender the draw leaves as it is trains once
+    cb = callbacks if workers <= 1 else ()
     for label, cfg in contenders.items():
-        results[label] = []
         for d, draw in enumerate(draws):
             on_draw = cfg if d == 0 else dataclasses.replace(cfg, dataset=_redraw(cfg.dataset, draws[0], draw))
-            for s in spec.eval_seeds:
-                # a contender the draw leaves as it is (the oracle's balanced set) reuses its first folder
+            for i, s in enumerate(spec.eval_seeds):
                 out = out_root / (f"{label}_seed{s}" if on_draw == cfg else f"{label}_draw{d}_seed{s}")
-                r = _run(dataclasses.replace(on_draw, seed=s), out, callbacks, spec.execution, data, test_split=True)
-                results[label].append(r)
-                if on_run:
-                    on_run(label if d == 0 else f"{label} draw {d}", s, r)
+                run_cfg = dataclasses.replace(_from_source(on_draw, sources, i), seed=s)
+                jobs.setdefault(out, (run_cfg, out, cb, spec.execution, data, True))
+                slots.append((label, d, s, out))
+    order = list(jobs)
+    first = {out: next(k for k, slot in enumerate(slots) if slot[3] == out) for out in order}
+
+    def done(j: int, r: dict[str, Any]) -> None:
+        label, d, s, _ = slots[first[order[j]]]
+        if on_run:
+            on_run(label if d == 0 else f"{label} draw {d}", s, r)
+
+    by_folder = dict(zip(order, parallel_map(_run_job, [jobs[o] for o in order], workers, done), strict=True))
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label in contenders}
+    for label, _, _, out in slots:
+        results[label].append(by_folder[out])
     return results
 
 
@@ -200,11 +261,18 @@ def _redraw(dataset: str, target: str, draw: str) -> str:
     return draw if dataset == target else dataset
 
 
-def _by_draw(agg: dict[str, Any], n_draws: int, n_seeds: int) -> dict[str, Any]:
-    """``agg`` with the mean test macro-F1 of each draw and their spread (the variation beyond training noise)."""
+def _spreads(agg: dict[str, Any], n_draws: int, n_seeds: int, n_sources: int) -> dict[str, Any]:
+    """``agg`` with the mean test macro-F1 of each draw and of each pretrained source, and their spreads (the
+    variation beyond fine-tuning noise); run ``d * n_seeds + i`` is draw d, eval seed i, source ``i % n_sources``."""
     f1 = agg["macro_f1"]
-    means = [statistics.fmean(f1[d * n_seeds : (d + 1) * n_seeds]) for d in range(n_draws)]
-    return {**agg, "draw_macro_f1_means": means, "draw_macro_f1_std": statistics.stdev(means) if n_draws > 1 else 0.0}
+    draws = [statistics.fmean(f1[d * n_seeds : (d + 1) * n_seeds]) for d in range(n_draws)]
+    out = {**agg, "draw_macro_f1_means": draws, "draw_macro_f1_std": statistics.stdev(draws) if n_draws > 1 else 0.0}
+    if n_sources > 1:
+        srcs = [
+            statistics.fmean(f1[k] for k in range(len(f1)) if k % n_seeds % n_sources == j) for j in range(n_sources)
+        ]
+        out |= {"source_macro_f1_means": srcs, "source_macro_f1_std": statistics.stdev(srcs)}
+    return out
 
 
 def _draws(spec: StudySpec, target: str) -> tuple[str, ...]:
@@ -245,13 +313,15 @@ def evaluate_best(
     callbacks: tuple = (),
     on_run: OnRun | None = None,
     data: DataSettings | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Select the winner (``select``), train every contender on ``spec.eval_seeds`` and score it on the test
-    split; returns (and writes ``evaluation.json``) the table described in the module docstring."""
+    split, ``workers`` runs at a time (``hwr.tune.pool``: the same figures however many); returns (and writes
+    ``evaluation.json``) the table described in the module docstring."""
     data = data or DataSettings()
     study_root = root / "studies" / study.study_name
     out_root = study_root / "evaluation"
-    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data=data)
+    winner, selection = select(spec, study, out_root, callbacks=callbacks, on_run=on_run, data=data, workers=workers)
     best_cfg = spec.protocol(config_of(winner))
     start = start_trial(spec, study)
     start_cfg = spec.protocol(config_of(start)) if start is not None else None
@@ -261,22 +331,25 @@ def evaluate_best(
     context = StudyContext(source, study_root, study.user_attrs.get("dataset"), data)
     contenders = _contenders(spec, best_cfg, context, start_cfg)
     draws = _draws(spec, best_cfg.dataset)
-    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws)
+    sources = eval_sources(spec, source if best_cfg.finetune is not None else None, root, data, workers)
+    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers)
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
+    n_seeds = len(spec.eval_seeds)
     if source is not None and best_cfg.finetune is not None:
-        zero = [r for d in draws for r in _zero_shot(source, d, len(spec.eval_seeds), spec.execution.device, data)]
-        trained = {"zero_shot": zero, **trained}
+        zero = {(p, d): _zero_shot(p, d, spec.execution.device, data) for p in sources for d in draws}
+        trained = {"zero_shot": [zero[sources[i % len(sources)], d] for d in draws for i in range(n_seeds)], **trained}
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
         "start_trial": start.number if start is not None else None,
         "draws": list(draws),
         "seeds": list(spec.eval_seeds),
+        "sources": [str(p) for p in sources if p is not None],
         "selection": selection,
         "shot_groups": groups,
         "contenders": {
-            label: _by_draw(_aggregate(rs, contenders.get(label), groups), len(draws), len(spec.eval_seeds))
+            label: _spreads(_aggregate(rs, contenders.get(label), groups), len(draws), n_seeds, len(sources))
             for label, rs in trained.items()
         },
         "ceilings": ["oracle"] if "oracle" in contenders else [],

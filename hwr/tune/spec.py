@@ -56,12 +56,19 @@ class StudySpec:
     # the source zoo: pretrained runs a trial may start from, by name (each trained once, cached like ``source``;
     # ``StudyContext.sources`` holds their folders); ``source`` is the default one and need not be listed
     zoo: dict[str, RunConfig] = dataclasses.field(default_factory=dict)
+    # how a zoo member pretrains when not as ``source_execution`` (by zoo name), e.g. eager where a compile costs
+    # more than it saves
+    zoo_execution: dict[str, Execution] = dataclasses.field(default_factory=dict)
     baselines: Callable[[StudyContext], dict[str, RunConfig]] | None = None
     eval_seeds: tuple[int, ...] = (101, 102, 103)
     # the data sets the final evaluation trains and scores every contender on, given the study's target: other
     # long-tail draws, so figures vary beyond training noise (None: the target alone); each draw x eval seed is
     # one paired run
     eval_draws: Callable[[str], tuple[str, ...]] | None = None
+    # pretrained sources the evaluation fine-tunes from: the best's source, and ``eval_sources - 1`` more
+    # pretrainings of its recipe on the next seeds; eval seed i fine-tunes source ``i % eval_sources``, so the
+    # figures vary over pretraining seeds as well as draws and fine-tuning seeds
+    eval_sources: int = 1
     # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
     # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
     # per trial, the metric averaged over folds)
@@ -103,6 +110,11 @@ class StudySpec:
             raise StudyError(f"study {self.name!r}: rerun_top must be >= 1, with rerun_seeds when > 1")
         if self.zoo and self.source is None:
             raise StudyError(f"study {self.name!r}: a source zoo needs a default source (source=...)")
+        unknown_zoo = sorted(set(self.zoo_execution) - set(self.zoo))
+        if unknown_zoo:
+            raise StudyError(f"study {self.name!r}: zoo_execution names {unknown_zoo}, which the zoo lacks")
+        if self.eval_sources < 1 or (self.eval_sources > 1 and self.source is None):
+            raise StudyError(f"study {self.name!r}: eval_sources must be >= 1, and > 1 needs a source")
         if self.oracle is not None and self.source is None:
             raise StudyError(f"study {self.name!r}: an oracle needs a source model to fine-tune")
 
@@ -133,7 +145,24 @@ class StudySpec:
             self,
             execution=dataclasses.replace(self.execution, device=device),
             source_execution=dataclasses.replace(self.source_execution, device=device),
+            zoo_execution={k: dataclasses.replace(v, device=device) for k, v in self.zoo_execution.items()},
         )
+
+    def pretraining(self, name: str | None = None) -> tuple[RunConfig, Execution]:
+        """The source config and execution of zoo member ``name`` (None: the default ``source``)."""
+        if name is None:
+            if self.source is None:
+                raise StudyError(f"study {self.name!r} has no source")
+            return self.source, self.source_execution
+        return self.zoo[name], self.zoo_execution.get(name, self.source_execution)
+
+    def pretrainings(self) -> list[tuple[RunConfig, Execution]]:
+        """Every source the study pretrains (the default one, then the zoo's), each once."""
+        seen: dict[str, tuple[RunConfig, Execution]] = {}
+        for name in (None, *self.zoo) if self.source is not None else ():
+            cfg, ex = self.pretraining(name)
+            seen.setdefault(repr(cfg), (cfg, ex))
+        return list(seen.values())
 
 
 # The pruners a study may run under (``StudySpec.with_pruner``), each reading the first metric per epoch.

@@ -54,6 +54,7 @@ __all__ = [
     "prepare_source",
     "prepare_zoo",
     "pretrain",
+    "pretrain_job",
     "train_fresh",
     "trial_rows",
 ]
@@ -109,6 +110,11 @@ def pretrain(
     return out
 
 
+def pretrain_job(config: RunConfig, root: Path, execution: Execution, data: DataSettings) -> Path:
+    """``pretrain`` with positional arguments only: one job of ``hwr.tune.pool.parallel_map``."""
+    return pretrain(config, root, execution=execution, data=data)
+
+
 def prepare_source(
     spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
 ) -> Path | None:
@@ -121,11 +127,12 @@ def prepare_source(
 def prepare_zoo(
     spec: StudySpec, root: Path = Path("runs"), callbacks=(), *, data: DataSettings | None = None
 ) -> dict[str, Path]:
-    """Every source of ``spec.zoo`` pretrained (once each, ``pretrain``), by name."""
-    return {
-        name: pretrain(cfg, root, execution=spec.source_execution, data=data, callbacks=callbacks)
-        for name, cfg in spec.zoo.items()
-    }
+    """Every source of ``spec.zoo`` pretrained (once each, ``pretrain``, as ``spec.pretraining`` says), by name."""
+    out = {}
+    for name in spec.zoo:
+        config, execution = spec.pretraining(name)
+        out[name] = pretrain(config, root, execution=execution, data=data, callbacks=callbacks)
+    return out
 
 
 def _budget_taken(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:

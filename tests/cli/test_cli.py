@@ -425,3 +425,12 @@ def test_offline_reaches_training_data(tmp_path):
         match="network downloads disabled",
         env=env,
     )
+
+
+@pytest.mark.parametrize("argv", [["study", "best", "x", "--workers", "0"], ["study", "run", "x", "--workers", "two"]])
+def test_study_workers_must_be_a_positive_count(argv, capsys):
+    from hwr import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and "--workers: must be a whole number >= 1" in capsys.readouterr().err
