@@ -168,23 +168,30 @@ def importance_table(study: Any) -> Table | str:
 
 
 def evaluation_table(result: dict[str, Any]) -> Table:
-    """Test macro-F1 and balanced accuracy (mean ± std over seeds) of zero-shot, the best config, the baselines
-    and the oracle ceiling, with macro-F1 over the many / medium / few-shot classes."""
+    """Test macro-F1 and balanced accuracy (mean ± std over the paired runs) of zero-shot, the best config, the
+    baselines and the oracle ceiling, with macro-F1 over the many / medium / few-shot classes, and the spread
+    (std) of the per-draw and per-source means where the evaluation has several: the variation beyond
+    fine-tuning noise."""
     table = Table(title=f"test evaluation: study {result['study']}, best trial #{result['best_trial']}")
     groups = list(result.get("shot_groups") or {})
-    for col in ("contender", "macro-F1", "balanced accuracy", *[f"{g}-shot F1" for g in groups], "seeds"):
+    rows = result["contenders"]
+    spreads = [
+        (key, col)
+        for key, col in (("draw_macro_f1_std", "across draws"), ("source_macro_f1_std", "across sources"))
+        if any(len(r.get(key.replace("_std", "_means"), ())) > 1 for r in rows.values())
+    ]
+    columns = ("contender", "macro-F1", "balanced accuracy", *[f"{g}-shot F1" for g in groups])
+    for col in (*columns, *[c for _, c in spreads], "runs"):
         table.add_column(col, justify="left" if col == "contender" else "right")
     ceilings = set(result.get("ceilings", ()))
-    order = sorted(result["contenders"], key=lambda k: (k in ceilings, k != "zero_shot", k != "best"))
-    for label in order:
-        r = result["contenders"][label]
-        name = f"{label} (ceiling)" if label in ceilings else label
-        shots = [f"{r['shot_f1'][g]:.3f}" for g in groups]
+    for label in sorted(rows, key=lambda k: (k in ceilings, k != "zero_shot", k != "best")):
+        r = rows[label]
         table.add_row(
-            name,
+            f"{label} (ceiling)" if label in ceilings else label,
             f"{r['macro_f1_mean']:.4f} ± {r['macro_f1_std']:.4f}",
             f"{r['balanced_accuracy_mean']:.4f} ± {r['balanced_accuracy_std']:.4f}",
-            *shots,
+            *[f"{r['shot_f1'][g]:.3f}" for g in groups],
+            *[f"{r[key]:.4f}" if key in r else "" for key, _ in spreads],
             str(len(r["macro_f1"])),
         )
     from hwr.tune.evaluation import verdict

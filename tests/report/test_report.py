@@ -38,3 +38,45 @@ def test_importing_and_drawing_leave_pyplot_and_the_backend_alone(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "['confusion.png', 'errors.png']" in out.stdout
     assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _contender(f1s, draws, sources=None):
+    out = {
+        "macro_f1": f1s,
+        "macro_f1_mean": sum(f1s) / len(f1s),
+        "macro_f1_std": 0.01,
+        "balanced_accuracy_mean": 0.5,
+        "balanced_accuracy_std": 0.02,
+        "shot_f1": {"many": 0.9, "few": 0.1},
+        "draw_macro_f1_means": draws,
+        "draw_macro_f1_std": 0.0123,
+    }
+    if sources:
+        out |= {"source_macro_f1_means": sources, "source_macro_f1_std": 0.0456}
+    return out
+
+
+def test_the_evaluation_table_shows_each_contender_and_the_spread_across_draws_and_sources():
+    result = {
+        "study": "s",
+        "best_trial": 3,
+        "shot_groups": {"many": [0], "few": [1]},
+        "ceilings": ["oracle"],
+        "contenders": {
+            "oracle": _contender([0.99] * 4, [0.99, 0.99]),
+            "best": _contender([0.9, 0.8, 0.9, 0.8], [0.85, 0.85], [0.9, 0.8]),
+            "zero_shot": _contender([0.7] * 4, [0.7, 0.7], [0.7, 0.7]),
+        },
+        "intervals": {},
+    }
+    out = io.StringIO()
+    Console(file=out, width=200).print(report.evaluation_table(result))
+    text = out.getvalue()
+    lines = [ln for ln in text.splitlines() if "│" in ln]
+    assert "across draws" in text and "across sources" in text and "runs" in text
+    names = [ln.split("│")[1].strip() for ln in lines]
+    assert names == ["zero_shot", "best", "oracle (ceiling)"]  # zero-shot first, the ceiling last, labelled
+    best = next(ln for ln in lines if "│ best" in ln)
+    assert "0.8500 ± 0.0100" in best and "0.0123" in best and "0.0456" in best and best.rstrip("│ ").endswith("4")
+    oracle = next(ln for ln in lines if "oracle" in ln)
+    assert "0.0456" not in oracle  # no per-source spread where it has none
