@@ -257,9 +257,10 @@ def test_search_spaces_build_valid_configs(name, tmp_path):
 
 def test_pruner_choice_reaches_the_study_and_unknown_names_are_refused():
     spec = tune.load_spec("optdigits_longtail")
-    assert isinstance(spec.pruner(), optuna.pruners.MedianPruner)  # the default study's own
-    halving = spec.with_pruner("halving")
-    assert isinstance(halving.pruner(), optuna.pruners.SuccessiveHalvingPruner) and halving.zoo == spec.zoo
+    assert isinstance(spec.pruner(), optuna.pruners.SuccessiveHalvingPruner)  # the default study's own
+    median = spec.with_pruner("median")
+    assert isinstance(median.pruner(), optuna.pruners.MedianPruner) and median.zoo == spec.zoo
+    halving = median.with_pruner("halving")
     assert spec.with_pruner("none").pruner is None and spec.with_pruner(None) is spec
     study = tune.open_study(halving, optuna.storages.InMemoryStorage(), "h", 0)
     assert isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner)
