@@ -73,7 +73,7 @@ def _run(
         saved = json.loads((out / runs.METRICS).read_text())
         if saved.get("config") == to_dict(cfg) and (saved.get("test") is not None or not test_split):
             return saved
-    return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split)
+    return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split, final_validation_only=True)
 
 
 def _run_job(

@@ -77,16 +77,25 @@ def train_fresh(
     callbacks: Sequence[train.Callback] = (),
     *,
     test_split: bool = False,
+    final_validation_only: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` into a fresh folder ``out`` (whatever an aborted start left there is removed) with a fresh
     compile budget (dynamo keeps at most 8 versions of a function: a study compiling a new architecture per run
     would fall back to eager from the ninth), no figures: every trial, re-run and contender goes through here.
-    Only the final evaluation's contenders pass ``test_split=True``: trials and re-runs never read the test split."""
+    Only the final evaluation's contenders pass ``test_split=True``: trials and re-runs never read the test split.
+    ``final_validation_only`` (re-runs and contenders: nothing prunes them) validates after the last epoch only."""
     if out.exists():
         shutil.rmtree(out)
     torch._dynamo.reset()
     return digits.run(
-        config, out, execution=execution, callbacks=callbacks, data=data, write_figures=False, test_split=test_split
+        config,
+        out,
+        execution=execution,
+        callbacks=callbacks,
+        data=data,
+        write_figures=False,
+        test_split=test_split,
+        validate_every=config.epochs if final_validation_only else 1,
     )
 
 

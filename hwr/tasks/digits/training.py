@@ -142,9 +142,18 @@ def _wise(p: Prepared, state: train.TrainState, stages: Callable[[Any], tuple[An
     confusions are summed: every validation image is scored once, by a choice it took no part in."""
     n = len(p.classes)
     x, y = p.val
+    seen: dict[int, tuple[Any, torch.Tensor, torch.Tensor]] = {}  # id(params) -> (params, preds, nll)
 
     def summary(params: Any, idx: torch.Tensor) -> dict[str, Any]:
-        return evaluate(p.model, params, state.model_state, x[idx], y[idx], n, mean=p.mean, std=p.std)
+        """The figures of ``params`` on the validation images ``idx``: every model predicts the whole split once
+        and each subset (the whole, a half) is scored from those predictions."""
+        if id(params) not in seen:
+            t = aug.make_transform(None, p.mean, p.std)
+            logits = train.predict(p.model, params, state.model_state, x, batch_size=1000, transform=t).float()
+            nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            seen[id(params)] = (params, logits.argmax(-1), nll)  # params kept: its id stays unique
+        _, preds, nll = seen[id(params)]
+        return metrics.summarize(metrics.confusion_matrix(y[idx], preds[idx], n), loss_sum=float(nll[idx].sum()))
 
     every = torch.arange(len(y), device=y.device)
     choose = lambda idx: finetune.wise_select(
@@ -212,14 +221,25 @@ def _build_step(config: RunConfig, execution: Execution, s: _Setup) -> tuple[ex.
 
 
 def _train(
-    config: RunConfig, execution: Execution, s: _Setup, step: ex.Step, callbacks: Sequence[train.Callback], out: Path
+    config: RunConfig,
+    execution: Execution,
+    s: _Setup,
+    step: ex.Step,
+    callbacks: Sequence[train.Callback],
+    out: Path,
+    validate_every: int = 1,
 ) -> tuple[train.TrainState, list[dict[str, Any]], dict[str, Any] | None]:
-    """The fit loop from ``s.start``. Returns the final state, every epoch's record, and the full validation
-    summary of the final state when the last epoch measured it (None otherwise: nothing was trained here)."""
+    """The fit loop from ``s.start``, validating every ``validate_every`` epochs and after the last. Returns the
+    final state, every epoch's record, and the full validation summary of the final state when the last epoch
+    measured it (None otherwise: nothing was trained here)."""
     p, num_classes = s.p, len(s.p.classes)
     last: dict[str, Any] = {}
+    epoch = iter(range(s.start + 1, config.epochs + 1))  # fit calls validate once per epoch, in order
 
     def validate(st: train.TrainState) -> dict[str, Any]:
+        e = next(epoch)
+        if e % validate_every and e != config.epochs:
+            return {}
         v = evaluate(p.model, st.params, st.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
         last.update(state=st, summary=v)
         return {
@@ -299,6 +319,7 @@ def run(
     draw: Draw | None = None,
     write_figures: bool = True,
     test_split: bool = True,
+    validate_every: int = 1,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU; the step compiled and autotuned) and return the contents of ``metrics.json``.
@@ -309,9 +330,13 @@ def run(
     NaN (the last good checkpoint stays), ``RunError`` for a folder that cannot be used and ``ValueError`` for a
     device this machine lacks. ``draw(out, RunFigures)`` (the CLI passes ``hwr.report.draw_run``) receives what
     to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``test_split=False`` (every study
-    trial and re-run) never evaluates on the test split: metrics.json's ``"test"`` is None. ``data`` says where data sets live
+    trial and re-run) never evaluates on the test split: metrics.json's ``"test"`` is None. ``validate_every=K``
+    validates every K epochs and after the last (the study's re-runs and contenders read only the final
+    figures and pass ``config.epochs``; validation never changes what trains). ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     """
+    if validate_every < 1:
+        raise ValueError(f"validate_every must be >= 1 epoch, got {validate_every}")
     out = Path(out_dir)
     execution, device, done = runs.start(out, config, RunConfig, resume, execution)
     if done is not None:
@@ -319,7 +344,7 @@ def run(
     s = _setup(config, device, out, resume, data)
     step, built, compile_seconds = _build_step(config, execution, s)
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
-    state, history, val = _train(config, execution, s, step, callbacks, out)
+    state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
     draw = draw if write_figures else None
     return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
 

@@ -181,3 +181,18 @@ def test_network_false_reaches_the_data_source(tmp_path):
     experiment.run(RunConfig(**{**SMALL, "dataset": "optdigits"}), source, execution=EAGER, write_figures=False)
     with pytest.raises(HwrError, match="network downloads disabled"):
         experiment.evaluate_run(source, "kmnist", data=offline)
+
+
+def test_validating_only_the_last_epoch_trains_the_same_model(tmp_path):
+    """``validate_every``: the figures are skipped between, never the training; the last epoch always validates."""
+    cfg = RunConfig(**{**SMALL, "epochs": 3, "limit_train": 256})
+    every = experiment.run(cfg, tmp_path / "every", execution=EAGER, write_figures=False)
+    last = experiment.run(cfg, tmp_path / "last", execution=EAGER, write_figures=False, validate_every=3)
+    assert ["val_macro_f1" in e for e in last["epochs"]] == [False, False, True]
+    assert all("val_macro_f1" in e for e in every["epochs"])
+    assert last["val"] == every["val"] and last["test"] == every["test"]
+    a, b = (checkpoint.load_flat(tmp_path / d / runs.CHECKPOINT)[0] for d in ("every", "last"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="validate_every must be >= 1"):
+        experiment.run(cfg, tmp_path / "bad", execution=EAGER, validate_every=0)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
