@@ -44,6 +44,7 @@ __all__ = [
     "Execution",
     "eager_step",
     "from_legacy",
+    "keep_candidate",
     "train_step",
 ]
 
@@ -117,6 +118,19 @@ def eager_step(
     model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
     model = perf.channels_last(model) if execution.memory_format == "channels_last" else model
     return train.train_step(model, optimizer, objective, **step_kwargs)
+
+
+def keep_candidate(execution: Execution, recorded: str | None, device: torch.device) -> Execution:
+    """``execution`` pinned to the compile candidate a run recorded when it started (a resume then continues with
+    the kernels it began with: candidates round differently). Unchanged when the step runs eagerly, a candidate
+    is already pinned, a memory format is forced (the user asked for another choice), nothing was recorded, or the
+    recorded candidate does not exist on ``device`` (CUDA graphs resumed on a CPU)."""
+    every = autotune.CUDA_CANDIDATES if device.type == "cuda" else autotune.CPU_CANDIDATES
+    if not execution.compile or execution.candidate or execution.memory_format != "auto" or not recorded:
+        return execution
+    if recorded not in {c.name for c in every}:
+        return execution
+    return dataclasses.replace(execution, candidate=recorded)
 
 
 def _candidates(execution: Execution, device: torch.device) -> tuple[autotune.Candidate, ...] | None:

@@ -14,7 +14,7 @@ from tiny import EAGER, TINY_CNN
 from hwr import checkpoint, optim, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.engine import train
-from hwr.engine.execution import Execution, from_legacy
+from hwr.engine.execution import Execution, from_legacy, keep_candidate
 from hwr.tasks import digits as experiment
 from hwr.tasks.digits.config import RunConfig
 
@@ -160,6 +160,33 @@ def test_a_compiled_run_records_the_autotune_choice_in_metrics_not_config(tmp_pa
             json.loads((out / runs.CONFIG).read_text())
         )
     assert used["candidate"] == "inductor" and used["memory_format"] == "contiguous"  # the forced format's one
+    torch._dynamo.reset()
+
+
+def test_keep_candidate_pins_what_a_run_started_with_where_it_can():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = Execution(device="cpu")
+    assert keep_candidate(auto, "channels_last+aten", cpu) == dataclasses.replace(auto, candidate="channels_last+aten")
+    assert keep_candidate(auto, None, cpu) == auto  # nothing recorded (an eager start, an old checkpoint)
+    assert keep_candidate(auto, "cudagraphs", cpu) == auto  # a GPU's candidate resumed on the CPU: autotune again
+    assert keep_candidate(auto, "cudagraphs", cuda).candidate == "cudagraphs"
+    pinned = dataclasses.replace(auto, candidate="inductor")
+    assert keep_candidate(pinned, "channels_last+aten", cpu) == pinned  # the flag given wins
+    forced = dataclasses.replace(auto, memory_format="contiguous")
+    assert keep_candidate(forced, "channels_last+aten", cpu) == forced
+    assert keep_candidate(EAGER, "inductor", cpu) == EAGER
+
+
+def test_a_compiled_run_resumes_with_the_candidate_it_started_with(tmp_path):
+    torch._dynamo.reset()
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(TINY, cut, execution=Execution(device="cpu"), callbacks=[_StopAt(1)], write_figures=False)
+    started = checkpoint.read_metadata(cut / runs.CHECKPOINT)["candidate"]
+    assert started in {"inductor", "channels_last+aten", "channels_last+inductor"}
+    r = experiment.run(TINY, cut, execution=Execution(device="cpu"), resume=True, write_figures=False)
+    assert r["execution"]["requested"]["candidate"] == started == r["execution"]["candidate"]
+    assert r["execution"]["resumed_at_epoch"] == 1
     torch._dynamo.reset()
 
 

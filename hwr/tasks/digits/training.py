@@ -205,6 +205,7 @@ def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, dat
     if resume:
         state, start, history, saved = runs.resume(out, state)  # onto the template's device: this run's
         meta["compile_seconds"] = saved.get("compile_seconds", 0.0)
+        meta["candidate"] = saved.get("candidate")  # the compile candidate it started with: kept (keep_candidate)
     return _Setup(p, state, start, history, meta, device)
 
 
@@ -342,7 +343,9 @@ def run(
     if done is not None:
         return done
     s = _setup(config, device, out, resume, data)
+    execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
     step, built, compile_seconds = _build_step(config, execution, s)
+    s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
     s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
     state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
     draw = draw if write_figures else None

@@ -159,6 +159,7 @@ def _setup(config: StringsConfig, device: torch.device, out: Path, resume: bool,
     if resume:
         state, start, history, saved = runs.resume(out, state, TASK)
         meta["compile_seconds"] = saved.get("compile_seconds", 0.0)
+        meta["candidate"] = saved.get("candidate")  # the compile candidate it started with: kept (keep_candidate)
     batches_of = lambda epoch: StringBatches(
         random.fold_in(k_data, epoch), p.pools["train"], config.data, config.batch_size, config.steps
     )
@@ -198,7 +199,9 @@ def run(
     if done is not None:
         return done
     s = _setup(config, device, out, resume, data)
+    execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
     step, built, compile_seconds = _build_step(config, execution, s)
+    s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
     s.meta["compile_seconds"] += compile_seconds
     p = s.p
 
