@@ -92,7 +92,29 @@ class Runner:
 # ---------------------------------------------------------------------------------------------- variants
 
 
-def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool) -> Runner:
+@dataclass(frozen=True)
+class ModulePeer:
+    """How a PyTorch user runs the reference ``nn.Module``: NCHW or channels-last (module and inputs), the forward
+    alone compiled or the whole step (forward, backward and ``optimizer.step()``) in one ``torch.compile``d
+    function, compiled autograd for that step's backward, Adam's ``foreach`` or ``fused`` kernels, bf16 autocast."""
+
+    channels_last: bool = False
+    compile: str = ""  # "", "forward" or "step"
+    compiled_autograd: bool = False
+    adam: str = "default"  # "default" (torch's choice for the device), "foreach" or "fused"
+    bf16: bool = False
+
+
+def _adam(module: Any, kind: str) -> Any:
+    import torch
+
+    extra = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[kind]
+    return torch.optim.Adam(module.parameters(), lr=1e-3, **extra)
+
+
+def _module_runner(cfg: Any, params: dict, pool: list, peer: ModulePeer) -> Runner:
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -100,19 +122,31 @@ def _module_runner(name: str, cfg: Any, params: dict, pool: list, compiled: bool
 
     device = pool[0].images.device
     module = reference.module(cfg, params).to(device)  # what a user would write, with hwr's initial parameters
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-    forward = torch.compile(module) if compiled else module
+    layout = torch.channels_last if peer.channels_last else torch.contiguous_format
+    module = module.to(memory_format=layout)
+    opt = _adam(module, peer.adam)
+    forward = torch.compile(module) if peer.compile == "forward" else module
+    inputs = [b.images.contiguous(memory_format=layout) for b in pool]
 
-    def step(i: int) -> Any:
-        batch = pool[i % len(pool)]
+    def train_step(images: Any, labels: Any) -> Any:
         opt.zero_grad(set_to_none=True)
-        logits = forward(batch.images.float() / 255.0)
-        loss = F.cross_entropy(logits, batch.labels)
+        cast = torch.autocast(device.type, dtype=torch.bfloat16) if peer.bf16 else contextlib.nullcontext()
+        with cast:
+            logits = forward(images.float() / 255.0)
+        loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
         opt.step()
-        return loss
+        return loss.detach()
 
-    return Runner(name, 1, step, block=lambda out: runtime.synchronize(device), compiled="torch" if compiled else "")
+    fn = torch.compile(train_step) if peer.compile == "step" else train_step
+
+    def step(i: int) -> Any:
+        j = i % len(pool)
+        ctx = torch._dynamo.config.patch(compiled_autograd=True) if peer.compiled_autograd else None
+        with ctx or contextlib.nullcontext():  # traces loss.backward() into the step's graphs
+            return fn(inputs[j], pool[j].labels)
+
+    return Runner("", 1, step, block=lambda out: runtime.synchronize(device), compiled="torch" if peer.compile else "")
 
 
 def _donating(step_fn: Callable) -> Callable:
@@ -267,6 +301,23 @@ def _seed_order(model: Any) -> Any:
     return model._replace(apply=apply, name="cnn_seed_order")
 
 
+# The strongest configurations a PyTorch user writes in a few lines, each its own row (README "Benchmarks").
+PEERS = {
+    "eager_module": ModulePeer(),
+    "eager_module_channels_last": ModulePeer(channels_last=True),
+    "eager_module_channels_last_foreach": ModulePeer(channels_last=True, adam="foreach"),
+    "eager_module_channels_last_fused": ModulePeer(channels_last=True, adam="fused"),
+    "eager_module_bf16": ModulePeer(channels_last=True, bf16=True),
+    "compiled_module": ModulePeer(compile="forward"),
+    "compiled_step_module": ModulePeer(channels_last=True, compile="step", adam="fused"),
+    "compiled_step_module_ca": ModulePeer(channels_last=True, compile="step", compiled_autograd=True, adam="fused"),
+}
+
+
+def _peer(cfg: Any, peer: ModulePeer) -> Callable[[dict, list], Runner]:
+    return lambda p, pool: _module_runner(cfg, p, pool, peer)
+
+
 def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
     """Variant name -> ``build(params, pool)``. The default run uses ``default_variants``; the others isolate one
     lever each (``--variants``) for the levers table."""
@@ -280,8 +331,7 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         return lambda p, pool: _hwr_runner("", m, p, pool, **kw)
 
     return {
-        "eager_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=False),
-        "compiled_module": lambda p, pool: _module_runner("", cfg, p, pool, compiled=True),
+        **{name: _peer(cfg, peer) for name, peer in PEERS.items()},
         "hwr_eager": hwr(model, compiled=False),
         "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.engine.autotune picks for this machine
         "hwr_compiled_inductor": hwr(model, compiled=True),  # the plain default compile
@@ -307,17 +357,15 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
 
 
 DEFAULT_VARIANTS = (
-    "eager_module",
-    "compiled_module",
+    *PEERS,
+    "jax_jit",
     "hwr_eager",
     "hwr_compiled",
-    "hwr_compiled_inductor",
-    "hwr_compiled_fast",
-    "jax_jit",
-    "hwr_ensemble_k4",
-    "hwr_ensemble_k8",
     "hwr_compiled_fast_bf16",  # only where the CPU has native bf16 (hwr.engine.perf.has_bf16), unless named in --variants
+    "hwr_ensemble_k8",
 )
+# the peers hwr's default step is measured against: every way a PyTorch user runs the module, and JAX's jit
+PEER_NAMES = (*PEERS, "jax_jit")
 CUDA_VARIANTS = (
     "eager_module",
     "compiled_module",
@@ -513,6 +561,31 @@ def rows_of(
     return rows
 
 
+def against_peers(rows: list[dict[str, Any]], variant: str = "hwr_compiled") -> list[dict[str, Any]]:
+    """Per batch size: the fastest peer (``PEER_NAMES``: the module however a user runs it, JAX's jit) and
+    ``variant``'s samples/s as a ratio to it, the README's headline table. Batch sizes without ``variant`` or without
+    a peer are left out."""
+    out = []
+    for b in sorted({r["batch_size"] for r in rows}):
+        at = {r["variant"]: r for r in rows if r["batch_size"] == b}
+        peers = [at[n] for n in PEER_NAMES if n in at]
+        if variant not in at or not peers:
+            continue
+        best = max(peers, key=lambda r: r["samples_per_s"])
+        ours = at[variant]["samples_per_s"]
+        out.append(
+            {
+                "batch_size": b,
+                "fastest_peer": best["variant"],
+                "peer_samples_per_s": best["samples_per_s"],
+                "variant": variant,
+                "samples_per_s": ours,
+                "ratio_to_fastest_peer": ours / best["samples_per_s"],
+            }
+        )
+    return out
+
+
 def _cells(r: dict[str, Any]) -> tuple[str, ...]:
     """One JSON row as the table's cells ("-" where a figure does not apply)."""
     w = r["windows_samples_per_s"]
@@ -589,6 +662,23 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         width=max(Console().width, 150),
     )
     _print_notes(console, rows, env)
+    summary = against_peers(rows)
+    if summary:
+        harness.print_table(
+            "hwr's default step (hwr_compiled) against the fastest peer at each batch size",
+            ("batch", "fastest peer", "peer samples/s", "hwr samples/s", "hwr / peer"),
+            [
+                (
+                    str(r["batch_size"]),
+                    r["fastest_peer"],
+                    f"{r['peer_samples_per_s']:,.0f}",
+                    f"{r['samples_per_s']:,.0f}",
+                    f"{r['ratio_to_fastest_peer']:.2f}x",
+                )
+                for r in summary
+            ],
+            left=("fastest peer",),
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -603,7 +693,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     ap.add_argument("--tf32", action="store_true", help="GPU: float32 matmuls and convolutions on TF32 tensor cores")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm recompile measurement (shorter)")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", help="default 128 512 (--quick: 128)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", help="default 16 32 128 512 (--quick: 32 128)")
     ap.add_argument("--windows", type=int, help=f"timed windows per variant (default {WINDOWS}, quick {QUICK_WINDOWS})")
     ap.add_argument("--window-s", type=float, help=f"seconds per window (default {WINDOW_S}, quick {QUICK_WINDOW_S})")
     ap.add_argument("--steps", type=int, help="fixed steps per window instead of --window-s")
@@ -700,9 +790,28 @@ def _flops_and_peaks(
     return flops, peak, peak_bf16
 
 
+def limit_threads(environ: dict[str, str] | Any = os.environ) -> int | None:
+    """Hold every variant, JAX included, to ``HWR_THREADS`` cores: XLA keeps its own thread pool (one per core) and
+    ignores torch's setting, so JAX otherwise spins threads that a per-CPU-second figure charges it for. Pins the
+    process to the first N CPUs of its affinity and, for one thread, turns off XLA's multi-threaded Eigen. Must run
+    before JAX is imported. Returns N, or None when the variable is unset (all cores)."""
+    text = environ.get("HWR_THREADS")
+    if not text:
+        return None
+    n = int(text)
+    cpus = sorted(os.sched_getaffinity(0))
+    if 0 < n < len(cpus):
+        os.sched_setaffinity(0, cpus[:n])
+    if n == 1:
+        flags = environ.get("XLA_FLAGS", "")
+        environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
+    limit_threads()
     cache_root = _cache_root(args.fresh_cache)
     from hwr.cli import environment
     from hwr.engine import runtime
@@ -730,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
         return 2
     env = _environment(args, device, native_bf16, skipped, names, cache_root)
-    batch_sizes = args.batch_sizes or ([128] if args.quick else [128, 512])
+    batch_sizes = args.batch_sizes or ([32, 128] if args.quick else [16, 32, 128, 512])
     windows = args.windows or (QUICK_WINDOWS if args.quick else WINDOWS)
     window_s = args.window_s or (QUICK_WINDOW_S if args.quick else WINDOW_S)
     flops, peak, peak_bf16 = _flops_and_peaks(args, cfg, device, env)

@@ -266,3 +266,96 @@ def test_strings_baseline_score_counts_edits_by_length():
     assert math.isclose(s["cer"], 3 / 6) and math.isclose(s["string_accuracy"], 1 / 3)
     assert [(r["length"], r["string_accuracy"]) for r in s["by_length"]] == [(1, 0.0), (2, 1.0), (3, 0.0)]
     assert module.score([[], [], []], test)["cer"] == 1.0
+
+
+def _peer_losses(name: str, steps: int = 4) -> list[float]:
+    from hwr import random
+    from hwr.data import batches
+    from hwr.models import cnn
+
+    params = cnn.model(TINY_CNN).init(random.key(0))
+    pool = batches.synthetic_batches(random.key(1), 2, 8)
+    runner = step_mod._variants(TINY_CNN)[name](params, pool)
+    return [float(runner.step(i)) for i in range(steps)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["eager_module_channels_last", "eager_module_channels_last_foreach", "eager_module_channels_last_fused"],
+)
+def test_every_module_peer_trains_the_same_model(name):
+    """Each peer is the same training run laid out or stepped another way: its losses (three updates in) match the
+    NCHW eager module's."""
+    want = _peer_losses("eager_module")
+    assert want[-1] != want[0]
+    assert _peer_losses(name) == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_the_compiled_module_step_and_bf16_peers_train_the_same_model():
+    want = _peer_losses("eager_module")
+    assert _peer_losses("compiled_step_module") == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert _peer_losses("eager_module_bf16") == pytest.approx(want, rel=2e-2, abs=2e-2)  # bf16 rounding
+
+
+def test_against_peers_names_the_fastest_peer_per_batch():
+    def row(variant, b, sps):
+        return {"variant": variant, "batch_size": b, "samples_per_s": sps}
+
+    rows = [
+        row("eager_module", 32, 100.0),
+        row("eager_module_channels_last", 32, 150.0),
+        row("jax_jit", 32, 120.0),
+        row("hwr_compiled", 32, 180.0),
+        row("hwr_ensemble_k8", 32, 900.0),  # not a peer
+        row("eager_module", 128, 300.0),
+        row("hwr_eager", 128, 400.0),  # no hwr_compiled at 128: left out
+    ]
+    (only,) = step_mod.against_peers(rows)
+    assert only["batch_size"] == 32 and only["fastest_peer"] == "eager_module_channels_last"
+    assert only["ratio_to_fastest_peer"] == pytest.approx(1.2)
+
+
+def test_limit_threads_pins_jax_to_the_torch_thread_count():
+    code = (
+        "import os, sys; sys.path.insert(0, '.'); from benchmarks import step; "
+        "print(step.limit_threads(), len(os.sched_getaffinity(0)), os.environ['XLA_FLAGS'])"
+    )
+    env = {**os.environ, "HWR_THREADS": "1", "XLA_FLAGS": "--xla_dump_to=/dev/null"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    n, cpus, flags = done.stdout.split(maxsplit=2)
+    assert (n, cpus) == ("1", "1")
+    assert flags.split() == [
+        "--xla_dump_to=/dev/null",
+        "--xla_cpu_multi_thread_eigen=false",
+        "intra_op_parallelism_threads=1",
+    ]
+    assert step_mod.limit_threads({}) is None
+
+
+def test_profile_step_prints_an_operator_table_per_variant(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "profile_step.py"),
+            "--variants",
+            "eager_module_channels_last,hwr_eager",
+            "--batch-size",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--config",
+            TINY,
+            "--trace",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Self CPU") >= 2 and "aten::convolution_backward" in done.stdout
+    assert {p.name for p in tmp_path.iterdir()} == {"eager_module_channels_last.json", "hwr_eager.json"}
