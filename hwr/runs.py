@@ -6,6 +6,7 @@ A run folder holds::
     config.json               what the run is (the task's frozen config; ``"task"`` names it, digits when absent)
     checkpoint.safetensors    the TrainState and metadata (model, normalisation, epochs done, history), every epoch
     metrics.json              per-epoch records, final validation and test figures, timing, and what executed
+    .lock                     held (``fcntl.flock``) by the one process training in the folder (``locked``)
 
 Every task's ``run`` goes through the same steps here, so a resumed digit run and a resumed strings run behave
 alike: a finished run returns its saved metrics before anything is prepared; a run with a different config is
@@ -14,8 +15,11 @@ refused; an interrupted one continues from its last finished epoch. Library code
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,6 +45,7 @@ __all__ = [
     "execution_record",
     "finish",
     "load_run",
+    "locked",
     "open_run",
     "read_config",
     "read_source",
@@ -52,7 +57,7 @@ __all__ = [
     "transfer",
 ]
 
-CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.safetensors", "metrics.json"
+CONFIG, CHECKPOINT, METRICS, LOCK = "config.json", "checkpoint.safetensors", "metrics.json", ".lock"
 DIGITS = "digits"  # the task of a config.json without a "task" key (every digit run)
 
 
@@ -118,20 +123,58 @@ def saved_execution(run_dir: str | Path, base: Execution | None = None) -> Execu
     return from_legacy(_values(Path(run_dir)), base)
 
 
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold the run folder ``out`` (made if missing) for one process: two runs into one folder would overwrite
+    each other's checkpoint and metrics. The second is refused with the holder's pid (``RunError``). An
+    ``flock`` dies with its process, so a folder left by a kill -9 is free again; the pid is only informational."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(
+                f"run folder {out} is in use by another hwr process (pid {holder}); wait for it to finish "
+                "or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _same_config(out: Path, config: Any, cls: type) -> bool:
+    """Whether ``out``'s ``config.json`` is ``config`` (False for another task's or an unreadable one)."""
+    try:
+        return to_dict(read_config(out, cls, getattr(config, "task", DIGITS))) == to_dict(config)
+    except HwrError:
+        return False
+
+
 def open_run(out: Path, config: Any, cls: type, resume: bool) -> dict[str, Any] | None:
     """Check the folder for ``config`` (a new run, or a resume of the same config) and write ``config.json`` for
     a new run. Returns the saved metrics of a resumed run that had already finished (nothing else to do), else
     None. ``cls`` is the task's config class; the task is ``config.task`` (digits when it has none)."""
     if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise RunError(f"nothing to resume in {out}: no {CHECKPOINT}; start it without --resume")
+        if not (out / CONFIG).is_file():
+            raise RunError(f"nothing to resume in {out}: no {CONFIG}; start the run without --resume")
         if to_dict(read_config(out, cls, getattr(config, "task", DIGITS))) != to_dict(config):
             raise RunError(f"--resume of {out} with a different config; resume with the saved one (omit options)")
+        if not (out / CHECKPOINT).is_file():
+            return None  # stopped before its first epoch ended: it starts again from config.json (``resume``)
         if checkpoint.read_metadata(out / CHECKPOINT).get("complete") and (out / METRICS).is_file():
             return json.loads((out / METRICS).read_text())
         return None  # config.json stays as written (an old one keeps its execution keys: saved_execution)
     if (out / CHECKPOINT).exists() or (out / METRICS).exists():
         raise RunError(f"run folder {out} already holds a run; pass --resume to continue it or choose another --out")
+    if (out / CONFIG).is_file() and not _same_config(out, config, cls):  # stopped before its first checkpoint
+        raise RunError(
+            f"run folder {out} holds the config of another run (stopped before its first epoch ended); continue "
+            f"it with: hwr train --out {out} --resume, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     files.write_json(out / CONFIG, to_dict(config))
     return None
@@ -166,7 +209,10 @@ class Resumed(NamedTuple):
 
 
 def resume(out: Path, state: train.TrainState, task: str = DIGITS) -> Resumed:
-    """``state`` filled from ``out``'s checkpoint (onto ``state``'s devices), with the epochs done and history."""
+    """``state`` filled from ``out``'s checkpoint (onto ``state``'s devices), with the epochs done and history;
+    a run stopped before its first checkpoint resumes from epoch 0 with ``state`` as given."""
+    if not (out / CHECKPOINT).is_file():
+        return Resumed(state, 0, [], {})
     meta = checkpoint.read_metadata(out / CHECKPOINT)
     if meta.get("task", DIGITS) != task:
         raise RunError(f"{out / CHECKPOINT} is not a {task} checkpoint; it was written by another command")

@@ -4,6 +4,11 @@ task's folder refused by name), opening a run (new, refused, resumed, finished),
 evaluates and resumes; a finished run of either task returns its metrics before anything is prepared."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,7 +128,12 @@ def test_open_run_new_refused_resumed(tmp_path):
     assert runs.open_run(tmp_path / "a", config, RunConfig, resume=False) is None
     assert json.loads((tmp_path / "a" / runs.CONFIG).read_text()) == to_dict(config)
     with pytest.raises(runs.RunError, match="nothing to resume"):
-        runs.open_run(tmp_path / "a", config, RunConfig, resume=True)
+        runs.open_run(tmp_path / "b", config, RunConfig, resume=True)  # no config.json
+    # stopped before its first checkpoint: config.json alone resumes (from epoch 0), another config is refused
+    assert runs.open_run(tmp_path / "a", config, RunConfig, resume=True) is None
+    assert runs.open_run(tmp_path / "a", config, RunConfig, resume=False) is None  # the same run started again
+    with pytest.raises(runs.RunError, match=r"holds the config of another run.*hwr train --out .* --resume"):
+        runs.open_run(tmp_path / "a", run_config(dataset="optdigits", epochs=5), RunConfig, resume=False)
     (tmp_path / "a" / runs.CHECKPOINT).write_bytes(b"")
     with pytest.raises(runs.RunError, match="already holds a run"):
         runs.open_run(tmp_path / "a", config, RunConfig, resume=False)
@@ -177,3 +187,32 @@ def test_optimizer_from_config_is_the_chain_it_names():
     updates, _ = opt.update({"w": torch.full((3,), 10.0)}, opt.init(params), params)
     assert torch.allclose(updates["w"], torch.full((3,), -1e-3), atol=1e-6)  # clipped, then Adam's unit step
     assert TINY_CNN.channels == (4, 8)
+
+
+def test_resume_without_a_checkpoint_starts_at_epoch_zero(tmp_path):
+    state = object()
+    assert runs.resume(tmp_path, state) == runs.Resumed(state, 0, [], {})
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    """A process holding ``folder``'s run lock until killed; returns once the lock is held."""
+    code = "import sys, time; from pathlib import Path; from hwr import runs\n"
+    code += "with runs.locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_one_process_per_run_folder_and_a_killed_holder_frees_it(tmp_path):
+    holder = _hold(tmp_path / "run")
+    try:
+        busy = pytest.raises(runs.RunError, match=rf"in use by another hwr process \(pid {holder.pid}\)")
+        with busy, runs.locked(tmp_path / "run"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with runs.locked(tmp_path / "run"):  # the kernel dropped the dead holder's lock: no stale lock to clean up
+        assert (tmp_path / "run" / runs.LOCK).read_text().strip() == str(os.getpid())
+    with runs.locked(tmp_path / "run"):  # released on exit
+        pass

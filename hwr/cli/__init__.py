@@ -8,7 +8,10 @@ shows tracebacks.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,29 +19,40 @@ from typing import Any
 
 from hwr.errors import HwrError
 
-__all__ = ["UsageError", "main"]
-
-# Subcommand groups, in the order `hwr --help` lists them.
-GROUPS = ("data", "train", "study")
+__all__ = ["COMMANDS", "UsageError", "build_parser", "environment_error", "main", "resume_command", "train_guarded"]
 
 
 class UsageError(HwrError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-def train_guarded(train: Callable[[], dict[str, Any]], out: str | Path) -> dict[str, Any] | int:
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues the run ``args`` started (it works for a finetune too: config.json holds
+    everything), with the data root when it is not the default one and ``--skip-bad`` when it was given."""
+    from hwr.cli import environment
+
+    parts = ["hwr", "train", "--out", str(args.out), "--resume"]
+    root = getattr(args, "data_root", None)
+    if root is not None and Path(root) != environment.read().data.root:
+        parts += ["--data-root", str(root)]
+    if getattr(args, "skip_bad", False):
+        parts.append("--skip-bad")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def train_guarded(train: Callable[[], dict[str, Any]], args: argparse.Namespace) -> dict[str, Any] | int:
     """``train()``'s result, or the exit code after telling the user what happened: 1 for a loss that turned
-    NaN (the last good checkpoint kept), 130 for Ctrl-C (with the command that resumes)."""
+    NaN (the last good checkpoint kept), 130 for Ctrl-C (with the command that resumes, ``resume_command``)."""
     from hwr import report
     from hwr.engine.train import NonFiniteLoss
 
     try:
         return train()
     except NonFiniteLoss as e:
-        report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {out}")
+        report.err_console.print(f"[red]stopped:[/] {e}; checkpoint kept in {args.out}", highlight=False)
         return 1
     except KeyboardInterrupt:
-        report.err_console.print(f"[yellow]interrupted[/]: resume with  hwr train --out {out} --resume")
+        report.err_console.print(f"[yellow]interrupted[/]: resume with  {resume_command(args)}", highlight=False)
         return 130
 
 
@@ -61,26 +75,67 @@ def read_each(paths: Sequence[str], read: Callable[[str], Any]) -> tuple[list[An
     return inputs, readable, failed
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Every top-level command: the module that defines it and its one-line help. ``hwr --help`` (and a mistyped
+# command) lists these without importing any command module, so it imports no torch; the module of the command
+# given is imported and adds its full parser. tests/cli/test_cli.py checks this table against the modules.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("hwr.cli.data", "data sets: list, fetch, info, show, compare"),
+    "train": ("hwr.cli.train", "train a model from a recipe into a run folder"),
+    "finetune": ("hwr.cli.train", "fine-tune a trained run on another dataset"),
+    "evaluate": ("hwr.cli.train", "metrics of a trained run on a dataset's test split"),
+    "predict": ("hwr.cli.train", "classify real image files (PNG, JPEG, ...)"),
+    "study": ("hwr.cli.study", "Optuna studies: run, show, plot, best"),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (``--debug`` is the only top-level one)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``hwr`` parser. Given ``argv``, only the named command's module is imported (the other commands are
+    listed from ``COMMANDS``); without it (``None``), every command's full parser is built."""
     parser = argparse.ArgumentParser(prog="hwr", description="Pure-functional handwriting recognition.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for group in GROUPS:
-        try:
-            module = importlib.import_module(f"hwr.cli.{group}")
-        except ModuleNotFoundError as e:
-            if e.name == f"hwr.cli.{group}":
-                continue  # group not built yet
-            raise
-        module.add_parsers(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    command = None if argv is None else _command_of(argv)
+    wanted = list(dict.fromkeys(m for m, _ in COMMANDS.values())) if argv is None else []
+    if command in COMMANDS:
+        wanted = [COMMANDS[command][0]]
+    for module in wanted:
+        importlib.import_module(module).add_parsers(sub)
+    for name, (_, text) in COMMANDS.items():  # the others: listed, not built
+        if name not in sub.choices:
+            sub.add_parser(name, help=text)
     return parser
+
+
+# errno -> the fix (the cause is the error's own strerror): the machine's state (permissions, a read-only or full disk), not a bug
+_ENVIRONMENT_ERRORS = {
+    errno.EACCES: "choose a folder you can write (--out, --root, --data-root) or fix its mode",
+    errno.EPERM: "choose a folder you can write (--out, --root, --data-root) or fix its mode",
+    errno.EROFS: "choose a folder on a writable disk",
+    errno.ENOSPC: "free space or choose a folder on another disk",
+    errno.EDQUOT: "free space or choose a folder on another disk",
+}
+
+
+def environment_error(e: OSError) -> str | None:
+    """One line for an ``OSError`` the user's environment caused (``_ENVIRONMENT_ERRORS``), naming the path and
+    the fix; ``None`` for any other (a bug, reported as one)."""
+    if e.errno not in _ENVIRONMENT_ERRORS:
+        return None
+    where = f"cannot write {e.filename}" if e.filename else "cannot write"
+    return f"{where}: {e.strerror or os.strerror(e.errno)}; {_ENVIRONMENT_ERRORS[e.errno]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwr`` console script; returns the exit code."""
     from hwr.cli import environment
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     environment.start()
     try:
         return int(args.func(args) or 0)
@@ -92,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"hwr: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.debug or (line := environment_error(e)) is None:
+            raise
+        print(f"hwr: error: {line}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is a bug in hwr, never reported as bad input
         if args.debug:

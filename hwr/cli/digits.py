@@ -54,7 +54,7 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
             data=data,
             draw=report.draw_run,
         ),
-        out,
+        args,
     )
     if isinstance(result, int):
         return result

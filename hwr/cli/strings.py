@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             execution=execution,
             draw=report.draw_strings_run,
         ),
-        out,
+        args,
     )
     if isinstance(result, int):
         return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 from types import ModuleType
 
 import torch
@@ -19,14 +20,38 @@ from hwr.engine import autotune, runtime
 from hwr.engine.execution import MEMORY_FORMATS, PRECISIONS, Execution
 from hwr.tasks.digits.config import VALIDATIONS
 
-__all__ = ["TASK_COMMANDS", "add_parsers", "check_dataset", "device_of", "execution_of"]
+__all__ = [
+    "DEFAULT_RECIPE",
+    "RUN_FLAGS",
+    "TASK_COMMANDS",
+    "add_parsers",
+    "check_dataset",
+    "check_resume",
+    "device_of",
+    "execution_of",
+]
+
+DEFAULT_RECIPE = "seed"
+# what ``hwr train`` without --recipe says it runs (the figures: the README's recipe table, 2 CPU cores)
+DEFAULT_RECIPE_NOTE = (
+    "no --recipe: training the default 'seed' recipe (the tutorial's CNN, 10 epochs on mnist; about 17 minutes on "
+    "2 CPU cores); --recipe fast reaches 99.2% in about a minute"
+)
+# flags that say what a run is: a resumed run keeps its config.json, so each is refused with --resume
+RUN_FLAGS = ("recipe", "model", "dataset", "source", "epochs", "batch_size", "lr", "augment", "seed",
+             "limit_train", "limit_test")  # fmt: skip
 
 TASK_COMMANDS = {"digits": "hwr.cli.digits", "strings": "hwr.cli.strings"}  # a task's commands, by task name
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a recipe into a run folder")
-    p.add_argument("--recipe", default="seed", choices=sorted(recipes.RECIPES))
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=sorted(recipes.RECIPES),
+        help=f"named config (hwr/recipes.py; default {DEFAULT_RECIPE}, the tutorial's CNN; fast: about a minute)",
+    )
     p.add_argument("--model", default=None, help="model family (cnn, rnn, vit); default: the recipe's")
     p.add_argument("--dataset", default=None, help="dataset name (hwr data list); default mnist")
     p.add_argument(
@@ -141,10 +166,18 @@ def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 
 
 def device_of(spec: str | None) -> torch.device:
+    """The device ``--device`` names, refused in one line when this machine lacks it; ``meta`` (shapes without
+    data: the library's tests use it to catch tensors made in the wrong place) cannot run a command."""
     try:
-        return runtime.resolve_device(spec or "auto")
+        device = runtime.resolve_device(spec or "auto")
     except ValueError as e:  # unknown name, or no such device here
         raise UsageError(str(e)) from None
+    if device.type == "meta":
+        raise UsageError(
+            "device 'meta' holds shapes but no data, so it cannot train, evaluate or predict; use "
+            "--device cpu, cuda or auto"
+        )
+    return device
 
 
 def execution_of(args: argparse.Namespace, base: Execution | None = None) -> Execution:
@@ -187,7 +220,26 @@ def _train_task(args: argparse.Namespace) -> str:
     )
 
 
+def check_resume(args: argparse.Namespace) -> None:
+    """``--resume`` continues the folder's saved config, so a flag that would change what the run is (``RUN_FLAGS``)
+    is refused in one line rather than silently ignored; where and how it runs (--device, --compile, ...) may change.
+    """
+    given = [f for f in RUN_FLAGS if getattr(args, f, None) is not None]
+    if args.resume and given:
+        flag = "--" + ("from" if given[0] == "source" else given[0].replace("_", "-"))
+        why = " (the learning-rate schedule is fixed by the epoch count)" if given[0] == "epochs" else ""
+        raise UsageError(
+            f"--resume continues {args.out} with its saved config.json, so {flag} cannot change{why}; drop "
+            f"{flag}, or start a new run with another --out"
+        )
+
+
 def _train(args: argparse.Namespace) -> int:
+    check_resume(args)
+    if not args.resume and args.recipe is None:
+        if args.model is None:
+            print(f"hwr: {DEFAULT_RECIPE_NOTE}", file=sys.stderr)
+        args.recipe = DEFAULT_RECIPE
     return _commands(_train_task(args)).cmd_train(args)
 
 

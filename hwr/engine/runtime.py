@@ -113,6 +113,13 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise InputError(f"device {spec!r} asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type in ("mps", "xpu"):
+        backend = getattr(torch.backends, "mps", None) if device.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise InputError(
+                f"device {spec!r} asked for, but this torch build or machine has no {device.type.upper()} "
+                "device; use --device cpu or auto"
+            )
     return device
 
 

@@ -236,6 +236,9 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             runtime.resolve_device("cuda")
+    if not (torch.backends.mps.is_available()):
+        with pytest.raises(ValueError, match="no MPS device"):
+            runtime.resolve_device("mps")  # torch.device accepts it; the machine must have it
     runtime.synchronize("cpu")
     runtime.synchronize(META)
 

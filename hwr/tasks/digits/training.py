@@ -339,17 +339,18 @@ def run(
     if validate_every < 1:
         raise ValueError(f"validate_every must be >= 1 epoch, got {validate_every}")
     out = Path(out_dir)
-    execution, device, done = runs.start(out, config, RunConfig, resume, execution)
-    if done is not None:
-        return done
-    s = _setup(config, device, out, resume, data)
-    execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
-    step, built, compile_seconds = _build_step(config, execution, s)
-    s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
-    s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
-    state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
-    draw = draw if write_figures else None
-    return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
+    with runs.locked(out):  # one process per run folder
+        execution, device, done = runs.start(out, config, RunConfig, resume, execution)
+        if done is not None:
+            return done
+        s = _setup(config, device, out, resume, data)
+        execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
+        step, built, compile_seconds = _build_step(config, execution, s)
+        s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
+        s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
+        state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
+        draw = draw if write_figures else None
+        return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
 
 
 class RunFigures(NamedTuple):

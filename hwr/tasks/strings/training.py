@@ -195,32 +195,33 @@ def run(
     ``RunError`` for a folder that cannot be used, ``ValueError`` for a device this machine lacks.
     ``draw(out, StringsFigures)`` receives what to draw once the test strings are scored."""
     out = Path(out_dir)
-    execution, device, done = runs.start(out, config, StringsConfig, resume, execution)
-    if done is not None:
-        return done
-    s = _setup(config, device, out, resume, data)
-    execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
-    step, built, compile_seconds = _build_step(config, execution, s)
-    s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
-    s.meta["compile_seconds"] += compile_seconds
-    p = s.p
+    with runs.locked(out):  # one process per run folder
+        execution, device, done = runs.start(out, config, StringsConfig, resume, execution)
+        if done is not None:
+            return done
+        s = _setup(config, device, out, resume, data)
+        execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
+        step, built, compile_seconds = _build_step(config, execution, s)
+        s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
+        s.meta["compile_seconds"] += compile_seconds
+        p = s.p
 
-    def validate(st: train.TrainState) -> dict[str, Any]:
-        v = evaluate(p.model, st.params, st.model_state, p.val, mean=p.mean, std=p.std)
-        return {"val_loss": v["loss"], "val_cer": v["cer"], "val_accuracy": v["string_accuracy"]}
+        def validate(st: train.TrainState) -> dict[str, Any]:
+            v = evaluate(p.model, st.params, st.model_state, p.val, mean=p.mean, std=p.std)
+            return {"val_loss": v["loss"], "val_cer": v["cer"], "val_accuracy": v["string_accuracy"]}
 
-    saver = runs.Checkpointer(out / runs.CHECKPOINT, s.meta, s.history)
-    state, _ = train.fit(
-        s.state,
-        step,
-        s.batches_of,
-        epochs=config.epochs,
-        evaluate=validate,
-        callbacks=[*callbacks, saver],
-        start_epoch=s.start,
-        sync_every=execution.sync_every,
-    )
-    return _finish(config, execution, s, state, saver.history, built, out, draw, device)
+        saver = runs.Checkpointer(out / runs.CHECKPOINT, s.meta, s.history)
+        state, _ = train.fit(
+            s.state,
+            step,
+            s.batches_of,
+            epochs=config.epochs,
+            evaluate=validate,
+            callbacks=[*callbacks, saver],
+            start_epoch=s.start,
+            sync_every=execution.sync_every,
+        )
+        return _finish(config, execution, s, state, saver.history, built, out, draw, device)
 
 
 def _finish(

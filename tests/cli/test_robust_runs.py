@@ -1,0 +1,108 @@
+"""The CLI in real use (issue 22): a quick ``hwr --help``, Ctrl-C in the first epoch and the hint that resumes,
+flags a resume cannot honour, two runs into one folder, and the user's environment (a device this machine
+lacks, a folder it cannot write) reported as one line and exit code 2, never as a bug."""
+
+import argparse
+import errno
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_run import bad, hwr
+from tiny import run_config
+
+from hwr import cli, runs
+from hwr.config import to_dict
+
+TINY = ["--epochs", "1", "--limit-train", "256", "--limit-test", "100", "--batch-size", "64", "--no-compile"]
+
+
+def test_top_level_help_imports_no_torch():
+    code = "import sys\nfrom hwr.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code += "print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip().splitlines()[-1] == "False", p.stdout
+    assert all(name in p.stdout for name in cli.COMMANDS)
+
+
+def test_command_table_matches_the_modules_parsers():
+    full = cli.build_parser()  # every module's own parsers
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert helps == {name: text for name, (_, text) in cli.COMMANDS.items()}
+    for name, (module, _) in cli.COMMANDS.items():  # the named command's parser is its module's, fully built
+        parser = cli.build_parser([name])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[name]._actions[1:], (name, module)  # more than -h
+
+
+def test_environment_errors_are_one_line_others_are_bugs():
+    full = cli.environment_error(OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoint"))
+    assert full.startswith("cannot write /data/run/checkpoint: No space left on device; free space")
+    assert "writable disk" in cli.environment_error(OSError(errno.EROFS, "Read-only file system", "/ro"))
+    assert cli.environment_error(OSError(errno.ECONNRESET, "reset")) is None  # not the user's doing: a bug
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys, which nobody (not even root) may write")
+def test_an_unwritable_out_folder_is_one_line():
+    bad("train", "--recipe", "fast", *TINY, "--out", "/sys/hwr-test/run", match="cannot write /sys/hwr-test")
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xpu"])
+def test_a_device_this_machine_cannot_run_is_one_line(tmp_path, device):
+    bad("train", "--recipe", "fast", *TINY, "--device", device, "--out", str(tmp_path / "r"), match=device)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "3"], ["--recipe", "fast"], ["--dataset", "optdigits"]])
+def test_resume_refuses_flags_that_change_the_run(tmp_path, flag):
+    runs.open_run(tmp_path / "r", run_config(), type(run_config()), resume=False)
+    bad("train", "--out", str(tmp_path / "r"), "--resume", *flag, match=f"so {flag[0]} cannot change")
+
+
+def test_stopped_in_epoch_one_resumes_from_config_json_and_the_hint_works(tmp_path):
+    out = tmp_path / "r"
+    runs.open_run(out, run_config(), type(run_config()), resume=False)  # what a Ctrl-C before epoch 1 ends leaves
+    bad("train", "--recipe", "fast", "--out", str(out), match="hwr train --out")  # another config: refused
+    hint = cli.resume_command(argparse.Namespace(out=out, data_root=None, skip_bad=False))
+    assert hint == f"hwr train --out {out} --resume"
+    hwr(*hint.split()[1:], "--no-compile")
+    metrics = json.loads((out / runs.METRICS).read_text())
+    assert metrics["config"] == to_dict(run_config()) and len(metrics["epochs"]) == 1
+
+
+def test_the_resume_hint_keeps_a_non_default_data_root(tmp_path):
+    args = argparse.Namespace(out=tmp_path / "my run", data_root=str(tmp_path / "data"), skip_bad=True)
+    assert cli.resume_command(args) == (
+        f"hwr train --out '{tmp_path}/my run' --resume --data-root {tmp_path}/data --skip-bad"
+    )
+
+
+def test_without_a_recipe_it_says_which_it_runs(tmp_path):
+    p = hwr("train", "--device", "meta", "--out", str(tmp_path / "r"), check=False)  # stops before training
+    assert "no --recipe: training the default 'seed' recipe" in p.stderr
+
+
+def test_a_second_train_into_a_held_folder_names_the_holder(tmp_path):
+    out = tmp_path / "r"
+    code = "import sys, time; from pathlib import Path; from hwr import runs\n"
+    code += "with runs.locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        bad(
+            "train",
+            "--recipe",
+            "fast",
+            *TINY,
+            "--out",
+            str(out),
+            match=f"in use by another hwr process (pid {holder.pid})",
+        )
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not (out / runs.CONFIG).exists()  # the refused run wrote nothing
