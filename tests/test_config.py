@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hwr import models, recipes
-from hwr.config import DataSettings, from_dict, to_dict
+from hwr.config import ConfigTypeError, DataSettings, from_dict, to_dict
 from hwr.data.augment import AugmentConfig
 from hwr.data.mix import MixConfig
 from hwr.engine.execution import LEGACY_EXECUTION_KEYS
@@ -114,3 +114,28 @@ def test_invalid_values_are_refused_on_the_way_back():
         from_dict(RunConfig, {**d, "finetune": {**d["finetune"], "trainable": "some"}})
     with pytest.raises(ValueError, match="defer"):
         from_dict(RunConfig, {**d, "loss": {**d["loss"], "defer": 1.0}})
+
+
+def test_wrong_types_name_the_field_and_the_type_wanted():
+    good = to_dict(RunConfig())
+    cases = [
+        ({"epochs": "3"}, r"epochs must be an int, got '3' \(str\)"),
+        ({"epochs": True}, r"epochs must be an int, got True \(bool\)"),
+        ({"optim": {**good["optim"], "lr": "abc"}}, r"optim\.lr must be a float, got 'abc' \(str\)"),
+        ({"augment": {**good["augment"], "hflip": 1}}, r"augment\.hflip must be true or false, got 1 \(int\)"),
+        ({"optim": 3}, r"optim must be a JSON object \(OptimConfig\), got 3 \(int\)"),
+        ({"augment": {**good["augment"], "erase_scale": [0.1, "x"]}}, r"augment\.erase_scale\[1\] must be a float"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ConfigTypeError, match=message):
+            from_dict(RunConfig, {**good, **change})
+    assert from_dict(RunConfig, {**good, "optim": {**good["optim"], "lr": 1}}).optim.lr == 1  # an int is a float
+    assert to_dict(from_dict(RunConfig, good)) == good  # checked, never converted
+
+
+def test_a_hand_edited_config_json_is_one_line_naming_the_field(tmp_path):
+    from hwr import runs
+
+    (tmp_path / "config.json").write_text(json.dumps({**to_dict(RunConfig()), "epochs": "3"}))
+    with pytest.raises(runs.RunError, match=r"config\.json is not a valid digits config: epochs must be an int"):
+        runs.read_config(tmp_path, RunConfig)
