@@ -216,3 +216,19 @@ def test_one_process_per_run_folder_and_a_killed_holder_frees_it(tmp_path):
         assert (tmp_path / "run" / runs.LOCK).read_text().strip() == str(os.getpid())
     with runs.locked(tmp_path / "run"):  # released on exit
         pass
+
+
+def test_a_run_tells_its_callbacks_before_it_builds_the_step(tmp_path):
+    class Built(train.Callback):
+        def __init__(self) -> None:
+            self.calls: list[bool] = []
+
+        def on_build(self, compile: bool) -> None:
+            self.calls.append(compile)
+
+    built = Built()
+    digits.run(run_config(), tmp_path / "r", execution=EAGER, callbacks=[built], write_figures=False)
+    assert built.calls == [False]  # eager: nothing to announce; a compiled run passes True
+    again = Built()
+    digits.run(run_config(), tmp_path / "r", execution=EAGER, callbacks=[again], resume=True)
+    assert again.calls == []  # a finished run builds nothing

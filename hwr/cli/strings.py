@@ -49,8 +49,9 @@ class Progress(report.Progress):
         self.console.print(
             f"epoch {record['epoch']:>2}/{self.epochs}  loss {record['train_loss']:.4f}  "
             f"train exact {record['train_accuracy']:.3f}  val CER {100 * record['val_cer']:.2f}%  "
-            f"exact {record['val_accuracy']:.3f}  {record['samples_per_s']:,.0f}/s",
+            f"exact {record['val_accuracy']:.3f}  {record['samples_per_s']:,.0f}/s  {record['train_seconds']:.1f}s",
             soft_wrap=True,
+            highlight=False,
         )
 
 

@@ -265,8 +265,14 @@ class Callback:
     would need a host sync per step) with host floats over the steps since its last call: ``loss`` (their mean
     loss per sample), ``count`` (samples) and ``steps``."""
 
+    def on_build(self, compile: bool) -> None:
+        """Called by a task's ``run`` just before it builds the step (``compile``: a compile, tens of seconds)."""
+
     def on_epoch_start(self, epoch: int, num_batches: int) -> None:  # -1: unknown
         pass
+
+    def on_dispatch(self, epoch: int) -> None:
+        """Called after each step is queued (no host sync: the loss is not known yet), e.g. to move a bar."""
 
     def on_step(self, epoch: int, metrics: dict[str, float]) -> None:
         pass
@@ -371,6 +377,8 @@ def _run_epoch(
         stacked = torch.stack([m[k] for k in _SUMS])
         totals = stacked.to(_sum_dtype(stacked.device)) if totals is None else totals + stacked  # no sync
         sync.window.append(batch)
+        for cb in callbacks:
+            cb.on_dispatch(epoch)
         if len(sync.window) == sync_every:
             sync.check(state, totals)
     if totals is None:  # an empty epoch

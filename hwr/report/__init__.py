@@ -3,9 +3,12 @@
 matplotlib backend."""
 
 from hwr.report.console import (
+    COMPILING,
     Progress,
+    bar_text,
     best_summary,
     console,
+    epoch_line,
     err_console,
     evaluation_table,
     importance_table,
@@ -26,12 +29,15 @@ from hwr.report.figures import (
 from hwr.report.study_plots import save_study_plots
 
 __all__ = [
+    "COMPILING",
     "STRINGS_FIGURE",
     "Progress",
+    "bar_text",
     "best_summary",
     "console",
     "draw_run",
     "draw_strings_run",
+    "epoch_line",
     "err_console",
     "evaluation_table",
     "importance_table",

@@ -11,9 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = [
+    "COMPILING",
     "Progress",
+    "bar_text",
     "best_summary",
     "console",
+    "epoch_line",
     "err_console",
     "evaluation_table",
     "importance_table",
@@ -47,9 +50,40 @@ def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: S
     return table
 
 
+COMPILING = "compiling the step (the first run on this machine takes about a minute; later runs reuse the cache)"
+
+
+def bar_text(loss: float | None, rate: float | None) -> str:
+    """The progress bar's figures: ``-`` until the first loss is read back (never ``nan``, which reads as a
+    diverged run), then the loss since the last read and the epoch's samples/s so far."""
+    shown_loss = "-" if loss is None else f"{loss:.4f}"
+    shown_rate = "-" if rate is None else f"{rate:,.0f}"
+    return f"loss {shown_loss}  {shown_rate} samples/s"
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line per finished epoch (what a log or CI shows): loss, train and validation figures, throughput, time."""
+    parts = [
+        f"epoch {record['epoch']:>3}/{epochs}",
+        f"loss {record['train_loss']:.4f}",
+        f"train acc {record['train_accuracy']:.4f}",
+    ]
+    parts += [
+        f"{k.removeprefix('val_').replace('_', ' ')} {record[k]:.4f}"
+        for k in ("val_accuracy", "val_macro_f1")
+        if k in record
+    ]
+    parts.append(f"{record['samples_per_s']:,.0f} samples/s")
+    if "train_seconds" in record:
+        parts.append(f"{record['train_seconds']:.1f}s")
+    return "  ".join(parts)
+
+
 class Progress:
-    """A ``hwr.engine.train.Callback`` that shows a ``rich`` progress bar per epoch (loss, samples/s) and prints one
-    line of validation figures when the epoch ends. Duck-typed, so this module need not import ``hwr.engine.train``."""
+    """A ``hwr.engine.train.Callback`` that says when the step compiles, shows a ``rich`` progress bar per epoch
+    (moved on every step; loss and samples/s from each read-back) and prints one line when the epoch ends
+    (``epoch_line``; off a terminal rich draws no bar, so a log gets just these lines). Duck-typed, so this module
+    need not import ``hwr.engine.train``."""
 
     def __init__(self, epochs: int, *, out: Console | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -60,12 +94,16 @@ class Progress:
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:,.0f} samples/s"),
+            TextColumn("{task.fields[figures]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
         )
         self.task = None
+
+    def on_build(self, compile: bool) -> None:
+        if compile:
+            self.console.print(COMPILING, highlight=False)
 
     def on_epoch_start(self, epoch: int, num_batches: int) -> None:
         import time
@@ -77,33 +115,24 @@ class Progress:
             total=num_batches if num_batches >= 0 else None,
             epoch=epoch + 1,
             epochs=self.epochs,
-            loss=float("nan"),
-            rate=0.0,
+            figures=bar_text(None, None),
         )
 
+    def on_dispatch(self, epoch: int) -> None:
+        self.bar.update(self.task, advance=1)
+
     def on_step(self, epoch: int, m: dict[str, float]) -> None:
-        """Called every ``sync_every`` steps by the fit loop: ``m["steps"]`` steps since the last call."""
+        """Called every ``sync_every`` steps by the fit loop with the loss since the last call."""
         import time
 
         self.seen += m["count"]
         rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, advance=m.get("steps", 1), loss=m["loss"], rate=rate)
+        self.bar.update(self.task, figures=bar_text(m["loss"], rate))
 
     def on_epoch_end(self, epoch: int, state: Any, record: dict[str, Any]) -> None:
         self.bar.remove_task(self.task)
         self.bar.stop()
-        parts = [
-            f"epoch {record['epoch']:>3}/{self.epochs}",
-            f"loss {record['train_loss']:.4f}",
-            f"train acc {record['train_accuracy']:.4f}",
-        ]
-        parts += [
-            f"{k.removeprefix('val_').replace('_', ' ')} {record[k]:.4f}"
-            for k in ("val_accuracy", "val_macro_f1")
-            if k in record
-        ]
-        parts.append(f"{record['samples_per_s']:,.0f} samples/s")
-        self.console.print("  ".join(parts))
+        self.console.print(epoch_line(record, self.epochs), highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- studies

@@ -249,6 +249,9 @@ class Recorder(train.Callback):
     def on_epoch_start(self, epoch, num_batches):
         self.events.append(("start", epoch, num_batches))
 
+    def on_dispatch(self, epoch):
+        self.events.append(("dispatch", epoch))
+
     def on_step(self, epoch, metrics):
         assert all(isinstance(v, float | int) for v in metrics.values())  # host numbers, never tensors
         self.events.append(("step", epoch, metrics["count"], metrics["steps"], metrics["loss"]))
@@ -293,6 +296,8 @@ def test_fit_learns_separable_blobs():
     assert history[0]["train_loss"] < 1.5  # ln 4 = 1.39 at chance
     assert history[-1]["val_accuracy"] >= 0.95 > before
     assert rec.events[0] == ("start", 0, 8) and rec.events[-1] == ("end", 2, 3)
+    assert [e for e in rec.events if e[0] == "dispatch"] == [("dispatch", k // 8) for k in range(24)]  # every step
+    rec.events = [e for e in rec.events if e[0] != "dispatch"]
     progress = [e for e in rec.events if e[0] == "step"]  # every sync_every (50) steps and at the epoch's end
     assert [(e[1], e[2], e[3]) for e in progress] == [(0, 256.0, 8), (1, 256.0, 8), (2, 256.0, 8)]
     assert progress[0][4] == pytest.approx(history[0]["train_loss"])

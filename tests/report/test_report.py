@@ -1,5 +1,6 @@
-"""hwr.report.Progress as the fit loop drives it: ``on_step`` comes every ``sync_every`` steps and advances the bar
-by the steps it reports, so the bar ends at the epoch's batch count."""
+"""hwr.report.Progress as the fit loop drives it: the bar moves on every queued step (``on_dispatch``), its
+figures read ``-`` until the first loss is read back (``on_step``, every ``sync_every`` steps), a compile is said
+aloud before it starts, and each epoch ends in one line with its time."""
 
 import io
 
@@ -7,15 +8,32 @@ from rich.console import Console
 
 from hwr import report
 
+RECORD = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.9, "samples_per_s": 100.0, "train_seconds": 2.25}
 
-def test_progress_advances_by_the_steps_reported():
+
+def test_progress_moves_every_step_and_shows_no_loss_before_the_first():
     bar = report.Progress(1, out=Console(file=io.StringIO()))
     bar.on_epoch_start(0, 8)
-    for steps in (3, 3, 2):  # sync_every=3 over 8 steps: two windows and the tail
-        bar.on_step(0, {"loss": 0.5, "count": 32.0 * steps, "steps": steps})
     task = bar.bar.tasks[0]
-    assert task.completed == 8 == task.total and task.fields["loss"] == 0.5
-    bar.on_epoch_end(0, None, {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.9, "samples_per_s": 100.0})
+    assert "nan" not in task.fields["figures"] and task.fields["figures"] == "loss -  - samples/s"
+    for i in range(8):  # sync_every=3 over 8 steps: reads after steps 3, 6 and 8
+        bar.on_dispatch(0)
+        assert task.completed == i + 1
+        if i in (2, 5, 7):
+            bar.on_step(0, {"loss": 0.5, "count": 32.0 * (3 if i < 7 else 2), "steps": 3 if i < 7 else 2})
+    assert task.completed == 8 == task.total and task.fields["figures"].startswith("loss 0.5000  ")
+    bar.on_epoch_end(0, None, RECORD)
+
+
+def test_a_compile_is_announced_and_each_epoch_is_one_line_with_its_time():
+    out = io.StringIO()
+    bar = report.Progress(1, out=Console(file=out, width=200))
+    bar.on_build(False)
+    assert out.getvalue() == ""
+    bar.on_build(True)
+    assert out.getvalue().strip() == report.COMPILING
+    assert report.epoch_line(RECORD, 3) == "epoch   1/3  loss 0.5000  train acc 0.9000  100 samples/s  2.2s"
+    assert report.bar_text(0.25, 1234.4) == "loss 0.2500  1,234 samples/s"
 
 
 def test_importing_and_drawing_leave_pyplot_and_the_backend_alone(tmp_path):

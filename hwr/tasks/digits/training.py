@@ -345,6 +345,8 @@ def run(
             return done
         s = _setup(config, device, out, resume, data)
         execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
+        for cb in callbacks if s.start < config.epochs else ():
+            cb.on_build(bool(execution.compile))
         step, built, compile_seconds = _build_step(config, execution, s)
         s.meta["candidate"] = built.get("candidate") or s.meta.get("candidate")
         s.meta["compile_seconds"] = s.meta.get("compile_seconds", 0.0) + compile_seconds
