@@ -19,7 +19,17 @@ from typing import Any
 
 from hwr.errors import HwrError
 
-__all__ = ["COMMANDS", "UsageError", "build_parser", "environment_error", "main", "resume_command", "train_guarded"]
+__all__ = [
+    "COMMANDS",
+    "UsageError",
+    "build_parser",
+    "environment_error",
+    "main",
+    "resume_command",
+    "save_inputs",
+    "saved_names",
+    "train_guarded",
+]
 
 
 class UsageError(HwrError):
@@ -54,6 +64,40 @@ def train_guarded(train: Callable[[], dict[str, Any]], args: argparse.Namespace)
     except KeyboardInterrupt:
         report.err_console.print(f"[yellow]interrupted[/]: resume with  {resume_command(args)}", highlight=False)
         return 130
+
+
+def saved_names(paths: Sequence[str], suffix: str) -> list[str]:
+    """One file name per input for ``--save-input``: ``STEM{suffix}``, with ``-2``, ``-3``, ... added in input order
+    where two inputs share a stem (``a/1.png`` and ``b/1.png``), so no picture overwrites another."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem, k = Path(path).stem, 1
+        name = f"{stem}{suffix}"
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}{suffix}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def save_inputs(folder: str | Path, paths: Sequence[str], images: Sequence[Any], suffix: str) -> list[Path]:
+    """Write each uint8 ``(1, H, W)`` image the model saw into ``folder`` (``saved_names``); a renamed one is
+    said on stderr. Returns the files written."""
+    from PIL import Image
+
+    from hwr import report
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, name, img in zip(paths, saved_names(paths, suffix), images):
+        Image.fromarray(img[0].numpy()).save(folder / name)
+        if name != f"{Path(path).stem}{suffix}":
+            report.err_console.print(f"saved {path} as {folder / name} (another input has its name)", highlight=False)
+        written.append(folder / name)
+    return written
 
 
 def read_each(paths: Sequence[str], read: Callable[[str], Any]) -> tuple[list[Any], list[str], int]:

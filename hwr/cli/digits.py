@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from hwr import recipes, report
-from hwr.cli import UsageError, environment, read_each, train_guarded
+from hwr.cli import UsageError, environment, read_each, save_inputs, train_guarded
 from hwr.cli.train import check_dataset, device_of, execution_of
 from hwr.data import augment as aug
 from hwr.data import digits, folders, sources
@@ -157,26 +157,21 @@ def _skipped(ds: Dataset) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
-    model, params, state, meta = task.load_run(args.model, device)
+    model, params, state, meta = task.load_run(args.run, device)
     classes = meta["classes"]
     inputs, readable, failed = read_each(args.images, lambda path: digits.mnist_style(digits.load_image(path)))
     if not inputs:
         return 2
     x = torch.stack(inputs)  # (N, 1, 28, 28) uint8
     if args.save_input:
-        from PIL import Image
-
-        folder = Path(args.save_input)
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, img in zip(readable, x):
-            Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_28x28.png")
+        save_inputs(args.save_input, readable, x, "_28x28.png")
     transform = aug.make_transform(None, meta["mean"], meta["std"])
     with torch.inference_mode():
         probs = torch.softmax(model.apply(params, state, transform(None, x.to(device)), train=False)[0], -1).cpu()
     top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
     from rich.table import Table
 
-    table = Table(title=f"predictions of {args.model}")
+    table = Table(title=f"predictions of {args.run}")
     table.add_column("image")
     for r in range(top_p.shape[1]):
         table.add_column(f"#{r + 1}", justify="right")

@@ -13,7 +13,7 @@ import torch
 from rich.table import Table
 
 from hwr import random, recipes, report, runs
-from hwr.cli import UsageError, environment, read_each, train_guarded
+from hwr.cli import UsageError, environment, read_each, save_inputs, train_guarded
 from hwr.cli.train import device_of, execution_of
 from hwr.config import DataSettings
 from hwr.data import catalog, digits, sources
@@ -143,18 +143,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
-    model, params, state, meta = sr.load_run(args.model, device)
+    model, params, state, meta = sr.load_run(args.run, device)
     spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
     inputs, readable, failed = read_each(args.images, lambda path: sr.normalise_string(digits.load_image(path), spec))
     if not inputs:
         return 2
     if args.save_input:
-        from PIL import Image
-
-        folder = Path(args.save_input)
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, img in zip(readable, inputs):
-            Image.fromarray(img[0].numpy()).save(folder / f"{Path(path).stem}_strings.png")
+        save_inputs(args.save_input, readable, inputs, "_strings.png")
     readings = sr.predict(model, params, state, inputs, mean=meta["mean"], std=meta["std"], width=spec.width)
     width = max(len(Path(p).name) for p in readable)
     for path, (labels, conf) in zip(readable, readings):

@@ -49,19 +49,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_run)
 
     s = ss.add_parser("show", help="table of trials, the best trial and parameter importances")
-    s.add_argument("name")
+    s.add_argument("name", help="study name (its module under studies/)")
     _storage_args(s, name=False)
     s.set_defaults(func=cmd_show)
 
     pl = ss.add_parser("plot", help="PNG figures of a study")
-    pl.add_argument("name")
-    pl.add_argument("--out", required=True)
+    pl.add_argument("name", help="study name (its module under studies/)")
+    pl.add_argument("--out", required=True, help="folder to write the PNG figures into")
     _storage_args(pl, name=False)
     pl.set_defaults(func=cmd_plot)
 
     b = ss.add_parser("best", help="the best trial; --evaluate retrains it and the baselines on the test split")
-    b.add_argument("name")
-    b.add_argument("--evaluate", action="store_true")
+    b.add_argument("name", help="study name (its module under studies/)")
+    b.add_argument(
+        "--evaluate", action="store_true", help="retrain the best, its start and the baselines; score them on test"
+    )
     b.add_argument(
         "--workers",
         type=_positive,

@@ -66,10 +66,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("finetune", help="fine-tune a trained run on another dataset")
     p.add_argument("--from", dest="source", required=True, help="run folder of the pretrained model")
-    p.add_argument("--dataset", default="optdigits-lt")
-    p.add_argument("--trainable", default="all", choices=("head", "last", "all"))
-    p.add_argument("--backbone-lr-mult", type=float, default=1.0)
-    p.add_argument("--class-weights", default="none", choices=("none", "inverse", "effective", "logit_adjust"))
+    p.add_argument("--dataset", default="optdigits-lt", help="the target data set (hwr data list, folder:PATH)")
+    p.add_argument(
+        "--trainable",
+        default="all",
+        choices=("head", "last", "all"),
+        help="what trains: the head, the last block too, all",
+    )
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0, help="the backbone's learning rate / the head's")
+    p.add_argument(
+        "--class-weights",
+        default="none",
+        choices=("none", "inverse", "effective", "logit_adjust"),
+        help="loss weighting by class frequency (effective: Cui et al.; logit_adjust: Menon et al.)",
+    )
     _longtail_args(p)
     _common(p)
     p.set_defaults(func=lambda args: _commands("digits").cmd_finetune(args))
@@ -87,9 +97,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="classify real image files (PNG, JPEG, ...)")
-    p.add_argument("--model", required=True, help="run folder")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--save-input", default=None, help="folder to write the 28x28 image the model saw")
+    p.add_argument("--run", default=None, help="run folder of the trained model (a digits or a strings run)")
+    p.add_argument("--model", dest="old_run", default=None, help="the old spelling of --run (removed in 0.4)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...), one digit or one string each")
+    p.add_argument(
+        "--save-input", default=None, help="folder to write the image the model saw, one per input (names kept apart)"
+    )
     _device_arg(p)
     p.set_defaults(func=_predict)
 
@@ -98,7 +111,12 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("long-tail levers")
     g.add_argument("--tau", type=float, default=1.0, help="logit-adjustment tau (1: balanced softmax)")
     g.add_argument("--defer", type=float, default=0.0, help="deferred re-weighting: share of steps before weights")
-    g.add_argument("--sampling", default="instance", choices=tuple(SAMPLING_POWERS))
+    g.add_argument(
+        "--sampling",
+        default="instance",
+        choices=tuple(SAMPLING_POWERS),
+        help="batch sampling: by instance, by the square root of class counts, class-balanced",
+    )
     g.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha (0: off)")
     g.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha (0: off)")
     g.add_argument("--mix-prob", type=float, default=1.0, help="share of samples mixed")
@@ -106,7 +124,7 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--l2sp", type=float, default=0.0, help="L2-SP strength toward the source weights")
     g.add_argument("--wise", action="store_true", help="WiSE-FT: interpolate with the source, alpha on validation")
     g.add_argument("--crt-epochs", type=int, default=0, help="classifier re-training epochs (cRT) after training")
-    g.add_argument("--crt-lr", type=float, default=1e-2)
+    g.add_argument("--crt-lr", type=float, default=1e-2, help="learning rate of the cRT head re-training")
     g.add_argument("--tau-norm", type=float, default=0.0, help="tau-normalise the head rows (0: off)")
     g.add_argument("--posthoc-tau", type=float, default=0.0, help="post-hoc logit adjustment at inference (0: off)")
     g.add_argument(
@@ -115,19 +133,19 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
         choices=VALIDATIONS,
         help="split: stratified share of the training set; heldout: the dataset's own; kfold",
     )
-    g.add_argument("--folds", type=int, default=5)
-    g.add_argument("--fold", type=int, default=0)
+    g.add_argument("--folds", type=int, default=5, help="--validation kfold: the number of folds")
+    g.add_argument("--fold", type=int, default=0, help="--validation kfold: the fold held out")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder to write (config, metrics, checkpoint, figures)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     p.add_argument("--augment", default=None, help="preset (none, light, standard, strong) or k=v,... list")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="the run's key: initialisation, batches, augmentation")
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
-    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--limit-test", type=int, default=None, help="score only N test images (smoke runs)")
     p.add_argument(
         "--data-root",
         default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
@@ -247,5 +265,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     return _commands(runs.task_of(args.run)).cmd_evaluate(args)
 
 
+def run_of_predict(args: argparse.Namespace) -> str:
+    """The run folder ``hwr predict`` reads: ``--run``, or ``--model`` (its spelling before 0.3, when ``--model``
+    also named a family in ``hwr train``) with one deprecation line."""
+    if args.run is not None and args.old_run is not None:
+        raise UsageError("give the run folder once: --run RUN (--model is its old spelling)")
+    if args.old_run is not None:
+        print("hwr: --model RUN is now --run RUN; --model will be removed in 0.4", file=sys.stderr)
+        return args.old_run
+    if args.run is None:
+        raise UsageError("hwr predict needs the trained model's run folder: hwr predict --run RUN IMAGE ...")
+    return args.run
+
+
 def _predict(args: argparse.Namespace) -> int:
-    return _commands(runs.task_of(args.model)).cmd_predict(args)
+    args.run = run_of_predict(args)
+    return _commands(runs.task_of(args.run)).cmd_predict(args)

@@ -256,7 +256,7 @@ def _digit_files(folder: Path, n: int = 40) -> list[tuple[Path, int]]:
 def test_predict_real_files(trained, tmp_path):
     files = _digit_files(tmp_path)
     seen = tmp_path / "seen"
-    out = hwr("predict", "--model", str(trained), *[str(p) for p, _ in files], "--save-input", str(seen)).stdout
+    out = hwr("predict", "--run", str(trained), *[str(p) for p, _ in files], "--save-input", str(seen)).stdout
     correct = 0
     for path, label in files:
         line = next(ln for ln in out.splitlines() if path.name in ln)
@@ -290,16 +290,16 @@ def test_bad_inputs(trained, tmp_path):
     (trunc / "config.json").write_text((trained / "config.json").read_text())
     data = (trained / "checkpoint.safetensors").read_bytes()
     (trunc / "checkpoint.safetensors").write_bytes(data[: len(data) // 3])
-    bad("predict", "--model", str(trunc), str(tmp_path / "any.png"), match="corrupt or truncated")
+    bad("predict", "--run", str(trunc), str(tmp_path / "any.png"), match="corrupt or truncated")
     # images: not an image, all background, absurdly large
     (tmp_path / "notes.png").write_text("this is not an image")
-    bad("predict", "--model", str(trained), str(tmp_path / "notes.png"), match="notes.png")
+    bad("predict", "--run", str(trained), str(tmp_path / "notes.png"), match="notes.png")
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
-    bad("predict", "--model", str(trained), str(tmp_path / "blank.png"), match="blank.png")
+    bad("predict", "--run", str(trained), str(tmp_path / "blank.png"), match="blank.png")
     huge = tmp_path / "huge.png"
     huge.write_bytes(png_header_only(50_000, 50_000))
-    bad("predict", "--model", str(trained), str(huge), match="huge.png")
-    bad("predict", "--model", str(trained), str(tmp_path / "missing.png"), match="missing.png")
+    bad("predict", "--run", str(trained), str(huge), match="huge.png")
+    bad("predict", "--run", str(trained), str(tmp_path / "missing.png"), match="missing.png")
 
 
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path):
@@ -350,7 +350,7 @@ def test_bad_device_is_one_line(tmp_path):
     bad("train", "--device", "nosuch", *SMALL, "--out", str(tmp_path / "x"), match="unknown device 'nosuch'")
     bad("finetune", "--from", str(run), "--device", "nosuch", "--out", str(tmp_path / "y"), match="unknown device")
     bad("evaluate", str(run), "--device", "nosuch", match="unknown device")
-    bad("predict", "--model", str(run), str(png), "--device", "nosuch", match="unknown device")
+    bad("predict", "--run", str(run), str(png), "--device", "nosuch", match="unknown device")
     bad(
         "study",
         "run",
@@ -405,7 +405,7 @@ def test_predict_reads_every_file_and_reports_each_bad_one(trained, tmp_path):
     junk = tmp_path / "notes.png"
     junk.write_text("not an image")
     missing = tmp_path / "gone.jpg"
-    p = hwr("predict", "--model", str(trained), str(good[0][0]), str(junk), str(good[1][0]), str(missing), check=False)
+    p = hwr("predict", "--run", str(trained), str(good[0][0]), str(junk), str(good[1][0]), str(missing), check=False)
     assert p.returncode == 2
     assert good[0][0].name in p.stdout and good[1][0].name in p.stdout  # both readable files predicted
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("hwr: error")]

@@ -106,3 +106,51 @@ def test_a_second_train_into_a_held_folder_names_the_holder(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert not (out / runs.CONFIG).exists()  # the refused run wrote nothing
+
+
+def test_saved_inputs_of_the_same_name_are_kept_apart(tmp_path):
+    paths = ["a/1.png", "b/1.png", "c/1.jpg", "1-2.png", "d/7.png"]
+    names = cli.saved_names(paths, "_28x28.png")
+    assert names == ["1_28x28.png", "1-2_28x28.png", "1-3_28x28.png", "1-2-2_28x28.png", "7_28x28.png"]
+    assert len(set(names)) == len(names)
+    import torch
+
+    images = [torch.full((1, 28, 28), 10 * i, dtype=torch.uint8) for i in range(len(paths))]
+    written = cli.save_inputs(tmp_path / "seen", paths, images, "_28x28.png")
+    from PIL import Image
+
+    assert [int(Image.open(f).getpixel((0, 0))) for f in written] == [0, 10, 20, 30, 40]  # none overwritten
+
+
+def test_predict_reads_the_run_from_run_and_the_old_model_spelling_warns():
+    parse = lambda *a: cli.build_parser(["predict"]).parse_args(["predict", *a])
+    from hwr.cli import train as cli_train
+
+    assert cli_train.run_of_predict(parse("--run", "runs/fast", "x.png")) == "runs/fast"
+    p = subprocess.run(
+        [sys.executable, "-c", "from hwr.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
+         "predict", "--model", "no/such/run", "x.png"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert p.stderr.splitlines()[0] == "hwr: --model RUN is now --run RUN; --model will be removed in 0.4"
+    assert "no/such/run does not exist" in p.stderr
+    with pytest.raises(cli.UsageError, match="needs the trained model's run folder"):
+        cli_train.run_of_predict(parse("x.png"))
+    with pytest.raises(cli.UsageError, match="give the run folder once"):
+        cli_train.run_of_predict(parse("--run", "a", "--model", "b", "x.png"))
+
+
+def _options(parser: argparse.ArgumentParser, prefix: str):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{prefix} {name}")
+        elif not isinstance(action, argparse._HelpAction) and action.help != argparse.SUPPRESS:
+            yield prefix, action
+
+
+def test_every_option_of_every_command_has_a_help_line():
+    options = _options(cli.build_parser(), "hwr")
+    missing = [f"{where}: {'/'.join(a.option_strings) or a.dest}" for where, a in options if not (a.help or "").strip()]
+    assert missing == [], "options without a help line:\n" + "\n".join(missing)

@@ -82,7 +82,7 @@ def test_predict_font_strings(trained, tmp_path):
     out, _ = trained
     files = FONTS.render(tmp_path, fonts)
     seen = tmp_path / "seen"
-    p = hwr("predict", "--model", str(out), *[str(f) for f, _, _ in files], "--save-input", str(seen))
+    p = hwr("predict", "--run", str(out), *[str(f) for f, _, _ in files], "--save-input", str(seen))
     lines = p.stdout.strip().splitlines()
     assert len(lines) == len(files), p.stdout
     pairs = []
@@ -107,16 +107,16 @@ def test_data_show_strings(tmp_path):
 def test_bad_inputs(trained, tmp_path):
     out, _ = trained
     (tmp_path / "notes.png").write_text("this is not an image")
-    bad("predict", "--model", str(out), str(tmp_path / "notes.png"), match="notes.png")
+    bad("predict", "--run", str(out), str(tmp_path / "notes.png"), match="notes.png")
     Image.new("RGB", (400, 80), (250, 250, 250)).save(tmp_path / "blank.jpg")
-    bad("predict", "--model", str(out), str(tmp_path / "blank.jpg"), match="blank.jpg")
+    bad("predict", "--run", str(out), str(tmp_path / "blank.jpg"), match="blank.jpg")
     (tmp_path / "huge.png").write_bytes(png_header_only(50_000, 50_000))
-    bad("predict", "--model", str(out), str(tmp_path / "huge.png"), match="huge.png")
-    bad("predict", "--model", str(out), str(tmp_path / "missing.png"), match="missing.png")
+    bad("predict", "--run", str(out), str(tmp_path / "huge.png"), match="huge.png")
+    bad("predict", "--run", str(out), str(tmp_path / "missing.png"), match="missing.png")
     good = Image.new("L", (160, 48), 255)
     ImageDraw.Draw(good).text((6, 6), "2024", fill=0, font=ImageFont.load_default(size=30))
     good.save(tmp_path / "good.png")
-    p = hwr("predict", "--model", str(out), str(tmp_path / "good.png"), str(tmp_path / "notes.png"), check=False)
+    p = hwr("predict", "--run", str(out), str(tmp_path / "good.png"), str(tmp_path / "notes.png"), check=False)
     assert p.returncode == 2 and p.stdout.startswith("good.png"), (p.stdout, p.stderr)  # the good file is read
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "notes.png" in p.stderr
     # a digit classifier's checkpoint under a strings run folder, and a digit run given as --from
@@ -135,7 +135,7 @@ def test_bad_inputs(trained, tmp_path):
     bad("evaluate", str(fake), match="holds a digit classifier, not a strings model")
     bad(
         "predict",
-        "--model",
+        "--run",
         str(fake),
         str(tmp_path / "blank.jpg"),
         match="holds a digit classifier, not a strings model",
