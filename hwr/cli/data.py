@@ -216,12 +216,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not common:
         raise UsageError(f"{a.name} and {b.name} share no class names; compare data sets of the same classes")
     key = random.key(args.seed)
-    rows = []
-    for j, cls in enumerate(common):
-        for ds in (a, b):
-            k = random.fold_in(key, j)
-            imgs = _per_class(k, ds.test_images, ds.test_labels, ds.classes.index(cls), args.per_class)
-            rows.append((f"{ds.name} {cls}", imgs))
-    out = report.save_image_rows(rows, args.out, title=f"{a.name} vs {b.name}: test images, class by class")
+    rows = [
+        tuple(
+            _per_class(random.fold_in(key, j), ds.test_images, ds.test_labels, ds.classes.index(cls), args.per_class)
+            for ds in (a, b)
+        )
+        for j, cls in enumerate(common)
+    ]
+    fig = report.compare_figure((a.name, b.name), common, rows, title="test images, class by class")
+    out = report.save_figure(fig, args.out)
     report.console.print(f"wrote {out}")
     return 0

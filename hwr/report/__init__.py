@@ -17,6 +17,7 @@ from hwr.report.console import (
 )
 from hwr.report.figures import (
     STRINGS_FIGURE,
+    compare_figure,
     draw_run,
     draw_strings_run,
     save_confusion,
@@ -34,6 +35,7 @@ __all__ = [
     "Progress",
     "bar_text",
     "best_summary",
+    "compare_figure",
     "console",
     "draw_run",
     "draw_strings_run",

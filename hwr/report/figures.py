@@ -21,8 +21,11 @@ from hwr.tasks.digits import RunFigures
 
 __all__ = [
     "STRINGS_FIGURE",
+    "compare_figure",
     "draw_run",
     "draw_strings_run",
+    "errors_title",
+    "mosaic",
     "save_confusion",
     "save_figure",
     "save_image_grid",
@@ -143,6 +146,55 @@ def save_confusion(
     return save_figure(fig, path)
 
 
+def errors_title(shown: int, confusion: torch.Tensor | np.ndarray) -> str:
+    """``errors.png``'s title: how many misclassified test images it shows of how many there were in all (the
+    confusion matrix's off-diagonal sum)."""
+    c = np.asarray(confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion)
+    wrong, total = int(c.sum() - np.trace(c)), int(c.sum())
+    if wrong == 0:
+        return f"no misclassified test images (all {total:,} right)"
+    return f"misclassified test images (true->predicted): showing {shown} of {wrong:,} (of {total:,} test images)"
+
+
+def mosaic(images: np.ndarray, pad: int = 2) -> np.ndarray:
+    """``(N, H, W)`` images side by side in one row, ``pad`` pixels of mid-grey between them (one ``imshow``
+    instead of an axes per image: a compact figure)."""
+    n, h, w = images.shape
+    out = np.full((h, n * w + (n - 1) * pad), 128, dtype=np.float32)
+    for i, im in enumerate(images):
+        out[:, i * (w + pad) : i * (w + pad) + w] = im
+    return out
+
+
+def compare_figure(
+    names: tuple[str, str], classes: Sequence[str], rows: Sequence[tuple[np.ndarray, np.ndarray]], *, title: str = ""
+) -> Figure:
+    """Two data sets side by side: the left panel ``names[0]``, the right ``names[1]``, one row per class (its
+    name at the left), the same number of images per row in both; uint8 ``(N, H, W)`` per class and side."""
+    if not rows:
+        raise ValueError("compare_figure needs at least one class")
+    n = max(max(len(a), len(b)) for a, b in rows)
+    h, w = rows[0][0].shape[-2:]
+    fig = Figure(figsize=(2 * max(2.0, 0.32 * n) + 0.8, 0.34 * len(rows) + 0.7), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for side, (ax, name) in enumerate(zip(axes, names)):
+        panel = np.full((len(rows) * (h + 2), n * (w + 2) - 2), 255, dtype=np.float32)
+        for r, pair in enumerate(rows):
+            x = _to_numpy_images(pair[side]).astype(np.float32)
+            if len(x):
+                m = mosaic(x)
+                panel[r * (h + 2) : r * (h + 2) + h, : m.shape[1]] = m
+        ax.imshow(panel, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([r * (h + 2) + h / 2 for r in range(len(rows))], list(classes) if side == 0 else [], fontsize=7)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def draw_run(out: Path, figures: RunFigures) -> list[Path]:
     """The figures of a finished run (``hwr.tasks.digits.training.RunFigures``): ``confusion.png`` and ``errors.png``."""
     written = [save_confusion(figures.confusion, out / "confusion.png", classes=figures.classes)]
@@ -152,7 +204,7 @@ def draw_run(out: Path, figures: RunFigures) -> list[Path]:
             out / "errors.png",
             titles=figures.titles,
             ncols=10,
-            title=f"misclassified test images (true->predicted), {len(figures.titles)} shown",
+            title=errors_title(len(figures.titles), figures.confusion),
         )
     )
     return written
