@@ -11,6 +11,7 @@ from rich.table import Table
 
 from hwr import random, report
 from hwr.cli import UsageError, environment
+from hwr.cli.train import check_dataset
 from hwr.config import DataSettings
 from hwr.data import augment as aug
 from hwr.data import catalog, clean, sources, splits
@@ -76,10 +77,7 @@ def data_of(args: argparse.Namespace) -> DataSettings:
 
 
 def _check_name(name: str) -> None:
-    try:
-        catalog.check_name(name)  # a name, or a derived one with parameters: optdigits-lt:ratio=50,order=1
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    check_dataset(name)  # a name, a derived one with parameters (optdigits-lt:ratio=50,order=1), or a path that exists
 
 
 def _skipped(ds: catalog.Dataset) -> None:

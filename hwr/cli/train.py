@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import importlib
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -214,12 +215,20 @@ def execution_of(args: argparse.Namespace, base: Execution | None = None) -> Exe
 
 
 def check_dataset(name: str | None) -> None:
+    """A data set name the commands accept, checked before anything is loaded or written: a known name (with valid
+    parameters), or ``folder:PATH`` / ``csv:FILE`` whose path exists (a mistyped one must not fetch or cache the
+    other data set of ``hwr data compare`` first)."""
     if name is None:
         return
     try:
-        catalog.check_name(name)
+        kind = catalog.check_name(name)
     except ValueError as e:  # unknown name or bad parameters (optdigits-lt:ratio=...)
         raise UsageError(str(e)) from None
+    if kind in ("folder", "csv"):
+        path = Path(name.partition(":")[2].strip()).expanduser()
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            what = "folder holding train/<class>/ (or test/<class>/) images" if kind == "folder" else "CSV file"
+            raise UsageError(f"{name}: {path} does not exist or is not a {what}; check the path")
 
 
 def _commands(task: str) -> ModuleType:

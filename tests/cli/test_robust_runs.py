@@ -154,3 +154,26 @@ def test_every_option_of_every_command_has_a_help_line():
     options = _options(cli.build_parser(), "hwr")
     missing = [f"{where}: {'/'.join(a.option_strings) or a.dest}" for where, a in options if not (a.help or "").strip()]
     assert missing == [], "options without a help line:\n" + "\n".join(missing)
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["data", "info", "folder:{t}/no-folder"],
+        ["data", "show", "csv:{t}/no.csv", "--out", "{t}/out/show.png"],
+        ["data", "compare", "mnist", "folder:{t}/no-folder", "--out", "{t}/out/cmp.png"],
+        ["evaluate", "{t}/no-run"],
+        ["evaluate", "{t}/no-run", "--dataset", "folder:{t}/no-folder"],
+        ["predict", "--run", "{t}/no-run", "{t}/x.png"],
+    ],
+)
+def test_a_read_only_command_given_a_missing_input_writes_nothing(tmp_path, command):
+    (tmp_path / "data").mkdir()
+    before = _tree(tmp_path)
+    p = hwr(*[c.format(t=tmp_path) for c in command], env={"HWR_DATA": str(tmp_path / "data")}, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert _tree(tmp_path) == before  # no data fetched, no cache, no folder made
