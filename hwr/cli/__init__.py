@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    if not args.debug:
+        environment.quiet_library_warnings()
     environment.start()
     try:
         return int(args.func(args) or 0)

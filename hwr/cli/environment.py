@@ -8,6 +8,7 @@ explicit at process start and passed down as arguments (the library reads no env
 - ``TORCHINDUCTOR_CACHE_DIR``: the inductor cache shared by processes and study workers (default
   ``~/.cache/hwr/inductor``, exported so child processes share it).
 - ``HWR_SQLITE_TIMEOUT``: seconds a study worker waits on a locked SQLite database (default 60).
+- ``COLUMNS``: the width of tables and lines (default: the terminal's; off a terminal, tables' natural width).
 
 The CLI, the benchmarks and the tests call ``start()`` once; commands read ``read()``.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from hwr.config import DataSettings
 from hwr.errors import InputError
 
-__all__ = ["Environment", "data_at", "read", "start"]
+__all__ = ["Environment", "data_at", "from_a_library", "quiet_library_warnings", "read", "start"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Environment:
     malloc: bool
     inductor_cache: Path
     sqlite_timeout: float
+    columns: int | None = None
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type) -> float | int:
@@ -56,6 +58,7 @@ def read(environ: Mapping[str, str] | None = None) -> Environment:
         malloc=env.get("HWR_NO_MALLOPT") != "1",
         inductor_cache=Path(cache).expanduser(),
         sqlite_timeout=float(_number(env, "HWR_SQLITE_TIMEOUT", "60", float)),
+        columns=int(env["COLUMNS"]) if env.get("COLUMNS", "").strip().isdigit() and int(env["COLUMNS"]) > 0 else None,
     )
 
 
@@ -73,4 +76,33 @@ def start(environ: Mapping[str, str] | None = None) -> Environment:
 
     env = read(environ)
     runtime.configure(threads=env.threads, malloc=env.malloc, inductor_cache=env.inductor_cache)
+    if env.columns is not None:
+        import importlib
+
+        importlib.import_module("hwr.report.console").set_width(env.columns)  # the module, not report.console
     return env
+
+
+_LIBRARIES = ("optuna", "matplotlib", "sqlalchemy", "alembic")
+
+
+def from_a_library(category: type[Warning], filename: str) -> bool:
+    """Whether a warning is a library's own notice (raised in site-packages, or a class a library defines):
+    the user cannot act on it, so the CLI shows it only under ``--debug``."""
+    where = filename.replace("\\", "/")
+    inside = "/site-packages/" in where or "/dist-packages/" in where
+    return inside or category.__module__.split(".")[0] in _LIBRARIES
+
+
+def quiet_library_warnings() -> None:
+    """Show hwr's own warnings (a retired import path, a slow fallback) and hide the libraries' (``from_a_library``,
+    e.g. Optuna's experimental-feature notices and matplotlib's layout notes with their site-packages paths)."""
+    import warnings
+
+    show = warnings.showwarning
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        if not from_a_library(category, filename):
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = shown

@@ -21,6 +21,7 @@ __all__ = [
     "evaluation_table",
     "importance_table",
     "metrics_table",
+    "set_width",
     "study_table",
 ]
 
@@ -29,6 +30,11 @@ __all__ = [
 _WIDE = 240
 console = Console(stderr=False, width=None if sys.stdout.isatty() else _WIDE)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)  # visible when stdout is piped
+
+
+def set_width(columns: int) -> None:
+    """Lay tables and lines out in ``columns`` characters (the CLI passes ``$COLUMNS``), on a terminal or off it."""
+    console.width = err_console.width = columns
 
 
 def metrics_table(summary: dict[str, Any], *, title: str = "metrics", classes: Sequence[str] | None = None) -> Table:

@@ -72,3 +72,28 @@ def test_the_library_reads_no_environment():
         )
     ]
     assert readers == []
+
+
+def test_columns_sets_the_width_of_tables_on_and_off_a_terminal():
+    from cli_run import hwr
+
+    widest = lambda out: max(len(line) for line in out.splitlines())
+    assert widest(hwr("data", "list").stdout) > 100  # off a terminal: the table's natural width
+    assert widest(hwr("data", "list", env={"COLUMNS": "60"}).stdout) <= 60
+    assert environment.read({"COLUMNS": "80"}).columns == 80
+    assert environment.read({"COLUMNS": "x"}).columns is None and environment.read({}).columns is None
+
+
+def test_library_warnings_are_hidden_and_hwrs_own_are_shown():
+
+    code = (
+        "import warnings, optuna\n"
+        "from hwr.cli import environment\n"
+        "environment.quiet_library_warnings()\n"
+        "warnings.warn_explicit('a library note', UserWarning, '/x/site-packages/optuna/a.py', 1)\n"
+        "warnings.warn('experimental', optuna.exceptions.ExperimentalWarning)\n"
+        "warnings.warn('an hwr notice', UserWarning)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "an hwr notice" in p.stderr
+    assert "a library note" not in p.stderr and "experimental" not in p.stderr
