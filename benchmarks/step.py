@@ -561,14 +561,24 @@ def rows_of(
     return rows
 
 
+def is_bf16(variant: str) -> bool:
+    """Whether a variant's forward runs under bf16 autocast (its name says so)."""
+    return "bf16" in variant
+
+
+BF16_HEADLINES = ("hwr_compiled_fast_bf16", "hwr_compiled_bf16")  # hwr's bf16 step, CPU then GPU
+
+
 def against_peers(rows: list[dict[str, Any]], variant: str = "hwr_compiled") -> list[dict[str, Any]]:
-    """Per batch size: the fastest peer (``PEER_NAMES``: the module however a user runs it, JAX's jit) and
-    ``variant``'s samples/s as a ratio to it, the README's headline table. Batch sizes without ``variant`` or without
-    a peer are left out."""
+    """Per batch size: the fastest peer of ``variant``'s precision (``PEER_NAMES``: the module however a user runs
+    it, JAX's jit; a bf16 variant meets the bf16 peers, an fp32 one the fp32 peers, since bf16 buys speed with
+    rounding) and ``variant``'s samples/s as a ratio to it, the README's headline table. Batch sizes without
+    ``variant`` or without a peer are left out."""
     out = []
+    bf16 = is_bf16(variant)
     for b in sorted({r["batch_size"] for r in rows}):
         at = {r["variant"]: r for r in rows if r["batch_size"] == b}
-        peers = [at[n] for n in PEER_NAMES if n in at]
+        peers = [at[n] for n in PEER_NAMES if n in at and is_bf16(n) == bf16]
         if variant not in at or not peers:
             continue
         best = max(peers, key=lambda r: r["samples_per_s"])
@@ -662,13 +672,16 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
         width=max(Console().width, 150),
     )
     _print_notes(console, rows, env)
-    summary = against_peers(rows)
+    ran = {r["variant"] for r in rows}
+    bf16 = next((v for v in BF16_HEADLINES if v in ran), None)
+    summary = against_peers(rows) + (against_peers(rows, bf16) if bf16 else [])
     if summary:
         harness.print_table(
-            "hwr's default step (hwr_compiled) against the fastest peer at each batch size",
-            ("batch", "fastest peer", "peer samples/s", "hwr samples/s", "hwr / peer"),
+            "hwr's step against the fastest peer of the same precision at each batch size",
+            ("hwr step", "batch", "fastest peer", "peer samples/s", "hwr samples/s", "hwr / peer"),
             [
                 (
+                    r["variant"],
                     str(r["batch_size"]),
                     r["fastest_peer"],
                     f"{r['peer_samples_per_s']:,.0f}",
@@ -677,7 +690,7 @@ def print_table(rows: list[dict[str, Any]], env: dict[str, Any]) -> None:
                 )
                 for r in summary
             ],
-            left=("fastest peer",),
+            left=("hwr step", "fastest peer"),
         )
 
 

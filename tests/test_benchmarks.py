@@ -313,6 +313,11 @@ def test_against_peers_names_the_fastest_peer_per_batch():
     (only,) = step_mod.against_peers(rows)
     assert only["batch_size"] == 32 and only["fastest_peer"] == "eager_module_channels_last"
     assert only["ratio_to_fastest_peer"] == pytest.approx(1.2)
+    rows += [row("eager_module_bf16", 32, 400.0), row("hwr_compiled_fast_bf16", 32, 300.0)]
+    (fp32,) = step_mod.against_peers(rows)
+    assert fp32 == only  # a bf16 peer is not the fp32 step's rival
+    (bf16,) = step_mod.against_peers(rows, "hwr_compiled_fast_bf16")
+    assert bf16["fastest_peer"] == "eager_module_bf16" and bf16["ratio_to_fastest_peer"] == pytest.approx(0.75)
 
 
 def test_limit_threads_pins_jax_to_the_torch_thread_count():
