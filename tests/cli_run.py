@@ -9,15 +9,16 @@ import zlib
 
 
 def hwr(
-    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 1800
+    *args: str, env: dict[str, str | None] | None = None, check: bool = True, timeout: float = 1800
 ) -> subprocess.CompletedProcess:
-    """``python -m hwr.cli ARGS`` (``env`` added to this environment); with ``check`` an exit code other than 0
-    fails with both streams shown."""
+    """``python -m hwr.cli ARGS`` (``env`` added to this environment; a variable given as None is removed); with
+    ``check`` an exit code other than 0 fails with both streams shown."""
+    merged = {**os.environ, **(env or {})}
     p = subprocess.run(
         [sys.executable, "-m", "hwr.cli", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in merged.items() if v is not None},
         timeout=timeout,
     )
     if check and p.returncode != 0:
@@ -25,7 +26,7 @@ def hwr(
     return p
 
 
-def bad(*args: str, match: str | tuple[str, ...], env: dict[str, str] | None = None) -> None:
+def bad(*args: str, match: str | tuple[str, ...], env: dict[str, str | None] | None = None) -> None:
     """``hwr ARGS`` is refused as bad input: exit code 2 and one stderr line holding ``match`` (or one of them)."""
     p = hwr(*args, env=env, check=False)
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)

@@ -265,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
     check_resume(args)
     if not args.resume and args.recipe is None:
         if args.model is None:
-            print(f"hwr: {DEFAULT_RECIPE_NOTE}", file=sys.stderr)
+            print(f"hwr: {DEFAULT_RECIPE_NOTE}", flush=True)  # stdout: a note, not an error (stderr is one line)
         args.recipe = DEFAULT_RECIPE
     return _commands(_train_task(args)).cmd_train(args)
 

@@ -29,7 +29,8 @@ __all__ = [
 # them out at their natural width instead (tables do not stretch to the console's width).
 _WIDE = 240
 console = Console(stderr=False, width=None if sys.stdout.isatty() else _WIDE)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)  # visible when stdout is piped
+# visible when stdout is piped; soft_wrap: a message (an error, a hint to paste) is one line at any $COLUMNS
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE, soft_wrap=True)
 
 
 def set_width(columns: int) -> None:
@@ -187,14 +188,19 @@ def best_summary(study: Any) -> str:
 
 
 def importance_table(study: Any) -> Table | str:
-    """fANOVA parameter importances of the first objective (needs a few completed trials)."""
+    """PED-ANOVA parameter importances (Optuna's ``PedAnovaImportanceEvaluator``, ``hwr.tune.param_importances``)
+    of the first objective in its own direction: what reaches its best 10% of trials. Needs a few completed
+    trials."""
     import optuna
 
+    from hwr.tune.study import IMPORTANCE_EVALUATOR, param_importances
+
     try:
-        imp = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+        imp = param_importances(study)
     except (RuntimeError, ValueError, ZeroDivisionError) as e:
         return f"importances unavailable: {e}"
-    table = Table(title="parameter importances (first objective)")
+    best = "highest" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else "lowest"
+    table = Table(title=f"parameter importances ({IMPORTANCE_EVALUATOR}: what reaches the {best} first objective)")
     table.add_column("parameter")
     table.add_column("importance", justify="right")
     for k, v in imp.items():

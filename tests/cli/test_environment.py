@@ -78,7 +78,7 @@ def test_columns_sets_the_width_of_tables_on_and_off_a_terminal():
     from cli_run import hwr
 
     widest = lambda out: max(len(line) for line in out.splitlines())
-    assert widest(hwr("data", "list").stdout) > 100  # off a terminal: the table's natural width
+    assert widest(hwr("data", "list", env={"COLUMNS": None}).stdout) > 100  # off a terminal: the natural width
     assert widest(hwr("data", "list", env={"COLUMNS": "60"}).stdout) <= 60
     assert environment.read({"COLUMNS": "80"}).columns == 80
     assert environment.read({"COLUMNS": "x"}).columns is None and environment.read({}).columns is None

@@ -83,7 +83,8 @@ def test_the_resume_hint_keeps_a_non_default_data_root(tmp_path):
 
 def test_without_a_recipe_it_says_which_it_runs(tmp_path):
     p = hwr("train", "--device", "meta", "--out", str(tmp_path / "r"), check=False)  # stops before training
-    assert "no --recipe: training the default 'seed' recipe" in p.stderr
+    assert "no --recipe: training the default 'seed' recipe" in p.stdout
+    assert "no --recipe" not in p.stderr  # stderr holds the error alone (one line)
 
 
 def test_a_second_train_into_a_held_folder_names_the_holder(tmp_path):
