@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from hwr import report, tune
 from hwr.cli import UsageError, environment
 from hwr.data import catalog
 from hwr.engine import runtime
+from hwr.report import study_log
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -112,9 +114,35 @@ def _on_device(spec: tune.StudySpec, device: str | None) -> tune.StudySpec:
     return spec.on_device(device)
 
 
-def _storage(url: str | None):
-    """The study storage at ``url``, waiting ``$HWR_SQLITE_TIMEOUT`` seconds on a locked SQLite database."""
-    return tune.open_storage(url, sqlite_timeout=environment.read().sqlite_timeout)
+def _storage(url: str | None, *, create: bool = True):
+    """The study storage at ``url``, waiting ``$HWR_SQLITE_TIMEOUT`` seconds on a locked SQLite database;
+    ``create=False`` (show, plot, best) refuses a SQLite database that is not there instead of creating it."""
+    return tune.open_storage(url, sqlite_timeout=environment.read().sqlite_timeout, create=create)
+
+
+def _shown_storage(args: argparse.Namespace) -> str:
+    """The storage URL a message names: the one given (password masked) or the default."""
+    return tune.storage.mask_url(args.storage or tune.DEFAULT_STORAGE)
+
+
+def _hint(args: argparse.Namespace, *words: str) -> str:
+    """``hwr study WORDS`` as a command that can be pasted: with ``--storage`` (password masked) and ``--root``
+    when they were given."""
+    parts = ["hwr", "study", *words]
+    parts += ["--storage", tune.storage.mask_url(args.storage)] if args.storage else []
+    parts += ["--root", args.root] if args.root != "runs" else []
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _rerun(argv: list[str]) -> str:
+    """The ``hwr study run`` command line given (a worker's ``--worker I`` left out), passwords masked."""
+    keep, skip = [], False
+    for a in argv:
+        if skip or a == "--worker":
+            skip = not skip
+            continue
+        keep.append(tune.storage.mask_url(a))
+    return " ".join(shlex.quote(p) for p in ["hwr", *keep])
 
 
 def _data(skip_bad: bool = False) -> dict[str, Any]:
@@ -128,13 +156,15 @@ def _slug(text: str) -> str:
 
 
 def _load(args: argparse.Namespace) -> tuple[optuna.Study, tune.StudySpec]:
-    store = _storage(args.storage)
+    """The study ``args.name`` read from an existing storage (nothing is created) and its spec; a name not there
+    is refused with the names that are."""
+    store = _storage(args.storage, create=False)
     try:
         s = optuna.load_study(study_name=args.name, storage=store)
     except KeyError:
-        names = [x.study_name for x in optuna.get_all_study_summaries(store)]
-        raise UsageError(
-            f"no study {args.name!r} in {args.storage or tune.DEFAULT_STORAGE}; studies there: {names}"
+        names = ", ".join(x.study_name for x in optuna.get_all_study_summaries(store)) or "none"
+        raise tune.StudyError(
+            f"no study {args.name!r} in {_shown_storage(args)}; studies there: {names} (check the name and --storage)"
         ) from None
     return s, tune.load_spec(s.user_attrs.get("spec", args.name))
 
@@ -206,10 +236,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--skip-bad"] if args.skip_bad else []
         codes = run_workers(argv, args.workers)
         if any(codes):
-            report.console.print(f"[yellow]worker exit codes {codes}[/]; rerun the same command to resume")
+            report.console.print(
+                f"[yellow]worker exit codes {codes}[/]; resume with  {_rerun(sys.argv[1:])}", highlight=False
+            )
     else:
         if args.worker is None:
             _pretrain_all(spec, root)
+
+        def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            report.console.print(study_log.trial_line(study, trial), markup=False, highlight=False)
+
         tune.optimize(
             spec,
             storage_url=args.storage,
@@ -225,18 +261,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
             dataset=args.dataset,
             sqlite_timeout=environment.read().sqlite_timeout,
+            on_trial=on_trial,
         )
         if args.worker is not None:
             return 0
     s = optuna.load_study(study_name=name, storage=_storage(args.storage))
     report.console.print(report.study_table(s))
+    n_trials = int(s.user_attrs.get("n_trials", args.n_trials or spec.n_trials))
+    line = study_log.budget_line(name, n_trials, tune.study.trial_counts(s), _rerun(sys.argv[1:]))
+    report.console.print(line, markup=False, highlight=False)
     return 0
 
 
 def _verdict(args: argparse.Namespace, s: optuna.Study) -> None:
     ev = tune.load_evaluation(Path(args.root), s.study_name)
     if ev is None:
-        report.console.print("no test evaluation yet: hwr study best NAME --evaluate")
+        report.console.print(
+            f"no test evaluation yet: {_hint(args, 'best', s.study_name, '--evaluate')}", markup=False, highlight=False
+        )
         return
     for line in tune.verdict(ev):
         report.console.print(f"[red]{line}[/]" if line.startswith("WARNING") else line)
@@ -252,10 +294,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    s, _ = _load(args)
+    s, spec = _load(args)
     evaluation = Path(args.root) / "studies" / s.study_name / "evaluation.json"
     ev = json.loads(evaluation.read_text()) if evaluation.is_file() else None
-    for path in report.save_study_plots(s, Path(args.out), ev):
+    for path in report.save_study_plots(s, Path(args.out), ev, metric=spec.metrics[0]):
         report.console.print(f"wrote {path}")
     return 0
 

@@ -8,29 +8,67 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from hwr.report.figures import save_figure
 
-__all__ = ["save_study_plots"]
+__all__ = ["history_figure", "save_study_plots"]
 
 
-def save_study_plots(study: Any, out: Path, evaluation: dict[str, Any] | None = None) -> list[Path]:
-    """Optimisation history, importances, parallel coordinates or Pareto front, and per-class test F1 of the
-    best configuration against the untuned baseline (when ``evaluation`` from ``hwr study best --evaluate``)."""
+def history_figure(study: Any, metric: str = "value") -> Figure:
+    """The optimisation history of the first objective: each completed trial's value and the best so far (in the
+    study's direction) against the trial number; the y-axis names ``metric``, the x-axis counts whole trials."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    if not done:
+        raise ValueError("no completed trial to plot")
+    pick = max if study.directions[0] == StudyDirection.MAXIMIZE else min
+    numbers = [t.number for t in done]
+    values = [t.values[0] for t in done]
+    best = [pick(values[: i + 1]) for i in range(len(values))]
+    fig = Figure(figsize=(9, 5))
+    ax = fig.subplots()
+    ax.scatter(numbers, values, s=18, label=metric)
+    ax.step(numbers, best, where="post", color="tab:red", label=f"best {metric} so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"optimisation history: {metric}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _importances(study: Any, metric: str) -> Any:
+    """Optuna's importance plot through ``hwr.tune.importance_inputs``: PED-ANOVA in the study's direction."""
+    from optuna.visualization import matplotlib as ovm
+
+    from hwr.tune.study import IMPORTANCE_EVALUATOR, importance_inputs
+
+    with importance_inputs(study) as (evaluator, target):
+        ax = ovm.plot_param_importances(study, evaluator=evaluator, target=target, target_name=metric)
+    ax.set_title(f"parameter importances ({IMPORTANCE_EVALUATOR}) for {metric}")
+    return ax
+
+
+def save_study_plots(
+    study: Any, out: Path, evaluation: dict[str, Any] | None = None, metric: str = "value"
+) -> list[Path]:
+    """Optimisation history and importances of the first objective (``metric`` names it), parallel coordinates
+    or Pareto front, and per-class test F1 of the best configuration against the untuned baseline (when
+    ``evaluation`` from ``hwr study best --evaluate``)."""
     import warnings
 
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     multi = len(study.directions) > 1
-    target = (lambda t: t.values[0]) if multi else None
-    name0 = "first objective" if multi else "value"
     plots = {
-        "history.png": lambda: ovm.plot_optimization_history(study, target=target, target_name=name0),
-        "importances.png": lambda: ovm.plot_param_importances(study, target=target, target_name=name0),
+        "history.png": lambda: history_figure(study, metric),
+        "importances.png": lambda: _importances(study, metric),
     }
     if multi:
         plots["pareto.png"] = lambda: ovm.plot_pareto_front(study)
@@ -38,10 +76,12 @@ def save_study_plots(study: Any, out: Path, evaluation: dict[str, Any] | None = 
         plots["parallel.png"] = lambda: ovm.plot_parallel_coordinate(study)
     for fname, make in plots.items():
         try:
-            ax = make()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                ax = make()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # too few trials for this plot
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig = ax if isinstance(ax, Figure) else ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(9, 5)
         written.append(save_figure(fig, out / fname))
     if evaluation:

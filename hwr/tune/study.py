@@ -4,10 +4,13 @@ module turns it into an objective and runs this worker's share of the trials aga
 - Storage (``hwr.tune.storage``): SQLite by default (``sqlite:///runs/studies.db``); any Optuna RDB
   URL, e.g. PostgreSQL, lets many machines join one study by running the same command. Heartbeats mark a dead
   worker's trial FAIL and ``RetryHeartbeatStaleTrialCallback`` queues it again; rerunning the command resumes
-  (``load_if_exists``).
+  (``load_if_exists``). Each trial records its worker (host, pid): a trial whose worker on this host has exited
+  (kill -9) is failed and queued again at once, without waiting out the grace period (``fail_dead_trials``).
 - Budget: ``n_trials`` counts COMPLETE + PRUNED trials over all workers. A trial that starts when the budget is
-  already taken by finished and earlier-numbered running trials ends as FAIL with reason ``budget``, so the
-  study ends with exactly ``n_trials`` finished trials however many workers race.
+  already taken by finished trials, or by earlier-numbered running trials whose workers are alive, ends as FAIL
+  with reason ``budget`` (quietly: no traceback is logged), so the study ends with exactly ``n_trials`` finished
+  trials however many workers race. While a running trial's worker may be dead (another host, heartbeat not yet
+  stale), the new trial waits for it to finish or go stale rather than count it (``budget_state``).
 - Each trial trains in its own run folder ``runs/studies/NAME/trial_NNNN`` (config, metrics, checkpoint kept
   for the best trial), written atomically. Dynamo is reset per trial so a new architecture never hits the
   recompile limit.
@@ -22,13 +25,20 @@ module turns it into an objective and runs this worker's share of the trials aga
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import fcntl
 import hashlib
 import json
+import logging
 import math
+import os
 import shutil
+import socket
 import statistics
-from collections.abc import Callable, Sequence
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +56,22 @@ from hwr.tune.spec import METRICS, StudyContext, StudyError, StudySpec
 from hwr.tune.storage import experimental_ok, open_storage, open_study
 
 __all__ = [
+    "IMPORTANCE_EVALUATOR",
     "BudgetReached",
     "best_trial",
+    "budget_state",
     "config_of",
+    "fail_dead_trials",
+    "importance_inputs",
     "objective",
     "optimize",
+    "param_importances",
     "prepare_source",
     "prepare_zoo",
     "pretrain",
     "pretrain_job",
     "train_fresh",
+    "trial_counts",
     "trial_rows",
 ]
 
@@ -144,15 +160,104 @@ def prepare_zoo(
     return out
 
 
-def _budget_taken(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+def budget_state(trials: Sequence[optuna.trial.FrozenTrial], number: int, n_trials: int) -> str:
+    """Whether trial ``number`` may train: ``"taken"`` when finished trials already fill the budget, ``"run"``
+    when finished plus earlier-numbered running trials leave room, ``"wait"`` otherwise (an earlier running trial
+    holds the last places: it will finish, or its worker is dead and it goes stale and is retried)."""
     finished = sum(t.state in FINISHED for t in trials)
-    earlier_running = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
-    return finished + earlier_running >= n_trials
+    if finished >= n_trials:
+        return "taken"
+    earlier_running = sum(t.state == TrialState.RUNNING and t.number < number for t in trials)
+    return "run" if finished + earlier_running < n_trials else "wait"
 
 
 class BudgetReached(Exception):
     """This trial started after the study's trial budget was taken by other workers."""
+
+
+def _worker(number: int) -> dict[str, Any]:
+    """Who runs trial ``number``: stored in its user attributes so another process can tell a dead worker."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "trial": number}
+
+
+def _pid_gone(pid: int) -> bool:
+    """Whether process ``pid`` on this host has exited (a zombie, killed but not yet reaped, has)."""
+    if pid == os.getpid():
+        return True  # this process runs one trial at a time: another RUNNING one with its pid is a dead namesake
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return False
+
+
+def _worker_dead(trial: optuna.trial.FrozenTrial, host: str) -> bool:
+    """Whether ``trial``'s worker is known dead: it ran on ``host`` (this one) and its process has exited. A worker
+    elsewhere, or a trial that has not recorded its worker yet, is left to the heartbeat's grace period."""
+    w = trial.user_attrs.get("worker")
+    if not isinstance(w, dict) or w.get("host") != host or w.get("trial") != trial.number:
+        return False  # a retry inherits its predecessor's attributes until it records its own
+    return isinstance(w.get("pid"), int) and _pid_gone(w["pid"])
+
+
+def fail_dead_trials(study: optuna.Study, store: optuna.storages.BaseStorage, exclude: int | None = None) -> list[int]:
+    """Fail the RUNNING trials (but ``exclude``) whose worker on this host has exited, as the heartbeat does once
+    the grace period has passed, and queue their retries with the storage's stale-trial callback; returns the
+    numbers failed. Without it a rerun soon after a kill -9 counts the dead trial toward the budget."""
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    failed = []
+    for t in running:
+        if t.number == exclude or not _worker_dead(t, host):
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another process failed it first
+            if store.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed.append(t)
+    callback = (
+        store.get_heartbeat_stale_trial_callback() if hasattr(store, "get_heartbeat_stale_trial_callback") else None
+    )
+    for t in failed:
+        if callback is not None:
+            with experimental_ok():
+                callback(study, copy.deepcopy(store.get_trial(t._trial_id)))
+    return [t.number for t in failed]
+
+
+def _await_budget(
+    study: optuna.Study, store: optuna.storages.BaseStorage, number: int, n_trials: int, poll: float
+) -> bool:
+    """True when the budget is taken and trial ``number`` must not train; waits (``poll`` seconds at a time)
+    while earlier running trials hold the last places and their workers may be dead."""
+    while True:
+        fail_dead_trials(study, store, exclude=number)
+        with experimental_ok():
+            optuna.storages.fail_stale_trials(study)  # heartbeats past the grace period
+        state = budget_state(study.get_trials(deepcopy=False), number, n_trials)
+        if state != "wait":
+            return state == "taken"
+        time.sleep(poll)
+
+
+class _QuietBudget(logging.Filter):
+    """Drops Optuna's "trial failed" record (with traceback) for a trial that ended because the budget was taken:
+    that is the study's normal end, reported by the caller in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BudgetReached))
+
+
+@contextlib.contextmanager
+def _quiet_budget() -> Iterator[None]:
+    logger, quiet = logging.getLogger("optuna.study._optimize"), _QuietBudget()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 class _Pruning(train.Callback):
@@ -168,12 +273,20 @@ class _Pruning(train.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {self.metric}={value:.4f}")
 
 
-def objective(spec: StudySpec, context: StudyContext, n_trials: int) -> Callable[[optuna.Trial], Any]:
+def objective(
+    spec: StudySpec,
+    context: StudyContext,
+    n_trials: int,
+    store: optuna.storages.BaseStorage | None = None,
+    poll: float = 10.0,
+) -> Callable[[optuna.Trial], Any]:
     """The Optuna objective: config from ``spec.suggest``, train with per-epoch pruning reports, return the
-    spec's metrics. A NaN loss prunes the trial with the reason recorded in its user attributes."""
+    spec's metrics. A NaN loss prunes the trial with the reason recorded in its user attributes. Before training,
+    the trial records its worker and checks the budget (``_await_budget`` on ``store``, default the study's)."""
 
     def run_trial(trial: optuna.Trial) -> float | tuple[float, ...]:
-        if _budget_taken(trial.study, trial, n_trials):
+        trial.set_user_attr("worker", _worker(trial.number))
+        if _await_budget(trial.study, store or trial.study._storage, trial.number, n_trials, poll):
             trial.study.stop()
             trial.set_user_attr("failure", "budget: the requested trials were already taken by other workers")
             raise BudgetReached()
@@ -232,8 +345,10 @@ def optimize(
     dataset: str | None = None,
     sqlite_timeout: float = 60.0,
     data: DataSettings | None = None,
+    on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.Study:
     """Run this process's share of the study until ``n_trials`` trials have finished over all workers.
+    ``on_trial`` is called after each of this process's trials (not those that found the budget taken).
     ``spec_ref`` (the module name or .py path the spec came from) is stored so ``show``/``best`` can reload it;
     ``dataset`` (stored too) replaces the spec's target data, e.g. another long-tail draw; ``data`` says where
     the data sets live and whether they may be downloaded (default ``DataSettings()``)."""
@@ -257,23 +372,76 @@ def optimize(
     source = prepare_source(spec, root, data=data)
     context = StudyContext(source, root / "studies" / name, dataset, data, prepare_zoo(spec, root, data=data))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fail_dead_trials(study, store)  # before the first trial, so a dead worker's trial is retried first
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=FINISHED))
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = [
+        optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
+    ]
+    if on_trial is not None:
+        callbacks.append(lambda s, t: None if _budget_fail(t) else on_trial(s, t))
     if remaining > 0:
-        with experimental_ok():  # the stale-trial retry runs inside
+        with experimental_ok(), _quiet_budget():  # the stale-trial retry runs inside
             study.optimize(
-                objective(spec, context, n_trials),
+                objective(spec, context, n_trials, store, poll=heartbeat),
                 timeout=timeout,
                 catch=(BudgetReached,),
-                callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)],
+                callbacks=callbacks,
             )
     return study
+
+
+def _budget_fail(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial that ended because the budget was taken: bookkeeping, not a result or a failure."""
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure", "").startswith("budget")
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); FAIL leaves out the trials that ended only
+    because the budget was taken."""
+    counts = dict.fromkeys(("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"), 0)
+    for t in study.get_trials(deepcopy=False):
+        if not _budget_fail(t):
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+IMPORTANCE_EVALUATOR = "PED-ANOVA"
+
+
+@contextlib.contextmanager
+def importance_inputs(study: optuna.Study) -> Iterator[tuple[Any, Callable[[Any], float] | None]]:
+    """The evaluator (Optuna's default, ``PedAnovaImportanceEvaluator``) and target that rank parameters by what
+    puts a trial among the best of the first objective in its own direction. One objective: no target (the
+    evaluator reads the direction). Several: the first, negated when maximised (the evaluator reads any target as
+    lower-is-better); its warning about that is silenced inside the block only, as the sign is already right."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    target = None
+    if len(study.directions) > 1:
+        sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+
+        def target(t: optuna.trial.FrozenTrial) -> float:
+            return sign * t.values[0]
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
+        yield PedAnovaImportanceEvaluator(), target
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """PED-ANOVA importances of the parameters for the first objective, in the study's direction (what reaches
+    the best 10% of trials), most important first; raises ``ValueError``/``RuntimeError`` with too few trials."""
+    with importance_inputs(study) as (evaluator, target):
+        return optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best completed trial (single objective) or the Pareto trial best on the first metric."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
-        raise StudyError(f"study {study.study_name!r} has no completed trial yet; run: hwr study run ...")
+        raise StudyError(
+            f"study {study.study_name!r} has no completed trial yet; rerun the hwr study run command that created it"
+        )
     if len(study.directions) == 1:
         return study.best_trial
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
