@@ -10,6 +10,7 @@ in each row), unless ``--no-compile`` or ``--memory-format`` say otherwise.
 
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 1 2 [--json runs/bench/fast.json]
     python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device cuda --json gpu_fast.json
+    python benchmarks/time_to_accuracy.py --recipe fast --seeds 0 1 2 --precision bf16   # bf16's accuracy cost
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks import harness
 from hwr import recipes, report, runs
 from hwr.engine import runtime
-from hwr.engine.execution import MEMORY_FORMATS, Execution
+from hwr.engine.execution import MEMORY_FORMATS, PRECISIONS, Execution
 from hwr.tasks import digits as experiment
 
 __all__ = ["main"]
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     ap.add_argument("--no-compile", action="store_true", help="run the step eagerly")
     ap.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS, help="auto: autotune picks")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="bf16: the forward under bf16 autocast (its accuracy cost)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (smoke runs)")
     ap.add_argument("--limit-train", type=int, default=None, help="load only N training images (smoke runs)")
     ap.add_argument("--limit-test", type=int, default=None, help="evaluate on only N test images (smoke runs)")
@@ -56,7 +63,9 @@ def _seed_row(
     args: argparse.Namespace, device: Any, seed: int, overrides: dict[str, Any], smoke: bool
 ) -> dict[str, Any]:
     """One seed's row: its run folder's metrics, training it first unless it has finished already."""
-    suffix = "" if device.type == "cpu" else f"-{device.type}"
+    suffix = ("" if device.type == "cpu" else f"-{device.type}") + (
+        "" if args.precision == "fp32" else f"-{args.precision}"
+    )
     out = Path(args.out) / f"{args.recipe}{suffix}-seed{seed}"
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -65,7 +74,9 @@ def _seed_row(
     else:
         resume = (out / runs.CHECKPOINT).is_file()
         cfg = recipes.get(args.recipe, seed=seed, **overrides)
-        execution = Execution(device=str(device), compile=not args.no_compile, memory_format=args.memory_format)
+        execution = Execution(
+            device=str(device), compile=not args.no_compile, memory_format=args.memory_format, precision=args.precision
+        )
         r = experiment.run(cfg, out, execution=execution, resume=resume, callbacks=[report.Progress(cfg.epochs)])
     t, used = r["timing"], r.get("execution", {})
     return {
@@ -74,6 +85,7 @@ def _seed_row(
         "epochs": len(r["epochs"]),
         "device": str(device),
         "device_name": runtime.device_name(device),
+        "precision": used.get("precision", args.precision),
         "smoke": smoke,
         "compile_s": t["compile_seconds"],
         "train_s": t["train_seconds"],
@@ -91,7 +103,8 @@ def _print_summary(args: argparse.Namespace, device: Any, rows: list[dict[str, A
     acc = [r["test_accuracy"] for r in rows]
     spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
     harness.print_table(
-        f"recipe {args.recipe} on {device} ({rows[0]['device_name']}): time to accuracy over {len(rows)} seed(s)"
+        f"recipe {args.recipe} on {device} ({rows[0]['device_name']}, {args.precision}): time to accuracy over "
+        f"{len(rows)} seed(s)"
         f"{' (smoke run)' if smoke else ''}",
         ("seed", "epochs", "compile s", "train s", "samples/s", "test accuracy"),
         [
