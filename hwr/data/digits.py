@@ -12,24 +12,28 @@ border's noise level to the ink's peak.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from hwr.errors import InputError
 
-__all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "mnist_style"]
+__all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_image_bytes", "mnist_style"]
 
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
+NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
 
 
 def conversion_version() -> str:
@@ -78,14 +82,24 @@ def _open(path: Path) -> Image.Image:
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
+    return _open_checked(path, path)
+
+
+def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
+    """``Image.open(source)`` lazily (header only), refusing non-images and huge images before any pixel is
+    decoded; each message starts with ``path`` (a file's path, or the name of bytes held in memory)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
+    except (OSError, SyntaxError) as e:  # a header cut short or malformed (a truncated JPEG's tables)
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise InputError(f"{path}: cannot decode the image ({e})") from None
     w, h = img.size
     if w * h > MAX_PIXELS:
         img.close()
@@ -116,36 +130,177 @@ def _grey(img: Image.Image) -> np.ndarray:
     return grey
 
 
+def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
+    """``(dark_ink, ground)``: the ground is the border's median; a clearly light (dark) ground holds dark (light)
+    ink; on mid-grey, the ink is on the side that strays furthest from the ground."""
+    bg = float(np.median(border))
+    if bg > 0.6 or bg < 0.4:
+        return bg > 0.6, bg
+    return bg - float(grey.min()) >= float(grey.max()) - bg, bg
+
+
+def _noise_sigma(x: np.ndarray) -> float:
+    """The sensor noise's standard deviation (Immerkaer's Laplacian-difference estimate, made robust to strokes
+    with the median: a clean image or a scan gives 0)."""
+    if min(x.shape) < 3:
+        return 0.0
+    lap = x[:-2, :-2] - 2 * x[:-2, 1:-1] + x[:-2, 2:] - 2 * x[1:-1, :-2] + 4 * x[1:-1, 1:-1]
+    lap = lap - 2 * x[1:-1, 2:] + x[2:, :-2] - 2 * x[2:, 1:-1] + x[2:, 2:]
+    return float(1.4826 * np.median(np.abs(lap)) / 6.0)  # the kernel's L2 norm is 6
+
+
+def _robust_sigma(v: np.ndarray) -> float:
+    """Standard deviation of the bulk of ``v`` (scaled median absolute deviation)."""
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def _illumination(d: np.ndarray) -> np.ndarray | None:
+    """The ground's smooth shading under ink-bright ``d`` (uneven light, vignetting): a cubic surface fitted to a
+    grid of samples, the ink trimmed away over a few rounds. ``None`` when the fit is flat (under 2 grey levels
+    across): the ground is then one level, as on a scan."""
+    h, w = d.shape
+    step = max(1, round(max(h, w) / 96))
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    v = d[::step, ::step].ravel().astype(np.float64)
+    u, t = (xs.ravel() / max(w - 1, 1)) * 2 - 1, (ys.ravel() / max(h - 1, 1)) * 2 - 1
+    basis = np.stack([u**i * t**j for i in range(4) for j in range(4 - i)], 1)
+    keep = np.ones(v.shape, bool)
+    for _ in range(8):
+        coef = np.linalg.lstsq(basis[keep], v[keep], rcond=None)[0]
+        r = v - basis @ coef
+        s = max(_robust_sigma(r[keep]), 1e-3)
+        nxt = r < 2.5 * s  # ink lies above the ground; trim it, keep the ground's own scatter
+        if nxt.sum() < basis.shape[1] * 4 or np.array_equal(nxt, keep):
+            break
+        keep = nxt
+    uu, tt = np.linspace(-1, 1, w), np.linspace(-1, 1, h)
+    surface = sum(c * tt[:, None] ** j * uu[None, :] ** i for c, (i, j) in zip(coef, _powers()))
+    return None if float(surface.max() - surface.min()) < 2.0 / 255.0 else surface.astype(np.float32)
+
+
+def _powers() -> list[tuple[int, int]]:
+    """The monomials ``u**i * t**j`` of the cubic ground surface, in ``_illumination``'s order."""
+    return [(i, j) for i in range(4) for j in range(4 - i)]
+
+
+def _otsu(v: np.ndarray, top: float) -> float:
+    """Otsu's threshold of the values ``v`` in ``[0, top]`` (256 bins)."""
+    hist, edges = np.histogram(v, bins=256, range=(0.0, top))
+    p = hist.astype(np.float64) / max(hist.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    m = np.cumsum(p * centres)
+    between = (m[-1] * w0 - m) ** 2 / np.clip(w0 * (1 - w0), 1e-12, None)
+    return float(centres[int(np.argmax(between))])
+
+
+def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
+    """A component that is a ruled or pen line across the page (it touches two sides of the image) or a printed
+    form box (nearly all of its pixels lie in a thin band along its own bounding box)."""
+    h, w = mask.shape
+    if sides >= 2:
+        return True
+    if h < 0.25 * shape[0] or w < 0.25 * shape[1] or min(h, w) < 8:
+        return False
+    band = max(2, round(0.1 * min(h, w)))
+    inner = mask[band:-band, band:-band].sum()
+    return bool(inner <= 0.1 * mask.sum())
+
+
+def _glyph(core: np.ndarray) -> np.ndarray:
+    """The components of the binary ``core`` that form the glyph: ruled lines, pen lines across the page and form
+    boxes are dropped when something else of weight is left; then the largest component and every component near
+    it (gaps under half its size, chained: a digit's separate strokes, a string's digits) that is not a speck."""
+    labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return core
+    boxes = ndimage.find_objects(labels)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    H, W = core.shape
+    rules = []
+    for k, (ys, xs) in enumerate(boxes):
+        sides = (ys.start == 0) + (ys.stop == H) + (xs.start == 0) + (xs.stop == W)
+        rules.append(_is_rule(labels[ys, xs] == k + 1, int(sides), (H, W)))
+    rules = np.asarray(rules)
+    others = area[~rules]
+    drop = rules & (others.max(initial=0) >= 0.05 * area)  # a rule goes when a glyph of some weight is left
+    alive = np.flatnonzero(~drop)
+    big = alive[np.argmax(area[alive])]
+    size = max(boxes[big][0].stop - boxes[big][0].start, boxes[big][1].stop - boxes[big][1].start)
+    gap = 0.5 * size
+    bb = np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in boxes], np.float64)
+    group, frontier = {int(big)}, [int(big)]
+    while frontier:
+        k = frontier.pop()
+        dy = np.maximum(0, np.maximum(bb[:, 0] - bb[k, 1], bb[k, 0] - bb[:, 1]))
+        dx = np.maximum(0, np.maximum(bb[:, 2] - bb[k, 3], bb[k, 2] - bb[:, 3]))
+        near = np.flatnonzero((np.maximum(dy, dx) <= gap) & ~drop)
+        for j in near.tolist():
+            if j not in group and area[j] >= 0.02 * area[big]:
+                group.add(j)
+                frontier.append(j)
+    return np.isin(labels, np.asarray(sorted(group)) + 1)
+
+
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """A real image file -> float32 ``(H, W)`` ink map in ``[0, 1]`` (ink bright, background 0).
+    """A real image file -> float32 ``(H, W)`` ink map in ``[0, 1]`` (ink bright, background exactly 0).
+
+    Read as a document reader reads a photo: the ground's level from the border's median (and its shading, when
+    the light is uneven, from a smooth surface fitted to the ground); the sensor noise estimated and, where there
+    is any, smoothed away before thresholding; the ink found by hysteresis (Otsu's threshold for the strokes'
+    cores, a few noise levels for their soft edges); of its connected parts only the glyph kept (``_glyph``: no
+    ruled lines, pen lines across the page, form boxes or specks). A clean scan keeps its ink values as they were
+    (contrast stretched from the border's noise level to the ink's peak).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not an image, is
     larger than ``MAX_PIXELS`` (checked from the header, before decoding), is truncated, or holds no ink."""
     path = Path(path)
-    img = _open(path)
+    return _ink_map(_open(path), path)
+
+
+def load_image_bytes(data: bytes, name: str = "upload") -> torch.Tensor:
+    """``load_image`` of an image file's bytes held in memory (an upload): the same ink map, and the same errors
+    (``ValueError``) with ``name`` in place of the path."""
+    return _ink_map(_open_checked(io.BytesIO(data), name), name)
+
+
+def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
+    """``load_image``'s work on an opened image (closed when done); messages start with ``path``."""
     try:
         with img:
             grey = _grey(img)
     except (OSError, SyntaxError, ValueError) as e:  # truncated or malformed pixel data
         raise InputError(f"{path}: cannot decode the image ({e})") from None
     h, w = grey.shape
+    noise = _noise_sigma(grey)
+    smooth = noise > NOISE_LEVEL
+    if smooth:  # denoise before thresholding: the blur widens with the noise and the picture
+        sigma = min(3.0, max(1.0, noise * 255.0 / 8.0, min(h, w) / 300.0))
+        grey = ndimage.gaussian_filter(grey, sigma, mode="nearest")
     b = max(1, round(0.02 * min(h, w)))  # border band: 2% of the short side
     border = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[:, :b].ravel(), grey[:, -b:].ravel()])
-    bg = float(np.median(border))
-    # a clearly light (dark) ground holds dark (light) ink; on mid-grey, the ink strays furthest from the ground
-    clear = bg > 0.6 or bg < 0.4
-    dark_ink = bg > 0.6 if clear else bg - float(grey.min()) >= float(grey.max()) - bg
-    if dark_ink:
-        ink, border_ink = bg - grey, bg - border
-    else:
-        ink, border_ink = grey - bg, border - bg
-    ink = np.clip(ink, 0.0, None)
-    floor = float(np.quantile(np.clip(border_ink, 0.0, None), 0.9))  # the background's noise level
+    dark_ink, bg = _ink_side(grey, border)
+    d = 1.0 - grey if dark_ink else grey  # ink bright
+    shade = _illumination(d)
+    ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
+    ink = np.clip(d - ground, 0.0, None)
+    border_ink = np.concatenate([ink[:b].ravel(), ink[-b:].ravel(), ink[:, :b].ravel(), ink[:, -b:].ravel()])
+    floor = max(float(np.quantile(border_ink, 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
     peak = float(ink.max())
-    if peak - floor < MIN_CONTRAST:
+    high = max(_otsu(ink, peak) if peak > 0 else 0.0, floor + MIN_CONTRAST / 2)
+    core = ink > high
+    if peak - floor < MIN_CONTRAST or not core.any():
         raise InputError(
             f"{path}: no ink found: the image is blank or all background (contrast "
             f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer"
         )
-    out = np.clip((ink - floor) / (peak - floor), 0.0, 1.0).astype(np.float32)
+    glyph = _glyph(core)
+    labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
+    kept = np.isin(labels, np.unique(labels[glyph]))
+    # soft edges only near the strokes (within half a stroke width), never a web of noise or a shading residue
+    perimeter = glyph & ~ndimage.binary_erosion(glyph)
+    stroke = 2.0 * glyph.sum() / max(int(perimeter.sum()), 1)
+    kept &= ndimage.binary_dilation(glyph, iterations=max(1, round(stroke / 2)))
+    peak = float(ink[kept].max())
+    out = np.where(kept, np.clip((ink - floor) / (peak - floor), 0.0, 1.0), 0.0).astype(np.float32)
     return torch.from_numpy(out)

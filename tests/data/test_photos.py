@@ -1,0 +1,135 @@
+"""load_image on photos, not scans (issue 22): tinted paper, sensor noise, JPEG, uneven light, a printed form box
+and ruled or pen lines. Real PNG/JPEG files of glyphs drawn here, whose true ink boxes are known; the ink map
+must hold the glyph and nothing else, and a clean file must still come back as the glyph itself."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from hwr.data import digits
+from hwr.errors import InputError
+
+H, W = 120, 110
+BLUE, YELLOW = np.array([30, 40, 150.0]), np.array([245, 225, 130.0])  # ballpoint on yellow paper
+
+
+def _glyph(strokes: list[list[tuple[int, int]]], width: int = 8) -> np.ndarray:
+    """Ink in ``[0, 1]``, ``(H, W)``: the polylines drawn at 4x and shrunk (soft, antialiased edges)."""
+    big = Image.new("L", (4 * W, 4 * H), 0)
+    d = ImageDraw.Draw(big)
+    for s in strokes:
+        d.line([(4 * x, 4 * y) for x, y in s], fill=255, width=4 * width, joint="curve")
+    return np.asarray(big.resize((W, H), Image.BOX), np.float32) / 255.0
+
+
+SEVEN = [[(32, 30), (80, 30), (50, 92)]]
+FIVE = [[(75, 30), (42, 30)], [(40, 42), (38, 60), (60, 56), (74, 70), (70, 88), (50, 94), (36, 86)]]  # two strokes
+
+
+def _box(a: np.ndarray, level: float = 0.05) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` of the pixels above ``level`` of the peak: what ``mnist_style`` crops."""
+    on = a > level * a.max()
+    rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
+
+
+def _photo(ink: np.ndarray, *, sigma: float, seed: int = 0, light: np.ndarray | None = None, rules=None):
+    """RGB uint8: blue ink on yellow paper, printed ``rules`` (a mask) in dark grey, shading ``light``, noise."""
+    a, r = ink[..., None], (np.zeros_like(ink) if rules is None else rules)[..., None]
+    rgb = (YELLOW * (1 - a) + BLUE * a) * (1 - r) + 70.0 * r
+    if light is not None:
+        rgb = rgb * light[..., None]
+    rgb = rgb + np.random.default_rng(seed).normal(0, sigma, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _save(tmp_path, name: str, rgb: np.ndarray):
+    path = tmp_path / name
+    Image.fromarray(rgb).save(path, **({"quality": 85} if name.endswith(".jpg") else {}))
+    return path
+
+
+def _close(got, want, tol: int = 4) -> bool:
+    return all(abs(g - w) <= tol for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("name", ["noisy.png", "noisy.jpg"])
+@pytest.mark.parametrize("strokes", [SEVEN, FIVE], ids=["seven", "five-in-two-strokes"])
+def test_noise_on_tinted_paper_keeps_the_ink_box_on_the_glyph(tmp_path, name, strokes):
+    ink = _glyph(strokes)
+    for seed, sigma in enumerate((10.0, 20.0)):
+        out = digits.load_image(_save(tmp_path, f"{sigma:.0f}{name}", _photo(ink, sigma=sigma, seed=seed))).numpy()
+        assert _close(_box(out), _box(ink)), (sigma, _box(out), _box(ink))
+        assert float(out.max()) == 1.0 and float(out[ink == 0].mean()) < 0.01
+        x = digits.mnist_style(torch.from_numpy(out))[0]
+        assert int((x > 0).any(1).sum()) >= 19  # the digit fills MNIST's 20-pixel box, not a few pixels
+
+
+def test_a_form_box_and_lines_across_the_page_are_dropped(tmp_path):
+    ink = _glyph(SEVEN)
+    rules = Image.new("L", (W, H), 0)
+    d = ImageDraw.Draw(rules)
+    d.rectangle((18, 16, 94, 106), outline=255, width=2)  # the printed box, clear of the digit
+    d.line((0, 112, W, 110), fill=255, width=2)  # a ruled line under it
+    d.line((0, 8, W, 12), fill=255, width=4)  # a pen line across the top
+    rules = np.asarray(rules, np.float32) / 255.0
+    for sigma, name in ((0.0, "form.png"), (8.0, "form.jpg")):
+        out = digits.load_image(_save(tmp_path, name, _photo(ink, sigma=sigma, rules=rules))).numpy()
+        assert _close(_box(out), _box(ink)), (name, _box(out), _box(ink))
+        assert float(out[rules > 0.5].max()) == 0.0  # no printed line is ink
+
+
+@pytest.mark.parametrize("sigma", [0.0, 4.0])
+def test_uneven_light_puts_no_ink_in_the_background(tmp_path, sigma):
+    ink = _glyph(SEVEN)
+    yy, xx = np.mgrid[0:H, 0:W] / np.array([H, W], np.float32)[:, None, None]
+    light = 1.0 - 0.45 * xx - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)  # a shadow to the right, a dark rim
+    out = digits.load_image(_save(tmp_path, "shade.png", _photo(ink, sigma=sigma, light=light))).numpy()
+    far = ndilate(ink > 0.02, 4) == 0
+    assert float(out[far].max()) == 0.0  # the background is exactly 0, shadow or not
+    assert _close(_box(out), _box(ink))
+
+
+def ndilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """``mask`` grown by ``r`` pixels (a square)."""
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=r)
+
+
+def test_clean_files_come_back_as_the_glyph(tmp_path):
+    ink = _glyph(FIVE)
+    q = np.round(ink * 255) / 255  # what an 8-bit file can hold
+    want = digits.mnist_style(torch.from_numpy(q.astype(np.float32)))  # from the glyph, not from load_image
+    g = np.round(255 * (1 - q)).astype(np.uint8)
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 3] = np.round(255 * q).astype(np.uint8)
+    files = {"dark.png": g, "light.png": 255 - g, "dark.jpg": g, "transparent.png": rgba}
+    for name, a in files.items():
+        path = tmp_path / name
+        Image.fromarray(a).save(path, **({"quality": 95} if name.endswith(".jpg") else {}))
+        got = digits.load_image(path)
+        assert float(got[ink == 0].max() if name.endswith(".png") else 0.0) == 0.0
+        diff = (digits.mnist_style(got).int() - want.int()).abs()
+        tol = 1 if name.endswith(".png") else 24  # JPEG rounds the soft edges
+        assert int(diff.max()) <= tol and float(diff.float().mean()) < 2.0, (name, int(diff.max()))
+
+
+def test_a_blank_noisy_photo_is_refused_by_name(tmp_path):
+    _, xx = np.mgrid[0:H, 0:W] / np.array([H, W], np.float32)[:, None, None]
+    for k, sigma in enumerate((10.0, 20.0)):
+        path = _save(
+            tmp_path, f"empty_page_{k}.jpg", _photo(np.zeros((H, W), np.float32), sigma=sigma, light=1 - 0.3 * xx)
+        )
+        with pytest.raises(InputError, match=f"empty_page_{k}.jpg: no ink found"):
+            digits.load_image(path)
+
+
+def test_a_noisy_string_keeps_every_digit(tmp_path):
+    """``normalise_string`` reads ``load_image``: separate digits side by side all stay, specks and lines go."""
+    ink = np.concatenate([_glyph(SEVEN, 7)[:, 25:85], _glyph(FIVE, 7)[:, 28:82], _glyph(SEVEN, 7)[:, 25:85]], 1)
+    wide = np.zeros((H, ink.shape[1] + 40), np.float32)
+    wide[:, 20:-20] = ink
+    out = digits.load_image(_save(tmp_path, "string.png", _photo(wide, sigma=12.0))).numpy()
+    assert _close(_box(out), _box(wide))
