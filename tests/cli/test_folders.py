@@ -103,7 +103,7 @@ def test_bad_folders_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, bro
     few = write(tmp_path / "few", "train", [5, 1])
     cases = [
         (f"folder:{missing}", "is not a folder"),
-        (f"csv:{missing}.csv", "is not a file"),
+        (f"csv:{missing}.csv", "does not exist or is not a CSV file"),
         (f"folder:{no_train}", "no train/ folder"),
         (f"folder:{empty}", "holds no image"),
         (f"folder:{extra}", "class '2' is in test/ but not in train/"),
