@@ -202,6 +202,20 @@ def _pretrain_all(spec, root: Path, workers: int = 1) -> None:
     tune.parallel_map(tune.pretrain_job, [(cfg, root, ex, data) for cfg, ex in todo], workers, done)
 
 
+def _worker_argv(args: argparse.Namespace, name: str) -> list[str]:
+    """The ``hwr study run`` arguments each worker process of ``--workers K`` gets (``--worker I`` added by
+    ``run_workers``): the study, its name and every option given."""
+    argv = [args.study, "--name", name, "--seed", str(args.seed), "--root", args.root]
+    argv += ["--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    argv += ["--storage", args.storage] if args.storage else []
+    argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
+    argv += ["--timeout", str(args.timeout)] if args.timeout else []
+    argv += ["--dataset", args.dataset] if args.dataset else []
+    argv += ["--device", args.device] if args.device else []
+    argv += ["--pruner", args.pruner] if args.pruner else []
+    return argv + (["--skip-bad"] if args.skip_bad else [])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _on_device(tune.load_spec(args.study), args.device).with_pruner(args.pruner)
     root = Path(args.root)
@@ -214,27 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
         _pretrain_all(spec, root, args.workers)
-        argv = [
-            args.study,
-            "--name",
-            name,
-            "--seed",
-            str(args.seed),
-            "--root",
-            args.root,
-            "--heartbeat",
-            str(args.heartbeat),
-            "--grace",
-            str(args.grace),
-        ]
-        argv += ["--storage", args.storage] if args.storage else []
-        argv += ["--n-trials", str(args.n_trials)] if args.n_trials else []
-        argv += ["--timeout", str(args.timeout)] if args.timeout else []
-        argv += ["--dataset", args.dataset] if args.dataset else []
-        argv += ["--device", args.device] if args.device else []
-        argv += ["--pruner", args.pruner] if args.pruner else []
-        argv += ["--skip-bad"] if args.skip_bad else []
-        codes = run_workers(argv, args.workers)
+        codes = run_workers(_worker_argv(args, name), args.workers)
         if any(codes):
             report.console.print(
                 f"[yellow]worker exit codes {codes}[/]; resume with  {_rerun(sys.argv[1:])}", highlight=False
