@@ -6,6 +6,7 @@ A run folder holds::
     config.json               what the run is (the task's frozen config; ``"task"`` names it, digits when absent)
     checkpoint.safetensors    the TrainState and metadata (model, normalisation, epochs done, history), every epoch
     metrics.json              per-epoch records, final validation and test figures, timing, and what executed
+    calibration.json          the temperature and reject thresholds fitted on the validation split (``Calibration``)
     .lock                     held (``fcntl.flock``) by the one process training in the folder (``locked``)
 
 Every task's ``run`` goes through the same steps here, so a resumed digit run and a resumed strings run behave
@@ -18,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import torch
@@ -34,10 +37,12 @@ from hwr.models import Model
 from hwr.tree import PyTree
 
 __all__ = [
+    "CALIBRATION",
     "CHECKPOINT",
     "CONFIG",
     "DIGITS",
     "METRICS",
+    "Calibration",
     "Checkpointer",
     "Resumed",
     "RunError",
@@ -47,6 +52,7 @@ __all__ = [
     "load_run",
     "locked",
     "open_run",
+    "read_calibration",
     "read_config",
     "read_source",
     "resume",
@@ -55,9 +61,11 @@ __all__ = [
     "task_of",
     "timing",
     "transfer",
+    "write_calibration",
 ]
 
 CONFIG, CHECKPOINT, METRICS, LOCK = "config.json", "checkpoint.safetensors", "metrics.json", ".lock"
+CALIBRATION = "calibration.json"
 DIGITS = "digits"  # the task of a config.json without a "task" key (every digit run)
 
 
@@ -335,3 +343,81 @@ def transfer(
             "(hwr finetune --reinit ...), or fine-tune with the source's own architecture"
         )
     return tree.unflatten_names(out), kept_fresh
+
+
+class Calibration(NamedTuple):
+    """A run's ``calibration.json``: what ``hwr predict``, ``hwr evaluate`` and a web page need to say how sure a
+    reading is and to reject the doubtful ones. ``temperature``: divide the logits by it before the softmax (1.0:
+    none fitted, e.g. a strings run, ``note`` says why); ``confidence``: what a threshold compares against (digits:
+    ``max_softmax``, the calibrated top probability; strings: the string score ``hwr.tasks.strings`` names);
+    ``thresholds``: target error -> the figures of the threshold chosen for it on ``fitted_on`` (``threshold``,
+    ``coverage``, ``error``, ``accepted``; accept ``confidence >= threshold``); ``n``: readings fitted on;
+    ``figures``: the fit's before / after figures (``nll_before``, ``nll_after``, ``ece_before``, ``ece_after``)."""
+
+    temperature: float = 1.0
+    confidence: str = "max_softmax"
+    thresholds: Mapping[float, Mapping[str, float]] = MappingProxyType({})
+    fitted_on: str = "val"
+    n: int = 0
+    figures: Mapping[str, float] = MappingProxyType({})
+    note: str = ""
+
+    def threshold(self, target_error: float) -> float | None:
+        """The reject threshold stored for ``target_error`` (None when none was fitted for it)."""
+        found = self.thresholds.get(float(target_error))
+        return None if found is None else float(found["threshold"])
+
+
+def _target_key(target: float) -> str:
+    return repr(float(target))  # exact: 0.01 -> "0.01", and any float reads back as itself
+
+
+def write_calibration(run_dir: str | Path, calibration: Calibration) -> Path:
+    """Write ``calibration`` as the run folder's ``calibration.json`` (atomically)."""
+    c = calibration
+    body = {
+        "temperature": c.temperature,
+        "confidence": c.confidence,
+        "fitted_on": c.fitted_on,
+        "n": c.n,
+        **dict(c.figures),
+        "thresholds": {_target_key(k): dict(v) for k, v in sorted(c.thresholds.items(), reverse=True)},
+        **({"note": c.note} if c.note else {}),
+    }
+    return files.write_json(Path(run_dir) / CALIBRATION, body)
+
+
+def _number(x: Any) -> float | int:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise TypeError(f"{x!r} is not a number")
+    return x
+
+
+def read_calibration(run_dir: str | Path) -> Calibration | None:
+    """The run folder's ``calibration.json`` as a ``Calibration``, or None when the run has none (trained before
+    calibration existed: ``hwr calibrate RUN`` fits it). A file that does not hold a valid one is a ``RunError``."""
+    path = Path(run_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    fix = f"fit it again: hwr calibrate {run_dir}"
+    try:
+        values = json.loads(path.read_text())
+        temperature = float(values["temperature"])
+        thresholds = {float(k): {n: _number(x) for n, x in v.items()} for k, v in values.get("thresholds", {}).items()}
+        if not (math.isfinite(temperature) and temperature > 0) or any(
+            not 0 <= v["threshold"] <= 1 or not 0 < k < 1 for k, v in thresholds.items()
+        ):
+            raise ValueError("a temperature <= 0, a threshold outside [0, 1] or a target outside (0, 1)")
+        known = {"temperature", "confidence", "fitted_on", "n", "thresholds", "note"}
+        figures = {k: _number(v) for k, v in values.items() if k not in known}
+        return Calibration(
+            temperature,
+            str(values.get("confidence", "max_softmax")),
+            thresholds,
+            str(values.get("fitted_on", "val")),
+            int(values.get("n", 0)),
+            figures,
+            str(values.get("note", "")),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} does not hold a valid calibration ({e}); {fix}") from None

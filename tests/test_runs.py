@@ -232,3 +232,22 @@ def test_a_run_tells_its_callbacks_before_it_builds_the_step(tmp_path):
     again = Built()
     digits.run(run_config(), tmp_path / "r", execution=EAGER, callbacks=[again], resume=True)
     assert again.calls == []  # a finished run builds nothing
+
+
+def test_calibration_round_trips_and_a_bad_file_is_named(tmp_path):
+    assert runs.read_calibration(tmp_path) is None  # a run trained before calibration existed
+    c = runs.Calibration(
+        1.25,
+        "max_softmax",
+        {0.01: {"threshold": 0.9, "coverage": 0.97, "error": 0.0099, "accepted": 97}, 1 / 3: {"threshold": 0.1}},
+        "val",
+        100,
+        {"nll_before": 0.5, "nll_after": 0.4},
+    )
+    runs.write_calibration(tmp_path, c)
+    assert runs.read_calibration(tmp_path) == c and c.threshold(0.01) == 0.9 and c.threshold(0.02) is None
+    assert json.loads((tmp_path / runs.CALIBRATION).read_text())["nll_before"] == 0.5
+    for body in ('{"temperature": 0}', '{"thresholds": {}}', "[1]", "{", '{"temperature": 1, "thresholds": {"2": {}}}'):
+        (tmp_path / runs.CALIBRATION).write_text(body)
+        with pytest.raises(runs.RunError, match=f"does not hold a valid calibration.*hwr calibrate {tmp_path}"):
+            runs.read_calibration(tmp_path)

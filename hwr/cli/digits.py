@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from hwr import recipes, report
-from hwr.cli import UsageError, environment, read_each, save_inputs, train_guarded
+from hwr.cli import UsageError, calibrate, environment, read_each, save_inputs, train_guarded
 from hwr.cli.train import check_dataset, device_of, execution_of
 from hwr.data import augment as aug
 from hwr.data import digits, folders, sources
@@ -19,8 +19,9 @@ from hwr.data.mix import MixConfig
 from hwr.engine.execution import Execution
 from hwr.losses import LossConfig
 from hwr.optim import OptimConfig
-from hwr.runs import saved_execution
+from hwr.runs import read_calibration, saved_execution
 from hwr.tasks import digits as task
+from hwr.tasks.digits.calibrate import confidence
 from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 
 __all__ = ["cmd_evaluate", "cmd_finetune", "cmd_predict", "cmd_train"]
@@ -143,6 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report.console.print(
         report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
     )
+    calibrate.evaluate_digits(args, model, params, state, meta, ds.test_images, ds.test_labels, f"{name} test")
     return 0
 
 
@@ -159,6 +161,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
     classes = meta["classes"]
+    stored = read_calibration(args.run)
+    t = stored.temperature if stored is not None else 1.0
+    reject = calibrate.reject_threshold(args, "digits", device)  # (P, where it came from) or None
     inputs, readable, failed = read_each(args.images, lambda path: digits.mnist_style(digits.load_image(path)))
     if not inputs:
         return 2
@@ -167,15 +172,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_inputs(args.save_input, readable, x, "_28x28.png")
     transform = aug.make_transform(None, meta["mean"], meta["std"])
     with torch.inference_mode():
-        probs = torch.softmax(model.apply(params, state, transform(None, x.to(device)), train=False)[0], -1).cpu()
+        logits = model.apply(params, state, transform(None, x.to(device)), train=False)[0].float()
+    _, conf = confidence(logits, t)  # the calibrated top probability, as the thresholds were chosen
+    probs = torch.softmax(logits.double() / t, -1).cpu()
     top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
     from rich.table import Table
 
-    table = Table(title=f"predictions of {args.run}")
+    title = f"calibrated predictions of {args.run} (T {t:.3f})" if stored else f"predictions of {args.run} (softmax)"
+    table = Table(title=title)  # calibrated: softmax(logits / T), T from calibration.json
     table.add_column("image")
     for r in range(top_p.shape[1]):
         table.add_column(f"#{r + 1}", justify="right")
-    for path, ps, idx in zip(readable, top_p.tolist(), top_i.tolist()):
-        table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)])
+    if reject is not None:
+        table.add_column("check")
+        report.console.print(reject[1], highlight=False)
+    for k, (path, ps, idx) in enumerate(zip(readable, top_p.tolist(), top_i.tolist())):
+        flag = ["?" if float(conf[k]) < reject[0] else ""] if reject is not None else []
+        table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)], *flag)
     report.console.print(table)
     return 2 if failed else 0  # non-zero when any file could not be read

@@ -1,6 +1,6 @@
-"""What people look at: ``rich`` tables and progress (``hwr.report.console``), PNG figures
-(``hwr.report.figures``) and study plots (``hwr.report.study_plots``). Importing it draws nothing and switches no
-matplotlib backend."""
+"""What people look at: ``rich`` tables and progress (``hwr.report.console``; calibration and selective
+prediction: ``hwr.report.selective``), PNG figures (``hwr.report.figures``) and study plots
+(``hwr.report.study_plots``). Importing it draws nothing and switches no matplotlib backend."""
 
 from hwr.report.console import (
     COMPILING,
@@ -20,6 +20,7 @@ from hwr.report.figures import (
     compare_figure,
     draw_run,
     draw_strings_run,
+    reliability_figure,
     save_confusion,
     save_figure,
     save_image_grid,
@@ -44,6 +45,7 @@ __all__ = [
     "evaluation_table",
     "importance_table",
     "metrics_table",
+    "reliability_figure",
     "save_confusion",
     "save_figure",
     "save_image_grid",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from hwr.calibration import Reliability
 from hwr.files import atomic_write
 from hwr.tasks import strings
 from hwr.tasks.digits import RunFigures
@@ -26,6 +27,7 @@ __all__ = [
     "draw_strings_run",
     "errors_title",
     "mosaic",
+    "reliability_figure",
     "save_confusion",
     "save_figure",
     "save_image_grid",
@@ -210,9 +212,10 @@ def draw_run(out: Path, figures: RunFigures) -> list[Path]:
     return written
 
 
-def string_text(labels: Sequence[int]) -> str:
-    """A reading's digits as text (``(empty)`` for none)."""
-    return "".join(str(d) for d in labels) or "(empty)"
+def string_text(labels: Sequence[int], alphabet: str = "0123456789") -> str:
+    """A reading as text, class ``k`` written ``alphabet[k]`` (a strings run's classes: ``hwr.tasks.strings.
+    alphabet_of``; digits by default), ``(empty)`` for none."""
+    return "".join(alphabet[d] for d in labels) or "(empty)"
 
 
 def save_strings(
@@ -256,8 +259,52 @@ def draw_strings_run(out: Path, figures: strings.StringsFigures, n: int = 24) ->
     )
     titles = []
     for i, (labels, _conf) in zip(pick.tolist(), read):
-        truth = string_text(test.targets[i, : int(test.lengths[i])].tolist())
-        got = string_text(labels)
+        truth = string_text(test.targets[i, : int(test.lengths[i])].tolist(), figures.alphabet)
+        got = string_text(labels, figures.alphabet)
         titles.append(f"{truth} -> {got}" + ("" if got == truth else "  ✗"))
     title = "held-out test strings: truth -> reading (greedy CTC)"
     return save_strings(images, titles, out / STRINGS_FIGURE, title=title)
+
+
+def reliability_figure(panels: Sequence[tuple[str, Reliability, float]], *, title: str = "") -> Figure:
+    """Reliability diagrams side by side, one per ``(label, hwr.calibration.reliability table, ECE)``: per
+    confidence bin, the accuracy (bars) against the diagonal a calibrated model follows, the gap hatched red, and
+    below it the share of readings in each bin (log scale: most readings sit in the top bin)."""
+    if not panels:
+        raise ValueError("reliability_figure needs at least one panel")
+    fig = Figure(figsize=(3.6 * len(panels), 4.6), layout="constrained")
+    axes = fig.subplots(2, len(panels), squeeze=False, height_ratios=(3, 1), sharex=True)
+    for col, (label, r, ece) in enumerate(panels):
+        edges = r.edges.detach().cpu().double().numpy()
+        count = r.count.detach().cpu().numpy()
+        acc, conf = r.accuracy.detach().cpu().numpy(), r.confidence.detach().cpu().numpy()
+        left, width = edges[:-1], np.diff(edges)
+        seen = count > 0
+        top, bottom = axes[0, col], axes[1, col]
+        top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        top.bar(left[seen], acc[seen], width[seen], align="edge", color="#4c72b0", edgecolor="white", label="accuracy")
+        top.bar(
+            left[seen],
+            np.abs(conf[seen] - acc[seen]),
+            width[seen],
+            bottom=np.minimum(conf[seen], acc[seen]),
+            align="edge",
+            fill=False,
+            edgecolor="#cc3333",
+            hatch="///",
+            linewidth=0.6,
+            label="gap to mean confidence",
+        )
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_title(f"{label}\nECE {100 * ece:.2f}%", fontsize=9)
+        top.set_ylabel("accuracy" if col == 0 else "")
+        top.legend(fontsize=7, loc="upper left")
+        share = count / max(int(count.sum()), 1)
+        bottom.bar(left[seen], share[seen], width[seen], align="edge", color="grey")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("confidence")
+        bottom.set_ylabel("share" if col == 0 else "")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

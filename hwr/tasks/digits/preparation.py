@@ -23,7 +23,7 @@ from hwr.runs import RunError
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers
 
-__all__ = ["Prepared", "RunKeys", "fresh_groups", "prepare", "read_config", "run_keys"]
+__all__ = ["Prepared", "RunKeys", "fresh_groups", "prepare", "read_config", "run_keys", "validation_set"]
 
 
 class RunKeys(NamedTuple):
@@ -136,6 +136,20 @@ def _splits(config: RunConfig, ds: catalog.Dataset, device: torch.device) -> tup
         val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
     test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
     return train_xy, val_xy, test_xy
+
+
+def validation_set(
+    config: RunConfig, data: DataSettings | None = None, *, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """``(images, labels, classes)`` of the validation split a run of ``config`` held out (the same images
+    ``prepare`` gives it, on ``device``), without building its model: what a trained run is calibrated on. A
+    config whose protocol has no validation split (``heldout`` on a data set without one) raises ``RunError``."""
+    device = torch.device(device)
+    ds = sources.load(config.dataset, data or DataSettings(), device=device)
+    _, (x, y), _ = _splits(config, ds, device)
+    if len(y) == 0:
+        raise RunError(f"the validation split of {config.dataset} under {config.validation!r} validation is empty")
+    return x, y, ds.classes
 
 
 def _model(

@@ -7,6 +7,7 @@ run folder:
     checkpoint.safetensors    TrainState + metadata (epochs done, history, normalisation, classes); device-neutral
     metrics.json              per-epoch records, final validation and test summaries, timings, and the execution
                               used (device and its name, compile choice, seconds per step)
+    calibration.json          the temperature fitted on the validation split (``hwr.tasks.digits.calibrate``)
     confusion.png, errors.png the test confusion matrix and a grid of misclassified test images
 
 The stages of ``run``: the folder (``hwr.runs.open_run``), ``_setup`` (prepare, the state, a resumed checkpoint),
@@ -36,7 +37,7 @@ from hwr.engine import runtime, train
 from hwr.engine.execution import Execution
 from hwr.models import Model
 from hwr.runs import RunError
-from hwr.tasks.digits import finetune
+from hwr.tasks.digits import calibrate, finetune
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.preparation import Prepared, prepare
 
@@ -278,7 +279,8 @@ def _finish(
 ) -> dict[str, Any]:
     """Post-training (which may change the parameters: only then is validation measured again), the test
     evaluation (skipped when ``test_split`` is False: ``"test"`` is None and no test image or label is read), the
-    figures, ``metrics.json`` and the final checkpoint."""
+    temperature fitted on the validation split (``calibration.json``), the figures, ``metrics.json`` and the final
+    checkpoint."""
     p = s.p
     params, post, honest_val = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
     if params is not state.params:
@@ -288,6 +290,8 @@ def _finish(
     )
     val = val if val is not None else evaluate_on(p.val)
     test = evaluate_on(p.test) if test_split else None
+    val_logits = calibrate.logits_of(p.model, state.params, state.model_state, p.val[0], mean=p.mean, std=p.std)
+    calibration = calibrate.fit_logits(val_logits, p.val[1])
     result = {
         "config": to_dict(config),
         "model": s.meta["model"],
@@ -302,9 +306,11 @@ def _finish(
         "reinitialised": p.reinitialised,
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
+        "calibration": {"temperature": calibration.temperature, **calibration.figures},
     }
     if draw is not None and test is not None:
         draw(out, _figures(p, state, test))
+    runs.write_calibration(out, calibration)  # before the checkpoint is marked complete
     runs.finish(out, result, state, s.meta, config.epochs)
     return result
 

@@ -29,6 +29,7 @@ __all__ = [
     "ctc_objective",
     "eval_step",
     "evaluate",
+    "exact",
     "frame_counts",
     "normalise",
     "train_step",
@@ -75,7 +76,7 @@ def frame_counts(config: CRNNConfig, widths: torch.Tensor, t: int) -> torch.Tens
     return config.frames(widths).clamp(1, t)
 
 
-def _exact(dec: decode.Decoded, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def exact(dec: decode.Decoded, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``(B,)`` bool: the decoded string equals the target (fixed shapes, compiles)."""
     s = targets.shape[1]
     got = dec.labels[:, :s] if dec.labels.shape[1] >= s else F.pad(dec.labels, (0, s - dec.labels.shape[1]), value=-1)
@@ -108,7 +109,7 @@ def ctc_objective(config: CRNNConfig, *, mean: float, std: float) -> train.Objec
 
     def correct(logits: torch.Tensor, batch: StringBatch) -> torch.Tensor:
         dec = decode.greedy(logits, frame_counts(config, batch.widths, logits.shape[1]), blank=config.blank)
-        return _exact(dec, batch.targets, batch.lengths)
+        return exact(dec, batch.targets, batch.lengths)
 
     return train.Objective(inputs, loss, correct)
 

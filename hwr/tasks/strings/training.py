@@ -35,7 +35,20 @@ from hwr.runs import RunError
 from hwr.tasks.strings.config import TASK, StringsConfig
 from hwr.tasks.strings.step import StringBatches, ctc_objective, evaluate
 
-__all__ = ["Prepared", "StringsFigures", "is_strings_run", "load_run", "make_step", "prepare", "read_config", "run"]
+__all__ = [
+    "VAL_SEED",
+    "Prepared",
+    "StringsFigures",
+    "is_strings_run",
+    "load_run",
+    "make_step",
+    "prepare",
+    "read_config",
+    "run",
+    "validation_set",
+]
+
+VAL_SEED = ds.TEST_SEED + 1  # the fixed validation strings' seed (the test strings': ds.TEST_SEED)
 
 
 class StringsFigures(NamedTuple):
@@ -48,6 +61,7 @@ class StringsFigures(NamedTuple):
     test: ds.Strings
     mean: float
     std: float
+    alphabet: str = ds.DIGITS
 
 
 class Prepared(NamedTuple):
@@ -100,11 +114,21 @@ def prepare(config: StringsConfig, data: DataSettings | None = None, *, device: 
         raise RunError(f"{config.dataset} has {d.num_classes} classes; strings are made of the 10 digits")
     pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
     mean, std = clean.normalization_stats(pools["train"].images)
-    val = ds.fixed_set(pools["val"], config.val_strings, config.data, seed=ds.TEST_SEED + 1)
+    val = ds.fixed_set(pools["val"], config.val_strings, config.data, seed=VAL_SEED)
     test = ds.fixed_set(pools["test"], config.test_strings, config.data)
     model, params, model_state, kept = _model(config, device)
     optimizer = optim.from_config(config.optim, config.steps * config.epochs)
     return Prepared(config, model, optimizer, params, model_state, pools, val, test, mean, std, kept)
+
+
+def validation_set(
+    config: StringsConfig, data: DataSettings | None = None, *, device: str | torch.device = "cpu"
+) -> ds.Strings:
+    """The fixed validation strings of a run of ``config`` (those ``prepare`` gives it), without its model or a
+    source run: what a trained run's reject threshold is fitted on."""
+    d = sources.load(config.dataset, data or DataSettings(), device=torch.device(device))
+    pools = ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)
+    return ds.fixed_set(pools["val"], config.val_strings, config.data, seed=VAL_SEED)
 
 
 def is_strings_run(run_dir: str | Path) -> bool:
@@ -151,6 +175,7 @@ def _setup(config: StringsConfig, device: torch.device, out: Path, resume: bool,
         "model": p.model.name,
         "model_config": to_dict(p.model.config),
         "data": to_dict(config.data),
+        "classes": list(config.data.alphabet),  # class k reads classes[k] (the blank follows them)
         "mean": p.mean,
         "std": p.std,
         "compile_seconds": 0.0,
@@ -255,7 +280,8 @@ def _finish(
         "execution": runs.execution_record(execution, device, s.start, built),
     }
     if draw is not None:  # the library draws nothing itself (the CLI passes a drawer)
-        draw(out, StringsFigures(p.model, state.params, state.model_state, p.test, p.mean, p.std))
+        figures = StringsFigures(p.model, state.params, state.model_state, p.test, p.mean, p.std, config.data.alphabet)
+        draw(out, figures)
     runs.finish(out, result, state, s.meta, config.epochs)
     return result
 
@@ -264,3 +290,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[M
     """``(model, params, model_state, metadata)`` of a trained strings run folder (``hwr.runs.load_run``); a digit
     run, or a checkpoint that is not a strings checkpoint, raises ``RunError``."""
     return runs.load_run(run_dir, device, TASK)
+
+
+def alphabet_of(meta: dict[str, Any], run_dir: str | Path = "") -> str:
+    """The characters a strings run reads, in class order, from its checkpoint metadata: ``classes`` (written
+    since separators exist), else the digits and the separators its data spec names (a run from before reads
+    digits only). A count that differs from the model's classes raises ``RunError``."""
+    data = meta.get("data") or {}
+    alphabet = "".join(meta["classes"]) if "classes" in meta else ds.DIGITS + str(data.get("separators", ""))
+    classes = (meta.get("model_config") or {}).get("num_classes", len(alphabet))
+    if classes != len(alphabet):
+        raise RunError(
+            f"{run_dir or 'the run'} names {len(alphabet)} characters ({alphabet}) but its model has {classes} "
+            "classes; the checkpoint metadata is inconsistent: train the run again"
+        )
+    return alphabet

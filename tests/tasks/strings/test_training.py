@@ -1,6 +1,7 @@
 """hwr.tasks.strings.training on a tiny configuration: the compiled step (one graph, equal to eager), run folders, resume,
 transfer from a digit run, the height normalisation of real images, prediction, and the errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from tiny import EAGER, STRING_SPEC, STRINGS, TINY_CNN
 from torch._dynamo.utils import counters
 
-from hwr import checkpoint, models, optim, random, runs, tree
+from hwr import checkpoint, models, optim, pattern, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.data import strings as ds
 from hwr.engine import train
@@ -222,3 +223,43 @@ def test_run_hands_its_test_strings_to_draw(tmp_path):
     assert out == tmp_path / "run" and len(f.test.lengths) == result["test"]["count"] == TINY.test_strings
     again = sr.evaluate(f.model, f.params, f.model_state, f.test, mean=f.mean, std=f.std)
     assert again["cer"] == result["test"]["cer"]
+
+
+def test_predict_with_a_reading_format(prepared):
+    p = prepared
+    s = ds.fixed_set(p.pools["test"], 4, SPEC)
+    images = [im[..., : int(w)] for im, w in zip(s.images, s.widths)]
+    read = lambda fsa: sr.predict(
+        p.model, p.params, p.model_state, images, mean=p.mean, std=p.std, width=SPEC.width, automaton=fsa
+    )
+    two = read(pattern.automaton(".{2}", ds.DIGITS))
+    assert [len(lab) for lab, _ in two] == [2] * 4 and all(len(conf) == 2 for _, conf in two)
+    assert all(lab in ([7, 7], [3]) for lab, _ in read(pattern.automaton("7{2}|3", ds.DIGITS)))
+    assert [lab for lab, _ in read(pattern.automaton(r"\d{40}", ds.DIGITS))] == [[]] * 4  # 12 frames hold no 40
+    with pytest.raises(ValueError, match="blank"):  # an automaton over more classes than the model has
+        read(pattern.automaton(r"\d-\d", ds.DIGITS + "-.,"))
+
+
+def test_separators_are_classes_and_old_configs_load():
+    forms = sr.StringsConfig(data=ds.StringSpec(separators="-.,", separator_rate=0.1))
+    assert forms.crnn.num_classes == 13 and TINY.crnn.num_classes == 10
+    assert from_dict(sr.StringsConfig, json.loads(json.dumps(to_dict(forms)))) == forms
+    old = to_dict(TINY)  # a config.json written before separators existed
+    for name in ("separators", "separator_rate", "formats"):
+        del old["data"][name]
+    assert from_dict(sr.StringsConfig, old) == TINY
+
+
+def test_a_run_records_its_classes_and_old_runs_read_digits(tmp_path):
+    spec = dataclasses.replace(SPEC, separators="-", separator_rate=0.3)
+    config = dataclasses.replace(TINY, data=spec, epochs=1, steps=1, val_strings=4, test_strings=4)
+    sr.run(config, tmp_path / "run", execution=EAGER)
+    model, _, _, meta = sr.load_run(tmp_path / "run")
+    assert meta["classes"] == list("0123456789-") and model.config.num_classes == 11
+    assert sr.alphabet_of(meta) == "0123456789-"
+    older = {k: v for k, v in meta.items() if k != "classes"}  # metadata of a run from before: the spec says
+    assert sr.alphabet_of(older) == "0123456789-"
+    digits_only = {k: v for k, v in older.items() if k != "data"} | {"model_config": {"num_classes": 10}}
+    assert sr.alphabet_of(digits_only) == "0123456789"
+    with pytest.raises(RunError, match="inconsistent"):
+        sr.alphabet_of({**meta, "classes": list("0123456789")}, "RUN")
