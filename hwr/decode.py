@@ -4,8 +4,10 @@
   host sync, compiles), with each character's confidence (the highest probability over the frames of its run).
 - ``beam_search``: CTC prefix beam search (Hannun et al. 2014), which sums over the alignments of each prefix
   instead of following the single best path; exact for ``prune=0``, run per sample on the CPU in float64.
+- ``constrained_beam_search``: the same search kept on the paths of a reading format's automaton
+  (``hwr.pattern``): the most probable labelling the pattern accepts (``--length 5``, ``\\d{5}(-\\d{4})?``).
 
-Both return a ``Decoded``: labels padded with ``PAD`` to a fixed width, their lengths, and a score per string.
+All three return a ``Decoded``: labels padded with ``PAD`` to a fixed width, their lengths, and a score per string.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PAD", "Decoded", "beam_search", "greedy", "to_lists"]
+from hwr.pattern import Automaton
+
+__all__ = ["PAD", "Decoded", "beam_search", "constrained_beam_search", "greedy", "to_lists"]
 
 PAD = -1  # label padding value, in decoded sequences and in data targets
 
@@ -82,12 +86,18 @@ def _add(beams: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], whi
     entry[which] = _logaddexp(entry[which], value)
 
 
-def _beam_one(lp: np.ndarray, blank: int, beam: int, prune: float) -> tuple[tuple[int, ...], float]:
-    """Prefix beam search over one sequence's log-probabilities ``(T, C)``: ``(best prefix, log p(prefix))``."""
+def _beam_one(
+    lp: np.ndarray, blank: int, beam: int, prune: float, fsa: Automaton | None = None
+) -> tuple[tuple[int, ...], float]:
+    """Prefix beam search over one sequence's log-probabilities ``(T, C)``: ``(best prefix, log p(prefix))``.
+    With ``fsa``, each prefix carries its DFA state: a label the state cannot take is not extended, a prefix the
+    frames left cannot complete (``fsa.need``) is dropped, and the best accepted prefix wins (score ``-inf``
+    when there is none)."""
     ninf = -math.inf
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, ninf)}  # prefix -> (log p_blank, log p_label)
+    state = {(): 0}  # prefix -> DFA state (fsa only)
     log_prune = math.log(prune) if prune > 0 else ninf
-    for frame in lp:
+    for t, frame in enumerate(lp):
         cands = [c for c in range(len(frame)) if c != blank and frame[c] >= log_prune]
         nxt: dict[tuple[int, ...], list[float]] = {}
         for prefix, (pb, pnb) in beams.items():
@@ -95,15 +105,55 @@ def _beam_one(lp: np.ndarray, blank: int, beam: int, prune: float) -> tuple[tupl
             _add(nxt, prefix, 0, total + frame[blank])
             for c in cands:
                 p = frame[c]
+                if fsa is not None:  # the extension by c, where the pattern allows it
+                    q = fsa.table[state[prefix]][c] if c < len(fsa.alphabet) else -1
+                    if q < 0:
+                        if prefix and prefix[-1] == c:
+                            _add(nxt, prefix, 1, pnb + p)
+                        continue
+                    state[(*prefix, c)] = q
                 if prefix and prefix[-1] == c:
                     _add(nxt, (*prefix, c), 1, pb + p)  # a repeat needs a blank in between
                     _add(nxt, prefix, 1, pnb + p)  # the same label continued
                 else:
                     _add(nxt, (*prefix, c), 1, total + p)
+        if fsa is not None:  # each further label takes a frame at least
+            left = len(lp) - 1 - t
+            nxt = {k: v for k, v in nxt.items() if fsa.need[state[k]] <= left}
         ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam]
         beams = {k: (v[0], v[1]) for k, v in ranked}
-    best, (pb, pnb) = max(beams.items(), key=lambda kv: _logaddexp(*kv[1]))
-    return best, _logaddexp(pb, pnb)
+    final = [kv for kv in beams.items() if fsa is None or fsa.accepting[state[kv[0]]]]
+    if not final:
+        return (), ninf
+    best, (pb, pnb) = max(final, key=lambda kv: _logaddexp(*kv[1]))
+    score = _logaddexp(pb, pnb)
+    return ((), ninf) if fsa is not None and score == ninf else (best, score)
+
+
+def _beam(
+    logits: torch.Tensor, lengths: torch.Tensor | None, blank: int, beam: int, prune: float, fsa: Automaton | None
+) -> Decoded:
+    """``_beam_one`` over a batch, per sample on the CPU in float64, the result on the input's device."""
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    logp = _log_probs(logits)
+    b, t, _ = logp.shape
+    device = logp.device
+    n = _lengths(lengths, b, t, device).cpu().tolist()
+    arr = logp.detach().cpu().double().numpy()
+    labels = torch.full((b, t), PAD, dtype=torch.int64)
+    scores = torch.zeros(b, dtype=torch.float64)
+    out_len = torch.zeros(b, dtype=torch.int64)
+    conf = torch.zeros(b, t, dtype=torch.float64)
+    for i in range(b):
+        seq, score = _beam_one(arr[i, : n[i]], blank, beam, prune, fsa)
+        if fsa is not None and score == -math.inf and prune > 0:  # the pruned labels may be the only way in
+            seq, score = _beam_one(arr[i, : n[i]], blank, beam, 0.0, fsa)
+        out_len[i], scores[i] = len(seq), score
+        if seq:
+            labels[i, : len(seq)] = torch.tensor(seq)
+            conf[i, : len(seq)] = math.exp(score / len(seq))
+    return Decoded(labels.to(device), out_len.to(device), scores.to(device, logp.dtype), conf.to(device, logp.dtype))
 
 
 def beam_search(
@@ -117,24 +167,33 @@ def beam_search(
     """CTC prefix beam search of logits or log-probabilities ``(B, T, C)``: the prefix with the highest total
     probability among ``beam`` kept per frame. Labels below probability ``prune`` in a frame are not extended
     (0: exact search). ``confidence`` holds ``exp(score / n)`` per character, the per-label geometric mean."""
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    logp = _log_probs(logits)
-    b, t, _ = logp.shape
-    device = logp.device
-    n = _lengths(lengths, b, t, device).cpu().tolist()
-    arr = logp.detach().cpu().double().numpy()
-    labels = torch.full((b, t), PAD, dtype=torch.int64)
-    scores = torch.zeros(b, dtype=torch.float64)
-    out_len = torch.zeros(b, dtype=torch.int64)
-    conf = torch.zeros(b, t, dtype=torch.float64)
-    for i in range(b):
-        seq, score = _beam_one(arr[i, : n[i]], blank, beam, prune)
-        out_len[i], scores[i] = len(seq), score
-        if seq:
-            labels[i, : len(seq)] = torch.tensor(seq)
-            conf[i, : len(seq)] = math.exp(score / len(seq))
-    return Decoded(labels.to(device), out_len.to(device), scores.to(device, logp.dtype), conf.to(device, logp.dtype))
+    return _beam(logits, lengths, blank, beam, prune, None)
+
+
+def constrained_beam_search(
+    logits: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    *,
+    blank: int,
+    automaton: Automaton,
+    beam: int = 16,
+    prune: float = 1e-4,
+) -> Decoded:
+    """The most probable labelling that ``automaton`` (``hwr.pattern.automaton``: class ``k`` is its symbol
+    ``k``) accepts: ``beam_search`` whose prefixes carry their DFA state, extended only along the automaton and
+    dropped when the frames left cannot complete them; exact for a beam as large as the prefixes and ``prune=0``.
+    Labels below ``prune`` are not extended unless the search finds no accepted labelling so (a length that only
+    improbable labels reach): then it runs again without pruning. A sample whose frames hold no accepted
+    labelling (``\\d{9}`` in 6 frames) decodes to the empty labelling with score ``-inf``, length 0 and
+    confidence 0: test ``scores == -inf``."""
+    c = logits.shape[-1] if logits.dim() == 3 else 0
+    k = len(automaton.alphabet)
+    if not 0 <= blank < c or blank < k:
+        raise ValueError(
+            f"the automaton reads classes 0..{k - 1} ({automaton.alphabet}) and the blank ({blank}) must come after "
+            f"them among the {c} classes of the logits; build the automaton over the model's alphabet"
+        )
+    return _beam(logits, lengths, blank, beam, prune, automaton)
 
 
 def to_lists(labels: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

@@ -268,6 +268,33 @@ def test_strings_baseline_score_counts_edits_by_length():
     assert module.score([[], [], []], test)["cer"] == 1.0
 
 
+def test_constrained_benchmark_decodes_every_way(tmp_path_factory):
+    """benchmarks/constrained.py on the tiny trained strings run: a row per decoding, and the constrained decoders
+    read strings of the length asked for only."""
+    import argparse
+
+    import torch
+    from tiny_runs import shared_run
+
+    from benchmarks import constrained
+    from hwr.cli import environment
+    from hwr.tasks import strings as sr
+
+    run = shared_run(tmp_path_factory, "string")
+    out = constrained.main(["--run", str(run), "--length", "3", "--n", "30", "--beam", "4"])
+    names = ["greedy", "beam 4", "--length 3 (beam 4)", "--pattern '\\d{3}' (beam 4)"]
+    assert out["n"] == 10 and list(out["rows"]) == names
+    for row in out["rows"].values():
+        assert 0.0 <= row["string_accuracy"] <= 1.0 and [b["length"] for b in row["by_length"]] == [3]
+    model, params, state, meta = sr.load_run(run)
+    args = argparse.Namespace(length=3, format=None, pattern=None, n=30, beam=4, data_root=environment.read().data.root)
+    test = constrained.test_strings(str(run), sr.read_config(run), args, torch.device("cpu"))
+    logits, frames = constrained.logits_of(model, params, state, meta, test)
+    for name, read in constrained.decoders("0123456789", args, model.config.blank).items():
+        if "3" in name:
+            assert (read(logits, frames).lengths == 3).all(), name
+
+
 def _peer_losses(name: str, steps: int = 4) -> list[float]:
     from hwr import random
     from hwr.data import batches

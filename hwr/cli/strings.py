@@ -12,15 +12,16 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from hwr import random, recipes, report, runs
-from hwr.cli import UsageError, environment, read_each, save_inputs, train_guarded
+from hwr import pattern, random, recipes, report, runs
+from hwr.cli import UsageError, calibrate, environment, read_each, save_inputs, train_guarded
 from hwr.cli.train import device_of, execution_of
 from hwr.config import DataSettings
 from hwr.data import catalog, digits, sources
 from hwr.data import strings as ds
 from hwr.tasks import strings as sr
+from hwr.tasks.strings.confidence import BEAM, from_characters
 
-__all__ = ["SHOW_NAME", "cmd_evaluate", "cmd_predict", "cmd_show", "cmd_train"]
+__all__ = ["SHOW_NAME", "cmd_evaluate", "cmd_predict", "cmd_show", "cmd_train", "reading_format"]
 
 SHOW_NAME = "mnist-strings"  # `hwr data show mnist-strings`
 
@@ -138,24 +139,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report.console.print(
         f"CER {100 * s['cer']:.2f}%  string accuracy {100 * s['string_accuracy']:.2f}%  loss {s['loss']:.4f}"
     )
+    calibrate.evaluate_strings(args, model, params, state, meta, test, f"{config.dataset} test strings")
     return 0
+
+
+def reading_format(args: argparse.Namespace) -> str | None:
+    """The pattern ``--length N``, ``--lengths 5,9`` or ``--pattern REGEX`` asks for (``hwr.pattern``), its syntax
+    checked (before any run is loaded); None without them."""
+    given = [f for f in ("length", "lengths", "pattern") if getattr(args, f, None) is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one of --length, --lengths and --pattern, not {' and '.join('--' + f for f in given)}")
+    if not given:
+        return None
+    if args.pattern is not None:
+        text = args.pattern
+    elif args.length is not None:
+        text = pattern.lengths_pattern([args.length])
+    else:
+        parts = [p.strip() for p in args.lengths.split(",")]
+        if not all(p.isascii() and p.isdigit() for p in parts):
+            raise UsageError(f"--lengths takes whole numbers separated by commas, e.g. 5,9; got {args.lengths!r}")
+        text = pattern.lengths_pattern([int(p) for p in parts])
+    pattern.parse(text)
+    return text
+
+
+def _automaton(text: str | None, alphabet: str) -> pattern.Automaton | None:
+    """The automaton of ``text`` over a run's ``alphabet``; a separator the run cannot emit names the recipe that
+    trains one."""
+    if text is None:
+        return None
+    train = "train a run that reads separators: hwr train --recipe strings_forms --out RUN"
+    return pattern.automaton(text, alphabet, fixes={c: train for c in ds.SEPARATORS if c not in alphabet})
+
+
+def _reading_text(labels: list[int], alphabet: str, fsa: pattern.Automaton | None) -> str:
+    """A reading as text; with a pattern that the empty reading does not match, ``[]`` means none fitted."""
+    if fsa is not None and not labels and not fsa.accepting[0]:
+        return "(no reading of this image fits the pattern)"
+    return report.string_text(labels, alphabet)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
+    form = reading_format(args)  # --length / --lengths / --pattern, checked before the run loads
     model, params, state, meta = sr.load_run(args.run, device)
     spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+    alphabet = sr.alphabet_of(meta, args.run)
+    fsa = _automaton(form, alphabet)
+    reject = calibrate.reject_threshold(args, "strings", device)  # (P, where it came from) or None
+    if reject is not None:
+        report.console.print(reject[1], highlight=False, soft_wrap=True)
     inputs, readable, failed = read_each(args.images, lambda path: sr.normalise_string(digits.load_image(path), spec))
     if not inputs:
         return 2
     if args.save_input:
         save_inputs(args.save_input, readable, inputs, "_strings.png")
-    readings = sr.predict(model, params, state, inputs, mean=meta["mean"], std=meta["std"], width=spec.width)
+    beam = BEAM if reject is not None else 0  # the threshold compares the beam reading's probability
+    readings = sr.predict(
+        model, params, state, inputs, mean=meta["mean"], std=meta["std"], width=spec.width, automaton=fsa, beam=beam
+    )
     width = max(len(Path(p).name) for p in readable)
     for path, (labels, conf) in zip(readable, readings):
         confidence = " ".join(f"{c:.2f}" for c in conf)
+        sure = from_characters(conf)  # the string's confidence, which a threshold compares
+        mark = f"  {sure:.3f}{' ?' if sure < reject[0] else ''}" if reject is not None else ""
         report.console.print(
-            f"{Path(path).name:<{width}}  {report.string_text(labels)}  [{confidence}]",
+            f"{Path(path).name:<{width}}  {_reading_text(labels, alphabet, fsa)}  [{confidence}]{mark}",
             soft_wrap=True,
             highlight=False,
             markup=False,

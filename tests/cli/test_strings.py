@@ -1,7 +1,9 @@
 """The strings commands end to end: `hwr train --recipe strings`, `hwr evaluate`, `hwr predict` on real image
-files of digit strings rendered in handwriting-style fonts (any size, colour, polarity, PNG and JPEG),
-`hwr data show mnist-strings`, and every bad input getting one line and exit code 2."""
+files of digit strings rendered in handwriting-style fonts (any size, colour, polarity, PNG and JPEG), reading
+formats (`--length`, `--lengths`, `--pattern`) on a tiny trained run, `hwr data show mnist-strings`, and every bad
+input getting one line and exit code 2."""
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -11,9 +13,13 @@ import pytest
 import torch
 from cli_run import bad, hwr, png_header_only
 from PIL import Image, ImageDraw, ImageFont
+from tiny_runs import TWO_STROKES, shared_run
 
-from hwr import checkpoint, metrics, models, random
+from hwr import checkpoint, metrics, models, pattern, random
+from hwr.cli import UsageError
+from hwr.cli.strings import _reading_text, reading_format
 from hwr.config import to_dict
+from hwr.errors import InputError
 from hwr.tasks.digits.config import RunConfig
 
 pytestmark = pytest.mark.slow
@@ -165,3 +171,57 @@ def test_bad_inputs(trained, tmp_path):
     bad("train", "--recipe", "strings", "--augment", "standard", "--out", str(tmp_path / "w"), match="--augment")
     bad("train", "--recipe", "fast", "--from", str(out), "--out", str(tmp_path / "v"), match="hwr finetune")
     bad("train", "--recipe", "strings", "--out", str(out), match="already holds a run")
+
+
+# ---------------------------------------------------------------------------------------------- reading formats
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """The tiny trained string and digit runs of ``tests/tiny_runs.py`` (seconds to make, shared by the session)."""
+    return shared_run(tmp_path_factory, "string"), shared_run(tmp_path_factory, "digit")
+
+
+def test_predict_reads_the_length_asked_for(tiny_runs, tmp_path):
+    run, _ = tiny_runs
+    image = tmp_path / "strokes.png"
+    image.write_bytes(TWO_STROKES)
+    p = hwr("predict", "--run", str(run), "--length", "3", str(image))
+    name, reading, rest = p.stdout.strip().split(None, 2)
+    assert name == "strokes.png" and len(reading) == 3 and reading.isdigit(), p.stdout
+    assert len(rest.split("]")[0].strip("[").split()) == 3  # a confidence per character
+
+
+def test_bad_reading_formats_are_one_line(tiny_runs, tmp_path):
+    run, digit_run = tiny_runs
+    image = tmp_path / "strokes.png"
+    image.write_bytes(TWO_STROKES)
+    bad("predict", "--run", str(run), "--pattern", "((", str(image), match="bad pattern '((': '(' never closed")
+    bad("predict", "--run", str(run), "--pattern", r"\d{5}-\d{4}", str(image), match="--recipe strings_forms")
+    bad("predict", "--run", str(digit_run), "--length", "5", str(image), match="--length constrains how a string")
+
+
+def test_reading_format_flags():
+    def args(**given):
+        return argparse.Namespace(**{"length": None, "lengths": None, "pattern": None, **given})
+
+    assert reading_format(args()) is None
+    assert reading_format(args(length=5)) == ".{5}"
+    assert reading_format(args(lengths="9, 5")) == ".{5}|.{9}"
+    assert reading_format(args(pattern=r"\d{5}(-\d{4})?")) == r"\d{5}(-\d{4})?"
+    with pytest.raises(UsageError, match="give one of --length, --lengths and --pattern"):
+        reading_format(args(length=5, pattern="1"))
+    with pytest.raises(UsageError, match="--lengths takes whole numbers"):
+        reading_format(args(lengths="5,x"))
+    with pytest.raises(InputError, match="lengths must be whole numbers from 1"):
+        reading_format(args(length=0))
+    with pytest.raises(InputError, match="nothing to repeat"):
+        reading_format(args(pattern="+5"))
+
+
+def test_reading_text_says_when_nothing_fits():
+    fsa = pattern.automaton(".{40}", "0123456789-")
+    assert _reading_text([], "0123456789-", fsa) == "(no reading of this image fits the pattern)"
+    assert _reading_text([1, 10, 2], "0123456789-", fsa) == "1-2"
+    assert _reading_text([], "0123456789", pattern.automaton(r"\d*", "0123456789")) == "(empty)"  # accepted
+    assert _reading_text([], "0123456789", None) == "(empty)"

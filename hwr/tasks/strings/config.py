@@ -60,6 +60,9 @@ class StringsConfig:
 
     @property
     def crnn(self) -> CRNNConfig:
-        """The model config, with the strings' height."""
+        """The model config, with the strings' height and a class per character of their alphabet (the digits,
+        then the separators: ``hwr.data.strings.StringSpec.alphabet``)."""
         base = self.model_config or CRNNConfig()
-        return dataclasses.replace(base, height=self.data.height) if base.height != self.data.height else base
+        fit = {"height": self.data.height, "num_classes": len(self.data.alphabet)}
+        changes = {k: v for k, v in fit.items() if getattr(base, k) != v}
+        return dataclasses.replace(base, **changes) if changes else base

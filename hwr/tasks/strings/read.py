@@ -2,7 +2,8 @@
 
 ``normalise_string`` maps a real string's ink map (``hwr.data.digits.load_image``: any size, colour or polarity)
 to the geometry the training strings are rendered with; ``predict`` pads a list of them to one batch, masks the
-frames past each one's content and decodes greedily or by prefix beam search, with per-character confidences.
+frames past each one's content and decodes greedily, by prefix beam search, or by the beam search a reading format
+constrains (``hwr.pattern``), with per-character confidences.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hwr.data import strings as ds
 from hwr.errors import InputError
 from hwr.models import Model
 from hwr.models.crnn import CRNNConfig
+from hwr.pattern import Automaton
 from hwr.tasks.strings.step import frame_counts, normalise
 
 __all__ = ["MAX_WIDTH", "normalise_string", "predict"]
@@ -66,12 +68,16 @@ def predict(
     std: float,
     width: int = 0,
     beam: int = 0,
+    automaton: Automaton | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """Read uint8 ``(1, height, w_i)`` strings (``normalise_string``) of any widths: each is padded with
     background to the widest, at least ``width`` (the training width: short strings then see the padding they
     were trained with), a multiple of the frame stride, and the frames past its content are masked. Returns
     ``(labels, per-label confidence)`` per image. ``beam`` > 0 decodes by prefix beam search of that width
-    (confidence: the per-label geometric mean), else greedily (the highest probability over each label's frames)."""
+    (confidence: the per-label geometric mean), else greedily (the highest probability over each label's frames).
+    With ``automaton`` (``hwr.pattern.automaton`` over the run's alphabet: ``--length``, ``--pattern``), the
+    reading is the most probable one it accepts (``hwr.decode.constrained_beam_search``, ``beam`` or 16 wide);
+    an image whose frames hold no accepted reading reads as ``[]``, which the pattern itself never accepts then."""
     c: CRNNConfig = model.config
     if not images:
         return []
@@ -82,11 +88,12 @@ def predict(
     with torch.inference_mode():
         logits, _ = model.apply(params, model_state, normalise(x, mean, std), train=False)
         frames = frame_counts(c, widths.to(logits.device), logits.shape[1])
-        dec = (
-            decode.beam_search(logits, frames, blank=c.blank, beam=beam)
-            if beam > 0
-            else decode.greedy(logits, frames, blank=c.blank)
-        )
+        if automaton is not None:
+            dec = decode.constrained_beam_search(logits, frames, blank=c.blank, automaton=automaton, beam=beam or 16)
+        elif beam > 0:
+            dec = decode.beam_search(logits, frames, blank=c.blank, beam=beam)
+        else:
+            dec = decode.greedy(logits, frames, blank=c.blank)
     labels = decode.to_lists(dec.labels, dec.lengths)
     conf = dec.confidence.cpu().tolist()
     return [(lab, conf[i][: len(lab)]) for i, lab in enumerate(labels)]
