@@ -128,7 +128,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("hwr.cli.train", "fine-tune a trained run on another dataset"),
     "evaluate": ("hwr.cli.train", "metrics of a trained run on a dataset's test split"),
     "predict": ("hwr.cli.train", "classify real image files (PNG, JPEG, ...)"),
+    "calibrate": ("hwr.cli.calibrate", "fit a run's temperature and reject thresholds on its validation split"),
     "study": ("hwr.cli.study", "Optuna studies: run, show, plot, best"),
+    "export": ("hwr.cli.export", "a trained run as an ONNX model or a torch.export program"),
+    "serve": ("hwr.cli.serve", "a local web page to draw or upload a digit or string and read it"),
 }
 
 

@@ -94,9 +94,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="data root (default $HWR_DATA or ~/.cache/hwr)",
     )
     p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
+    p.add_argument("--out", default=None, help="folder for the figures (the reliability diagram); default RUN/evaluate")
     _device_arg(p)
     p.set_defaults(func=_evaluate)
 
+    _predict_parser(sub)
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify real image files (PNG, JPEG, ...)")
     p.add_argument("--run", default=None, help="run folder of the trained model (a digits or a strings run)")
     p.add_argument("--model", dest="old_run", default=None, help="the old spelling of --run (removed in 0.4)")
@@ -104,8 +109,45 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-input", default=None, help="folder to write the image the model saw, one per input (names kept apart)"
     )
+    _reject_args(p)
+    _format_args(p)
     _device_arg(p)
     p.set_defaults(func=_predict)
+
+
+_FORMAT_FLAGS = ("length", "lengths", "pattern")  # hwr predict's reading formats (strings runs)
+
+
+def _format_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading formats (strings runs): the most probable reading of this form")
+    g.add_argument("--length", type=int, default=None, metavar="N", help="exactly N characters (separators count)")
+    g.add_argument("--lengths", default=None, metavar="N,M", help="one of these lengths, e.g. 5,9")
+    g.add_argument(
+        "--pattern",
+        default=None,
+        metavar="REGEX",
+        help=r"a regular expression over the run's characters: \d{5}(-\d{4})?",
+    )
+
+
+def _reject_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("rejection: '?' beside a reading a person should check")
+    g.add_argument(
+        "--reject-below", type=float, default=None, metavar="P", help="mark readings whose confidence is below P"
+    )
+    g.add_argument(
+        "--target-error",
+        type=float,
+        default=None,
+        metavar="E",
+        help="the threshold whose accepted validation readings have error <= E (0.01: 1%%): stored in the run "
+        "(hwr calibrate), else chosen on its validation split and stored",
+    )
+    g.add_argument(
+        "--data-root",
+        default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
+        help="--target-error: data root of the validation split (default $HWR_DATA or ~/.cache/hwr)",
+    )
 
 
 def _longtail_args(p: argparse.ArgumentParser) -> None:
@@ -288,5 +330,15 @@ def run_of_predict(args: argparse.Namespace) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from hwr.cli.calibrate import check_reject  # it imports this module
+
     args.run = run_of_predict(args)
-    return _commands(runs.task_of(args.run)).cmd_predict(args)
+    check_reject(args)
+    task = runs.task_of(args.run)
+    given = [f"--{f}" for f in _FORMAT_FLAGS if getattr(args, f, None) is not None]
+    if given and task != "strings":
+        raise UsageError(
+            f"{given[0]} constrains how a string is read, and {args.run} is a {task} run (one digit per image); "
+            "drop it, or predict with a strings run (hwr train --recipe strings)"
+        )
+    return _commands(task).cmd_predict(args)

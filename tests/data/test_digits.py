@@ -155,3 +155,24 @@ def test_load_image_truncated_file(tmp_path, mnist_digits):
     path.write_bytes(path.read_bytes()[:600])
     with pytest.raises(ValueError, match="cannot decode"):
         digits.load_image(path)
+
+
+def test_load_image_bytes_equals_load_image_and_names_the_upload(tmp_path, mnist_digits):
+    """An upload's bytes give the very ink map its file gives (PNG, JPEG, transparent PNG), and the same errors
+    with the upload's name where the path would be."""
+    images, _ = mnist_digits
+    big = Image.fromarray(255 - images[3].numpy()).resize((200, 200))
+    files = {"d.png": (big, {}), "d.jpg": (big.convert("RGB"), {"quality": 85}), "t.png": (big.convert("RGBA"), {})}
+    for name, (img, options) in files.items():
+        img.save(tmp_path / name, **options)
+        data = (tmp_path / name).read_bytes()
+        assert torch.equal(digits.load_image_bytes(data, name), digits.load_image(tmp_path / name)), name
+    with pytest.raises(ValueError, match=r"^notes\.txt: not an image file"):
+        digits.load_image_bytes(b"a shopping list", "notes.txt")
+    with pytest.raises(ValueError, match=r"^upload: cannot decode"):
+        digits.load_image_bytes((tmp_path / "d.jpg").read_bytes()[:600])
+    huge = bytearray((tmp_path / "d.png").read_bytes())
+    huge[16:24] = struct.pack(">II", 8000, 6000)  # 48 megapixels in the header
+    huge[29:33] = struct.pack(">I", zlib.crc32(bytes(huge[12:29])))
+    with pytest.raises(ValueError, match=r"^upload: 8000x6000 = 48,000,000 pixels exceeds"):
+        digits.load_image_bytes(bytes(huge))
