@@ -151,7 +151,7 @@ def _read_string(r: Reader, x: torch.Tensor) -> dict[str, Any]:
         width=r.spec.width,
         beam=string_confidence.BEAM,
     )
-    names = [str(c) for c in r.meta.get("classes") or range(10)]  # a strings_forms run reads separators too
+    names = string_task.alphabet_of(r.meta)  # a strings_forms run reads separators too
     chars = [_character(names[d], float(p), r.calibration) for d, p in zip(labels, conf)]
     confidence = string_confidence.from_characters(conf)
     return {
