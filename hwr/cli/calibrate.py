@@ -14,7 +14,7 @@ import torch
 
 from hwr import calibration, report, runs
 from hwr.cli import UsageError, environment
-from hwr.cli.train import device_of
+from hwr.cli.train import data_root_arg, device_arg, device_of
 from hwr.report import selective
 from hwr.runs import Calibration
 from hwr.tasks.digits import calibrate as digits_calibration
@@ -53,12 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="also choose the reject threshold whose accepted validation readings have error <= E (0.01: 1%%); "
         "repeat for several",
     )
-    p.add_argument(
-        "--data-root",
-        default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
-        help="data root (default $HWR_DATA or ~/.cache/hwr)",
-    )
-    p.add_argument("--device", default=None, help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N")
+    data_root_arg(p)
+    device_arg(p)
     p.set_defaults(func=cmd_calibrate)
 
 

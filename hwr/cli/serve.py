@@ -10,7 +10,7 @@ import socket
 import sys
 
 from hwr.cli import UsageError
-from hwr.cli.train import _device_arg, device_of
+from hwr.cli.train import device_arg, device_of
 from hwr.serve import reader
 
 __all__ = ["add_parsers", "cmd_serve", "listen", "readers_of"]
@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-bytes", type=int, default=None, help="largest upload in bytes, larger ones refused (default 5 MiB)"
     )
-    _device_arg(p)
+    device_arg(p)
     p.set_defaults(func=cmd_serve)
 
 

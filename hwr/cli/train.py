@@ -28,6 +28,8 @@ __all__ = [
     "add_parsers",
     "check_dataset",
     "check_resume",
+    "data_root_arg",
+    "device_arg",
     "device_of",
     "execution_of",
 ]
@@ -88,14 +90,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on a dataset's test split")
     p.add_argument("run", help="run folder")
     p.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
-    p.add_argument(
-        "--data-root",
-        default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
-        help="data root (default $HWR_DATA or ~/.cache/hwr)",
-    )
+    data_root_arg(p)
     p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     p.add_argument("--out", default=None, help="folder for the figures (the reliability diagram); default RUN/evaluate")
-    _device_arg(p)
+    device_arg(p)
     p.set_defaults(func=_evaluate)
 
     _predict_parser(sub)
@@ -111,7 +109,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     _reject_args(p)
     _format_args(p)
-    _device_arg(p)
+    device_arg(p)
     p.set_defaults(func=_predict)
 
 
@@ -143,11 +141,7 @@ def _reject_args(p: argparse.ArgumentParser) -> None:
         help="the threshold whose accepted validation readings have error <= E (0.01: 1%%): stored in the run "
         "(hwr calibrate), else chosen on its validation split and stored",
     )
-    g.add_argument(
-        "--data-root",
-        default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
-        help="--target-error: data root of the validation split (default $HWR_DATA or ~/.cache/hwr)",
-    )
+    data_root_arg(g, "--target-error: data root of the validation split")
 
 
 def _longtail_args(p: argparse.ArgumentParser) -> None:
@@ -189,14 +183,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="the run's key: initialisation, batches, augmentation")
     p.add_argument("--limit-train", type=int, default=None, help="use only N training images (smoke runs)")
     p.add_argument("--limit-test", type=int, default=None, help="score only N test images (smoke runs)")
-    p.add_argument(
-        "--data-root",
-        default=str(environment.read().data.root),  # the CLI reads $HWR_DATA
-        help="data root (default $HWR_DATA or ~/.cache/hwr)",
-    )
+    data_root_arg(p)
     p.add_argument("--skip-bad", action="store_true", help="folder:/csv: data: skip unreadable or blank images")
     g = p.add_argument_group("execution (where and how it runs; not part of the run's config)")
-    _device_arg(g)
+    device_arg(g)
     c = g.add_mutually_exclusive_group()
     c.add_argument(
         "--compile",
@@ -222,8 +212,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--device`` as every command spells it (``device_of`` resolves it)."""
     p.add_argument("--device", default=None, help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N")
+
+
+def data_root_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "data root") -> None:
+    """``--data-root``, defaulting to ``$HWR_DATA`` (read here, at the CLI edge) or ``~/.cache/hwr``."""
+    p.add_argument(
+        "--data-root",
+        default=str(environment.read().data.root),
+        help=f"{what} (default $HWR_DATA or ~/.cache/hwr)",
+    )
 
 
 def device_of(spec: str | None) -> torch.device:
