@@ -2,13 +2,15 @@
 
 Every loss has the signature ``loss(logits (B, C), labels (B,), mask (B,) bool | None) -> 0-d tensor`` so that
 ``hwr.engine.train.train_step`` can take any of them; ``mask`` drops padded samples from a fixed-shape batch.
+``hyperparameters(config, counts)`` gives a ``LossConfig``'s values as tensors and ``make_loss(..., hp=)`` builds
+from them: a compiled step taking them as an input serves every value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ __all__ = [
     "cross_entropy",
     "deferred",
     "effective_number_weights",
+    "hyperparameters",
     "inverse_frequency_weights",
     "logit_adjusted_cross_entropy",
     "make_loss",
@@ -38,7 +41,7 @@ def cross_entropy(
     mask: torch.Tensor | None = None,
     *,
     class_weights: torch.Tensor | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Weighted mean cross-entropy with label smoothing; equals ``F.cross_entropy(logits, labels, weight=w,
     label_smoothing=s)`` when no sample is masked (the mean divides by the summed weights of the true classes).
@@ -72,8 +75,8 @@ def logit_adjusted_cross_entropy(
     mask: torch.Tensor | None = None,
     *,
     class_prior: torch.Tensor,
-    tau: float = 1.0,
-    label_smoothing: float = 0.0,
+    tau: float | torch.Tensor = 1.0,
+    label_smoothing: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Logit-adjusted loss (Menon et al. 2021): cross-entropy of ``logits + tau * log(prior)``; the model's raw
     logits then estimate the balanced posterior, so prediction needs no correction."""
@@ -156,9 +159,9 @@ class Scheduled(NamedTuple):
         return self.fn(logits, labels, mask, step)
 
 
-def deferred(plain: Loss, weighted: Loss, start_step: int) -> Scheduled:
-    """Deferred re-weighting: ``plain`` before ``start_step``, ``weighted`` from it on (both are evaluated and one
-    is selected with ``torch.where``, so the step stays one fixed graph)."""
+def deferred(plain: Loss, weighted: Loss, start_step: int | torch.Tensor) -> Scheduled:
+    """Deferred re-weighting: ``plain`` before ``start_step`` (a number or an int64 0-d tensor), ``weighted`` from
+    it on (both are evaluated and one is selected with ``torch.where``, so the step stays one fixed graph)."""
 
     def fn(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
         on = step >= start_step
@@ -167,32 +170,73 @@ def deferred(plain: Loss, weighted: Loss, start_step: int) -> Scheduled:
     return Scheduled(fn)
 
 
+def _values(
+    config: LossConfig, counts: Sequence[int] | torch.Tensor | None, device: torch.device | str | None, total_steps: int
+) -> dict[str, Any]:
+    """The numbers ``config`` weights its classes with: ``tau``, ``label_smoothing``, ``switch_step`` (the deferred
+    switch) as Python numbers, ``prior`` and ``class_weights`` as float32 ``(C,)`` tensors on ``device`` (None
+    where the weighting has none)."""
+    if config.weighting != "none" and counts is None:
+        raise InputError(f"class weighting {config.weighting!r} needs the training set's class counts")
+    prior = weights = None
+    if config.weighting == "logit_adjust":
+        n = _counts(counts)
+        prior = (n / n.sum()).float().to(device)
+    elif counts is not None:
+        weights = class_weights(config, counts)
+        weights = None if weights is None else weights.to(device)
+    return {
+        "tau": config.tau,
+        "label_smoothing": config.label_smoothing,
+        "switch_step": int(config.defer * total_steps),
+        "prior": prior,
+        "class_weights": weights,
+    }
+
+
+def hyperparameters(
+    config: LossConfig,
+    counts: Sequence[int] | torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    *,
+    total_steps: int = 0,
+) -> dict[str, Any]:
+    """The values ``make_loss(..., hp=)`` reads instead of ``config``'s numbers, as tensors on ``device``: ``tau``
+    and ``label_smoothing`` (float64 0-d), ``switch_step`` (int64 0-d), ``prior`` and ``class_weights`` (float32
+    ``(C,)`` or None), so one compiled step serves every tau, class weighting strength and switch step."""
+    v = _values(config, counts, device, total_steps)
+    scalar = lambda x, dtype: torch.tensor(x, dtype=dtype, device=device)
+    return {
+        **v,
+        "tau": scalar(float(v["tau"]), torch.float64),
+        "label_smoothing": scalar(float(v["label_smoothing"]), torch.float64),
+        "switch_step": scalar(v["switch_step"], torch.int64),
+    }
+
+
 def make_loss(
     config: LossConfig,
     counts: Sequence[int] | torch.Tensor | None = None,
     device: torch.device | str | None = None,
     *,
     total_steps: int = 0,
+    hp: dict[str, Any] | None = None,
 ) -> Loss:
     """A loss function for ``config``; ``counts`` (training-set class counts) are needed by every weighting
     other than ``none``. Constants are captured as tensors, so the compiled step sees them as fixed inputs.
-    With ``config.defer > 0`` the result is ``Scheduled`` and switches at ``defer * total_steps``."""
-    if config.weighting != "none" and counts is None:
-        raise InputError(f"class weighting {config.weighting!r} needs the training set's class counts")
-    s = config.label_smoothing
+    With ``config.defer > 0`` the result is ``Scheduled`` and switches at ``defer * total_steps``. With ``hp``
+    (``hyperparameters``) the values come from those tensors and only the choices from ``config``."""
+    v = _values(config, counts, device, total_steps) if hp is None else hp
+    s, prior, w = v["label_smoothing"], v["prior"], v["class_weights"]
     if config.weighting == "logit_adjust":
-        n = _counts(counts)
-        prior = (n / n.sum()).float().to(device)
         weighted: Loss = lambda lg, y, m=None: logit_adjusted_cross_entropy(
-            lg, y, m, class_prior=prior, tau=config.tau, label_smoothing=s
+            lg, y, m, class_prior=prior, tau=v["tau"], label_smoothing=s
         )
     else:
-        w = class_weights(config, counts) if counts is not None else None
-        w = None if w is None else w.to(device)
         weighted = lambda lg, y, m=None: cross_entropy(lg, y, m, class_weights=w, label_smoothing=s)
     if config.defer > 0 and config.weighting != "none":
         plain: Loss = lambda lg, y, m=None: cross_entropy(lg, y, m, label_smoothing=s)
-        return deferred(plain, weighted, int(config.defer * total_steps))
+        return deferred(plain, weighted, v["switch_step"])
     return weighted
 
 

@@ -5,6 +5,11 @@ tensors; nothing is modified in place. Small transforms compose with ``chain``; 
 scale_by_learning_rate(schedule))``. Step counters and bias corrections are float64 0-d tensors: a float32
 counter drifts from ``torch.optim.Adam`` by 2e-4 after 10 steps (docs/architecture.md, measured facts). Learning rates are
 schedules evaluated from the counter inside the step, so a changing rate never recompiles a compiled step.
+
+Every continuous value (a peak rate, a schedule's length, weight decay, a clipping norm, an L2-SP strength, a
+multiplier) may be a 0-d tensor instead of a number: ``hyperparameters(cfg, total_steps)`` gives a config's as
+tensors and ``from_config(..., hp=)`` builds from them, so one compiled step that takes them as an input serves
+every trial of a study (``hwr.engine.train.hyper_step``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from hwr.errors import InputError
 from hwr.tree import PyTree
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
-ScalarOrSchedule = float | Schedule
+Scalar = float | torch.Tensor  # a Python number, or a 0-d tensor (a hyperparameter the compiled step takes as input)
+ScalarOrSchedule = Scalar | Schedule
 
 __all__ = [
     "GradientTransformation",
@@ -37,6 +43,7 @@ __all__ = [
     "constant",
     "cosine",
     "from_config",
+    "hyperparameters",
     "masked",
     "onecycle",
     "scale_by_adam",
@@ -88,18 +95,36 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
 
 
 def _as_schedule(lr: ScalarOrSchedule) -> Schedule:
-    return lr if callable(lr) else constant(float(lr))
+    if callable(lr):
+        return lr
+    return constant(lr if isinstance(lr, torch.Tensor) else float(lr))
 
 
-def constant(value: float) -> Schedule:
-    """``lr(t) = value``."""
+def _on(value: Scalar) -> bool:
+    """Whether a term is part of the optimizer: a tensor always is (its value is an input), a number when not 0."""
+    return isinstance(value, torch.Tensor) or value != 0
+
+
+def _at_least_one(x: Scalar) -> Scalar:
+    return torch.clamp(x, min=1) if isinstance(x, torch.Tensor) else max(x, 1)
+
+
+def _check_steps(name: str, steps: Scalar) -> None:
+    if not isinstance(steps, torch.Tensor) and steps <= 0:  # a tensor is validated where it is made
+        raise ValueError(f"{name} needs steps > 0, got {steps}")
+
+
+def constant(value: Scalar) -> Schedule:
+    """``lr(t) = value`` (a number, or a 0-d tensor read at each step)."""
+    if isinstance(value, torch.Tensor):
+        return lambda count: value.to(torch.float64).expand_as(count)
     return lambda count: torch.full_like(count, value, dtype=torch.float64)
 
 
-def cosine(peak: float, steps: int, *, final: float = 0.0) -> Schedule:
-    """Cosine decay from ``peak`` at step 0 to ``final`` at ``steps`` (held there after)."""
-    if steps <= 0:
-        raise ValueError(f"cosine schedule needs steps > 0, got {steps}")
+def cosine(peak: Scalar, steps: Scalar, *, final: float = 0.0) -> Schedule:
+    """Cosine decay from ``peak`` at step 0 to ``final`` at ``steps`` (held there after). ``peak`` and ``steps``
+    may be 0-d float64 tensors: one compiled step then serves every value."""
+    _check_steps("cosine schedule", steps)
 
     def schedule(count: torch.Tensor) -> torch.Tensor:
         t = torch.clamp(count.to(torch.float64) / steps, 0.0, 1.0)
@@ -109,29 +134,31 @@ def cosine(peak: float, steps: int, *, final: float = 0.0) -> Schedule:
 
 
 def onecycle(
-    peak: float, steps: int, *, warmup: float = 0.25, initial_div: float = 25.0, final_div: float = 1e4
+    peak: Scalar, steps: Scalar, *, warmup: Scalar = 0.25, initial_div: float = 25.0, final_div: float = 1e4
 ) -> Schedule:
     """Warm-up + cosine one-cycle: linear from ``peak/initial_div`` to ``peak`` over ``warmup*steps``, then
-    cosine down to ``peak/final_div`` at ``steps`` (the shape of ``OneCycleLR`` with linear warm-up)."""
-    if steps <= 0 or not 0.0 <= warmup < 1.0:
+    cosine down to ``peak/final_div`` at ``steps`` (the shape of ``OneCycleLR`` with linear warm-up). ``peak``,
+    ``steps`` and ``warmup`` may be 0-d float64 tensors."""
+    tensors = any(isinstance(v, torch.Tensor) for v in (peak, steps, warmup))
+    if not tensors and (steps <= 0 or not 0.0 <= warmup < 1.0):
         raise ValueError(f"onecycle needs steps > 0 and 0 <= warmup < 1, got steps={steps}, warmup={warmup}")
-    n_up = max(round(warmup * steps), 1)
+    up_steps = warmup * steps
+    n_up = _at_least_one(torch.round(up_steps) if isinstance(up_steps, torch.Tensor) else round(up_steps))
     lo, hi, end = peak / initial_div, peak, peak / final_div
 
     def schedule(count: torch.Tensor) -> torch.Tensor:
         t = count.to(torch.float64)
         up = lo + (hi - lo) * torch.clamp(t / n_up, 0.0, 1.0)
-        frac = torch.clamp((t - n_up) / max(steps - n_up, 1), 0.0, 1.0)
+        frac = torch.clamp((t - n_up) / _at_least_one(steps - n_up), 0.0, 1.0)
         down = end + 0.5 * (hi - end) * (1.0 + torch.cos(math.pi * frac))
         return torch.where(t < n_up, up, down)
 
     return schedule
 
 
-def step_decay(initial: float, every: int, factor: float = 0.1) -> Schedule:
+def step_decay(initial: Scalar, every: Scalar, factor: float = 0.1) -> Schedule:
     """``initial * factor ** floor(t / every)`` (as ``torch.optim.lr_scheduler.StepLR``)."""
-    if every <= 0:
-        raise ValueError(f"step_decay needs every > 0, got {every}")
+    _check_steps("step_decay", every)
     return lambda count: (
         initial
         * torch.pow(
@@ -193,7 +220,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     return GradientTransformation(init, update)
 
 
-def trace(momentum: float, *, nesterov: bool = False, dampening: float = 0.0) -> GradientTransformation:
+def trace(momentum: Scalar, *, nesterov: bool = False, dampening: float = 0.0) -> GradientTransformation:
     """Heavy-ball momentum as ``torch.optim.SGD``: ``buf = momentum*buf + (1-dampening)*g`` (``buf = g`` at
     the first step), and ``g + momentum*buf`` for Nesterov."""
 
@@ -214,7 +241,7 @@ def trace(momentum: float, *, nesterov: bool = False, dampening: float = 0.0) ->
     return GradientTransformation(init, update)
 
 
-def add_decayed_weights(weight_decay: float, mask: PyTree | None = None) -> GradientTransformation:
+def add_decayed_weights(weight_decay: Scalar, mask: PyTree | None = None) -> GradientTransformation:
     """``g + weight_decay * p`` (on the leaves where ``mask`` is True, all by default)."""
 
     def update(grads: PyTree, state: EmptyState, params: PyTree | None = None) -> tuple[PyTree, EmptyState]:
@@ -227,7 +254,7 @@ def add_decayed_weights(weight_decay: float, mask: PyTree | None = None) -> Grad
     return GradientTransformation(lambda p: EmptyState(), update)
 
 
-def add_l2_toward(anchor: PyTree, strength: float, mask: PyTree | None = None) -> GradientTransformation:
+def add_l2_toward(anchor: PyTree, strength: Scalar, mask: PyTree | None = None) -> GradientTransformation:
     """L2-SP (Li et al. 2018): ``g + strength * (p - anchor)``, the gradient of ``strength / 2 * ||p - anchor||^2``,
     which pulls fine-tuned parameters toward the pretrained ``anchor`` (a pytree shaped like params) instead of
     toward zero. Leaves where ``mask`` is False (freshly initialised ones, which have no anchor) get nothing."""
@@ -242,7 +269,7 @@ def add_l2_toward(anchor: PyTree, strength: float, mask: PyTree | None = None) -
     return GradientTransformation(lambda p: EmptyState(), update)
 
 
-def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+def clip_by_global_norm(max_norm: Scalar) -> GradientTransformation:
     """Scale gradients by ``min(1, max_norm / (norm + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_``."""
 
     def update(grads: PyTree, state: EmptyState, params: PyTree | None = None) -> tuple[PyTree, EmptyState]:
@@ -255,10 +282,14 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
 def scale_by_multipliers(multipliers: PyTree) -> GradientTransformation:
     """Multiply each leaf's update by a fixed factor: per-group learning-rate multipliers for fine-tuning
-    (0 freezes a leaf, 0.1 slows the backbone). ``multipliers`` is a pytree of floats shaped like params."""
+    (0 freezes a leaf, 0.1 slows the backbone). ``multipliers`` is a pytree of floats (or of 0-d tensors: every
+    leaf is then multiplied, by 1 too) shaped like params."""
+
+    def scaled(g: torch.Tensor, m: Scalar) -> torch.Tensor:
+        return g * m if isinstance(m, torch.Tensor) or m != 1.0 else g
 
     def update(grads: PyTree, state: EmptyState, params: PyTree | None = None) -> tuple[PyTree, EmptyState]:
-        return tree.map(lambda g, m: g * m if m != 1.0 else g, grads, multipliers), state
+        return tree.map(scaled, grads, multipliers), state
 
     return GradientTransformation(lambda p: EmptyState(), update)
 
@@ -288,16 +319,17 @@ def masked(inner: GradientTransformation, mask: PyTree) -> GradientTransformatio
 
 def sgd(
     lr: ScalarOrSchedule,
-    momentum: float = 0.0,
+    momentum: Scalar = 0.0,
     *,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: Scalar = 0.0,
 ) -> GradientTransformation:
-    """SGD with optional (Nesterov) momentum and L2 weight decay, matching ``torch.optim.SGD``."""
+    """SGD with optional (Nesterov) momentum and L2 weight decay, matching ``torch.optim.SGD`` (a tensor
+    ``momentum`` or ``weight_decay`` is on, whatever its value)."""
     parts = []
-    if weight_decay:
+    if _on(weight_decay):
         parts.append(add_decayed_weights(weight_decay))
-    if momentum:
+    if _on(momentum):
         parts.append(trace(momentum, nesterov=nesterov))
     return chain(*parts, scale_by_learning_rate(lr))
 
@@ -312,7 +344,7 @@ def adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    weight_decay: float = 1e-2,
+    weight_decay: Scalar = 1e-2,
     mask: PyTree | None = None,
 ) -> GradientTransformation:
     """AdamW (decoupled weight decay), matching ``torch.optim.AdamW``: ``p -= lr * (adam_dir + wd * p)``."""
@@ -345,30 +377,49 @@ class OptimConfig:
             raise InputError(f"learning rate must be > 0, got {self.lr}")
 
 
+def hyperparameters(cfg: OptimConfig, total_steps: int, device: torch.device | str | None = None) -> dict:
+    """The continuous values of ``cfg`` and the schedule's length as float64 0-d tensors on ``device``: what
+    ``from_config(..., hp=)`` reads instead of the config's numbers, so a compiled step that takes them as an
+    input serves every learning rate, weight decay and length."""
+    return {k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in _values(cfg, total_steps).items()}
+
+
+def _values(cfg: OptimConfig, total_steps: Scalar) -> dict[str, Scalar]:
+    names = ("lr", "weight_decay", "momentum", "warmup", "clip_norm")
+    return {**{k: getattr(cfg, k) for k in names}, "total_steps": total_steps}
+
+
 def from_config(
     cfg: OptimConfig,
     total_steps: int,
     multipliers: PyTree | None = None,
     *,
     extra: Sequence[GradientTransformation] = (),
+    hp: dict[str, torch.Tensor] | None = None,
 ) -> GradientTransformation:
     """The optimizer an ``OptimConfig`` names, its schedule spanning ``total_steps``: clipping (when set), the
     ``extra`` gradient terms (L2-SP), weight decay and the optimizer's own scaling, then per-leaf learning-rate
-    ``multipliers`` (fine-tuning: 0 freezes a leaf)."""
+    ``multipliers`` (fine-tuning: 0 freezes a leaf). With ``hp`` (``hyperparameters``), the values come from
+    those tensors and only the choices (optimizer, schedule, which terms are on) from ``cfg``."""
+    v = _values(cfg, total_steps) if hp is None else hp
+    steps = v["total_steps"]
+    every = torch.clamp(torch.floor(steps / 3), min=1) if isinstance(steps, torch.Tensor) else max(steps // 3, 1)
     schedule: ScalarOrSchedule = {
-        "constant": lambda: cfg.lr,
-        "cosine": lambda: cosine(cfg.lr, total_steps),
-        "onecycle": lambda: onecycle(cfg.lr, total_steps, warmup=cfg.warmup),
-        "step": lambda: step_decay(cfg.lr, max(total_steps // 3, 1)),
+        "constant": lambda: v["lr"],
+        "cosine": lambda: cosine(v["lr"], steps),
+        "onecycle": lambda: onecycle(v["lr"], steps, warmup=v["warmup"]),
+        "step": lambda: step_decay(v["lr"], every),
     }[cfg.schedule]()
-    parts = [clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    decay = v["weight_decay"] if cfg.weight_decay else 0.0
+    parts = [clip_by_global_norm(v["clip_norm"])] if cfg.clip_norm > 0 else []
     parts += list(extra)
     if cfg.name == "sgd":
-        parts.append(sgd(schedule, cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay))
+        momentum = v["momentum"] if cfg.momentum else 0.0
+        parts.append(sgd(schedule, momentum, nesterov=cfg.nesterov, weight_decay=decay))
     elif cfg.name == "adamw":
-        parts.append(adamw(schedule, weight_decay=cfg.weight_decay))
+        parts.append(adamw(schedule, weight_decay=v["weight_decay"]))
     else:
-        parts += [add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+        parts += [add_decayed_weights(decay)] if cfg.weight_decay else []
         parts.append(adam(schedule))
     if multipliers is not None:
         parts.append(scale_by_multipliers(multipliers))

@@ -10,6 +10,10 @@ same result (to float rounding) for the same key.
 Geometry: coordinates are pixels measured from the image centre, x to the right and y down. A sample's forward
 map is ``p_out = R(angle) Sh(shear) s F p_in + t``; ``grid_sample`` needs the inverse (where each output pixel
 reads from), written out in closed form below and rescaled to ``align_corners=False`` normalised coordinates.
+
+``hyperparameters(config, size)`` gives the magnitudes as tensors (and the elastic field's smoothing matrices)
+and ``augment(..., hp=)`` reads them instead of the config's numbers: a compiled step taking them as an input
+serves every magnitude, while which transforms run stays the config's choice.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +31,15 @@ from hwr import random
 from hwr.errors import InputError
 from hwr.random import Key
 
-__all__ = ["PRESETS", "AugmentConfig", "affine_theta", "augment", "make_transform", "parse_augment"]
+__all__ = [
+    "PRESETS",
+    "AugmentConfig",
+    "affine_theta",
+    "augment",
+    "hyperparameters",
+    "make_transform",
+    "parse_augment",
+]
 
 Transform = Callable[[Key, torch.Tensor], torch.Tensor]
 
@@ -189,23 +202,54 @@ def affine_theta(
     return torch.stack([row0, row1], dim=1)  # (B, 2, 3)
 
 
-def _affine_theta(u: torch.Tensor, h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
+def _values(config: AugmentConfig, h: int, w: int, device: torch.device | None) -> dict[str, Any]:
+    """The numbers the transforms read (angles in radians, the elastic field's two smoothing matrices ``(H, H)``
+    and ``(W, W)``, None without elastic distortion): computed once from ``config`` for an ``h x w`` image."""
+    elastic = config.elastic_alpha > 0
+    return {
+        "rotation": math.radians(config.rotation),
+        "shear": math.radians(config.shear),
+        "scale": config.scale,
+        "translate": config.translate,
+        "elastic_alpha": config.elastic_alpha,
+        "band_h": _gaussian_band(config.elastic_sigma, h, device) if elastic else None,
+        "band_w": _gaussian_band(config.elastic_sigma, w, device) if elastic else None,
+        "erase_prob": config.erase_prob,
+        "erase_low": config.erase_scale[0],
+        "erase_high": config.erase_scale[1],
+    }
+
+
+def hyperparameters(
+    config: AugmentConfig, size: tuple[int, int], device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """What ``augment(..., hp=)`` reads instead of ``config``'s numbers, for images of ``size`` ``(H, W)``, as
+    tensors on ``device``: the magnitudes as float64 0-d tensors (angles in radians) and the elastic field's
+    smoothing matrices (float32 ``(H, H)``, ``(W, W)``; None when off). Which transforms run stays ``config``'s
+    choice, so one compiled step takes these as an input and serves every magnitude."""
+    device = None if device is None else torch.device(device)
+    v = _values(config, *size, device)
+    to = lambda x: torch.tensor(float(x), dtype=torch.float64, device=device)
+    return {k: x if x is None or isinstance(x, torch.Tensor) else to(x) for k, x in v.items()}
+
+
+def _affine_theta(u: torch.Tensor, h: int, w: int, cfg: AugmentConfig, v: dict[str, Any]) -> torch.Tensor:
     """Per-sample random affines from uniforms ``u`` ``(B, 6)`` in ``[0, 1)`` -> ``(B, 2, 3)`` maps."""
-    v = u * 2.0 - 1.0  # (B, 6) in [-1, 1)
-    flip = torch.where(v[:, 5] < 0, -1.0, 1.0) if cfg.hflip else torch.ones_like(v[:, 5])
+    r = u * 2.0 - 1.0  # (B, 6) in [-1, 1)
+    flip = torch.where(r[:, 5] < 0, -1.0, 1.0) if cfg.hflip else torch.ones_like(r[:, 5])
     return affine_theta(
-        angle=v[:, 0] * math.radians(cfg.rotation),
-        shear=v[:, 1] * math.radians(cfg.shear),
-        scale=1.0 + v[:, 2] * cfg.scale,
-        tx=v[:, 3] * cfg.translate,
-        ty=v[:, 4] * cfg.translate,
+        angle=r[:, 0] * v["rotation"],
+        shear=r[:, 1] * v["shear"],
+        scale=1.0 + r[:, 2] * v["scale"],
+        tx=r[:, 3] * v["translate"],
+        ty=r[:, 4] * v["translate"],
         flip=flip,
         h=h,
         w=w,
     )
 
 
-def _gaussian_band(sigma: float, n: int, device: torch.device) -> torch.Tensor:
+def _gaussian_band(sigma: float, n: int, device: torch.device | None) -> torch.Tensor:
     """``(n, n)`` matrix ``G`` with ``G[i, j] = g(i - j)``: a normalised Gaussian truncated at 3 sigma, so
     ``G @ f`` smooths the columns of ``f`` exactly like a zero-padded convolution (the two small matmuls of
     ``G_h @ f @ G_w.T`` take 0.7 ms for 128 samples where two 25-tap convolutions take 6.7 ms, one thread)."""
@@ -218,22 +262,23 @@ def _gaussian_band(sigma: float, n: int, device: torch.device) -> torch.Tensor:
     return torch.where(d.abs() <= radius, g[(d + radius).clamp(0, 2 * radius)], 0.0)
 
 
-def _elastic(u: torch.Tensor, b: int, h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
+def _elastic(
+    u: torch.Tensor, b: int, h: int, w: int, cfg: AugmentConfig, v: dict[str, Any] | None = None
+) -> torch.Tensor:
     """Simard's displacement field from uniforms ``u`` ``(2B, H, W)`` -> ``(B, H, W, 2)`` in normalised
-    coordinates (x, y)."""
+    coordinates (x, y); the values from ``v`` (``_values``), else from ``cfg``."""
+    v = _values(cfg, h, w, u.device) if v is None else v
     field = u * 2.0 - 1.0  # (2B, H, W) in [-1, 1)
-    gh = _gaussian_band(cfg.elastic_sigma, h, u.device)
-    gw = _gaussian_band(cfg.elastic_sigma, w, u.device)
-    field = gh @ field @ gw.T  # (2B, H, W): separable Gaussian smoothing, zero padded
-    d = field.view(b, 2, h, w) * cfg.elastic_alpha  # pixels
+    field = v["band_h"] @ field @ v["band_w"].T  # (2B, H, W): separable Gaussian smoothing, zero padded
+    d = field.view(b, 2, h, w) * v["elastic_alpha"]  # pixels
     return torch.stack([d[:, 0] * (2.0 / w), d[:, 1] * (2.0 / h)], dim=-1)
 
 
-def _erase(u: torch.Tensor, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def _erase(u: torch.Tensor, x: torch.Tensor, v: dict[str, Any]) -> torch.Tensor:
     """Set one random rectangle per chosen sample (uniforms ``u`` ``(B, 5)``) to 0, built from comparisons."""
     h, w = x.shape[-2:]
-    lo, hi = cfg.erase_scale
-    apply = u[:, 0] < cfg.erase_prob
+    lo, hi = v["erase_low"], v["erase_high"]
+    apply = u[:, 0] < v["erase_prob"]
     area = (lo + (hi - lo) * u[:, 1]) * (h * w)
     ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * u[:, 2])
     eh = torch.sqrt(area * ratio).clamp(1.0, h)
@@ -247,12 +292,13 @@ def _erase(u: torch.Tensor, x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor
     return x.masked_fill(hole[:, None], 0.0)
 
 
-def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+def augment(key: Key, images: torch.Tensor, config: AugmentConfig, hp: dict[str, Any] | None = None) -> torch.Tensor:
     """Float images ``(B, C, H, W)`` in ``[0, 1]`` -> augmented images of the same shape and dtype.
 
     Every sample draws its own parameters from ``key`` (same key, same output), on the key's device, which must
     be the images' (nothing is drawn on the host and copied); an identity config returns the input itself. Pure:
-    the input is not modified. Safe inside ``torch.compile(fullgraph=True)``."""
+    the input is not modified. Safe inside ``torch.compile(fullgraph=True)``. ``hp`` (``hyperparameters``) gives
+    the magnitudes as tensors; ``config`` then only says which transforms run."""
     if images.ndim != 4 or not images.is_floating_point():
         raise TypeError(
             f"augment takes float images (B, C, H, W), got {images.dtype} {tuple(images.shape)}; "
@@ -262,6 +308,7 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
         return images
     random.check_device(key, images, "augment")
     b, _, h, w = images.shape
+    v = _values(config, h, w, images.device) if hp is None else hp
     # All the randomness in one draw: inductor then generates the hashing once, not once per consumer
     # (each separate draw added tens of seconds to a cold compile). Layout: affine (B, 6) | erase (B, 5) |
     # elastic (2B, H, W) when on.
@@ -269,28 +316,33 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig) -> torch.Tens
     u = random.uniform(key, (11 * b + n_elastic,))
     x = images
     if config._warps():
-        theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config)
+        theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config, v)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
         if n_elastic:
-            grid = grid + _elastic(u[11 * b :].view(2 * b, h, w), b, h, w, config)
+            grid = grid + _elastic(u[11 * b :].view(2 * b, h, w), b, h, w, config, v)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     if config.erase_prob > 0:
-        x = _erase(u[6 * b : 11 * b].view(b, 5), x, config)
+        x = _erase(u[6 * b : 11 * b].view(b, 5), x, v)
     return x
 
 
-def make_transform(config: AugmentConfig | None, mean: float, std: float) -> Transform:
+def make_transform(
+    config: AugmentConfig | None, mean: float | torch.Tensor, std: float | torch.Tensor, hp: dict | None = None
+) -> Transform:
     """The ``transform`` of ``hwr.engine.train.train_step``/``eval_step``: uint8 ``(B, C, H, W)`` -> ``/ 255`` ->
-    ``augment`` (skipped when ``config`` is None or the identity) -> ``(x - mean) / std``, float32."""
-    if not std > 0:
+    ``augment`` (skipped when ``config`` is None or the identity) -> ``(x - mean) / std``, float32. ``mean`` and
+    ``std`` may be 0-d tensors and ``hp`` the augmentation's (``hyperparameters``): one compiled step for all."""
+    tensors = isinstance(std, torch.Tensor)
+    if not tensors and not std > 0:
         raise InputError(f"std must be > 0, got {std}; compute it with hwr.data.clean.normalization_stats")
     cfg = None if config is None or config.is_identity() else config
-    mean, std = float(mean), float(std)
+    if not tensors:
+        mean, std = float(mean), float(std)
 
     def transform(key: Key, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         if cfg is not None:
-            x = augment(key, x, cfg)
+            x = augment(key, x, cfg, hp)
         return (x - mean) / std
 
     return transform

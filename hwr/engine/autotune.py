@@ -40,7 +40,9 @@ __all__ = [
     "UPDATE_RTOL",
     "Candidate",
     "Choice",
+    "build_core",
     "build_step",
+    "check_step",
     "compile_step",
     "default_candidates",
 ]
@@ -113,10 +115,16 @@ def build_step(
     return train.compile(step, mode=candidate.mode, **candidate.options)
 
 
+def build_core(candidate: Candidate, model: Model, parts: train.Parts) -> train.HyperStep:
+    """``candidate``'s compiled ``train.hyper_step(model, parts)``: ``(state, batch, hp) -> (state, metrics)``."""
+    step_model = perf.channels_last(model) if candidate.channels_last else model
+    return train.compile(train.hyper_step(step_model, parts), mode=candidate.mode, **candidate.options)
+
+
 def compile_step(
     model: Model,
-    optimizer: optim.GradientTransformation,
-    objective: train.Objective | Loss,
+    optimizer: optim.GradientTransformation | None,
+    objective: train.Objective | Loss | None,
     example_state: train.TrainState,
     example_batch: Batch,
     *,
@@ -126,20 +134,27 @@ def compile_step(
     atol: float = 1e-5,
     steps: int = 3,
     rounds: int = 3,
+    hyper: tuple[train.Parts, Any] | None = None,
     **step_kwargs: Any,
 ) -> tuple[Step, Choice]:
     """The fastest of ``candidates`` (default ``default_candidates``) for this step and machine, and the record of
     the choice. ``step_kwargs`` go to ``train.train_step`` (``transform``, ...); ``tag`` names what else makes two
     configurations differ (an augmentation, a recipe), since closures cannot be compared. Every candidate's first
     step must compute the eager step (``_mismatch``: the loss within ``atol``). ``example_state`` is not modified.
+    ``hyper=(parts, hp)`` compiles ``train.hyper_step(model, parts)`` instead (``optimizer`` and ``objective`` are
+    then ``parts(hp)``'s) and returns it bound to ``hp`` (a ``train.Bound``: its ``core`` serves other values).
     Raises ``RuntimeError`` if no candidate compiles to an equal step."""
     device = example_state.step.device
     cands = tuple(candidates or default_candidates(device, example_state.params))
     by_name = {c.name: c for c in cands}
     machine = _machine(device)
     key = _cache_key(model, example_state, example_batch, cands, tag, machine)
+    if hyper is not None:
+        optimizer, objective = hyper[0](hyper[1])
+        build = lambda c: train.Bound(build_core(c, model, hyper[0]), hyper[1])
+    else:
+        build = lambda c: build_step(c, model, optimizer, objective, **step_kwargs)
     want = train.train_step(model, optimizer, objective, **step_kwargs)(example_state, example_batch)
-    build = lambda c: build_step(c, model, optimizer, objective, **step_kwargs)
     check = lambda fn: _mismatch(fn, example_state, example_batch, want, atol)
     rejected: dict[str, str] = {}
 
@@ -160,6 +175,12 @@ def compile_step(
         entry = {"candidate": best, "seconds_per_step": seconds, "rejected": rejected, "machine": machine}
         _write_cache(key, {**entry, "model": model.name, "tag": tag, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
     return runs[best][0], Choice(by_name[best], seconds, rejected, False, key, machine)
+
+
+def check_step(step: Step, reference: Step, state: train.TrainState, batch: Batch, atol: float = 1e-5) -> str | None:
+    """None if ``step``'s first step from ``state`` computes what ``reference`` (the eager step) computes, within
+    the tolerances ``compile_step`` holds every candidate to (``_mismatch``), else what differs."""
+    return _mismatch(step, state, batch, reference(state, batch), atol)
 
 
 def _equal_candidates(

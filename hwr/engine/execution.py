@@ -25,27 +25,33 @@ such a run folder resumes as it was run unless told otherwise.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from hwr import optim
+from hwr import optim, tree
 from hwr.engine import autotune, perf, runtime, train
 from hwr.errors import InputError
 from hwr.losses import Loss
 from hwr.models import Model
+from hwr.tree import PyTree
 
 __all__ = [
     "LEGACY_EXECUTION_KEYS",
     "MEMORY_FORMATS",
     "PRECISIONS",
     "Execution",
+    "Tuned",
     "eager_step",
     "from_legacy",
     "keep_candidate",
+    "release_shared",
     "train_step",
+    "tuned_step",
 ]
 
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")  # auto: autotune chooses (compiled), contiguous (eager)
@@ -182,7 +188,107 @@ def train_step(
         tag=f"{tag}|{execution.precision}",
         **step_kwargs,
     )
-    return step, {
+    return step, _record(choice)
+
+
+# ---------------------------------------------------------------------------------------------- shared steps
+
+
+class Tuned(NamedTuple):
+    """A step's continuous values apart from its structure. ``parts(hp) -> (optimizer, objective)`` reads every
+    value from ``hp`` (a pytree of tensors on the run's device: learning rate, weight decay, tau, class weights,
+    mixing alphas, augmentation magnitudes, a schedule's length ...) and decides only what to build; ``structure``
+    names everything else ``parts`` depends on: two ``Tuned`` of one structure must build the same computation for
+    any ``hp``. Why an argument and not the ``TrainState``: nothing in ``hp`` changes during training, so it is
+    no part of what a step returns or a checkpoint keeps (``config.json`` holds the values)."""
+
+    parts: train.Parts
+    hp: PyTree
+    structure: str
+
+
+_SHARED: dict[str, tuple[train.HyperStep, autotune.Choice]] = {}  # structure key -> compiled step and choice
+_ENTRIES = {"compiled": 0}  # versions of the shared step's code dynamo holds (all share one code object)
+
+
+def release_shared() -> None:
+    """Forget every shared compiled step and reset dynamo (a fresh compile budget)."""
+    torch._dynamo.reset()
+    _SHARED.clear()
+    _ENTRIES["compiled"] = 0
+
+
+def _shared_key(
+    execution: Execution, model: Model, tuned: Tuned, state: train.TrainState, batch: Any, candidates: Any
+) -> str:
+    """What a shared compiled step is reused for: the structure, the model, the shapes, device and candidates."""
+    shapes = {k: [list(v.shape), str(v.dtype)] for k, v in batch._asdict().items()}
+    desc = {
+        "structure": tuned.structure,
+        "model": [model.name, repr(model.config), tree.num_params(state.params)],
+        "batch": shapes,
+        "device": str(state.step.device),
+        "precision": execution.precision,
+        "candidates": None if candidates is None else [c.name for c in candidates],
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tuned_step(
+    execution: Execution,
+    model: Model,
+    tuned: Tuned,
+    example_state: train.TrainState,
+    example_batch: Any,
+    *,
+    tag: str = "",
+) -> tuple[Step, dict[str, Any]]:
+    """``train_step`` for a step given as ``Tuned``: eager, ``train.hyper_step`` bound to ``tuned.hp``; compiled,
+    one compiled ``hyper_step`` per structure in this process, shared by every ``Tuned`` of that structure
+    (a study's trials: new values never recompile; ``record["shared"]`` says the step was reused). A reused
+    step's first step is still checked against the eager one (``autotune.check_step``); a mismatch means two
+    structures were named alike and raises ``RuntimeError``. Dynamo keeps at most ``recompile_limit`` versions
+    of one code object, so when a new structure would pass it every shared step is released first."""
+    if not execution.compile:
+        model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
+        channels_last = execution.memory_format == "channels_last"
+        model = perf.channels_last(model) if channels_last else model
+        step = train.Bound(train.hyper_step(model, tuned.parts), tuned.hp)
+        return step, {"compile": False, "memory_format": "channels_last" if channels_last else "contiguous"}
+    model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
+    device = example_state.step.device
+    candidates = _candidates(execution, device)
+    key = _shared_key(execution, model, tuned, example_state, example_batch, candidates)
+    if key in _SHARED:
+        core, choice = _SHARED[key]
+        step = train.Bound(core, tuned.hp)
+        eager = train.Bound(train.hyper_step(model, tuned.parts), tuned.hp)
+        reason = autotune.check_step(step, eager, example_state, example_batch)
+        if reason is not None:
+            raise RuntimeError(f"the shared step of structure {tuned.structure!r} differs from this run's: {reason}")
+        shared = True
+    else:
+        n = len(candidates or autotune.default_candidates(device, example_state.params))
+        if _ENTRIES["compiled"] + n > torch._dynamo.config.recompile_limit:
+            release_shared()
+        step, choice = autotune.compile_step(
+            model,
+            None,
+            None,
+            example_state,
+            example_batch,
+            candidates=candidates,
+            tag=f"{tag}|{execution.precision}",
+            hyper=(tuned.parts, tuned.hp),
+        )
+        _ENTRIES["compiled"] += n
+        _SHARED[key] = (step.core, choice)
+        shared = False
+    return step, {**_record(choice), "shared": shared}
+
+
+def _record(choice: autotune.Choice) -> dict[str, Any]:
+    return {
         "compile": True,
         "memory_format": "channels_last" if choice.candidate.channels_last else "contiguous",
         "candidate": choice.candidate.name,

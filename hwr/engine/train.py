@@ -33,6 +33,7 @@ Transform = Callable[[Key, torch.Tensor], torch.Tensor]
 Metrics = dict[str, torch.Tensor]
 
 __all__ = [
+    "Bound",
     "Callback",
     "EarlyStopping",
     "NonFiniteLoss",
@@ -42,10 +43,14 @@ __all__ = [
     "compile",
     "eval_step",
     "fit",
+    "hyper_step",
     "init_state",
     "predict",
     "train_step",
 ]
+
+Parts = Callable[[PyTree], tuple[optim.GradientTransformation, "Objective"]]  # hp -> what a hyper_step builds
+HyperStep = Callable[["TrainState", Any, PyTree], tuple["TrainState", Metrics]]
 
 
 class TrainState(NamedTuple):
@@ -100,10 +105,13 @@ class Objective(NamedTuple):
     correct: Callable[[torch.Tensor, Any], torch.Tensor]
 
 
-def classifier(loss: Loss, *, transform: Transform = to_float, mix: MixConfig | None = None) -> Objective:
+def classifier(
+    loss: Loss, *, transform: Transform = to_float, mix: MixConfig | None = None, mix_hp: PyTree | None = None
+) -> Objective:
     """The classifier objective over a ``Batch``: ``transform`` (augment, normalise) the images, ``mix`` them per
-    sample (mixup / CutMix: the loss then sees soft targets, and ``correct`` counts the sample's own label), and
-    ``loss(logits, targets, mask)`` (a ``losses.Scheduled`` loss also receives the step)."""
+    sample (mixup / CutMix: the loss then sees soft targets, and ``correct`` counts the sample's own label; its
+    alphas and share from ``mix_hp``, ``hwr.data.mix.hyperparameters``, when given), and ``loss(logits, targets,
+    mask)`` (a ``losses.Scheduled`` loss also receives the step)."""
     mixing = mix is not None and not mix.is_identity()
     scheduled = isinstance(loss, Scheduled)
 
@@ -112,7 +120,7 @@ def classifier(loss: Loss, *, transform: Transform = to_float, mix: MixConfig | 
         x = transform(k_augment, batch.images)  # (B, C, H, W) float
         if not mixing:
             return x, None
-        x, perm, lam = mix_images(k_mix, x, mix)
+        x, perm, lam = mix_images(k_mix, x, mix, mix_hp)
         return x, (perm, lam)
 
     def objective_loss(logits: torch.Tensor, batch: Batch, aux: Any, step: torch.Tensor) -> torch.Tensor:
@@ -166,6 +174,30 @@ def train_step(
         return TrainState(params, model_state, opt_state, state.key, state.step + 1), metrics
 
     return step
+
+
+def hyper_step(model: Model, parts: Parts) -> HyperStep:
+    """The pure step ``(state, batch, hp) -> (state, metrics)`` whose optimizer and objective are
+    ``parts(hp)``, built inside the step from ``hp``, a pytree of tensors (0-d learning rate, weight decay, tau,
+    mixing alpha, augmentation magnitudes, a schedule's length ...). ``parts`` decides only what is built (the
+    choices a config makes); every value it reads from ``hp`` is an input of the step, so one compiled step
+    serves every value (a study's trials of one structure) and a new value never recompiles."""
+
+    def step(state: TrainState, batch: Any, hp: PyTree) -> tuple[TrainState, Metrics]:
+        optimizer, objective = parts(hp)
+        return train_step(model, optimizer, objective)(state, batch)
+
+    return step
+
+
+class Bound(NamedTuple):
+    """``step(state, batch)`` of a ``hyper_step`` (eager or compiled: ``core``) with its values ``hp`` bound."""
+
+    core: HyperStep
+    hp: PyTree
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        return self.core(state, batch, self.hp)
 
 
 def eval_step(

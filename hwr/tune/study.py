@@ -12,8 +12,8 @@ module turns it into an objective and runs this worker's share of the trials aga
   trials however many workers race. While a running trial's worker may be dead (another host, heartbeat not yet
   stale), the new trial waits for it to finish or go stale rather than count it (``budget_state``).
 - Each trial trains in its own run folder ``runs/studies/NAME/trial_NNNN`` (config, metrics, checkpoint kept
-  for the best trial), written atomically. Dynamo is reset per trial so a new architecture never hits the
-  recompile limit.
+  for the best trial), written atomically. A compiled trial step is shared by the trials of one structure in a
+  worker (its values are tensor inputs: ``hwr.tasks.digits.training.tuned``); only a new structure compiles.
 - Execution: the spec's ``execution`` (default eager: a trial of a few hundred images trains in seconds, while
   each new configuration would pay its own compile) runs every trial, re-run and contender, its
   ``source_execution`` (default compiled) the pretrained source; ``hwr study run --device`` sets both devices,
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from hwr import runs
@@ -95,14 +94,14 @@ def train_fresh(
     test_split: bool = False,
     final_validation_only: bool = False,
 ) -> dict[str, Any]:
-    """Train ``config`` into a fresh folder ``out`` (whatever an aborted start left there is removed) with a fresh
-    compile budget (dynamo keeps at most 8 versions of a function: a study compiling a new architecture per run
-    would fall back to eager from the ninth), no figures: every trial, re-run and contender goes through here.
+    """Train ``config`` into a fresh folder ``out`` (whatever an aborted start left there is removed), no figures:
+    every trial, re-run and contender goes through here. A compiled step is shared with the earlier runs of this
+    process of the same structure (``hwr.engine.execution.tuned_step``, which also keeps dynamo within its budget
+    of 8 versions of a function), so only a new structure compiles.
     Only the final evaluation's contenders pass ``test_split=True``: trials and re-runs never read the test split.
     ``final_validation_only`` (re-runs and contenders: nothing prunes them) validates after the last epoch only."""
     if out.exists():
         shutil.rmtree(out)
-    torch._dynamo.reset()
     return digits.run(
         config,
         out,

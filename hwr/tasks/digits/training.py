@@ -27,10 +27,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import metrics, random, runs, tree
+from hwr import losses, metrics, optim, random, runs, tree
 from hwr.config import DataSettings, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
+from hwr.data import mix as mixing
 from hwr.data import sources, splits
 from hwr.engine import execution as ex
 from hwr.engine import runtime, train
@@ -41,7 +42,19 @@ from hwr.tasks.digits import calibrate, finetune
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.preparation import Prepared, prepare
 
-__all__ = ["Draw", "RunFigures", "evaluate", "evaluate_run", "load_run", "make_batches", "make_step", "run"]
+__all__ = [
+    "Draw",
+    "RunFigures",
+    "evaluate",
+    "evaluate_run",
+    "hyperparameters",
+    "load_run",
+    "make_batches",
+    "make_step",
+    "run",
+    "structure",
+    "tuned",
+]
 
 
 def evaluate(
@@ -69,7 +82,8 @@ def evaluate(
 
 def make_step(config: RunConfig, p: Prepared, execution: Execution | None = None) -> ex.Step:
     """The pure, uncompiled train step of ``config`` (augmentation, mixing) under ``execution``'s memory format
-    and precision; ``run`` compiles the same step (``hwr.engine.execution.train_step``)."""
+    and precision, its values closed over as numbers; ``run`` trains the same step with its values as tensors
+    (``tuned``), eager or compiled."""
     return ex.eager_step(execution or Execution(), p.model, p.optimizer, _objective(config, p))
 
 
@@ -81,13 +95,101 @@ def _train_transform(config: RunConfig, p: Prepared) -> train.Transform:
     return aug.make_transform(None if config.augment.is_identity() else config.augment, p.mean, p.std)
 
 
-def _autotune_tag(config: RunConfig) -> str:
-    """What besides the model and the batch shapes shapes the step's graph (autotune's cache key): the closures'
-    configs (augmentation, mixing, loss, optimizer, which parameters train, L2-SP)."""
+def hyperparameters(config: RunConfig, p: Prepared) -> dict[str, Any]:
+    """Every continuous value of ``config``'s train step as tensors on the run's device: the optimizer's
+    (``optim.hyperparameters``: learning rate, weight decay, the schedule's length from the epochs), the loss's
+    (tau, class weights and prior, the deferred switch step), the augmentation's magnitudes, the mixing alphas and
+    share, the normalisation, and for a fine-tune the learning-rate multipliers and the L2-SP strength and anchor."""
+    device = p.keys.train.device
+    total = p.steps_per_epoch * config.epochs
+    scalar = lambda x: torch.tensor(float(x), dtype=torch.float64, device=device)
+    identity = config.augment.is_identity()
+    hp: dict[str, Any] = {
+        "optim": optim.hyperparameters(config.optim, total, device),
+        "loss": losses.hyperparameters(config.loss, p.counts, device, total_steps=total),
+        "augment": None if identity else aug.hyperparameters(config.augment, tuple(p.train[0].shape[-2:]), device),
+        "mix": mixing.hyperparameters(config.mix, device),
+        "mean": scalar(p.mean),
+        "std": scalar(p.std),
+    }
     ft = config.finetune
-    what = [to_dict(c) for c in (config.augment, config.mix, config.loss, config.optim)]
-    what.append([ft.trainable, ft.backbone_lr_mult != 1.0, ft.l2sp > 0] if ft is not None else None)
-    return "run:" + hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+    if ft is not None and ft.l2sp > 0:
+        hp |= {"l2sp": scalar(ft.l2sp), "anchor": p.source_params}
+    if _multiplied(config):
+        hp["multipliers"] = tree.map(scalar, finetune.lr_multipliers(p.params, ft.trainable, ft.backbone_lr_mult))
+    return hp
+
+
+def _multiplied(config: RunConfig) -> bool:
+    ft = config.finetune
+    return ft is not None and (ft.trainable != "all" or ft.backbone_lr_mult != 1.0)
+
+
+def _parts(config: RunConfig, anchored: Any, hp: dict[str, Any]) -> tuple[optim.GradientTransformation, Any]:
+    """The optimizer and objective of ``config``'s structure with the values ``hp`` (``hyperparameters``)."""
+    ft = config.finetune
+    extra = [optim.add_l2_toward(hp["anchor"], hp["l2sp"], anchored)] if ft is not None and ft.l2sp > 0 else []
+    optimizer = optim.from_config(config.optim, 0, hp.get("multipliers"), extra=extra, hp=hp["optim"])
+    loss = losses.make_loss(config.loss, hp=hp["loss"])
+    augment = None if config.augment.is_identity() else config.augment
+    transform = aug.make_transform(augment, hp["mean"], hp["std"], hp["augment"])
+    return optimizer, train.classifier(loss, transform=transform, mix=config.mix, mix_hp=hp["mix"])
+
+
+_NUMBERS = {  # the values hyperparameters() carries: only whether each is on (non-zero) is structure
+    "optim": ("lr", "warmup", "weight_decay", "momentum", "clip_norm"),
+    "loss": ("power", "beta", "tau", "label_smoothing", "defer"),
+    "augment": ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob"),
+    "mix": ("mixup", "cutmix", "prob"),
+}
+_NOT_THE_STEP = (  # what the batches, the fit loop, the data or post-training decide, never the step's graph
+    "epochs",
+    "seed",
+    "dataset",
+    "sampling",
+    "classifier",
+    "validation",
+    "val_fraction",
+    "folds",
+    "fold",
+    "limit_train",
+    "limit_test",
+    "recipe",
+)
+
+
+def structure(config: RunConfig, p: Prepared) -> str:
+    """What of ``config`` shapes its train step's graph, as a string: ``config`` with every value that
+    ``hyperparameters`` carries replaced by whether it is on, the run's actual model and image shape, and which
+    parameters came from the source. Two configs of one structure share one compiled step."""
+    d = to_dict(config)
+    for part, names in _NUMBERS.items():
+        d[part] |= {k: bool(d[part][k]) for k in names}
+    d["augment"]["erase_scale"] = None
+    d["loss"]["weighting"] = {"inverse": "weights", "effective": "weights"}.get(
+        d["loss"]["weighting"], d["loss"]["weighting"]
+    )
+    if d["finetune"] is not None:
+        ft = config.finetune
+        d["finetune"] |= {"source": None, "wise": None, "l2sp": ft.l2sp > 0, "backbone_lr_mult": _multiplied(config)}
+    d |= dict.fromkeys(_NOT_THE_STEP)
+    d |= {"model": p.model.name, "model_config": repr(p.model.config), "image": list(p.train[0].shape[1:])}
+    d["anchored"] = None if p.anchored is None else tree.flatten_names(p.anchored)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def tuned(config: RunConfig, p: Prepared) -> ex.Tuned:
+    """``config``'s train step as its structure and its values (``hwr.engine.execution.Tuned``): the optimizer,
+    loss, augmentation and mixing built inside the step from ``hyperparameters``, so every config of one
+    ``structure`` shares one compiled step in a process (a study's trials) and a new value never recompiles."""
+    anchored = p.anchored
+    return ex.Tuned(lambda hp: _parts(config, anchored, hp), hyperparameters(config, p), structure(config, p))
+
+
+def _autotune_tag(config: RunConfig, p: Prepared) -> str:
+    """What besides the model and the batch shapes shapes the step's graph (autotune's cache key): its
+    ``structure``."""
+    return "run:" + hashlib.sha1(structure(config, p).encode()).hexdigest()[:12]
 
 
 def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[int], list[bt.Batch]]:
@@ -216,8 +318,8 @@ def _build_step(config: RunConfig, execution: Execution, s: _Setup) -> tuple[ex.
         return make_step(config, s.p, execution), {"compile": None, "memory_format": None}, 0.0
     first = make_batches(config, s.p, s.p.keys.data)(s.start)[0]
     t0 = time.perf_counter()
-    step, record = ex.train_step(
-        execution, s.p.model, s.p.optimizer, _objective(config, s.p), s.state, first, tag=_autotune_tag(config)
+    step, record = ex.tuned_step(
+        execution, s.p.model, tuned(config, s.p), s.state, first, tag=_autotune_tag(config, s.p)
     )
     return step, record, time.perf_counter() - t0 if execution.compile else 0.0
 
