@@ -23,7 +23,7 @@ from hwr.losses import LossConfig
 from hwr.optim import OptimConfig
 from hwr.runs import CHECKPOINT
 from hwr.tasks import digits
-from hwr.tasks.digits.config import FinetuneConfig, RunConfig
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
 from hwr.tune.study import train_fresh
 
 COMPILED = Execution(device="cpu", candidate="inductor")  # one candidate: one compile per structure
@@ -79,6 +79,19 @@ def test_ten_trials_of_one_structure_compile_once(source, tmp_path, monkeypatch)
     for i in range(3):  # a second structure (class weights instead of logit adjustment): one compile more
         train_fresh(trial(source, i, "inverse"), tmp_path / f"w{i}", COMPILED, DataSettings())
     assert counter.frame_count == 2
+    ex.release_shared()
+
+
+def test_crt_steps_of_one_structure_compile_once(source, tmp_path, monkeypatch):
+    counter = CompileCounter()
+    monkeypatch.setattr(train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, backend=counter))
+    ex.release_shared()
+    for i in range(3):  # cRT's learning rate, epochs and the augmentation it trains under change
+        crt = ClassifierConfig(crt_epochs=1 + i, crt_lr=1e-3 * (1 + i))
+        config = dataclasses.replace(trial(source, i), epochs=1, classifier=crt)
+        result = train_fresh(config, tmp_path / f"t{i}", COMPILED, DataSettings())
+        assert result["post_training"]["crt_epochs"] == 1 + i
+    assert counter.frame_count == 2  # the trial's step and cRT's, each once
     ex.release_shared()
 
 

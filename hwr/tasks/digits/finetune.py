@@ -165,12 +165,16 @@ def retrain_classifier(
     batch_size: int,
     lr: float = 1e-3,
     execution: ex.Execution | None = None,
+    tuned: tuple[Callable[[PyTree], train.Transform], PyTree, str] | None = None,
 ) -> PyTree:
     """cRT: a freshly initialised head trained for ``epochs`` on the frozen backbone (learning-rate multiplier 0
     everywhere but the head) with class-balanced batches and plain cross-entropy. Returns the new params; the
     backbone leaves are the inputs' values. Batch-norm statistics are left as they were (the stage discards the
     model state the steps return), so features stay those of the trained model. The step is ``execution``'s
-    (default: eager), built by ``hwr.engine.execution.train_step`` like every step in hwr."""
+    (default: eager), built by ``hwr.engine.execution`` like every step in hwr. ``tuned=(make, values,
+    structure)`` gives the transform as ``make(values)`` instead of ``transform``: the learning rate, the
+    schedule's length and ``values`` are then tensor inputs of a step shared by every call of one ``structure``
+    (``hwr.engine.execution.tuned_step``: a study's trials compile it once)."""
     k_head, k_train, k_data = random.split(key, 3)
     fresh = model.init(k_head)
     if "head" not in fresh:
@@ -179,16 +183,31 @@ def retrain_classifier(
     n_batches = bt.num_batches(labels.shape[0], batch_size, drop_last=True)
     if n_batches == 0:
         raise ValueError(f"{labels.shape[0]} images make no batch of {batch_size} for classifier re-training")
-    opt = optim.chain(
-        optim.adam(optim.cosine(lr, n_batches * epochs)),
-        optim.scale_by_multipliers(lr_multipliers(start, "head")),
+    head_only = lr_multipliers(start, "head")
+    make, values, structure = tuned or (lambda _: transform, None, "")
+    scalar = lambda x: torch.tensor(float(x), dtype=torch.float64, device=labels.device)
+    hp = {"lr": scalar(lr), "total_steps": scalar(n_batches * epochs), "transform": values}
+
+    def parts(hp: dict[str, Any]) -> tuple[optim.GradientTransformation, train.Objective]:
+        opt = optim.chain(optim.adam(optim.cosine(hp["lr"], hp["total_steps"])), optim.scale_by_multipliers(head_only))
+        return opt, train.classifier(losses.cross_entropy, transform=make(hp["transform"]))
+
+    opt, objective = (
+        parts(hp)
+        if tuned
+        else (
+            optim.chain(optim.adam(optim.cosine(lr, n_batches * epochs)), optim.scale_by_multipliers(head_only)),
+            train.classifier(losses.cross_entropy, transform=transform),
+        )
     )
     state = train.init_state(model, opt, k_train, params=start, model_state=model_state)
     batches_of = lambda epoch: bt.sampled_batches(random.fold_in(k_data, epoch), images, labels, batch_size, power=0.0)
-    objective = train.classifier(losses.cross_entropy, transform=transform)
-    step, _ = ex.train_step(
-        execution or ex.Execution(compile=False), model, opt, objective, state, batches_of(0)[0], tag="crt"
-    )
+    execution = execution or ex.Execution(compile=False)
+    if tuned:
+        t = ex.Tuned(parts, hp, f"crt|{structure}")
+        step, _ = ex.tuned_step(execution, model, t, state, batches_of(0)[0], tag="crt")
+    else:
+        step, _ = ex.train_step(execution, model, opt, objective, state, batches_of(0)[0], tag="crt")
     state, _ = train.fit(state, step, batches_of, epochs=epochs)
     return {**params, "head": state.params["head"]}
 

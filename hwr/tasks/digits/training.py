@@ -69,11 +69,16 @@ def evaluate(
     std: float,
     batch_size: int = 1000,
 ) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro-F1, per-class figures and confusion of a model on a labelled set."""
+    """Accuracy, balanced accuracy, macro-F1, per-class figures and confusion of a model on a labelled set, in
+    batches of at most ``batch_size`` cut as evenly as the set allows: the padded last batch is never more than
+    a few images (a 200-image validation split is one batch of 200, not one of 1,000 padded: a study trial's
+    per-epoch validation cost five times its images)."""
     step = train.eval_step(model, num_classes, transform=aug.make_transform(None, mean, std))
+    n = len(labels)
+    size = -(-n // -(-n // batch_size)) if n else batch_size  # ceil(n / number of batches)
     totals = None
     with torch.inference_mode():
-        for b in bt.batches(None, images, labels, batch_size, shuffle=False, drop_last=False):
+        for b in bt.batches(None, images, labels, size, shuffle=False, drop_last=False):
             totals = metrics.accumulate(totals, step(params, model_state, b))
     if totals is None:
         raise RunError("evaluation set is empty")
@@ -131,9 +136,14 @@ def _parts(config: RunConfig, anchored: Any, hp: dict[str, Any]) -> tuple[optim.
     extra = [optim.add_l2_toward(hp["anchor"], hp["l2sp"], anchored)] if ft is not None and ft.l2sp > 0 else []
     optimizer = optim.from_config(config.optim, 0, hp.get("multipliers"), extra=extra, hp=hp["optim"])
     loss = losses.make_loss(config.loss, hp=hp["loss"])
+    objective = train.classifier(loss, transform=_transform_of(config)(hp), mix=config.mix, mix_hp=hp["mix"])
+    return optimizer, objective
+
+
+def _transform_of(config: RunConfig) -> Callable[[dict[str, Any]], train.Transform]:
+    """``hp -> transform``: ``config``'s augmentation and normalisation with the values of ``hyperparameters``."""
     augment = None if config.augment.is_identity() else config.augment
-    transform = aug.make_transform(augment, hp["mean"], hp["std"], hp["augment"])
-    return optimizer, train.classifier(loss, transform=transform, mix=config.mix, mix_hp=hp["mix"])
+    return lambda hp: aug.make_transform(augment, hp["mean"], hp["std"], hp["augment"])
 
 
 _NUMBERS = {  # the values hyperparameters() carries: only whether each is on (non-zero) is structure
@@ -208,6 +218,8 @@ def _post_train(
     Returns the final params (``state.params`` itself when nothing applies), a record of the choices made, and the
     honest validation summary of a WiSE-FT run (``_wise``; None otherwise: validation is measured afresh)."""
 
+    hp = hyperparameters(config, p) if config.classifier.crt_epochs > 0 else {}
+
     def classifier_stages(params: Any) -> tuple[Any, dict]:
         record: dict[str, Any] = {}
         cc = config.classifier
@@ -223,6 +235,7 @@ def _post_train(
                 batch_size=config.batch_size,
                 lr=cc.crt_lr,
                 execution=execution,
+                tuned=(_transform_of(config), {k: hp[k] for k in ("mean", "std", "augment")}, structure(config, p)),
             )
             record["crt_epochs"] = cc.crt_epochs
         params, done = finetune.adjust_head(params, p.counts, cc)
