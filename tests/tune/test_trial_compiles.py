@@ -173,3 +173,18 @@ def test_structure_ignores_values_and_sees_choices(source):
     assert digits.training.structure(other, p) != same[0]
     other = dataclasses.replace(trial(source, 0), finetune=FinetuneConfig(str(source), "all", 0.1))
     assert digits.training.structure(other, p) != same[0]
+
+
+def test_validation_is_cut_into_even_batches_not_padded_ones(monkeypatch):
+    """A trial validates 200 images each epoch: one batch of 200, not a batch of 1,000 that is 80% padding; 1,500
+    images are two batches of 750. The figures are those of any batching."""
+    sizes = []
+    real = digits.training.bt.batches
+    monkeypatch.setattr(digits.training.bt, "batches", lambda *a, **kw: sizes.append(a[3]) or real(*a, **kw))
+    p = digits.prepare(run_config(dataset="optdigits", limit_train=64, limit_test=20), device="cpu")
+    for n, want in ((200, 200), (1500, 750), (1000, 1000), (7, 7)):
+        x, y = p.train[0][:1].expand(n, -1, -1, -1), torch.arange(n) % 10
+        got = digits.evaluate(p.model, p.params, p.model_state, x, y, 10, mean=p.mean, std=p.std)
+        assert sizes[-1] == want and got["count"] == n
+    small = digits.evaluate(p.model, p.params, p.model_state, x, y, 10, mean=p.mean, std=p.std, batch_size=3)
+    assert small["confusion"] == got["confusion"]

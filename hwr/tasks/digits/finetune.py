@@ -184,7 +184,7 @@ def retrain_classifier(
     if n_batches == 0:
         raise ValueError(f"{labels.shape[0]} images make no batch of {batch_size} for classifier re-training")
     head_only = lr_multipliers(start, "head")
-    make, values, structure = tuned or (lambda _: transform, None, "")
+    make, values, structure = tuned or (lambda _: transform, None, None)
     scalar = lambda x: torch.tensor(float(x), dtype=torch.float64, device=labels.device)
     hp = {"lr": scalar(lr), "total_steps": scalar(n_batches * epochs), "transform": values}
 
@@ -192,22 +192,14 @@ def retrain_classifier(
         opt = optim.chain(optim.adam(optim.cosine(hp["lr"], hp["total_steps"])), optim.scale_by_multipliers(head_only))
         return opt, train.classifier(losses.cross_entropy, transform=make(hp["transform"]))
 
-    opt, objective = (
-        parts(hp)
-        if tuned
-        else (
-            optim.chain(optim.adam(optim.cosine(lr, n_batches * epochs)), optim.scale_by_multipliers(head_only)),
-            train.classifier(losses.cross_entropy, transform=transform),
-        )
-    )
+    opt, objective = parts(hp)
     state = train.init_state(model, opt, k_train, params=start, model_state=model_state)
     batches_of = lambda epoch: bt.sampled_batches(random.fold_in(k_data, epoch), images, labels, batch_size, power=0.0)
-    execution = execution or ex.Execution(compile=False)
-    if tuned:
-        t = ex.Tuned(parts, hp, f"crt|{structure}")
-        step, _ = ex.tuned_step(execution, model, t, state, batches_of(0)[0], tag="crt")
+    execution, first = execution or ex.Execution(compile=False), batches_of(0)[0]
+    if structure is None:  # a transform whose values are not known: a step of its own
+        step, _ = ex.train_step(execution, model, opt, objective, state, first, tag="crt")
     else:
-        step, _ = ex.train_step(execution, model, opt, objective, state, batches_of(0)[0], tag="crt")
+        step, _ = ex.tuned_step(execution, model, ex.Tuned(parts, hp, f"crt|{structure}"), state, first, tag="crt")
     state, _ = train.fit(state, step, batches_of, epochs=epochs)
     return {**params, "head": state.params["head"]}
 
