@@ -20,7 +20,7 @@ from hwr.engine.execution import Execution
 from hwr.errors import HwrError
 from hwr.tasks.digits.config import VALIDATIONS, RunConfig
 
-__all__ = ["METRICS", "PRUNERS", "StudyContext", "StudyError", "StudySpec", "load_spec"]
+__all__ = ["METRICS", "PRUNERS", "StudyContext", "StudyError", "StudySpec", "load_spec", "pruner_epochs"]
 
 
 class StudyError(HwrError, ValueError):
@@ -177,6 +177,30 @@ PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner] | None] = {
     "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=2, max_resource=30, reduction_factor=3),
     "none": None,
 }
+
+
+def pruner_epochs(pruner: optuna.pruners.BasePruner | None) -> Callable[[int], bool]:
+    """The epochs (1-based) whose validation figure ``pruner`` reads, as a predicate: for successive halving and
+    Hyperband, the rung steps ``min_resource * reduction_factor ** k`` (a trial reports epoch ``e`` as step
+    ``e - 1``; SuccessiveHalvingPruner.prune reads the value of the step that reaches a rung); none without a
+    pruner (``NopPruner``); every epoch for any other (the median pruner reads them all) or where the rungs are
+    not fixed (``min_resource="auto"``). A trial validates at these epochs and its last, so the pruner decides as
+    it did when every epoch was validated (the same values at the same steps), for a fraction of the cost."""
+    if pruner is None or isinstance(pruner, optuna.pruners.NopPruner):
+        return lambda epoch: False
+    halving = (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
+    low, factor = getattr(pruner, "_min_resource", None), getattr(pruner, "_reduction_factor", None)
+    if not isinstance(pruner, halving) or not isinstance(low, int) or not isinstance(factor, int) or factor < 2:
+        return lambda epoch: True
+
+    def rung(epoch: int) -> bool:
+        step = epoch - 1
+        while step > low and step % factor == 0:
+            step //= factor
+        return step == low
+
+    return rung
+
 
 METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
     "val_macro_f1": lambda r: r["val"]["macro_f1"],

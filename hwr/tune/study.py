@@ -51,7 +51,7 @@ from hwr.engine import train
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
 from hwr.tasks.digits.config import RunConfig
-from hwr.tune.spec import METRICS, StudyContext, StudyError, StudySpec
+from hwr.tune.spec import METRICS, StudyContext, StudyError, StudySpec, pruner_epochs
 from hwr.tune.storage import experimental_ok, open_storage, open_study
 
 __all__ = [
@@ -93,13 +93,16 @@ def train_fresh(
     *,
     test_split: bool = False,
     final_validation_only: bool = False,
+    validate_at: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` into a fresh folder ``out`` (whatever an aborted start left there is removed), no figures:
     every trial, re-run and contender goes through here. A compiled step is shared with the earlier runs of this
     process of the same structure (``hwr.engine.execution.tuned_step``, which also keeps dynamo within its budget
     of 8 versions of a function), so only a new structure compiles.
     Only the final evaluation's contenders pass ``test_split=True``: trials and re-runs never read the test split.
-    ``final_validation_only`` (re-runs and contenders: nothing prunes them) validates after the last epoch only."""
+    ``final_validation_only`` (re-runs and contenders: nothing prunes them) validates after the last epoch only;
+    ``validate_at(epoch)`` (a trial: the epochs its pruner reads, ``spec.pruner_epochs``) validates at those
+    epochs and the last; by default every epoch."""
     if out.exists():
         shutil.rmtree(out)
     return digits.run(
@@ -110,7 +113,7 @@ def train_fresh(
         data=data,
         write_figures=False,
         test_split=test_split,
-        validate_every=config.epochs if final_validation_only else 1,
+        validate_every=config.epochs if final_validation_only else (validate_at or 1),
     )
 
 
@@ -298,8 +301,11 @@ def objective(
         for fold in range(folds):  # pruning reports come from the first fold only
             pruning = [_Pruning(trial, spec.metrics[0])] if spec.pruner and fold == 0 else []
             run_dir = out if folds == 1 else out / f"fold{fold}"
+            due = pruner_epochs(trial.study.pruner if pruning else None)  # the rest is never read
             try:
-                result = train_fresh(spec.protocol(config, fold), run_dir, spec.execution, context.data, pruning)
+                result = train_fresh(
+                    spec.protocol(config, fold), run_dir, spec.execution, context.data, pruning, validate_at=due
+                )
             except train.NonFiniteLoss as e:
                 trial.set_user_attr("failure", f"non-finite loss: {e}")
                 raise optuna.TrialPruned(f"non-finite loss at epoch {e.epoch + 1}") from None

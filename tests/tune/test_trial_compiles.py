@@ -5,6 +5,7 @@ did from the config."""
 
 import dataclasses
 
+import optuna
 import pytest
 import torch
 from tiny import EAGER, run_config
@@ -24,6 +25,7 @@ from hwr.optim import OptimConfig
 from hwr.runs import CHECKPOINT
 from hwr.tasks import digits
 from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.tune.spec import PRUNERS, pruner_epochs
 from hwr.tune.study import train_fresh
 
 COMPILED = Execution(device="cpu", candidate="inductor")  # one candidate: one compile per structure
@@ -188,3 +190,15 @@ def test_validation_is_cut_into_even_batches_not_padded_ones(monkeypatch):
         assert sizes[-1] == want and got["count"] == n
     small = digits.evaluate(p.model, p.params, p.model_state, x, y, 10, mean=p.mean, std=p.std, batch_size=3)
     assert small["confusion"] == got["confusion"]
+
+
+def test_a_trial_validates_at_the_epochs_its_pruner_reads(tmp_path):
+    halving = pruner_epochs(PRUNERS["halving"]())  # rungs at steps 2, 6, 18: epochs 3, 7, 19
+    assert [e for e in range(1, 60) if halving(e)] == [3, 7, 19, 55]
+    hyperband = pruner_epochs(PRUNERS["hyperband"]())
+    assert [e for e in range(1, 60) if hyperband(e)] == [3, 7, 19, 55]
+    assert all(pruner_epochs(PRUNERS["median"]())(e) for e in range(1, 30))
+    assert not any(pruner_epochs(None)(e) for e in range(1, 30))
+    assert all(pruner_epochs(optuna.pruners.SuccessiveHalvingPruner())(e) for e in range(1, 9))  # "auto" rungs
+    result = digits.run(run_config(epochs=4), tmp_path / "run", execution=EAGER, validate_every=lambda e: e == 2)
+    assert ["val_macro_f1" in r for r in result["epochs"]] == [False, True, False, True]  # and the last

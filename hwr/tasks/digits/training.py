@@ -344,9 +344,10 @@ def _train(
     step: ex.Step,
     callbacks: Sequence[train.Callback],
     out: Path,
-    validate_every: int = 1,
+    validate_every: int | Callable[[int], bool] = 1,
 ) -> tuple[train.TrainState, list[dict[str, Any]], dict[str, Any] | None]:
-    """The fit loop from ``s.start``, validating every ``validate_every`` epochs and after the last. Returns the
+    """The fit loop from ``s.start``, validating every ``validate_every`` epochs (or those epochs, 1-based, where
+    ``validate_every(epoch)`` is True) and after the last. Returns the
     final state, every epoch's record, and the full validation summary of the final state when the last epoch
     measured it (None otherwise: nothing was trained here)."""
     p, num_classes = s.p, len(s.p.classes)
@@ -355,7 +356,8 @@ def _train(
 
     def validate(st: train.TrainState) -> dict[str, Any]:
         e = next(epoch)
-        if e % validate_every and e != config.epochs:
+        due = validate_every(e) if callable(validate_every) else e % validate_every == 0
+        if not due and e != config.epochs:
             return {}
         v = evaluate(p.model, st.params, st.model_state, *p.val, num_classes, mean=p.mean, std=p.std)
         last.update(state=st, summary=v)
@@ -441,7 +443,7 @@ def run(
     draw: Draw | None = None,
     write_figures: bool = True,
     test_split: bool = True,
-    validate_every: int = 1,
+    validate_every: int | Callable[[int], bool] = 1,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU; the step compiled and autotuned) and return the contents of ``metrics.json``.
@@ -454,10 +456,11 @@ def run(
     to draw; the library itself draws nothing. ``write_figures=False`` skips it. ``test_split=False`` (every study
     trial and re-run) never evaluates on the test split: metrics.json's ``"test"`` is None. ``validate_every=K``
     validates every K epochs and after the last (the study's re-runs and contenders read only the final
-    figures and pass ``config.epochs``; validation never changes what trains). ``data`` says where data sets live
+    figures and pass ``config.epochs``; validation never changes what trains); a predicate ``epoch -> bool``
+    (1-based) picks the epochs instead (a trial: those its pruner reads, ``hwr.tune.spec.pruner_epochs``). ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     """
-    if validate_every < 1:
+    if not callable(validate_every) and validate_every < 1:
         raise ValueError(f"validate_every must be >= 1 epoch, got {validate_every}")
     out = Path(out_dir)
     with runs.locked(out):  # one process per run folder
