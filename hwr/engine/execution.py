@@ -17,6 +17,10 @@ logits): it changes the numbers, the others do not.
 instead of timing them: candidates round differently, so a figure reproduces exactly only under the candidate it
 was measured with (``metrics.json`` records it under ``"execution"``).
 
+``tuned_step(execution, model, Tuned(parts, hp, structure), ...)`` builds a step whose continuous values ``hp`` are
+tensor inputs (``hwr.engine.train.hyper_step``): compiled, it is compiled once per structure in a process and reused
+by every later ``Tuned`` of that structure (a study's trials), so a new value never recompiles.
+
 Old ``config.json`` files carried ``compile``, ``precision`` and ``memory_format``: ``hwr.runs.read_config`` drops
 them from the task's config and ``from_legacy`` maps them into an ``Execution`` (``hwr.runs.saved_execution``), so
 such a run folder resumes as it was run unless told otherwise.

@@ -6,6 +6,11 @@ input (augment, normalise, mix), takes ``torch.func.grad_and_value`` of the obje
 optimizer and returns a new ``TrainState``. Every task trains through this one step: the digit classifier
 (``classifier(loss)``, or a plain loss) and the CTC strings model (``hwr.tasks.strings.step.ctc_objective``). Nothing is
 modified in place, so the same function runs eagerly, under ``torch.compile(fullgraph=True)`` or ``vmap``.
+
+``hyper_step(model, parts)`` is the same step with its continuous hyperparameters as an argument: ``(state, batch,
+hp)``, the optimizer and objective built inside from ``parts(hp)``, so one compiled step serves every learning
+rate, weight decay, augmentation magnitude ... (``Bound`` binds ``hp``; ``hwr.engine.execution.tuned_step``
+shares it between the runs of one structure).
 """
 
 from __future__ import annotations
