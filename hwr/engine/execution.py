@@ -269,7 +269,10 @@ def tuned_step(
         eager = train.Bound(train.hyper_step(model, tuned.parts), tuned.hp)
         reason = autotune.check_step(step, eager, example_state, example_batch)
         if reason is not None:
-            raise RuntimeError(f"the shared step of structure {tuned.structure!r} differs from this run's: {reason}")
+            raise RuntimeError(
+                f"the compiled step shared under structure {key} differs from this run's eager step ({reason}): "
+                "the structure misses a choice that shapes the step, or the step reads a value that is not in hp"
+            )
         shared = True
     else:
         n = len(candidates or autotune.default_candidates(device, example_state.params))

@@ -71,13 +71,17 @@ def test_ten_trials_of_one_structure_compile_once(source, tmp_path, monkeypatch)
     counter = CompileCounter()  # counts dynamo's frames and runs the graphs as traced: no inductor build
     monkeypatch.setattr(train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, backend=counter))
     ex.release_shared()
-    shared = []
+    shared, results = [], []
     for i in range(10):
-        result = train_fresh(trial(source, i), tmp_path / f"t{i}", COMPILED, DataSettings())
-        shared.append(result["execution"]["shared"])
-        assert result["execution"]["candidate"] == "inductor"
+        results.append(train_fresh(trial(source, i), tmp_path / f"t{i}", COMPILED, DataSettings()))
+        shared.append(results[-1]["execution"]["shared"])
+        assert results[-1]["execution"]["candidate"] == "inductor"
     assert counter.frame_count == 1, f"10 trials of one structure compiled {counter.frame_count} times"
     assert shared == [False] + [True] * 9
+    for i in (4, 9):  # the shared step trained with each trial's own values, not the first trial's
+        eager = train_fresh(trial(source, i), tmp_path / f"e{i}", EAGER, DataSettings())
+        got = [r[k] for r in results[i]["epochs"] for k in ("train_loss", "val_loss")]
+        assert got == pytest.approx([r[k] for r in eager["epochs"] for k in ("train_loss", "val_loss")], rel=1e-5)
     for i in range(3):  # a second structure (class weights instead of logit adjustment): one compile more
         train_fresh(trial(source, i, "inverse"), tmp_path / f"w{i}", COMPILED, DataSettings())
     assert counter.frame_count == 2
