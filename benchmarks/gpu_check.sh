@@ -61,7 +61,7 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   tests_k=(-k "random_follows or resolve_device")
   step_args=(--variants eager_module,hwr_compiled --batch-sizes 8 --windows 2 --steps 2
              --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
-  tta_args=(--epochs 1 --limit-train 640 --limit-test 200)
+  tta_args=(--epochs 1 --limit-train 640 --limit-test 200 --memory-format contiguous)  # one compile, not autotune's three
   strings_args=(--epochs 1 --limit-train 640 --limit-test 100 --no-compile)
 else
   tests_k=()
