@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/ruff check hwr studies benchmarks tests
 	$(BIN)/ruff format --check hwr studies benchmarks tests
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder --durations=15 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check hwr studies benchmarks tests

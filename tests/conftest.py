@@ -1,8 +1,8 @@
 """Shared test settings: one inductor cache for every test process, the process started as the CLI starts it
 (``hwr.cli.environment.start``: the allocator tuned, the cache exported; one thread per process under
 pytest-xdist, which ``make test`` uses: one worker per core, whole files to a worker so module fixtures compile once), the tests folder on ``sys.path`` for the
-helper modules (``cli_run``, ``postgres``, ``tiny``), the repository root for ``benchmarks.reference``, and the
-``cuda`` marker: a test marked ``@pytest.mark.cuda`` is skipped, saying why, where torch sees no CUDA GPU."""
+helper modules (``cli_run``, ``postgres``, ``tiny``), the repository root for ``benchmarks.reference``, the longest
+files first (``LONGEST_FIRST``), and the ``cuda`` marker: a test marked ``@pytest.mark.cuda`` is skipped, saying why, where torch sees no CUDA GPU."""
 
 import os
 import sys
@@ -27,9 +27,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where torch sees none)")
 
 
+# The files that train or compile for a minute or more, longest first (cold, 2 cores: `pytest --durations`). They
+# are collected first and `make test` passes --no-loadscope-reorder, so pytest-xdist hands them out first (whole
+# files, in collection order) and the short files fill in around them: no worker is left running a long file at
+# the end while the other idles. A file missing here only runs later; the order changes no result.
+LONGEST_FIRST = (
+    "tests/test_benchmarks.py",
+    "tests/cli/test_cli.py",
+    "tests/tune/test_study.py",
+    "tests/tasks/digits/test_finetune.py",
+    "tests/cli/test_strings.py",
+    "tests/tasks/strings/test_training.py",
+    "tests/test_random.py",
+    "tests/models/test_contract.py",
+    "tests/interop/jax/test_train.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
