@@ -159,10 +159,14 @@ def test_deferred_weights_switch_on_inside_the_step():
 
 @pytest.mark.slow
 def test_levers_compile_in_one_graph_and_equal_eager():
+    """Mixup, CutMix and deferred re-weighting trace into one graph (AOT autograd's: no code generation) that
+    trains as eager does. Inductor's numerics of the same levers inside a compiled train step are
+    tests/tune/test_trial_compiles.py's (a trial with every lever on trains to the same figures eagerly and
+    compiled): a second cold inductor build of them here cost the CI about three minutes under load."""
     opt = optim.sgd(0.1)  # SGD keeps rounding differences linear (Adam's 1/sqrt(v) magnifies them where g ~ 0)
     drw = losses.make_loss(losses.LossConfig("logit_adjust", defer=0.5), COUNTS.tolist(), total_steps=4)
     step = train.train_step(MODEL, opt, drw, mix=MixConfig(mixup=0.4, cutmix=1.0, prob=0.7))
-    compiled = train.compile(step)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     state, batch = _state(opt), _batch(2)
     se, sc = state, state
     for _ in range(3):
