@@ -9,6 +9,7 @@ pure CTC loss (``hwr.ctc``) over the frames that hold each string, greedy decodi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -54,10 +55,24 @@ def as_batch(s: ds.Strings) -> StringBatch:
 
 class StringBatches(Sequence):
     """``steps`` batches of fresh strings, batch ``i`` rendered from ``fold_in(key, i)`` when it is reached (so
-    generation counts in the epoch's time, and a resumed epoch sees the same strings)."""
+    generation counts in the epoch's time, and a resumed epoch sees the same strings).
 
-    def __init__(self, key: random.Key, pool: ds.DigitPool, spec: ds.StringSpec, batch_size: int, steps: int):
+    ``prefetch``: iterating renders batch ``i + 1`` on a background thread while the caller trains on batch ``i``
+    (torch releases the GIL inside its kernels, so the two overlap on a machine with a core to spare). The batches
+    are the same either way (each depends on its key only); indexing always renders in the caller's thread."""
+
+    def __init__(
+        self,
+        key: random.Key,
+        pool: ds.DigitPool,
+        spec: ds.StringSpec,
+        batch_size: int,
+        steps: int,
+        *,
+        prefetch: bool = False,
+    ):
         self.key, self.pool, self.spec, self.batch_size, self.steps = key, pool, spec, batch_size, steps
+        self.prefetch = prefetch
 
     def __len__(self) -> int:
         return self.steps
@@ -68,7 +83,24 @@ class StringBatches(Sequence):
         return as_batch(ds.render(random.fold_in(self.key, i), self.pool, self.batch_size, self.spec))
 
     def __iter__(self) -> Iterator[StringBatch]:
-        return (self[i] for i in range(self.steps))
+        if not self.prefetch or self.steps < 2:
+            return (self[i] for i in range(self.steps))
+        return _ahead(self, self.steps)
+
+
+def _ahead(batches: StringBatches, steps: int) -> Iterator[StringBatch]:
+    """``batches[0 .. steps-1]`` with the next one rendering on one background thread while the caller holds the
+    current one. Closing the generator early (a loop that stops) waits for the render in flight and ends the thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwr-strings") as pool:
+        ahead = pool.submit(batches.__getitem__, 0)
+        try:
+            for i in range(steps):
+                batch = ahead.result()
+                if i + 1 < steps:
+                    ahead = pool.submit(batches.__getitem__, i + 1)
+                yield batch
+        finally:
+            ahead.cancel()
 
 
 def frame_counts(config: CRNNConfig, widths: torch.Tensor, t: int) -> torch.Tensor:
