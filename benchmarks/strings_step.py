@@ -9,12 +9,22 @@ For each compile candidate named (``eager`` is the uncompiled step), after compi
              train`` runs: render, step, the metric sums, the host read every ``sync_every`` steps)
     other    loop - render - step: what the loop adds around them
     prefetch ms per step of the same loop with each next batch rendered on a background thread while the step
-             runs (``StringBatches(prefetch=True)``, what ``hwr train`` uses)
+             runs (``StringBatches(prefetch=True)``; ``hwr train`` renders in place)
     val      seconds of one validation pass (``config.val_strings`` strings, eager, once per epoch)
 
 and projects the recipe's training time: ``epochs * (steps * min(loop, prefetch) + val)`` (compile not included). The
 windows of every part and candidate rotate (A B A B) so load from other processes hits them alike; medians of
 the windows. Absolute figures depend on the machine and its load; compare ratios from one run.
+
+Measured (2026-12-06, the shared 2-core Zen 4 under load from other processes, ``HWR_THREADS=1``, so absolute
+figures are slow; ratios from one process): a step of the recipe is 465-490 ms, of which rendering the 64 strings is
+8.5-10.7 ms (about 2%), the fit loop's own work (metric sums, host reads) within noise of 0, and the compiled step
+the rest; validation is 6 s an epoch (2.5% of one). The candidates: ``inductor`` and ``channels_last+inductor`` tie
+(465 ms each), ``channels_last+aten`` 1.41x slower, eager 1.57x. Prefetch: 1.00x and 1.01x (the other core is not
+free on this machine; its ceiling is the rendering's 2%). Inside the step (its parts compiled alone, one-off
+scripts): the conv-BN-ReLU-maxpool stem forward and backward 400 ms (85%; oneDNN convolutions ~255 ms, inductor's
+fused max-pool/batch-norm backward kernels ~165 ms), the BiGRU forward and backward 47 ms (10%), the CTC loss and
+its gradient 1.2 ms; the step takes the time of the README's (c60ed3e) formulation of it (1.002x, interleaved).
 
     HWR_THREADS=1 python benchmarks/strings_step.py --steps 30 --windows 3
     HWR_THREADS=1 python benchmarks/strings_step.py --candidates inductor,channels_last+aten --json out.json
