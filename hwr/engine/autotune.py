@@ -210,6 +210,15 @@ def _relative(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor) -> flo
     return float((got.double() - want.double()).norm() / scale.double().norm().clamp_min(1e-30))
 
 
+def _few_flips(got: torch.Tensor, want: torch.Tensor, change: torch.Tensor, atol: float) -> bool:
+    """True if at most 1% of a leaf's elements (at least one) differ beyond rounding: Adam's first update is about
+    ``lr * sign(g)`` per element, so a gradient within rounding of zero (a batch-norm bias over a channel that the
+    batch leaves dead) becomes ``+lr`` in one step and ``-lr`` in the other, and in a leaf of 32 that one element is
+    35% of the update's norm. A wrong computation moves most elements."""
+    off = (got.double() - want.double()).abs() > atol + 0.1 * change.double().abs()
+    return int(off.sum()) <= max(1, off.numel() // 100)
+
+
 def _mismatch(
     fn: Step, state: train.TrainState, batch: Batch, want: tuple[train.TrainState, train.Metrics], atol: float
 ) -> str | None:
@@ -238,7 +247,8 @@ def _mismatch(
                 continue
             change = r.double() - before[k].double()
             err = _relative(got[k], r, change)
-            if not (err <= UPDATE_RTOL or float((got[k].double() - r.double()).abs().max()) <= atol):
+            close = err <= UPDATE_RTOL or float((got[k].double() - r.double()).abs().max()) <= atol
+            if not (close or _few_flips(got[k], r, change, atol)):
                 return f"{part}.{k}: its update differs from the eager step's by {err:.2e} (relative) > {UPDATE_RTOL:g}"
     return None
 
