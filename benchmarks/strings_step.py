@@ -96,6 +96,30 @@ def _profile(runner: dict[str, Any], batches: list[Any], rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
+def _row(config: StringsConfig, r: dict[str, Any], val_s: float, steps: int, windows: int) -> dict[str, Any]:
+    """A candidate's row from its timed windows (medians, ms per step) and the validation seconds."""
+    ms = {k: statistics.median(v) for k, v in r["w"].items()}
+    per_epoch = config.steps * min(ms["loop"], ms["prefetch_loop"]) / 1e3 + val_s
+    return {
+        "candidate": r["name"],
+        "render_ms": ms["render"],
+        "step_ms": ms["step"],
+        "loop_ms": ms["loop"],
+        "other_ms": ms["loop"] - ms["render"] - ms["step"],
+        "prefetch_loop_ms": ms["prefetch_loop"],
+        "prefetch_speedup": ms["loop"] / ms["prefetch_loop"],
+        "strings_per_s": config.batch_size / ms["loop"] * 1e3,
+        "prefetch_strings_per_s": config.batch_size / ms["prefetch_loop"] * 1e3,
+        "val_s": val_s,
+        "compile_s": r["compile_s"],
+        "projected_min": config.epochs * per_epoch / 60.0,
+        "threads": torch.get_num_threads(),
+        "batch_size": config.batch_size,
+        "steps": steps,
+        "windows": windows,
+    }
+
+
 def measure(
     config: StringsConfig, candidates: list[str], *, steps: int, windows: int, profile: int = 0
 ) -> list[dict[str, Any]]:
@@ -138,31 +162,7 @@ def measure(
     t0 = time.perf_counter()
     evaluate(p.model, runners[0]["state"].params, runners[0]["state"].model_state, p.val, mean=p.mean, std=p.std)
     val_s = time.perf_counter() - t0
-    rows = []
-    for r in runners:
-        ms = {k: statistics.median(v) for k, v in r["w"].items()}
-        per_epoch = config.steps * min(ms["loop"], ms["prefetch_loop"]) / 1e3 + val_s
-        rows.append(
-            {
-                "candidate": r["name"],
-                "render_ms": ms["render"],
-                "step_ms": ms["step"],
-                "loop_ms": ms["loop"],
-                "other_ms": ms["loop"] - ms["render"] - ms["step"],
-                "prefetch_loop_ms": ms["prefetch_loop"],
-                "prefetch_speedup": ms["loop"] / ms["prefetch_loop"],
-                "strings_per_s": config.batch_size / ms["loop"] * 1e3,
-                "prefetch_strings_per_s": config.batch_size / ms["prefetch_loop"] * 1e3,
-                "val_s": val_s,
-                "compile_s": r["compile_s"],
-                "projected_min": config.epochs * per_epoch / 60.0,
-                "threads": torch.get_num_threads(),
-                "batch_size": config.batch_size,
-                "steps": steps,
-                "windows": windows,
-            }
-        )
-    return rows
+    return [_row(config, r, val_s, steps, windows) for r in runners]
 
 
 def main(argv: list[str] | None = None) -> int:
