@@ -1,7 +1,9 @@
 """The final evaluation of a study: name a winner on validation, then read the test split once.
 
 1. **Selection.** The ``rerun_top`` best trials are trained again on fresh ``rerun_seeds`` and ranked by the mean
-   of their validation metric over the original run and the re-runs, so one lucky seed does not win.
+   of their validation metric over the original run and the re-runs, so one lucky seed does not win; the study's
+   start is re-run beside them, so the search names something other than its untuned start only where the re-runs
+   favour it.
 2. **Contenders**, each trained on ``eval_seeds`` (fresh again) and scored on the untouched test split:
    ``best`` (the winner), the spec's baselines (its ``reference`` among them: the untuned fine-tune), ``oracle``
    (the winner's recipe on balanced target data: a ceiling, not a contender) and ``zero_shot`` (the source model
@@ -93,14 +95,19 @@ def select(
     data: DataSettings | None = None,
     workers: int = 1,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
-    """The winner among the ``spec.rerun_top`` best completed trials, ranked by their mean validation metric over
-    the original run and ``spec.rerun_seeds`` re-runs (``workers`` at a time); returns it and one row per
-    candidate."""
+    """The winner among the ``spec.rerun_top`` best completed trials and the study's start (``start_trial``, re-run
+    too where it is not among them, so a winner has to beat the untuned start on the same seeds rather than on
+    one lucky validation figure), ranked by their mean validation metric over the original run (a pruned start's
+    partial figure is left out) and ``spec.rerun_seeds`` re-runs (``workers`` at a time); returns it and one row
+    per candidate."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not done:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet; run: hwr study run ...")
     sign = 1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
     ranked = sorted(done, key=lambda t: (-sign * t.values[0], t.number))[: spec.rerun_top]
+    start = start_trial(spec, study) if spec.rerun_top > 1 else None
+    if start is not None and start.number not in {t.number for t in ranked}:
+        ranked.append(start)  # the search's winner must beat its own start on the same re-runs
     metric = spec.metrics[0]
     reruns = [(t, seed) for t in ranked for seed in spec.rerun_seeds] if spec.rerun_top > 1 else []
     cb = callbacks if workers <= 1 else ()  # progress callbacks stay in this process
@@ -118,7 +125,8 @@ def select(
     results = parallel_map(_run_job, jobs, workers, done)
     rows = []
     for t in ranked:
-        values = [t.values[0]] + [
+        first = [t.values[0]] if t.state == TrialState.COMPLETE else []  # a pruned start: its re-runs alone
+        values = first + [
             r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"]
             for (u, _), r in zip(reruns, results, strict=True)
             if u.number == t.number

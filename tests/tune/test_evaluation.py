@@ -187,3 +187,38 @@ def test_evaluation_pairs_every_contender_over_draws_and_seeds(tmp_path):
     }
     assert runs_on == {"optdigits", "optdigits:val=30"}
     assert r["intervals"]["start"]["n"] == 4 and r["intervals"]["plain_finetune"]["n"] == 4
+
+
+def test_the_start_is_rerun_beside_the_top_trials_and_can_win(tmp_path):
+    """A lucky trial outranks the untuned start on one validation figure; the start, re-run on the same seeds
+    though not among the top, wins where its re-runs are better (and a pruned start's partial figure is not used)."""
+    lucky = dataclasses.replace(TINY, optim=OptimConfig("adam", 1e-7))  # cannot learn: its 0.99 was luck
+    good = dataclasses.replace(TINY, epochs=8, optim=OptimConfig("adam", 1e-2))
+    for state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        s = optuna.create_study(direction="maximize")
+        s.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=0.60 if state == optuna.trial.TrialState.COMPLETE else None,
+                intermediate_values={1: 0.05},
+                params={"x": 0.1},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={"config": to_dict(good)},
+                system_attrs={"fixed_params": {"x": 0.1}},
+            )
+        )
+        for value in (0.95, 0.94):
+            s.add_trial(
+                optuna.trial.create_trial(
+                    value=value,
+                    params={"x": value},
+                    distributions={"x": FloatDistribution(0, 1)},
+                    user_attrs={"config": to_dict(lucky)},
+                )
+            )
+        spec = _spec(rerun_top=2, rerun_seeds=(7, 8), initial=({"x": 0.1},))
+        assert evaluation.start_trial(spec, s).number == 0
+        winner, rows = evaluation.select(spec, s, tmp_path / state.name)
+        assert [r["trial"] for r in rows] == [1, 2, 0] and winner.number == 0, rows
+        assert len(rows[2]["values"]) == (3 if state == optuna.trial.TrialState.COMPLETE else 2)
+    assert evaluation.select(_spec(rerun_top=2, rerun_seeds=(7, 8)), s, tmp_path / "none")[0].number != 0
