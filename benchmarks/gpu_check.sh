@@ -9,20 +9,24 @@
 #   step.json             benchmarks/step.py --device DEVICE --quick --no-warm --json (CUDA: autotuned step, CUDA
 #                         graphs + bf16, ensembles to K=64, max_memory_allocated, share of the measured matmul peak)
 #   time_to_accuracy.json benchmarks/time_to_accuracy.py --recipe fast --seeds 0 --device DEVICE (data on the device)
+#   vmap_trials.json      benchmarks/vmap_trials.py --device DEVICE: K = 1, 4, 8, 16 study trials of one structure as
+#                         K separate steps against one vmapped step, eager and compiled (trial-steps/s, speed-up,
+#                         compile seconds); rewritten after each row, so a stage cut short keeps what finished
 #   strings.json          (stage "strings", opt-in) metrics.json of hwr train --recipe strings --epochs 2 on DEVICE:
 #                         the compiled CTC step's strings/s, compile seconds, CER (the pure CTC is what lets it compile
 #                         on CUDA at all)
 #   status.json           each stage's exit code and seconds
 #
 # Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes: seconds, for the CPU test),
-# STAGES (default "tests step tta"; add "strings" when the lease has 2 more minutes), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
-# TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT in seconds (defaults 200 / 220 / 150: under 10 minutes in all).
+# STAGES (default "tests step tta vmap"; add "strings" when the lease has 2 more minutes), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
+# TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT / VMAP_TIMEOUT in seconds (defaults 200 / 220 / 150 / 240: 13 minutes
+# at most in all; STAGES="tests step tta" keeps under 10).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-${OUT:-runs/gpu_check}}
 device=${DEVICE:-cuda}
-stages=${STAGES:-tests step tta}
+stages=${STAGES:-tests step tta vmap}
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
@@ -63,11 +67,13 @@ if [[ ${SMOKE:-0} == 1 ]]; then
              --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
   tta_args=(--epochs 1 --limit-train 640 --limit-test 200 --memory-format contiguous)  # one compile, not autotune's three
   strings_args=(--epochs 1 --limit-train 640 --limit-test 100 --no-compile)
+  vmap_args=(--ks 1,2 --modes eager --batch-size 8 --windows 2 --steps 2 --config '{"channels": [4, 8], "hidden": 16}')
 else
   tests_k=()
   step_args=()
   tta_args=()
   strings_args=(--epochs 2)
+  vmap_args=()
 fi
 [[ ${TF32:-0} == 1 ]] && step_args+=(--tf32)
 
@@ -101,6 +107,10 @@ PY
       run_stage tta "${TTA_TIMEOUT:-150}" "$PYTHON" benchmarks/time_to_accuracy.py --recipe fast --seeds 0 \
         --device "$device" --fresh --out "$out/runs" --json "$out/time_to_accuracy.json" "${tta_args[@]}"
       ;;
+    vmap)
+      run_stage vmap "${VMAP_TIMEOUT:-240}" "$PYTHON" benchmarks/vmap_trials.py --device "$device" \
+        --json "$out/vmap_trials.json" "${vmap_args[@]}"
+      ;;
     strings)
       rm -rf "$out/strings_run"
       run_stage strings "${STRINGS_TIMEOUT:-150}" "$PYTHON" -m hwr.cli train --recipe strings --device "$device" \
@@ -108,7 +118,7 @@ PY
       cp "$out/strings_run/metrics.json" "$out/strings.json" 2>/dev/null || true
       ;;
     *)
-      echo "unknown stage $stage (use tests, step, tta, strings)" >&2
+      echo "unknown stage $stage (use tests, step, tta, vmap, strings)" >&2
       rc[$stage]=2
       secs[$stage]=0
       ;;

@@ -6,7 +6,7 @@ tuples and NamedTuples of tensors; leaves that are not tensors (None, ints) are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,8 +23,10 @@ __all__ = [
     "map",
     "num_params",
     "ones_like",
+    "stack",
     "structure",
     "unflatten_names",
+    "unstack",
     "zeros_like",
 ]
 
@@ -57,6 +59,43 @@ def assert_same_structure(*trees: PyTree) -> None:
                 f"pytree {i} does not match pytree 0: missing {missing or '-'}, unexpected {extra or '-'}; "
                 "build both from the same model config (or convert with hwr.tree.unflatten_names)"
             )
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    """One pytree whose tensor leaves are ``trees``' leaves stacked along a new leading axis (what ``vmap`` maps
+    over); a leaf that is not a tensor (None, an int) must be equal in every tree and is kept as it is. Raises
+    ``ValueError`` naming the first differing path when the trees differ in structure or in a leaf's shape, dtype
+    or (non-tensor) value."""
+    if not trees:
+        raise ValueError("stack needs at least one pytree")
+    assert_same_structure(*trees)
+    named = [flatten_names(t, strict=False) for t in trees]
+    for name, first in named[0].items():
+        for i, other in enumerate(named[1:], start=1):
+            leaf = other[name]
+            if isinstance(first, torch.Tensor):
+                same = isinstance(leaf, torch.Tensor) and (leaf.shape, leaf.dtype) == (first.shape, first.dtype)
+            else:
+                same = not isinstance(leaf, torch.Tensor) and leaf == first
+            if not same:
+                got = lambda x: f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else repr(x)
+                raise ValueError(f"pytree {i} differs from pytree 0 at {name!r}: {got(leaf)} against {got(first)}")
+    return pytree.tree_map(lambda *xs: torch.stack(xs) if isinstance(xs[0], torch.Tensor) else xs[0], *trees)
+
+
+def unstack(tree: PyTree) -> list[PyTree]:
+    """The inverse of ``stack``: one pytree per index of the tensor leaves' common leading axis (each leaf a view,
+    the non-tensor leaves shared). Raises ``ValueError`` when the tree has no tensor leaf, a 0-d one, or leading
+    sizes that differ."""
+    sizes = {name: x.shape[0] if x.dim() else None for name, x in _tensors(tree).items()}
+    if not sizes or len(set(sizes.values())) != 1 or None in sizes.values():
+        raise ValueError(f"unstack needs tensor leaves with one common leading axis, got sizes {sizes}")
+    k = next(iter(sizes.values()))
+    return [pytree.tree_map(lambda x, i=i: x[i] if isinstance(x, torch.Tensor) else x, tree) for i in range(k)]
+
+
+def _tensors(tree: PyTree) -> dict[str, torch.Tensor]:
+    return {k: x for k, x in flatten_names(tree, strict=False).items() if isinstance(x, torch.Tensor)}
 
 
 def zeros_like(tree: PyTree, dtype: torch.dtype | None = None) -> PyTree:

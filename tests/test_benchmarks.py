@@ -216,7 +216,13 @@ def test_recipe_step_refuses_an_unknown_memory_format():
 def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON."""
     out = tmp_path / "check"
-    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable, "STAGES": "tests step tta strings"}
+    env = {
+        **os.environ,
+        "DEVICE": "cpu",
+        "SMOKE": "1",
+        "PYTHON": sys.executable,
+        "STAGES": "tests step tta vmap strings",
+    }
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)],
         capture_output=True,
@@ -227,13 +233,16 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads((out / "status.json").read_text())
-    assert set(status) == {"tests", "step", "tta", "strings"} and all(s["exit"] == 0 for s in status.values())
+    assert set(status) == {"tests", "step", "tta", "vmap", "strings"} and all(s["exit"] == 0 for s in status.values())
     assert json.loads((out / "env.json").read_text())["device"] == "cpu"
     assert json.loads((out / "tests.json").read_text())["counts"]["passed"] >= 1
     step = json.loads((out / "step.json").read_text())
     assert [r["variant"] for r in step] == ["eager_module", "hwr_compiled"] and step[0]["env"]["device"] == "cpu"
     (tta,) = json.loads((out / "time_to_accuracy.json").read_text())
     assert tta["device"] == "cpu" and tta["smoke"] and 0.0 <= tta["test_accuracy"] <= 1.0
+    vmap = json.loads((out / "vmap_trials.json").read_text())
+    assert [(r["mode"], r["trials"]) for r in vmap] == [("eager", 1), ("eager", 2)]
+    assert all(r["vmapped_trial_steps_per_s"] > 0 and r["separate_trial_steps_per_s"] > 0 for r in vmap)
     strings = json.loads((out / "strings.json").read_text())
     assert (
         strings["task"] == "strings"

@@ -106,3 +106,35 @@ def test_assert_same_structure_message_names_the_paths():
     assert "pytree 2" in msg
     assert "missing ['conv.bias']" in msg
     assert "unexpected ['extra.w']" in msg
+
+
+def test_stack_and_unstack_round_trip_keeping_non_tensor_leaves():
+    trees = [{"w": _params(), "n": None, "k": 3, "s": torch.tensor(float(i))} for i in range(3)]
+    trees[1]["w"] = tree.map(lambda t: t + 1.0, trees[1]["w"])
+    stacked = tree.stack(trees)
+    assert stacked["w"]["conv"]["kernel"].shape == (3, 4, 1, 3, 3) and stacked["s"].tolist() == [0.0, 1.0, 2.0]
+    assert stacked["n"] is None and stacked["k"] == 3
+    back = tree.unstack(stacked)
+    assert len(back) == 3
+    for a, b in zip(back, trees):
+        assert tree.structure(a) == tree.structure(b)
+        for x, y in zip(tree.leaves(a), tree.leaves(b)):
+            assert (x is None and y is None) or (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
+
+
+def test_stack_and_unstack_name_what_differs():
+    a = {"w": torch.zeros(2, 3), "k": 1}
+    with pytest.raises(ValueError, match=r"pytree 1 differs from pytree 0 at 'w': \(2, 4\)"):
+        tree.stack([a, {"w": torch.zeros(2, 4), "k": 1}])
+    with pytest.raises(ValueError, match=r"at 'w': \(2, 3\) torch.int64"):
+        tree.stack([a, {"w": torch.zeros(2, 3, dtype=torch.int64), "k": 1}])
+    with pytest.raises(ValueError, match="at 'k': 2 against 1"):
+        tree.stack([a, {"w": torch.zeros(2, 3), "k": 2}])
+    with pytest.raises(ValueError, match="does not match pytree 0"):
+        tree.stack([a, {"w": torch.zeros(2, 3)}])
+    with pytest.raises(ValueError, match="at least one"):
+        tree.stack([])
+    with pytest.raises(ValueError, match="one common leading axis"):
+        tree.unstack({"a": torch.zeros(2), "b": torch.zeros(3)})
+    with pytest.raises(ValueError, match="one common leading axis"):
+        tree.unstack({"a": torch.zeros(())})

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import torch
 
 from hwr import optim, tree
-from hwr.engine import autotune, perf, runtime, train
+from hwr.engine import autotune, perf, runtime, stacked, train
 from hwr.errors import InputError
 from hwr.losses import Loss
 from hwr.models import Model
@@ -54,6 +54,7 @@ __all__ = [
     "from_legacy",
     "keep_candidate",
     "release_shared",
+    "stacked_step",
     "train_step",
     "tuned_step",
 ]
@@ -292,6 +293,48 @@ def tuned_step(
         _SHARED[key] = (step.core, choice)
         shared = False
     return step, {**_record(choice), "shared": shared}
+
+
+def stacked_step(
+    execution: Execution,
+    model: Model,
+    tuned: Tuned,
+    example_states: train.TrainState,
+    example_batches: Any,
+    example_hps: PyTree,
+) -> tuple[stacked.StackedStep, dict[str, Any]]:
+    """K trials of ``tuned``'s structure in one step: ``hwr.engine.stacked.vmapped(train.hyper_step(model,
+    tuned.parts))`` over stacked states, batches and values (``stacked.stack_trials``), under ``execution``'s
+    precision and memory format; compiled, through one candidate (the pinned one, else plain inductor in the
+    forced memory format: timing K trials per candidate would cost more than it saves), shared in this process by
+    every group of ``tuned.structure`` and K, and its first step checked against the eager one on the examples
+    (``autotune.check_step``; ``RuntimeError`` when they differ). The record says how it was built."""
+    model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
+    device, k = example_states.step.device, stacked.trials_of(example_states)
+    candidate = autotune.INDUCTOR
+    if execution.compile and execution.candidate:
+        candidate = _candidates(execution, device)[0]
+    channels_last = candidate.channels_last or execution.memory_format == "channels_last"
+    model = perf.channels_last(model) if channels_last else model
+    eager = stacked.vmapped(train.hyper_step(model, tuned.parts))
+    record = {"compile": False, "memory_format": "channels_last" if channels_last else "contiguous", "trials": k}
+    if not execution.compile:
+        return eager, record
+    group = tuned._replace(structure=f"vmapped {k} | {channels_last} | {tuned.structure}")
+    key = _shared_key(execution, model, group, example_states, example_batches, (candidate,))
+    shared = key in _SHARED
+    if not shared:
+        if _ENTRIES["compiled"] + 1 > torch._dynamo.config.recompile_limit:
+            release_shared()
+        core = train.compile(eager, mode=candidate.mode, **candidate.options)
+        _ENTRIES["compiled"] += 1
+        _SHARED[key] = (core, autotune.Choice(candidate, {}, {}, False, key, ""))
+    core = _SHARED[key][0]
+    bound = lambda step: train.Bound(step, example_hps)
+    reason = autotune.check_step(bound(core), bound(eager), example_states, example_batches)
+    if reason is not None:
+        raise RuntimeError(f"the vmapped compiled step of structure {key} differs from the eager one: {reason}")
+    return core, {**record, "compile": True, "candidate": candidate.name, "shared": shared}
 
 
 def _record(choice: autotune.Choice) -> dict[str, Any]:

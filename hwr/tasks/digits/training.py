@@ -51,6 +51,7 @@ __all__ = [
     "load_run",
     "make_batches",
     "make_step",
+    "post_train",
     "run",
     "structure",
     "tuned",
@@ -211,12 +212,13 @@ def make_batches(config: RunConfig, p: Prepared, key: random.Key) -> Callable[[i
     return lambda epoch: bt.sampled_batches(random.fold_in(key, epoch), x, y, config.batch_size, power=power)
 
 
-def _post_train(
+def post_train(
     config: RunConfig, execution: Execution, p: Prepared, state: train.TrainState, key: random.Key
 ) -> tuple[Any, dict, dict[str, Any] | None]:
-    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.finetune``).
-    Returns the final params (``state.params`` itself when nothing applies), a record of the choices made, and the
-    honest validation summary of a WiSE-FT run (``_wise``; None otherwise: validation is measured afresh)."""
+    """WiSE-FT, cRT, tau-normalisation and post-hoc logit adjustment as ``config`` asks (``hwr.tasks.digits.finetune``)
+    on a trained ``state`` (``run``'s, and each trial's of ``hwr.tasks.digits.lockstep.train_lockstep``). Returns
+    the final params (``state.params`` itself when nothing applies), a record of the choices made, and the honest
+    validation summary of a WiSE-FT run (``_wise``; None otherwise: validation is measured afresh)."""
 
     hp = hyperparameters(config, p) if config.classifier.crt_epochs > 0 else {}
 
@@ -399,7 +401,7 @@ def _finish(
     temperature fitted on the validation split (``calibration.json``), the figures, ``metrics.json`` and the final
     checkpoint."""
     p = s.p
-    params, post, honest_val = _post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
+    params, post, honest_val = post_train(config, execution, p, state, random.fold_in(p.keys.data, -1))
     if params is not state.params:
         state, val = state._replace(params=params), honest_val
     evaluate_on = lambda xy: evaluate(
