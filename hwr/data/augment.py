@@ -54,7 +54,9 @@ class AugmentConfig:
     Gaussian of ``sigma`` pixels, times ``alpha`` pixels (Simard's MNIST setting is alpha 34, sigma 4: an RMS
     displacement of about ``alpha * 0.58 / (3.54 * sigma)`` = 1.4 px). erase_prob: chance a sample gets one
     rectangle set to 0 (background), of area fraction uniform in ``erase_scale``, aspect in [0.3, 3.3].
-    hflip: mirror half of the samples (off by default: it turns digits and letters into other symbols).
+    blur: max Gaussian blur in pixels: every sample is blurred with sigma uniform in ``[0, blur]`` and its peak
+    restored (what a low-resolution scan, a defocused photo or an upsampled 8x8 digit looks like after
+    ``hwr.data.digits.mnist_style``, which rescales the peak to 1). hflip: mirror half of the samples (off by default: it turns digits and letters into other symbols).
     """
 
     rotation: float = 0.0
@@ -66,6 +68,7 @@ class AugmentConfig:
     erase_prob: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.15)
     hflip: bool = False
+    blur: float = 0.0
 
     def __post_init__(self) -> None:
         try:
@@ -73,7 +76,7 @@ class AugmentConfig:
         except (TypeError, ValueError):
             raise InputError(f"erase_scale must be two numbers (low, high), got {self.erase_scale!r}") from None
         object.__setattr__(self, "erase_scale", (lo, hi))
-        for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob"):
+        for name in ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob", "blur"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise InputError(f"augment {name} must be a finite number, got {v!r}")
@@ -86,6 +89,7 @@ class AugmentConfig:
             (self.elastic_alpha >= 0, "elastic_alpha", ">= 0 pixels"),
             (self.elastic_sigma > 0, "elastic_sigma", "> 0 pixels"),
             (0 <= self.erase_prob <= 1, "erase_prob", "a probability in [0, 1]"),
+            (0 <= self.blur <= 8, "blur", "a max Gaussian sigma in [0, 8] pixels"),
         ]
         for ok, name, want in checks:
             if not ok:
@@ -97,7 +101,7 @@ class AugmentConfig:
 
     def is_identity(self) -> bool:
         """True when every transform is off (``augment`` then returns its input unchanged)."""
-        return not (self._warps() or self.erase_prob > 0)
+        return not (self._warps() or self.erase_prob > 0 or self.blur > 0)
 
     def _warps(self) -> bool:
         return bool(self.rotation or self.translate or self.scale or self.shear or self.elastic_alpha or self.hflip)
@@ -217,6 +221,7 @@ def _values(config: AugmentConfig, h: int, w: int, device: torch.device | None) 
         "erase_prob": config.erase_prob,
         "erase_low": config.erase_scale[0],
         "erase_high": config.erase_scale[1],
+        "blur": config.blur,
     }
 
 
@@ -292,6 +297,24 @@ def _erase(u: torch.Tensor, x: torch.Tensor, v: dict[str, Any]) -> torch.Tensor:
     return x.masked_fill(hole[:, None], 0.0)
 
 
+def _blur(u: torch.Tensor, x: torch.Tensor, v: dict[str, Any]) -> torch.Tensor:
+    """Blur each sample by a Gaussian of sigma ``u * v["blur"]`` pixels (uniforms ``u`` ``(B,)``), zero padded, as
+    two batched matmuls with per-sample ``(H, H)`` and ``(W, W)`` matrices, then restore each sample's peak."""
+    sigma = (u * v["blur"]).clamp_min(0.05).to(x.dtype)  # (B,); 0.05 px is the identity to float rounding
+
+    def band(n: int) -> torch.Tensor:  # (B, n, n): G[b, i, j] = g_b(i - j), g_b normalised over |t| < n
+        t = torch.arange(-(n - 1), n, device=x.device, dtype=x.dtype)
+        g = torch.exp(-(t * t) / (2.0 * sigma[:, None] ** 2))  # (B, 2n - 1)
+        g = g / g.sum(1, keepdim=True)
+        i = torch.arange(n, device=x.device)
+        return g[:, (i[:, None] - i[None, :]) + n - 1]
+
+    h, w = x.shape[-2:]
+    y = band(h)[:, None] @ x @ band(w)[:, None].transpose(-1, -2)  # (B, C, H, W)
+    peak = x.amax((1, 2, 3), keepdim=True)
+    return y * (peak / y.amax((1, 2, 3), keepdim=True).clamp_min(1e-6))
+
+
 def augment(key: Key, images: torch.Tensor, config: AugmentConfig, hp: dict[str, Any] | None = None) -> torch.Tensor:
     """Float images ``(B, C, H, W)`` in ``[0, 1]`` -> augmented images of the same shape and dtype.
 
@@ -311,16 +334,18 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig, hp: dict[str,
     v = _values(config, h, w, images.device) if hp is None else hp
     # All the randomness in one draw: inductor then generates the hashing once, not once per consumer
     # (each separate draw added tens of seconds to a cold compile). Layout: affine (B, 6) | erase (B, 5) |
-    # elastic (2B, H, W) when on.
+    # elastic (2B, H, W) when on | blur (B) (last, so the earlier draws keep their numbers when it is on).
     n_elastic = 2 * b * h * w if config.elastic_alpha > 0 else 0
-    u = random.uniform(key, (11 * b + n_elastic,))
+    u = random.uniform(key, (12 * b + n_elastic,))
     x = images
     if config._warps():
         theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config, v)
         grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
         if n_elastic:
-            grid = grid + _elastic(u[11 * b :].view(2 * b, h, w), b, h, w, config, v)
+            grid = grid + _elastic(u[11 * b : 11 * b + n_elastic].view(2 * b, h, w), b, h, w, config, v)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if config.blur > 0:
+        x = _blur(u[11 * b + n_elastic :], x, v)
     if config.erase_prob > 0:
         x = _erase(u[6 * b : 11 * b].view(b, 5), x, v)
     return x

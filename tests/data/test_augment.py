@@ -26,7 +26,7 @@ def _digits(n=8, h=28, w=28, seed=0):
 
 def test_config_defaults_are_identity_and_validated():
     assert A.AugmentConfig().is_identity()
-    for field in ("rotation", "translate", "scale", "shear", "elastic_alpha", "erase_prob"):
+    for field in ("rotation", "translate", "scale", "shear", "elastic_alpha", "erase_prob", "blur"):
         assert not A.AugmentConfig(**{field: 0.1}).is_identity(), field
     assert not A.AugmentConfig(hflip=True).is_identity()
     assert A.AugmentConfig(elastic_sigma=9.0).is_identity()  # sigma alone does nothing
@@ -40,6 +40,8 @@ def test_config_defaults_are_identity_and_validated():
         dict(elastic_alpha=-1),
         dict(elastic_sigma=0),
         dict(erase_prob=1.5),
+        dict(blur=-0.5),
+        dict(blur=9),
         dict(erase_scale=(0.3, 0.2)),
         dict(erase_scale=(0, 0.2)),
         dict(rotation=float("nan")),
@@ -145,7 +147,8 @@ def test_keyed_pure_and_shape_preserving():
 
 
 @pytest.mark.parametrize(
-    "spec", ["rotation=10", "translate=2", "scale=0.1", "shear=10", "elastic_alpha=34", "erase_prob=1", "standard"]
+    "spec",
+    ["rotation=10", "translate=2", "scale=0.1", "shear=10", "elastic_alpha=34", "erase_prob=1", "blur=2", "standard"],
 )
 def test_per_sample_parameters(spec):
     x = _digits(1).expand(8, 1, 28, 28).contiguous()  # eight copies of one image
@@ -215,6 +218,28 @@ def test_random_erasing_blanks_one_rectangle():
     assert bool((out[~erased] == 1).all())
 
 
+def test_blur_is_a_gaussian_of_at_most_blur_pixels_with_the_peak_kept():
+    x = torch.zeros(64, 1, 29, 29)
+    x[:, 0, 14, 14] = 0.8  # a point: the output is the kernel itself, scaled to the point's peak
+    out = A.augment(random.key(5), x, A.AugmentConfig(blur=2.0))
+    torch.testing.assert_close(out.amax((1, 2, 3)), torch.full((64,), 0.8))  # the peak restored
+    profile = out[:, 0, 14] / out[:, 0, 14].sum(1, keepdim=True)  # (64, 29): the row through the point
+    t = torch.arange(29.0) - 14
+    sigma = (profile * t * t).sum(1).sqrt()
+    assert float(sigma.max()) <= 2.0 + 1e-3 and float(sigma.min()) < 0.5  # uniform in [0, 2]
+    assert 0.7 < float(sigma.median()) < 1.3
+    torch.testing.assert_close(out[:, 0].transpose(1, 2), out[:, 0])  # isotropic: the same along both axes
+
+
+def test_blur_draws_last_so_the_other_transforms_keep_their_numbers():
+    x = _digits(6)
+    base = A.AugmentConfig(rotation=10, elastic_alpha=8, erase_prob=0.0)
+    both = A.augment(random.key(4), x, A.AugmentConfig(rotation=10, elastic_alpha=8, blur=1.5))
+    u = random.uniform(random.key(4), (12 * 6 + 2 * 6 * 28 * 28,))
+    expected = A._blur(u[11 * 6 + 2 * 6 * 28 * 28 :], A.augment(random.key(4), x, base), {"blur": 1.5})
+    torch.testing.assert_close(both, expected)
+
+
 def test_make_transform():
     x = (torch.rand(4, 1, 28, 28) * 255).to(torch.uint8)
     plain = A.make_transform(None, 0.1307, 0.3081)
@@ -233,7 +258,15 @@ def test_make_transform():
 # ------------------------------------------------------------------------------------------------ compile
 
 FULL = A.AugmentConfig(
-    rotation=12, translate=2, scale=0.1, shear=8, elastic_alpha=34, elastic_sigma=4, erase_prob=0.5, hflip=True
+    rotation=12,
+    translate=2,
+    scale=0.1,
+    shear=8,
+    elastic_alpha=34,
+    elastic_sigma=4,
+    erase_prob=0.5,
+    hflip=True,
+    blur=1.5,
 )
 
 

@@ -61,6 +61,7 @@ def trial(source, i: int, weighting: str = "logit_adjust") -> RunConfig:
             elastic_sigma=3 + i / 4,
             erase_prob=0.1 * f,
             erase_scale=(0.02 * f, 0.2),
+            blur=0.5 * f,
         ),
         mix=MixConfig(mixup=0.2 * f + 0.5 * (i % 2), cutmix=0.3 * f, prob=0.3 * f),
         finetune=FinetuneConfig(str(source), "all", 0.1 * f, l2sp=1e-3 * f),

@@ -150,7 +150,7 @@ def _transform_of(config: RunConfig) -> Callable[[dict[str, Any]], train.Transfo
 _NUMBERS = {  # the values hyperparameters() carries: only whether each is on (non-zero) is structure
     "optim": ("lr", "warmup", "weight_decay", "momentum", "clip_norm"),
     "loss": ("power", "beta", "tau", "label_smoothing", "defer"),
-    "augment": ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob"),
+    "augment": ("rotation", "translate", "scale", "shear", "elastic_alpha", "elastic_sigma", "erase_prob", "blur"),
     "mix": ("mixup", "cutmix", "prob"),
 }
 _NOT_THE_STEP = (  # what the batches, the fit loop, the data or post-training decide, never the step's graph
