@@ -19,8 +19,8 @@
 #
 # Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes: seconds, for the CPU test),
 # STAGES (default "tests step tta vmap"; add "strings" when the lease has 2 more minutes), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
-# TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT / VMAP_TIMEOUT in seconds (defaults 200 / 220 / 150 / 240: 13 minutes
-# at most in all; STAGES="tests step tta" keeps under 10).
+# TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT / VMAP_TIMEOUT in seconds (defaults 170 / 200 / 120 / 110: 10 minutes
+# at most in all, inside a 15-minute lease with the machine's start).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,14 +73,14 @@ else
   step_args=()
   tta_args=()
   strings_args=(--epochs 2)
-  vmap_args=()
+  vmap_args=(--ks 1,8,32 --windows 3)  # three compiles on the GPU machine's 16 cores, each stage row saved
 fi
 [[ ${TF32:-0} == 1 ]] && step_args+=(--tf32)
 
 for stage in $stages; do
   case $stage in
     tests)
-      run_stage tests "${TESTS_TIMEOUT:-200}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/engine/test_device.py \
+      run_stage tests "${TESTS_TIMEOUT:-170}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/engine/test_device.py \
         "${tests_k[@]}" --junitxml "$out/tests.xml"
       "$PYTHON" - "$out/tests.xml" "$out/tests.json" <<'PY'
 import json, sys, xml.etree.ElementTree as ET
@@ -100,15 +100,15 @@ json.dump({"counts": counts, "cases": cases}, open(sys.argv[2], "w"), indent=2)
 PY
       ;;
     step)
-      run_stage step "${STEP_TIMEOUT:-220}" "$PYTHON" benchmarks/step.py --device "$device" --quick --no-warm \
+      run_stage step "${STEP_TIMEOUT:-200}" "$PYTHON" benchmarks/step.py --device "$device" --quick --no-warm \
         --json "$out/step.json" "${step_args[@]}"
       ;;
     tta)
-      run_stage tta "${TTA_TIMEOUT:-150}" "$PYTHON" benchmarks/time_to_accuracy.py --recipe fast --seeds 0 \
+      run_stage tta "${TTA_TIMEOUT:-120}" "$PYTHON" benchmarks/time_to_accuracy.py --recipe fast --seeds 0 \
         --device "$device" --fresh --out "$out/runs" --json "$out/time_to_accuracy.json" "${tta_args[@]}"
       ;;
     vmap)
-      run_stage vmap "${VMAP_TIMEOUT:-240}" "$PYTHON" benchmarks/vmap_trials.py --device "$device" \
+      run_stage vmap "${VMAP_TIMEOUT:-110}" "$PYTHON" benchmarks/vmap_trials.py --device "$device" \
         --json "$out/vmap_trials.json" "${vmap_args[@]}"
       ;;
     strings)
