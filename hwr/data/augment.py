@@ -238,6 +238,18 @@ def hyperparameters(
     return {k: x if x is None or isinstance(x, torch.Tensor) else to(x) for k, x in v.items()}
 
 
+def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, h, w), align_corners=False)``, bit for bit on the CPU, written in ops that
+    ``vmap`` batches (``affine_grid`` has no batching rule: under ``vmap`` it ran one trial at a time)."""
+
+    def centres(n: int) -> torch.Tensor:  # normalised pixel centres, computed as ATen computes them
+        return torch.linspace(-1.0, 1.0, n, dtype=theta.dtype, device=theta.device) * (n - 1) / n
+
+    ones = torch.ones(h, w, dtype=theta.dtype, device=theta.device)
+    base = torch.stack([centres(w).expand(h, w), centres(h)[:, None].expand(h, w), ones], -1)  # (h, w, 3)
+    return (base.view(1, h * w, 3) @ theta.transpose(1, 2)).view(-1, h, w, 2)
+
+
 def _affine_theta(u: torch.Tensor, h: int, w: int, cfg: AugmentConfig, v: dict[str, Any]) -> torch.Tensor:
     """Per-sample random affines from uniforms ``u`` ``(B, 6)`` in ``[0, 1)`` -> ``(B, 2, 3)`` maps."""
     r = u * 2.0 - 1.0  # (B, 6) in [-1, 1)
@@ -340,7 +352,7 @@ def augment(key: Key, images: torch.Tensor, config: AugmentConfig, hp: dict[str,
     x = images
     if config._warps():
         theta = _affine_theta(u[: 6 * b].view(b, 6), h, w, config, v)
-        grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
+        grid = _affine_grid(theta, h, w)  # (B, H, W, 2)
         if n_elastic:
             grid = grid + _elastic(u[11 * b : 11 * b + n_elastic].view(2 * b, h, w), b, h, w, config, v)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)

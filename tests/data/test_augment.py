@@ -3,6 +3,7 @@ strength, per-sample and keyed randomness, purity, each transform doing what it 
 (fullgraph) transform matching eager without recompiling for a new key or a new batch."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -238,6 +239,17 @@ def test_blur_draws_last_so_the_other_transforms_keep_their_numbers():
     u = random.uniform(random.key(4), (12 * 6 + 2 * 6 * 28 * 28,))
     expected = A._blur(u[11 * 6 + 2 * 6 * 28 * 28 :], A.augment(random.key(4), x, base), {"blur": 1.5})
     torch.testing.assert_close(both, expected)
+
+
+def test_affine_grid_is_torchs_bit_for_bit_and_batches_under_vmap():
+    for b, h, w in [(8, 28, 28), (3, 20, 36), (4, 32, 128)]:
+        theta = torch.randn(b, 2, 3, generator=torch.Generator().manual_seed(b))
+        assert torch.equal(A._affine_grid(theta, h, w), F.affine_grid(theta, [b, 1, h, w], align_corners=False))
+    thetas = torch.randn(5, 8, 2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "batching rule not implemented" fallback
+        mapped = torch.func.vmap(lambda t: A._affine_grid(t, 28, 28))(thetas)
+    assert torch.equal(mapped, torch.stack([A._affine_grid(t, 28, 28) for t in thetas]))
 
 
 def test_make_transform():
