@@ -1,6 +1,7 @@
 """Compile time (cold and warm inductor cache) and steady throughput of the seed CNN train step.
 
     .venv/bin/python benchmarks/compile_time.py --batch-size 128
+    .venv/bin/python benchmarks/compile_time.py --augment standard --option realize_reads_threshold=1
 
 Two child processes share one fresh ``TORCHINDUCTOR_CACHE_DIR``: the first compiles cold (empty cache), the
 second warm. Each times its first compiled call, then the eager and the compiled step over ``--steps`` steps
@@ -26,12 +27,30 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks import harness
 
 
-def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str, float]:
+def _options(pairs: list[str]) -> dict[str, int | float | bool | str]:
+    """``["realize_reads_threshold=1", ...]`` -> inductor options (numbers and true/false parsed)."""
+    out: dict[str, int | float | bool | str] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        low = text.lower()
+        value: int | float | bool | str = {"true": True, "false": False}.get(low, text)
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+def _worker(batch_size: int, steps: int, burn_in: int, threads: int, augment: str, options: dict) -> dict[str, float]:
     """Run in a child process: build, compile, time. Returns the figures as a dict."""
     import torch
 
     from hwr import models, optim, random
     from hwr.cli import environment
+    from hwr.data import augment as aug
     from hwr.data import batches
     from hwr.engine import train
     from hwr.losses import LossConfig, make_loss
@@ -40,7 +59,8 @@ def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str
     if threads:
         torch.set_num_threads(threads)
     model, opt = models.get("cnn"), optim.adam(1e-3)
-    step = train.train_step(model, opt, make_loss(LossConfig()))
+    transform = aug.make_transform(aug.parse_augment(augment), 0.1307, 0.3081)
+    step = train.train_step(model, opt, make_loss(LossConfig()), transform=transform)
     state = train.init_state(model, opt, random.key(0))
     g = torch.Generator().manual_seed(0)
     batch = batches.Batch(
@@ -49,7 +69,7 @@ def _worker(batch_size: int, steps: int, burn_in: int, threads: int) -> dict[str
         torch.ones(batch_size, dtype=torch.bool),
     )
 
-    compiled = train.compile(step)
+    compiled = train.compile(step, **options)
     t0 = time.perf_counter()
     _, m = compiled(state, batch)
     float(m["loss"])
@@ -77,35 +97,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50, help="timed steps per mode")
     p.add_argument("--burn-in", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default, one per core)")
+    p.add_argument("--augment", default="none", help="augmentation in the step (a preset or key=value,...)")
+    p.add_argument("--option", action="append", default=[], help="inductor option KEY=VALUE (repeatable)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.batch_size, args.steps, args.burn_in, args.threads)))
+        figures = _worker(args.batch_size, args.steps, args.burn_in, args.threads, args.augment, _options(args.option))
+        print(json.dumps(figures))
         return
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="hwr-inductor-") as cache:
         env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache}
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--batch-size",
-            str(args.batch_size),
-            "--steps",
-            str(args.steps),
-            "--burn-in",
-            str(args.burn_in),
-            "--threads",
-            str(args.threads),
-        ]
+        sizes = ["--batch-size", str(args.batch_size), "--steps", str(args.steps), "--burn-in", str(args.burn_in)]
+        cmd = [sys.executable, __file__, "--worker", *sizes, "--threads", str(args.threads), "--augment", args.augment]
+        cmd += [f"--option={o}" for o in args.option]
         for phase in ("cold", "warm"):
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             rows[phase] = json.loads(out.strip().splitlines()[-1])
 
     load = os.getloadavg()[0]
-    title = f"seed CNN train step, batch {args.batch_size}, {args.steps} timed steps, load average {load:.1f}"
+    extra = f", augment {args.augment}" + "".join(f", {o}" for o in args.option)
+    title = f"seed CNN train step, batch {args.batch_size}{extra}, {args.steps} timed steps, load average {load:.1f}"
     harness.print_table(
         title,
         ("cache", "compile (s)", "eager steps/s", "compiled steps/s", "eager samples/s", "compiled samples/s"),
@@ -123,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.json:
         meta = {"batch_size": args.batch_size, "steps": args.steps, "threads": args.threads, "load_average": load}
+        meta |= {"augment": args.augment, "options": _options(args.option)}
         harness.write_json(args.json, meta | rows)
 
 

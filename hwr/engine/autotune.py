@@ -45,6 +45,7 @@ __all__ = [
     "check_step",
     "compile_step",
     "default_candidates",
+    "inductor",
 ]
 
 CACHE_FILE = "autotune.json"
@@ -65,13 +66,14 @@ class Candidate:
 
 
 INDUCTOR = Candidate("inductor")
-CPU_CANDIDATES = (
+_SHARED = (  # the candidates of every device; a CPU build adds perf.CPU_BUILD
     INDUCTOR,
     Candidate("channels_last+aten", channels_last=True, options=perf.ATEN_GRAPH),
     Candidate("channels_last+inductor", channels_last=True),
 )
+CPU_CANDIDATES = tuple(dataclasses.replace(c, options=perf.CPU_BUILD | c.options) for c in _SHARED)
 CUDA_CANDIDATES = (
-    *CPU_CANDIDATES,
+    *_SHARED,
     Candidate("cudagraphs", mode="reduce-overhead"),
     Candidate("channels_last+cudagraphs", channels_last=True, mode="reduce-overhead"),
 )
@@ -93,6 +95,11 @@ class Choice:
         """The chosen step's speed over candidate ``over`` (None where ``over`` was not timed)."""
         base, mine = self.seconds_per_step.get(over), self.seconds_per_step.get(self.candidate.name)
         return base / mine if base and mine else None
+
+
+def inductor(device: torch.device) -> Candidate:
+    """The plain inductor candidate of ``device`` (the one a single compile without timing takes)."""
+    return (CUDA_CANDIDATES if device.type == "cuda" else CPU_CANDIDATES)[0]
 
 
 def default_candidates(device: torch.device, params: Any) -> tuple[Candidate, ...]:

@@ -311,7 +311,7 @@ def stacked_step(
     (``autotune.check_step``; ``RuntimeError`` when they differ). The record says how it was built."""
     model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
     device, k = example_states.step.device, stacked.trials_of(example_states)
-    candidate = autotune.INDUCTOR
+    candidate = autotune.inductor(device)
     if execution.compile and execution.candidate:
         candidate = _candidates(execution, device)[0]
     channels_last = candidate.channels_last or execution.memory_format == "channels_last"
