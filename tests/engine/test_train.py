@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 from benchmarks import reference
 from hwr import models, optim, random, tree
 from hwr.data.batches import Batch
-from hwr.engine import train
+from hwr.engine import perf, train
 from hwr.losses import LossConfig, make_loss
 from hwr.models.cnn import CNNConfig
 
@@ -43,7 +43,7 @@ def seed():
     model = models.get("cnn")
     opt = optim.adam(optim.onecycle(3e-3, SCHEDULE_STEPS))
     step = train.train_step(model, opt, make_loss(LossConfig()))
-    compiled = train.compile(step)
+    compiled = train.compile(step, **perf.CPU_BUILD)  # as hwr builds it on the CPU
     state = train.init_state(model, opt, random.key(0))
     batch = _batch()
     torch._dynamo.reset()

@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 
 from hwr import losses, models, optim, random, tree
 from hwr.data.batches import Batch
-from hwr.engine import train
+from hwr.engine import perf, train
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
 from hwr.models.rnn import RNNConfig
@@ -231,7 +231,11 @@ def compiled(request):
     counters.clear()
     # inductor for the CNN (the other families' inductor numerics: the strings step's test for the crnn); the
     # RNN and ViT are traced to one graph by AOT autograd without code generation, which is where CI's minutes go
-    fast = train.compile(step) if request.param == "cnn" else torch.compile(step, fullgraph=True, backend="aot_eager")
+    fast = (
+        train.compile(step, **perf.CPU_BUILD)
+        if request.param == "cnn"
+        else torch.compile(step, fullgraph=True, backend="aot_eager")
+    )
     first = fast(state, batch)
     stats = {"graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}
     return {

@@ -12,7 +12,7 @@ from torch._dynamo.utils import counters
 from hwr import checkpoint, models, optim, pattern, random, runs, tree
 from hwr.config import from_dict, to_dict
 from hwr.data import strings as ds
-from hwr.engine import train
+from hwr.engine import perf, train
 from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
@@ -72,7 +72,7 @@ def test_compiled_step_is_one_graph_and_matches_eager(prepared):
     batch = sr.StringBatches(random.key(1), p.pools["train"], SPEC, 8, 1)[0]
     step = sr.make_step(p)
     counters.clear()
-    compiled = train.compile(step)
+    compiled = train.compile(step, **perf.CPU_BUILD)  # as hwr builds it on the CPU
     s_c, m_c = compiled(state, batch)
     s_e, m_e = step(state, batch)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
