@@ -1,0 +1,43 @@
+"""benchmarks/source_transfer.py: every source variant is pretrained, scored zero-shot on held-out optdigits and by
+the study's start fine-tuned from it, all on validation splits (no run reads a test split); a bad spec exits 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "source_transfer.py"
+
+
+def test_each_source_is_scored_zero_shot_and_by_the_start_on_validation_only(tmp_path):
+    out, runs = tmp_path / "t.json", tmp_path / "r"
+    smoke = ["--limit-train", "256", "--no-compile", "--draws", "0", "1", "--seeds", "0", "--finetune-epochs", "1"]
+    args = [*smoke, "--augment", "none", "rotation=5", "--out", str(runs), "--json", str(out)]
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["augment"] for r in rows] == ["none", "rotation=5"]
+    for r in rows:
+        assert len(r["start_val_macro_f1"]) == 2 and 0 <= r["zero_shot_macro_f1"] <= 1
+        assert r["start_mean"] == sum(r["start_val_macro_f1"]) / 2
+    folders = sorted(p.name for p in runs.iterdir())
+    assert folders == [
+        "source-none-e3",
+        "source-rotation5-e3",
+        "start-source-none-e3-draw0-seed0",
+        "start-source-none-e3-draw1-seed0",
+        "start-source-rotation5-e3-draw0-seed0",
+        "start-source-rotation5-e3-draw1-seed0",
+    ]
+    source = json.loads((runs / "source-rotation5-e3" / "config.json").read_text())
+    assert source["augment"]["rotation"] == 5.0 and source["recipe"] == "fast"
+    for name in folders:  # neither the sources nor the fine-tunes read a test split
+        assert json.loads((runs / name / "metrics.json").read_text())["test"] is None
+    start = json.loads((runs / folders[3] / "config.json").read_text())
+    assert start["dataset"].startswith("optdigits-lt") and "draw=1" in start["dataset"]
+    assert start["finetune"]["source"].endswith("source-none-e3")
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), "--augment", "twirl=3"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "unknown augmentation key 'twirl'" in bad.stderr
