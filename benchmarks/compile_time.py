@@ -31,7 +31,9 @@ def _options(pairs: list[str]) -> dict[str, int | float | bool | str]:
     """``["realize_reads_threshold=1", ...]`` -> inductor options (numbers and true/false parsed)."""
     out: dict[str, int | float | bool | str] = {}
     for pair in pairs:
-        key, _, text = pair.partition("=")
+        key, eq, text = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--option {pair!r}: write KEY=VALUE, e.g. --option realize_reads_threshold=1")
         low = text.lower()
         value: int | float | bool | str = {"true": True, "false": False}.get(low, text)
         for kind in (int, float):

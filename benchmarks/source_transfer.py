@@ -29,6 +29,7 @@ from hwr.data.augment import parse_augment
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
 from hwr.tasks.digits.training import evaluate_run
+from hwr.tune import stats
 from hwr.tune.spec import StudyContext
 from hwr.tune.study import train_fresh
 from studies import optdigits_longtail as study
@@ -79,6 +80,22 @@ def _row(augment: str, args: argparse.Namespace, data: DataSettings) -> dict[str
     }
 
 
+def _paired(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row after the first gains ``start_minus_first``: the paired 95% interval (``hwr.tune.stats``) of its
+    start's validation macro-F1 minus the first row's, over the same draws and seeds (None for fewer than 2)."""
+    base = rows[0]["start_val_macro_f1"]
+    for r in rows[1:]:
+        ok = len(base) > 1
+        r["start_minus_first"] = stats.paired_interval(r["start_val_macro_f1"], base)._asdict() if ok else None
+    return rows
+
+
+def _interval(iv: dict[str, Any] | None) -> str:
+    if iv is None:
+        return ""
+    return f"{100 * iv['mean']:+.2f} [{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}] points"
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--augment", nargs="+", default=["none", "standard"], help="one source per augmentation spec")
@@ -100,11 +117,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     environment.start()
     data = DataSettings()
-    rows = [_row(spec, args, data) for spec in args.augment]
+    rows = _paired([_row(spec, args, data) for spec in args.augment])
     n = len(args.draws) * len(args.seeds)
     harness.print_table(
-        f"MNIST sources -> optdigits (validation only; start: mean of {n} runs)",
-        ("source augmentation", "MNIST val acc", "zero-shot macro-F1", "start val macro-F1", "min"),
+        f"MNIST sources -> optdigits (validation only; start: mean of {n} runs, paired by draw and seed with the first)",
+        ("source augmentation", "MNIST val acc", "zero-shot macro-F1", "start val macro-F1", "min", "start - first"),
         [
             (
                 r["augment"],
@@ -112,6 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"{r['zero_shot_macro_f1']:.4f}",
                 f"{r['start_mean']:.4f}",
                 f"{min(r['start_val_macro_f1']):.4f}",
+                _interval(r.get("start_minus_first")),
             )
             for r in rows
         ],

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import statistics
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,17 +83,18 @@ def _runners(model: Any, k: int, pool: list, compiled: dict[str, Any], mode: str
     """``{"separate": round, "vmapped": round}``: one call advances each of the K trials one step."""
     from hwr import tree
     from hwr.data import augment as aug
-    from hwr.engine import stacked, train
+    from hwr.engine import autotune, stacked, train
 
     augment = aug.AugmentConfig(rotation=10.0, translate=2.0)
     device = pool[0].images.device
     trials = [_trial(model, i, augment, device) for i in range(k)]
     core = train.hyper_step(model, _parts(augment))
+    options = autotune.inductor(device).options  # as hwr builds it (execution.stacked_step): CPU_BUILD on the CPU
     if mode == "compiled" and "separate" not in compiled:
-        compiled["separate"] = train.compile(core)  # shared by every K, as a study's trials share it
+        compiled["separate"] = train.compile(core, **options)  # shared by every K, as a study's trials share it
     separate = compiled["separate"] if mode == "compiled" else core
     vmapped = stacked.vmapped(core)
-    vmapped = train.compile(vmapped) if mode == "compiled" else vmapped
+    vmapped = train.compile(vmapped, **options) if mode == "compiled" else vmapped
     states, hps, n = [s for s, _ in trials], [h for _, h in trials], len(pool)
     batches = [tree.stack([pool[(i + j) % n] for i in range(k)]) for j in range(n)]  # trial i: its own order
     held, _, stacked_hps = stacked.stack_trials(states, [pool[i % n] for i in range(k)], hps)
@@ -215,10 +215,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ks = [int(k) for k in args.ks.split(",")]
     if min(ks) < 1:
         ap.error(f"--ks must be >= 1, got {ks}")
+    if "compiled" in modes and len(ks) > 7:  # each K is a graph of its own for one code object
+        ap.error(f"at most 7 values of K compile in one process (dynamo's 8 versions of a function); got {len(ks)}")
     from hwr.cli import environment
 
     environment.start()
-    warnings.filterwarnings("ignore", message=".*batching rule for aten::affine_grid_generator")  # said in the README
     rows = measure(
         ks,
         modes,

@@ -21,6 +21,10 @@ def test_each_source_is_scored_zero_shot_and_by_the_start_on_validation_only(tmp
     for r in rows:
         assert len(r["start_val_macro_f1"]) == 2 and 0 <= r["zero_shot_macro_f1"] <= 1
         assert r["start_mean"] == sum(r["start_val_macro_f1"]) / 2
+    diff = [a - b for a, b in zip(rows[1]["start_val_macro_f1"], rows[0]["start_val_macro_f1"], strict=True)]
+    paired = rows[1]["start_minus_first"]  # paired by draw and seed with the first source
+    assert "start_minus_first" not in rows[0] and paired["n"] == 2
+    assert abs(paired["mean"] - sum(diff) / 2) < 1e-12 and paired["low"] <= paired["mean"] <= paired["high"]
     folders = sorted(p.name for p in runs.iterdir())
     assert folders == [
         "source-none-e3",

@@ -3,7 +3,8 @@
 ``augment(key, images, config)`` draws every sample's own parameters from ``key`` and resamples the batch once:
 the random affine (rotation, scale, shear, translation, optional flip) and the elastic displacement field
 (Simard et al. 2003) are summed into one sampling grid for ``grid_sample``, so the image is interpolated a single
-time; random erasing then blanks a rectangle per chosen sample. No global RNG, no Python per-sample loop, no
+time; an optional Gaussian blur (a per-sample sigma) follows, and random erasing then blanks a rectangle per
+chosen sample. No global RNG, no Python per-sample loop, no
 data-dependent shapes: the same function runs eagerly and inside ``torch.compile(fullgraph=True)`` and gives the
 same result (to float rounding) for the same key.
 

@@ -43,6 +43,7 @@ __all__ = [
     "build_core",
     "build_step",
     "check_step",
+    "compare",
     "compile_step",
     "default_candidates",
     "inductor",
@@ -237,7 +238,18 @@ def _mismatch(
     off a float64 reference by 1.7e-5, the compiled ones by 1e-8; their Adam updates then differ by 2% relative).
     A wrong computation (a layout, a missing term) moves the loss, the gradient norm or the updates by their own
     size."""
-    got_state, got_m = fn(state, batch)
+    return compare(fn(state, batch), want, state, atol)
+
+
+def compare(
+    got: tuple[train.TrainState, train.Metrics],
+    want: tuple[train.TrainState, train.Metrics],
+    state: train.TrainState,
+    atol: float = 1e-5,
+) -> str | None:
+    """None if the step outputs ``got`` match the eager step's ``want`` from ``state`` within ``_mismatch``'s
+    tolerances, else what differs (for steps already run, e.g. one trial of a vmapped step)."""
+    got_state, got_m = got
     ref_state, ref_m = want
     err = _relative(got_m["loss"], ref_m["loss"], ref_m["loss"])
     if not err <= atol:

@@ -20,7 +20,8 @@ Each ``Model`` wrapper returns a ``Model`` with the same ``init``/``apply`` sign
   so the counter-based key hashing of the augmentation, dropout and mixing draws is generated once, not in every
   consumer: the seed CNN's step with ``standard`` augmentation built cold in 27.2 s instead of 38.2 s at batch 32
   and 27.4 s instead of 38.2 s at 128, running at the same speed (65.3 / 66.0 against 65.7 / 68.8 steps/s at 32,
-  16.0 / 16.4 against 16.8 / 16.3 at 128, cold / warm processes; one thread, AMD EPYC avx2/avx512f, quiet machine:
+  16.0 / 16.4 against 16.8 / 16.3 at 128, cold / warm processes; one thread, AMD EPYC avx2/avx512f/avx512_bf16,
+  quiet machine:
   ``python benchmarks/compile_time.py --batch-size B --augment standard --steps 100 --threads 1 [--option
   realize_reads_threshold=1]``). Not on CUDA, where its effect on triton's fused kernels is not measured.
 """

@@ -16,7 +16,7 @@ import torch
 from hwr import losses, models, nn, optim, random, tree
 from hwr.data import augment
 from hwr.data.batches import Batch
-from hwr.engine import perf, runtime, train
+from hwr.engine import perf, runtime, stacked, train
 
 META = torch.device("meta")
 B = 8
@@ -29,7 +29,7 @@ SMALL = {
 }
 EXTRAS = {"dropout": 0.25, "norm": "batch"}
 ALL_ON = augment.AugmentConfig(
-    rotation=10, translate=2, scale=0.1, shear=5, elastic_alpha=8, erase_prob=0.5, hflip=True
+    rotation=10, translate=2, scale=0.1, shear=5, elastic_alpha=8, erase_prob=0.5, hflip=True, blur=1.5
 )
 
 
@@ -166,6 +166,36 @@ def test_augment_with_everything_on_stays_on_the_device():
     assert augment.make_transform(ALL_ON, 0.1, 0.3)(random.key(0, device=META), x.to(torch.uint8)).device == META
 
 
+def _trials(device, k: int = 3):
+    """K trials of one structure on ``device`` (the small CNN with dropout and batch norm, every augmentation, its
+    own learning rate and rotation each): the ``hyper_step``, states, batches and values."""
+    cfg = _config("cnn", True)
+    model = models.get("cnn", cfg)
+
+    def parts(hp):
+        transform = augment.make_transform(ALL_ON, 0.13, 0.31, hp["augment"])
+        return optim.adam(hp["lr"]), train.classifier(losses.cross_entropy, transform=transform)
+
+    f64 = dict(dtype=torch.float64, device=device)
+    hps = [
+        {
+            "lr": torch.tensor(1e-3 * (i + 1), **f64),
+            "augment": augment.hyperparameters(dataclasses.replace(ALL_ON, rotation=5.0 * (i + 1)), (28, 28), device),
+        }
+        for i in range(k)
+    ]
+    states = [train.init_state(model, optim.adam(1e-3), random.key(i, device=device)) for i in range(k)]
+    batches = [_batch(device, cfg) for _ in range(k)]
+    return train.hyper_step(model, parts), states, batches, hps
+
+
+def test_vmapped_trials_stay_on_the_device():
+    core, states, batches, hps = _trials(META)
+    new, metrics = stacked.vmapped(core)(*stacked.stack_trials(states, batches, hps))
+    assert _off_device(new, META) == [] and _off_device(metrics, META) == []
+    assert metrics["loss"].shape == (3,)
+
+
 def test_augment_and_dropout_refuse_a_key_on_another_device():
     x = torch.empty(B, 1, 28, 28, device=META)
     with pytest.raises(ValueError, match=r"augment: the key is on cpu but the data on meta"):
@@ -299,6 +329,22 @@ def test_one_step_on_cuda_equals_the_cpu_step(name, compiled, exact_fp32):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=2e-5, msg=k)
     torch.testing.assert_close(got_m["loss"].cpu(), want_m["loss"], rtol=1e-5, atol=1e-5)
     assert int(got_m["correct"]) == int(want_m["correct"])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_vmapped_trials_on_cuda_equal_separate_steps(compiled, exact_fp32):
+    """K trials in one vmapped step on the GPU (what gpu_check's vmap stage times) equal K separate steps there."""
+    core, states, batches, hps = _trials(torch.device("cuda"))
+    step = stacked.vmapped(core)
+    step = train.compile(step) if compiled else step
+    new, metrics = step(*stacked.stack_trials(states, batches, hps))
+    assert _off_device(new, new.step.device) == [] and new.step.device.type == "cuda"
+    for i, (got, state, batch, hp) in enumerate(zip(tree.unstack(new), states, batches, hps, strict=True)):
+        want, want_m = core(state, batch, hp)
+        for (name, a), b in zip(tree.flatten_names(got, strict=False).items(), tree.leaves(want), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5, msg=f"trial {i}: {name}")
+        assert int(metrics["correct"][i]) == int(want_m["correct"])
 
 
 @pytest.mark.cuda

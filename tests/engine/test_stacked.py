@@ -149,6 +149,29 @@ def test_stacked_step_builds_from_an_execution_and_shares_the_compiled_step(tria
     ex.release_shared()
 
 
+def test_a_compiled_step_wrong_in_one_trial_is_refused_naming_it(trials, monkeypatch):
+    """The first-step check compares every trial apart (a check over the stacked leaves dilutes one wrong trial
+    among K): a build that gets trial 1 of 3 wrong (its updates scaled by 1.5) is refused, naming the trial."""
+
+    def compile(fn, *, mode=None, **options):
+        def wrong(states, batches, hps):
+            new, metrics = fn(states, batches, hps)
+            moved = lambda a, b: (
+                a if not a.is_floating_point() else torch.cat([a[:1], b[1:2] + 1.5 * (a - b)[1:2], a[2:]])
+            )
+            return new._replace(params=tree.map(moved, new.params, states.params)), metrics
+
+        return wrong
+
+    monkeypatch.setattr(train, "compile", compile)
+    ex.release_shared()
+    states, batches, hps = stacked.stack_trials(trials["states"], [bs[0] for bs in trials["batches"]], trials["hps"])
+    tuned = ex.Tuned(_parts, hps, "tiny-wrong")
+    with pytest.raises(RuntimeError, match=r"trial 1 of the vmapped compiled step.*differs from eager: params\."):
+        ex.stacked_step(Execution(device="cpu"), trials["model"], tuned, states, batches, hps)
+    ex.release_shared()
+
+
 def test_stacking_refuses_different_k_and_different_structures(trials):
     states, batches, hps = trials["states"], [bs[0] for bs in trials["batches"]], trials["hps"]
     with pytest.raises(ValueError, match="one state, one batch and one hp per trial"):
