@@ -24,7 +24,7 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
 
 - hwr_compiled: ``hwr.engine.autotune.compile_step``, the fastest of the equivalent compile configurations for this
   machine (timed once, cached under the inductor cache; ``autotune`` in the JSON says which won and each one's
-  seconds per step); ``hwr_compiled_inductor`` is the plain default inductor compile, ``hwr_compiled_fast`` the
+  seconds per step); ``hwr_compiled_inductor`` is inductor with torch.compile's own defaults (no ``perf.CPU_BUILD``), ``hwr_compiled_fast`` the
   channels-last + ATen-kernel configuration named explicitly.
 
 GPU (``--device cuda``; ``auto`` picks it when present): batches, parameters and keys live on the GPU, every timed
@@ -186,7 +186,7 @@ def _ensemble(
 
     inits = [params] + [model.init(k) for k in random.split(random.key(99, device=device), members - 1)]
     states = [train.init_state(model, opt, random.fold_in(key, m), params=p) for m, p in enumerate(inits)]
-    state = tree.map(lambda *xs: torch.stack(xs), *states)
+    state = tree.stack(states)
 
     def fn(s: Any, batch: Any) -> Any:
         return torch.func.vmap(step_fn, in_dims=(0, None))(s, batch)
@@ -334,7 +334,7 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
         **{name: _peer(cfg, peer) for name, peer in PEERS.items()},
         "hwr_eager": hwr(model, compiled=False),
         "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.engine.autotune picks for this machine
-        "hwr_compiled_inductor": hwr(model, compiled=True),  # the plain default compile
+        "hwr_compiled_inductor": hwr(model, compiled=True),  # torch.compile's own defaults (no perf.CPU_BUILD)
         "hwr_compiled_fast": hwr(cl, compiled=True, options=aten),  # channels-last + ATen kernels in one graph
         "jax_jit": lambda p, pool: _jax_runner("", cfg, p, pool),
         **{f"hwr_ensemble_k{k}": hwr(model, compiled=True, members=k) for k in (4, 8, 16, 32, 64)},
