@@ -307,8 +307,9 @@ def stacked_step(
     tuned.parts))`` over stacked states, batches and values (``stacked.stack_trials``), under ``execution``'s
     precision and memory format; compiled, through one candidate (the pinned one, else plain inductor in the
     forced memory format: timing K trials per candidate would cost more than it saves), shared in this process by
-    every group of ``tuned.structure`` and K, and its first step checked against the eager one on the examples
-    (``autotune.check_step``; ``RuntimeError`` when they differ). The record says how it was built."""
+    every group of ``tuned.structure`` and K, and its first step checked against the eager one on the examples,
+    trial by trial (``_check_each_trial``; ``RuntimeError`` naming the trial that differs). The record says how it
+    was built."""
     model = perf.autocast(model, "bfloat16") if execution.precision == "bf16" else model
     device, k = example_states.step.device, stacked.trials_of(example_states)
     candidate = autotune.inductor(device)
