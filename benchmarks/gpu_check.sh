@@ -17,7 +17,8 @@
 #                         on CUDA at all)
 #   status.json           each stage's exit code and seconds, rewritten after every stage (a lease cut short keeps it)
 #
-# Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes: seconds, for the CPU test),
+# Environment: DEVICE (default cuda; cpu rehearses the script), SMOKE=1 (tiny sizes, eager steps: seconds, for the
+# CPU test),
 # STAGES (default "tests step tta vmap"; add "strings" when the lease has 2 more minutes), PYTHON (default .venv/bin/python, else python3), TF32=1 (step.py --tf32),
 # TESTS_TIMEOUT / STEP_TIMEOUT / TTA_TIMEOUT / VMAP_TIMEOUT in seconds (defaults 140 / 170 / 110 / 120: 9 minutes
 # in all, 20 s of kill grace each at most on top, inside one 10-minute device command).
@@ -63,9 +64,11 @@ PY
 
 if [[ ${SMOKE:-0} == 1 ]]; then
   tests_k=(-k "random_follows or resolve_device")
-  step_args=(--variants eager_module,hwr_compiled --batch-sizes 8 --windows 2 --steps 2
+  # eager steps only: the rehearsal proves the script's stages and files; step.py's compiled rows and compiled
+  # runs have their own tests (tests/test_benchmarks.py, tests/cli/test_cli.py)
+  step_args=(--variants eager_module,hwr_eager --batch-sizes 8 --windows 2 --steps 2
              --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
-  tta_args=(--epochs 1 --limit-train 640 --limit-test 200 --memory-format contiguous)  # one compile, not autotune's three
+  tta_args=(--epochs 1 --limit-train 640 --limit-test 200 --no-compile)
   strings_args=(--epochs 1 --limit-train 640 --limit-test 100 --no-compile)
   vmap_args=(--ks 1,2 --modes eager --batch-size 8 --windows 2 --steps 2 --config '{"channels": [4, 8], "hidden": 16}')
 else

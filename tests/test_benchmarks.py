@@ -214,7 +214,9 @@ def test_recipe_step_refuses_an_unknown_memory_format():
 
 
 def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON."""
+    """benchmarks/gpu_check.sh with DEVICE=cpu SMOKE=1: every stage runs its CPU path in seconds and writes JSON
+    (eager steps: step.py's compiled rows and compiled runs are tested on their own, in this file and in
+    tests/cli/test_cli.py)."""
     out = tmp_path / "check"
     env = {
         **os.environ,
@@ -237,7 +239,7 @@ def test_gpu_check_script_rehearses_on_the_cpu(tmp_path):
     assert json.loads((out / "env.json").read_text())["device"] == "cpu"
     assert json.loads((out / "tests.json").read_text())["counts"]["passed"] >= 1
     step = json.loads((out / "step.json").read_text())
-    assert [r["variant"] for r in step] == ["eager_module", "hwr_compiled"] and step[0]["env"]["device"] == "cpu"
+    assert [r["variant"] for r in step] == ["eager_module", "hwr_eager"] and step[0]["env"]["device"] == "cpu"
     (tta,) = json.loads((out / "time_to_accuracy.json").read_text())
     assert tta["device"] == "cpu" and tta["smoke"] and 0.0 <= tta["test_accuracy"] <= 1.0
     vmap = json.loads((out / "vmap_trials.json").read_text())

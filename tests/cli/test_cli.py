@@ -57,9 +57,9 @@ def test_train_writes_run_folder(trained):
 
 
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
-    # compiled, autotune choosing between the channels-last candidates that test_compiled_train_matches_schema times
-    # too (the same graphs: one cold build each in the suite, not a third for the contiguous candidate)
-    args = ["train", "--recipe", "seed", "--epochs", "3", *SMALL, "--memory-format", "channels_last"]
+    # compiled, one pinned candidate (which the resume must reuse), the graph test_compiled_train_matches_schema
+    # builds too: one cold build in the suite, one compile per process
+    args = ["train", "--recipe", "seed", "--epochs", "3", *SMALL, "--compile-candidate", "channels_last+aten"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     hwr(*args, "--out", str(full))
     # A job started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and
@@ -84,6 +84,7 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path):
     b, _ = checkpoint.load_flat(ckpt)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
+    assert ma["execution"]["candidate"] == mb["execution"]["candidate"] == "channels_last+aten"
     assert ma["test"] == mb["test"]
     assert [e["train_loss"] for e in ma["epochs"]] == [e["train_loss"] for e in mb["epochs"]]
 
@@ -97,8 +98,8 @@ def test_compiled_train_matches_schema(tmp_path):
         "--epochs",
         "1",
         *SMALL,
-        "--memory-format",
-        "channels_last",
+        "--compile-candidate",  # the interrupted run's graph (autotune's record: tests/engine/test_execution.py)
+        "channels_last+aten",
         "--device",
         "cpu",
         "--out",
@@ -108,7 +109,7 @@ def test_compiled_train_matches_schema(tmp_path):
     assert m["timing"]["compile_seconds"] > 0 and m["test"]["accuracy"] > 0.8
     used = m["execution"]  # where and how it ran: metrics.json, never config.json
     assert used["device"] == "cpu" and used["compile"] is True and used["memory_format"] == "channels_last"
-    assert used["candidate"].startswith("channels_last") and used["seconds_per_step"][used["candidate"]] > 0
+    assert used["candidate"] == "channels_last+aten" and used["requested"]["candidate"] == "channels_last+aten"
     cfg = json.loads((out / "config.json").read_text())
     assert not {"compile", "precision", "memory_format", "device"} & set(cfg)
 

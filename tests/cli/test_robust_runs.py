@@ -1,6 +1,9 @@
 """The CLI in real use (issue 22): a quick ``hwr --help``, Ctrl-C in the first epoch and the hint that resumes,
 flags a resume cannot honour, two runs into one folder, and the user's environment (a device this machine
-lacks, a folder it cannot write) reported as one line and exit code 2, never as a bug."""
+lacks, a folder it cannot write) reported as one line and exit code 2, never as a bug. The console script runs in
+a subprocess where the process itself is the point (an unwritable folder, a held folder, a resume); the other bad
+inputs run ``hwr.cli.main`` in this process (``bad_here``: the same exit code and line, without importing torch
+again for each)."""
 
 import argparse
 import errno
@@ -11,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_run import bad, hwr
+from cli_run import bad, bad_here, hwr
 from tiny import run_config
 
 from hwr import cli, runs
@@ -52,15 +55,16 @@ def test_an_unwritable_out_folder_is_one_line():
 
 
 @pytest.mark.parametrize("device", ["meta", "mps", "xpu"])
-def test_a_device_this_machine_cannot_run_is_one_line(tmp_path, device):
-    bad("train", "--recipe", "fast", *TINY, "--device", device, "--out", str(tmp_path / "r"), match=device)
+def test_a_device_this_machine_cannot_run_is_one_line(tmp_path, device, capsys):
+    args = ("train", "--recipe", "fast", *TINY, "--device", device, "--out", str(tmp_path / "r"))
+    bad_here(capsys, *args, match=device)
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("flag", [["--epochs", "3"], ["--recipe", "fast"], ["--dataset", "optdigits"]])
-def test_resume_refuses_flags_that_change_the_run(tmp_path, flag):
+def test_resume_refuses_flags_that_change_the_run(tmp_path, flag, capsys):
     runs.open_run(tmp_path / "r", run_config(), type(run_config()), resume=False)
-    bad("train", "--out", str(tmp_path / "r"), "--resume", *flag, match=f"so {flag[0]} cannot change")
+    bad_here(capsys, "train", "--out", str(tmp_path / "r"), "--resume", *flag, match=f"so {flag[0]} cannot change")
 
 
 def test_stopped_in_epoch_one_resumes_from_config_json_and_the_hint_works(tmp_path):
@@ -172,9 +176,11 @@ def _tree(root: Path) -> list[str]:
         ["predict", "--run", "{t}/no-run", "{t}/x.png"],
     ],
 )
-def test_a_read_only_command_given_a_missing_input_writes_nothing(tmp_path, command):
+def test_a_read_only_command_given_a_missing_input_writes_nothing(tmp_path, command, capsys, monkeypatch):
     (tmp_path / "data").mkdir()
+    monkeypatch.setenv("HWR_DATA", str(tmp_path / "data"))
     before = _tree(tmp_path)
-    p = hwr(*[c.format(t=tmp_path) for c in command], env={"HWR_DATA": str(tmp_path / "data")}, check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    capsys.readouterr()
+    assert cli.main([c.format(t=tmp_path) for c in command]) == 2
+    assert "Traceback" not in capsys.readouterr().err
     assert _tree(tmp_path) == before  # no data fetched, no cache, no folder made
