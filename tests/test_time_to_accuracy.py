@@ -72,7 +72,7 @@ def test_speedrun_candidates_are_scored_on_validation_only(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["name"] for r in rows] == ["speedrun", "b256_e2"] and all(0 < r["val_accuracy"] <= 1 for r in rows)
     for r in rows:
-        metrics = json.loads((tmp_path / "r" / f"{r['name']}-seed0" / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / "r" / f"{r['name']}-fp32-seed0" / "metrics.json").read_text())
         assert metrics["test"] is None and metrics["config"]["epochs"] in (2, 3)
     bad = subprocess.run([sys.executable, str(script), "--names", "nope"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown candidate" in bad.stderr
@@ -87,9 +87,10 @@ def test_the_speedrun_recipe_is_the_candidate_it_was_chosen_as():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     chosen, recipe = module.CANDIDATES["speedrun"], recipes.get("speedrun")
-    assert (chosen.model_config, chosen.epochs, chosen.batch_size, chosen.optim) == (
+    assert (chosen.model_config, chosen.epochs, chosen.batch_size, chosen.optim, chosen.loss) == (
         recipe.model_config,
         recipe.epochs,
         recipe.batch_size,
         recipe.optim,
+        recipe.loss,
     )
