@@ -28,7 +28,8 @@ its gradient 1.2 ms; the step takes the time of the README's (c60ed3e) formulati
 
     HWR_THREADS=1 python benchmarks/strings_step.py --steps 30 --windows 3
     HWR_THREADS=1 python benchmarks/strings_step.py --candidates inductor,channels_last+aten --json out.json
-    python benchmarks/strings_step.py --smoke        # a tiny crnn, eager, two steps: the script's own check
+    python benchmarks/strings_step.py --candidates inductor,inductor@bf16   # bf16 autocast beside fp32
+    python benchmarks/strings_step.py --smoke        # a tiny crnn, eager fp32 and bf16, two steps: its own check
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import torch
 from benchmarks import harness
 from hwr import random, recipes
 from hwr.data import strings as ds
-from hwr.engine import autotune, train
+from hwr.engine import autotune, perf, train
 from hwr.engine import execution as ex
 from hwr.models.crnn import CRNNConfig
 from hwr.tasks.strings import training
@@ -71,15 +72,17 @@ SMOKE = StringsConfig(
 )
 
 
-def _step(name: str, p: training.Prepared) -> Any:
-    """The train step of candidate ``name`` (``eager``: uncompiled), as ``hwr train`` builds it."""
+def _step(name: str, p: training.Prepared, precision: str = "fp32") -> Any:
+    """The train step of candidate ``name`` (``eager``: uncompiled) at ``precision`` (``bf16``: the model under
+    autocast, float32 logits for the CTC), as ``hwr train`` builds it."""
     if name == "eager":
-        return training.make_step(p, ex.Execution(compile=False))
+        return training.make_step(p, ex.Execution(compile=False, precision=precision))
     by_name = {c.name: c for c in autotune.CPU_CANDIDATES}
     if name not in by_name:
         raise SystemExit(f"unknown candidate {name!r}; choose eager or one of {sorted(by_name)}")
     objective = ctc_objective(p.model.config, mean=p.mean, std=p.std)
-    return autotune.build_step(by_name[name], p.model, p.optimizer, objective)
+    model = perf.autocast(p.model, "bfloat16") if precision == "bf16" else p.model
+    return autotune.build_step(by_name[name], model, p.optimizer, objective)
 
 
 def _profile(runner: dict[str, Any], batches: list[Any], rows: int) -> None:
@@ -123,8 +126,8 @@ def _row(config: StringsConfig, r: dict[str, Any], val_s: float, steps: int, win
 def measure(
     config: StringsConfig, candidates: list[str], *, steps: int, windows: int, profile: int = 0
 ) -> list[dict[str, Any]]:
-    """One row per candidate: median ms per step of render / step / loop / other, validation seconds, compile
-    seconds and the projected training seconds of ``config``."""
+    """One row per candidate (``NAME`` or ``NAME@bf16``: under bf16 autocast): median ms per step of render / step
+    / loop / other, validation seconds, compile seconds and the projected training seconds of ``config``."""
     p = training.prepare(config)
     k_data = random.key(11)
     pool = p.pools["train"]
@@ -134,7 +137,10 @@ def measure(
     fixed = list(epoch(10_000))  # the step's own batches, rendered beforehand
     runners = []
     for name in candidates:
-        fn = _step(name, p)
+        base, _, precision = name.partition("@")
+        if precision not in ("", *ex.PRECISIONS):
+            raise SystemExit(f"unknown precision {precision!r} in {name!r}; choose one of {ex.PRECISIONS}")
+        fn = _step(base, p, precision or "fp32")
         state = train.init_state(p.model, p.optimizer, random.key(0), params=p.params, model_state=p.model_state)
         t0 = time.perf_counter()
         state, m = fn(state, fixed[0])
@@ -168,10 +174,16 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="strings", help="a strings recipe (default: strings)")
-    ap.add_argument("--candidates", default="inductor", help="comma-separated: eager and/or compile candidates")
+    ap.add_argument(
+        "--candidates",
+        default="inductor",
+        help="comma-separated: eager and/or compile candidates, each NAME or NAME@bf16 (under bf16 autocast)",
+    )
     ap.add_argument("--steps", type=int, default=30, help="steps per timed window (default 30)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows per part and candidate (default 3)")
-    ap.add_argument("--smoke", action="store_true", help="a tiny crnn, eager, 2 steps, 1 window (a quick check)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="a tiny crnn, eager fp32 and bf16, 2 steps, 1 window (a quick check)"
+    )
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS", help="print the first candidate's operators")
     args = ap.parse_args(argv)
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     environment.start()
     if args.smoke:
-        config, candidates, steps, windows = SMOKE, ["eager"], 2, 1
+        config, candidates, steps, windows = SMOKE, ["eager", "eager@bf16"], 2, 1
     else:
         config = recipes.get(args.recipe)
         if not isinstance(config, StringsConfig):
