@@ -167,3 +167,16 @@ def test_an_update_flipped_by_a_gradient_within_rounding_of_zero_is_not_a_mismat
 
     assert autotune._mismatch(flipped(1), state, batch, want, 1e-5) is None
     assert "update differs" in autotune._mismatch(flipped(4), state, batch, want, 1e-5)
+
+
+def test_a_bf16_step_may_round_its_loss_further_from_eager_than_a_float32_one():
+    """``execution.CHECK_ATOL``: a loss 2e-5 (relative) from the eager one, as bf16 autocast's rounding left the
+    strings recipe's compiled step, is refused for float32 and accepted for bf16; 1% off is refused for both."""
+    from hwr.engine.execution import CHECK_ATOL
+
+    model, opt, state, batch = _setup(optim.adam(1e-3))
+    want = train.train_step(model, opt, losses.cross_entropy)(state, batch)
+    off = lambda r: (want[0], {**want[1], "loss": want[1]["loss"] * (1 + r)})
+    assert "loss differs" in autotune.compare(off(2e-5), want, state, CHECK_ATOL["fp32"])
+    assert autotune.compare(off(2e-5), want, state, CHECK_ATOL["bf16"]) is None
+    assert "loss differs" in autotune.compare(off(1e-2), want, state, CHECK_ATOL["bf16"])

@@ -206,3 +206,26 @@ def test_a_run_trained_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
         experiment.run(TINY, cut, execution=gpu, callbacks=[_StopAt(1)], write_figures=False)
     r = experiment.run(TINY, cut, execution=EAGER, resume=True, write_figures=False)
     assert r["execution"]["device"] == "cpu" and r["execution"]["resumed_at_epoch"] == 1 and len(r["epochs"]) == 2
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, precision):
+    """``execution.train_step`` hands autotune the eager-equality tolerance of the precision asked for
+    (``CHECK_ATOL``): bf16 rounds more than float32 does, and a bf16 step must not be refused for rounding."""
+    from hwr import losses, models
+    from hwr.data.batches import synthetic_batches
+    from hwr.engine import autotune
+    from hwr.engine import execution as ex
+
+    seen = {}
+
+    def stop(*_args, **kwargs):  # records what autotune is asked, then stops before any compile
+        seen.update(kwargs)
+        raise InterruptedError
+
+    monkeypatch.setattr(autotune, "compile_step", stop)
+    model, opt = models.get("cnn", TINY_CNN), optim.adam(1e-3)
+    state, batch = train.init_state(model, opt, random.key(0)), synthetic_batches(random.key(1), 1, 8)[0]
+    with pytest.raises(InterruptedError):
+        ex.train_step(Execution(device="cpu", precision=precision), model, opt, losses.cross_entropy, state, batch)
+    assert seen["atol"] == ex.CHECK_ATOL[precision] and seen["tag"].endswith(f"|{precision}")
