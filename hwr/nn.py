@@ -114,7 +114,7 @@ def batch_norm(
     # elementwise passes autograd records for the formula; it also returns the batch mean and 1/sqrt(var + eps),
     # from which the running statistics are read (no second pass over x)
     y, mean, invstd = torch.native_batch_norm(x, p["scale"], p["bias"], None, None, True, 0.0, eps)
-    var = invstd.detach().pow(-2) - eps  # the biased batch variance
+    var = (invstd.detach().pow(-2) - eps).clamp_min(0.0)  # the biased batch variance
     n = x.numel() // x.shape[1]
     new = {
         "mean": torch.lerp(s["mean"], mean.detach(), momentum),

@@ -140,6 +140,7 @@ def compile_step(
     tag: str = "",
     cache: bool = True,
     atol: float = 1e-5,
+    loss_rtol: float | None = None,
     steps: int = 3,
     rounds: int = 3,
     hyper: tuple[train.Parts, Any] | None = None,
@@ -148,7 +149,8 @@ def compile_step(
     """The fastest of ``candidates`` (default ``default_candidates``) for this step and machine, and the record of
     the choice. ``step_kwargs`` go to ``train.train_step`` (``transform``, ...); ``tag`` names what else makes two
     configurations differ (an augmentation, a recipe), since closures cannot be compared. Every candidate's first
-    step must compute the eager step (``_mismatch``: the loss within ``atol``). ``example_state`` is not modified.
+    step must compute the eager step (``_mismatch``: the loss within ``loss_rtol``, default ``atol``; bf16 steps
+    pass a wider one, ``hwr.engine.execution.LOSS_RTOL``). ``example_state`` is not modified.
     ``hyper=(parts, hp)`` compiles ``train.hyper_step(model, parts)`` instead (``optimizer`` and ``objective`` are
     then ``parts(hp)``'s) and returns it bound to ``hp`` (a ``train.Bound``: its ``core`` serves other values).
     Raises ``RuntimeError`` if no candidate compiles to an equal step."""
@@ -163,7 +165,7 @@ def compile_step(
     else:
         build = lambda c: build_step(c, model, optimizer, objective, **step_kwargs)
     want = train.train_step(model, optimizer, objective, **step_kwargs)(example_state, example_batch)
-    check = lambda fn: _mismatch(fn, example_state, example_batch, want, atol)
+    check = lambda fn: _mismatch(fn, example_state, example_batch, want, atol, loss_rtol)
     rejected: dict[str, str] = {}
 
     saved = _read_cache().get(key) if cache else None
@@ -185,10 +187,17 @@ def compile_step(
     return runs[best][0], Choice(by_name[best], seconds, rejected, False, key, machine)
 
 
-def check_step(step: Step, reference: Step, state: train.TrainState, batch: Batch, atol: float = 1e-5) -> str | None:
+def check_step(
+    step: Step,
+    reference: Step,
+    state: train.TrainState,
+    batch: Batch,
+    atol: float = 1e-5,
+    loss_rtol: float | None = None,
+) -> str | None:
     """None if ``step``'s first step from ``state`` computes what ``reference`` (the eager step) computes, within
     the tolerances ``compile_step`` holds every candidate to (``_mismatch``), else what differs."""
-    return _mismatch(step, state, batch, reference(state, batch), atol)
+    return _mismatch(step, state, batch, reference(state, batch), atol, loss_rtol)
 
 
 def _equal_candidates(
@@ -228,7 +237,12 @@ def _few_flips(got: torch.Tensor, want: torch.Tensor, change: torch.Tensor, atol
 
 
 def _mismatch(
-    fn: Step, state: train.TrainState, batch: Batch, want: tuple[train.TrainState, train.Metrics], atol: float
+    fn: Step,
+    state: train.TrainState,
+    batch: Batch,
+    want: tuple[train.TrainState, train.Metrics],
+    atol: float,
+    loss_rtol: float | None = None,
 ) -> str | None:
     """None if ``fn``'s first step computes what the eager step ``want`` computed, else what differs: the loss
     within ``atol`` (relative), the gradient norm within ``GRAD_RTOL`` and each parameter and state leaf's change
@@ -238,7 +252,7 @@ def _mismatch(
     off a float64 reference by 1.7e-5, the compiled ones by 1e-8; their Adam updates then differ by 2% relative).
     A wrong computation (a layout, a missing term) moves the loss, the gradient norm or the updates by their own
     size."""
-    return compare(fn(state, batch), want, state, atol)
+    return compare(fn(state, batch), want, state, atol, loss_rtol)
 
 
 def compare(
@@ -246,14 +260,18 @@ def compare(
     want: tuple[train.TrainState, train.Metrics],
     state: train.TrainState,
     atol: float = 1e-5,
+    loss_rtol: float | None = None,
 ) -> str | None:
     """None if the step outputs ``got`` match the eager step's ``want`` from ``state`` within ``_mismatch``'s
-    tolerances, else what differs (for steps already run, e.g. one trial of a vmapped step)."""
+    tolerances, else what differs (for steps already run, e.g. one trial of a vmapped step). ``loss_rtol`` (default
+    ``atol``) bounds the loss alone; ``atol`` stays the updates' absolute floor, so a wider loss tolerance (bf16)
+    never lets a wrong update through."""
     got_state, got_m = got
     ref_state, ref_m = want
+    loss_rtol = atol if loss_rtol is None else loss_rtol
     err = _relative(got_m["loss"], ref_m["loss"], ref_m["loss"])
-    if not err <= atol:
-        return f"loss differs from the eager step's by {err:.2e} (relative) > {atol:g}"
+    if not err <= loss_rtol:
+        return f"loss differs from the eager step's by {err:.2e} (relative) > {loss_rtol:g}"
     if "grad_norm" in ref_m and "grad_norm" in got_m:
         err = _relative(got_m["grad_norm"], ref_m["grad_norm"], ref_m["grad_norm"])
         if not err <= GRAD_RTOL:

@@ -45,8 +45,8 @@ from hwr.models import Model
 from hwr.tree import PyTree
 
 __all__ = [
-    "CHECK_ATOL",
     "LEGACY_EXECUTION_KEYS",
+    "LOSS_RTOL",
     "MEMORY_FORMATS",
     "PRECISIONS",
     "Execution",
@@ -64,8 +64,9 @@ MEMORY_FORMATS = ("auto", "contiguous", "channels_last")  # auto: autotune choos
 PRECISIONS = ("fp32", "bf16")
 # How far a compiled step's first loss may sit from the eager step's (relative) before autotune refuses it: bf16
 # keeps 8 bits of mantissa, so a fused, reordered graph and the eager ops round differently (the strings recipe's
-# loss under autocast: 2e-5 apart, where float32 keeps 1e-5 with room)
-CHECK_ATOL = {"fp32": 1e-5, "bf16": 1e-3}
+# loss under autocast: 2e-5 apart, where float32 keeps 1e-5 with room). The loss alone: the gradient-norm and
+# update checks keep their float32 tolerances, so a wrong learning rate or update is refused at any precision
+LOSS_RTOL = {"fp32": 1e-5, "bf16": 1e-3}
 LEGACY_EXECUTION_KEYS = ("compile", "precision", "memory_format")  # config.json fields before Execution existed
 Step = Callable[[train.TrainState, Any], tuple[train.TrainState, train.Metrics]]
 
@@ -196,7 +197,7 @@ def train_step(
         example_batch,
         candidates=candidates,
         tag=f"{tag}|{execution.precision}",
-        atol=CHECK_ATOL[execution.precision],
+        loss_rtol=LOSS_RTOL[execution.precision],
         **step_kwargs,
     )
     return step, _record(choice)
@@ -274,7 +275,9 @@ def tuned_step(
         core, choice = _SHARED[key]
         step = train.Bound(core, tuned.hp)
         eager = train.Bound(train.hyper_step(model, tuned.parts), tuned.hp)
-        reason = autotune.check_step(step, eager, example_state, example_batch)
+        reason = autotune.check_step(
+            step, eager, example_state, example_batch, loss_rtol=LOSS_RTOL[execution.precision]
+        )
         if reason is not None:
             raise RuntimeError(
                 f"the compiled step shared under structure {key} differs from this run's eager step ({reason}): "
@@ -293,7 +296,7 @@ def tuned_step(
             example_batch,
             candidates=candidates,
             tag=f"{tag}|{execution.precision}",
-            atol=CHECK_ATOL[execution.precision],
+            loss_rtol=LOSS_RTOL[execution.precision],
             hyper=(tuned.parts, tuned.hp),
         )
         _ENTRIES["compiled"] += n
@@ -338,8 +341,8 @@ def stacked_step(
         _ENTRIES["compiled"] += 1
         _SHARED[key] = (core, autotune.Choice(candidate, {}, {}, False, key, ""))
     core = _SHARED[key][0]
-    atol = CHECK_ATOL[execution.precision]
-    _check_each_trial(core, eager, example_states, example_batches, example_hps, key, atol)
+    loss_rtol = LOSS_RTOL[execution.precision]
+    _check_each_trial(core, eager, example_states, example_batches, example_hps, key, loss_rtol)
     name = candidate.name if candidate.channels_last or not channels_last else f"channels_last+{candidate.name}"
     return core, {**record, "compile": True, "candidate": name, "shared": shared}
 
@@ -351,14 +354,14 @@ def _check_each_trial(
     batches: Any,
     hps: PyTree,
     key: str,
-    atol: float = CHECK_ATOL["fp32"],
+    loss_rtol: float = LOSS_RTOL["fp32"],
 ) -> None:
     """``RuntimeError`` unless the compiled vmapped step's first step equals the eager one for every trial apart
     (``autotune.compare`` per trial: a check over the stacked leaves would dilute one wrong trial among K)."""
     got, want = core(states, batches, hps), eager(states, batches, hps)
     per = lambda out: zip(tree.unstack(out[0]), tree.unstack(out[1]), strict=True)
     for i, (g, w, s) in enumerate(zip(per(got), per(want), tree.unstack(states), strict=True)):
-        reason = autotune.compare(g, w, s, atol)
+        reason = autotune.compare(g, w, s, loss_rtol=loss_rtol)
         if reason is not None:
             raise RuntimeError(
                 f"trial {i} of the vmapped compiled step of structure {key} differs from eager: {reason}"

@@ -210,8 +210,9 @@ def test_a_run_trained_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, precision):
-    """``execution.train_step`` hands autotune the eager-equality tolerance of the precision asked for
-    (``CHECK_ATOL``): bf16 rounds more than float32 does, and a bf16 step must not be refused for rounding."""
+    """``execution.train_step`` hands autotune the loss tolerance of the precision asked for (``LOSS_RTOL``: bf16
+    rounds more than float32), and so does a reused shared step's check in ``tuned_step`` (a study's trials, every
+    seed after the first)."""
     from hwr import losses, models
     from hwr.data.batches import synthetic_batches
     from hwr.engine import autotune
@@ -224,8 +225,24 @@ def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, p
         raise InterruptedError
 
     monkeypatch.setattr(autotune, "compile_step", stop)
+    monkeypatch.setattr(autotune, "check_step", stop)
     model, opt = models.get("cnn", TINY_CNN), optim.adam(1e-3)
     state, batch = train.init_state(model, opt, random.key(0)), synthetic_batches(random.key(1), 1, 8)[0]
     with pytest.raises(InterruptedError):
         ex.train_step(Execution(device="cpu", precision=precision), model, opt, losses.cross_entropy, state, batch)
-    assert seen["atol"] == ex.CHECK_ATOL[precision] and seen["tag"].endswith(f"|{precision}")
+    assert seen["loss_rtol"] == ex.LOSS_RTOL[precision] and seen["tag"].endswith(f"|{precision}")
+    assert "atol" not in seen  # the updates keep their float32 floor
+
+    class Shared(dict):  # every structure already compiled: tuned_step reuses it and checks it first
+        def __contains__(self, key):
+            return True
+
+        def __getitem__(self, key):
+            return (lambda state, batch, hp: None), None
+
+    monkeypatch.setattr(ex, "_SHARED", Shared())
+    seen.clear()
+    tuned = ex.Tuned(lambda hp: (opt, losses.cross_entropy), {}, "test")
+    with pytest.raises(InterruptedError):
+        ex.tuned_step(Execution(device="cpu", precision=precision), model, tuned, state, batch)
+    assert seen == {"loss_rtol": ex.LOSS_RTOL[precision]}
