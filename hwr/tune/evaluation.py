@@ -2,8 +2,8 @@
 
 1. **Selection.** The ``rerun_top`` best trials are trained again on fresh ``rerun_seeds`` and ranked by the mean
    of their validation metric over the original run and the re-runs, so one lucky seed does not win; the study's
-   start is re-run beside them, so the search names something other than its untuned start only where the re-runs
-   favour it.
+   start is re-run beside them on the same seeds, and the search names something other than its untuned start only
+   where that trial's re-runs beat the start's with a paired 95% interval above zero (``_winner``).
 2. **Contenders**, each trained on ``eval_seeds`` (fresh again) and scored on the untouched test split:
    ``best`` (the winner), the spec's baselines (its ``reference`` among them: the untuned fine-tune), ``oracle``
    (the winner's recipe on balanced target data: a ceiling, not a contender) and ``zero_shot`` (the source model
@@ -96,10 +96,11 @@ def select(
     workers: int = 1,
 ) -> tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]:
     """The winner among the ``spec.rerun_top`` best completed trials and the study's start (``start_trial``, re-run
-    too where it is not among them, so a winner has to beat the untuned start on the same seeds rather than on
-    one lucky validation figure), ranked by their mean validation metric over the original run (a pruned start's
-    partial figure is left out) and ``spec.rerun_seeds`` re-runs (``workers`` at a time); returns it and one row
-    per candidate."""
+    too where it is not among them), each re-run on ``spec.rerun_seeds`` (``workers`` at a time). Without a start,
+    the best mean validation metric over the original run and the re-runs wins; with one, the start wins unless a
+    trial beats it on the same re-run seeds with a paired 95% interval above zero (``_winner``): a lead within
+    seed noise names nothing. Returns the winner and one row per candidate (its values, re-runs, mean, and
+    ``vs_start``)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not done:
         raise StudyError(f"study {study.study_name!r} has no completed trial yet; run: hwr study run ...")
@@ -126,15 +127,43 @@ def select(
     rows = []
     for t in ranked:
         first = [t.values[0]] if t.state == TrialState.COMPLETE else []  # a pruned start: its re-runs alone
-        values = first + [
+        again = [
             r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"]
             for (u, _), r in zip(reruns, results, strict=True)
             if u.number == t.number
         ]
-        rows.append({"trial": t.number, "values": values, "mean": statistics.fmean(values)})
-    winner_row = max(rows, key=lambda r: (sign * r["mean"], -r["trial"]))
+        values = first + again
+        rows.append({"trial": t.number, "values": values, "reruns": again, "mean": statistics.fmean(values)})
+    winner_row = _winner(rows, start.number if start is not None and reruns else None, sign)
     winner = next(t for t in ranked if t.number == winner_row["trial"])
     return winner, rows
+
+
+def _winner(rows: list[dict[str, Any]], start: int | None, sign: float) -> dict[str, Any]:
+    """The selected row. Without a start to beat: the best mean. With one: the start, unless a trial's re-runs beat
+    the start's on the same seeds with a paired 95% interval above zero (``stats.paired_interval`` over the re-run
+    seeds; the trials' own first figures are left out, as the top trials were picked on them), the best re-run
+    mean among those that do. Each row records its interval against the start (``vs_start``; in the direction the
+    study optimises: positive is better than the start)."""
+    if start is None:
+        return max(rows, key=lambda r: (sign * r["mean"], -r["trial"]))
+    base = next(r for r in rows if r["trial"] == start)
+    beating = []
+    for r in rows:
+        if r is base:
+            continue
+        iv = stats.paired_interval([sign * v for v in r["reruns"]], [sign * v for v in base["reruns"]])
+        r["vs_start"] = {"mean": iv.mean, "low": _finite(iv.low), "high": _finite(iv.high), "n": iv.n}
+        if iv.low > 0:
+            beating.append(r)
+    if not beating:
+        return base
+    return max(beating, key=lambda r: (sign * statistics.fmean(r["reruns"]), -r["trial"]))
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None (JSON null) where it is infinite: one paired unit has no interval."""
+    return x if math.isfinite(x) else None
 
 
 def _groups_f1(per_class: list[float], groups: dict[str, list[int]]) -> dict[str, float]:
@@ -239,13 +268,15 @@ def _train_contenders(
     at a time; their results, by label."""
     slots: list[tuple[str, int, int, Path]] = []  # (label, draw, seed, folder) in pairing order
     jobs: dict[Path, tuple] = {}  # one job per folder: a contender the draw leaves as it is trains once
+    folder_of: dict[str, Path] = {}  # one folder per run config: a best that is the start trains once
     cb = callbacks if workers <= 1 else ()
     for label, cfg in contenders.items():
         for d, draw in enumerate(draws):
             on_draw = cfg if d == 0 else dataclasses.replace(cfg, dataset=_redraw(cfg.dataset, draws[0], draw))
             for i, s in enumerate(spec.eval_seeds):
-                out = out_root / (f"{label}_seed{s}" if on_draw == cfg else f"{label}_draw{d}_seed{s}")
                 run_cfg = dataclasses.replace(_from_source(on_draw, sources, i), seed=s)
+                name = f"{label}_seed{s}" if on_draw == cfg else f"{label}_draw{d}_seed{s}"
+                out = folder_of.setdefault(json.dumps(to_dict(run_cfg), sort_keys=True), out_root / name)
                 jobs.setdefault(out, (run_cfg, out, cb, spec.execution, data, True))
                 slots.append((label, d, s, out))
     order = list(jobs)
@@ -300,11 +331,10 @@ def _gains(results: dict[str, Any], reference: str | None) -> dict[str, Any]:
             other = results["contenders"][ref]
             iv = stats.paired_interval(best["macro_f1"], other["macro_f1"])
             out[f"gain_macro_f1_vs_{ref}"] = iv.mean
-            finite = lambda x: x if math.isfinite(x) else None  # one run: no interval (JSON null)
             out["intervals"][ref] = {
                 "mean": iv.mean,
-                "low": finite(iv.low),
-                "high": finite(iv.high),
+                "low": _finite(iv.low),
+                "high": _finite(iv.high),
                 "n": iv.n,
                 "level": iv.level,
             }
@@ -391,9 +421,32 @@ def verdict(result: dict[str, Any]) -> list[str]:
             lines.insert(0, "WARNING: the study's best does not beat the source model used as is (zero-shot)")
         if ref == "start" and words != "beats":
             lines.append("the search did not beat its own untuned starting point")
+    lines.extend(_selection_lines(result))
     if "selected_val_test_gap" in result:
         lines.append(
             f"selected trial #{result['best_trial']}: validation - test macro-F1 gap "
             f"{100 * result['selected_val_test_gap']:+.2f} points"
         )
     return lines
+
+
+def _selection_lines(result: dict[str, Any]) -> list[str]:
+    """How the winner was named against the study's start (``_winner``): the winning trial's paired re-run interval,
+    or why the start stayed (the trial that came closest). Nothing for an evaluation without a start."""
+    rows = [r for r in result.get("selection", []) if "vs_start" in r]
+    if not rows or result.get("start_trial") is None:
+        return []
+
+    def gap(r: dict[str, Any]) -> str:
+        iv = r["vs_start"]
+        bounds = "no interval" if iv["low"] is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
+        return f"#{r['trial']} {100 * iv['mean']:+.2f} points {bounds} over {iv['n']} re-run seeds"
+
+    if result["best_trial"] != result["start_trial"]:
+        won = next(r for r in rows if r["trial"] == result["best_trial"])
+        return [f"selected trial #{result['best_trial']}: its re-runs beat the start's, {gap(won)}"]
+    closest = max(rows, key=lambda r: r["vs_start"]["mean"])
+    return [
+        f"selected the start (#{result['start_trial']}): no trial's re-runs beat it with a 95% interval above zero "
+        f"(closest: {gap(closest)})"
+    ]

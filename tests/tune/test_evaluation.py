@@ -72,7 +72,7 @@ def test_rerunning_the_top_trials_demotes_a_lucky_one(tmp_path):
 def test_without_reruns_the_best_value_wins(tmp_path):
     s = _study_with([(0.5, TINY), (0.7, TINY)])
     winner, rows = evaluation.select(_spec(), s, tmp_path)
-    assert winner.number == 1 and rows == [{"trial": 1, "values": [0.7], "mean": 0.7}]
+    assert winner.number == 1 and rows == [{"trial": 1, "values": [0.7], "reruns": [], "mean": 0.7}]
     with pytest.raises(tune.StudyError, match="no completed trial"):
         evaluation.select(_spec(), optuna.create_study(direction="maximize"), tmp_path)
 
@@ -222,3 +222,91 @@ def test_the_start_is_rerun_beside_the_top_trials_and_can_win(tmp_path):
         assert [r["trial"] for r in rows] == [1, 2, 0] and winner.number == 0, rows
         assert len(rows[2]["values"]) == (3 if state == optuna.trial.TrialState.COMPLETE else 2)
     assert evaluation.select(_spec(rerun_top=2, rerun_seeds=(7, 8)), s, tmp_path / "none")[0].number != 0
+
+
+def _rows(start, *others):
+    return [{"trial": 0, "reruns": start}] + [{"trial": i + 1, "reruns": r} for i, r in enumerate(others)]
+
+
+def test_a_trial_replaces_the_start_only_where_its_paired_interval_excludes_zero():
+    """The start stays unless a trial's re-runs beat its re-runs on the same seeds with a 95% interval above zero;
+    among those that do, the best re-run mean wins; a minimised metric is read the other way round."""
+    close = [0.93, 0.90, 0.95]  # mean +0.0067 over the start, but a seed where it loses: the interval holds zero
+    clear = [0.95, 0.94, 0.96]  # +0.03 to +0.04 on every seed
+    clearer_but_noisy = [0.99, 0.91, 0.99]  # the highest mean, interval holds zero
+    start = [0.92, 0.91, 0.92]
+    rows = _rows(start, close)
+    assert evaluation._winner(rows, 0, 1.0)["trial"] == 0
+    assert rows[1]["vs_start"]["low"] < 0 < rows[1]["vs_start"]["high"] and rows[1]["vs_start"]["n"] == 3
+    rows = _rows(start, close, clear, clearer_but_noisy)
+    assert evaluation._winner(rows, 0, 1.0)["trial"] == 2 and rows[2]["vs_start"]["low"] > 0
+    both_beat = _rows([0.90, 0.91, 0.90], [0.95, 0.96, 0.95], [0.97, 0.98, 0.97])
+    assert evaluation._winner(both_beat, 0, 1.0)["trial"] == 2  # the higher re-run mean of the two
+    lower_is_better = _rows([0.10, 0.11, 0.12], [0.05, 0.06, 0.06], [0.20, 0.21, 0.22])
+    assert evaluation._winner(lower_is_better, 0, -1.0)["trial"] == 1
+    one_seed = _rows([0.5], [0.9])  # one paired unit: no interval, the start stays
+    assert evaluation._winner(one_seed, 0, 1.0)["trial"] == 0 and one_seed[1]["vs_start"]["low"] is None
+    no_start = [{"trial": 3, "mean": 0.8}, {"trial": 4, "mean": 0.9}]
+    assert evaluation._winner(no_start, None, 1.0)["trial"] == 4
+
+
+def test_a_trial_that_beats_the_start_on_every_rerun_is_selected(tmp_path):
+    """End to end through ``select``: a start that cannot learn (learning rate 1e-7) is beaten on all three re-run
+    seeds by a trial that learns, and the row records the interval that says so."""
+    frozen = dataclasses.replace(TINY, optim=OptimConfig("adam", 1e-7))
+    good = dataclasses.replace(TINY, epochs=6, optim=OptimConfig("adam", 1e-2))
+    s = optuna.create_study(direction="maximize")
+    for value, cfg, fixed in ((0.5, frozen, {"fixed_params": {"x": 0.5}}), (0.9, good, {})):
+        s.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"x": value},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={"config": to_dict(cfg)},
+                system_attrs=fixed,
+            )
+        )
+    spec = _spec(rerun_top=2, rerun_seeds=(7, 8, 9), initial=({"x": 0.5},))
+    winner, rows = evaluation.select(spec, s, tmp_path)
+    assert [r["trial"] for r in rows] == [1, 0] and rows[0]["vs_start"]["low"] > 0, rows
+    assert winner.number == 1 and len(rows[0]["reruns"]) == 3 and "vs_start" not in rows[1]
+
+
+def test_a_best_that_is_the_start_trains_once_and_ties_it(tmp_path):
+    """With one re-run seed nothing can beat the start (no interval), so the start is the best: both rows are the
+    same runs (one folder per config), and best - start is exactly zero, not called a win."""
+    from tiny import TINY_STUDY
+
+    spec = dataclasses.replace(
+        tune.load_spec(str(TINY_STUDY)),
+        n_trials=2,
+        rerun_top=2,
+        rerun_seeds=(5,),
+        initial=({"hidden": 16, "lr": 3e-3},),
+        baselines=None,
+        reference=None,
+    )
+    s = tune.optimize(spec, storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}", name="tiny", root=tmp_path)
+    r = evaluation.evaluate_best(spec, s, root=tmp_path)
+    assert r["best_trial"] == r["start_trial"] == 0
+    best, start = r["contenders"]["best"], r["contenders"]["start"]
+    assert best["macro_f1"] == start["macro_f1"] and r["intervals"]["start"]["mean"] == 0.0
+    folders = sorted(p.name for p in (tmp_path / "studies" / "tiny" / "evaluation").iterdir())
+    assert folders == ["best_seed1", "best_seed2", "rerun_0_seed5", "rerun_1_seed5"], folders
+    assert "does not beat" in " ".join(evaluation.verdict(r)) or "no detectable" in " ".join(evaluation.verdict(r))
+
+
+def test_the_verdict_says_how_the_winner_was_named():
+    base = {"intervals": {}, "start_trial": 0}
+    stay = _rows([0.92, 0.91, 0.92], [0.93, 0.90, 0.95])
+    evaluation._winner(stay, 0, 1.0)
+    lines = evaluation.verdict({**base, "best_trial": 0, "selection": stay})
+    assert lines == [
+        "selected the start (#0): no trial's re-runs beat it with a 95% interval above zero "
+        "(closest: #1 +1.00 points [-3.97, +5.97] over 3 re-run seeds)"
+    ]
+    win = _rows([0.92, 0.91, 0.92], [0.95, 0.94, 0.96])
+    evaluation._winner(win, 0, 1.0)
+    (line,) = evaluation.verdict({**base, "best_trial": 1, "selection": win})
+    assert line.startswith("selected trial #1: its re-runs beat the start's, #1 +3.33 points [+1.90, +4.77]")
+    assert evaluation.verdict({**base, "best_trial": 1, "selection": [{"trial": 1, "mean": 0.9}]}) == []
