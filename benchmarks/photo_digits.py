@@ -5,7 +5,7 @@ form box round it), written as real PNG/JPEG files and read by ``hwr predict``'s
 ``mnist_style``) and by the path before issue 22 (``legacy_load_image``, kept here only), side by side.
 
     apt-get install fonts-dkg-handwriting fonts-humor-sans fonts-breip fonts-rufscript fonts-comic-neue
-    python benchmarks/photo_digits.py --model RUN_DIR [--n 100] [--seed 0] [--keep DIR]
+    python benchmarks/photo_digits.py --model RUN_DIR [--n 100] [--seed 0] [--keep DIR] [--mnist N]
 
 Without ``--model`` it trains the ``fast`` recipe on MNIST into ``runs/photo-digits-fast`` (once) and uses that.
 Prints accuracy per condition, old path and new. Offline once MNIST is cached.
@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from benchmarks.digit_folder import STROKES, _drawn, _typed
 from benchmarks.fonts import installed_fonts
@@ -40,21 +41,23 @@ __all__ = ["CONDITIONS", "legacy_load_image", "main", "photo"]
 PAPERS = [[236, 228, 205], [250, 240, 170], [215, 230, 245], [240, 215, 215], [225, 225, 225]]  # RGB grounds
 INKS = [[30, 40, 120], [25, 25, 30], [60, 30, 30], [20, 70, 40], [80, 80, 90]]  # ballpoint blue, black, ...
 
-# condition -> (tinted, light, noise sigma, jpeg quality or 0, pen line, form box)
-CONDITIONS: dict[str, tuple[bool, bool, float, int, bool, bool]] = {
-    "clean png": (False, False, 0, 0, False, False),
-    "clean jpeg q90": (False, False, 0, 90, False, False),
-    "tinted paper": (True, False, 0, 0, False, False),
-    "tinted + noise 4": (True, False, 4, 0, False, False),
-    "tinted + noise 10": (True, False, 10, 0, False, False),
-    "tinted + noise 20": (True, False, 20, 0, False, False),
-    "uneven light + noise 6": (True, True, 6, 0, False, False),
-    "noise 10 + jpeg q90": (True, False, 10, 90, False, False),
-    "noise 10 + jpeg q60": (True, False, 10, 60, False, False),
-    "noise 15 + jpeg q30": (True, False, 15, 30, False, False),
-    "pen line near": (True, False, 6, 80, True, False),
-    "form box": (True, False, 6, 80, False, True),
-    "everything": (True, True, 12, 70, True, True),
+# condition -> (tinted, light, noise sigma, jpeg quality or 0, pen line, form box, bold marker cropped tight)
+CONDITIONS: dict[str, tuple[bool, bool, float, int, bool, bool, bool]] = {
+    "clean png": (False, False, 0, 0, False, False, False),
+    "clean jpeg q90": (False, False, 0, 90, False, False, False),
+    "tinted paper": (True, False, 0, 0, False, False, False),
+    "tinted + noise 4": (True, False, 4, 0, False, False, False),
+    "tinted + noise 10": (True, False, 10, 0, False, False, False),
+    "tinted + noise 20": (True, False, 20, 0, False, False, False),
+    "uneven light + noise 6": (True, True, 6, 0, False, False, False),
+    "noise 10 + jpeg q90": (True, False, 10, 90, False, False, False),
+    "noise 10 + jpeg q60": (True, False, 10, 60, False, False, False),
+    "noise 15 + jpeg q30": (True, False, 15, 30, False, False, False),
+    "pen line near": (True, False, 6, 80, True, False, False),
+    "form box": (True, False, 6, 80, False, True, False),
+    "bold marker, tight crop": (False, False, 0, 0, False, False, True),
+    "bold, tight, uneven light": (True, True, 6, 80, False, False, True),
+    "everything": (True, True, 12, 70, True, True, False),
 }
 
 
@@ -89,13 +92,23 @@ def _glyph_mask(digit: int, hand: str, rng: np.random.Generator) -> np.ndarray:
     return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
+def _disc(r: int) -> np.ndarray:
+    """A disc footprint of radius ``r``."""
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return xx**2 + yy**2 <= r * r
+
+
 def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """``glyph`` (an ink mask) on a canvas as ``CONDITIONS[condition]`` says; returns the RGB image and the glyph's
     box ``(top, left, bottom, right)`` on it."""
-    tinted, light, sigma, _, pen, box = CONDITIONS[condition]
+    tinted, light, sigma, _, pen, box, bold = CONDITIONS[condition]
+    if bold:  # a felt marker: strokes about a fifth of the glyph's size wide
+        r = max(1, round(max(glyph.shape) * rng.uniform(0.05, 0.09)))
+        glyph = np.pad(glyph, r)
+        glyph = np.maximum(glyph, ndimage.grey_dilation(glyph, footprint=_disc(r)))
     gh, gw = glyph.shape
     side = max(gh, gw)
-    margin = [int(rng.uniform(0.35, 0.8) * side) for _ in range(4)]
+    margin = [int(rng.uniform(*((0.02, 0.1) if bold else (0.35, 0.8))) * side) for _ in range(4)]
     H, W = gh + margin[0] + margin[2], gw + margin[1] + margin[3]
     ink = np.zeros((H, W), np.float32)
     top, left = margin[0], margin[1]
@@ -182,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=100, help="files per condition")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="write the images here instead of a temporary folder")
+    ap.add_argument("--mnist", type=int, default=0, help="also read this many MNIST test digits back from PNG files")
     args = ap.parse_args(argv)
     hands = [*installed_fonts(), STROKES]
     classify, run_dir = _model(args.model)
@@ -205,7 +219,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     photos = [r for c, r in rows.items() if not c.startswith("clean")]
     total = {k: sum(r[k] for r in photos) / sum(r["files"] for r in photos) for k in ("old", "new")}
     print(f"{'all photo-like':<26} {100 * total['old']:6.1f}% {100 * total['new']:6.1f}%")
-    return {"conditions": rows, "photos": total}
+    scans = _mnist_files(classify, args.mnist) if args.mnist else None
+    return {"conditions": rows, "photos": total, "mnist_files": scans}
+
+
+def _mnist_files(classify: Callable[[torch.Tensor], torch.Tensor], n: int) -> dict[str, float]:
+    """MNIST's first ``n`` test digits written as 28x28 PNG files and read back by each path: a clean scan should
+    come back as it was, bold and frame-filling digits included. Prints and returns the accuracy on the tensors
+    and through the files."""
+    from hwr.data import sources
+
+    ds = sources.load("mnist")
+    x, y = ds.test_images[:n], ds.test_labels[:n]
+    acc = {"tensors": float((classify(x) == y).float().mean())}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, im in enumerate(x):
+            paths.append(Path(tmp) / f"{i:05d}.png")
+            Image.fromarray(im[0].numpy()).save(paths[-1])
+        blank = torch.zeros(1, 28, 28, dtype=torch.uint8)
+        for name, load in (("old", legacy_load_image), ("new", digits.load_image)):
+            read = torch.stack([r if (r := _read(load, p)) is not None else blank for p in paths])
+            acc[name] = float((classify(read) == y).float().mean())
+    print(
+        f"MNIST test digits 1-{n} as 28x28 PNG files: tensors {100 * acc['tensors']:.2f}%, "
+        f"files old {100 * acc['old']:.2f}%, new {100 * acc['new']:.2f}%"
+    )
+    return acc
 
 
 if __name__ == "__main__":

@@ -178,6 +178,19 @@ def _illumination(d: np.ndarray) -> np.ndarray | None:
     return None if float(surface.max() - surface.min()) < 2.0 / 255.0 else surface.astype(np.float32)
 
 
+def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
+    """``_illumination`` of ink-bright ``d``, held inside the levels the border band (``b`` pixels) shows: light
+    falls off smoothly from the page's edge inwards, so the ground inside never lies beyond what its border shows,
+    while a cubic surface will bulge into a bold digit that fills the frame (a marker stroke, a tight crop) and
+    eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``."""
+    ring = np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()])
+    lo, hi = np.quantile(ring, [0.05, 0.95])
+    if hi - lo < 2.0 / 255.0:
+        return None
+    shade = _illumination(d)
+    return None if shade is None else np.clip(shade, lo, hi)
+
+
 def _powers() -> list[tuple[int, int]]:
     """The monomials ``u**i * t**j`` of the cubic ground surface, in ``_illumination``'s order."""
     return [(i, j) for i in range(4) for j in range(4 - i)]
@@ -281,7 +294,7 @@ def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
     border = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[:, :b].ravel(), grey[:, -b:].ravel()])
     dark_ink, bg = _ink_side(grey, border)
     d = 1.0 - grey if dark_ink else grey  # ink bright
-    shade = _illumination(d)
+    shade = _ground_shading(d, b)
     ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
     ink = np.clip(d - ground, 0.0, None)
     border_ink = np.concatenate([ink[:b].ravel(), ink[-b:].ravel(), ink[:, :b].ravel(), ink[:, -b:].ravel()])
@@ -297,10 +310,12 @@ def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
     glyph = _glyph(core)
     labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
     kept = np.isin(labels, np.unique(labels[glyph]))
-    # soft edges only near the strokes (within half a stroke width), never a web of noise or a shading residue
+    # soft edges only near the strokes, never a web of noise, a shading residue or a line's halo: within half a
+    # stroke width, or a whole one on a clean file (no noise, one ground level), whose faint stroke ends are its own
     perimeter = glyph & ~ndimage.binary_erosion(glyph)
     stroke = 2.0 * glyph.sum() / max(int(perimeter.sum()), 1)
-    kept &= ndimage.binary_dilation(glyph, iterations=max(1, round(stroke / 2)))
+    reach = stroke / 2 if smooth or shade is not None else stroke
+    kept &= ndimage.binary_dilation(glyph, iterations=max(1, round(reach)))
     peak = float(ink[kept].max())
     out = np.where(kept, np.clip((ink - floor) / (peak - floor), 0.0, 1.0), 0.0).astype(np.float32)
     return torch.from_numpy(out)
