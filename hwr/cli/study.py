@@ -316,9 +316,11 @@ def cmd_best(args: argparse.Namespace) -> int:
             spec, s, root=Path(args.root), on_run=on_run, workers=args.workers, **_data(args.skip_bad)
         )
         report.console.print(report.evaluation_table(result))
+        rows, start = result["selection"], result.get("start_trial")
+        also = f" and the start (#{start})" if any(r["trial"] == start for r in rows) else ""
         report.console.print(
-            f"selected trial #{result['best_trial']} after re-running the top "
-            f"{len(result['selection'])}: " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in result["selection"])
+            f"selected trial #{result['best_trial']} after re-running the top trials{also}, mean validation "
+            "figures: " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in rows)
         )
     _verdict(args, s)
     return 0
