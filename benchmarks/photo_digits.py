@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -41,23 +41,41 @@ __all__ = ["CONDITIONS", "legacy_load_image", "main", "photo"]
 PAPERS = [[236, 228, 205], [250, 240, 170], [215, 230, 245], [240, 215, 215], [225, 225, 225]]  # RGB grounds
 INKS = [[30, 40, 120], [25, 25, 30], [60, 30, 30], [20, 70, 40], [80, 80, 90]]  # ballpoint blue, black, ...
 
-# condition -> (tinted, light, noise sigma, jpeg quality or 0, pen line, form box, bold marker cropped tight)
-CONDITIONS: dict[str, tuple[bool, bool, float, int, bool, bool, bool]] = {
-    "clean png": (False, False, 0, 0, False, False, False),
-    "clean jpeg q90": (False, False, 0, 90, False, False, False),
-    "tinted paper": (True, False, 0, 0, False, False, False),
-    "tinted + noise 4": (True, False, 4, 0, False, False, False),
-    "tinted + noise 10": (True, False, 10, 0, False, False, False),
-    "tinted + noise 20": (True, False, 20, 0, False, False, False),
-    "uneven light + noise 6": (True, True, 6, 0, False, False, False),
-    "noise 10 + jpeg q90": (True, False, 10, 90, False, False, False),
-    "noise 10 + jpeg q60": (True, False, 10, 60, False, False, False),
-    "noise 15 + jpeg q30": (True, False, 15, 30, False, False, False),
-    "pen line near": (True, False, 6, 80, True, False, False),
-    "form box": (True, False, 6, 80, False, True, False),
-    "bold marker, tight crop": (False, False, 0, 0, False, False, True),
-    "bold, tight, uneven light": (True, True, 6, 80, False, False, True),
-    "everything": (True, True, 12, 70, True, True, False),
+
+class Look(NamedTuple):
+    """How one condition's photos are made."""
+
+    tinted: bool = False  # coloured paper and pen-coloured ink (else black on white)
+    light: bool = False  # a gradient across the page and a darker rim
+    sigma: float = 0.0  # sensor noise, grey levels
+    quality: int = 0  # JPEG quality (0: PNG)
+    pen: bool = False  # a pen line across the page near the digit
+    box: bool = False  # a printed form box round it
+    bold: bool = False  # a felt marker (strokes a fifth of the glyph wide), cropped tight
+    desk: bool = False  # the sheet photographed on a dark desk
+    turn: float = 0.0  # ... turned about this many degrees (either way, +-1.5)
+    chalk: bool = False  # light strokes on a dark board (with ``bold``: a bold chalk digit cropped tight)
+
+
+CONDITIONS: dict[str, Look] = {
+    "clean png": Look(),
+    "clean jpeg q90": Look(quality=90),
+    "tinted paper": Look(tinted=True),
+    "tinted + noise 4": Look(tinted=True, sigma=4),
+    "tinted + noise 10": Look(tinted=True, sigma=10),
+    "tinted + noise 20": Look(tinted=True, sigma=20),
+    "uneven light + noise 6": Look(tinted=True, light=True, sigma=6),
+    "noise 10 + jpeg q90": Look(tinted=True, sigma=10, quality=90),
+    "noise 10 + jpeg q60": Look(tinted=True, sigma=10, quality=60),
+    "noise 15 + jpeg q30": Look(tinted=True, sigma=15, quality=30),
+    "pen line near": Look(tinted=True, sigma=6, quality=80, pen=True),
+    "form box": Look(tinted=True, sigma=6, quality=80, box=True),
+    "bold marker, tight crop": Look(bold=True),
+    "bold, tight, uneven light": Look(tinted=True, light=True, sigma=6, quality=80, bold=True),
+    "sheet on a dark desk": Look(tinted=True, sigma=4, quality=85, desk=True),
+    "sheet on a desk, turned 6-9 deg": Look(tinted=True, light=True, sigma=4, quality=85, desk=True, turn=7.5),
+    "bold chalk on a board, tight": Look(sigma=4, bold=True, chalk=True),
+    "everything": Look(tinted=True, light=True, sigma=12, quality=70, pen=True, box=True),
 }
 
 
@@ -101,7 +119,7 @@ def _disc(r: int) -> np.ndarray:
 def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """``glyph`` (an ink mask) on a canvas as ``CONDITIONS[condition]`` says; returns the RGB image and the glyph's
     box ``(top, left, bottom, right)`` on it."""
-    tinted, light, sigma, _, pen, box, bold = CONDITIONS[condition]
+    tinted, light, sigma, _, pen, box, bold, desk, turn, chalk = CONDITIONS[condition]
     if bold:  # a felt marker: strokes about a fifth of the glyph's size wide
         r = max(1, round(max(glyph.shape) * rng.uniform(0.05, 0.09)))
         glyph = np.pad(glyph, r)
@@ -131,6 +149,8 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
     a = ink[..., None]
     paper = np.array(PAPERS[int(rng.integers(len(PAPERS)))] if tinted else [255, 255, 255], np.float64)
     pen_ink = np.array(INKS[int(rng.integers(len(INKS)))] if tinted else [15, 15, 15], np.float64)
+    if chalk:  # a green-black board, chalk-white strokes
+        paper, pen_ink = np.array([45, 60, 50], np.float64), np.array([232, 232, 222], np.float64)
     printed = np.array([150, 60, 60] if rng.random() < 0.5 else [60, 60, 60], np.float64)  # form print: red or grey
     rgb = paper * (1 - a) + pen_ink * a
     rgb = rgb * (1 - rule) + (pen_ink if pen and not box else printed) * rule
@@ -139,6 +159,19 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
         u, v = xx / W - 0.5, yy / H - 0.5
         g = rng.uniform(0.15, 0.35) * (u * rng.uniform(-1, 1) + v * rng.uniform(-1, 1))
         rgb = rgb * (1.0 + g - rng.uniform(0.2, 0.4) * (u**2 + v**2))[..., None]
+    if desk:  # the sheet on a dark desk, a sixth to a third of its size showing round it, maybe turned
+        pad = [int(rng.uniform(0.08, 0.2) * max(H, W)) for _ in range(4)]
+        wood = np.array([rng.uniform(50, 90), rng.uniform(35, 60), rng.uniform(25, 45)])
+        table = np.zeros((H + pad[0] + pad[2], W + pad[1] + pad[3], 3)) + wood
+        table[pad[0] : pad[0] + H, pad[1] : pad[1] + W] = rgb
+        rgb, top, left = table, top + pad[0], left + pad[1]
+        if turn:
+            turned = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).rotate(
+                float(rng.choice([-1, 1]) * rng.uniform(turn - 1.5, turn + 1.5)),
+                resample=Image.BICUBIC,
+                fillcolor=tuple(int(c) for c in wood),
+            )
+            rgb = np.asarray(turned, np.float64)
     if sigma:
         rgb = rgb + rng.normal(0, sigma, rgb.shape)
     img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
@@ -153,7 +186,7 @@ def render(folder: Path, hands: list[str], n: int, seed: int) -> list[tuple[str,
         for i in range(n):
             digit = i % 10
             img, _ = photo(_glyph_mask(digit, hands[(i // 10 + i) % len(hands)], rng), condition, rng)
-            quality = spec[3]
+            quality = spec.quality
             path = folder / f"c{c:02d}_{i:03d}_{digit}.{'jpg' if quality else 'png'}"
             img.save(path, **({"quality": quality} if quality else {}))
             out.append((condition, path, digit))

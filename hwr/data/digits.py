@@ -130,6 +130,56 @@ def _grey(img: Image.Image) -> np.ndarray:
     return grey
 
 
+def _page(grey: np.ndarray) -> np.ndarray | None:
+    """Where the image is a light sheet on a darker surround (paper photographed on a desk, a card in a scanner's
+    dark lid): the sheet alone, cut to its box (trimmed by 3% a side) with the surround painted the sheet's
+    level, else None. Without this the dark border makes the sheet read as light ink on a dark ground and the
+    whole page becomes the glyph.
+
+    A sheet is the largest light region (Otsu's split, its holes filled) that covers 30% of the image or more,
+    fills the smallest rectangle round it at any angle (88%: a filled 0 or 8 does not), lies inside most of the
+    border band rather than along it, is clearly lighter than the surround (0.2), and holds writing: dark holes
+    (1-35% of it) that are strokes, their area at least 12 times the square of their greatest half-width (a
+    stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
+    counters, compact blobs of 4-11 r squared."""
+    h, w = grey.shape
+    if min(h, w) < 16:
+        return None
+    raw = grey > _otsu(grey, 1.0)
+    labels, n = ndimage.label(ndimage.binary_fill_holes(raw))
+    if n == 0:
+        return None
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    k = int(np.argmax(area)) + 1
+    ys, xs = ndimage.find_objects(labels)[k - 1]
+    region = labels == k
+    holes = region & ~raw  # the writing
+    b = max(1, round(0.02 * min(h, w)))
+    ring = np.ones((h, w), bool)
+    ring[b:-b, b:-b] = False
+    if (
+        area[k - 1] < 0.3 * h * w
+        or not 0.01 <= holes.sum() / area[k - 1] <= 0.35
+        or region[ring].mean() > 0.5
+        or float(np.median(grey[region])) - float(np.median(grey[ring & ~region])) < 0.2
+        or holes.sum() < 12.0 * max(float(ndimage.distance_transform_edt(holes).max()), 1.0) ** 2
+        or area[k - 1] < 0.88 * _min_rectangle(region)
+    ):
+        return None
+    dy, dx = max(1, round(0.03 * (ys.stop - ys.start))), max(1, round(0.03 * (xs.stop - xs.start)))
+    box = slice(ys.start + dy, ys.stop - dy), slice(xs.start + dx, xs.stop - dx)
+    return np.where(region[box], grey[box], float(np.median(grey[region & raw])))
+
+
+def _min_rectangle(mask: np.ndarray) -> float:
+    """The area of the smallest rectangle round ``mask`` at any angle (whole degrees), in pixels."""
+    edge = mask & ~ndimage.binary_erosion(mask)
+    y, x = np.nonzero(edge)
+    t = np.deg2rad(np.arange(90))[:, None]
+    u, v = x * np.cos(t) + y * np.sin(t), y * np.cos(t) - x * np.sin(t)
+    return float((((u.max(1) - u.min(1)) + 1) * ((v.max(1) - v.min(1)) + 1)).min())
+
+
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     """``(dark_ink, ground)``: the ground is the border's median; a clearly light (dark) ground holds dark (light)
     ink; on mid-grey, the ink is on the side that strays furthest from the ground."""
@@ -284,6 +334,9 @@ def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
             grey = _grey(img)
     except (OSError, SyntaxError, ValueError) as e:  # truncated or malformed pixel data
         raise InputError(f"{path}: cannot decode the image ({e})") from None
+    page = _page(grey)
+    if page is not None:  # a sheet photographed on a darker desk: read the sheet alone
+        grey = page
     h, w = grey.shape
     noise = _noise_sigma(grey)
     smooth = noise > NOISE_LEVEL
