@@ -142,9 +142,11 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     (1-35% of it) that are strokes, their area at least 12 times the square of their greatest half-width (a
     stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
     counters, compact blobs of 4-11 r squared."""
-    h, w = grey.shape
-    if min(h, w) < 16:
+    if min(grey.shape) < 16:
         return None
+    step = max(1, round(max(grey.shape) / 400))  # found on a view of about 400 pixels: a page is large
+    full, grey = grey, grey[::step, ::step]
+    h, w = grey.shape
     raw = grey > _otsu(grey, 1.0)
     labels, n = ndimage.label(ndimage.binary_fill_holes(raw))
     if n == 0:
@@ -167,8 +169,9 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     ):
         return None
     dy, dx = max(1, round(0.03 * (ys.stop - ys.start))), max(1, round(0.03 * (xs.stop - xs.start)))
-    box = slice(ys.start + dy, ys.stop - dy), slice(xs.start + dx, xs.stop - dx)
-    return np.where(region[box], grey[box], float(np.median(grey[region & raw])))
+    box = slice(step * (ys.start + dy), step * (ys.stop - dy)), slice(step * (xs.start + dx), step * (xs.stop - dx))
+    sheet = np.repeat(np.repeat(region, step, 0), step, 1)[: full.shape[0], : full.shape[1]]
+    return np.where(sheet[box], full[box], float(np.median(grey[region & raw])))
 
 
 def _min_rectangle(mask: np.ndarray) -> float:
