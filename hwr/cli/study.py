@@ -317,10 +317,11 @@ def cmd_best(args: argparse.Namespace) -> int:
         )
         report.console.print(report.evaluation_table(result))
         rows, start = result["selection"], result.get("start_trial")
-        also = f" and the start (#{start})" if any(r["trial"] == start for r in rows) else ""
-        report.console.print(
-            f"selected trial #{result['best_trial']} after re-running the top trials{also}, mean validation "
-            "figures: " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in rows)
-        )
+        if any(r.get("reruns") for r in rows):
+            also = f" and the start (#{start})" if any(r["trial"] == start for r in rows) else ""
+            report.console.print(
+                f"selected trial #{result['best_trial']} after re-running the top trials{also}; validation means "
+                "(first figure and re-runs): " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in rows)
+            )
     _verdict(args, s)
     return 0

@@ -141,10 +141,12 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     border band rather than along it, is clearly lighter than the surround (0.2), and holds writing: dark holes
     (1-35% of it) that are strokes, their area at least 12 times the square of their greatest half-width (a
     stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
-    counters, compact blobs of 4-11 r squared."""
+    counters, compact blobs of 4-11 r squared. Writing that runs off the sheet's edge joins the surround and is
+    painted over with it (a digit running off a sticky note)."""
     if min(grey.shape) < 16:
         return None
-    step = max(1, round(max(grey.shape) / 400))  # found on a view of about 400 pixels: a page is large
+    # found on a view of about 400 pixels (a page is large), never under 100 across (a strip's strokes stay)
+    step = max(1, min(round(max(grey.shape) / 400), min(grey.shape) // 100))
     full, grey = grey, grey[::step, ::step]
     h, w = grey.shape
     raw = grey > _otsu(grey, 1.0)
@@ -170,7 +172,8 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
         return None
     dy, dx = max(1, round(0.03 * (ys.stop - ys.start))), max(1, round(0.03 * (xs.stop - xs.start)))
     box = slice(step * (ys.start + dy), step * (ys.stop - dy)), slice(step * (xs.start + dx), step * (xs.stop - dx))
-    sheet = np.repeat(np.repeat(region, step, 0), step, 1)[: full.shape[0], : full.shape[1]]
+    inner = ndimage.binary_erosion(region) if step > 1 else region  # no block of desk along a turned edge
+    sheet = np.repeat(np.repeat(inner, step, 0), step, 1)[: full.shape[0], : full.shape[1]]
     return np.where(sheet[box], full[box], float(np.median(grey[region & raw])))
 
 
@@ -235,7 +238,8 @@ def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
     """``_illumination`` of ink-bright ``d``, held inside the levels the border band (``b`` pixels) shows: light
     falls off smoothly from the page's edge inwards, so the ground inside never lies beyond what its border shows,
     while a cubic surface will bulge into a bold digit that fills the frame (a marker stroke, a tight crop) and
-    eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``."""
+    eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``. The trade: a
+    shadow in the middle of the page, darker than anything on its border, is only partly taken away."""
     ring = np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()])
     lo, hi = np.quantile(ring, [0.05, 0.95])
     if hi - lo < 2.0 / 255.0:
@@ -311,8 +315,10 @@ def _glyph(core: np.ndarray) -> np.ndarray:
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """A real image file -> float32 ``(H, W)`` ink map in ``[0, 1]`` (ink bright, background exactly 0).
 
-    Read as a document reader reads a photo: the ground's level from the border's median (and its shading, when
-    the light is uneven, from a smooth surface fitted to the ground); the sensor noise estimated and, where there
+    Read as a document reader reads a photo: a light sheet on a darker desk found and read alone (``_page``; the
+    map is then the sheet's crop, smaller than the file); the ground's level from the border's median (and its
+    shading, when the light is uneven, from a smooth surface fitted to the ground and held within the border's
+    levels, ``_ground_shading``); the sensor noise estimated and, where there
     is any, smoothed away before thresholding; the ink found by hysteresis (Otsu's threshold for the strokes'
     cores, a few noise levels for their soft edges); of its connected parts only the glyph kept (``_glyph``: no
     ruled lines, pen lines across the page, form boxes or specks). A clean scan keeps its ink values as they were

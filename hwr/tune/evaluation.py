@@ -38,7 +38,7 @@ from hwr.tasks import digits
 from hwr.tasks.digits.config import RunConfig
 from hwr.tune import stats
 from hwr.tune.pool import parallel_map
-from hwr.tune.spec import StudyContext, StudyError, StudySpec
+from hwr.tune.spec import METRICS, StudyContext, StudyError, StudySpec
 from hwr.tune.study import config_of, prepare_source, pretrain_job, train_fresh
 
 __all__ = [
@@ -127,11 +127,7 @@ def select(
     rows = []
     for t in ranked:
         first = [t.values[0]] if t.state == TrialState.COMPLETE else []  # a pruned start: its re-runs alone
-        again = [
-            r["val"]["macro_f1"] if metric == "val_macro_f1" else r["val"]["accuracy"]
-            for (u, _), r in zip(reruns, results, strict=True)
-            if u.number == t.number
-        ]
+        again = [METRICS[metric](r) for (u, _), r in zip(reruns, results, strict=True) if u.number == t.number]
         values = first + again
         rows.append({"trial": t.number, "values": values, "reruns": again, "mean": statistics.fmean(values)})
     winner_row = _winner(rows, start.number if start is not None and reruns else None, sign)
@@ -141,20 +137,23 @@ def select(
 
 def _winner(rows: list[dict[str, Any]], start: int | None, sign: float) -> dict[str, Any]:
     """The selected row. Without a start to beat: the best mean. With one: the start, unless a trial's re-runs beat
-    the start's on the same seeds with a paired 95% interval above zero (``stats.paired_interval`` over the re-run
+    the start's on the same seeds with a paired interval above zero (``stats.paired_interval`` over the re-run
     seeds; the trials' own first figures are left out, as the top trials were picked on them), the best re-run
-    mean among those that do. Each row records its interval against the start (``vs_start``; in the direction the
-    study optimises: positive is better than the start)."""
+    mean among those that do. The interval's level is Bonferroni's over the trials compared (``1 - 0.05 / k``), so
+    a trial that is no better than the start is named at most 5% of the time however many are re-run; with fewer
+    than 3 re-run seeds no trial can win (a t interval over 2 is 12.7 standard errors wide, and 2 equal
+    differences, one validation image apart, would make it zero wide). Each row records its interval against the
+    start (``vs_start``; in the direction the study optimises: positive is better than the start)."""
     if start is None:
         return max(rows, key=lambda r: (sign * r["mean"], -r["trial"]))
     base = next(r for r in rows if r["trial"] == start)
+    others = [r for r in rows if r is not base]
+    level = 1.0 - 0.05 / max(len(others), 1)
     beating = []
-    for r in rows:
-        if r is base:
-            continue
-        iv = stats.paired_interval([sign * v for v in r["reruns"]], [sign * v for v in base["reruns"]])
-        r["vs_start"] = {"mean": iv.mean, "low": _finite(iv.low), "high": _finite(iv.high), "n": iv.n}
-        if iv.low > 0:
+    for r in others:
+        iv = stats.paired_interval([sign * v for v in r["reruns"]], [sign * v for v in base["reruns"]], level)
+        r["vs_start"] = {"mean": iv.mean, "low": _finite(iv.low), "high": _finite(iv.high), "n": iv.n, "level": level}
+        if iv.n >= 3 and iv.low > 0:
             beating.append(r)
     if not beating:
         return base
@@ -442,11 +441,12 @@ def _selection_lines(result: dict[str, Any]) -> list[str]:
         bounds = "no interval" if iv["low"] is None else f"[{100 * iv['low']:+.2f}, {100 * iv['high']:+.2f}]"
         return f"#{r['trial']} {100 * iv['mean']:+.2f} points {bounds} over {iv['n']} re-run seeds"
 
+    level = f"{100 * rows[0]['vs_start'].get('level', 0.95):.4g}%"
     if result["best_trial"] != result["start_trial"]:
         won = next(r for r in rows if r["trial"] == result["best_trial"])
-        return [f"selected trial #{result['best_trial']}: its re-runs beat the start's, {gap(won)}"]
+        return [f"selected trial #{result['best_trial']}: its re-runs beat the start's, {gap(won)} ({level} interval)"]
     closest = max(rows, key=lambda r: r["vs_start"]["mean"])
     return [
-        f"selected the start (#{result['start_trial']}): no trial's re-runs beat it with a 95% interval above zero "
-        f"(closest: {gap(closest)})"
+        f"selected the start (#{result['start_trial']}): no trial's re-runs beat it with a {level} interval above "
+        f"zero (closest: {gap(closest)})"
     ]

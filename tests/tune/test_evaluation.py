@@ -216,11 +216,12 @@ def test_the_start_is_rerun_beside_the_top_trials_and_can_win(tmp_path):
                     user_attrs={"config": to_dict(lucky)},
                 )
             )
-        spec = _spec(rerun_top=2, rerun_seeds=(7, 8), initial=({"x": 0.1},))
+        spec = _spec(rerun_top=2, rerun_seeds=(7, 8, 9), initial=({"x": 0.1},))
         assert evaluation.start_trial(spec, s).number == 0
         winner, rows = evaluation.select(spec, s, tmp_path / state.name)
         assert [r["trial"] for r in rows] == [1, 2, 0] and winner.number == 0, rows
-        assert len(rows[2]["values"]) == (3 if state == optuna.trial.TrialState.COMPLETE else 2)
+        assert all(r["vs_start"]["high"] < 0 for r in rows[:2])  # the lucky trials lose on every re-run seed
+        assert len(rows[2]["values"]) == (4 if state == optuna.trial.TrialState.COMPLETE else 3)
     assert evaluation.select(_spec(rerun_top=2, rerun_seeds=(7, 8)), s, tmp_path / "none")[0].number != 0
 
 
@@ -246,6 +247,20 @@ def test_a_trial_replaces_the_start_only_where_its_paired_interval_excludes_zero
     assert evaluation._winner(lower_is_better, 0, -1.0)["trial"] == 1
     one_seed = _rows([0.5], [0.9])  # one paired unit: no interval, the start stays
     assert evaluation._winner(one_seed, 0, 1.0)["trial"] == 0 and one_seed[1]["vs_start"]["low"] is None
+    two_seeds = _rows([0.90, 0.90], [0.9025, 0.9025])  # one image better on both: a zero-wide interval, not a win
+    assert evaluation._winner(two_seeds, 0, 1.0)["trial"] == 0 and two_seeds[1]["vs_start"]["low"] > 0
+
+
+def test_the_level_is_bonferronis_over_the_trials_compared():
+    """A lead whose 95% interval just clears zero wins against the start alone, but not as one of three trials
+    compared (98.33% each, so a trial no better than the start is named at most 5% of the time)."""
+    start = [0.90, 0.91, 0.90, 0.91, 0.90]
+    lead = [0.91, 0.93, 0.905, 0.925, 0.90]  # +1.0 points, 95% interval about [+0.02, +1.98]
+    alone = _rows(start, lead)
+    assert evaluation._winner(alone, 0, 1.0)["trial"] == 1 and alone[1]["vs_start"]["level"] == 0.95
+    among = _rows(start, lead, [0.80] * 5, [0.85] * 5)
+    assert evaluation._winner(among, 0, 1.0)["trial"] == 0
+    assert among[1]["vs_start"]["level"] == pytest.approx(1 - 0.05 / 3) and among[1]["vs_start"]["low"] < 0
     no_start = [{"trial": 3, "mean": 0.8}, {"trial": 4, "mean": 0.9}]
     assert evaluation._winner(no_start, None, 1.0)["trial"] == 4
 
@@ -293,7 +308,9 @@ def test_a_best_that_is_the_start_trains_once_and_ties_it(tmp_path):
     assert best["macro_f1"] == start["macro_f1"] and r["intervals"]["start"]["mean"] == 0.0
     folders = sorted(p.name for p in (tmp_path / "studies" / "tiny" / "evaluation").iterdir())
     assert folders == ["best_seed1", "best_seed2", "rerun_0_seed5", "rerun_1_seed5"], folders
-    assert "does not beat" in " ".join(evaluation.verdict(r)) or "no detectable" in " ".join(evaluation.verdict(r))
+    lines = evaluation.verdict(r)
+    assert "best shows no detectable difference from the study's start: +0.00 macro-F1 points" in lines[0]
+    assert "the search did not beat its own untuned starting point" in lines
 
 
 def test_the_verdict_says_how_the_winner_was_named():
