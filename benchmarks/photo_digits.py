@@ -55,6 +55,7 @@ class Look(NamedTuple):
     desk: bool = False  # the sheet photographed on a dark desk
     turn: float = 0.0  # ... turned about this many degrees (either way, +-1.5)
     chalk: bool = False  # light strokes on a dark board (with ``bold``: a bold chalk digit cropped tight)
+    rule: bool = False  # the digit written on a dark rule across the page (through its lower part)
 
 
 CONDITIONS: dict[str, Look] = {
@@ -75,6 +76,7 @@ CONDITIONS: dict[str, Look] = {
     "sheet on a dark desk": Look(tinted=True, sigma=4, quality=85, desk=True),
     "sheet on a desk, turned 6-9 deg": Look(tinted=True, light=True, sigma=4, quality=85, desk=True, turn=7.5),
     "bold chalk on a board, tight": Look(sigma=4, bold=True, chalk=True),
+    "written on a dark rule": Look(tinted=True, sigma=4, quality=85, rule=True),
     "everything": Look(tinted=True, light=True, sigma=12, quality=70, pen=True, box=True),
 }
 
@@ -119,7 +121,7 @@ def _disc(r: int) -> np.ndarray:
 def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """``glyph`` (an ink mask) on a canvas as ``CONDITIONS[condition]`` says; returns the RGB image and the glyph's
     box ``(top, left, bottom, right)`` on it."""
-    tinted, light, sigma, _, pen, box, bold, desk, turn, chalk = CONDITIONS[condition]
+    tinted, light, sigma, _, pen, box, bold, desk, turn, chalk, rule = CONDITIONS[condition]
     if bold:  # a felt marker: strokes about a fifth of the glyph's size wide
         r = max(1, round(max(glyph.shape) * rng.uniform(0.05, 0.09)))
         glyph = np.pad(glyph, r)
@@ -145,7 +147,11 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
         )
         tilt = rng.uniform(-0.08, 0.08) * W
         draw.line((0, y - tilt, W, y + tilt), fill=255, width=max(2, round(side * rng.uniform(0.03, 0.06))))
-    rule = np.asarray(lines, np.float32)[..., None] / 255.0
+    if rule:  # a line across the page through the digit's lower part, as dark as the ink, tilted a little
+        y = top + int(rng.uniform(0.75, 0.98) * gh)
+        tilt = rng.uniform(-0.02, 0.02) * W
+        draw.line((0, y - tilt, W, y + tilt), fill=255, width=max(2, round(side * rng.uniform(0.02, 0.04))))
+    printed_or_pen = np.asarray(lines, np.float32)[..., None] / 255.0
     a = ink[..., None]
     paper = np.array(PAPERS[int(rng.integers(len(PAPERS)))] if tinted else [255, 255, 255], np.float64)
     pen_ink = np.array(INKS[int(rng.integers(len(INKS)))] if tinted else [15, 15, 15], np.float64)
@@ -153,7 +159,8 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
         paper, pen_ink = np.array([45, 60, 50], np.float64), np.array([232, 232, 222], np.float64)
     printed = np.array([150, 60, 60] if rng.random() < 0.5 else [60, 60, 60], np.float64)  # form print: red or grey
     rgb = paper * (1 - a) + pen_ink * a
-    rgb = rgb * (1 - rule) + (pen_ink if pen and not box else printed) * rule
+    line_ink = pen_ink if (pen or rule) and not box else printed
+    rgb = rgb * (1 - printed_or_pen) + line_ink * printed_or_pen
     if light:  # a gradient across the page and a darker rim
         yy, xx = np.mgrid[0:H, 0:W]
         u, v = xx / W - 0.5, yy / H - 0.5

@@ -277,6 +277,55 @@ def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
     return bool(inner <= 0.1 * mask.sum())
 
 
+def _lines_across(core: np.ndarray) -> np.ndarray:
+    """The pixels of ``core`` on straight lines that run across the whole image within 4 degrees of level or
+    upright (the rule a digit was written on, a form's line) where the line touches the writing, except where a
+    stroke crosses them. Such a rule makes one component with the digit, and the whole line was taken for the
+    glyph; with the line's pixels gone the digit stands alone, and with the crossings kept it stays whole (a
+    crossing: ink 3 pixels past the line's band, in a run of columns no wider than 15% of the image; a parallel
+    edge along it is longer). Only in a component whose ink off the line spans at most 70% of the line's
+    direction: a line alone (or with its own ragged edge) is left whole for ``_glyph`` to drop, and in a tight
+    crop a digit's own stroke runs edge to edge."""
+    out = np.zeros_like(core)
+    labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
+    for upright in (False, True):
+        c, lab = (core.T, labels.T) if upright else (core, labels)
+        band = _level_lines(c)
+        band = ndimage.binary_dilation(band, structure=np.ones((5, 1), bool)) & c  # with its fringe rows
+        for k in np.unique(lab[band]):
+            rest_cols = np.flatnonzero(((lab == k) & ~band).any(0))
+            if not len(rest_cols) or rest_cols[-1] - rest_cols[0] + 1 > 0.7 * c.shape[1]:
+                band &= lab != k
+        if band.any():  # a column of the band stays where a stroke goes on 3 pixels past it: a crossing
+            past = np.zeros_like(c)
+            past[3:] |= band[:-3]
+            past[:-3] |= band[3:]
+            runs, n = ndimage.label((past & c & ~band).any(0))
+            width = np.bincount(runs, minlength=n + 1)
+            narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(n + 1) > 0)  # a parallel edge is long
+            band &= ~ndimage.binary_dilation(narrow[runs], iterations=2)[None, :]
+        out |= band.T if upright else band
+    return out
+
+
+def _level_lines(c: np.ndarray) -> np.ndarray:
+    """The pixels of ``c`` on lines within 4 degrees of level (17 slopes) whose pixels at one offset fill 80% of
+    the image's width and reach within 5% of both its edges."""
+    w = c.shape[1]
+    band = np.zeros_like(c)
+    ys, xs = np.nonzero(c)
+    if w < 24 or len(xs) < 0.8 * w:
+        return band
+    for t in np.tan(np.deg2rad(np.arange(-4.0, 4.25, 0.5))):
+        rho = np.round(ys - xs * t).astype(np.int64)
+        lo = int(rho.min())
+        for r in np.flatnonzero(np.bincount(rho - lo) >= 0.8 * w) + lo:
+            on = rho == r
+            if xs[on].min() <= 0.05 * w and xs[on].max() >= 0.95 * w:
+                band[ys[on], xs[on]] = True
+    return band
+
+
 def _glyph(core: np.ndarray) -> np.ndarray:
     """The components of the binary ``core`` that form the glyph: ruled lines, pen lines across the page and form
     boxes are dropped when something else of weight is left; then the largest component and every component near
@@ -369,6 +418,10 @@ def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
             f"{path}: no ink found: the image is blank or all background (contrast "
             f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer"
         )
+    lines = _lines_across(core)
+    if lines.any() and (core & ~lines).any():  # a rule through the digit: take the rule away, keep the crossings
+        core &= ~lines
+        ink = np.where(ndimage.binary_dilation(lines, iterations=2) & ~ndimage.binary_dilation(core), 0.0, ink)
     glyph = _glyph(core)
     labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
     kept = np.isin(labels, np.unique(labels[glyph]))

@@ -220,3 +220,20 @@ def test_a_bold_light_glyph_on_a_dark_board_is_not_taken_for_a_sheet(tmp_path, s
     assert digits._page(digits._grey(Image.open(path))) is None
     out = digits.load_image(path).numpy()
     assert float((out[ink > 0.5] > 0.5).mean()) > 0.9 and _close(_box(out), _box(ink))
+
+
+@pytest.mark.parametrize("y", [70, 92])
+def test_a_digit_written_on_a_dark_rule_keeps_its_strokes_and_loses_the_rule(tmp_path, y):
+    """A dark line across the page that the digit touches (a 7 whose stem crosses it at y=70, or whose foot sits
+    on it at y=92) made one component of rule and digit, and the whole line was read as the glyph; the rule's
+    pixels go, the crossing stays, so the 7 comes back whole and alone."""
+    ink = _glyph(SEVEN)
+    rules = Image.new("L", (W, H), 0)
+    ImageDraw.Draw(rules).line((0, y - 1, W, y + 1), fill=255, width=3)
+    rules = np.asarray(rules, np.float32) / 255.0
+    out = digits.load_image(_save(tmp_path, "ruled.png", _photo(ink, sigma=3.0, rules=rules))).numpy()
+    assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
+    assert float(out[(rules > 0.5) & (ndilate(ink > 0.02, 5) == 0)].max()) == 0.0  # no rule away from the digit
+    stem = (ink > 0.5) & (np.abs(np.arange(H) - y)[:, None] <= 1)  # the stroke where it crosses the rule
+    if stem.any():
+        assert float(out[stem].min()) > 0.3  # the crossing is kept: the stem is not cut in two
