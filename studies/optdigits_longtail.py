@@ -228,6 +228,9 @@ SPEC = StudySpec(
     oracle=oracle,
     eval_draws=draws,
     eval_sources=3,  # the best's source and two more pretrainings of its recipe (seeds 1, 2): 3 draws x 3 sources
+    # a user's folder is one draw: 5 seeds on 5 sources there, not 3 (3 paired runs gave a zero-shot interval
+    # [-2.08, +6.98] points wide on a font-digit folder: too few units to tell anything)
+    min_paired_runs=5,
     # the top 3 and the start re-run on 5 seeds: a trial replaces the start only where its paired interval over
     # them lies above zero (t with 4 degrees of freedom; with 2 seeds, 12.7 standard errors wide, nothing could)
     rerun_top=3,

@@ -43,6 +43,7 @@ from hwr.tune.study import config_of, prepare_source, pretrain_job, train_fresh
 
 __all__ = [
     "EVALUATION",
+    "enough_runs",
     "eval_sources",
     "evaluate_best",
     "load_evaluation",
@@ -216,6 +217,19 @@ def eval_sources(spec: StudySpec, source: Path | None, root: Path, data: DataSet
     return [source, *parallel_map(pretrain_job, jobs, workers)]
 
 
+def enough_runs(spec: StudySpec, n_draws: int) -> StudySpec:
+    """``spec`` with eval seeds added (the next integers after its last) until ``n_draws`` x seeds reaches
+    ``spec.min_paired_runs``, and as many pretrained sources as seeds where it uses more than one: each added
+    paired run is an independent unit (its own fine-tuning seed and pretraining seed), not a repeat of one."""
+    need = -(-spec.min_paired_runs // max(n_draws, 1))
+    seeds = spec.eval_seeds
+    if len(seeds) >= need:
+        return spec
+    seeds = (*seeds, *range(max(seeds) + 1, max(seeds) + 1 + need - len(seeds)))
+    sources = max(spec.eval_sources, len(seeds)) if spec.eval_sources > 1 else 1
+    return dataclasses.replace(spec, eval_seeds=seeds, eval_sources=sources)
+
+
 def _from_source(cfg: RunConfig, sources: list, i: int) -> RunConfig:
     """``cfg`` fine-tuning source ``i % len(sources)`` where it fine-tunes the first (a scratch run stays)."""
     if cfg.finetune is None or len(sources) < 2 or cfg.finetune.source != str(sources[0]):
@@ -368,6 +382,7 @@ def evaluate_best(
     context = StudyContext(source, study_root, study.user_attrs.get("dataset"), data)
     contenders = _contenders(spec, best_cfg, context, start_cfg)
     draws = _draws(spec, best_cfg.dataset)
+    spec = enough_runs(spec, len(draws))
     sources = eval_sources(spec, source if best_cfg.finetune is not None else None, root, data, workers)
     trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers)
     counts = trained["best"][0].get("train_class_counts")

@@ -69,6 +69,10 @@ class StudySpec:
     # pretrainings of its recipe on the next seeds; eval seed i fine-tunes source ``i % eval_sources``, so the
     # figures vary over pretraining seeds as well as draws and fine-tuning seeds
     eval_sources: int = 1
+    # at least this many paired runs in the evaluation: where draws x eval_seeds give fewer (a user's folder is
+    # one draw), more eval seeds are added, each on a pretrained source of its own where eval_sources > 1, so
+    # a folder's verdict rests on as many independent units as the built-in target's (0: as the seeds say)
+    min_paired_runs: int = 0
     # the validation protocol every trial, re-run and contender uses: "config" (as suggest sets it), "split",
     # "heldout" (the data set's own balanced split, ImageNet-LT style) or "kfold" (stratified, ``folds`` runs
     # per trial, the metric averaged over folds)

@@ -327,3 +327,26 @@ def test_the_verdict_says_how_the_winner_was_named():
     (line,) = evaluation.verdict({**base, "best_trial": 1, "selection": win})
     assert line.startswith("selected trial #1: its re-runs beat the start's, #1 +3.33 points [+1.90, +4.77]")
     assert evaluation.verdict({**base, "best_trial": 1, "selection": [{"trial": 1, "mean": 0.9}]}) == []
+
+
+def test_enough_runs_adds_independent_seeds_for_a_single_draw():
+    """A user's folder is one draw: its evaluation gets seeds (and a pretrained source per seed) up to
+    ``min_paired_runs``; three draws already give enough, and 0 leaves the spec as it is."""
+    spec = _spec(eval_seeds=(101, 102, 103), min_paired_runs=5)
+    one = evaluation.enough_runs(spec, 1)
+    assert one.eval_seeds == (101, 102, 103, 104, 105) and one.eval_sources == 1
+    plain = _spec()
+    assert evaluation.enough_runs(spec, 3) is spec and evaluation.enough_runs(plain, 1) is plain
+    with_sources = dataclasses.replace(spec, eval_sources=3, source=TINY)
+    assert evaluation.enough_runs(with_sources, 1).eval_sources == 5
+    assert evaluation.enough_runs(dataclasses.replace(spec, min_paired_runs=4), 2).eval_seeds == (101, 102, 103)
+
+
+def test_a_single_draw_evaluation_trains_min_paired_runs(tmp_path):
+    from tiny import TINY_STUDY
+
+    spec = dataclasses.replace(tune.load_spec(str(TINY_STUDY)), n_trials=1, eval_seeds=(1, 2), min_paired_runs=3)
+    s = tune.optimize(spec, storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}", name="tiny", root=tmp_path)
+    r = evaluation.evaluate_best(spec, s, root=tmp_path)
+    assert r["seeds"] == [1, 2, 3] and len(r["contenders"]["best"]["macro_f1"]) == 3
+    assert r["intervals"]["plain_finetune"]["n"] == 3
