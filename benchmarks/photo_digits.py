@@ -166,23 +166,31 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
         u, v = xx / W - 0.5, yy / H - 0.5
         g = rng.uniform(0.15, 0.35) * (u * rng.uniform(-1, 1) + v * rng.uniform(-1, 1))
         rgb = rgb * (1.0 + g - rng.uniform(0.2, 0.4) * (u**2 + v**2))[..., None]
-    if desk:  # the sheet on a dark desk, a sixth to a third of its size showing round it, maybe turned
-        pad = [int(rng.uniform(0.08, 0.2) * max(H, W)) for _ in range(4)]
-        wood = np.array([rng.uniform(50, 90), rng.uniform(35, 60), rng.uniform(25, 45)])
-        table = np.zeros((H + pad[0] + pad[2], W + pad[1] + pad[3], 3)) + wood
-        table[pad[0] : pad[0] + H, pad[1] : pad[1] + W] = rgb
-        rgb, top, left = table, top + pad[0], left + pad[1]
-        if turn:
-            turned = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).rotate(
-                float(rng.choice([-1, 1]) * rng.uniform(turn - 1.5, turn + 1.5)),
-                resample=Image.BICUBIC,
-                fillcolor=tuple(int(c) for c in wood),
-            )
-            rgb = np.asarray(turned, np.float64)
+    if desk:
+        rgb, (dy, dx) = _on_desk(rgb, turn, rng)
+        top, left = top + dy, left + dx
     if sigma:
         rgb = rgb + rng.normal(0, sigma, rgb.shape)
     img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
     return img, (top, left, top + gh, left + gw)
+
+
+def _on_desk(rgb: np.ndarray, turn: float, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """The sheet ``rgb`` on a dark desk, a sixth to a third of its size showing round it, turned about ``turn``
+    degrees either way when ``turn``; returns the photo and where the sheet's corner went (before the turn)."""
+    H, W = rgb.shape[:2]
+    pad = [int(rng.uniform(0.08, 0.2) * max(H, W)) for _ in range(4)]
+    wood = np.array([rng.uniform(50, 90), rng.uniform(35, 60), rng.uniform(25, 45)])
+    table = np.zeros((H + pad[0] + pad[2], W + pad[1] + pad[3], 3)) + wood
+    table[pad[0] : pad[0] + H, pad[1] : pad[1] + W] = rgb
+    if turn:
+        turned = Image.fromarray(np.clip(table, 0, 255).astype(np.uint8)).rotate(
+            float(rng.choice([-1, 1]) * rng.uniform(turn - 1.5, turn + 1.5)),
+            resample=Image.BICUBIC,
+            fillcolor=tuple(int(c) for c in wood),
+        )
+        table = np.asarray(turned, np.float64)
+    return table, (pad[0], pad[1])
 
 
 def render(folder: Path, hands: list[str], n: int, seed: int) -> list[tuple[str, Path, int]]:
