@@ -284,8 +284,9 @@ def _lines_across(core: np.ndarray) -> np.ndarray:
     glyph; with the line's pixels gone the digit stands alone, and with the crossings kept it stays whole (a
     crossing: ink 3 pixels past the line's band, in a run of columns no wider than 15% of the image; a parallel
     edge along it is longer). Only in a component whose ink off the line spans at most 70% of the line's
-    direction: a line alone (or with its own ragged edge) is left whole for ``_glyph`` to drop, and in a tight
-    crop a digit's own stroke runs edge to edge."""
+    direction and stays clear of its ends (15% of the breadth each side), as a digit on a rule does: a line alone
+    (or with its own ragged edge) is left whole for ``_glyph`` to drop, and in a tight crop a digit's own stroke
+    runs edge to edge with the rest of the digit at one end of it (a 7's bar, a 4's stem, a flagged 1)."""
     out = np.zeros_like(core)
     labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
     for upright in (False, True):
@@ -293,9 +294,9 @@ def _lines_across(core: np.ndarray) -> np.ndarray:
         band = _level_lines(c)
         band = ndimage.binary_dilation(band, structure=np.ones((5, 1), bool)) & c  # with its fringe rows
         for k in np.unique(lab[band]):
-            rest_cols = np.flatnonzero(((lab == k) & ~band).any(0))
-            if not len(rest_cols) or rest_cols[-1] - rest_cols[0] + 1 > 0.7 * c.shape[1]:
-                band &= lab != k
+            rest = np.flatnonzero(((lab == k) & ~band).any(0)) / c.shape[1]
+            if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
+                band &= lab != k  # a line alone, a string's rule, or a digit's own stroke of a tight crop
         if band.any():  # a column of the band stays where a stroke goes on 3 pixels past it: a crossing
             past = np.zeros_like(c)
             past[3:] |= band[:-3]

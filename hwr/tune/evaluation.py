@@ -225,7 +225,8 @@ def enough_runs(spec: StudySpec, n_draws: int) -> StudySpec:
     seeds = spec.eval_seeds
     if len(seeds) >= need:
         return spec
-    seeds = (*seeds, *range(max(seeds) + 1, max(seeds) + 1 + need - len(seeds)))
+    first = max(seeds, default=0) + 1
+    seeds = (*seeds, *range(first, first + need - len(seeds)))
     sources = max(spec.eval_sources, len(seeds)) if spec.eval_sources > 1 else 1
     return dataclasses.replace(spec, eval_seeds=seeds, eval_sources=sources)
 

@@ -237,3 +237,25 @@ def test_a_digit_written_on_a_dark_rule_keeps_its_strokes_and_loses_the_rule(tmp
     stem = (ink > 0.5) & (np.abs(np.arange(H) - y)[:, None] <= 1)  # the stroke where it crosses the rule
     if stem.any():
         assert float(out[stem].min()) > 0.3  # the crossing is kept: the stem is not cut in two
+
+
+TIGHT = {  # clean digits cropped to their ink: a stroke runs edge to edge, the rest of the digit at one end of it
+    "seven": ([[(2, 6), (47, 6), (20, 57)]], (60, 50)),
+    "four": ([[(28, 1), (28, 58)], [(28, 1), (3, 40), (38, 40)]], (60, 40)),
+    "flagged one": ([[(20, 1), (20, 58)], [(20, 1), (6, 14)]], (60, 30)),
+}
+
+
+@pytest.mark.parametrize("name", list(TIGHT))
+def test_a_tight_crop_keeps_the_stroke_that_runs_edge_to_edge(tmp_path, name):
+    """A 7's bar, a 4's stem or a 1's stem from edge to edge of a tight crop looks like a rule across the image;
+    the rest of the digit sits at one end of it, not clear of both as a digit on a rule does, so it stays."""
+    strokes, (h, w) = TIGHT[name]
+    big = Image.new("L", (4 * w, 4 * h), 0)
+    draw = ImageDraw.Draw(big)
+    for line in strokes:
+        draw.line([(4 * x, 4 * y) for x, y in line], fill=255, width=16)
+    ink = np.asarray(big.resize((w, h), Image.BOX), np.float32) / 255.0
+    path = _save(tmp_path, "tight.png", np.round(255 * (1 - ink)).astype(np.uint8))
+    out = digits.load_image(path).numpy()
+    assert float((out[ink > 0.5] > 0.5).mean()) > 0.95, float((out[ink > 0.5] > 0.5).mean())
