@@ -39,7 +39,9 @@ def _spec(**kw):
     )
 
 
-def _study_with(trials):
+def _study_with(trials, enqueued: float | None = None):
+    """A study of completed trials ``(value, config)``; the one whose value is ``enqueued`` ran an enqueued point
+    (its ``fixed_params``), as the study's start does."""
     s = optuna.create_study(direction="maximize")
     for value, cfg in trials:
         s.add_trial(
@@ -48,6 +50,7 @@ def _study_with(trials):
                 params={"x": value},
                 distributions={"x": FloatDistribution(0, 1)},
                 user_attrs={"config": to_dict(cfg)},
+                system_attrs={"fixed_params": {"x": value}} if value == enqueued else {},
             )
         )
     return s
@@ -270,17 +273,7 @@ def test_a_trial_that_beats_the_start_on_every_rerun_is_selected(tmp_path):
     seeds by a trial that learns, and the row records the interval that says so."""
     frozen = dataclasses.replace(TINY, optim=OptimConfig("adam", 1e-7))
     good = dataclasses.replace(TINY, epochs=6, optim=OptimConfig("adam", 1e-2))
-    s = optuna.create_study(direction="maximize")
-    for value, cfg, fixed in ((0.5, frozen, {"fixed_params": {"x": 0.5}}), (0.9, good, {})):
-        s.add_trial(
-            optuna.trial.create_trial(
-                value=value,
-                params={"x": value},
-                distributions={"x": FloatDistribution(0, 1)},
-                user_attrs={"config": to_dict(cfg)},
-                system_attrs=fixed,
-            )
-        )
+    s = _study_with([(0.5, frozen), (0.9, good)], enqueued=0.5)
     spec = _spec(rerun_top=2, rerun_seeds=(7, 8, 9), initial=({"x": 0.5},))
     winner, rows = evaluation.select(spec, s, tmp_path)
     assert [r["trial"] for r in rows] == [1, 0] and rows[0]["vs_start"]["low"] > 0, rows
