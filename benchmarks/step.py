@@ -218,6 +218,7 @@ def _hwr_runner(
     fuse_optimizer: bool = False,
     mode: str | None = None,
     autotuned: bool = False,
+    candidates: tuple[str, ...] | None = None,
 ) -> Runner:
     import torch
 
@@ -238,7 +239,9 @@ def _hwr_runner(
     else:  # K models in one step: vmap over stacked states, the batch shared
         state, fn = _ensemble(model, opt, step_fn, params, key, members, device)
     if autotuned:
-        fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0])
+        cands = autotune.default_candidates(device, params)
+        cands = tuple(c for c in cands if c.name in candidates) if candidates else None
+        fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0], candidates=cands)
         record = _autotune_record(choice)
     elif compiled:
         fn = train.compile(fn, mode=mode, **(options or {}))
@@ -318,9 +321,10 @@ def _peer(cfg: Any, peer: ModulePeer) -> Callable[[dict, list], Runner]:
     return lambda p, pool: _module_runner(cfg, p, pool, peer)
 
 
-def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
+def _variants(cfg: Any, candidates: tuple[str, ...] | None = None) -> dict[str, Callable[[dict, list], Runner]]:
     """Variant name -> ``build(params, pool)``. The default run uses ``default_variants``; the others isolate one
-    lever each (``--variants``) for the levers table."""
+    lever each (``--variants``) for the levers table. ``candidates``: the compile candidates ``hwr_compiled``'s
+    autotune times (None: all of the device's)."""
     from hwr.engine import perf
     from hwr.models import cnn
 
@@ -333,7 +337,8 @@ def _variants(cfg: Any) -> dict[str, Callable[[dict, list], Runner]]:
     return {
         **{name: _peer(cfg, peer) for name, peer in PEERS.items()},
         "hwr_eager": hwr(model, compiled=False),
-        "hwr_compiled": hwr(model, compiled=True, autotuned=True),  # what hwr.engine.autotune picks for this machine
+        # what hwr.engine.autotune picks for this machine (among ``candidates``: --candidates)
+        "hwr_compiled": hwr(model, compiled=True, autotuned=True, candidates=candidates),
         "hwr_compiled_inductor": hwr(model, compiled=True),  # torch.compile's own defaults (no perf.CPU_BUILD)
         "hwr_compiled_fast": hwr(cl, compiled=True, options=aten),  # channels-last + ATen kernels in one graph
         "jax_jit": lambda p, pool: _jax_runner("", cfg, p, pool),
@@ -713,10 +718,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peak-gflops", type=float, help="fp32 peak to compare against (default: measured)")
     ap.add_argument("--config", default="{}", help="CNNConfig fields as JSON, e.g. '{\"channels\": [4, 8]}'")
     ap.add_argument("--fresh-cache", action="store_true", help="empty inductor/JAX caches: the first compile is cold")
+    ap.add_argument(
+        "--candidates",
+        help="comma-separated compile candidates hwr_compiled's autotune times (default: all of the device's; "
+        "hwr.engine.autotune.CPU_CANDIDATES / CUDA_CANDIDATES name them)",
+    )
     args = ap.parse_args(argv)
     if args.windows is not None and args.windows < 1:
         ap.error(f"--windows must be >= 1, got {args.windows}")
     return args
+
+
+def _unknown_candidates(names: tuple[str, ...] | None, device: Any) -> str | None:
+    """The refusal of ``--candidates`` naming a candidate this device does not have (None: all known)."""
+    from hwr.engine import autotune
+
+    known = [c.name for c in (autotune.CUDA_CANDIDATES if device.type == "cuda" else autotune.CPU_CANDIDATES)]
+    unknown = [n for n in names or () if n not in known]
+    return f"unknown compile candidate(s) {unknown} on {device.type}; choose from {known}" if unknown else None
 
 
 def _cache_root(fresh: bool) -> Path:
@@ -846,10 +865,15 @@ def main(argv: list[str] | None = None) -> int:
         runtime.set_tf32(args.tf32)
     names, skipped, native_bf16 = _select_variants(args, device)
     cfg = config_from_dict("cnn", json.loads(args.config))
-    builders = _variants(cfg)
+    chosen = tuple(args.candidates.split(",")) if args.candidates else None
+    builders = _variants(cfg, chosen)
     unknown = [n for n in names if n not in builders]
     if unknown:
         print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
+        return 2
+    bad = _unknown_candidates(chosen, device)
+    if bad:
+        print(bad, file=sys.stderr)
         return 2
     env = _environment(args, device, native_bf16, skipped, names, cache_root)
     batch_sizes = args.batch_sizes or ([32, 128] if args.quick else [16, 32, 128, 512])

@@ -55,6 +55,8 @@ def rows(tmp_path_factory):
         TINY,
         "--peak-gflops",
         "100",
+        "--candidates",  # one compile: every candidate compiled and timed is tests/engine/test_autotune.py's
+        "channels_last+aten",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "hwr_compiled" in done.stdout  # the rich table
@@ -83,8 +85,18 @@ def test_rows_say_where_they_ran_and_what_autotune_chose(rows):
         assert r["env"]["device"] == "cpu" and r["env"]["tf32"] is False and r["gpu_max_allocated_mib"] is None
     assert ref["autotune"] is None
     chosen = hwr["autotune"]
-    assert chosen["candidate"] in chosen["seconds_per_step"] and chosen["rejected"] == {}
-    assert set(chosen["seconds_per_step"]) == {"inductor", "channels_last+aten", "channels_last+inductor"}
+    assert chosen["candidate"] == "channels_last+aten" and chosen["rejected"] == {}
+    assert set(chosen["seconds_per_step"]) == {"channels_last+aten"}  # the candidates named, and only those
+
+
+def test_unknown_compile_candidates_are_refused():
+    import torch
+
+    assert step_mod._unknown_candidates(None, torch.device("cpu")) is None
+    assert step_mod._unknown_candidates(("inductor", "channels_last+aten"), torch.device("cpu")) is None
+    msg = step_mod._unknown_candidates(("inductor", "cudagraphs"), torch.device("cpu"))
+    assert "['cudagraphs'] on cpu" in msg and "channels_last+inductor" in msg
+    assert step_mod._unknown_candidates(("cudagraphs",), torch.device("cuda")) is None
 
 
 def test_cuda_is_refused_where_there_is_none():
