@@ -195,7 +195,7 @@ def strings_check(args: argparse.Namespace, data: DataSettings) -> dict[str, Any
     test = ds.fixed_set(ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)["test"], 2000, spec)
     with tempfile.TemporaryDirectory() as tmp:
         files = strings_fonts.render(Path(tmp), installed_fonts(), args.n_strings, args.seed)
-        images = [sr.normalise_string(digits.load_image(p), spec) for p, _, _ in files]
+        images = [sr.normalise_string(digits.load_image(p, string=True), spec) for p, _, _ in files]
     logits, frames = _string_logits(model, params, state, images, meta, spec.width)
     out: dict[str, Any] = {"run": str(args.strings), "kinds": {}}
     for kind in sc.KINDS:

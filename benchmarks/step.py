@@ -729,6 +729,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _builders(args: argparse.Namespace, cfg: Any, names: list[str], device: Any) -> tuple[dict, str | None]:
+    """The variants' builders (``hwr_compiled`` timing the ``--candidates`` named) and the refusal of an unknown
+    variant or candidate (None where every name is known)."""
+    chosen = tuple(args.candidates.split(",")) if args.candidates else None
+    builders = _variants(cfg, chosen)
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        return builders, f"unknown variant(s) {unknown}; choose from {sorted(builders)}"
+    return builders, _unknown_candidates(chosen, device)
+
+
 def _unknown_candidates(names: tuple[str, ...] | None, device: Any) -> str | None:
     """The refusal of ``--candidates`` naming a candidate this device does not have (None: all known)."""
     from hwr.engine import autotune
@@ -865,13 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime.set_tf32(args.tf32)
     names, skipped, native_bf16 = _select_variants(args, device)
     cfg = config_from_dict("cnn", json.loads(args.config))
-    chosen = tuple(args.candidates.split(",")) if args.candidates else None
-    builders = _variants(cfg, chosen)
-    unknown = [n for n in names if n not in builders]
-    if unknown:
-        print(f"unknown variant(s) {unknown}; choose from {sorted(builders)}", file=sys.stderr)
-        return 2
-    bad = _unknown_candidates(chosen, device)
+    builders, bad = _builders(args, cfg, names, device)
     if bad:
         print(bad, file=sys.stderr)
         return 2

@@ -4,11 +4,14 @@ path as ``hwr predict`` (``hwr.data.digits.load_image`` -> ``hwr.tasks.strings.t
 
     apt-get install fonts-dkg-handwriting fonts-humor-sans fonts-breip fonts-rufscript fonts-comic-neue \\
         fonts-femkeklaver        (the fonts: benchmarks/fonts.py)
-    python benchmarks/strings_fonts.py --model runs/strings [--n 60] [--seed 1] [--beam 8] [--keep DIR]
+    python benchmarks/strings_fonts.py --model runs/strings [--n 60] [--seed 1] [--beam 8] [--keep DIR] [--ruled]
 
 Prints CER and exact strings over all files and per font. The files vary: 3-8 digits, font size 28-150 px,
 padding 5-60 px, a tilt of up to 3 degrees, dark on white, light on black, blue on yellow, grey on grey, noise,
-every fifth file saved as grey, every third as JPEG. ``render`` is what ``tests/test_cli_strings.py`` feeds the CLI.
+every fifth file saved as grey, every third as JPEG. ``--ruled``: each string written on a rule as dark as the
+ink, through the digits' feet. Every file is read both as ``hwr predict`` reads a string and as one glyph (the
+digit rules: a rule under the string kept, digits with room between them dropped).
+``render`` is what ``tests/cli/test_strings.py`` feeds the CLI.
 """
 
 from __future__ import annotations
@@ -44,17 +47,26 @@ COLOURS = [  # (ink, ground) RGB
 ]
 
 
-def render(folder: Path, fonts: list[str], n: int = 30, seed: int = 0) -> list[tuple[Path, str, str]]:
-    """``n`` image files of digit strings under ``folder``: ``(path, text, font)`` each, fonts in turn."""
+def render(
+    folder: Path, fonts: list[str], n: int = 30, seed: int = 0, ruled: bool = False
+) -> list[tuple[Path, str, str]]:
+    """``n`` image files of digit strings under ``folder``: ``(path, text, font)`` each, fonts in turn. ``ruled``:
+    each string written on a rule, a line across the whole image through the digits' feet (lined paper, a
+    form's line), as thick as a stroke."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
         text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(3, 9))))
-        font = ImageFont.truetype(fonts[k % len(fonts)], int(rng.integers(28, 150)))
+        size = int(rng.integers(28, 150))
+        font = ImageFont.truetype(fonts[k % len(fonts)], size)
         x0, y0, x1, y1 = font.getbbox(text)
         pad = int(rng.integers(5, 60))
         mask = Image.new("L", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), 0)
-        ImageDraw.Draw(mask).text((pad - x0, pad - y0), text, font=font, fill=255)
+        draw = ImageDraw.Draw(mask)
+        draw.text((pad - x0, pad - y0), text, font=font, fill=255)
+        if ruled:  # through the digits' feet: most of them touch it, a few cross it
+            feet, thick = pad + (y1 - y0) - max(1, size // 40), max(1, size // 14)
+            draw.rectangle((0, feet, mask.width, feet + thick - 1), fill=255)
         mask = mask.rotate(float(rng.uniform(-3, 3)), resample=Image.BICUBIC, expand=True)
         a = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
         ink, ground = COLOURS[k % len(COLOURS)]
@@ -76,6 +88,21 @@ def _cer(pairs: list[tuple[str, str]]) -> float:
     return score([[int(c) for c in g] for g, _ in pairs], test)["cer"]
 
 
+def _summary(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Files, CER and the share read exactly, of ``(reading, truth)`` pairs."""
+    return {"files": len(pairs), "cer": _cer(pairs), "exact": sum(g == t for g, t in pairs) / len(pairs)}
+
+
+def _read(files: list[tuple[Path, str, str]], run: tuple, spec: ds.StringSpec, beam: int, string: bool) -> list[str]:
+    """The readings of ``files`` by the strings run ``run`` (``sr.load_run``), each file read by ``hwr predict``'s
+    path (``string=True``) or as one glyph (``string=False``: the digit rule for lines, as before strings were read
+    as strings)."""
+    model, params, state, meta = run
+    images = [sr.normalise_string(digits.load_image(p, string=string), spec) for p, _, _ in files]
+    read = sr.predict(model, params, state, images, mean=meta["mean"], std=meta["std"], width=spec.width, beam=beam)
+    return ["".join(map(str, lab)) for lab, _ in read]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/strings", help="strings run folder")
@@ -83,32 +110,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--beam", type=int, default=0)
     ap.add_argument("--keep", default=None, help="write the images here instead of a temporary folder")
+    ap.add_argument("--ruled", action="store_true", help="each string written on a rule across the image")
     args = ap.parse_args(argv)
     fonts = installed_fonts(outline=True)
     if not fonts:
         raise SystemExit("no handwriting-style font installed; see this script's docstring for the packages")
-    model, params, state, meta = sr.load_run(args.model)
-    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+    run = sr.load_run(args.model)
+    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in run[3]["data"].items()})
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        files = render(folder, fonts, args.n, args.seed)
-        images = [sr.normalise_string(digits.load_image(p), spec) for p, _, _ in files]
-        read = sr.predict(
-            model, params, state, images, mean=meta["mean"], std=meta["std"], width=spec.width, beam=args.beam
-        )
-    pairs = ["".join(map(str, lab)) for lab, _ in read]
+        files = render(folder, fonts, args.n, args.seed, ruled=args.ruled)
+        pairs = _read(files, run, spec, args.beam, string=True)
+        glyph = _read(files, run, spec, args.beam, string=False)
+    truth = [t for _, t, _ in files]
     by_font: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
     for got, (_, text, font) in zip(pairs, files):
         by_font[font].append((got, text))
     outline = {Path(f).stem for f in OUTLINE_FONTS}
-
-    def summary(ps: list[tuple[str, str]]) -> dict[str, Any]:
-        return {"files": len(ps), "cer": _cer(ps), "exact": sum(g == t for g, t in ps) / len(ps)}
-
-    rows = {font: summary(ps) for font, ps in by_font.items()}
+    rows = {font: _summary(ps) for font, ps in by_font.items()}
     stroke = [p for font, ps in by_font.items() if font not in outline for p in ps]
-    totals = {"single-stroke fonts": summary(stroke)} if stroke else {}
+    totals = {"single-stroke fonts": _summary(stroke)} if stroke else {}
+    # what reading a file as a string buys (a rule under it, room between its digits): both ways, every file
+    totals["all, read as strings"] = _summary(list(zip(pairs, truth)))
+    totals["all, read as one glyph"] = _summary(list(zip(glyph, truth)))
     for font, r in [*rows.items(), *totals.items()]:
         tag = " (outline)" if font in outline else ""
         print(f"{font + tag:<22} {r['files']:>4} files  CER {100 * r['cer']:6.2f}%  exact {100 * r['exact']:6.1f}%")

@@ -27,20 +27,38 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where torch sees none)")
 
 
-# The files that train or compile for a minute or more, longest first (cold, 2 cores: `pytest --durations`). They
-# are collected first and `make test` passes --no-loadscope-reorder, so pytest-xdist hands them out first (whole
-# files, in collection order) and the short files fill in around them: no worker is left running a long file at
-# the end while the other idles. A file missing here only runs later; the order changes no result.
+# The files that train, compile or start processes for 10 s or more, longest first (cold, 2 workers: the spans of
+# each file in one `make test`, 2026-12-06). They are collected first and `make test` passes
+# --no-loadscope-reorder, so pytest-xdist hands them out first (whole files, in collection order: longest
+# processing time first) and the short files fill in around them: no worker is left running a long file at the
+# end while the other idles (with the list cut at 9 files, the last 51-s file started at 520 s on one worker and
+# the other idled 36 s). A file missing here only runs later; the order changes no result.
 LONGEST_FIRST = (
-    "tests/test_benchmarks.py",
     "tests/cli/test_cli.py",
-    "tests/tune/test_study.py",
+    "tests/test_benchmarks.py",
     "tests/cli/test_strings.py",
-    "tests/tune/test_trial_compiles.py",
+    "tests/tune/test_study.py",
     "tests/tasks/strings/test_training.py",
-    "tests/test_random.py",
+    "tests/tune/test_study_cli.py",
     "tests/models/test_contract.py",
+    "tests/tune/test_trial_compiles.py",
+    "tests/interop/jax/test_families.py",
+    "tests/tasks/digits/test_lockstep.py",
+    "tests/engine/test_autotune.py",
+    "tests/engine/test_execution.py",
     "tests/interop/jax/test_train.py",
+    "tests/cli/test_robust_runs.py",
+    "tests/engine/test_train.py",
+    "tests/tune/test_pool.py",
+    "tests/test_export.py",
+    "tests/test_time_to_accuracy.py",
+    "tests/test_source_transfer.py",
+    "tests/cli/test_calibrate.py",
+    "tests/engine/test_stacked.py",
+    "tests/data/test_augment.py",
+    "tests/tune/test_evaluation.py",
+    "tests/test_random.py",
+    "tests/serve/test_page.py",
 )
 
 

@@ -190,7 +190,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     reject = calibrate.reject_threshold(args, "strings", device)  # (P, where it came from) or None
     if reject is not None:
         report.console.print(reject[1], highlight=False, soft_wrap=True)
-    inputs, readable, failed = read_each(args.images, lambda path: sr.normalise_string(digits.load_image(path), spec))
+    inputs, readable, failed = read_each(
+        args.images, lambda path: sr.normalise_string(digits.load_image(path, string=True), spec)
+    )
     if not inputs:
         return 2
     if args.save_input:

@@ -277,7 +277,7 @@ def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
     return bool(inner <= 0.1 * mask.sum())
 
 
-def _lines_across(core: np.ndarray) -> np.ndarray:
+def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     """The pixels of ``core`` on straight lines that run across the whole image within 4 degrees of level or
     upright (the rule a digit was written on, a form's line) where the line touches the writing, except where a
     stroke crosses them. Such a rule makes one component with the digit, and the whole line was taken for the
@@ -286,7 +286,11 @@ def _lines_across(core: np.ndarray) -> np.ndarray:
     edge along it is longer). Only in a component whose ink off the line spans at most 70% of the line's
     direction and stays clear of its ends (15% of the breadth each side), as a digit on a rule does: a line alone
     (or with its own ragged edge) is left whole for ``_glyph`` to drop, and in a tight crop a digit's own stroke
-    runs edge to edge with the rest of the digit at one end of it (a 7's bar, a 4's stem, a flagged 1)."""
+    runs edge to edge with the rest of the digit at one end of it (a 7's bar, a 4's stem, a flagged 1).
+
+    ``string``: the image holds a string of characters, written along its level lines; no character's stroke runs
+    across a whole string, so a level line is taken out of any component it touches, whatever the span of the
+    rest (the rule under a postal code or an amount). Upright lines keep the digit rule (a 1 of a tight crop)."""
     out = np.zeros_like(core)
     labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
     for upright in (False, True):
@@ -295,6 +299,8 @@ def _lines_across(core: np.ndarray) -> np.ndarray:
         band = ndimage.binary_dilation(band, structure=np.ones((5, 1), bool)) & c  # with its fringe rows
         for k in np.unique(lab[band]):
             rest = np.flatnonzero(((lab == k) & ~band).any(0)) / c.shape[1]
+            if string and not upright and len(rest):
+                continue  # a string on its rule: the rule goes wherever the writing touches it
             if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
                 band &= lab != k  # a line alone, a string's rule, or a digit's own stroke of a tight crop
         if band.any():  # a column of the band stays where a stroke goes on 3 pixels past it: a crossing
@@ -327,10 +333,13 @@ def _level_lines(c: np.ndarray) -> np.ndarray:
     return band
 
 
-def _glyph(core: np.ndarray) -> np.ndarray:
+def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
     """The components of the binary ``core`` that form the glyph: ruled lines, pen lines across the page and form
     boxes are dropped when something else of weight is left; then the largest component and every component near
-    it (gaps under half its size, chained: a digit's separate strokes, a string's digits) that is not a speck."""
+    it (gaps under half its size, chained: a digit's separate strokes, a string's digits) that is not a speck.
+    ``string``: along the line of writing (components beside each other, overlapping in height) the gap may be
+    up to 1.5 times the size, as between the digits of a string written with room to spare (a narrow 1 between
+    wide digits leaves a gap as wide as a digit)."""
     labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
     if n == 0:
         return core
@@ -354,7 +363,8 @@ def _glyph(core: np.ndarray) -> np.ndarray:
         k = frontier.pop()
         dy = np.maximum(0, np.maximum(bb[:, 0] - bb[k, 1], bb[k, 0] - bb[:, 1]))
         dx = np.maximum(0, np.maximum(bb[:, 2] - bb[k, 3], bb[k, 2] - bb[:, 3]))
-        near = np.flatnonzero((np.maximum(dy, dx) <= gap) & ~drop)
+        reach = np.where((dy == 0) & string, 3 * gap, gap)  # along a string's line: 1.5 sizes
+        near = np.flatnonzero((dy <= gap) & (dx <= reach) & ~drop)
         for j in near.tolist():
             if j not in group and area[j] >= 0.02 * area[big]:
                 group.add(j)
@@ -362,7 +372,7 @@ def _glyph(core: np.ndarray) -> np.ndarray:
     return np.isin(labels, np.asarray(sorted(group)) + 1)
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
+def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor:
     """A real image file -> float32 ``(H, W)`` ink map in ``[0, 1]`` (ink bright, background exactly 0).
 
     Read as a document reader reads a photo: a light sheet on a darker desk found and read alone (``_page``; the
@@ -372,21 +382,23 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     is any, smoothed away before thresholding; the ink found by hysteresis (Otsu's threshold for the strokes'
     cores, a few noise levels for their soft edges); of its connected parts only the glyph kept (``_glyph``: no
     ruled lines, pen lines across the page, form boxes or specks). A clean scan keeps its ink values as they were
-    (contrast stretched from the border's noise level to the ink's peak).
+    (contrast stretched from the border's noise level to the ink's peak). ``string``: the file holds a string of
+    characters (``hwr predict`` of a strings run): a rule it was written on is taken out however far the writing
+    spans (``_lines_across``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not an image, is
     larger than ``MAX_PIXELS`` (checked from the header, before decoding), is truncated, or holds no ink."""
     path = Path(path)
-    return _ink_map(_open(path), path)
+    return _ink_map(_open(path), path, string)
 
 
-def load_image_bytes(data: bytes, name: str = "upload") -> torch.Tensor:
+def load_image_bytes(data: bytes, name: str = "upload", *, string: bool = False) -> torch.Tensor:
     """``load_image`` of an image file's bytes held in memory (an upload): the same ink map, and the same errors
     (``ValueError``) with ``name`` in place of the path."""
-    return _ink_map(_open_checked(io.BytesIO(data), name), name)
+    return _ink_map(_open_checked(io.BytesIO(data), name), name, string)
 
 
-def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
+def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tensor:
     """``load_image``'s work on an opened image (closed when done); messages start with ``path``."""
     try:
         with img:
@@ -419,11 +431,11 @@ def _ink_map(img: Image.Image, path: object) -> torch.Tensor:
             f"{path}: no ink found: the image is blank or all background (contrast "
             f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer"
         )
-    lines = _lines_across(core)
+    lines = _lines_across(core, string)
     if lines.any() and (core & ~lines).any():  # a rule through the digit: take the rule away, keep the crossings
         core &= ~lines
         ink = np.where(ndimage.binary_dilation(lines, iterations=2) & ~ndimage.binary_dilation(core), 0.0, ink)
-    glyph = _glyph(core)
+    glyph = _glyph(core, string)
     labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
     kept = np.isin(labels, np.unique(labels[glyph]))
     # soft edges only near the strokes, never a web of noise, a shading residue or a line's halo: within half a

@@ -101,7 +101,7 @@ def load(run_dir: str | Path, *, device: str | torch.device = "cpu", reject_belo
 def read(reader: Reader, data: bytes, name: str = "upload") -> dict[str, Any]:
     """The reading of one image file's ``data`` (any format PIL reads) by ``reader``; ``InputError`` (naming
     ``name``) for bytes that are not an image, hold no ink, or are too large to decode."""
-    ink = digits.load_image_bytes(data, name)  # (H, W) float ink map
+    ink = digits.load_image_bytes(data, name, string=reader.kind != DIGIT)  # (H, W) float ink map
     if reader.kind == DIGIT:
         return _read_digit(reader, digits.mnist_style(ink))
     return _read_string(reader, string_task.normalise_string(ink, reader.spec))

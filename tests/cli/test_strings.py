@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_run import bad_here, hwr, png_header_only
@@ -198,6 +199,32 @@ def test_predict_reads_the_length_asked_for(tiny_runs, tmp_path):
     name, reading, rest = p.stdout.strip().split(None, 2)
     assert name == "strokes.png" and len(reading) == 3 and reading.isdigit(), p.stdout
     assert len(rest.split("]")[0].strip("[").split()) == 3  # a confidence per character
+
+
+def test_predict_reads_a_file_as_a_string(tiny_runs, tmp_path, capsys):
+    """``hwr predict`` of a strings run reads each file as a string (``load_image(string=True)``: a rule under the
+    writing goes, digits with room between them stay): the input it saves is that reading's, which the one-glyph
+    reading of the same file is not."""
+    from hwr import cli
+    from hwr.data import digits
+    from hwr.tasks import strings as sr
+
+    run, _ = tiny_runs
+    img = Image.new("L", (330, 90), 250)
+    d = ImageDraw.Draw(img)
+    for stroke in [[(22, 15), (62, 15), (36, 70)], [(110, 15), (110, 78)], [(170, 15), (170, 70)]]:
+        d.line(stroke, fill=20, width=6)  # a 7, then two 1s with a digit's room between them
+    d.line((0, 72, 330, 72), fill=20, width=3)  # the rule they are written on
+    img.save(tmp_path / "ruled.png")
+    assert (
+        cli.main(["predict", "--run", str(run), str(tmp_path / "ruled.png"), "--save-input", str(tmp_path / "in")]) == 0
+    )
+    capsys.readouterr()
+    saved = torch.from_numpy(np.array(Image.open(tmp_path / "in" / "ruled_strings.png")))
+    spec = sr.read_config(run).data
+    want = sr.normalise_string(digits.load_image(tmp_path / "ruled.png", string=True), spec)[0]
+    assert torch.equal(saved, want)
+    assert not torch.equal(saved, sr.normalise_string(digits.load_image(tmp_path / "ruled.png"), spec)[0])
 
 
 def test_bad_reading_formats_are_one_line(tiny_runs, tmp_path, capsys):

@@ -239,6 +239,61 @@ def test_a_digit_written_on_a_dark_rule_keeps_its_strokes_and_loses_the_rule(tmp
         assert float(out[stem].min()) > 0.3  # the crossing is kept: the stem is not cut in two
 
 
+def _string_on_a_rule(y: int = 70) -> tuple[np.ndarray, np.ndarray]:
+    """A wide string of five drawn digits (7 1 4 5 7) whose feet sit on a dark rule at ``y`` across the whole
+    image, the 1's stem crossing it: ``(ink, rule)`` masks in ``[0, 1]``, ``(90, 330)``."""
+    h, w = 90, 330
+    digit = {
+        "7": [[(0, 15), (40, 15), (14, y)]],
+        "1": [[(20, 15), (20, y + 8)], [(20, 15), (8, 26)]],
+        "4": [[(28, 15), (28, y)], [(28, 15), (2, 52), (40, 52)]],
+        "5": [[(36, 15), (6, 15)], [(4, 27), (2, 44), (24, 40), (38, 54), (34, y - 2), (14, y), (0, y - 8)]],
+    }
+    big = Image.new("L", (4 * w, 4 * h), 0)
+    d = ImageDraw.Draw(big)
+    for k, ch in enumerate("71457"):
+        for s in digit[ch]:
+            d.line([(4 * (22 + 60 * k + x), 4 * yy) for x, yy in s], fill=255, width=4 * 6, joint="curve")
+    ink = np.asarray(big.resize((w, h), Image.BOX), np.float32) / 255.0
+    rule = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(rule).line((0, y + 2, w, y + 2), fill=255, width=3)
+    return ink, np.asarray(rule, np.float32) / 255.0
+
+
+def test_a_string_written_on_a_rule_loses_the_rule_and_keeps_every_digit(tmp_path):
+    """A string's rule spans far more than one digit, so the digit rule (ink off the line within 70% of it) keeps
+    it; read as a string (``string=True``: ``hwr predict`` of a strings run, the page's string reader) the rule
+    goes wherever the digits touch it, and every digit stays, the crossing 1 whole."""
+    ink, rule = _string_on_a_rule()
+    path = _save(tmp_path, "ruled_string.png", _photo(ink, sigma=3.0, rules=rule))
+    out = digits.load_image(path, string=True).numpy()
+    # no rule between the digits: what is left of it are the columns under their feet, kept as crossings are
+    assert float(out[(rule > 0.5) & (ndilate(ink > 0.02, 8) == 0)].max()) == 0.0
+    assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
+    for k in range(5):  # every digit's columns hold ink
+        cols = slice(22 + 60 * k, 22 + 60 * k + 40)
+        assert float(out[:, cols].max()) > 0.5, k
+    one = (ink > 0.5) & (np.abs(np.arange(90) - 72)[:, None] <= 1)  # the 1's stem where it crosses the rule
+    assert one.any() and float(out[one].min()) > 0.3
+    plain = digits.load_image(path).numpy()  # read as one glyph, the same file keeps the line under the string
+    assert float(plain[(rule > 0.5) & (ndilate(ink > 0.02, 8) == 0)].max()) > 0.3
+
+
+def test_a_string_with_room_between_its_digits_keeps_every_digit(tmp_path):
+    """Beside a narrow 1 the gap is about a digit wide, more than the half-size gap that chains a digit's own
+    strokes: read as one glyph the 7 and the 1 were dropped as far-off marks; read as a string, every digit along
+    the line stays, and a speck or a mark off the line still goes."""
+    ink, _ = _string_on_a_rule()
+    speck = np.zeros_like(ink)
+    speck[2:5, 150:153] = 1.0  # a dot above the line of writing
+    path = _save(tmp_path, "string.png", _photo(np.maximum(ink, speck), sigma=3.0))
+    out = digits.load_image(path, string=True).numpy()
+    assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
+    assert float(out[:8].max()) == 0.0
+    assert torch.equal(digits.load_image_bytes(path.read_bytes(), string=True), torch.from_numpy(out))
+    assert _box(digits.load_image(path).numpy())[1] > 130  # as one glyph: from the 4 on
+
+
 TIGHT = {  # clean digits cropped to their ink: a stroke runs edge to edge, the rest of the digit at one end of it
     "seven": ([[(2, 6), (47, 6), (20, 57)]], (60, 50)),
     "four": ([[(28, 1), (28, 58)], [(28, 1), (3, 40), (38, 40)]], (60, 40)),

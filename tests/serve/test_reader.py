@@ -57,7 +57,7 @@ def test_string_reading_equals_predicts_reading_of_the_file(string_run, tmp_path
     got = rd.read(r, TWO_STROKES)
     (tmp_path / "s.png").write_bytes(TWO_STROKES)
     model, params, state, meta = string_task.load_run(string_run)
-    x = string_task.normalise_string(digits.load_image(tmp_path / "s.png"), r.spec)
+    x = string_task.normalise_string(digits.load_image(tmp_path / "s.png", string=True), r.spec)  # as predict reads
     [(labels, conf)] = string_task.predict(
         model, params, state, [x], mean=meta["mean"], std=meta["std"], width=r.spec.width, beam=BEAM
     )
