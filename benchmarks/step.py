@@ -241,6 +241,8 @@ def _hwr_runner(
     if autotuned:
         cands = autotune.default_candidates(device, params)
         cands = tuple(c for c in cands if c.name in candidates) if candidates else None
+        if cands == ():
+            raise SystemExit(f"none of the compile candidates {list(candidates or ())} applies to this model")
         fn, choice = autotune.compile_step(model, opt, losses.cross_entropy, state, pool[0], candidates=cands)
         record = _autotune_record(choice)
     elif compiled:

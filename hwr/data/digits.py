@@ -288,19 +288,21 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     (or with its own ragged edge) is left whole for ``_glyph`` to drop, and in a tight crop a digit's own stroke
     runs edge to edge with the rest of the digit at one end of it (a 7's bar, a 4's stem, a flagged 1).
 
-    ``string``: the image holds a string of characters, written along its level lines; no character's stroke runs
-    across a whole string, so a level line is taken out of any component it touches, whatever the span of the
-    rest (the rule under a postal code or an amount). Upright lines keep the digit rule (a 1 of a tight crop)."""
+    ``string``: the image holds a string of characters written along its level lines, and no character's stroke
+    runs across a whole string, so a level line is taken out of a component whatever the span of the rest (the
+    rule under a postal code or an amount), where that rest is writing on the line (``_writing_on``). Upright
+    lines keep the digit rule (a 1 of a tight crop)."""
     out = np.zeros_like(core)
     labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
     for upright in (False, True):
         c, lab = (core.T, labels.T) if upright else (core, labels)
         band = _level_lines(c)
         band = ndimage.binary_dilation(band, structure=np.ones((5, 1), bool)) & c  # with its fringe rows
+        on = _writing_on(c, lab, band) if string and not upright else set()
         for k in np.unique(lab[band]):
             rest = np.flatnonzero(((lab == k) & ~band).any(0)) / c.shape[1]
-            if string and not upright and len(rest):
-                continue  # a string on its rule: the rule goes wherever the writing touches it
+            if k in on:
+                continue  # a string written on its rule: the rule goes wherever the writing touches it
             if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
                 band &= lab != k  # a line alone, a string's rule, or a digit's own stroke of a tight crop
         if band.any():  # a column of the band stays where a stroke goes on 3 pixels past it: a crossing
@@ -313,6 +315,35 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
             band &= ~ndimage.binary_dilation(narrow[runs], iterations=2)[None, :]
         out |= band.T if upright else band
     return out
+
+
+def _writing_on(c: np.ndarray, lab: np.ndarray, band: np.ndarray) -> set[int]:
+    """The labels of the components of ``c`` that are writing on the level line ``band``: the line runs on past
+    the rest of the component on both sides by twice its thickness (in a tight crop of "77" or "22" the bars
+    or feet end where the rest ends, as a wavy line's wobble does), the rest reaches 10% of the image's height
+    away from the line, row by row of its tilt (a ragged edge stays near it), and holds no upright line across
+    the image (a form box's sides)."""
+    cols = np.flatnonzero(band.any(0))
+    if not len(cols):
+        return set()
+    ys = np.arange(c.shape[0])[:, None]
+    x = np.arange(c.shape[1])
+    reach = 0.1 * c.shape[0]
+    lo = np.interp(x, cols, np.where(band[:, cols], ys, c.shape[0]).min(0)) - reach
+    hi = np.interp(x, cols, np.where(band[:, cols], ys, -1).max(0)) + reach
+    far = (ys < lo[None, :]) | (ys > hi[None, :])
+    upright = _level_lines(c.T).T
+    on = set()
+    for k in np.unique(lab[band]).tolist():
+        own = lab == k
+        line, rest = own & band, own & ~band
+        span, used = np.flatnonzero(line.any(0)), np.flatnonzero(rest.any(0))
+        if not len(used) or (own & upright).any() or not (rest & far).any():
+            continue
+        thick = line.sum() / max(len(span), 1)
+        if used[0] - span[0] >= 2 * thick and span[-1] - used[-1] >= 2 * thick:
+            on.add(k)
+    return on
 
 
 def _level_lines(c: np.ndarray) -> np.ndarray:
@@ -337,9 +368,9 @@ def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
     """The components of the binary ``core`` that form the glyph: ruled lines, pen lines across the page and form
     boxes are dropped when something else of weight is left; then the largest component and every component near
     it (gaps under half its size, chained: a digit's separate strokes, a string's digits) that is not a speck.
-    ``string``: along the line of writing (components beside each other, overlapping in height) the gap may be
-    up to 1.5 times the size, as between the digits of a string written with room to spare (a narrow 1 between
-    wide digits leaves a gap as wide as a digit)."""
+    ``string``: along the line of writing (components beside each other, overlapping or touching in height) the
+    gap may be up to 1.5 times the size, as between the digits of a string written with room to spare (a narrow 1
+    between wide digits leaves a gap as wide as a digit)."""
     labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
     if n == 0:
         return core

@@ -282,16 +282,42 @@ def test_a_string_written_on_a_rule_loses_the_rule_and_keeps_every_digit(tmp_pat
 def test_a_string_with_room_between_its_digits_keeps_every_digit(tmp_path):
     """Beside a narrow 1 the gap is about a digit wide, more than the half-size gap that chains a digit's own
     strokes: read as one glyph the 7 and the 1 were dropped as far-off marks; read as a string, every digit along
-    the line stays, and a speck or a mark off the line still goes."""
+    the line stays, and a mark above the line, as far to the side, still goes."""
     ink, _ = _string_on_a_rule()
-    speck = np.zeros_like(ink)
-    speck[2:5, 150:153] = 1.0  # a dot above the line of writing
-    path = _save(tmp_path, "string.png", _photo(np.maximum(ink, speck), sigma=3.0))
+    ink = np.pad(ink, ((0, 0), (0, 120)))
+    mark = np.zeros_like(ink)
+    mark[2:7, 355:370] = 1.0  # above the line of writing (from row 12), 50 px right of the last digit
+    path = _save(tmp_path, "string.png", _photo(np.maximum(ink, mark), sigma=3.0))
     out = digits.load_image(path, string=True).numpy()
     assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
-    assert float(out[:8].max()) == 0.0
+    assert float(out[:, 340:].max()) == 0.0
     assert torch.equal(digits.load_image_bytes(path.read_bytes(), string=True), torch.from_numpy(out))
     assert _box(digits.load_image(path).numpy())[1] > 130  # as one glyph: from the 4 on
+
+
+def test_a_form_box_round_a_string_is_not_taken_for_writing_on_a_rule(tmp_path):
+    """The box's level sides run across the image but its upright sides are lines, not writing: the box is
+    dropped whole, as for a digit, not cut into two bars beside the string."""
+    ink, _ = _string_on_a_rule()
+    ink = np.pad(ink, ((15, 15), (15, 15)))
+    box = Image.new("L", ink.shape[::-1], 0)
+    ImageDraw.Draw(box).rectangle((6, 6, ink.shape[1] - 7, ink.shape[0] - 7), outline=255, width=2)
+    box = np.asarray(box, np.float32) / 255.0
+    out = digits.load_image(_save(tmp_path, "boxed.png", _photo(ink, sigma=3.0, rules=box)), string=True).numpy()
+    assert float(out[box > 0.5].max()) == 0.0 and _close(_box(out), _box(ink)), (_box(out), _box(ink))
+
+
+def test_a_tight_crop_of_a_one_digit_string_keeps_its_bar(tmp_path):
+    """A string may be one digit long: a 7 cropped to its ink has a bar from edge to edge, which ends where the rest
+    of the 7 begins; a rule runs on past the writing, so the bar stays, as it does for a digit."""
+    strokes, (h, w) = TIGHT["seven"]
+    big = Image.new("L", (4 * w, 4 * h), 0)
+    for s in strokes:
+        ImageDraw.Draw(big).line([(4 * x, 4 * y) for x, y in s], fill=255, width=24, joint="curve")
+    ink = np.asarray(big.resize((w, h), Image.BOX), np.float32) / 255.0
+    path = _save(tmp_path, "seven.png", (255 * (1 - ink[..., None].repeat(3, 2))).astype(np.uint8))
+    assert torch.equal(digits.load_image(path, string=True), digits.load_image(path))
+    assert float(digits.load_image(path, string=True)[6, 10:40].min()) > 0.3  # the bar
 
 
 TIGHT = {  # clean digits cropped to their ink: a stroke runs edge to edge, the rest of the digit at one end of it
