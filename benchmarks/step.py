@@ -802,6 +802,7 @@ def _environment(
         "hwr_threads": os.environ.get("HWR_THREADS"),
         "native_bf16": native_bf16,
         "skipped": skipped,
+        "candidates": args.candidates.split(",") if args.candidates else None,  # hwr_compiled's, None: all
     }
     if "jax_jit" in names:
         import jax

@@ -87,6 +87,7 @@ def test_rows_say_where_they_ran_and_what_autotune_chose(rows):
     chosen = hwr["autotune"]
     assert chosen["candidate"] == "channels_last+aten" and chosen["rejected"] == {}
     assert set(chosen["seconds_per_step"]) == {"channels_last+aten"}  # the candidates named, and only those
+    assert hwr["env"]["candidates"] == ["channels_last+aten"]  # and the rows say they were limited
 
 
 def test_unknown_compile_candidates_are_refused():
