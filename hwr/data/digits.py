@@ -294,11 +294,11 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     lines keep the digit rule (a 1 of a tight crop)."""
     out = np.zeros_like(core)
     labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
+    lines = {False: _level_lines(core), True: _level_lines(core.T)}  # level, upright (transposed)
     for upright in (False, True):
         c, lab = (core.T, labels.T) if upright else (core, labels)
-        band = _level_lines(c)
-        band = ndimage.binary_dilation(band, structure=np.ones((5, 1), bool)) & c  # with its fringe rows
-        on = _writing_on(c, lab, band) if string and not upright else set()
+        band = ndimage.binary_dilation(lines[upright], structure=np.ones((5, 1), bool)) & c  # with its fringe rows
+        on = _writing_on(c, lab, band, lines[True].T) if string and not upright else set()
         for k in np.unique(lab[band]):
             rest = np.flatnonzero(((lab == k) & ~band).any(0)) / c.shape[1]
             if k in on:
@@ -317,12 +317,12 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     return out
 
 
-def _writing_on(c: np.ndarray, lab: np.ndarray, band: np.ndarray) -> set[int]:
+def _writing_on(c: np.ndarray, lab: np.ndarray, band: np.ndarray, upright: np.ndarray) -> set[int]:
     """The labels of the components of ``c`` that are writing on the level line ``band``: the line runs on past
     the rest of the component on both sides by twice its thickness (in a tight crop of "77" or "22" the bars
     or feet end where the rest ends, as a wavy line's wobble does), the rest reaches 10% of the image's height
-    away from the line, row by row of its tilt (a ragged edge stays near it), and holds no upright line across
-    the image (a form box's sides)."""
+    away from the line, row by row of its tilt (a ragged edge stays near it), and holds none of the ``upright``
+    lines across the image (a form box's sides)."""
     cols = np.flatnonzero(band.any(0))
     if not len(cols):
         return set()
@@ -332,7 +332,6 @@ def _writing_on(c: np.ndarray, lab: np.ndarray, band: np.ndarray) -> set[int]:
     lo = np.interp(x, cols, np.where(band[:, cols], ys, c.shape[0]).min(0)) - reach
     hi = np.interp(x, cols, np.where(band[:, cols], ys, -1).max(0)) + reach
     far = (ys < lo[None, :]) | (ys > hi[None, :])
-    upright = _level_lines(c.T).T
     on = set()
     for k in np.unique(lab[band]).tolist():
         own = lab == k
@@ -415,7 +414,7 @@ def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor
     ruled lines, pen lines across the page, form boxes or specks). A clean scan keeps its ink values as they were
     (contrast stretched from the border's noise level to the ink's peak). ``string``: the file holds a string of
     characters (``hwr predict`` of a strings run): a rule it was written on is taken out however far the writing
-    spans (``_lines_across``).
+    spans (``_lines_across``), and the characters along the line are kept with room between them (``_glyph``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not an image, is
     larger than ``MAX_PIXELS`` (checked from the header, before decoding), is truncated, or holds no ink."""
