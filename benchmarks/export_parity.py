@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwr import decode, export, random
-from hwr.config import DataSettings
+from hwr.config import DataSettings, from_dict
 from hwr.data import augment, sources
 from hwr.data import strings as ds
 from hwr.files import write_json
@@ -60,7 +60,7 @@ def _digit_inputs(run: Path, n: int) -> tuple[torch.Tensor, Logits, Callable[[to
 
 def _string_inputs(run: Path, n: int) -> tuple[torch.Tensor, Logits, Callable[[torch.Tensor], list[Any]]]:
     model, params, state, meta = sr.load_run(run)
-    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+    spec = from_dict(ds.StringSpec, meta["data"])
     mnist = sources.load("mnist", DataSettings())
     pool = ds.pools(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels)["test"]
     s = ds.render(random.key(0), pool, n, spec)

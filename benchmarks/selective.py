@@ -44,7 +44,7 @@ from benchmarks.digit_folder import _drawn
 from benchmarks.fonts import OUTLINE_FONTS, installed_fonts
 from hwr import calibration, recipes, runs
 from hwr.calibration import COVERAGES
-from hwr.config import DataSettings
+from hwr.config import DataSettings, from_dict
 from hwr.data import digits, sources
 from hwr.data import strings as ds
 from hwr.engine.execution import Execution
@@ -189,7 +189,7 @@ def strings_check(args: argparse.Namespace, data: DataSettings) -> dict[str, Any
     thresholds of ``args.targets`` chosen on validation with each."""
     model, params, state, meta = sr.load_run(args.strings)
     config = sr.read_config(args.strings)
-    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+    spec = from_dict(ds.StringSpec, meta["data"])
     val = sr.training.validation_set(config, data)
     d = sources.load(config.dataset, data)
     test = ds.fixed_set(ds.pools(d.train_images, d.train_labels, d.test_images, d.test_labels)["test"], 2000, spec)

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.fonts import OUTLINE_FONTS, installed_fonts
 from benchmarks.strings_baseline import score
+from hwr.config import from_dict
 from hwr.data import digits
 from hwr.data import strings as ds
 from hwr.tasks import strings as sr
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not fonts:
         raise SystemExit("no handwriting-style font installed; see this script's docstring for the packages")
     run = sr.load_run(args.model)
-    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in run[3]["data"].items()})
+    spec = from_dict(ds.StringSpec, run[3]["data"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)

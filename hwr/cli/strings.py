@@ -15,7 +15,7 @@ from rich.table import Table
 from hwr import pattern, random, recipes, report, runs
 from hwr.cli import UsageError, calibrate, environment, read_each, save_inputs, train_guarded
 from hwr.cli.train import device_of, execution_of
-from hwr.config import DataSettings
+from hwr.config import DataSettings, from_dict
 from hwr.data import catalog, digits, sources
 from hwr.data import strings as ds
 from hwr.tasks import strings as sr
@@ -184,7 +184,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     form = reading_format(args)  # --length / --lengths / --pattern, checked before the run loads
     model, params, state, meta = sr.load_run(args.run, device)
-    spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+    spec = from_dict(ds.StringSpec, meta["data"])
     alphabet = sr.alphabet_of(meta, args.run)
     fsa = _automaton(form, alphabet)
     reject = calibrate.reject_threshold(args, "strings", device)  # (P, where it came from) or None

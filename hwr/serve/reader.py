@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import torch
 
 from hwr import runs, tree
+from hwr.config import from_dict
 from hwr.data import augment, digits
 from hwr.data import strings as ds
 from hwr.errors import InputError
@@ -92,7 +93,7 @@ def load(run_dir: str | Path, *, device: str | torch.device = "cpu", reject_belo
     cal = calibration(run_dir, reject_below)
     if task == string_task.TASK:
         model, params, state, meta = string_task.load_run(run_dir, device)
-        spec = ds.StringSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data"].items()})
+        spec = from_dict(ds.StringSpec, meta["data"])
         return Reader(STRING, run_dir, model, params, state, meta, cal, spec)
     model, params, state, meta = digit_task.load_run(run_dir, device)
     return Reader(DIGIT, run_dir, model, params, state, meta, cal, None)
