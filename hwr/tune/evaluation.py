@@ -7,7 +7,8 @@
 2. **Contenders**, each trained on ``eval_seeds`` (fresh again) and scored on the untouched test split:
    ``best`` (the winner), the spec's baselines (its ``reference`` among them: the untuned fine-tune), ``oracle``
    (the winner's recipe on balanced target data: a ceiling, not a contender) and ``zero_shot`` (the source model
-   evaluated as is: the do-nothing baseline).
+   evaluated as is: the do-nothing baseline; only where the source predicts the target's classes, and otherwise
+   ``not_applicable`` in the JSON says why: a digit source cannot read a folder of letters as it is).
 3. **Report**: mean and spread of test macro-F1 and balanced accuracy, per-class F1 and its means over the
    many / medium / few-shot classes (thirds of the classes ranked by training images), the gains of the best over
    zero-shot, over the study's ``start`` (its first enqueued, untuned point, retrained like the best: what the
@@ -201,6 +202,12 @@ def _zero_shot(source: Path, dataset: str, device: str, data: DataSettings) -> d
     return {"test": test, "val": val, "config": {"seed": None}, "source": str(source)}
 
 
+def _no_zero_shot(source: Path, unknown: tuple[str, ...]) -> str:
+    """Why the evaluation has no zero-shot row: the target's classes the source does not predict."""
+    shown = ", ".join(repr(c) for c in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+    return f"the source {source} does not predict the target's classes {shown}: it cannot be used as it is"
+
+
 def _pretraining_of(spec: StudySpec, source: Path) -> tuple[RunConfig, Execution]:
     """The config ``source`` was pretrained with, and how the spec pretrains it (its zoo entry's execution)."""
     cfg = digits.read_config(source)
@@ -389,9 +396,15 @@ def evaluate_best(
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
     n_seeds = len(spec.eval_seeds)
+    not_applicable = {}
     if source is not None and best_cfg.finetune is not None:
-        zero = {(p, d): _zero_shot(p, d, spec.execution.device, data) for p in sources for d in draws}
-        trained = {"zero_shot": [zero[sources[i % len(sources)], d] for d in draws for i in range(n_seeds)], **trained}
+        unknown = digits.unknown_classes(source, draws[0], data=data)
+        if unknown:  # a digit source cannot read a folder of letters: there is no do-nothing row to compare
+            not_applicable["zero_shot"] = _no_zero_shot(source, unknown)
+        else:
+            zero = {(p, d): _zero_shot(p, d, spec.execution.device, data) for p in sources for d in draws}
+            per_run = [zero[sources[i % len(sources)], d] for d in draws for i in range(n_seeds)]
+            trained = {"zero_shot": per_run, **trained}
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
@@ -406,6 +419,7 @@ def evaluate_best(
             for label, rs in trained.items()
         },
         "ceilings": ["oracle"] if "oracle" in contenders else [],
+        "not_applicable": not_applicable,
     }
     results |= _gains(results, spec.reference)
     files.write_json(study_root / EVALUATION, results)
@@ -418,15 +432,18 @@ def load_evaluation(root: Path, study_name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+_NAMES = {"zero_shot": "zero-shot (the source as is)", "start": "the study's start"}
+
+
 def verdict(result: dict[str, Any]) -> list[str]:
     """Plain sentences about an evaluation: each paired gain with its 95% interval, "beats" only where the interval
     excludes zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
     own starting point."""
-    lines = []
+    lines = [f"{_NAMES.get(k, k)}: not applicable ({why})" for k, why in result.get("not_applicable", {}).items()]
     for ref, iv in result.get("intervals", {}).items():
         low, high = (-math.inf if iv["low"] is None else iv["low"]), (math.inf if iv["high"] is None else iv["high"])
         interval = stats.Interval(iv["mean"], low, high, iv["n"], iv.get("level", 0.95))
-        name = {"zero_shot": "zero-shot (the source as is)", "start": "the study's start"}.get(ref, ref)
+        name = _NAMES.get(ref, ref)
         words = stats.wording(interval)
         bounds = f"95% interval [{100 * low:+.2f}, {100 * high:+.2f}]" if iv["n"] > 1 else "one run: no interval"
         lines.append(

@@ -17,6 +17,7 @@ from hwr.tasks.digits.training import (
     make_batches,
     make_step,
     run,
+    unknown_classes,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "run",
     "run_keys",
     "training",
+    "unknown_classes",
 ]

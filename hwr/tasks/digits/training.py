@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from hwr import losses, metrics, optim, random, runs, tree
+from hwr import checkpoint, losses, metrics, optim, random, runs, tree
 from hwr.config import DataSettings, to_dict
 from hwr.data import augment as aug
 from hwr.data import batches as bt
@@ -55,6 +55,7 @@ __all__ = [
     "run",
     "structure",
     "tuned",
+    "unknown_classes",
 ]
 
 
@@ -508,6 +509,15 @@ def _figures(p: Prepared, state: train.TrainState, test: dict[str, Any]) -> RunF
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Model, Any, Any, dict[str, Any]]:
     """``(model, params, model_state, metadata)`` of a trained digit run folder on ``device`` (``hwr.runs.load_run``)."""
     return runs.load_run(run_dir, device)
+
+
+def unknown_classes(run_dir: str | Path, dataset: str, *, data: DataSettings | None = None) -> tuple[str, ...]:
+    """The classes of ``dataset`` that the trained run ``run_dir`` does not predict, matched by name (empty:
+    ``evaluate_run`` can score the run on it as it is). A study's zero-shot row needs this: a source pretrained on
+    digits cannot read a user's folder of letters without a fine-tune."""
+    known = set(checkpoint.read_metadata(Path(run_dir) / runs.CHECKPOINT)["classes"])
+    ds = sources.load(dataset, data or DataSettings(), require_train=False)
+    return tuple(c for c in ds.classes if c not in known)
 
 
 def evaluate_run(
