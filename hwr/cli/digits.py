@@ -129,7 +129,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
     data = environment.data_at(args.data_root, skip_bad=args.skip_bad)
-    ds = sources.load(name, data, device=device, require_train=False)
+    ds = sources.load(name, data, device=device, require_train=False, only_test=True)
     if folders.is_user_data(name):  # the user's own images: matched to the run's classes by name
         ds = folders.on_classes(ds, meta["classes"], whose=str(args.run))
         _skipped(ds)

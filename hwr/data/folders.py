@@ -4,7 +4,8 @@
   torchvision ``ImageFolder`` / Hugging Face ``imagefolder`` layout; class folders may hold subfolders). The
   classes are the folder names under ``train/``, sorted (numerically when every name is an integer, so ``0``..``9``
   are labels 0..9 and ``10`` follows ``9``); a class in ``val/`` or ``test/`` that ``train/`` lacks is an error.
-  Files without an image suffix (``IMAGE_SUFFIXES``: ``notes.txt``, ``.DS_Store``) and hidden entries are ignored.
+  Files without an image suffix (``IMAGE_SUFFIXES``: every suffix PIL opens; ``notes.txt``, ``.DS_Store``) and
+  hidden entries are ignored; symlinked folders are followed, and a dangling link is an unreadable file.
 - ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
   or ``test``; without the column every row is ``train``); paths relative to the CSV's folder. Every listed file
   is read as an image, whatever its suffix.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import os
 import pickle
 import re
 from collections.abc import Sequence
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 
 from hwr import files, random
 from hwr.data import digits, splits
@@ -65,7 +68,19 @@ __all__ = [
 ]
 
 PREFIXES = ("folder:", "csv:")
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
+# Not images to a class folder: PIL's stubs for data formats (HDF5, GRIB, BUFR, MPEG, Windows metafiles) and
+# vector PostScript (needs Ghostscript).
+_NOT_RASTER = frozenset({".bufr", ".grib", ".h5", ".hdf", ".mpeg", ".mpg", ".emf", ".wmf", ".eps", ".ps"})
+
+
+def _image_suffixes() -> frozenset[str]:
+    """Every suffix PIL opens, less ``_NOT_RASTER``: ``.jfif`` (a browser's saved JPEG), ``.jpe``, ``.pbm``,
+    ``.tga``, ``.dib``, ``.ico`` and ``.jp2`` count as images as they do for ``hwr predict``, never skipped unseen."""
+    Image.init()
+    return frozenset(e for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN) - _NOT_RASTER
+
+
+IMAGE_SUFFIXES = _image_suffixes()
 SPLITS = ("train", "val", "test")
 TEST_FRACTION = 0.2  # of each class's training images, held out as test when there is no test split
 VAL_FRACTION = 0.1  # of each class's training images, held out as validation when there is no val split
@@ -110,6 +125,21 @@ def _visible(path: Path, top: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(top).parts)
 
 
+def _files(top: Path) -> list[Path]:
+    """Every file under ``top``: symlinked folders followed (each real folder once, so a link cycle ends), and
+    dangling links kept, to be reported as unreadable by ``_convert`` rather than dropped without a word
+    (``Path.rglob`` before Python 3.13 neither follows a linked folder nor keeps a dangling link)."""
+    out, seen = [], set()
+    for folder, subfolders, names in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        out += [Path(folder) / n for n in names]
+    return out
+
+
 def _scan_folder(name: str, path: Path) -> list[Entry]:
     if not path.is_dir():
         raise DataUnavailableError(f"{name}: {path} is not a folder; give PATH holding train/<class>/ images")
@@ -132,9 +162,7 @@ def _scan_folder(name: str, path: Path) -> list[Entry]:
         if not classes:
             raise DatasetSpecError(f"{name}: {top}/ holds no class folder; add {split}/<class>/ images or remove it")
         for cls in classes:
-            images = sorted(
-                f for f in cls.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, cls)
-            )
+            images = sorted(f for f in _files(cls) if f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, cls))
             if not images:
                 raise DatasetSpecError(
                     f"{name}: class folder {cls} holds no image (PNG, JPEG, ...); add some or remove it"
@@ -343,13 +371,22 @@ def _provenance(kind: str, source: Path, classes: list[str], pairs: dict, how: d
     return out
 
 
-def load(name: str, root: Path, *, skip_bad: bool = False, require_train: bool = True) -> Dataset:
+def load(
+    name: str, root: Path, *, skip_bad: bool = False, require_train: bool = True, only_test: bool = False
+) -> Dataset:
     """The ``folder:PATH`` or ``csv:FILE`` data set ``name`` on the CPU, converted images cached under ``root``
     (see the module docstring). ``require_train=False`` lets a folder with only test (and val) images load, with
-    empty training tensors. Raises ``DataUnavailableError`` (no such path), ``DatasetSpecError`` (layout, classes,
-    too few images) or ``InputError`` (a bad image, named; ``skip_bad`` skips it), one line each."""
+    empty training tensors. ``only_test`` (scoring a trained run): where the data gives a test split, the other
+    splits are neither read nor checked, and the classes are the test split's (a class of 1 training image, or a
+    bad file among them, does not stop ``hwr evaluate``). Raises ``DataUnavailableError`` (no such path),
+    ``DatasetSpecError`` (layout, classes, too few images) or ``InputError`` (a bad image, named; ``skip_bad``
+    skips it), one line each."""
     kind, source = _source(name)
     entries = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
+    partial = only_test and any(e.split == "test" for e in entries) and any(e.split != "test" for e in entries)
+    if partial:
+        entries = [e for e in entries if e.split == "test"]
+        require_train = False
     classes = _classes(name, entries, kind)
     has = {s: any(e.split == s for e in entries) for s in SPLITS}
     if not has["train"] and (require_train or not has["test"]):
@@ -370,7 +407,7 @@ def load(name: str, root: Path, *, skip_bad: bool = False, require_train: bool =
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = _provenance(kind, source, classes, pairs, how, skipped)
-    if new_manifest != manifest or bad_now != bad:
+    if (new_manifest != manifest or bad_now != bad) and not partial:  # a part never replaces the whole's cache
         _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
     return Dataset(name, *pairs["train"], *pairs["test"], tuple(classes), *val, provenance=provenance)

@@ -115,6 +115,7 @@ def load(
     fetch_missing: bool = True,
     network: bool = True,
     require_train: bool = True,
+    only_test: bool = False,
 ) -> Dataset:
     """A data set as uint8 ``(N, 1, 28, 28)`` images and int64 labels on ``device``, fetching missing files first
     (unless ``fetch_missing=False``; ``network=False``: without internet downloads). Present but corrupt files
@@ -122,10 +123,12 @@ def load(
     a ``hwr.config.DataSettings`` (which also says whether the network may be used, and ``skip_bad``).
 
     ``folder:PATH`` and ``csv:FILE`` are the user's own images (``hwr.data.folders``: converted once, cached under
-    the root); ``require_train=False`` lets one without training images load (for scoring a trained run)."""
+    the root); ``require_train=False`` lets one without training images load, and ``only_test`` reads only the test
+    split of one that gives it (both for scoring a trained run: ``hwr.data.folders.load``)."""
     if folders.is_user_data(name):
         skip_bad = isinstance(root, DataSettings) and root.skip_bad
-        ds = folders.load(name, _settings(root, network)[0], skip_bad=skip_bad, require_train=require_train)
+        settings = _settings(root, network)[0]
+        ds = folders.load(name, settings, skip_bad=skip_bad, require_train=require_train, only_test=only_test)
         _check_loaded(ds)
         return _to(ds, device)
     base, params = parse_name(name)

@@ -75,6 +75,9 @@ def test_info_train_finetune_and_evaluate_on_folders(tmp_path, capsys):
     assert code == 0 and "test (5 images)" in out
     rows = cells(out)
     assert [rows[c][-1] for c in "0123"] == ["0", "2", "0", "3"]  # support under the run's classes
+    both = write(write(tmp_path / "both", "test", [3, 2], ["3", "1"]), "train", [1, 4], ["3", "1"])
+    code, out, _ = hwr_in(capsys, "evaluate", str(run), "--dataset", f"folder:{both}", *data)  # train/ unread
+    assert code == 0 and "test (5 images)" in out
     letters = write(tmp_path / "letters", "test", [1, 1], ["3", "x"])
     refused(capsys, "evaluate", str(run), "--dataset", f"folder:{letters}", *data, match="class 'x' is not one of")
     refused(capsys, "train", "--dataset", f"folder:{only}", "--out", str(tmp_path / "no"), *fast, match="no training")

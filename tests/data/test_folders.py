@@ -255,6 +255,49 @@ def test_a_test_only_folder_loads_for_scoring_only(tmp_path):
         folders.on_classes(ds, ["a", "b"], whose="runs/x")
 
 
+def test_scoring_reads_only_the_test_split_and_leaves_the_cache_whole(tmp_path, monkeypatch):
+    """``only_test`` (``hwr evaluate``): a class of one training image and an undecodable training file, which stop
+    a training load, do not stop scoring; only the test files are decoded, and the cache of the whole is kept."""
+    src = folder(tmp_path / "d", [3, 3])
+    folder(src, [2, 2], "test")
+    root = tmp_path / "root"
+    whole = sources.load(f"folder:{src}", root)
+    cache = folders.cache_file(root, f"folder:{src}")
+    kept = cache.read_bytes()
+    for f in (src / "train" / "1").iterdir():
+        f.unlink()
+    glyph(src / "train" / "1" / "only.png", 1, 50)
+    (src / "train" / "0" / "broken.png").write_bytes(b"not a png")
+    _fails(f"folder:{src}", root, catalog.DatasetSpecError, "class '1' has 1 image in train/: too few")
+    real, calls = digits.load_image, []
+    monkeypatch.setattr(digits, "load_image", lambda p: calls.append(p.name) or real(p))
+    ds = sources.load(f"folder:{src}", root, require_train=False, only_test=True)
+    assert calls == [] and cache.read_bytes() == kept  # the test images came from the cache, which stays whole
+    assert torch.equal(ds.test_images, whole.test_images) and ds.test_labels.tolist() == [0, 0, 1, 1]
+    assert ds.classes == ("0", "1") and len(ds.train_labels) == 0
+
+
+def test_linked_folders_and_every_suffix_pil_opens_count_and_a_dangling_link_is_named(tmp_path):
+    """Images behind a symlinked subfolder count (``Path.rglob`` before 3.13 skipped them), so do ``.jfif``,
+    ``.jpe``, ``.pbm`` and ``.tga`` files (what ``hwr predict`` reads), and a dangling link is an unreadable file,
+    named, or skipped and listed with ``--skip-bad``, never dropped without a word."""
+    src = folder(tmp_path / "d", [3, 3])
+    elsewhere = folder(tmp_path / "elsewhere", [2], classes=["0"]) / "train" / "0"
+    (src / "train" / "0" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (src / "train" / "0" / "loop").symlink_to(src / "train" / "0", target_is_directory=True)  # a cycle ends
+    plain = Image.open(glyph(tmp_path / "g.png", 1, 60)).convert("RGB")
+    for suffix, fmt in ((".jfif", "JPEG"), (".jpe", "JPEG"), (".pbm", "PPM"), (".tga", "TGA")):
+        (plain.convert("1") if suffix == ".pbm" else plain).save(src / "train" / "1" / f"x{suffix}", fmt)
+    root = tmp_path / "root"
+    ds = sources.load(f"folder:{src}", root)
+    counts = torch.bincount(torch.cat([ds.train_labels, ds.val_labels, ds.test_labels]), minlength=2).tolist()
+    assert counts == [3 + 2, 3 + 4]
+    (src / "train" / "1" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    _fails(f"folder:{src}", root, InputError, r"gone.png: cannot read the file .*--skip-bad")
+    skipped = sources.load(f"folder:{src}", DataSettings(root, skip_bad=True)).provenance["skipped"]
+    assert [s["file"] for s in skipped] == ["train/1/gone.png"]
+
+
 def test_a_run_trained_on_a_folder_scores_a_test_folder_of_some_of_its_classes(tmp_path):
     data = DataSettings(tmp_path / "root")
     src = folder(tmp_path / "train", [6] * 5, classes=["0", "1", "3", "7", "9"])

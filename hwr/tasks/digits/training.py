@@ -537,7 +537,7 @@ def evaluate_run(
 
     device = runtime.resolve_device(device)
     model, params, state, meta = load_run(run_dir, device)
-    ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False)
+    ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False, only_test=split == "test")
     if folders.is_user_data(dataset):
         ds = folders.on_classes(ds, meta["classes"], whose=str(run_dir))
     if ds.num_classes != len(meta["classes"]):
