@@ -190,11 +190,13 @@ def _scan_csv(name: str, path: Path) -> list[Entry]:
         if not any(v.strip() for v in row):
             continue
         cell = {h: row[i].strip() if i < len(row) else "" for h, i in col.items()}
-        file, label, split = cell["file"], cell["label"], cell.get("split") or "train"
+        file, label, split = cell["file"], cell["label"], (cell.get("split") or "train").lower()
         if not file or not label:
             raise DatasetSpecError(f"{name}: {path} line {line} lacks a file or a label")
         if split not in SPLITS:
             raise DatasetSpecError(f"{name}: {path} line {line}: split {split!r} is not train, val or test")
+        if (path.parent / file).is_dir():
+            raise DatasetSpecError(f"{name}: {path} line {line}: {path.parent / file} is a folder; list image files")
         if not (path.parent / file).is_file():
             raise DataUnavailableError(f"{name}: {path} line {line}: {path.parent / file} does not exist")
         entries.append(Entry(split, label, path.parent / file, file))

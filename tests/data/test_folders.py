@@ -96,10 +96,10 @@ def test_integer_class_names_sort_as_numbers_and_given_splits_are_used(tmp_path)
 def test_csv_with_and_without_a_split_column(tmp_path):
     for i in range(12):
         glyph(tmp_path / "imgs" / f"{i}.png", i % 2, i)
-    lines = [f"imgs/{i}.png,{'ab'[i % 2]},{'test' if i >= 8 else 'train'}" for i in range(12)]
+    lines = [f"imgs/{i}.png,{'ab'[i % 2]},{'Test' if i >= 10 else 'test' if i >= 8 else 'train'}" for i in range(12)]
     (tmp_path / "s.csv").write_text("file,label,split\n" + "\n".join(lines) + "\n")
     ds = sources.load(f"csv:{tmp_path / 's.csv'}", tmp_path / "root")
-    assert ds.classes == ("a", "b") and ds.test_labels.tolist() == [0, 1, 0, 1]
+    assert ds.classes == ("a", "b") and ds.test_labels.tolist() == [0, 1, 0, 1]  # "Test" is test
     assert ds.provenance["kind"] == "csv" and ds.provenance["splits"]["test"]["origin"] == "given"
     assert torch.equal(ds.test_images[0], digits.mnist_style(digits.load_image(tmp_path / "imgs" / "8.png")))
     (tmp_path / "n.csv").write_text("label,file\n" + "\n".join(f"{10 - i % 2},imgs/{i}.png" for i in range(12)))
@@ -112,6 +112,9 @@ def test_csv_with_and_without_a_split_column(tmp_path):
     (tmp_path / "m.csv").write_text("file,label\nimgs/0.png,a\nimgs/nope.png,b\n")
     with pytest.raises(catalog.DataUnavailableError, match=r"line 3: .*nope.png does not exist"):
         sources.load(f"csv:{tmp_path / 'm.csv'}", tmp_path / "root")
+    (tmp_path / "d.csv").write_text("file,label\nimgs/0.png,a\nimgs,b\n")
+    with pytest.raises(catalog.DatasetSpecError, match=r"line 3: .*imgs is a folder; list image files"):
+        sources.load(f"csv:{tmp_path / 'd.csv'}", tmp_path / "root")
 
 
 def test_the_cache_decodes_nothing_twice_and_notices_edits_additions_and_removals(tmp_path, monkeypatch):
