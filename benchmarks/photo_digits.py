@@ -56,6 +56,8 @@ class Look(NamedTuple):
     turn: float = 0.0  # ... turned about this many degrees (either way, +-1.5)
     chalk: bool = False  # light strokes on a dark board (with ``bold``: a bold chalk digit cropped tight)
     rule: bool = False  # the digit written on a dark rule across the page (through its lower part)
+    dim: float = 1.0  # exposure: the whole photo scaled by this (0.35: underexposed, the paper at a third of white)
+    tight: bool = False  # cropped to the ink's box, no margin (a detector's or a labelling tool's crop)
 
 
 CONDITIONS: dict[str, Look] = {
@@ -78,6 +80,9 @@ CONDITIONS: dict[str, Look] = {
     "bold chalk on a board, tight": Look(sigma=4, bold=True, chalk=True),
     "written on a dark rule": Look(tinted=True, sigma=4, quality=85, rule=True),
     "everything": Look(tinted=True, light=True, sigma=12, quality=70, pen=True, box=True),
+    "underexposed + noise 4": Look(tinted=True, sigma=4, quality=85, dim=0.35),
+    "cropped to the ink": Look(tight=True),
+    "cropped to the ink + noise 6": Look(tinted=True, sigma=6, quality=80, tight=True),
 }
 
 
@@ -121,7 +126,7 @@ def _disc(r: int) -> np.ndarray:
 def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """``glyph`` (an ink mask) on a canvas as ``CONDITIONS[condition]`` says; returns the RGB image and the glyph's
     box ``(top, left, bottom, right)`` on it."""
-    tinted, light, sigma, _, pen, box, bold, desk, turn, chalk, rule = CONDITIONS[condition]
+    tinted, light, sigma, _, pen, box, bold, desk, turn, chalk, rule, dim, tight = CONDITIONS[condition]
     if bold:  # a felt marker: strokes about a fifth of the glyph's size wide
         r = max(1, round(max(glyph.shape) * rng.uniform(0.05, 0.09)))
         glyph = np.pad(glyph, r)
@@ -129,6 +134,8 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
     gh, gw = glyph.shape
     side = max(gh, gw)
     margin = [int(rng.uniform(*((0.02, 0.1) if bold else (0.35, 0.8))) * side) for _ in range(4)]
+    if tight:
+        margin = [0, 0, 0, 0]
     H, W = gh + margin[0] + margin[2], gw + margin[1] + margin[3]
     ink = np.zeros((H, W), np.float32)
     top, left = margin[0], margin[1]
@@ -166,6 +173,7 @@ def photo(glyph: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[
         u, v = xx / W - 0.5, yy / H - 0.5
         g = rng.uniform(0.15, 0.35) * (u * rng.uniform(-1, 1) + v * rng.uniform(-1, 1))
         rgb = rgb * (1.0 + g - rng.uniform(0.2, 0.4) * (u**2 + v**2))[..., None]
+    rgb = rgb * dim
     if desk:
         rgb, (dy, dx) = _on_desk(rgb, turn, rng)
         top, left = top + dy, left + dx

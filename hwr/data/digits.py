@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -118,7 +119,9 @@ def _grey(img: Image.Image) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey
         a = np.asarray(img, dtype=np.float32)
-        span = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        top = max(float(a.max()), 1.0)
+        # 16-bit files: the full scale of the bits in use (a 10- or 12-bit scanner's 0..4095 is not a dark image)
+        span = float(2 ** max(8, math.ceil(math.log2(top + 1))) - 1) if img.mode.startswith("I;16") else top
         return np.clip(a / span, 0.0, 1.0)
     rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
     grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -187,12 +190,20 @@ def _min_rectangle(mask: np.ndarray) -> float:
 
 
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
-    """``(dark_ink, ground)``: the ground is the border's median; a clearly light (dark) ground holds dark (light)
-    ink; on mid-grey, the ink is on the side that strays furthest from the ground."""
+    """``(dark_ink, ground)``: the ground is the border's median; a clearly light ground holds dark ink and a
+    near-black one light ink; between them (mid-grey, and dim paper: an underexposed photo's sheet at 0.3 with
+    its ink at 0.07) the ink is on the side that strays furthest from the ground."""
     bg = float(np.median(border))
-    if bg > 0.6 or bg < 0.4:
+    if bg > 0.6 or bg < 0.15:
         return bg > 0.6, bg
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
+
+
+def _ground_part(ring: np.ndarray) -> np.ndarray:
+    """The values of an ink-bright border band that are ground: those within a few noise levels of its median.
+    A tight crop's strokes run into the band (a fifth to nearly half of it), and the ground's levels and noise
+    floor read from the whole band would be the ink's own."""
+    return ring[ring <= float(np.median(ring)) + 4.0 * _robust_sigma(ring)]
 
 
 def _noise_sigma(x: np.ndarray) -> float:
@@ -240,7 +251,7 @@ def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
     while a cubic surface will bulge into a bold digit that fills the frame (a marker stroke, a tight crop) and
     eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``. The trade: a
     shadow in the middle of the page, darker than anything on its border, is only partly taken away."""
-    ring = np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()])
+    ring = _ground_part(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()]))
     lo, hi = np.quantile(ring, [0.05, 0.95])
     if hi - lo < 2.0 / 255.0:
         return None
@@ -265,16 +276,26 @@ def _otsu(v: np.ndarray, top: float) -> float:
 
 
 def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
-    """A component that is a ruled or pen line across the page (it touches two sides of the image) or a printed
-    form box (nearly all of its pixels lie in a thin band along its own bounding box)."""
+    """A component that is a ruled or pen line across the page, or lines joined (it touches two sides of the image
+    and is drawn thin, ``_thin``), or a printed form box (nearly all of its pixels lie in a thin band along its
+    own bounding box). In a crop to the ink's box every stroke touches a side, and a digit's part that touches two
+    (a 5's body below its separate bar) is no line."""
     h, w = mask.shape
-    if sides >= 2:
+    if sides >= 2 and _thin(mask, min(shape)):
         return True
     if h < 0.25 * shape[0] or w < 0.25 * shape[1] or min(h, w) < 8:
         return False
     band = max(2, round(0.1 * min(h, w)))
     inner = mask[band:-band, band:-band].sum()
     return bool(inner <= 0.1 * mask.sum())
+
+
+def _thin(mask: np.ndarray, short_side: int) -> bool:
+    """Drawn with a stroke under 6% of the image's short side wide (twice the area over the perimeter): ruled and
+    pen lines and form boxes are, on a page round a digit; a digit's own strokes in a crop to its ink are
+    thicker (a tenth of its size or more), and so is a 1 in a tight crop of a string."""
+    perimeter = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    return 2.0 * float(mask.sum()) / max(perimeter, 1) < 0.06 * short_side
 
 
 def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
@@ -452,7 +473,7 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
     ink = np.clip(d - ground, 0.0, None)
     border_ink = np.concatenate([ink[:b].ravel(), ink[-b:].ravel(), ink[:, :b].ravel(), ink[:, -b:].ravel()])
-    floor = max(float(np.quantile(border_ink, 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
+    floor = max(float(np.quantile(_ground_part(border_ink), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
     peak = float(ink.max())
     high = max(_otsu(ink, peak) if peak > 0 else 0.0, floor + MIN_CONTRAST / 2)
     core = ink > high

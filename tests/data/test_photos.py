@@ -340,3 +340,36 @@ def test_a_tight_crop_keeps_the_stroke_that_runs_edge_to_edge(tmp_path, name):
     path = _save(tmp_path, "tight.png", np.round(255 * (1 - ink)).astype(np.uint8))
     out = digits.load_image(path).numpy()
     assert float((out[ink > 0.5] > 0.5).mean()) > 0.95, float((out[ink > 0.5] > 0.5).mean())
+
+
+@pytest.mark.parametrize("name", ["dim.png", "dim.jpg"])
+def test_an_underexposed_photo_reads_dark_ink_on_dim_paper(tmp_path, name):
+    """Paper at a third of white with the ink near black (a photo taken in poor light) is dark ink on a dim
+    ground, not light ink on a dark board: the glyph's strokes come back, and nothing of the paper."""
+    ink = _glyph(FIVE)
+    dim = _save(tmp_path, name, np.round(_photo(ink, sigma=3.0) * 0.33).astype(np.uint8))
+    got = digits.load_image(dim).numpy()
+    assert _close(_box(got), _box(ink), tol=5), (_box(got), _box(ink))
+    assert float((got[ink > 0.5] > 0.2).mean()) > 0.95 and float(got[ink == 0].mean()) < 0.01
+
+
+def test_a_12_bit_scan_in_a_16_bit_file_is_not_a_dark_image(tmp_path):
+    """A 10- or 12-bit scanner's values (0..4095) stored in a 16-bit PNG span its bits, not 65,535."""
+    ink = _glyph(SEVEN)
+    eight = _save(tmp_path, "eight.png", np.round(255 * (1 - ink)).astype(np.uint8))
+    twelve = tmp_path / "twelve.png"
+    Image.fromarray(np.round(4095 * (1 - ink)).astype(np.uint16)).save(twelve)
+    assert _corr(digits.load_image(twelve), digits.load_image(eight)) > 0.99
+
+
+@pytest.mark.parametrize("sigma", [0.0, 6.0])
+@pytest.mark.parametrize("strokes", [SEVEN, FIVE], ids=["seven", "five"])
+def test_a_crop_to_the_ink_box_keeps_its_ink(tmp_path, strokes, sigma):
+    """Cropped to the ink's box with no margin (a detector's crop), the strokes fill a fifth to half of the border
+    band; the ground's noise floor is read from the rest of it, not from the ink, so the strokes all stay."""
+    ink = _glyph(strokes)
+    top, left, bottom, right = _box(ink, 0.5)
+    ink = ink[top : bottom + 1, left : right + 1]
+    path = _save(tmp_path, "crop.png", _photo(ink, sigma=sigma))
+    out = digits.load_image(path).numpy()
+    assert float((out[ink > 0.5] > 0.2).mean()) > 0.95, float((out[ink > 0.5] > 0.2).mean())
