@@ -32,6 +32,7 @@ __all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_imag
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
+WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
 NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
@@ -114,9 +115,28 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
 
 
 def _grey(img: Image.Image) -> np.ndarray:
-    """Luminance in ``[0, 1]``, float32 ``(H, W)``; transparency is composited onto a background that contrasts
-    with the opaque pixels (dark strokes on white, light strokes on black)."""
-    img = ImageOps.exif_transpose(img)
+    """Luminance in ``[0, 1]``, float32 ``(H, W)`` at most ``WORK_SIDE`` pixels on the long side (a phone's photo
+    is decoded at a half or a quarter by the JPEG decoder itself, other large files averaged down in blocks);
+    transparency is composited onto a background that contrasts with the opaque pixels (dark strokes on white,
+    light strokes on black)."""
+    w, h = img.size
+    if img.format == "JPEG" and max(w, h) > WORK_SIDE:  # the decoder scales by 1/2, 1/4, 1/8 for free
+        img.draft(None, (math.ceil(w * WORK_SIDE / max(w, h)), math.ceil(h * WORK_SIDE / max(w, h))))
+    return _reduced(_luminance(ImageOps.exif_transpose(img)))
+
+
+def _reduced(grey: np.ndarray) -> np.ndarray:
+    """``grey`` averaged in ``k x k`` blocks, the smallest ``k`` that brings its long side to ``WORK_SIDE`` or
+    under (unchanged when it is there already)."""
+    k = math.ceil(max(grey.shape) / WORK_SIDE)
+    if k <= 1:
+        return grey
+    h, w = grey.shape[0] // k * k, grey.shape[1] // k * k
+    return grey[:h, :w].reshape(h // k, k, w // k, k).mean((1, 3), dtype=np.float32)
+
+
+def _luminance(img: Image.Image) -> np.ndarray:
+    """``_grey`` at the file's own size."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey
         a = np.asarray(img, dtype=np.float32)
         top = max(float(a.max()), 1.0)
@@ -142,8 +162,8 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     A sheet is the largest light region (Otsu's split, its holes filled) that covers 30% of the image or more,
     fills the smallest rectangle round it at any angle (88%: a filled 0 or 8 does not), lies inside most of the
     border band rather than along it, is clearly lighter than the surround (0.2), and holds writing: dark holes
-    (1-35% of it) that are strokes, their area at least 12 times the square of their greatest half-width (a
-    stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
+    (0.1-35% of it: a pen digit a sixth of a page high is 0.15%) that are strokes, their area at least 12 times
+    the square of their greatest half-width (a stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
     counters, compact blobs of 4-11 r squared. Writing that runs off the sheet's edge joins the surround and is
     painted over with it (a digit running off a sticky note)."""
     if min(grey.shape) < 16:
@@ -166,7 +186,7 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     ring[b:-b, b:-b] = False
     if (
         area[k - 1] < 0.3 * h * w
-        or not 0.01 <= holes.sum() / area[k - 1] <= 0.35
+        or not 0.001 <= holes.sum() / area[k - 1] <= 0.35
         or region[ring].mean() > 0.5
         or float(np.median(grey[region])) - float(np.median(grey[ring & ~region])) < 0.2
         or holes.sum() < 12.0 * max(float(ndimage.distance_transform_edt(holes).max()), 1.0) ** 2
@@ -426,8 +446,9 @@ def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
 def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor:
     """A real image file -> float32 ``(H, W)`` ink map in ``[0, 1]`` (ink bright, background exactly 0).
 
-    Read as a document reader reads a photo: a light sheet on a darker desk found and read alone (``_page``; the
-    map is then the sheet's crop, smaller than the file); the ground's level from the border's median (and its
+    Read as a document reader reads a photo: at most ``WORK_SIDE`` pixels on the long side (a larger file's map is
+    smaller than the file); a light sheet on a darker desk found and read alone (``_page``; the map is then the
+    sheet's crop); the ground's level from the border's median (and its
     shading, when the light is uneven, from a smooth surface fitted to the ground and held within the border's
     levels, ``_ground_shading``); the sensor noise estimated and, where there
     is any, smoothed away before thresholding; the ink found by hysteresis (Otsu's threshold for the strokes'

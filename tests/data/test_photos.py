@@ -373,3 +373,29 @@ def test_a_crop_to_the_ink_box_keeps_its_ink(tmp_path, strokes, sigma):
     path = _save(tmp_path, "crop.png", _photo(ink, sigma=sigma))
     out = digits.load_image(path).numpy()
     assert float((out[ink > 0.5] > 0.2).mean()) > 0.95, float((out[ink > 0.5] > 0.2).mean())
+
+
+def test_a_phone_photo_of_a_page_is_read_at_working_size(tmp_path):
+    """A 12-megapixel JPEG of a sheet on a desk with one pen digit a fifth of its height (its strokes under 1% of
+    the sheet) is decoded at a fraction of its size by the JPEG decoder (``WORK_SIDE``) and the sheet is found,
+    so the map is the digit, not the page; a large PNG is averaged down to the same working size."""
+    h, w = 3000, 4000
+    ink = np.zeros((h, w), np.float32)
+    small = _glyph(SEVEN, width=4)  # (H, W) = (120, 110): scaled x5, strokes 20 px, 0.6% of the sheet
+    big = np.asarray(Image.fromarray((255 * small).astype(np.uint8)).resize((5 * W, 5 * H)), np.float32) / 255
+    ink[1200 : 1200 + 5 * H, 1700 : 1700 + 5 * W] = big
+    photo = np.empty((h, w, 3), np.uint8)
+    photo[:] = (70, 55, 40)  # the desk
+    sheet = (YELLOW.astype(np.float32) * (1 - ink[400:2600, 700:3300, None])) + BLUE.astype(np.float32) * ink[
+        400:2600, 700:3300, None
+    ]
+    photo[400:2600, 700:3300] = sheet.astype(np.uint8)
+    photo[::2, ::3] += np.random.default_rng(0).integers(0, 8, photo[::2, ::3].shape, dtype=np.uint8)  # grain
+    path = _save(tmp_path, "phone.jpg", photo)
+    out = digits.load_image(path)
+    assert max(out.shape) <= digits.WORK_SIDE
+    want = digits.mnist_style(torch.from_numpy(small))
+    assert _corr(digits.mnist_style(out), want) > 0.8
+    Image.fromarray(np.round(255 * (1 - ink[:, :2600])).astype(np.uint8)).save(tmp_path / "scan.png")
+    scan = digits.load_image(tmp_path / "scan.png")
+    assert scan.shape == (1500, 1300) and _corr(digits.mnist_style(scan), want) > 0.9
