@@ -274,8 +274,8 @@ def _verdict(args: argparse.Namespace, s: optuna.Study) -> None:
             f"no test evaluation yet: {_hint(args, 'best', s.study_name, '--evaluate')}", markup=False, highlight=False
         )
         return
-    for line in tune.verdict(ev):
-        report.console.print(f"[red]{line}[/]" if line.startswith("WARNING") else line)
+    for line in tune.verdict(ev):  # plain text: a class named "[b]" is a name, not markup
+        report.console.print(line, style="red" if line.startswith("WARNING") else None, markup=False, highlight=False)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

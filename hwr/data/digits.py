@@ -120,15 +120,15 @@ def _grey(img: Image.Image) -> np.ndarray:
     transparency is composited onto a background that contrasts with the opaque pixels (dark strokes on white,
     light strokes on black)."""
     w, h = img.size
-    if img.format == "JPEG" and max(w, h) > WORK_SIDE:  # the decoder scales by 1/2, 1/4, 1/8 for free
+    if img.format in ("JPEG", "MPO") and max(w, h) > WORK_SIDE:  # the decoder scales by 1/2, 1/4, 1/8 for free
         img.draft(None, (math.ceil(w * WORK_SIDE / max(w, h)), math.ceil(h * WORK_SIDE / max(w, h))))
     return _reduced(_luminance(ImageOps.exif_transpose(img)))
 
 
 def _reduced(grey: np.ndarray) -> np.ndarray:
     """``grey`` averaged in ``k x k`` blocks, the smallest ``k`` that brings its long side to ``WORK_SIDE`` or
-    under (unchanged when it is there already)."""
-    k = math.ceil(max(grey.shape) / WORK_SIDE)
+    under (unchanged when it is there already), but never to under 16 pixels on its short side (a strip)."""
+    k = min(math.ceil(max(grey.shape) / WORK_SIDE), max(1, min(grey.shape) // 16))
     if k <= 1:
         return grey
     h, w = grey.shape[0] // k * k, grey.shape[1] // k * k
@@ -297,11 +297,11 @@ def _otsu(v: np.ndarray, top: float) -> float:
 
 def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
     """A component that is a ruled or pen line across the page, or lines joined (it touches two sides of the image
-    and is drawn thin, ``_thin``), or a printed form box (nearly all of its pixels lie in a thin band along its
-    own bounding box). In a crop to the ink's box every stroke touches a side, and a digit's part that touches two
-    (a 5's body below its separate bar) is no line."""
+    and is straight, or drawn thin: ``_line_like``), or a printed form box (nearly all of its pixels lie in a thin
+    band along its own bounding box). In a crop to the ink's box every stroke touches a side, and a digit's part
+    that touches two (a 5's body below its separate bar) is neither."""
     h, w = mask.shape
-    if sides >= 2 and _thin(mask, min(shape)):
+    if sides >= 2 and _line_like(mask, min(shape)):
         return True
     if h < 0.25 * shape[0] or w < 0.25 * shape[1] or min(h, w) < 8:
         return False
@@ -310,10 +310,17 @@ def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
     return bool(inner <= 0.1 * mask.sum())
 
 
-def _thin(mask: np.ndarray, short_side: int) -> bool:
-    """Drawn with a stroke under 6% of the image's short side wide (twice the area over the perimeter): ruled and
-    pen lines and form boxes are, on a page round a digit; a digit's own strokes in a crop to its ink are
-    thicker (a tenth of its size or more), and so is a 1 in a tight crop of a string."""
+def _line_like(mask: np.ndarray, short_side: int) -> bool:
+    """Straight (the pixels' spread across their main axis under a fifth of that along it: a rule, a pen line of
+    any width, in an image of any size) or drawn thin (a stroke, twice the area over the perimeter, under 6% of
+    the image's short side: lines joined with a form box). A digit's own strokes in a crop to its ink are
+    neither: curved, and a tenth of its size wide or more."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 3:
+        return True
+    minor, major = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    if major > 0 and minor <= 0.04 * major:
+        return True
     perimeter = int((mask & ~ndimage.binary_erosion(mask)).sum())
     return 2.0 * float(mask.sum()) / max(perimeter, 1) < 0.06 * short_side
 

@@ -380,7 +380,7 @@ def load(
     (see the module docstring). ``require_train=False`` lets a folder with only test (and val) images load, with
     empty training tensors. ``only_test`` (scoring a trained run): where the data gives a test split, the other
     splits are neither read nor checked, and the classes are the test split's (a class of 1 training image, or a
-    bad file among them, does not stop ``hwr evaluate``). Raises ``DataUnavailableError`` (no such path),
+    bad file among them, does not stop ``hwr evaluate``); the test images it converts join the cache. Raises ``DataUnavailableError`` (no such path),
     ``DatasetSpecError`` (layout, classes, too few images) or ``InputError`` (a bad image, named; ``skip_bad``
     skips it), one line each."""
     kind, source = _source(name)
@@ -409,7 +409,10 @@ def load(
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = _provenance(kind, source, classes, pairs, how, skipped)
-    if (new_manifest != manifest or bad_now != bad) and not partial:  # a part never replaces the whole's cache
+    if partial:  # the part's new conversions join the whole's cache, whose manifest stays (a full load rewrites it)
+        if set(images) - set(cached) or set(bad_now) - set(bad):
+            _write_cache(cache, manifest, {**cached, **images}, {**bad, **bad_now})
+    elif new_manifest != manifest or bad_now != bad:
         _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
     return Dataset(name, *pairs["train"], *pairs["test"], tuple(classes), *val, provenance=provenance)

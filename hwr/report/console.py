@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 __all__ = [
     "COMPILING",
@@ -238,5 +239,5 @@ def evaluation_table(result: dict[str, Any]) -> Table:
         )
     from hwr.tune.evaluation import verdict
 
-    table.caption = "; ".join(verdict(result))
+    table.caption = Text("; ".join(verdict(result)))  # plain text: class names in it are not markup
     return table

@@ -278,6 +278,14 @@ def test_scoring_reads_only_the_test_split_and_leaves_the_cache_whole(tmp_path, 
     assert calls == [] and cache.read_bytes() == kept  # the test images came from the cache, which stays whole
     assert torch.equal(ds.test_images, whole.test_images) and ds.test_labels.tolist() == [0, 0, 1, 1]
     assert ds.classes == ("0", "1") and len(ds.train_labels) == 0
+    fresh = folder(tmp_path / "f", [3, 3])
+    folder(fresh, [2, 2], "test")
+    calls.clear()
+    for _ in range(2):  # never loaded whole: the first scoring decodes the test images, the second none
+        sources.load(f"folder:{fresh}", root, require_train=False, only_test=True)
+    assert len(calls) == 4
+    sources.load(f"folder:{fresh}", root)
+    assert len(calls) == 4 + 6  # then a whole load decodes only the training images
 
 
 def test_linked_folders_and_every_suffix_pil_opens_count_and_a_dangling_link_is_named(tmp_path):

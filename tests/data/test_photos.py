@@ -399,3 +399,53 @@ def test_a_phone_photo_of_a_page_is_read_at_working_size(tmp_path):
     Image.fromarray(np.round(255 * (1 - ink[:, :2600])).astype(np.uint8)).save(tmp_path / "scan.png")
     scan = digits.load_image(tmp_path / "scan.png")
     assert scan.shape == (1500, 1300) and _corr(digits.mnist_style(scan), want) > 0.9
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_a_ruled_line_clear_of_the_digit_goes_in_a_small_image(tmp_path, size):
+    """A 1-pixel rule under a digit in a 28-64 px image is a line (straight), though no stroke estimate can call
+    a 1-pixel line thin against so small an image."""
+    img = Image.new("L", (size, size), 255)
+    d, f = ImageDraw.Draw(img), size / 32
+    d.line([(10 * f, 6 * f), (22 * f, 6 * f), (14 * f, 22 * f)], fill=0, width=max(2, round(2 * f)))  # a 7
+    d.line([(0, size - 3), (size, size - 3)], fill=0, width=1)
+    img.save(tmp_path / "ruled.png")
+    assert float(digits.load_image(tmp_path / "ruled.png")[size - 3].max()) == 0.0
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_a_pen_line_as_wide_as_the_digits_strokes_is_no_ink(tmp_path, width):
+    ink = _glyph(SEVEN)  # strokes 8 px wide
+    rules = Image.new("L", (W, H), 0)
+    ImageDraw.Draw(rules).line((0, 10, W, 14), fill=255, width=width)
+    rules = np.asarray(rules, np.float32) / 255.0
+    out = digits.load_image(_save(tmp_path, "pen.png", _photo(ink, sigma=0.0, rules=rules))).numpy()
+    assert _box(out) == _box(ink) and float(out[rules > 0.5].max()) == 0.0
+
+
+@pytest.mark.parametrize("height,rule", [(48, 3), (64, 4)])
+def test_a_rule_under_a_string_clear_of_it_goes(tmp_path, height, rule):
+    img = Image.new("L", (300, height), 255)
+    d = ImageDraw.Draw(img)
+    for x in (40, 120, 200):  # three 7s
+        d.line([(x, 8), (x + 30, 8), (x + 10, height - 16)], fill=0, width=4)
+    d.line([(0, height - 6), (300, height - 6)], fill=0, width=rule)
+    img.save(tmp_path / "string.png")
+    out = digits.load_image(tmp_path / "string.png", string=True).numpy()
+    assert float(out[height - 6].max()) == 0.0 and all(out[:, x : x + 30].any() for x in (40, 120, 200))
+
+
+def test_thin_strips_and_phone_jpegs_with_a_second_image_are_read(tmp_path):
+    """A strip thinner than the averaging block is not averaged to nothing (``_reduced``), and a phone JPEG that
+    PIL opens as MPO (a gain map or depth image inside) is decoded at working size like a JPEG."""
+    strip = np.full((1, 5000), 255, np.uint8)
+    strip[0, 2000:2300] = 0
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    assert digits.load_image(tmp_path / "strip.png").shape == (1, 5000)
+    big = Image.fromarray(np.full((3000, 4000), 230, np.uint8))
+    ImageDraw.Draw(big).line([(1500, 800), (2300, 800), (1800, 2200)], fill=20, width=60)
+    big.convert("RGB").save(tmp_path / "phone.mpo", "MPO", save_all=True, append_images=[big.convert("RGB")])
+    with Image.open(tmp_path / "phone.mpo") as img:
+        assert img.format == "MPO"
+    out = digits.load_image(tmp_path / "phone.mpo")
+    assert max(out.shape) <= digits.WORK_SIDE and float(out.max()) == 1.0

@@ -98,3 +98,10 @@ def test_the_evaluation_table_shows_each_contender_and_the_spread_across_draws_a
     assert "0.8500 ± 0.0100" in best and "0.0123" in best and "0.0456" in best and best.rstrip("│ ").endswith("4")
     oracle = next(ln for ln in lines if "oracle" in ln)
     assert "0.0456" not in oracle  # no per-source spread where it has none
+    result["not_applicable"] = {"zero_shot": "the source does not predict the target's classes '[b]', '[/y]'"}
+    out = io.StringIO()
+    Console(file=out, width=400).print(report.evaluation_table(result))  # class names are text, not markup
+    assert (
+        "zero-shot (the source as is): not applicable (the source does not predict the target's classes '[b]', "
+        "'[/y]')" in out.getvalue()
+    )

@@ -75,3 +75,16 @@ def test_unknown_classes_names_what_the_run_does_not_predict(tmp_path):
     assert digits.evaluate_run(source, f"folder:{some}", data=data)["confusion"]  # scored as it is
     with pytest.raises(Exception, match="class 'x' is not one of"):
         digits.evaluate_run(source, f"folder:{mixed}", data=data)
+
+
+def test_a_source_of_more_classes_scores_a_built_in_set_of_some_of_them(tmp_path):
+    """Classes match by name for built-in sets too: a run of the digits and an 'x' scores optdigits (10 of its
+    11 classes) as it is, so the zero-shot row of a study on optdigits from such a source does not crash."""
+    data = DataSettings(tmp_path / "data")
+    eleven = _folder(tmp_path / "eleven", [*"0123456789", "x"], (3, 1, 1))
+    cfg = dataclasses.replace(SOURCE, dataset=f"folder:{eleven}", batch_size=8, limit_train=0)
+    source = tune.pretrain(cfg, tmp_path, execution=EAGER, data=data)
+    assert digits.unknown_classes(source, "optdigits", data=data) == ()
+    r = digits.evaluate_run(source, "optdigits", data=data)
+    assert len(r["confusion"]) == 11 and sum(r["confusion"][10]) == 0  # no optdigits image is an 'x'
+    assert sum(map(sum, r["confusion"])) == 530

@@ -529,16 +529,17 @@ def evaluate_run(
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """A trained run evaluated as is on ``dataset``'s ``test`` or held-out ``val`` split (the zero-shot baseline of
-    a fine-tuning study), on ``device``. A user's ``folder:`` / ``csv:`` data set is matched to the run's classes
-    by name (it may hold only some of them, and no training images: ``hwr.data.folders.on_classes``). Raises
-    ``RunError`` when a built-in set's class count disagrees or the split does not exist, ``DatasetSpecError``
-    naming a folder's class the run does not know."""
+    a fine-tuning study), on ``device``. The data set's classes are matched to the run's by name (it may hold only
+    some of them; a user's ``folder:`` / ``csv:`` set no training images: ``hwr.data.folders.on_classes``), so
+    where ``unknown_classes`` is empty the run can be scored. Raises ``RunError`` when a built-in set has a class
+    the run lacks or the split does not exist, ``DatasetSpecError`` naming a folder's class the run does not
+    know."""
     from hwr.data import folders  # the user's own images (kept here: this function is the only user)
 
     device = runtime.resolve_device(device)
     model, params, state, meta = load_run(run_dir, device)
     ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False, only_test=split == "test")
-    if folders.is_user_data(dataset):
+    if folders.is_user_data(dataset) or set(ds.classes) <= set(meta["classes"]):  # by name: a subset scores
         ds = folders.on_classes(ds, meta["classes"], whose=str(run_dir))
     if ds.num_classes != len(meta["classes"]):
         raise RunError(
