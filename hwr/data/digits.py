@@ -32,6 +32,7 @@ __all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_imag
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
+STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_floor``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
@@ -219,11 +220,14 @@ def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
 
 
-def _ground_part(ring: np.ndarray) -> np.ndarray:
-    """The values of an ink-bright border band that are ground: those within a few noise levels of its median.
-    A tight crop's strokes run into the band (a fifth to nearly half of it), and the ground's levels and noise
-    floor read from the whole band would be the ink's own."""
-    return ring[ring <= float(np.median(ring)) + 4.0 * _robust_sigma(ring)]
+def _band_ground(band: np.ndarray, peak: float) -> np.ndarray:
+    """The border band's ink-bright values that are ground: all of them (a cast shadow or a grid reaching the
+    border stays ground, under the floor and inside the shading's range), unless strokes reach the band (1% of it
+    or more at the ink's own level, over ``STROKE_LEVEL`` of the image's ``peak``: a crop to the ink's box puts
+    them in a fifth to half of it), whose level is no ground: then those within 4 robust sigmas of its median."""
+    if np.mean(band > STROKE_LEVEL * peak) < 0.01:
+        return band
+    return band[band <= float(np.median(band)) + 4.0 * _robust_sigma(band)]
 
 
 def _noise_sigma(x: np.ndarray) -> float:
@@ -271,7 +275,7 @@ def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
     while a cubic surface will bulge into a bold digit that fills the frame (a marker stroke, a tight crop) and
     eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``. The trade: a
     shadow in the middle of the page, darker than anything on its border, is only partly taken away."""
-    ring = _ground_part(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()]))
+    ring = _band_ground(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()]), d.max())
     lo, hi = np.quantile(ring, [0.05, 0.95])
     if hi - lo < 2.0 / 255.0:
         return None
@@ -501,8 +505,8 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
     ink = np.clip(d - ground, 0.0, None)
     border_ink = np.concatenate([ink[:b].ravel(), ink[-b:].ravel(), ink[:, :b].ravel(), ink[:, -b:].ravel()])
-    floor = max(float(np.quantile(_ground_part(border_ink), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
     peak = float(ink.max())
+    floor = max(float(np.quantile(_band_ground(border_ink, peak), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
     high = max(_otsu(ink, peak) if peak > 0 else 0.0, floor + MIN_CONTRAST / 2)
     core = ink > high
     if peak - floor < MIN_CONTRAST or not core.any():
