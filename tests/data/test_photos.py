@@ -449,3 +449,19 @@ def test_thin_strips_and_phone_jpegs_with_a_second_image_are_read(tmp_path):
         assert img.format == "MPO"
     out = digits.load_image(tmp_path / "phone.mpo")
     assert max(out.shape) <= digits.WORK_SIDE and float(out.max()) == 1.0
+
+
+@pytest.mark.parametrize("soft", [0.0, 6.0])
+def test_a_cast_shadow_reaching_the_border_stays_ground(tmp_path, soft):
+    """A phone held over the sheet shades its left part (0.6 of the light, a hard or a soft edge) up to the border:
+    the shadowed paper is ground, not ink, so the map holds the digit alone."""
+    ink = _glyph(SEVEN)
+    light = np.ones((H, W), np.float32)
+    light[:, : W // 4] = 0.6
+    if soft:
+        from scipy import ndimage
+
+        light = ndimage.gaussian_filter(light, soft)
+    out = digits.load_image(_save(tmp_path, "shadow.jpg", _photo(ink, sigma=3.0, light=light))).numpy()
+    assert _close(_box(out), _box(ink), tol=5), (_box(out), _box(ink))
+    assert float(out[:, : W // 4][ink[:, : W // 4] == 0].max()) == 0.0
