@@ -415,3 +415,28 @@ def test_profile_step_prints_an_operator_table_per_variant(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Self CPU") >= 2 and "aten::convolution_backward" in done.stdout
     assert {p.name for p in tmp_path.iterdir()} == {"eager_module_channels_last.json", "hwr_eager.json"}
+
+
+def test_photo_conditions_write_the_control_glyph_in_every_condition(tmp_path):
+    """benchmarks/photo_conditions.py: a readable file per condition (PNG for the clean control, JPEG otherwise), each
+    written from the control's glyph (same digit and hand); the control's ink is that glyph, and the EXIF photo is
+    stored sideways with the tag that turns it upright."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from benchmarks import photo_conditions as pc
+
+    files = pc.render(tmp_path, 1, 7)
+    assert [f[0] for f in files] == list(pc.CONDITIONS)
+    _, control, digit, hand = files[0]
+    for name, path, d, h in files:
+        assert (d, h, path.stem) == (digit, hand, control.stem), name
+        with Image.open(path) as im:
+            im.load()
+            assert (im.format, path.suffix) == (("PNG", ".png") if path == control else ("JPEG", ".jpg")), name
+            if name == "EXIF rotated 90":
+                assert im.getexif()[0x0112] in (6, 8) and ImageOps.exif_transpose(im).size == im.size[::-1]
+    assert digit == 0 and pc.glyph(0, 7)[:2] == (digit, hand)
+    ink = np.asarray(Image.open(control).convert("L")) < 240  # the glyph's mask crops at 0.05 ink
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == pc.glyph(0, 7)[2].shape

@@ -347,12 +347,15 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     out = np.zeros_like(core)
     labels, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
     lines = {False: _level_lines(core), True: _level_lines(core.T)}  # level, upright (transposed)
+    fringe = np.ones((5, 1), bool)
     for upright in (False, True):
         c, lab = (core.T, labels.T) if upright else (core, labels)
-        band = ndimage.binary_dilation(lines[upright], structure=np.ones((5, 1), bool)) & c  # with its fringe rows
+        band = ndimage.binary_dilation(lines[upright], structure=fringe) & c  # with its fringe rows
+        # the lines across the other way are no writing either: squared paper's lattice is lines both ways
+        across = ndimage.binary_dilation(lines[not upright].T if upright else lines[True].T, structure=fringe.T) & c
         on = _writing_on(c, lab, band, lines[True].T) if string and not upright else set()
         for k in np.unique(lab[band]):
-            rest = np.flatnonzero(((lab == k) & ~band).any(0)) / c.shape[1]
+            rest = np.flatnonzero(((lab == k) & ~band & ~across).any(0)) / c.shape[1]
             if k in on:
                 continue  # a string written on its rule: the rule goes wherever the writing touches it
             if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
@@ -361,7 +364,7 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
             past = np.zeros_like(c)
             past[3:] |= band[:-3]
             past[:-3] |= band[3:]
-            runs, n = ndimage.label((past & c & ~band).any(0))
+            runs, n = ndimage.label((past & c & ~band & ~across).any(0))
             width = np.bincount(runs, minlength=n + 1)
             narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(n + 1) > 0)  # a parallel edge is long
             band &= ~ndimage.binary_dilation(narrow[runs], iterations=2)[None, :]

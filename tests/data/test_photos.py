@@ -465,3 +465,22 @@ def test_a_cast_shadow_reaching_the_border_stays_ground(tmp_path, soft):
     out = digits.load_image(_save(tmp_path, "shadow.jpg", _photo(ink, sigma=3.0, light=light))).numpy()
     assert _close(_box(out), _box(ink), tol=5), (_box(out), _box(ink))
     assert float(out[:, : W // 4][ink[:, : W // 4] == 0].max()) == 0.0
+
+
+@pytest.mark.parametrize("i", [0, 6, 8])
+def test_squared_paper_is_no_ink(tmp_path, i):
+    """A digit written across the lines of squared paper whose grid comes out dark (grey or green, as dark as
+    mid-grey: ``benchmarks/photo_conditions.py``'s "graph paper, dark grid", files 0, 6 and 8 of seed 7, whose
+    lattice was read as the glyph): the lattice is lines across the image both ways, taken out where the digit
+    does not cross them, and the map is the one the same glyph gives on plain paper."""
+    import zlib
+
+    from benchmarks import photo_conditions as pc
+
+    _, _, g = pc.glyph(i, 7)
+    maps = []
+    for name in ("control (clean PNG)", "graph paper, dark grid"):
+        img, kw = pc.CONDITIONS[name](g, np.random.default_rng([7, zlib.crc32(name.encode()), i]), i)
+        img.save(tmp_path / f"{i}.{'jpg' if kw else 'png'}", **kw)
+        maps.append(digits.mnist_style(digits.load_image(tmp_path / f"{i}.{'jpg' if kw else 'png'}")))
+    assert _corr(*maps) > 0.9
