@@ -443,12 +443,18 @@ def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
     size = max(boxes[big][0].stop - boxes[big][0].start, boxes[big][1].stop - boxes[big][1].start)
     gap = 0.5 * size
     bb = np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in boxes], np.float64)
+    # a digit with margin all round is whole inside the crop: what reaches the edge beside it is from outside (a
+    # neighbouring digit's part, a thumb), kept only where it all but touches the digit; above or below it, a
+    # separate stroke of its own reaching the edge (a 5's bar in a crop tight at the top) joins as before
+    edge = (bb[:, 0] == 0) | (bb[:, 1] == H) | (bb[:, 2] == 0) | (bb[:, 3] == W)
+    outside = edge & (not string) & (not edge[big])
     group, frontier = {int(big)}, [int(big)]
     while frontier:
         k = frontier.pop()
         dy = np.maximum(0, np.maximum(bb[:, 0] - bb[k, 1], bb[k, 0] - bb[:, 1]))
         dx = np.maximum(0, np.maximum(bb[:, 2] - bb[k, 3], bb[k, 2] - bb[:, 3]))
         reach = np.where((dy == 0) & string, 3 * gap, gap)  # along a string's line: 1.5 sizes
+        reach = np.where(outside, 0.1 * size, reach)
         near = np.flatnonzero((dy <= gap) & (dx <= reach) & ~drop)
         for j in near.tolist():
             if j not in group and area[j] >= 0.02 * area[big]:

@@ -467,20 +467,53 @@ def test_a_cast_shadow_reaching_the_border_stays_ground(tmp_path, soft):
     assert float(out[:, : W // 4][ink[:, : W // 4] == 0].max()) == 0.0
 
 
+def _control_and(name: str, i: int, tmp_path) -> list[torch.Tensor]:
+    """The 28x28 readings of ``benchmarks/photo_conditions.py``'s file ``i`` (seed 7) of the clean control and of
+    condition ``name``: the same glyph, one thing added."""
+    import zlib
+
+    from benchmarks import photo_conditions as pc
+
+    _, _, g = pc.glyph(i, 7)
+    out = []
+    for cond in ("control (clean PNG)", name):
+        rng = np.random.default_rng([7, zlib.crc32(cond.encode()), i])
+        img, kw = pc.c_neighbour(g, rng, i, 7, 30) if cond.startswith("neighbour") else pc.CONDITIONS[cond](g, rng, i)
+        path = tmp_path / f"{i}.{'jpg' if kw else 'png'}"
+        img.save(path, **kw)
+        out.append(digits.mnist_style(digits.load_image(path)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,i",
+    [
+        ("neighbour digit in crop", 0),
+        ("neighbour digit in crop", 8),
+        ("thumb at the edge", 2),
+        ("thumb at the edge", 5),
+    ],
+)
+def test_what_reaches_the_edge_from_outside_a_digit_with_margin_goes(tmp_path, name, i):
+    """A digit with margin all round is whole inside the crop: a neighbouring digit's part or a thumb reaching the
+    edge beside it is from outside, not the glyph (``benchmarks/photo_conditions.py`` files of seed 7 that read as
+    the neighbour or the thumb before)."""
+    assert _corr(*_control_and(name, i, tmp_path)) > 0.99
+
+
+def test_a_digit_touching_the_edge_keeps_its_separate_stroke(tmp_path):
+    """Where the digit itself reaches the edge (a crop tight on one side), its own separate stroke reaching the
+    edge stays: only a digit with margin all round sheds what reaches the edge."""
+    ink = _glyph(FIVE)
+    ink = ink[_box(ink, 0.5)[0] :, :]  # tight at the top: the 5's separate bar touches the edge, its body does not
+    out = digits.load_image(_save(tmp_path, "five.png", _photo(ink, sigma=0.0))).numpy()
+    assert float((out[:12][ink[:12] > 0.5] > 0.2).mean()) > 0.95  # the bar
+
+
 @pytest.mark.parametrize("i", [0, 6, 8])
 def test_squared_paper_is_no_ink(tmp_path, i):
     """A digit written across the lines of squared paper whose grid comes out dark (grey or green, as dark as
     mid-grey: ``benchmarks/photo_conditions.py``'s "graph paper, dark grid", files 0, 6 and 8 of seed 7, whose
     lattice was read as the glyph): the lattice is lines across the image both ways, taken out where the digit
     does not cross them, and the map is the one the same glyph gives on plain paper."""
-    import zlib
-
-    from benchmarks import photo_conditions as pc
-
-    _, _, g = pc.glyph(i, 7)
-    maps = []
-    for name in ("control (clean PNG)", "graph paper, dark grid"):
-        img, kw = pc.CONDITIONS[name](g, np.random.default_rng([7, zlib.crc32(name.encode()), i]), i)
-        img.save(tmp_path / f"{i}.{'jpg' if kw else 'png'}", **kw)
-        maps.append(digits.mnist_style(digits.load_image(tmp_path / f"{i}.{'jpg' if kw else 'png'}")))
-    assert _corr(*maps) > 0.9
+    assert _corr(*_control_and("graph paper, dark grid", i, tmp_path)) > 0.9
