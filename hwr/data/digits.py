@@ -32,7 +32,7 @@ __all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_imag
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
-STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_floor``)
+STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_band_ground``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
@@ -164,9 +164,9 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     fills the smallest rectangle round it at any angle (88%: a filled 0 or 8 does not), lies inside most of the
     border band rather than along it, is clearly lighter than the surround (0.2), and holds writing: dark holes
     (0.1-35% of it: a pen digit a sixth of a page high is 0.15%) that are strokes, their area at least 12 times
-    the square of their greatest half-width (a stroke of half-width r and length L has 2rL). A bold light glyph on a dark ground fails there: its holes are
-    counters, compact blobs of 4-11 r squared. Writing that runs off the sheet's edge joins the surround and is
-    painted over with it (a digit running off a sticky note)."""
+    the square of their greatest half-width (a stroke of half-width r and length L has 2rL). A bold light glyph
+    on a dark ground fails there: its holes are counters, compact blobs of 4-11 r squared. Writing that runs off
+    the sheet's edge joins the surround and is painted over with it (a digit running off a sticky note)."""
     if min(grey.shape) < 16:
         return None
     # found on a view of about 400 pixels (a page is large), never under 100 across (a strip's strokes stay)
@@ -218,6 +218,11 @@ def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     if bg > 0.6 or bg < 0.15:
         return bg > 0.6, bg
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
+
+
+def _band(a: np.ndarray, b: int) -> np.ndarray:
+    """The values of ``a`` in its border band ``b`` pixels wide (the corners twice), flat."""
+    return np.concatenate([a[:b].ravel(), a[-b:].ravel(), a[:, :b].ravel(), a[:, -b:].ravel()])
 
 
 def _band_ground(band: np.ndarray, peak: float) -> np.ndarray:
@@ -275,7 +280,7 @@ def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
     while a cubic surface will bulge into a bold digit that fills the frame (a marker stroke, a tight crop) and
     eat its ink. A border of one level (a scan, a digital image) has no shading at all: ``None``. The trade: a
     shadow in the middle of the page, darker than anything on its border, is only partly taken away."""
-    ring = _band_ground(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[:, :b].ravel(), d[:, -b:].ravel()]), d.max())
+    ring = _band_ground(_band(d, b), float(d.max()))
     lo, hi = np.quantile(ring, [0.05, 0.95])
     if hi - lo < 2.0 / 255.0:
         return None
@@ -352,7 +357,7 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
         c, lab = (core.T, labels.T) if upright else (core, labels)
         band = ndimage.binary_dilation(lines[upright], structure=fringe) & c  # with its fringe rows
         # the lines across the other way are no writing either: squared paper's lattice is lines both ways
-        across = ndimage.binary_dilation(lines[not upright].T if upright else lines[True].T, structure=fringe.T) & c
+        across = ndimage.binary_dilation(lines[not upright].T, structure=fringe.T) & c
         on = _writing_on(c, lab, band, lines[True].T) if string and not upright else set()
         for k in np.unique(lab[band]):
             rest = np.flatnonzero(((lab == k) & ~band & ~across).any(0)) / c.shape[1]
@@ -507,13 +512,13 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
         sigma = min(3.0, max(1.0, noise * 255.0 / 8.0, min(h, w) / 300.0))
         grey = ndimage.gaussian_filter(grey, sigma, mode="nearest")
     b = max(1, round(0.02 * min(h, w)))  # border band: 2% of the short side
-    border = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[:, :b].ravel(), grey[:, -b:].ravel()])
+    border = _band(grey, b)
     dark_ink, bg = _ink_side(grey, border)
     d = 1.0 - grey if dark_ink else grey  # ink bright
     shade = _ground_shading(d, b)
     ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
     ink = np.clip(d - ground, 0.0, None)
-    border_ink = np.concatenate([ink[:b].ravel(), ink[-b:].ravel(), ink[:, :b].ravel(), ink[:, -b:].ravel()])
+    border_ink = _band(ink, b)
     peak = float(ink.max())
     floor = max(float(np.quantile(_band_ground(border_ink, peak), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
     high = max(_otsu(ink, peak) if peak > 0 else 0.0, floor + MIN_CONTRAST / 2)

@@ -380,9 +380,9 @@ def load(
     (see the module docstring). ``require_train=False`` lets a folder with only test (and val) images load, with
     empty training tensors. ``only_test`` (scoring a trained run): where the data gives a test split, the other
     splits are neither read nor checked, and the classes are the test split's (a class of 1 training image, or a
-    bad file among them, does not stop ``hwr evaluate``); the test images it converts join the cache. Raises ``DataUnavailableError`` (no such path),
-    ``DatasetSpecError`` (layout, classes, too few images) or ``InputError`` (a bad image, named; ``skip_bad``
-    skips it), one line each."""
+    bad file among them, does not stop ``hwr evaluate``); the test images it converts join the cache. Raises
+    ``DataUnavailableError`` (no such path), ``DatasetSpecError`` (layout, classes, too few images) or
+    ``InputError`` (a bad image, named; ``skip_bad`` skips it), one line each."""
     kind, source = _source(name)
     entries = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
     partial = only_test and any(e.split == "test" for e in entries) and any(e.split != "test" for e in entries)
