@@ -5,8 +5,8 @@ converts scikit-learn's 8x8 digits with ``mnist_style``.
 
 ``load_image`` turns any photo or scan (PNG, JPEG, ...; colour or grey; dark ink on light paper or the reverse)
 into a float ink map: greyscale, background level from the median of the border, polarity from the background
-(a light ground holds dark ink; on mid-grey, the side that strays furthest), contrast stretched from the
-border's noise level to the ink's peak.
+(a light ground holds dark ink; on mid-grey, the side beyond every level the border shows), the ground's shading
+and its steps (a cast shadow) taken away, contrast stretched from the border's noise level to the ink's peak.
 """
 
 from __future__ import annotations
@@ -213,10 +213,16 @@ def _min_rectangle(mask: np.ndarray) -> float:
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     """``(dark_ink, ground)``: the ground is the border's median; a clearly light ground holds dark ink and a
     near-black one light ink; between them (mid-grey, and dim paper: an underexposed photo's sheet at 0.3 with
-    its ink at 0.07) the ink is on the side that strays furthest from the ground."""
+    its ink at 0.07) the ink is on the side that goes clearly beyond every level the border shows (a cast shadow
+    over half the border shows two grounds, the paper's and the shadow's, whose median is neither), else on the
+    side that strays furthest from the median (strokes reach the border, as in a crop to the ink's box)."""
     bg = float(np.median(border))
     if bg > 0.6 or bg < 0.15:
         return bg > 0.6, bg
+    lo, hi = np.quantile(border, [0.02, 0.98])
+    below, above = float(lo) - float(grey.min()), float(grey.max()) - float(hi)
+    if abs(below - above) >= MIN_CONTRAST:
+        return below > above, bg
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
 
 
@@ -286,6 +292,27 @@ def _ground_shading(d: np.ndarray, b: int) -> np.ndarray | None:
         return None
     shade = _illumination(d)
     return None if shade is None else np.clip(shade, lo, hi)
+
+
+def _stepped(d: np.ndarray, ground: np.ndarray | float) -> np.ndarray | None:
+    """``ground`` raised to the steps of the ground that a smooth shading cannot follow (the edge of a cast
+    shadow, a fold): the grey opening of ink-bright ``d`` by a square a quarter of the long side wide takes away
+    every stroke narrower than that and keeps straight edges and ramps of the ground as they are. Raised only
+    where the opening lies over ``ground`` by ``MIN_CONTRAST / 2`` below the ink's level (``STROKE_LEVEL`` of the
+    peak: a bold stroke wider than the square, in a tight crop, is ink, not ground) in regions that reach the
+    image's edge (a shadow is cast from outside the picture), 1% of the image or more; else None."""
+    w = max(3, max(d.shape) // 4)
+    g = ndimage.grey_opening(d, size=(w, w), mode="nearest")
+    lift = (g - ground > MIN_CONTRAST / 2) & (g < STROKE_LEVEL * float(d.max()))
+    labels, _ = ndimage.label(lift)
+    edge = np.unique(_band(labels, 1))
+    lift = np.isin(labels, edge[edge > 0])
+    if lift.mean() < 0.01:
+        return None
+    # the opening leaves the rim of a rounded region (a thumb's end) that the square cannot fill: up to half the
+    # square away, the ground rises to the region's level wherever the image reaches that level
+    reach = ndimage.grey_dilation(np.where(lift, g, 0.0), size=(w // 2 + 1, w // 2 + 1), mode="nearest")
+    return np.maximum(ground, np.minimum(d, reach))
 
 
 def _powers() -> list[tuple[int, int]]:
@@ -517,7 +544,13 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     d = 1.0 - grey if dark_ink else grey  # ink bright
     shade = _ground_shading(d, b)
     ground = (1.0 - bg if dark_ink else bg) if shade is None else shade
-    ink = np.clip(d - ground, 0.0, None)
+    stepped = _stepped(d, ground)
+    if stepped is None:
+        ink = np.clip(d - ground, 0.0, None)
+    else:  # the shadow dims the ink as much as the paper: its contrast read against the paper's light there
+        ink = np.clip(d - stepped, 0.0, None)
+        if dark_ink:
+            ink = ink / np.maximum(1.0 - stepped, 0.1)
     border_ink = _band(ink, b)
     peak = float(ink.max())
     floor = max(float(np.quantile(_band_ground(border_ink, peak), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
