@@ -213,15 +213,17 @@ def _min_rectangle(mask: np.ndarray) -> float:
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     """``(dark_ink, ground)``: the ground is the border's median; a clearly light ground holds dark ink and a
     near-black one light ink; between them (mid-grey, and dim paper: an underexposed photo's sheet at 0.3 with
-    its ink at 0.07) the ink is on the side that goes clearly beyond every level the border shows (a cast shadow
-    over half the border shows two grounds, the paper's and the shadow's, whose median is neither), else on the
-    side that strays furthest from the median (strokes reach the border, as in a crop to the ink's box)."""
+    its ink at 0.07) the ink is on the side that goes clearly beyond the levels the border mostly shows (its
+    10th-90th percentiles: a cast shadow over half the border shows two grounds, the paper's and the shadow's,
+    whose median is neither; a stroke running off the edge is a few percent of it) by a quarter of the image's
+    range, not by the little that vignetting lifts the middle's paper over its rim, else on the side that strays
+    furthest from the median (strokes fill the border, as in a crop to the ink's box)."""
     bg = float(np.median(border))
     if bg > 0.6 or bg < 0.15:
         return bg > 0.6, bg
-    lo, hi = np.quantile(border, [0.02, 0.98])
+    lo, hi = np.quantile(border, [0.1, 0.9])
     below, above = float(lo) - float(grey.min()), float(grey.max()) - float(hi)
-    if abs(below - above) >= MIN_CONTRAST:
+    if abs(below - above) >= MIN_CONTRAST and max(below, above) >= 0.25 * float(grey.max() - grey.min()):
         return below > above, bg
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
 
@@ -312,7 +314,8 @@ def _stepped(d: np.ndarray, ground: np.ndarray | float) -> np.ndarray | None:
     # the opening leaves the rim of a rounded region (a thumb's end) that the square cannot fill: up to half the
     # square away, the ground rises to the region's level wherever the image reaches that level
     reach = ndimage.grey_dilation(np.where(lift, g, 0.0), size=(w // 2 + 1, w // 2 + 1), mode="nearest")
-    return np.maximum(ground, np.minimum(d, reach))
+    rim = ~lift & (d >= reach - MIN_CONTRAST / 2)  # at the region's own level, not a fainter stroke beside it
+    return np.maximum(ground, np.where(lift, g, np.where(rim, np.minimum(d, reach), 0.0)))
 
 
 def _powers() -> list[tuple[int, int]]:
@@ -450,16 +453,18 @@ def _level_lines(c: np.ndarray) -> np.ndarray:
     return band
 
 
-def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
-    """The components of the binary ``core`` that form the glyph: ruled lines, pen lines across the page and form
-    boxes are dropped when something else of weight is left; then the largest component and every component near
-    it (gaps under half its size, chained: a digit's separate strokes, a string's digits) that is not a speck.
+def _glyph(core: np.ndarray, string: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(glyph, marks)``: the components of the binary ``core`` that form the glyph, and the marks round it that
+    were dropped from it (``_marks``: a ring round a single digit, a line under it). Ruled lines, pen lines across
+    the page and form boxes are dropped when something else of weight is left; then the largest component and
+    every component near it (gaps under half its size, chained: a digit's separate strokes, a string's digits)
+    that is not a speck.
     ``string``: along the line of writing (components beside each other, overlapping or touching in height) the
     gap may be up to 1.5 times the size, as between the digits of a string written with room to spare (a narrow 1
     between wide digits leaves a gap as wide as a digit)."""
     labels, n = ndimage.label(core, structure=np.ones((3, 3), bool))
     if n == 0:
-        return core
+        return core, core
     boxes = ndimage.find_objects(labels)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     H, W = core.shape
@@ -492,7 +497,44 @@ def _glyph(core: np.ndarray, string: bool = False) -> np.ndarray:
             if j not in group and area[j] >= 0.02 * area[big]:
                 group.add(j)
                 frontier.append(j)
-    return np.isin(labels, np.asarray(sorted(group)) + 1)
+    marks = set() if string else _marks(labels, sorted(group), bb, min(H, W))
+    return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
+
+
+def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: int) -> set[int]:
+    """What a writer adds round a single digit and is not part of it: a ring round all the rest (the digit
+    circled: the rest lies in the ring's hole and spans a third of its height or more) and a straight stroke under
+    all the rest, flat and a fifth wider than it (the digit underlined: its top below the rest's bottom; a digit's
+    own lower stroke drawn apart, a 2's foot cut off by a rule taken out or a 5's bowl, is at most about as wide as
+    the rest; a 1's separate base is wider, and the 1 reads as a 1 without it). Only separate components: a mark
+    touching the digit is one component with it."""
+    drop: set[int] = set()
+    for k in members:
+        rest = [j for j in members if j != k]
+        if not rest:
+            break
+        r = bb[rest]
+        top, bottom, left, right = r[:, 0].min(), r[:, 1].max(), r[:, 2].min(), r[:, 3].max()
+        y0, y1, x0, x1 = (int(v) for v in bb[k])
+        mask = labels[y0:y1, x0:x1] == k + 1
+        width, height = x1 - x0, y1 - y0
+        if y0 >= bottom and width >= 1.2 * (right - left) and height <= 0.35 * width and _line_like(mask, short_side):
+            drop.add(k)
+            continue
+        hole = ndimage.binary_fill_holes(mask) & ~mask
+        if not hole.any() or top < y0 or bottom > y1 or left < x0 or right > x1:
+            continue
+        window = labels[y0:y1, x0:x1]
+        inside = all(np.count_nonzero(hole & (window == j + 1)) == np.count_nonzero(window == j + 1) for j in rest)
+        rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+        hole_h, hole_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        clear = min(top - y0 - rows[0], y0 + rows[-1] - bottom + 1) >= 0.05 * hole_h  # margin above and below
+        thin = 2.0 * mask.sum() / max(int((mask & ~ndimage.binary_erosion(mask)).sum()), 1) <= 0.12 * min(
+            hole_h, hole_w
+        )
+        if inside and clear and thin and bottom - top >= hole_h / 3:
+            drop.add(k)
+    return drop if len(drop) < len(members) else set()
 
 
 def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor:
@@ -565,7 +607,7 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     if lines.any() and (core & ~lines).any():  # a rule through the digit: take the rule away, keep the crossings
         core &= ~lines
         ink = np.where(ndimage.binary_dilation(lines, iterations=2) & ~ndimage.binary_dilation(core), 0.0, ink)
-    glyph = _glyph(core, string)
+    glyph, marks = _glyph(core, string)
     labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
     kept = np.isin(labels, np.unique(labels[glyph]))
     # soft edges only near the strokes, never a web of noise, a shading residue or a line's halo: within half a
@@ -574,6 +616,8 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     stroke = 2.0 * glyph.sum() / max(int(perimeter.sum()), 1)
     reach = stroke / 2 if smooth or shade is not None else stroke
     kept &= ndimage.binary_dilation(glyph, iterations=max(1, round(reach)))
+    if marks.any():  # a ring or a line dropped beside the digit takes its soft edges with it
+        kept &= glyph | ~ndimage.binary_dilation(marks, iterations=max(1, round(reach)))
     peak = float(ink[kept].max())
     out = np.where(kept, np.clip((ink - floor) / (peak - floor), 0.0, 1.0), 0.0).astype(np.float32)
     return torch.from_numpy(out)
