@@ -354,14 +354,21 @@ def _line_like(mask: np.ndarray, short_side: int) -> bool:
     any width, in an image of any size) or drawn thin (a stroke, twice the area over the perimeter, under 6% of
     the image's short side: lines joined with a form box). A digit's own strokes in a crop to its ink are
     neither: curved, and a tenth of its size wide or more."""
+    return _straight(mask) or _stroke_width(mask) < 0.06 * short_side
+
+
+def _straight(mask: np.ndarray) -> bool:
+    """The pixels' spread across their main axis is under a fifth of that along it (a line, of any width)."""
     ys, xs = np.nonzero(mask)
     if len(ys) < 3:
         return True
     minor, major = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)))
-    if major > 0 and minor <= 0.04 * major:
-        return True
-    perimeter = int((mask & ~ndimage.binary_erosion(mask)).sum())
-    return 2.0 * float(mask.sum()) / max(perimeter, 1) < 0.06 * short_side
+    return bool(major > 0 and minor <= 0.04 * major)
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Twice the area over the perimeter: the width of a stroke (exact for a long band)."""
+    return 2.0 * float(mask.sum()) / max(int((mask & ~ndimage.binary_erosion(mask)).sum()), 1)
 
 
 def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
@@ -497,17 +504,21 @@ def _glyph(core: np.ndarray, string: bool = False) -> tuple[np.ndarray, np.ndarr
             if j not in group and area[j] >= 0.02 * area[big]:
                 group.add(j)
                 frontier.append(j)
-    marks = set() if string else _marks(labels, sorted(group), bb, min(H, W))
+    marks: set[int] = set()
+    while not string and (more := _marks(labels, sorted(group - marks), bb, min(H, W))):
+        marks |= more  # a ring inside a ring: the digit circled twice
     return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
 
 
 def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: int) -> set[int]:
     """What a writer adds round a single digit and is not part of it: a ring round all the rest (the digit
-    circled: the rest lies in the ring's hole and spans a third of its height or more) and a straight stroke under
-    all the rest, flat and a fifth wider than it (the digit underlined: its top below the rest's bottom; a digit's
-    own lower stroke drawn apart, a 2's foot cut off by a rule taken out or a 5's bowl, is at most about as wide as
-    the rest; a 1's separate base is wider, and the 1 reads as a 1 without it). Only separate components: a mark
-    touching the digit is one component with it."""
+    circled: the rest lies in the ring's hole, clear of it above and below, and spans 60% of its height or more,
+    which a dash or a dot inside a 0 does not; the ring drawn thin against its hole) and a straight stroke under
+    all the rest, flat, as wide as it or wider, with the rest's lowest point over its middle (the digit
+    underlined; a 2's foot drawn apart lies under the end of its diagonal, and a 1's separate base goes: the 1
+    reads as a 1 without it). A single straight stroke in a ring stays with it: a 0 with a dash or a slash in it
+    looks as a circled 1 does, and the 0 is the likelier. Only separate components: a mark touching the digit is
+    one component with it."""
     drop: set[int] = set()
     for k in members:
         rest = [j for j in members if j != k]
@@ -518,8 +529,10 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
         y0, y1, x0, x1 = (int(v) for v in bb[k])
         mask = labels[y0:y1, x0:x1] == k + 1
         width, height = x1 - x0, y1 - y0
-        if y0 >= bottom and width >= 1.2 * (right - left) and height <= 0.35 * width and _line_like(mask, short_side):
-            drop.add(k)
+        if y0 >= bottom and width >= right - left and height <= 0.35 * width and _line_like(mask, short_side):
+            xs = np.flatnonzero(np.isin(labels[int(bottom) - 1, int(left) : int(right)], np.asarray(rest) + 1))
+            if 0.25 <= (left + xs.mean() - x0) / width <= 0.75:  # the rest's lowest point over the line's middle,
+                drop.add(k)  # not over one end of it (a 2's foot)
             continue
         hole = ndimage.binary_fill_holes(mask) & ~mask
         if not hole.any() or top < y0 or bottom > y1 or left < x0 or right > x1:
@@ -529,10 +542,9 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
         rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
         hole_h, hole_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
         clear = min(top - y0 - rows[0], y0 + rows[-1] - bottom + 1) >= 0.05 * hole_h  # margin above and below
-        thin = 2.0 * mask.sum() / max(int((mask & ~ndimage.binary_erosion(mask)).sum()), 1) <= 0.12 * min(
-            hole_h, hole_w
-        )
-        if inside and clear and thin and bottom - top >= hole_h / 3:
+        thin = _stroke_width(mask) <= 0.12 * min(hole_h, hole_w)
+        one_line = len(rest) == 1 and _straight(window == rest[0] + 1)  # a dash or a slash in a 0, or a circled 1
+        if inside and clear and thin and not one_line and bottom - top >= 0.6 * hole_h:
             drop.add(k)
     return drop if len(drop) < len(members) else set()
 
@@ -612,8 +624,7 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     kept = np.isin(labels, np.unique(labels[glyph]))
     # soft edges only near the strokes, never a web of noise, a shading residue or a line's halo: within half a
     # stroke width, or a whole one on a clean file (no noise, one ground level), whose faint stroke ends are its own
-    perimeter = glyph & ~ndimage.binary_erosion(glyph)
-    stroke = 2.0 * glyph.sum() / max(int(perimeter.sum()), 1)
+    stroke = _stroke_width(glyph)
     reach = stroke / 2 if smooth or shade is not None else stroke
     kept &= ndimage.binary_dilation(glyph, iterations=max(1, round(reach)))
     if marks.any():  # a ring or a line dropped beside the digit takes its soft edges with it

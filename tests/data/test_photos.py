@@ -568,13 +568,16 @@ def test_a_ring_round_a_digit_or_a_line_under_it_is_no_ink(tmp_path, marks):
     [
         ([[(80, 70), (120, 66), (125, 95), (84, 128)], [(78, 140), (128, 140)]], 8),  # a 2's foot drawn apart
         ([("ellipse", (75, 60, 140, 160)), [(104, 102), (112, 116)]], 5),  # a 0 (drawn thin) with a dash in it
+        ([[(84, 70), (120, 66), (125, 95), (84, 128)], [(80, 140), (150, 140)]], 8),  # the foot 1.5 times as wide
+        ([("ellipse", (75, 60, 140, 160)), [(108, 82), (108, 138)]], 5),  # a 0 with a long dash in it
     ],
-    ids=["two-foot-apart", "dotted-zero"],
+    ids=["two-foot-apart", "dotted-zero", "two-wide-foot-apart", "zero-long-dash"],
 )
 def test_a_digits_own_parts_are_no_marks(tmp_path, strokes):
-    """A digit's own lower stroke drawn apart (a 2's foot about as wide as its body) is no underline, and a 0 with
-    a short dash in it is no ring round a digit (what is inside spans under a third of the hole): the reading
-    keeps every part."""
+    """A digit's own lower stroke drawn apart (a 2's foot, as wide as its body or wider: the diagonal ends over
+    the foot's end, where an underlined digit's lowest point is over the line's middle) is no underline, and a 0
+    with a dash in it, short or long, is no ring round a digit: the reading keeps every part (a review's cases
+    that the first version of ``_marks`` read as 7 and 1)."""
     ink, _ = _marked(strokes[0], [], width=strokes[1])
     out = digits.load_image(_save(tmp_path, "own.png", _photo(ink, sigma=0.0))).numpy()
     assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
