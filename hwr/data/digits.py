@@ -5,8 +5,9 @@ converts scikit-learn's 8x8 digits with ``mnist_style``.
 
 ``load_image`` turns any photo or scan (PNG, JPEG, ...; colour or grey; dark ink on light paper or the reverse)
 into a float ink map: greyscale, background level from the median of the border, polarity from the background
-(a light ground holds dark ink; on mid-grey, the side beyond every level the border shows), the ground's shading
-and its steps (a cast shadow) taken away, contrast stretched from the border's noise level to the ink's peak.
+(a light ground holds dark ink; on mid-grey, the side beyond the levels the border mostly shows), the ground's
+shading and its steps (a cast shadow) taken away, the marks a writer adds round a digit (a ring, an underline)
+dropped, contrast stretched from the border's noise level to the ink's peak.
 """
 
 from __future__ import annotations
