@@ -319,6 +319,32 @@ def test_constrained_benchmark_decodes_every_way(tmp_path_factory):
             assert (read(logits, frames).lengths == 3).all(), name
 
 
+def test_photo_strings_read_every_condition_of_the_same_string(tmp_path_factory):
+    """benchmarks/photo_strings.py on the tiny trained strings run: string k of every condition is the control's
+    string k (its digits in the name, its glyph the same), a row per condition asked for (``--only``) with CER,
+    exact strings and the misread ones, and a folder with no run is refused naming the command that makes one.
+    (Three conditions: a file takes about a second to render and another to read.)"""
+    from tiny_runs import shared_run
+
+    from benchmarks import photo_strings as ps
+
+    tmp = tmp_path_factory.mktemp("photo-strings")
+    text, glyph = ps.string_glyph(0, 7)
+    files = ps.render(tmp, 1, 7, only=["clean", "thumb", "EXIF"])
+    assert [f[0] for f in files] == ["control (clean PNG)", "thumb at the edge", "EXIF rotated 90"]
+    assert {(f[1].stem, f[2]) for f in files} == {(f"000_{text}", text)} and 3 <= len(text) <= 7
+    assert not set(ps.SINGLE_DIGIT_ONLY) & set(ps.CONDITIONS) and glyph.max() > 0.9
+    run = shared_run(tmp_path_factory, "string")
+    out = ps.main(["--model", str(run), "--n", "1", "--only", "clean", "thumb", "--json", str(tmp / "r.json")])
+    assert list(out["conditions"]) == ["control (clean PNG)", "thumb at the edge"]
+    for row in out["conditions"].values():
+        assert row["files"] == 1 and 0.0 <= row["exact"] <= 1.0 and row["cer"] >= 0.0
+        assert len(row["misread"]) == round(1 - row["exact"])
+    assert json.loads((tmp / "r.json").read_text())["n"] == 1
+    with pytest.raises(SystemExit, match="hwr train --recipe strings"):
+        ps.main(["--model", str(tmp / "nothing")])
+
+
 def _peer_losses(name: str, steps: int = 4) -> list[float]:
     from hwr import random
     from hwr.data import batches

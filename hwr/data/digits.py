@@ -162,7 +162,8 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
     whole page becomes the glyph.
 
     A sheet is the largest light region (Otsu's split, its holes filled) that covers 30% of the image or more,
-    fills the smallest rectangle round it at any angle (88%: a filled 0 or 8 does not), lies inside most of the
+    fills the smallest rectangle round it at any angle (88%: a filled 0 or 8 does not) or, shot at an angle and
+    wholly in the picture, the quadrilateral of its corners (``_whole_quad``), lies inside most of the
     border band rather than along it, is clearly lighter than the surround (0.2), and holds writing: dark holes
     (0.1-35% of it: a pen digit a sixth of a page high is 0.15%) that are strokes, their area at least 12 times
     the square of their greatest half-width (a stroke of half-width r and length L has 2rL). A bold light glyph
@@ -192,7 +193,7 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
         or region[ring].mean() > 0.5
         or float(np.median(grey[region])) - float(np.median(grey[ring & ~region])) < 0.2
         or holes.sum() < 12.0 * max(float(ndimage.distance_transform_edt(holes).max()), 1.0) ** 2
-        or area[k - 1] < 0.88 * _min_rectangle(region)
+        or (area[k - 1] < 0.88 * _min_rectangle(region) and not _whole_quad(region, ring))
     ):
         return None
     dy, dx = max(1, round(0.03 * (ys.stop - ys.start))), max(1, round(0.03 * (xs.stop - xs.start)))
@@ -209,6 +210,30 @@ def _min_rectangle(mask: np.ndarray) -> float:
     t = np.deg2rad(np.arange(90))[:, None]
     u, v = x * np.cos(t) + y * np.sin(t), y * np.cos(t) - x * np.sin(t)
     return float((((u.max(1) - u.min(1)) + 1) * ((v.max(1) - v.min(1)) + 1)).min())
+
+
+def _whole_quad(region: np.ndarray, ring: np.ndarray) -> bool:
+    """A sheet shot at an angle: wholly inside the picture, clear of the border band (the lit part between two
+    shadows meets the border), and filling its corners' quadrilateral to within 8%."""
+    return not region[ring].any() and abs(float(region.sum()) / _corner_quad(region) - 1) <= 0.08
+
+
+def _corner_quad(mask: np.ndarray) -> float:
+    """The area of the quadrilateral through ``mask``'s extreme points in four directions (the axes, or the
+    diagonals: the larger of the two), in pixels. A sheet shot at an angle, a trapezoid that fills 80-88% of any
+    rectangle round it, fills its own corners' quadrilateral to within a few percent; a filled 0 spills 57% past
+    it (a circle round its inscribed square), an 8 more."""
+    y, x = np.nonzero(mask & ~ndimage.binary_erosion(mask))
+    if len(x) < 4:
+        return float(mask.sum())
+    best = 0.0
+    for t in (0.0, np.pi / 4):
+        u = np.array([np.cos(t + q * np.pi / 2) for q in range(4)])
+        v = np.array([np.sin(t + q * np.pi / 2) for q in range(4)])
+        i = np.argmax(x[None, :] * u[:, None] + y[None, :] * v[:, None], axis=1)  # one extreme point a direction
+        px, py = x[i].astype(np.float64), y[i].astype(np.float64)
+        best = max(best, 0.5 * abs(float(np.dot(px, np.roll(py, -1)) - np.dot(py, np.roll(px, -1)))))
+    return best
 
 
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
@@ -350,6 +375,11 @@ def _is_rule(mask: np.ndarray, sides: int, shape: tuple[int, int]) -> bool:
     return bool(inner <= 0.1 * mask.sum())
 
 
+def _disc(mask: np.ndarray) -> float:
+    """The diameter of the widest disc inside ``mask`` (twice the largest distance to its outside)."""
+    return 2.0 * float(ndimage.distance_transform_edt(np.pad(mask, 1)).max())
+
+
 def _line_like(mask: np.ndarray, short_side: int) -> bool:
     """Straight (the pixels' spread across their main axis under a fifth of that along it: a rule, a pen line of
     any width, in an image of any size) or drawn thin (a stroke, twice the area over the perimeter, under 6% of
@@ -461,12 +491,13 @@ def _level_lines(c: np.ndarray) -> np.ndarray:
     return band
 
 
-def _glyph(core: np.ndarray, string: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _glyph(core: np.ndarray, string: bool = False, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(glyph, marks)``: the components of the binary ``core`` that form the glyph, and the marks round it that
     were dropped from it (``_marks``: a ring round a single digit, a line under it). Ruled lines, pen lines across
-    the page and form boxes are dropped when something else of weight is left; then the largest component and
-    every component near it (gaps under half its size, chained: a digit's separate strokes, a string's digits)
-    that is not a speck.
+    the page, form boxes and thumbs at the edge (``_blobs``, which reads the ``ink`` map's levels) are dropped
+    when something else of weight is left, and so are the pieces of a broken line (``_long_lines``); then the
+    largest component and every component near it (gaps under half its size, chained: a digit's separate
+    strokes, a string's digits) that is not a speck.
     ``string``: along the line of writing (components beside each other, overlapping or touching in height) the
     gap may be up to 1.5 times the size, as between the digits of a string written with room to spare (a narrow 1
     between wide digits leaves a gap as wide as a digit)."""
@@ -480,9 +511,12 @@ def _glyph(core: np.ndarray, string: bool = False) -> tuple[np.ndarray, np.ndarr
     for k, (ys, xs) in enumerate(boxes):
         sides = (ys.start == 0) + (ys.stop == H) + (xs.start == 0) + (xs.stop == W)
         rules.append(_is_rule(labels[ys, xs] == k + 1, int(sides), (H, W)))
+    blobs = _blobs(labels, boxes, area, rules, ink)
     rules = np.asarray(rules)
-    others = area[~rules]
-    drop = rules & (others.max(initial=0) >= 0.05 * area)  # a rule goes when a glyph of some weight is left
+    heaviest = area[~rules & ~blobs].max(initial=0)
+    # a rule goes when a glyph of some weight is left; a thumb beside a small digit in a large photo goes too
+    drop = (rules & (heaviest >= 0.05 * area)) | (blobs & (heaviest >= 0.01 * area))
+    drop[_long_lines(labels, boxes, area, np.flatnonzero(~drop))] = True
     alive = np.flatnonzero(~drop)
     big = alive[np.argmax(area[alive])]
     size = max(boxes[big][0].stop - boxes[big][0].start, boxes[big][1].stop - boxes[big][1].start)
@@ -509,6 +543,60 @@ def _glyph(core: np.ndarray, string: bool = False) -> tuple[np.ndarray, np.ndarr
     while not string and (more := _marks(labels, sorted(group - marks), bb, min(H, W))):
         marks |= more  # a ring inside a ring: the digit circled twice
     return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
+
+
+def _blobs(labels: np.ndarray, boxes: list, area: np.ndarray, rules: list[bool], ink: np.ndarray | None) -> np.ndarray:
+    """The solid shapes reaching the image's edge that are not writing: a thumb or a finger holding the sheet, a
+    dark corner. Such a shape's widest inner disc is a third of its long side or more (a stroke's is its width: a
+    tenth to a fifth of a digit's size), and either 2.5 times the writing's stroke width (the largest other part's:
+    a bold 1 cut by a tight crop is no wider than the marker's other strokes) or, beside writing with margin all
+    round, fainter than it (its median ink under 70% of the writing's: skin against a pen; a bold digit's own part
+    split off by a shadow is as dark as the rest)."""
+    H, W = labels.shape
+
+    def at_edge(k: int) -> bool:
+        ys, xs = boxes[k]
+        return ys.start == 0 or xs.start == 0 or ys.stop == H or xs.stop == W
+
+    def level(k: int) -> float:
+        return float(np.median(ink[boxes[k]][labels[boxes[k]] == k + 1])) if ink is not None else 0.0
+
+    blob = np.zeros(len(boxes), bool)
+    disc = np.zeros(len(boxes))
+    for k, (ys, xs) in enumerate(boxes):
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        if at_edge(k) and min(h, w) >= 8 and not rules[k]:
+            disc[k] = _disc(labels[ys, xs] == k + 1)
+            blob[k] = disc[k] >= max(h, w) / 3
+    rest = np.flatnonzero(~blob & ~np.asarray(rules, bool))
+    if not blob.any() or len(rest) == 0:
+        return blob
+    j = int(rest[np.argmax(area[rest])])
+    wide = disc >= 2.5 * _stroke_width(labels[boxes[j]] == j + 1)
+    if at_edge(j) or ink is None:
+        return blob & wide
+    faint = np.array([blob[k] and level(k) < 0.7 * level(j) for k in range(len(boxes))])
+    return blob & (wide | faint)
+
+
+def _long_lines(labels: np.ndarray, boxes: list, area: np.ndarray, alive: np.ndarray) -> list[int]:
+    """The straight parts of ``alive`` 2.5 times as long as the writing, drawn at most half as wide and holding at
+    most half its pixels: what is left of a printed ruled or margin line that crossing lines cut into pieces, none
+    of them across the whole image. The writing is the largest part that is not straight and holds half the
+    largest part's pixels or more; no character is that much longer than the others (a 1 is as tall as a 7), and
+    a pen's straight stroke is as wide and as heavy as its curved ones (a 1 beside a dot). With no curved part at
+    all (a lone 1, a string of 1s) nothing goes."""
+    long_side = np.array([max(ys.stop - ys.start, xs.stop - xs.start) for ys, xs in boxes])
+    heavy = alive[area[alive] >= 0.5 * area[alive].max(initial=0)]  # writing, not a 1's flag or a speck
+    for k in heavy[np.argsort(-area[heavy], kind="stable")][:8].tolist():
+        mask = labels[boxes[k]] == k + 1
+        if not _straight(mask):
+            size, width, weight = long_side[k], _stroke_width(mask), area[k]
+            break
+    else:
+        return []
+    far = [k for k in alive.tolist() if long_side[k] >= 2.5 * size and area[k] <= 0.5 * weight]
+    return [k for k in far if _straight(m := labels[boxes[k]] == k + 1) and _stroke_width(m) <= 0.5 * width]
 
 
 def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: int) -> set[int]:
@@ -620,7 +708,7 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     if lines.any() and (core & ~lines).any():  # a rule through the digit: take the rule away, keep the crossings
         core &= ~lines
         ink = np.where(ndimage.binary_dilation(lines, iterations=2) & ~ndimage.binary_dilation(core), 0.0, ink)
-    glyph, marks = _glyph(core, string)
+    glyph, marks = _glyph(core, string, ink)
     labels, _ = ndimage.label(ink > floor, structure=np.ones((3, 3), bool))
     kept = np.isin(labels, np.unique(labels[glyph]))
     # soft edges only near the strokes, never a web of noise, a shading residue or a line's halo: within half a

@@ -643,3 +643,99 @@ def test_squared_paper_is_no_ink(tmp_path, i):
     lattice was read as the glyph): the lattice is lines across the image both ways, taken out where the digit
     does not cross them, and the map is the one the same glyph gives on plain paper."""
     assert _corr(*_control_and("graph paper, dark grid", i, tmp_path)) > 0.9
+
+
+@pytest.mark.parametrize("i", [0, 17, 18, 28])
+def test_a_thumb_at_the_edge_is_no_ink(tmp_path, i):
+    """A thumb holding the sheet is a solid shape reaching the edge, its widest inner disc a third of its long side
+    or more, where a stroke's is its width: it goes, and the digit is read alone (``benchmarks/photo_conditions.py``
+    thumb files of seed 7 that read as the thumb, or as the digit with the thumb in its box, before)."""
+    assert _corr(*_control_and("thumb at the edge", i, tmp_path)) > 0.95
+
+
+def _string_control_and(name: str, k: int, tmp_path) -> list[torch.Tensor]:
+    """``normalise_string`` of ``benchmarks/photo_strings.py``'s string ``k`` (seed 7) photographed clean and in
+    condition ``name``, the condition's resized to the control's width."""
+    import zlib
+
+    from benchmarks import photo_strings as ps
+
+    _, g = ps.string_glyph(k, 7)
+    out = []
+    for cond in ("control (clean PNG)", name):
+        img, kw = ps.CONDITIONS[cond](g, np.random.default_rng([7, zlib.crc32(cond.encode()), k]), k)
+        path = tmp_path / f"{k}.{'jpg' if kw else 'png'}"
+        img.save(path, **kw)
+        out.append(digits.load_image(path, string=True))
+    from hwr.tasks.strings import normalise_string
+
+    control, other = (normalise_string(t)[0].float() for t in out)
+    assert abs(other.shape[1] - control.shape[1]) <= 0.15 * control.shape[1], (other.shape, control.shape)
+    other = torch.nn.functional.interpolate(other[None, None], size=control.shape, mode="bilinear")[0, 0]
+    return [control, other]
+
+
+@pytest.mark.parametrize(
+    "name,k",
+    [
+        ("thumb at the edge", 0),
+        ("thumb at the edge", 1),
+        ("thumb at the edge", 3),
+        ("lined notebook + red margin", 1),
+        ("lined notebook + red margin", 11),
+    ],
+)
+def test_photos_of_strings_read_as_their_control(tmp_path, name, k):
+    """``benchmarks/photo_strings.py`` strings (seed 7) that read as something else before (half as wide or less
+    after ``normalise_string``): a thumb taken for the string (the string, with room round it, dropped as far-off
+    marks); the red margin line, cut into pieces by the blue rules so that none runs across the whole image,
+    joined to the string as one of its characters (``_long_lines``)."""
+    assert _corr(*_string_control_and(name, k, tmp_path)) > 0.8
+
+
+@pytest.mark.parametrize("k", [6, 13])
+def test_a_sheet_shot_at_an_angle_is_read_as_the_sheet(tmp_path, k):
+    """``benchmarks/photo_strings.py``'s keystone strings 6 and 13 (seed 7): the sheet, a trapezoid filling 86% of
+    the smallest rectangle round it (under the 88% a sheet needs), was not found, and the whole sheet read as
+    light ink on the dark desk; a sheet wholly in the picture may fill its corners' quadrilateral instead. (The
+    perspective squashes the string, so the reading is compared by its ink, not pixel by pixel.)"""
+    import zlib
+
+    from benchmarks import photo_strings as ps
+
+    _, g = ps.string_glyph(k, 7)
+    name = "keystone on desk"
+    img, kw = ps.CONDITIONS[name](g, np.random.default_rng([7, zlib.crc32(name.encode()), k]), k)
+    path = tmp_path / "keystone.jpg"
+    img.save(path, **kw)
+    assert digits._page(digits._grey(Image.open(path))) is not None
+    out = digits.load_image(path, string=True).numpy()
+    assert float((out > 0.5).mean()) < 0.2  # strokes, not a page
+    _string_control_and(name, k, tmp_path)  # as wide as the control's reading, within 15%
+
+
+def _bold_string(text: str) -> np.ndarray:
+    """``text`` of ``1`` and ``0`` drawn with a broad marker (strokes over a third of the 1's height), cropped
+    tight: the 0 reaches every edge it faces, a 1 the side it ends."""
+    big = Image.new("L", (4 * 64 * len(text), 4 * 64), 0)
+    d = ImageDraw.Draw(big)
+    for j, ch in enumerate(text):
+        x = 4 * 64 * j
+        if ch == "1":
+            d.line([(x + 4 * 32, 4 * 8), (x + 4 * 32, 4 * 56)], fill=255, width=4 * 18)
+        else:
+            d.ellipse((x + 4 * 4, 4 * 2, x + 4 * 60, 4 * 62), outline=255, width=4 * 18)
+    ink = np.asarray(big.resize((64 * len(text), 64), Image.BOX), np.float32) / 255.0
+    top, left, bottom, right = _box(ink, 0.5)
+    return ink[top : bottom + 1, left : right + 1]
+
+
+@pytest.mark.parametrize("text", ["10", "01", "101"])
+def test_a_bold_tight_string_keeps_its_ones(tmp_path, text):
+    """The guard: a bold 1 cut by a tight crop is a solid shape at the edge too (its widest disc over a third of
+    its height), but no wider than the marker's other strokes, where a thumb's disc is 2.5 times the writing's
+    stroke width: every digit stays."""
+    ink = _bold_string(text)
+    out = digits.load_image(_save(tmp_path, "bold.png", _photo(ink, sigma=0.0)), string=True).numpy()
+    assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
+    assert float((out[ink > 0.9] > 0.5).mean()) > 0.99
