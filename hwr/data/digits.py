@@ -193,7 +193,7 @@ def _page(grey: np.ndarray) -> np.ndarray | None:
         or region[ring].mean() > 0.5
         or float(np.median(grey[region])) - float(np.median(grey[ring & ~region])) < 0.2
         or holes.sum() < 12.0 * max(float(ndimage.distance_transform_edt(holes).max()), 1.0) ** 2
-        or (area[k - 1] < 0.88 * _min_rectangle(region) and not _whole_quad(region, ring))
+        or (area[k - 1] < 0.88 * _min_rectangle(region) and not _whole_quad(region, ring, holes))
     ):
         return None
     dy, dx = max(1, round(0.03 * (ys.stop - ys.start))), max(1, round(0.03 * (xs.stop - xs.start)))
@@ -212,10 +212,12 @@ def _min_rectangle(mask: np.ndarray) -> float:
     return float((((u.max(1) - u.min(1)) + 1) * ((v.max(1) - v.min(1)) + 1)).min())
 
 
-def _whole_quad(region: np.ndarray, ring: np.ndarray) -> bool:
+def _whole_quad(region: np.ndarray, ring: np.ndarray, holes: np.ndarray) -> bool:
     """A sheet shot at an angle: wholly inside the picture, clear of the border band (the lit part between two
-    shadows meets the border), and filling its corners' quadrilateral to within 8%."""
-    return not region[ring].any() and abs(float(region.sum()) / _corner_quad(region) - 1) <= 0.08
+    shadows meets the border), filling its corners' quadrilateral to within 8%, and written on sparsely (dark
+    holes under 10% of it: a bold chalk 0 slanted into a parallelogram has a counter of 15-30%)."""
+    area = float(region.sum())
+    return not region[ring].any() and holes.sum() < 0.1 * area and abs(area / _corner_quad(region) - 1) <= 0.08
 
 
 def _corner_quad(mask: np.ndarray) -> float:
@@ -491,11 +493,15 @@ def _level_lines(c: np.ndarray) -> np.ndarray:
     return band
 
 
-def _glyph(core: np.ndarray, string: bool = False, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _glyph(
+    core: np.ndarray, string: bool = False, ink: np.ndarray | None = None, carve: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """``(glyph, marks)``: the components of the binary ``core`` that form the glyph, and the marks round it that
     were dropped from it (``_marks``: a ring round a single digit, a line under it). Ruled lines, pen lines across
-    the page, form boxes and thumbs at the edge (``_blobs``, which reads the ``ink`` map's levels) are dropped
-    when something else of weight is left, and so are the pieces of a broken line (``_long_lines``); then the
+    the page and form boxes are dropped when something else of weight is left, a thumb at the edge is cut away
+    (``_blobs``, which reads the ``ink`` map's levels; one holding the writing's ink is cut by ``_solid``, so a
+    stroke it touches stays; ``carve``: once),
+    and so are the pieces of a broken line (``_long_lines``); then the
     largest component and every component near it (gaps under half its size, chained: a digit's separate
     strokes, a string's digits) that is not a speck.
     ``string``: along the line of writing (components beside each other, overlapping or touching in height) the
@@ -511,11 +517,15 @@ def _glyph(core: np.ndarray, string: bool = False, ink: np.ndarray | None = None
     for k, (ys, xs) in enumerate(boxes):
         sides = (ys.start == 0) + (ys.stop == H) + (xs.start == 0) + (xs.stop == W)
         rules.append(_is_rule(labels[ys, xs] == k + 1, int(sides), (H, W)))
-    blobs = _blobs(labels, boxes, area, rules, ink)
+    blobs, inked, stroke = _blobs(labels, boxes, area, rules, ink)
     rules = np.asarray(rules)
     heaviest = area[~rules & ~blobs].max(initial=0)
-    # a rule goes when a glyph of some weight is left; a thumb beside a small digit in a large photo goes too
-    drop = (rules & (heaviest >= 0.05 * area)) | (blobs & (heaviest >= 0.01 * area))
+    thumbs = blobs & (heaviest >= 0.01 * area)  # a thumb beside a small digit in a large photo goes too
+    if (thumbs & inked).any() and carve:  # one with the writing's ink in it: cut its solid part away, once
+        cut = _solid(labels, boxes, np.flatnonzero(thumbs & inked), stroke)
+        cut |= np.isin(labels, np.flatnonzero(thumbs & ~inked) + 1)
+        return _glyph(core & ~cut, string, ink, carve=False)
+    drop = (rules & (heaviest >= 0.05 * area)) | thumbs  # a rule goes when a glyph of some weight is left
     drop[_long_lines(labels, boxes, area, np.flatnonzero(~drop))] = True
     alive = np.flatnonzero(~drop)
     big = alive[np.argmax(area[alive])]
@@ -545,13 +555,19 @@ def _glyph(core: np.ndarray, string: bool = False, ink: np.ndarray | None = None
     return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
 
 
-def _blobs(labels: np.ndarray, boxes: list, area: np.ndarray, rules: list[bool], ink: np.ndarray | None) -> np.ndarray:
-    """The solid shapes reaching the image's edge that are not writing: a thumb or a finger holding the sheet, a
-    dark corner. Such a shape's widest inner disc is a third of its long side or more (a stroke's is its width: a
-    tenth to a fifth of a digit's size), and either 2.5 times the writing's stroke width (the largest other part's:
-    a bold 1 cut by a tight crop is no wider than the marker's other strokes) or, beside writing with margin all
-    round, fainter than it (its median ink under 70% of the writing's: skin against a pen; a bold digit's own part
-    split off by a shadow is as dark as the rest)."""
+def _blobs(
+    labels: np.ndarray, boxes: list, area: np.ndarray, rules: list[bool], ink: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(blob, inked, stroke)``: the solid shapes reaching the image's edge that are not writing (a thumb or a
+    finger holding the sheet, a dark corner), which of them hold the writing's ink (5% of their pixels at 85% of
+    its median level: a stroke touching the thumb, or a thumb as dark as the pen), and the writing's stroke width
+    (the largest other part's). Such a shape's
+    widest inner disc is a quarter of its long side or more (a stroke's is its width: a tenth to a fifth of a
+    digit's size) and 2.5 times the writing's stroke width or, beside writing with margin all round, fainter than
+    it (its median ink under 70% of the writing's: skin against a pen; a bold digit's own part split off by a
+    shadow is as dark as the rest). Where the writing runs off the edge too (a tight crop) it must be both: a bold
+    digit cut by the crop, a marker-filled loop, is as dark as the rest and may be as wide. None is darker than
+    the writing: that shape is the writing (a bold digit), the part taken for it a thumb's faint remnant."""
     H, W = labels.shape
 
     def at_edge(k: int) -> bool:
@@ -567,16 +583,35 @@ def _blobs(labels: np.ndarray, boxes: list, area: np.ndarray, rules: list[bool],
         h, w = ys.stop - ys.start, xs.stop - xs.start
         if at_edge(k) and min(h, w) >= 8 and not rules[k]:
             disc[k] = _disc(labels[ys, xs] == k + 1)
-            blob[k] = disc[k] >= max(h, w) / 3
+            blob[k] = disc[k] >= max(h, w) / 4
     rest = np.flatnonzero(~blob & ~np.asarray(rules, bool))
-    if not blob.any() or len(rest) == 0:
-        return blob
+    if not blob.any() or len(rest) == 0 or ink is None:
+        return np.zeros_like(blob), np.zeros_like(blob), 0.0
     j = int(rest[np.argmax(area[rest])])
-    wide = disc >= 2.5 * _stroke_width(labels[boxes[j]] == j + 1)
-    if at_edge(j) or ink is None:
-        return blob & wide
-    faint = np.array([blob[k] and level(k) < 0.7 * level(j) for k in range(len(boxes))])
-    return blob & (wide | faint)
+    stroke, pen = _stroke_width(labels[boxes[j]] == j + 1), level(j)
+    wide = disc >= 2.5 * stroke
+    faint = np.array([blob[k] and level(k) < 0.7 * pen for k in range(len(boxes))])
+    darker = np.array([blob[k] and level(k) > 1.1 * pen for k in range(len(boxes))])  # the writing: a bold digit
+    blob &= ~darker & ((wide & faint) if at_edge(j) else (wide | faint))  # beside a thumb's faint remnant
+    inked = np.array(
+        [blob[k] and (ink[boxes[k]][labels[boxes[k]] == k + 1] >= 0.85 * pen).mean() >= 0.05 for k in range(len(boxes))]
+    )
+    return blob, inked, stroke
+
+
+def _solid(labels: np.ndarray, boxes: list, ks: np.ndarray, stroke: float) -> np.ndarray:
+    """The solid parts of components ``ks``: what an opening by a disc two writing strokes wide keeps of each (a
+    thumb's body; a pen stroke touching it is left out, its corners too, where the widest disc inside a stroke is
+    up to 0.7 of its width), grown by two pixels (its rim)."""
+    out = np.zeros(labels.shape, bool)
+    r = stroke + 1.0
+    for k in ks.tolist():
+        ys, xs = boxes[k]
+        m = np.pad(labels[ys, xs] == k + 1, 1)
+        core = ndimage.distance_transform_edt(m) > r
+        if core.any():
+            out[ys, xs] |= (ndimage.distance_transform_edt(~core) <= r + 2)[1:-1, 1:-1]
+    return out
 
 
 def _long_lines(labels: np.ndarray, boxes: list, area: np.ndarray, alive: np.ndarray) -> list[int]:

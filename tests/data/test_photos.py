@@ -739,3 +739,45 @@ def test_a_bold_tight_string_keeps_its_ones(tmp_path, text):
     out = digits.load_image(_save(tmp_path, "bold.png", _photo(ink, sigma=0.0)), string=True).numpy()
     assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
     assert float((out[ink > 0.9] > 0.5).mean()) > 0.99
+
+
+def _thumb_over(rgb: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """``rgb`` with a skin-coloured, shaded thumb (an ellipse, soft-edged) laid over it."""
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[0 : rgb.shape[0], 0 : rgb.shape[1]].astype(np.float64)
+    r = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2
+    m = ndimage.gaussian_filter((r <= 1).astype(np.float64), 2.0)[..., None]
+    skin = np.array([222.0, 170, 140]) * np.clip(1.05 - 0.35 * r, 0.6, 1.0)[..., None]
+    return np.clip(rgb * (1 - m) + skin * m, 0, 255).astype(np.uint8)
+
+
+def test_a_thumb_touching_the_digit_is_cut_away_and_the_digit_stays(tmp_path):
+    """A thumb from the left edge that overlaps the digit's stroke is one component with it: the thumb's solid
+    part is cut away (an opening by a disc a stroke wide), so the strokes it touches stay (dropping the whole
+    component lost the digit with it: a review's 6 read as 0, strings lost their end digit)."""
+    ink = np.pad(_glyph(FIVE), ((40, 40), (80, 40)))
+    rgb = _photo(ink, sigma=2.0)
+    left = _box(ink, 0.5)[1]
+    photo = _thumb_over(rgb, cx=left - 60, cy=ink.shape[0] / 2 + 10, rx=73, ry=36)  # from the edge, 13 px into the 5
+    out = digits.load_image(_save(tmp_path, "thumb.png", photo)).numpy()
+    thumb_only = np.zeros_like(ink, bool)
+    thumb_only[:, : left - 10] = True
+    assert float(out[thumb_only].max()) == 0.0  # no thumb left
+    clear = (ink > 0.9) & (np.arange(ink.shape[1]) >= left + 20)[None, :]  # the 5 beyond the thumb's reach
+    assert float((out[clear] > 0.5).mean()) > 0.95
+
+
+def test_a_slanted_bold_chalk_zero_is_not_taken_for_a_sheet(tmp_path):
+    """The guard of the angled sheet: a bold chalk 0 drawn as a slanted box is a light parallelogram wholly in the
+    picture that fills its corners' quadrilateral, as a sheet shot at an angle does, but its counter is a fifth of
+    it, where writing on a sheet is a few percent: read as light ink on the dark board (a review's case read as 1)."""
+    img = Image.new("RGB", (220, 250), (45, 60, 50))
+    d = ImageDraw.Draw(img)
+    d.polygon([(70, 15), (205, 15), (150, 235), (15, 235)], fill=(232, 232, 222))
+    d.polygon([(112, 40), (138, 40), (95, 210), (69, 210)], fill=(45, 60, 50))  # a slot, 15% of the box
+    noisy = np.asarray(img) + np.random.default_rng(0).normal(0, 3.0, (250, 220, 3))
+    path = _save(tmp_path, "chalk_box.jpg", np.clip(noisy, 0, 255).astype(np.uint8))
+    assert digits._page(digits._grey(Image.open(path))) is None
+    out = digits.load_image(path).numpy()
+    assert float(out[125, 104]) == 0.0 and float(out[125, 50]) > 0.5  # the counter is no ink, the chalk is
