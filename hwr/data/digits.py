@@ -524,7 +524,8 @@ def _glyph(
     if (thumbs & inked).any() and carve:  # one with the writing's ink in it: cut its solid part away, once
         cut = _solid(labels, boxes, np.flatnonzero(thumbs & inked), stroke)
         cut |= np.isin(labels, np.flatnonzero(thumbs & ~inked) + 1)
-        return _glyph(core & ~cut, string, ink, carve=False)
+        if (core & ~cut).any():  # else the thumbs go whole, below
+            return _glyph(core & ~cut, string, ink, carve=False)
     drop = (rules & (heaviest >= 0.05 * area)) | thumbs  # a rule goes when a glyph of some weight is left
     drop[_long_lines(labels, boxes, area, np.flatnonzero(~drop))] = True
     alive = np.flatnonzero(~drop)
