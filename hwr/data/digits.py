@@ -529,16 +529,30 @@ def _glyph(
     drop = (rules & (heaviest >= 0.05 * area)) | thumbs  # a rule goes when a glyph of some weight is left
     drop[_long_lines(labels, boxes, area, np.flatnonzero(~drop))] = True
     alive = np.flatnonzero(~drop)
-    big = alive[np.argmax(area[alive])]
-    size = max(boxes[big][0].stop - boxes[big][0].start, boxes[big][1].stop - boxes[big][1].start)
-    gap = 0.5 * size
+    big = int(alive[np.argmax(area[alive])])
     bb = np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in boxes], np.float64)
+    group = _chain(bb, area, drop, big, string, core.shape)
+    marks: set[int] = set()
+    while not string and (more := _marks(labels, sorted(group - marks), bb, min(H, W))):
+        marks |= more  # a ring inside a ring: the digit circled twice
+    return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
+
+
+def _chain(
+    bb: np.ndarray, area: np.ndarray, drop: np.ndarray, big: int, string: bool, shape: tuple[int, int]
+) -> set[int]:
+    """The components chained to the largest, ``big``, by gaps under half its size (1.5 sizes along a string's
+    line), leaving out specks and what ``drop`` names: ``_glyph``'s grouping. ``bb``: each component's box as
+    rows ``(y0, y1, x0, x1)``."""
+    H, W = shape
+    size = max(bb[big, 1] - bb[big, 0], bb[big, 3] - bb[big, 2])
+    gap = 0.5 * size
     # a digit with margin all round is whole inside the crop: what reaches the edge beside it is from outside (a
     # neighbouring digit's part, a thumb), kept only where it all but touches the digit; above or below it, a
     # separate stroke of its own reaching the edge (a 5's bar in a crop tight at the top) joins as before
     edge = (bb[:, 0] == 0) | (bb[:, 1] == H) | (bb[:, 2] == 0) | (bb[:, 3] == W)
     outside = edge & (not string) & (not edge[big])
-    group, frontier = {int(big)}, [int(big)]
+    group, frontier = {big}, [big]
     while frontier:
         k = frontier.pop()
         dy = np.maximum(0, np.maximum(bb[:, 0] - bb[k, 1], bb[k, 0] - bb[:, 1]))
@@ -550,10 +564,7 @@ def _glyph(
             if j not in group and area[j] >= 0.02 * area[big]:
                 group.add(j)
                 frontier.append(j)
-    marks: set[int] = set()
-    while not string and (more := _marks(labels, sorted(group - marks), bb, min(H, W))):
-        marks |= more  # a ring inside a ring: the digit circled twice
-    return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
+    return group
 
 
 def _blobs(
