@@ -535,7 +535,11 @@ def _glyph(
     marks: set[int] = set()
     while not string and (more := _marks(labels, sorted(group - marks), bb, min(H, W))):
         marks |= more  # a ring inside a ring: the digit circled twice
-    return np.isin(labels, np.asarray(sorted(group - marks)) + 1), np.isin(labels, np.asarray(sorted(marks)) + 1)
+    dropped = np.isin(labels, np.asarray(sorted(marks)) + 1)
+    if not string and (ring := _ring(labels, sorted(group - marks), bb)) is not None:
+        glyph, inner = _glyph(core & ~ring & ~dropped, string, ink, carve)  # the digit circled tight, touching it
+        return glyph, inner | ring | dropped
+    return np.isin(labels, np.asarray(sorted(group - marks)) + 1), dropped
 
 
 def _chain(
@@ -665,7 +669,8 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
         y0, y1, x0, x1 = (int(v) for v in bb[k])
         mask = labels[y0:y1, x0:x1] == k + 1
         width, height = x1 - x0, y1 - y0
-        if y0 >= bottom and width >= right - left and height <= 0.35 * width and _line_like(mask, short_side):
+        below = y0 >= bottom - 0.05 * (bottom - top) and y0 + y1 >= 2 * bottom  # a line drawn at a slant
+        if below and width >= right - left and height <= 0.35 * width and _line_like(mask, short_side):
             xs = np.flatnonzero(np.isin(labels[int(bottom) - 1, int(left) : int(right)], np.asarray(rest) + 1))
             if 0.25 <= (left + xs.mean() - x0) / width <= 0.75:  # the rest's lowest point over the line's middle,
                 drop.add(k)  # not over one end of it (a 2's foot)
@@ -678,11 +683,57 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
         rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
         hole_h, hole_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
         clear = min(top - y0 - rows[0], y0 + rows[-1] - bottom + 1) >= 0.05 * hole_h  # margin above and below
-        thin = _stroke_width(mask) <= 0.12 * min(hole_h, hole_w)
+        thin = _stroke_width(mask) <= 0.2 * min(hole_h, hole_w)
         one_line = len(rest) == 1 and _straight(window == rest[0] + 1)  # a dash or a slash in a 0, or a circled 1
         if inside and clear and thin and not one_line and bottom - top >= 0.6 * hole_h:
             drop.add(k)
     return drop if len(drop) < len(members) else set()
+
+
+def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray | None:
+    """The ring of a digit circled tight enough to touch it (one component with it, which ``_marks`` cannot take
+    apart), as a mask of the whole image, or ``None``. The ring is the largest member's band along the outside of
+    its filled shape, as deep as the ring is thick (``_ring_depth``) and a pixel more; it is one when the rest (the member's other pixels and the
+    other members) lies in the band's hole, spans 60% of the hole's height, touches the band along under two
+    fifths of its own edge (a bold 0's thick side is all edge against its band) and is not one straight stroke
+    (a 0 with a slash reads as a 0, as in ``_marks``), and when the band is drawn thin against its hole (under a
+    fifth of it)."""
+    k = max(members, key=lambda j: (bb[j, 1] - bb[j, 0]) * (bb[j, 3] - bb[j, 2]))
+    y0, y1, x0, x1 = (int(v) for v in bb[k])
+    window = labels[y0:y1, x0:x1]
+    mask = window == k + 1
+    outside = ndimage.distance_transform_edt(np.pad(ndimage.binary_fill_holes(mask), 1))[1:-1, 1:-1]
+    band = mask & (outside <= _ring_depth(mask, outside) + 1.0)
+    hole = ndimage.binary_fill_holes(band) & ~band
+    rest = (mask & ~band) | np.isin(window, np.asarray([j + 1 for j in members if j != k], dtype=np.int64))
+    if not hole.any() or np.count_nonzero(rest) < 0.05 * np.count_nonzero(mask):
+        return None
+    rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
+    span = np.flatnonzero(rest.any(1))
+    edge = rest & ~ndimage.binary_erosion(rest)
+    touch = edge & ndimage.binary_dilation(band, structure=np.ones((3, 3), bool))
+    parts = ndimage.label(rest, structure=np.ones((3, 3), bool))[1]
+    ring = (
+        np.count_nonzero(rest & hole) >= 0.95 * np.count_nonzero(rest)
+        and span[-1] - span[0] + 1 >= 0.6 * (rows[-1] - rows[0] + 1)
+        and np.count_nonzero(touch) < 0.4 * np.count_nonzero(edge)
+        and not (parts == 1 and _straight(rest))
+        and _stroke_width(band) <= 0.2 * min(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    )
+    if not ring:
+        return None
+    out = np.zeros(labels.shape, bool)
+    out[y0:y1, x0:x1] = band
+    return out
+
+
+def _ring_depth(mask: np.ndarray, outside: np.ndarray) -> float:
+    """How thick a ring is: the depth from the filled shape's outside (``outside``, its distance map) down to which
+    the layers one pixel deep are mostly ink; under it lies the hole, crossed only where the digit touches."""
+    depth = 1.0
+    while (layer := (outside > depth - 1) & (outside <= depth)).any() and mask[layer].mean() >= 0.5:
+        depth += 1.0
+    return depth - 1.0
 
 
 def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor:

@@ -563,6 +563,19 @@ def test_a_ring_round_a_digit_or_a_line_under_it_is_no_ink(tmp_path, marks):
     assert float(out[(mark > 0.5) & (ndilate(glyph > 0.02, 3) == 0)].max()) == 0.0
 
 
+@pytest.mark.parametrize("mark_width", [6, 8], ids=["thin-ring", "bold-ring"])
+def test_a_ring_touching_the_digit_is_no_ink(tmp_path, mark_width):
+    """A ring drawn tight round a digit, touching it (one component with it, so ``_marks`` cannot take it apart),
+    goes: the band along the outside of the filled shape is the ring when the rest lies in its hole, spans most
+    of it and touches it only here and there (``_ring``); a ring as bold as the digit too."""
+    glyph, mark = _marked(SEVEN_AT, [("ellipse", (66, 58, 146, 162))], mark_width=mark_width)
+    assert ((glyph > 0.5) & (mark > 0.5)).any()  # they touch: the 7's bar runs into the ring
+    out = digits.load_image(_save(tmp_path, "circled.png", _photo(np.maximum(glyph, mark), sigma=0.0))).numpy()
+    assert _close(_box(out), _box(glyph)), (_box(out), _box(glyph))
+    assert float(out[(mark > 0.5) & (ndilate(glyph > 0.02, 3) == 0)].max()) == 0.0
+    assert float((out[glyph > 0.9] > 0.5).mean()) > 0.9  # the 7 stays, but for the notch where the ring ran
+
+
 @pytest.mark.parametrize(
     "strokes",
     [
@@ -570,14 +583,26 @@ def test_a_ring_round_a_digit_or_a_line_under_it_is_no_ink(tmp_path, marks):
         ([("ellipse", (75, 60, 140, 160)), [(104, 102), (112, 116)]], 5),  # a 0 (drawn thin) with a dash in it
         ([[(84, 70), (120, 66), (125, 95), (84, 128)], [(80, 140), (150, 140)]], 8),  # the foot 1.5 times as wide
         ([("ellipse", (75, 60, 140, 160)), [(108, 82), (108, 138)]], 5),  # a 0 with a long dash in it
+        ([("ellipse", (75, 60, 140, 160)), [(88, 150), (128, 68)]], 5),  # a 0 slashed from rim to rim
+        ([("ellipse", (85, 60, 130, 106)), ("ellipse", (80, 102, 135, 160))], 8),  # an 8, its loops touching
+        ([("ellipse", (75, 60, 140 - d, 160)) for d in range(0, 14, 3)], 5),  # a 0 bold down its right side
     ],
-    ids=["two-foot-apart", "dotted-zero", "two-wide-foot-apart", "zero-long-dash"],
+    ids=[
+        "two-foot-apart",
+        "dotted-zero",
+        "two-wide-foot-apart",
+        "zero-long-dash",
+        "slashed-zero",
+        "eight",
+        "lopsided-zero",
+    ],
 )
 def test_a_digits_own_parts_are_no_marks(tmp_path, strokes):
     """A digit's own lower stroke drawn apart (a 2's foot, as wide as its body or wider: the diagonal ends over
     the foot's end, where an underlined digit's lowest point is over the line's middle) is no underline, and a 0
     with a dash in it, short or long, is no ring round a digit: the reading keeps every part (a review's cases
-    that the first version of ``_marks`` read as 7 and 1)."""
+    that the first version of ``_marks`` read as 7 and 1). Nor, for ``_ring``, is a 0 slashed from rim to rim, an
+    8 or a 0 drawn bold down one side."""
     ink, _ = _marked(strokes[0], [], width=strokes[1])
     out = digits.load_image(_save(tmp_path, "own.png", _photo(ink, sigma=0.0))).numpy()
     assert _close(_box(out), _box(ink)), (_box(out), _box(ink))
@@ -585,7 +610,16 @@ def test_a_digits_own_parts_are_no_marks(tmp_path, strokes):
 
 
 @pytest.mark.parametrize(
-    "name,i", [("circled by hand", 3), ("circled by hand", 6), ("underlined by hand", 5), ("underlined by hand", 7)]
+    "name,i",
+    [
+        ("circled by hand", 3),
+        ("circled by hand", 6),
+        ("circled by hand", 2),  # the ring touches the digit
+        ("circled by hand", 15),  # touching, a bold digit in a bold ring
+        ("underlined by hand", 5),
+        ("underlined by hand", 7),
+        ("underlined by hand", 0),  # the line's top a little above the digit's lowest point
+    ],
 )
 def test_circled_and_underlined_photos_read_as_their_control(tmp_path, name, i):
     """``benchmarks/photo_conditions.py`` files (seed 7) whose ring or underline was read as part of the digit
