@@ -694,10 +694,11 @@ def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray 
     """The ring of a digit circled tight enough to touch it (one component with it, which ``_marks`` cannot take
     apart), as a mask of the whole image, or ``None``. The ring is the largest member's band along the outside of
     its filled shape, as deep as the ring is thick (``_ring_depth``) and a pixel more; it is one when the rest (the member's other pixels and the
-    other members) lies in the band's hole, spans 60% of the hole's height, touches the band along under two
-    fifths of its own edge (a bold 0's thick side is all edge against its band) and is not one straight stroke
-    (a 0 with a slash reads as a 0, as in ``_marks``), and when the band is drawn thin against its hole (under a
-    fifth of it)."""
+    other members) lies in the band's hole, spans 60% of the hole's height, touches the band along under a fifth
+    of its own edge (a bold 0's thick side is all edge against its band; a digit drawn along the ring, an 8
+    filling it, leaves pieces that end on it all round), holds 30% of the band's ink or more (what is left of a
+    digit whose strokes ran along the ring is less) and is not one straight stroke (a 0 with a slash reads as a
+    0, as in ``_marks``), and when the band is drawn thin against its hole (under a fifth of it)."""
     k = max(members, key=lambda j: (bb[j, 1] - bb[j, 0]) * (bb[j, 3] - bb[j, 2]))
     y0, y1, x0, x1 = (int(v) for v in bb[k])
     window = labels[y0:y1, x0:x1]
@@ -716,7 +717,8 @@ def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray 
     ring = (
         np.count_nonzero(rest & hole) >= 0.95 * np.count_nonzero(rest)
         and span[-1] - span[0] + 1 >= 0.6 * (rows[-1] - rows[0] + 1)
-        and np.count_nonzero(touch) < 0.4 * np.count_nonzero(edge)
+        and np.count_nonzero(touch) < 0.2 * np.count_nonzero(edge)
+        and np.count_nonzero(rest) >= 0.3 * np.count_nonzero(band)
         and not (parts == 1 and _straight(rest))
         and _stroke_width(band) <= 0.2 * min(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     )

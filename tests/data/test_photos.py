@@ -579,6 +579,23 @@ def test_a_ring_touching_the_digit_is_no_ink(tmp_path, mark_width):
 @pytest.mark.parametrize(
     "strokes",
     [
+        [("ellipse", (74, 54, 146, 114)), ("ellipse", (74, 110, 146, 166))],  # an 8 filling its ring
+        [("ellipse", (70, 50, 150, 112)), [(146, 90), (144, 168)]],  # a 9 whose loop is the ring's top
+    ],
+    ids=["eight", "nine"],
+)
+def test_a_digit_drawn_along_its_ring_keeps_its_strokes(tmp_path, strokes):
+    """Where the digit's strokes run along the ring (an 8 that fills it, a 9's loop drawn on it), taking the ring's
+    band away would leave pieces ending on it all round, a fraction of the band's ink: ``_ring`` leaves such a
+    ring in, and the digit whole (a review's files read as 4 and 1 by its first version)."""
+    glyph, mark = _marked(strokes, [("ellipse", (70, 50, 150, 170))])
+    out = digits.load_image(_save(tmp_path, "along.png", _photo(np.maximum(glyph, mark), sigma=0.0))).numpy()
+    assert float((out[glyph > 0.9] > 0.5).mean()) > 0.97
+
+
+@pytest.mark.parametrize(
+    "strokes",
+    [
         ([[(80, 70), (120, 66), (125, 95), (84, 128)], [(78, 140), (128, 140)]], 8),  # a 2's foot drawn apart
         ([("ellipse", (75, 60, 140, 160)), [(104, 102), (112, 116)]], 5),  # a 0 (drawn thin) with a dash in it
         ([[(84, 70), (120, 66), (125, 95), (84, 128)], [(80, 140), (150, 140)]], 8),  # the foot 1.5 times as wide
