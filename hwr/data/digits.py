@@ -435,15 +435,29 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
                 continue  # a string written on its rule: the rule goes wherever the writing touches it
             if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
                 band &= lab != k  # a line alone, a string's rule, or a digit's own stroke of a tight crop
-        if band.any():  # a column of the band stays where a stroke goes on 3 pixels past it: a crossing
-            past = np.zeros_like(c)
-            past[3:] |= band[:-3]
-            past[:-3] |= band[3:]
-            runs, n = ndimage.label((past & c & ~band & ~across).any(0))
-            width = np.bincount(runs, minlength=n + 1)
-            narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(n + 1) > 0)  # a parallel edge is long
-            band &= ~ndimage.binary_dilation(narrow[runs], iterations=2)[None, :]
+        band = _uncrossed(c, band, across) if band.any() else band
         out |= band.T if upright else band
+    return out
+
+
+def _uncrossed(c: np.ndarray, band: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """``band``'s level lines less their crossings: on each line, the columns where a stroke of ``c`` goes on 3
+    pixels past that line (in a run of columns no wider than 15% of the image: a parallel edge along it is
+    longer), and 2 columns each side, stay ink. Line by line: a stroke crossing one line of squared paper keeps
+    no other line's pixels in its columns (it kept stubs of every upright line level with a digit, which the
+    digit then took in as strokes of its own); the ``across`` lines are no stroke."""
+    lab, n = ndimage.label(band, structure=np.ones((3, 3), bool))
+    free = c & ~band & ~across
+    out = band.copy()
+    for j in range(1, n + 1):
+        line = lab == j
+        past = np.zeros_like(c)
+        past[3:] |= line[:-3]
+        past[:-3] |= line[3:]
+        runs, m = ndimage.label((past & free).any(0))
+        width = np.bincount(runs, minlength=m + 1)
+        narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(m + 1) > 0)
+        out &= ~(line & ndimage.binary_dilation(narrow[runs], iterations=2)[None, :])
     return out
 
 
