@@ -21,7 +21,8 @@ FONTS = [  # Debian: fonts-dkg-handwriting, fonts-humor-sans, fonts-breip, fonts
     "/usr/share/fonts/opentype/comic-neue/ComicNeue-Regular.otf",
 ]
 # Each digit drawn as a sketched outline (two strokes round a hollow), unlike any handwriting the model has seen:
-# reported in a row of its own, never mixed into the single-stroke figure, and not used by the tests.
+# reported in a row of its own, never mixed into the single-stroke figure; tests/data/test_photos.py reads it as
+# a reader guard (an outline is no ring round a digit).
 OUTLINE_FONTS = ["/usr/share/fonts/truetype/femkeklaver/femkeklaver.ttf"]  # fonts-femkeklaver
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from hwr.errors import InputError
 
@@ -712,12 +713,16 @@ def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray 
     of its own edge (a bold 0's thick side is all edge against its band; a digit drawn along the ring, an 8
     filling it, leaves pieces that end on it all round), holds 30% of the band's ink or more (what is left of a
     digit whose strokes ran along the ring is less) and is not one straight stroke (a 0 with a slash reads as a
-    0, as in ``_marks``), and when the band is drawn thin against its hole (under a fifth of it)."""
+    0, as in ``_marks``), and when the band is drawn thin against its hole (under a fifth of it). Only a round
+    shape is ringed (``_round``): a digit drawn in outline is one ring-like line round its own inner outline."""
     k = max(members, key=lambda j: (bb[j, 1] - bb[j, 0]) * (bb[j, 3] - bb[j, 2]))
     y0, y1, x0, x1 = (int(v) for v in bb[k])
     window = labels[y0:y1, x0:x1]
     mask = window == k + 1
-    outside = ndimage.distance_transform_edt(np.pad(ndimage.binary_fill_holes(mask), 1))[1:-1, 1:-1]
+    filled = ndimage.binary_fill_holes(mask)
+    if not _round(filled):
+        return None
+    outside = ndimage.distance_transform_edt(np.pad(filled, 1))[1:-1, 1:-1]
     band = mask & (outside <= _ring_depth(mask, outside) + 1.0)
     hole = ndimage.binary_fill_holes(band) & ~band
     rest = (mask & ~band) | np.isin(window, np.asarray([j + 1 for j in members if j != k], dtype=np.int64))
@@ -741,6 +746,17 @@ def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray 
     out = np.zeros(labels.shape, bool)
     out[y0:y1, x0:x1] = band
     return out
+
+
+def _round(filled: np.ndarray) -> bool:
+    """Whether a filled shape is round enough to be a ring drawn round something: 93% of its convex hull or more
+    (hand-drawn rings and boxes, wobbly or open a little, fill 96-99%; a 6 drawn in outline, 88%)."""
+    ys, xs = np.nonzero(filled & ~ndimage.binary_erosion(filled))
+    try:
+        hull = ConvexHull(np.stack([xs, ys], 1).astype(np.float64)).volume
+    except QhullError:  # the edge on one line: no area
+        return False
+    return bool(np.count_nonzero(filled) >= 0.93 * hull)
 
 
 def _ring_depth(mask: np.ndarray, outside: np.ndarray) -> float:

@@ -2,6 +2,8 @@
 and ruled or pen lines. Real PNG/JPEG files of glyphs drawn here, whose true ink boxes are known; the ink map
 must hold the glyph and nothing else, and a clean file must still come back as the glyph itself."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -591,6 +593,34 @@ def test_a_digit_drawn_along_its_ring_keeps_its_strokes(tmp_path, strokes):
     glyph, mark = _marked(strokes, [("ellipse", (70, 50, 150, 170))])
     out = digits.load_image(_save(tmp_path, "along.png", _photo(np.maximum(glyph, mark), sigma=0.0))).numpy()
     assert float((out[glyph > 0.9] > 0.5).mean()) > 0.97
+
+
+@pytest.mark.parametrize(
+    "digit",
+    [
+        *range(8),
+        pytest.param(8, marks=pytest.mark.xfail(strict=True, reason="open: its outer outline rings its two loops")),
+        9,
+    ],
+)
+def test_a_digit_drawn_in_outline_is_no_ring(tmp_path, digit):
+    """A digit drawn in outline (two lines round a hollow stroke: ``benchmarks/fonts.py``'s outline font) is one
+    line round its own inner outline, which ``_ring`` took for a ring round a digit (a review's 6, read as 0): a
+    ring is only looked for in a round shape (``_round``), and the outline stays whole. An outline 8's outer line
+    is round and holds its loops' outlines apart from it, as a ring round a digit does: still cut (``_marks``)."""
+    from PIL import ImageFont
+
+    from benchmarks.fonts import OUTLINE_FONTS
+
+    if not Path(OUTLINE_FONTS[0]).is_file():
+        pytest.skip(f"needs the outline font {OUTLINE_FONTS[0]} (Debian package fonts-femkeklaver)")
+    img = Image.new("L", (240, 260), 0)
+    ImageDraw.Draw(img).text(
+        (120, 130), str(digit), fill=255, font=ImageFont.truetype(OUTLINE_FONTS[0], 160), anchor="mm"
+    )
+    ink = np.asarray(img, np.float32) / 255.0
+    out = digits.load_image(_save(tmp_path, "outline.png", _photo(ink, sigma=2.0))).numpy()
+    assert float((out[ink > 0.9] > 0.3).mean()) > 0.95
 
 
 @pytest.mark.parametrize(
