@@ -447,18 +447,19 @@ def _uncrossed(c: np.ndarray, band: np.ndarray, across: np.ndarray) -> np.ndarra
     longer), and 2 columns each side, stay ink. Line by line: a stroke crossing one line of squared paper keeps
     no other line's pixels in its columns (it kept stubs of every upright line level with a digit, which the
     digit then took in as strokes of its own); the ``across`` lines are no stroke."""
-    lab, n = ndimage.label(band, structure=np.ones((3, 3), bool))
+    lab, _ = ndimage.label(band, structure=np.ones((3, 3), bool))
     free = c & ~band & ~across
     out = band.copy()
-    for j in range(1, n + 1):
-        line = lab == j
-        past = np.zeros_like(c)
+    for j, (ys, _) in enumerate(ndimage.find_objects(lab), start=1):
+        rows = slice(max(ys.start - 3, 0), ys.stop + 3)  # the line's rows and the 3 past it each side
+        line = lab[rows] == j
+        past = np.zeros_like(line)
         past[3:] |= line[:-3]
         past[:-3] |= line[3:]
-        runs, m = ndimage.label((past & free).any(0))
+        runs, m = ndimage.label((past & free[rows]).any(0))
         width = np.bincount(runs, minlength=m + 1)
         narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(m + 1) > 0)
-        out &= ~(line & ndimage.binary_dilation(narrow[runs], iterations=2)[None, :])
+        out[rows] &= ~(line & ndimage.binary_dilation(narrow[runs], iterations=2)[None, :])
     return out
 
 
@@ -708,13 +709,14 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
 def _ring(labels: np.ndarray, members: list[int], bb: np.ndarray) -> np.ndarray | None:
     """The ring of a digit circled tight enough to touch it (one component with it, which ``_marks`` cannot take
     apart), as a mask of the whole image, or ``None``. The ring is the largest member's band along the outside of
-    its filled shape, as deep as the ring is thick (``_ring_depth``) and a pixel more; it is one when the rest (the member's other pixels and the
-    other members) lies in the band's hole, spans 60% of the hole's height, touches the band along under a fifth
-    of its own edge (a bold 0's thick side is all edge against its band; a digit drawn along the ring, an 8
-    filling it, leaves pieces that end on it all round), holds 30% of the band's ink or more (what is left of a
-    digit whose strokes ran along the ring is less) and is not one straight stroke (a 0 with a slash reads as a
-    0, as in ``_marks``), and when the band is drawn thin against its hole (under a fifth of it). Only a round
-    shape is ringed (``_round``): a digit drawn in outline is one ring-like line round its own inner outline."""
+    its filled shape, as deep as the ring is thick (``_ring_depth``) and a pixel more; it is one when the rest
+    (the member's other pixels and the other members) lies in the band's hole, spans 60% of the hole's height,
+    touches the band along under a fifth of its own edge (a bold 0's thick side is all edge against its band; a
+    digit drawn along the ring, an 8 filling it, leaves pieces that end on it all round), holds 30% of the band's
+    ink or more (what is left of a digit whose strokes ran along the ring is less) and is not one straight stroke
+    (a 0 with a slash reads as a 0, as in ``_marks``), and when the band is drawn thin against its hole (under a
+    fifth of it). Only a round shape is ringed (``_round``): a digit drawn in outline is one ring-like line round
+    its own inner outline."""
     k = max(members, key=lambda j: (bb[j, 1] - bb[j, 0]) * (bb[j, 3] - bb[j, 2]))
     y0, y1, x0, x1 = (int(v) for v in bb[k])
     window = labels[y0:y1, x0:x1]
