@@ -418,6 +418,27 @@ def c_exif(g: np.ndarray, rng: Rng, i: int) -> Made:
     return im.transpose(Image.ROTATE_90 if i % 2 else Image.ROTATE_270), {**kw, "exif": exif}
 
 
+def c_graph_turned(g: np.ndarray, rng: Rng, i: int) -> Made:
+    """Squared paper photographed turned 0.3-3 degrees, the glyph 1, 2 or 3.5 times its size (a phone's pixels),
+    the grid light (1-2 px times the root of that) or dark (2-3.5 px times it, grey, green or blue), so the lines
+    nearest the edges leave the image part way across. A glyph is scaled to 1,500 pixels at most (a string's)."""
+    f = min([1.0, 2.0, 3.5][i % 3], 1500 / max(g.shape))
+    g = _scaled(g, f) if f != 1 else g
+    a, _, _ = _layout(g, rng)
+    h, w = a.shape
+    dark = i % 2 == 1
+    width = max(2 if dark else 1, round((rng.uniform(2.0, 3.5) if dark else rng.uniform(1.0, 2.5)) * f**0.5))
+    side = int(max(h, w) * 1.5)
+    grid = _grid(side, side, g.shape[0] * rng.uniform(0.33, 0.5), width, rng)
+    angle = rng.uniform(0.3, 3.0) * rng.choice([-1, 1])
+    turned = Image.fromarray((grid * 255).astype(np.uint8)).rotate(angle, resample=Image.BICUBIC)
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    grid = np.asarray(turned, np.float32)[y0 : y0 + h, x0 : x0 + w] / 255.0
+    col = [[90, 150, 110], [125, 125, 130], [90, 130, 200]][i % 3] if dark else [150, 190, 230.0]
+    paper = _compose(_flat(h, w, WHITE), grid, np.array(col, np.float64))
+    return _photo(_compose(paper, a, BLUE_PEN if rng.random() < 0.5 else BLACK), rng)
+
+
 CONDITIONS: dict[str, Callable[[np.ndarray, Rng, int], Made]] = {
     "control (clean PNG)": c_control,
     "control photo (blue pen, noise 3, q90)": c_control_photo,
@@ -442,6 +463,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, Rng, int], Made]] = {
     "neighbour digit in crop": c_neighbour,
     "thumb at the edge": c_thumb,
     "EXIF rotated 90": c_exif,
+    "graph paper turned 0.3-3 degrees": c_graph_turned,
 }
 
 

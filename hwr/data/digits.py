@@ -431,7 +431,7 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
         across = ndimage.binary_dilation(lines[not upright].T, structure=fringe.T) & c
         on = _writing_on(c, lab, band, lines[True].T) if string and not upright else set()
         for k in np.unique(lab[band]):
-            rest = np.flatnonzero(((lab == k) & ~band & ~across).any(0)) / c.shape[1]
+            rest = np.flatnonzero(_span_pieces((lab == k) & ~band & ~across).any(0)) / c.shape[1]
             if k in on:
                 continue  # a string written on its rule: the rule goes wherever the writing touches it
             if not len(rest) or rest[-1] - rest[0] > 0.7 or rest[0] < 0.15 or rest[-1] > 0.85:
@@ -441,25 +441,43 @@ def _lines_across(core: np.ndarray, string: bool = False) -> np.ndarray:
     return out
 
 
+def _span_pieces(rest: np.ndarray) -> np.ndarray:
+    """``rest`` less its small pieces (under 2% of it) and its straight pieces that touch the image's edge: what
+    is left of a lattice's lines once they are found. On squared paper turned a little, the line nearest an edge
+    leaves the image part way across, so no line was found in it, and a line's pixels just outside its fringe
+    stay behind in bits; joined to the lattice, either made the rest of the lattice's component span the image as
+    no digit on a line does."""
+    pieces, _ = ndimage.label(rest, structure=np.ones((3, 3), bool))
+    out = rest.copy()
+    small = 0.02 * rest.sum()
+    for j, (ys, xs) in enumerate(ndimage.find_objects(pieces), start=1):
+        piece = pieces[ys, xs] == j
+        edge = ys.start == 0 or xs.start == 0 or ys.stop == rest.shape[0] or xs.stop == rest.shape[1]
+        if piece.sum() < small or (edge and _straight(piece)):
+            out[ys, xs] &= ~piece
+    return out
+
+
 def _uncrossed(c: np.ndarray, band: np.ndarray, across: np.ndarray) -> np.ndarray:
     """``band``'s level lines less their crossings: on each line, the columns where a stroke of ``c`` goes on 3
     pixels past that line (in a run of columns no wider than 15% of the image: a parallel edge along it is
-    longer), and 2 columns each side, stay ink. Line by line: a stroke crossing one line of squared paper keeps
-    no other line's pixels in its columns (it kept stubs of every upright line level with a digit, which the
-    digit then took in as strokes of its own); the ``across`` lines are no stroke."""
+    longer) or lies on both sides of it (a bold stroke running along the line, whatever its length: taking the
+    line out split it lengthwise), and 2 columns each side, stay ink. Line by line: a stroke crossing one line
+    of squared paper keeps no other line's pixels in its columns (it kept stubs of every upright line level with a
+    digit, which the digit then took in as strokes of its own); the ``across`` lines are no stroke."""
     lab, _ = ndimage.label(band, structure=np.ones((3, 3), bool))
     free = c & ~band & ~across
     out = band.copy()
     for j, (ys, _) in enumerate(ndimage.find_objects(lab), start=1):
         rows = slice(max(ys.start - 3, 0), ys.stop + 3)  # the line's rows and the 3 past it each side
         line = lab[rows] == j
-        past = np.zeros_like(line)
-        past[3:] |= line[:-3]
-        past[:-3] |= line[3:]
-        runs, m = ndimage.label((past & free[rows]).any(0))
+        below, above = np.zeros_like(line), np.zeros_like(line)
+        below[3:], above[:-3] = line[:-3], line[3:]
+        below, above = (below & free[rows]).any(0), (above & free[rows]).any(0)
+        runs, m = ndimage.label(below | above)
         width = np.bincount(runs, minlength=m + 1)
         narrow = (width <= max(3.0, 0.15 * c.shape[1])) & (np.arange(m + 1) > 0)
-        out[rows] &= ~(line & ndimage.binary_dilation(narrow[runs], iterations=2)[None, :])
+        out[rows] &= ~(line & ndimage.binary_dilation(narrow[runs] | (below & above), iterations=2)[None, :])
     return out
 
 
