@@ -210,9 +210,9 @@ def test_a_run_trained_on_cuda_resumes_and_evaluates_on_the_cpu(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, precision):
-    """``execution.train_step`` hands autotune the loss tolerance of the precision asked for (``LOSS_RTOL``: bf16
-    rounds more than float32), and so does a reused shared step's check in ``tuned_step`` (a study's trials, every
-    seed after the first)."""
+    """``execution.train_step`` hands autotune the loss tolerance and the share of flipped first updates of the
+    precision asked for (``LOSS_RTOL``, ``FLIP_SHARE``: bf16 rounds more than float32), and so does a reused shared
+    step's check in ``tuned_step`` (a study's trials, every seed after the first)."""
     from hwr import losses, models
     from hwr.data.batches import synthetic_batches
     from hwr.engine import autotune
@@ -231,6 +231,7 @@ def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, p
     with pytest.raises(InterruptedError):
         ex.train_step(Execution(device="cpu", precision=precision), model, opt, losses.cross_entropy, state, batch)
     assert seen["loss_rtol"] == ex.LOSS_RTOL[precision] and seen["tag"].endswith(f"|{precision}")
+    assert seen["flip_share"] == ex.FLIP_SHARE[precision]
     assert "atol" not in seen  # the updates keep their float32 floor
 
     class Shared(dict):  # every structure already compiled: tuned_step reuses it and checks it first
@@ -245,4 +246,4 @@ def test_the_compiled_step_is_checked_at_its_precisions_tolerance(monkeypatch, p
     tuned = ex.Tuned(lambda hp: (opt, losses.cross_entropy), {}, "test")
     with pytest.raises(InterruptedError):
         ex.tuned_step(Execution(device="cpu", precision=precision), model, tuned, state, batch)
-    assert seen == {"loss_rtol": ex.LOSS_RTOL[precision]}
+    assert seen == {"loss_rtol": ex.LOSS_RTOL[precision], "flip_share": ex.FLIP_SHARE[precision]}
