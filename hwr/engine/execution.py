@@ -169,6 +169,13 @@ def _candidates(execution: Execution, device: torch.device) -> tuple[autotune.Ca
     return tuple(c for c in every if c.channels_last == want)
 
 
+def _tolerance(execution: Execution) -> dict[str, float]:
+    """What a compiled step's first step may differ from the eager one's by at ``execution``'s precision: the loss
+    (``LOSS_RTOL``) and the share of a leaf's first updates flipped (``FLIP_SHARE``); updates keep their float32
+    floor at every precision."""
+    return {"loss_rtol": LOSS_RTOL[execution.precision], "flip_share": FLIP_SHARE[execution.precision]}
+
+
 def train_step(
     execution: Execution,
     model: Model,
@@ -201,8 +208,7 @@ def train_step(
         example_batch,
         candidates=candidates,
         tag=f"{tag}|{execution.precision}",
-        loss_rtol=LOSS_RTOL[execution.precision],
-        flip_share=FLIP_SHARE[execution.precision],
+        **_tolerance(execution),
         **step_kwargs,
     )
     return step, _record(choice)
@@ -280,14 +286,7 @@ def tuned_step(
         core, choice = _SHARED[key]
         step = train.Bound(core, tuned.hp)
         eager = train.Bound(train.hyper_step(model, tuned.parts), tuned.hp)
-        reason = autotune.check_step(
-            step,
-            eager,
-            example_state,
-            example_batch,
-            loss_rtol=LOSS_RTOL[execution.precision],
-            flip_share=FLIP_SHARE[execution.precision],
-        )
+        reason = autotune.check_step(step, eager, example_state, example_batch, **_tolerance(execution))
         if reason is not None:
             raise RuntimeError(
                 f"the compiled step shared under structure {key} differs from this run's eager step ({reason}): "
@@ -306,9 +305,8 @@ def tuned_step(
             example_batch,
             candidates=candidates,
             tag=f"{tag}|{execution.precision}",
-            loss_rtol=LOSS_RTOL[execution.precision],
-            flip_share=FLIP_SHARE[execution.precision],
             hyper=(tuned.parts, tuned.hp),
+            **_tolerance(execution),
         )
         _ENTRIES["compiled"] += n
         _SHARED[key] = (step.core, choice)
