@@ -350,8 +350,7 @@ def stacked_step(
         _ENTRIES["compiled"] += 1
         _SHARED[key] = (core, autotune.Choice(candidate, {}, {}, False, key, ""))
     core = _SHARED[key][0]
-    tol = (LOSS_RTOL[execution.precision], FLIP_SHARE[execution.precision])
-    _check_each_trial(core, eager, example_states, example_batches, example_hps, key, *tol)
+    _check_each_trial(core, eager, example_states, example_batches, example_hps, key, **_tolerance(execution))
     name = candidate.name if candidate.channels_last or not channels_last else f"channels_last+{candidate.name}"
     return core, {**record, "compile": True, "candidate": name, "shared": shared}
 
