@@ -39,6 +39,11 @@ WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundr
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
 NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
+GLARE_GAIN = 5.0  # the most contrast a glare's fading is given back (a screen blend of 0.8 over the ink)
+GLARE_STEP = 5 / 255.0  # a hot spot's page lies this much over the page's median level, or more
+GLARE_PAGE = 0.05  # a page lighter than this (ink-bright: 1 - its grey) shows no glare
+GLARE_CONTRAST = 0.75  # a hot spot's lightest paper, ink-bright, against the lightest of the page elsewhere
+GLARE_FADED = 0.8  # a glare leaves the ink under it under this share of the strokes' level elsewhere
 
 
 def conversion_version() -> str:
@@ -345,6 +350,83 @@ def _stepped(d: np.ndarray, ground: np.ndarray | float) -> np.ndarray | None:
     reach = ndimage.grey_dilation(np.where(lift, g, 0.0), size=(w // 2 + 1, w // 2 + 1), mode="nearest")
     rim = ~lift & (d >= reach - MIN_CONTRAST / 2)  # at the region's own level, not a fainter stroke beside it
     return np.maximum(ground, np.where(lift, g, np.where(rim, np.minimum(d, reach), 0.0)))
+
+
+def _deglared(d: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+    """Dark ink's contrast given back where glare fades it, or None where there is no glare. Glare on
+    glossy paper (a lamp's hot spot) lightens paper and ink alike, as a screen blend does: ink-bright ``d`` is
+    scaled by ``1 - m`` under a glare of strength ``m``, ink and paper together, so the paper's level there against
+    the page's median level measures the fading. The paper's level is the grey opening of ``d`` by a square three
+    strokes wide (no stroke survives it), smoothed; under the glare the ink is read against it and scaled back, up
+    to ``GLARE_GAIN``. A glare is a hot spot (``_hot_spots``); a white page shows none (on paper near white a glare
+    cannot lighten the page measurably), nor does light that changes across the page: that reaches the border and
+    is ``_ground_shading``'s and ``_stepped``'s."""
+    if not ink.max() > 0:
+        return None
+    core = ink > _otsu(ink, float(ink.max()))
+    w = int(np.clip(3.0 * _stroke_width(core), 5, max(d.shape) // 4))
+    k = max(1, w // 4)  # the page's light is smooth: found on blocks a quarter of w wide, a sixteenth of the work
+    paper = _paper_level(d, w, k)
+    ref = float(np.median(paper))
+    if ref < GLARE_PAGE:
+        return None
+    gain = np.clip(ref / np.maximum(paper, 1e-3), 1.0, GLARE_GAIN)
+    spots = _hot_spots(paper, (gain > 1.5) & (ref - paper > GLARE_STEP), max(1, w // k))
+    if not spots.any():
+        return None
+    spots = np.repeat(np.repeat(spots, k, 0), k, 1)[: d.shape[0], : d.shape[1]]
+    full = _faded(ink, core, spots, w)
+    if full is None:
+        return None
+    paper = ndimage.zoom(paper, k, order=1, mode="nearest", grid_mode=True)[: d.shape[0], : d.shape[1]]
+    gain = np.clip(ref / np.maximum(paper, 1e-3), 1.0, GLARE_GAIN)
+    back = np.minimum(np.clip(d - paper, 0.0, None) * gain, full)  # never past the strokes' level elsewhere
+    return np.where(_grown(spots, w) & (gain > 1.05), np.maximum(ink, back), ink)
+
+
+def _paper_level(d: np.ndarray, w: int, k: int) -> np.ndarray:
+    """The page's own level under ink-bright ``d``, on blocks ``k`` pixels on a side: the grey opening by a square
+    ``w`` wide (no narrower stroke survives it; each block's least value first, so the opening is that of ``d``),
+    smoothed by a box of that width twice (near a Gaussian of ``w / 2.5``)."""
+    rows = np.minimum.reduceat(d, np.arange(0, d.shape[0], k), axis=0)  # each block's least value
+    blocks = np.minimum.reduceat(rows, np.arange(0, d.shape[1], k), axis=1)
+    m = max(1, round(w / k))
+    level = ndimage.grey_opening(blocks, size=(m, m), mode="nearest")
+    for _ in range(2):
+        level = ndimage.uniform_filter(level, size=m, mode="nearest")
+    return level
+
+
+def _grown(mask: np.ndarray, w: int) -> np.ndarray:
+    """``mask`` grown by ``w`` pixels (a square: separable, so as fast for a wide ``w`` as a narrow one)."""
+    return ndimage.maximum_filter(mask, size=2 * w + 1, mode="constant")
+
+
+def _faded(ink: np.ndarray, core: np.ndarray, spots: np.ndarray, w: int) -> float | None:
+    """The strokes' level (95th percentile) beyond ``w`` of ``spots`` (the ink's peak where every stroke is that
+    near) if the ink under ``spots`` is there but faded: its own level between 15% and ``GLARE_FADED`` of that;
+    else None."""
+    far = core & ~_grown(spots, w)
+    full = float(np.quantile(ink[far], 0.95)) if far.any() else float(ink.max())
+    return full if 0.15 * full < float(np.quantile(ink[spots], 0.95)) < GLARE_FADED * full else None
+
+
+def _hot_spots(paper: np.ndarray, lit: np.ndarray, w: int) -> np.ndarray:
+    """The parts of ``lit`` that are hot spots: inside the picture (clear of its border band), 0.2-25% of it, and
+    the brightest of the page: their lightest paper (ink-bright ``paper``, low is light) under ``GLARE_CONTRAST``
+    times the lightest paper farther than ``w`` from them."""
+    labels, n = ndimage.label(lit)
+    edge = set(np.unique(_band(labels, max(1, round(0.02 * min(paper.shape))))).tolist())
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    out = np.zeros(paper.shape, bool)
+    for k in range(1, n + 1):
+        if k in edge or not 0.002 * paper.size <= sizes[k] <= 0.25 * paper.size:
+            continue
+        spot = labels == k
+        far = ~_grown(spot, w)
+        if far.any() and paper[spot].min() < GLARE_CONTRAST * paper[far].min():
+            out |= spot
+    return out
 
 
 def _powers() -> list[tuple[int, int]]:
@@ -833,7 +915,8 @@ def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor
     sheet's crop); the ground's level from the border's median (and its
     shading, when the light is uneven, from a smooth surface fitted to the ground and held within the border's
     levels, ``_ground_shading``); the sensor noise estimated and, where there
-    is any, smoothed away before thresholding; the ink found by hysteresis (Otsu's threshold for the strokes'
+    is any, smoothed away before thresholding; strokes that a glare's hot spot fades given their contrast back
+    (``_deglared``); the ink found by hysteresis (Otsu's threshold for the strokes'
     cores, a few noise levels for their soft edges); of its connected parts only the glyph kept (``_glyph``: no
     ruled lines, pen lines across the page, form boxes or specks). A clean scan keeps its ink values as they were
     (contrast stretched from the border's noise level to the ink's peak). ``string``: the file holds a string of
@@ -881,6 +964,9 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
         ink = np.clip(d - stepped, 0.0, None)
         if dark_ink:
             ink = ink / np.maximum(1.0 - stepped, 0.1)
+    if dark_ink:
+        deglared = _deglared(d, ink)
+        ink = ink if deglared is None else deglared
     border_ink = _band(ink, b)
     peak = float(ink.max())
     floor = max(float(np.quantile(_band_ground(border_ink, peak), 0.9)), 3.0 * noise / 4.0 if smooth else 0.0)
