@@ -807,8 +807,9 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
     """What a writer adds round a single digit and is not part of it: a ring round all the rest (the digit
     circled: the rest lies in the ring's hole, clear of it above and below, and spans 60% of its height or more,
     which a dash or a dot inside a 0 does not; the ring drawn thin against its hole) and a straight stroke under
-    all the rest, flat, as wide as it or wider, with the rest's lowest point over its middle (the digit
-    underlined; a 2's foot drawn apart lies under the end of its diagonal, and a 1's separate base goes: the 1
+    all the rest, flat, as wide as it or wider, with the rest's lowest point over its middle, or short of its ends
+    where it reaches past the rest at both (the digit underlined; a slanted digit's lowest point lies left of
+    its middle; a 2's foot drawn apart lies under the end of its diagonal, and a 1's separate base goes: the 1
     reads as a 1 without it). A single straight stroke in a ring stays with it: a 0 with a dash or a slash in it
     looks as a circled 1 does, and the 0 is the likelier. Only separate components: a mark touching the digit is
     one component with it."""
@@ -825,8 +826,10 @@ def _marks(labels: np.ndarray, members: list[int], bb: np.ndarray, short_side: i
         below = y0 >= bottom - 0.05 * (bottom - top) and y0 + y1 >= 2 * bottom  # a line drawn at a slant
         if below and width >= right - left and height <= 0.35 * width and _line_like(mask, short_side):
             xs = np.flatnonzero(np.isin(labels[int(bottom) - 1, int(left) : int(right)], np.asarray(rest) + 1))
-            if 0.25 <= (left + xs.mean() - x0) / width <= 0.75:  # the rest's lowest point over the line's middle,
-                drop.add(k)  # not over one end of it (a 2's foot)
+            mid = (left + xs.mean() - x0) / width  # where the rest's lowest point lies along the line
+            past = min(left - x0, x1 - right) >= 0.08 * width  # the line reaches past the rest at both ends
+            if 0.25 <= mid <= 0.75 or (past and 0.12 <= mid <= 0.88):  # not over one end of it (a 2's foot)
+                drop.add(k)
             continue
         hole = ndimage.binary_fill_holes(mask) & ~mask
         if not hole.any() or top < y0 or bottom > y1 or left < x0 or right > x1:

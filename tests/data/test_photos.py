@@ -615,6 +615,16 @@ def test_a_ring_round_a_digit_or_a_line_under_it_is_no_ink(tmp_path, marks):
     assert float(out[(mark > 0.5) & (ndilate(glyph > 0.02, 3) == 0)].max()) == 0.0
 
 
+def test_a_slanted_digit_underlined_past_both_its_ends_is_read_alone(tmp_path):
+    """A slanted 1 whose foot, its lowest point, lies a fifth of the way along the line under it (not over the
+    line's middle, where an upright digit's lies): the line reaches past the digit at both ends, as an underline
+    does and a 2's foot drawn apart (starting under the diagonal's end) does not, so it is the writer's mark."""
+    glyph, mark = _marked([[(112, 80), (124, 70), (92, 140)]], [[(80, 152), (160, 152)]])
+    out = digits.load_image(_save(tmp_path, "slanted.png", _photo(np.maximum(glyph, mark), sigma=0.0))).numpy()
+    assert _close(_box(out), _box(glyph)), (_box(out), _box(glyph))
+    assert float(out[(mark > 0.5) & (ndilate(glyph > 0.02, 3) == 0)].max()) == 0.0
+
+
 @pytest.mark.parametrize("mark_width", [6, 8], ids=["thin-ring", "bold-ring"])
 def test_a_ring_touching_the_digit_is_no_ink(tmp_path, mark_width):
     """A ring drawn tight round a digit, touching it (one component with it, so ``_marks`` cannot take it apart),
@@ -716,6 +726,9 @@ def test_a_digits_own_parts_are_no_marks(tmp_path, strokes):
         ("underlined by hand", 5),
         ("underlined by hand", 7),
         ("underlined by hand", 0),  # the line's top a little above the digit's lowest point
+        ("underlined by hand", 8),  # slanted: the lowest point a fifth along the line, which reaches past both ends
+        ("underlined by hand", 12),  # the 2's lowest point at the right, the line reaching past both ends
+        ("underlined by hand", 14),
     ],
 )
 def test_circled_and_underlined_photos_read_as_their_control(tmp_path, name, i):
