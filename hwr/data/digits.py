@@ -613,12 +613,30 @@ def _level_lines(c: np.ndarray) -> np.ndarray:
                 band[ys[on], xs[on]] = True
         if drift < 2:
             continue
-        runs, _ = ndimage.label(np.convolve(counts, np.ones(drift + 1, np.int64), "valid") >= 0.8 * w)
+        held = np.convolve(counts, np.ones(drift + 1, np.int64), "valid")
+        runs, _ = ndimage.label(held >= 0.8 * w)
         for (s,) in ndimage.find_objects(runs):  # offsets s.start .. s.stop - 1 + drift hold 80% of the width
-            near = (rho >= s.start + lo) & (rho < s.stop + drift + lo)
-            if not band[ys[near], xs[near]].all():
-                band |= _fitted(ys[near], xs[near], ys, xs, c.shape)
+            for a, b in _windows(held, s, drift):
+                near = (rho >= a + lo) & (rho < b + lo)
+                if not band[ys[near], xs[near]].all():
+                    band |= _fitted(ys[near], xs[near], ys, xs, c.shape)
     return band
+
+
+def _windows(held: np.ndarray, run: slice, drift: int) -> list[tuple[int, int]]:
+    """The offset windows ``[a, b)`` of a run of offsets whose ``drift + 1`` wide windows each hold 80% of the
+    width (``held``): the whole run's span, or, where the run is over twice a window long (two lines of a lattice
+    with a string's ink between them keep every window between them full, and one fit to both lines and the
+    string finds neither), a window round each peak of ``held``, the fullest first, none within ``drift`` of
+    another: one line each."""
+    if run.stop - run.start <= 2 * (drift + 1):
+        return [(run.start, run.stop + drift)]
+    order = run.start + np.argsort(-held[run], kind="stable")
+    picked: list[int] = []
+    for a in order.tolist():
+        if all(abs(a - p) > drift for p in picked):
+            picked.append(a)
+    return [(a, a + drift + 1) for a in sorted(picked)]
 
 
 def _fitted(ys: np.ndarray, xs: np.ndarray, all_ys: np.ndarray, all_xs: np.ndarray, shape: tuple) -> np.ndarray:
