@@ -209,6 +209,8 @@ DERIVED = {
 }
 # parameters a derived data set accepts after a colon (``optdigits-lt:ratio=50,order=3``) and their defaults
 PARAMS: dict[str, dict[str, float]] = {
+    # lowres: the share of the training images rescanned at low resolution (hwr.data.lowres); handwriting only
+    **{name: {"lowres": 0.0} for name in IDX_SOURCES if name != "fashion-mnist"},
     "optdigits": {"val": OPTDIGITS_VAL_PER_CLASS},
     "optdigits-lt": {"ratio": LONG_TAIL_RATIO, "order": 0, "draw": 0, "val": OPTDIGITS_VAL_PER_CLASS},
 }
@@ -238,6 +240,8 @@ def parse_name(name: str) -> tuple[str, dict[str, float]]:
             raise DatasetSpecError(f"dataset {name!r}: {key}={value!r} is not a number") from None
     if base == "optdigits-lt" and params["ratio"] < 1:
         raise DatasetSpecError(f"dataset {name!r}: ratio must be >= 1 (head / tail images), got {params['ratio']:g}")
+    if "lowres" in params and not 0.0 <= params["lowres"] <= 1.0:
+        raise DatasetSpecError(f"dataset {name!r}: lowres is a share of the training images, in [0, 1]")
     if "val" in params and (params["val"] < 1 or params["val"] != int(params["val"])):
         raise DatasetSpecError(f"dataset {name!r}: val must be a positive whole number of images per class")
     if "order" in params and (params["order"] < 0 or params["order"] != int(params["order"])):

