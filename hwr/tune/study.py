@@ -131,7 +131,7 @@ def pretrain(
     digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
     data_name = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in config.dataset)  # mnist:lowres=0.5
     out = root / "pretrained" / f"{config.recipe or 'source'}-{data_name}-{digest}"
-    with _lock(out.with_suffix(".lock")):
+    with _lock(out.parent / f"{out.name}.lock"):  # not with_suffix: "mnist_lowres_0.5-..." has a dot
         if not (out / runs.METRICS).is_file():
             resume = (out / runs.CHECKPOINT).is_file()
             digits.run(config, out, execution=execution or Execution(), resume=resume, callbacks=callbacks, data=data)

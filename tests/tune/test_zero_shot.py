@@ -84,6 +84,10 @@ def test_a_source_of_more_classes_scores_a_built_in_set_of_some_of_them(tmp_path
     eleven = _folder(tmp_path / "eleven", [*"0123456789", "x"], (3, 1, 1))
     cfg = dataclasses.replace(SOURCE, dataset=f"folder:{eleven}", batch_size=8, limit_train=0)
     source = tune.pretrain(cfg, tmp_path, execution=EAGER, data=data)
+    # the folder names the data set in characters any file system takes; its lock is named after the whole folder
+    # (a dotted name such as mnist:lowres=0.5 once shared one lock among every digest)
+    assert source.parent == tmp_path / "pretrained" and ":" not in source.name and "/" not in source.name
+    assert (source.parent / f"{source.name}.lock").is_file() and source.name.startswith("tiny_source-folder_")
     assert digits.unknown_classes(source, "optdigits", data=data) == ()
     r = digits.evaluate_run(source, "optdigits", data=data)
     assert len(r["confusion"]) == 11 and sum(r["confusion"][10]) == 0  # no optdigits image is an 'x'
