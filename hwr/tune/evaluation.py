@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from hwr import files, runs
@@ -202,6 +203,19 @@ def _zero_shot(source: Path, dataset: str, device: str, data: DataSettings) -> d
     return {"test": test, "val": val, "config": {"seed": None}, "source": str(source)}
 
 
+def _with_zero_shot(
+    trained: dict[str, list], scored: dict[str, list], sources: list, draws: tuple[str, ...], n_seeds: int, device, data
+) -> tuple[dict[str, list], str | None]:
+    """``trained`` with the zero-shot row first (each source as is, paired with the runs that fine-tune it; its
+    runs added to ``scored``), or as it was and why there is none (the source lacks the target's classes)."""
+    unknown = digits.unknown_classes(sources[0], draws[0], data=data)
+    if unknown:  # a digit source cannot read a folder of letters: there is no do-nothing row to compare
+        return trained, _no_zero_shot(sources[0], unknown)
+    zero = {(p, d): _zero_shot(p, d, device, data) for p in sources for d in draws}
+    scored["zero_shot"] = [(sources[i % len(sources)], d, 0) for d in draws for i in range(n_seeds)]
+    return {"zero_shot": [zero[p, d] for p, d, _ in scored["zero_shot"]], **trained}, None
+
+
 def _no_zero_shot(source: Path, unknown: tuple[str, ...]) -> str:
     """Why the evaluation has no zero-shot row: the target's classes the source does not predict."""
     shown = ", ".join(repr(c) for c in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
@@ -283,10 +297,10 @@ def _train_contenders(
     draws: tuple[str, ...],
     sources: list,
     workers: int = 1,
-) -> dict[str, list[dict[str, Any]]]:
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[tuple[Path, str, int]]]]:
     """Every contender trained on every draw x ``spec.eval_seeds`` (the same order for all: runs pair by index;
     eval seed i fine-tunes source ``i % len(sources)``), its data set replaced by the draw's, ``workers`` runs
-    at a time; their results, by label."""
+    at a time; their results by label, and each run's folder, data set and test limit (to score it image by image)."""
     slots: list[tuple[str, int, int, Path]] = []  # (label, draw, seed, folder) in pairing order
     jobs: dict[Path, tuple] = {}  # one job per folder: a contender the draw leaves as it is trains once
     folder_of: dict[str, Path] = {}  # one folder per run config: a best that is the start trains once
@@ -310,9 +324,11 @@ def _train_contenders(
 
     by_folder = dict(zip(order, parallel_map(_run_job, [jobs[o] for o in order], workers, done), strict=True))
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in contenders}
+    scored: dict[str, list[tuple[Path, str, int]]] = {label: [] for label in contenders}
     for label, _, _, out in slots:
         results[label].append(by_folder[out])
-    return results
+        scored[label].append((out, jobs[out][0].dataset, jobs[out][0].limit_test))
+    return results, scored
 
 
 def _redraw(dataset: str, target: str, draw: str) -> str:
@@ -392,19 +408,14 @@ def evaluate_best(
     draws = _draws(spec, best_cfg.dataset)
     spec = enough_runs(spec, len(draws))
     sources = eval_sources(spec, source if best_cfg.finetune is not None else None, root, data, workers)
-    trained = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers)
+    trained, scored = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers)
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
     n_seeds = len(spec.eval_seeds)
     not_applicable = {}
     if source is not None and best_cfg.finetune is not None:
-        unknown = digits.unknown_classes(source, draws[0], data=data)
-        if unknown:  # a digit source cannot read a folder of letters: there is no do-nothing row to compare
-            not_applicable["zero_shot"] = _no_zero_shot(source, unknown)
-        else:
-            zero = {(p, d): _zero_shot(p, d, spec.execution.device, data) for p in sources for d in draws}
-            per_run = [zero[sources[i % len(sources)], d] for d in draws for i in range(n_seeds)]
-            trained = {"zero_shot": per_run, **trained}
+        trained, why = _with_zero_shot(trained, scored, sources, draws, n_seeds, spec.execution.device, data)
+        not_applicable |= {"zero_shot": why} if why else {}
     results: dict[str, Any] = {
         "study": study.study_name,
         "best_trial": winner.number,
@@ -422,8 +433,40 @@ def evaluate_best(
         "not_applicable": not_applicable,
     }
     results |= _gains(results, spec.reference)
+    results["intervals_images"] = _image_intervals(scored, spec.reference, data, spec.execution.device)
     files.write_json(study_root / EVALUATION, results)
     return results
+
+
+def _image_intervals(
+    scored: dict[str, list[tuple[Path, str, int]]], reference: str | None, data: DataSettings, device: str
+) -> dict[str, Any]:
+    """The best's gains over zero-shot, the start and the reference with intervals that resample the test images
+    as well as the paired runs (``stats.image_bootstrap``), from every run's prediction of every test image; a
+    comparison whose runs were not scored on the same images in the same order gets none."""
+    memo: dict[tuple[Path, str, int], tuple[Any, Any]] = {}
+
+    def predicted(runs: list[tuple[Path, str, int]]) -> tuple[list, list]:
+        for run in runs:
+            if run not in memo:
+                memo[run] = digits.predict_run(run[0], run[1], data=data, device=device, limit_test=run[2])
+        return [memo[r][0] for r in runs], [memo[r][1] for r in runs]
+
+    out: dict[str, Any] = {}
+    if "best" not in scored:
+        return out
+    best, truth = predicted(scored["best"])
+    for ref in dict.fromkeys(("zero_shot", "start", reference)):
+        if not ref or ref not in scored or len(scored[ref]) != len(best):
+            continue
+        other, labels = predicted(scored[ref])
+        if any(not torch.equal(t, truth[0]) for t in [*truth, *labels]):
+            continue  # not the same test images: no image-paired interval
+        # classes by index: one that is in no label and no prediction does not count in a macro-F1 anyway
+        k = int(max(t.max() for t in [*best, *other, truth[0]])) + 1
+        iv = stats.image_bootstrap(torch.stack(best), torch.stack(other), truth[0], k)
+        out[ref] = {"mean": iv.mean, "low": _finite(iv.low), "high": _finite(iv.high), "n": iv.n, "level": iv.level}
+    return out
 
 
 def load_evaluation(root: Path, study_name: str) -> dict[str, Any] | None:
@@ -435,20 +478,37 @@ def load_evaluation(root: Path, study_name: str) -> dict[str, Any] | None:
 _NAMES = {"zero_shot": "zero-shot (the source as is)", "start": "the study's start"}
 
 
+def _interval(iv: dict[str, Any]) -> stats.Interval:
+    """An interval as ``evaluation.json`` stores it (None for an unbounded end) as a ``stats.Interval``."""
+    low, high = (-math.inf if iv["low"] is None else iv["low"]), (math.inf if iv["high"] is None else iv["high"])
+    return stats.Interval(iv["mean"], low, high, iv["n"], iv.get("level", 0.95))
+
+
 def verdict(result: dict[str, Any]) -> list[str]:
     """Plain sentences about an evaluation: each paired gain with its 95% interval, "beats" only where the interval
     excludes zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
     own starting point."""
     lines = [f"{_NAMES.get(k, k)}: not applicable ({why})" for k, why in result.get("not_applicable", {}).items()]
     for ref, iv in result.get("intervals", {}).items():
-        low, high = (-math.inf if iv["low"] is None else iv["low"]), (math.inf if iv["high"] is None else iv["high"])
-        interval = stats.Interval(iv["mean"], low, high, iv["n"], iv.get("level", 0.95))
+        runs_only = _interval(iv)
+        images = result.get("intervals_images", {}).get(ref)
+        interval = _interval(images) if images else runs_only  # the words follow the wider evidence where it exists
         name = _NAMES.get(ref, ref)
         words = stats.wording(interval)
-        bounds = f"95% interval [{100 * low:+.2f}, {100 * high:+.2f}]" if iv["n"] > 1 else "one run: no interval"
-        lines.append(
-            f"best {words} {name}: {100 * iv['mean']:+.2f} macro-F1 points, {bounds} over {iv['n']} paired runs"
+        n = iv["n"]
+        bounds = (
+            f"95% interval [{100 * runs_only.low:+.2f}, {100 * runs_only.high:+.2f}]"
+            if n > 1
+            else "one run: no interval"
         )
+        bounds = f"{bounds} over {n} paired runs"
+        if images:
+            alone = f" ({bounds} alone)" if n > 1 else ""
+            bounds = (
+                f"95% interval [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}] resampling the {n} paired "
+                f"run{'s' if n > 1 else ''} and the test images{alone}"
+            )
+        lines.append(f"best {words} {name}: {100 * iv['mean']:+.2f} macro-F1 points, {bounds}")
         if ref == "zero_shot" and words != "beats":
             lines.insert(0, "WARNING: the study's best does not beat the source model used as is (zero-shot)")
         if ref == "start" and words != "beats":

@@ -190,6 +190,18 @@ def test_evaluation_pairs_every_contender_over_draws_and_seeds(tmp_path):
     }
     assert runs_on == {"optdigits", "optdigits:val=30"}
     assert r["intervals"]["start"]["n"] == 4 and r["intervals"]["plain_finetune"]["n"] == 4
+    # the same gains with intervals that resample the test images too, from each run's predictions: the same means
+    # (the predictions reproduce every run's recorded test macro-F1), and words that follow them
+    assert set(r["intervals_images"]) == set(r["intervals"]) == {"start", "plain_finetune"}  # no source: no zero-shot
+    for ref in r["intervals"]:
+        images, runs_only = r["intervals_images"][ref], r["intervals"][ref]
+        assert images["mean"] == pytest.approx(runs_only["mean"], abs=1e-9) and images["n"] == 4
+        assert images["low"] <= images["mean"] <= images["high"]
+    line = next(x for x in evaluation.verdict(r) if "plain_finetune:" in x)
+    assert (
+        "resampling the 4 paired runs and the test images (95% interval [" in line
+        and "over 4 paired runs alone)" in line
+    )
 
 
 def test_the_start_is_rerun_beside_the_top_trials_and_can_win(tmp_path):

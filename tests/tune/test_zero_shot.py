@@ -6,6 +6,7 @@ import dataclasses
 
 import optuna
 import pytest
+import torch
 from PIL import Image, ImageDraw
 from tiny import EAGER, TINY_CNN
 
@@ -75,6 +76,14 @@ def test_unknown_classes_names_what_the_run_does_not_predict(tmp_path):
     assert digits.evaluate_run(source, f"folder:{some}", data=data)["confusion"]  # scored as it is
     with pytest.raises(Exception, match="class 'x' is not one of"):
         digits.evaluate_run(source, f"folder:{mixed}", data=data)
+    # image by image, what evaluate_run counts (a study's evaluation resamples these: hwr.tune.stats.image_bootstrap)
+    pred, truth = digits.predict_run(source, "optdigits", data=data)
+    confusion = torch.zeros(10, 10, dtype=torch.long).index_put_((truth, pred), torch.ones_like(pred), accumulate=True)
+    assert confusion.tolist() == digits.evaluate_run(source, "optdigits", data=data)["confusion"]
+    few, few_truth = digits.predict_run(source, "optdigits", data=data, limit_test=50)
+    assert len(few) == 50 and few_truth.bincount(minlength=10).sum() == 50  # a run's limit_test images
+    with pytest.raises(Exception, match="class 'x' is not one of"):
+        digits.predict_run(source, f"folder:{mixed}", data=data)
 
 
 def test_a_source_of_more_classes_scores_a_built_in_set_of_some_of_them(tmp_path):

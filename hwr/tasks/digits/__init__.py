@@ -16,6 +16,7 @@ from hwr.tasks.digits.training import (
     load_run,
     make_batches,
     make_step,
+    predict_run,
     run,
     unknown_classes,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "lockstep",
     "make_batches",
     "make_step",
+    "predict_run",
     "preparation",
     "prepare",
     "read_config",

@@ -134,8 +134,12 @@ def _splits(config: RunConfig, ds: catalog.Dataset, device: torch.device) -> tup
     train_xy = _subset(*train_xy, config.limit_train, random.fold_in(k_split, 1))
     if config.limit_train:
         val_xy = _subset(*val_xy, max(config.limit_train // 5, 1), random.fold_in(k_split, 2))
-    test_xy = _subset(ds.test_images, ds.test_labels, config.limit_test, random.fold_in(k_split, 3))
-    return train_xy, val_xy, test_xy
+    return train_xy, val_xy, test_subset(ds.test_images, ds.test_labels, config.limit_test)
+
+
+def test_subset(x: torch.Tensor, y: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images a run of ``limit_test=limit`` is scored on (all where 0), by the same fixed key."""
+    return _subset(x, y, limit, random.fold_in(random.key(splits.SPLIT_SEED, device=y.device), 3))
 
 
 def validation_set(

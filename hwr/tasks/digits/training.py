@@ -38,7 +38,7 @@ from hwr.engine import runtime, train
 from hwr.engine.execution import Execution
 from hwr.models import Model
 from hwr.runs import RunError
-from hwr.tasks.digits import calibrate, finetune
+from hwr.tasks.digits import calibrate, finetune, preparation
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.preparation import Prepared, prepare
 
@@ -520,6 +520,33 @@ def unknown_classes(run_dir: str | Path, dataset: str, *, data: DataSettings | N
     return tuple(c for c in ds.classes if c not in known)
 
 
+def _scored_split(
+    run_dir: str | Path, dataset: str, split: str, data: DataSettings | None, device: Any, limit: int = 0
+) -> tuple:
+    """``(model, params, state, meta, images, labels, classes)``: a run and ``dataset``'s ``split`` on its classes
+    (``evaluate_run`` says how they are matched and what is refused)."""
+    from hwr.data import folders  # the user's own images (kept here: the scoring of runs is the only user)
+
+    device = runtime.resolve_device(device)
+    model, params, state, meta = load_run(run_dir, device)
+    ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False, only_test=split == "test")
+    if folders.is_user_data(dataset) or set(ds.classes) <= set(meta["classes"]):  # by name: a subset scores
+        ds = folders.on_classes(ds, meta["classes"], whose=str(run_dir))
+    if ds.num_classes != len(meta["classes"]):
+        raise RunError(
+            f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
+            f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ..."
+        )
+    if split == "val" and ds.val_images is None:
+        raise RunError(f"dataset {dataset} has no held-out validation split")
+    x, y = (
+        preparation.test_subset(ds.test_images, ds.test_labels, limit)
+        if split == "test"
+        else (ds.val_images, ds.val_labels)
+    )
+    return model, params, state, meta, x, y, ds.num_classes
+
+
 def evaluate_run(
     run_dir: str | Path,
     dataset: str,
@@ -534,19 +561,24 @@ def evaluate_run(
     where ``unknown_classes`` is empty the run can be scored. Raises ``RunError`` when a built-in set has a class
     the run lacks or the split does not exist, ``DatasetSpecError`` naming a folder's class the run does not
     know."""
-    from hwr.data import folders  # the user's own images (kept here: this function is the only user)
+    model, params, state, meta, x, y, k = _scored_split(run_dir, dataset, split, data, device)
+    return evaluate(model, params, state, x, y, k, mean=meta["mean"], std=meta["std"])
 
-    device = runtime.resolve_device(device)
-    model, params, state, meta = load_run(run_dir, device)
-    ds = sources.load(dataset, data or DataSettings(), device=device, require_train=False, only_test=split == "test")
-    if folders.is_user_data(dataset) or set(ds.classes) <= set(meta["classes"]):  # by name: a subset scores
-        ds = folders.on_classes(ds, meta["classes"], whose=str(run_dir))
-    if ds.num_classes != len(meta["classes"]):
-        raise RunError(
-            f"{run_dir} predicts {len(meta['classes'])} classes but {dataset} has {ds.num_classes}; "
-            f"fine-tune it first: hwr finetune --from {run_dir} --dataset {dataset} --out ..."
-        )
-    if split == "val" and ds.val_images is None:
-        raise RunError(f"dataset {dataset} has no held-out validation split")
-    x, y = (ds.test_images, ds.test_labels) if split == "test" else (ds.val_images, ds.val_labels)
-    return evaluate(model, params, state, x, y, ds.num_classes, mean=meta["mean"], std=meta["std"])
+
+def predict_run(
+    run_dir: str | Path,
+    dataset: str,
+    *,
+    split: str = "test",
+    data: DataSettings | None = None,
+    device: str | torch.device = "cpu",
+    limit_test: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted, labels)``: the class a trained run gives every image of ``dataset``'s ``split``, and the
+    truth, as int64 tensors on the CPU in the split's order (what ``evaluate_run`` counts, image by image: a
+    study's evaluation resamples them, ``hwr.tune.stats.image_bootstrap``). ``limit_test``: the test images a run
+    of that config was scored on. Refuses what ``evaluate_run`` does."""
+    model, params, state, meta, x, y, _ = _scored_split(run_dir, dataset, split, data, device, limit_test)
+    transform = aug.make_transform(None, meta["mean"], meta["std"])
+    logits = train.predict(model, params, state, x, transform=transform)
+    return logits.argmax(-1).cpu(), y.cpu()
