@@ -246,11 +246,24 @@ def _await_budget(
 
 
 class _QuietBudget(logging.Filter):
-    """Drops Optuna's "trial failed" record (with traceback) for a trial that ended because the budget was taken:
-    that is the study's normal end, reported by the caller in one line."""
+    """Drops Optuna's two "trial failed" records (the first with the traceback, then "Trial N failed with value
+    None.") for a trial that ended because the budget was taken: that is the study's normal end, reported by the
+    caller in one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ended: set[str] = set()  # "Trial N" of the trials whose first record was dropped
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], BudgetReached))
+        message = record.getMessage()
+        if record.exc_info and isinstance(record.exc_info[1], BudgetReached):
+            self._ended.add(message.partition(" failed with")[0])
+            return False
+        trial, said, _ = message.partition(" failed with value ")
+        if said and trial in self._ended:
+            self._ended.discard(trial)
+            return False
+        return True
 
 
 @contextlib.contextmanager

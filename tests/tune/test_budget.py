@@ -69,6 +69,7 @@ def _no_traceback(records: list[logging.LogRecord], capsys) -> None:
     err = capsys.readouterr().err
     assert "Traceback" not in err and "BudgetReached" not in err
     assert not [r for r in records if r.exc_info or "BudgetReached" in r.getMessage()]
+    assert not [r for r in records if "failed with value" in r.getMessage()]  # Optuna's second line of a failure
 
 
 def test_a_dead_workers_running_trial_does_not_take_the_budget(tmp_path, optuna_log, capsys):
