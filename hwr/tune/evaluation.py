@@ -443,23 +443,29 @@ def _image_intervals(
 ) -> dict[str, Any]:
     """The best's gains over zero-shot, the start and the reference with intervals that resample the test images
     as well as the paired runs (``stats.image_bootstrap``), from every run's prediction of every test image; a
-    comparison whose runs were not scored on the same images in the same order gets none."""
+    comparison whose runs were not scored on the same images in the same order gets none, and so does one with a
+    run that cannot be read back (its checkpoint gone: the runs-only interval still stands)."""
     memo: dict[tuple[Path, str, int], tuple[Any, Any]] = {}
 
-    def predicted(runs: list[tuple[Path, str, int]]) -> tuple[list, list]:
-        for run in runs:
-            if run not in memo:
-                memo[run] = digits.predict_run(run[0], run[1], data=data, device=device, limit_test=run[2])
-        return [memo[r][0] for r in runs], [memo[r][1] for r in runs]
+    def predicted(units: list[tuple[Path, str, int]]) -> tuple[list, list] | None:
+        try:
+            for unit in units:
+                if unit not in memo:
+                    memo[unit] = digits.predict_run(unit[0], unit[1], data=data, device=device, limit_test=unit[2])
+        except (runs.RunError, OSError):
+            return None
+        return [memo[u][0] for u in units], [memo[u][1] for u in units]
 
     out: dict[str, Any] = {}
-    if "best" not in scored:
+    got = predicted(scored["best"]) if "best" in scored else None
+    if got is None or not len(got[1][0]):
         return out
-    best, truth = predicted(scored["best"])
+    best, truth = got
     for ref in dict.fromkeys(("zero_shot", "start", reference)):
-        if not ref or ref not in scored or len(scored[ref]) != len(best):
+        theirs = predicted(scored[ref]) if ref and ref in scored and len(scored[ref]) == len(best) else None
+        if theirs is None:
             continue
-        other, labels = predicted(scored[ref])
+        other, labels = theirs
         if any(not torch.equal(t, truth[0]) for t in [*truth, *labels]):
             continue  # not the same test images: no image-paired interval
         # classes by index: one that is in no label and no prediction does not count in a macro-F1 anyway

@@ -84,6 +84,12 @@ def test_unknown_classes_names_what_the_run_does_not_predict(tmp_path):
     assert len(few) == 50 and few_truth.bincount(minlength=10).sum() == 50  # a run's limit_test images
     with pytest.raises(Exception, match="class 'x' is not one of"):
         digits.predict_run(source, f"folder:{mixed}", data=data)
+    # the evaluation's image-resampled intervals: a contender whose run cannot be read back gets none (its runs-only
+    # interval stands), one scored on other test images none either
+    units = [(source, "optdigits", 0)] * 2
+    scored = {"best": units, "zero_shot": units, "start": [(tmp_path / "gone", "optdigits", 0)] * 2}
+    got = evaluation._image_intervals({**scored, "few": [(source, "optdigits", 50)] * 2}, "few", data, "cpu")
+    assert set(got) == {"zero_shot"} and got["zero_shot"]["mean"] == 0.0 and got["zero_shot"]["n"] == 2
 
 
 def test_a_source_of_more_classes_scores_a_built_in_set_of_some_of_them(tmp_path):
