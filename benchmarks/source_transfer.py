@@ -1,9 +1,12 @@
-"""Which MNIST pretraining transfers best to the default study's target: each source variant (the ``fast`` recipe with
-another augmentation or epoch count) scored zero-shot on held-out optdigits images and by the study's untuned start
-(``studies/optdigits_longtail.py``'s first enqueued point) fine-tuned from it on long-tail draws x seeds. Every
-figure reads validation splits only: no run here reads a test split.
+"""Which MNIST pretraining transfers best to the default study's target: each source variant (the ``fast`` recipe on
+another pretraining data set, with another augmentation or epoch count) scored zero-shot on held-out optdigits
+images and by the study's untuned start (``studies/optdigits_longtail.py``'s first enqueued point) fine-tuned from
+it on long-tail draws x seeds. Every figure reads validation splits only: no run here reads a test split.
 
-    python benchmarks/source_transfer.py --augment none standard [--epochs 3] [--draws 0 1 2] [--seeds 0 1]
+    python benchmarks/source_transfer.py --augment none standard [--pretrain-data mnist mnist:lowres=0.5]
+        [--epochs 3] [--draws 0 1 2] [--seeds 0 1]
+
+One source per pretraining data set x augmentation, in that order; the first is the reference of the paired column.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from benchmarks import harness
 from hwr import recipes
 from hwr.config import DataSettings
 from hwr.data.augment import parse_augment
+from hwr.data.catalog import check_name, parse_name
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
 from hwr.tasks.digits.training import evaluate_run
@@ -39,13 +43,17 @@ __all__ = ["main"]
 HELD_OUT = "optdigits:val=100"  # 1,000 balanced optdigits images that neither the long-tail draws' train nor test use
 
 
-def _source(augment: str, args: argparse.Namespace, data: DataSettings) -> tuple[Path, float]:
-    """The ``fast`` recipe with ``augment`` (and ``--epochs``), pretrained fresh on MNIST: its folder and its MNIST
-    validation accuracy."""
+def _source(pretrain: str, augment: str, args: argparse.Namespace, data: DataSettings) -> tuple[Path, float]:
+    """The ``fast`` recipe on ``pretrain`` with ``augment`` (and ``--epochs``), pretrained fresh: its folder and its
+    validation accuracy on its own data set."""
     cfg = dataclasses.replace(
-        recipes.get("fast"), augment=parse_augment(augment), epochs=args.epochs, limit_train=args.limit_train or 0
+        recipes.get("fast", dataset=pretrain),
+        augment=parse_augment(augment),
+        epochs=args.epochs,
+        limit_train=args.limit_train or 0,
     )
-    folder = Path(args.out) / f"source-{augment.replace(',', '_').replace('=', '')}-e{args.epochs}"
+    slug = "" if pretrain == "mnist" else "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in pretrain) + "-"
+    folder = Path(args.out) / f"source-{slug}{augment.replace(',', '_').replace('=', '')}-e{args.epochs}"
     shutil.rmtree(folder, ignore_errors=True)
     execution = Execution(candidate="inductor") if args.compile else Execution(compile=False)
     r = digits.run(cfg, folder, execution=execution, data=data, test_split=False, write_figures=False)
@@ -66,11 +74,12 @@ def _start(source: Path, draw: int, seed: int, args: argparse.Namespace, data: D
     return r["val"]["macro_f1"]
 
 
-def _row(augment: str, args: argparse.Namespace, data: DataSettings) -> dict[str, Any]:
-    source, mnist_val = _source(augment, args, data)
+def _row(pretrain: str, augment: str, args: argparse.Namespace, data: DataSettings) -> dict[str, Any]:
+    source, mnist_val = _source(pretrain, augment, args, data)
     zero_shot = evaluate_run(source, HELD_OUT, split="val", data=data)["macro_f1"]
     starts = [_start(source, d, s, args, data) for d in args.draws for s in args.seeds]
     return {
+        "pretrain_data": pretrain,
         "augment": augment,
         "epochs": args.epochs,
         "mnist_val_accuracy": mnist_val,
@@ -99,6 +108,9 @@ def _interval(iv: dict[str, Any] | None) -> str:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--augment", nargs="+", default=["none", "standard"], help="one source per augmentation spec")
+    ap.add_argument(
+        "--pretrain-data", nargs="+", default=["mnist"], help="pretraining data sets, e.g. mnist mnist:lowres=0.5"
+    )
     ap.add_argument("--epochs", type=int, default=3, help="pretraining epochs (the fast recipe's 3)")
     ap.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="optdigits-lt draws")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -113,18 +125,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             parse_augment(spec)
         except ValueError as e:
             ap.error(str(e))
+    for name in args.pretrain_data:
+        try:
+            check_name(name)
+            parse_name(name)
+        except (KeyError, ValueError) as e:
+            ap.error(str(e).strip("\"'"))
     from hwr.cli import environment
 
     environment.start()
     data = DataSettings()
-    rows = _paired([_row(spec, args, data) for spec in args.augment])
+    rows = _paired([_row(p, spec, args, data) for p in args.pretrain_data for spec in args.augment])
     n = len(args.draws) * len(args.seeds)
     harness.print_table(
         f"MNIST sources -> optdigits (validation only; start: mean of {n} runs, paired by draw and seed with the first)",
-        ("source augmentation", "MNIST val acc", "zero-shot macro-F1", "start val macro-F1", "min", "start - first"),
+        ("pretraining", "MNIST val acc", "zero-shot macro-F1", "start val macro-F1", "min", "start - first"),
         [
             (
-                r["augment"],
+                r["augment"] if r["pretrain_data"] == "mnist" else f"{r['pretrain_data']}, {r['augment']}",
                 f"{r['mnist_val_accuracy']:.4f}",
                 f"{r['zero_shot_macro_f1']:.4f}",
                 f"{r['start_mean']:.4f}",
