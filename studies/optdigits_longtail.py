@@ -70,7 +70,8 @@ def _on(trial: optuna.Trial, name: str) -> bool:
 # hwr.data.lowres) was measured and not adopted. Over 27 paired fine-tunes of the start (3 pretraining seeds x 3
 # draws x 3 seeds) it moved test macro-F1 +0.32 points [+0.04, +0.60] but validation -0.01 [-0.23, +0.21] and the
 # 661 optdigits images no split uses +0.03 [-0.12, +0.18], and it costs 0.1-0.9 points of MNIST accuracy (README
-# "Studies"). PRETRAINING is the one place to change it.
+# "Studies"; `python benchmarks/source_transfer.py --augment none --pretrain-data mnist mnist:lowres=0.5` repeats
+# the validation side: -0.37 [-0.89, +0.14]). PRETRAINING is the one place to change it.
 PRETRAINING = "mnist"
 ZOO = {"cnn": "fast", "cnn_bn": "fast_bn", "rnn": "fast_rnn", "vit": "fast_vit"}
 HEADS = ("source", "fresh", "hidden")  # the source's head kept | a fresh head | a fresh hidden layer + head
