@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness
-from hwr import recipes
+from hwr import files, recipes
 from hwr.config import DataSettings
 from hwr.data.augment import parse_augment
 from hwr.data.catalog import check_name, parse_name
@@ -52,8 +52,8 @@ def _source(pretrain: str, augment: str, args: argparse.Namespace, data: DataSet
         epochs=args.epochs,
         limit_train=args.limit_train or 0,
     )
-    slug = "" if pretrain == "mnist" else "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in pretrain) + "-"
-    folder = Path(args.out) / f"source-{slug}{augment.replace(',', '_').replace('=', '')}-e{args.epochs}"
+    prefix = "" if pretrain == "mnist" else f"{files.slug(pretrain)}-"
+    folder = Path(args.out) / f"source-{prefix}{augment.replace(',', '_').replace('=', '')}-e{args.epochs}"
     shutil.rmtree(folder, ignore_errors=True)
     execution = Execution(candidate="inductor") if args.compile else Execution(compile=False)
     r = digits.run(cfg, folder, execution=execution, data=data, test_split=False, write_figures=False)

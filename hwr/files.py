@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_bytes", "write_json"]
+__all__ = ["atomic_write", "slug", "write_bytes", "write_json"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -51,3 +51,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON."""
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def slug(text: str) -> str:
+    """``text`` as a file or folder name any file system takes: letters, digits, ``-`` and ``.`` kept, anything
+    else ``_`` (``mnist:lowres=0.5`` -> ``mnist_lowres_0.5``)."""
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)

@@ -52,3 +52,9 @@ def test_interrupt_during_write_leaves_no_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         files.atomic_write(path, interrupted)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_slug_keeps_what_every_file_system_takes():
+    assert files.slug("mnist:lowres=0.5") == "mnist_lowres_0.5"
+    assert files.slug("optdigits-lt:ratio=50,order=1") == "optdigits-lt_ratio_50_order_1"
+    assert files.slug("folder:/tmp/my digits") == "folder__tmp_my_digits"

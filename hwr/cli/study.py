@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from hwr import report, tune
+from hwr import files, report, tune
 from hwr.cli import UsageError, environment
 from hwr.data import catalog
 from hwr.engine import runtime
@@ -151,10 +151,6 @@ def _data(skip_bad: bool = False) -> dict[str, Any]:
     return {"data": environment.data_at(environment.read().data.root, skip_bad=skip_bad)}
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)
-
-
 def _load(args: argparse.Namespace) -> tuple[optuna.Study, tune.StudySpec]:
     """The study ``args.name`` read from an existing storage (nothing is created) and its spec; a name not there
     is refused with the names that are."""
@@ -224,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             catalog.check_name(args.dataset)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{_slug(args.dataset)}")
+    name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{files.slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
         _pretrain_all(spec, root, args.workers)

@@ -45,7 +45,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hwr import runs
+from hwr import files, runs
 from hwr.config import DataSettings, from_dict, to_dict
 from hwr.engine import train
 from hwr.engine.execution import Execution
@@ -129,8 +129,7 @@ def pretrain(
     ``config`` under ``root/pretrained``, keyed by the config's content; returns its folder. Every source a study
     uses (its zoo, the other pretraining seeds of its evaluation) comes from here."""
     digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
-    data_name = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in config.dataset)  # mnist:lowres=0.5
-    out = root / "pretrained" / f"{config.recipe or 'source'}-{data_name}-{digest}"
+    out = root / "pretrained" / f"{config.recipe or 'source'}-{files.slug(config.dataset)}-{digest}"
     with _lock(out.parent / f"{out.name}.lock"):  # not with_suffix: "mnist_lowres_0.5-..." has a dot
         if not (out / runs.METRICS).is_file():
             resume = (out / runs.CHECKPOINT).is_file()
