@@ -136,9 +136,9 @@ def image_bootstrap(
         return Interval(mean, -math.inf, math.inf, runs, level)
     k_runs, k_images = random.split(key if key is not None else random.key(BOOTSTRAP_SEED))
     which = random.randint(k_runs, (resamples, runs), 0, runs)
-    out = []
-    for start in range(0, resamples, max(1, 4_000_000 // n)):  # image weights of at most ~4M cells at a time
-        count = min(resamples, start + max(1, 4_000_000 // n)) - start
+    out, chunk = [], max(1, 4_000_000 // n)  # image weights of at most ~4M cells at a time
+    for start in range(0, resamples, chunk):
+        count = min(resamples, start + chunk) - start
         drawn = random.randint(random.fold_in(k_images, start), (count, n), 0, n)
         w = torch.zeros(count, n, dtype=torch.float64).scatter_add_(1, drawn, torch.ones(count, n, dtype=torch.float64))
         d = macro_f1_weighted(a, labels, w, classes) - macro_f1_weighted(b, labels, w, classes)  # (count, runs)
