@@ -20,3 +20,35 @@ def test_history_names_its_metric_and_counts_whole_trials(tmp_path):
     assert ticks and all(float(t).is_integer() for t in ticks)
     paths = study_plots.save_study_plots(study, tmp_path, metric="val_macro_f1")
     assert tmp_path / "history.png" in paths
+
+
+def _study_with_params() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 0.0, 1.0) + 0.1 * t.suggest_float("tau", 0.0, 1.0), n_trials=12)
+    return study
+
+
+def test_the_importance_plot_carries_one_title():
+    """Optuna's importance plot titles itself at the left; ours names the evaluator and the metric, and Optuna's is
+    cleared so the two never print over each other."""
+    ax = study_plots._importances(_study_with_params(), "val_macro_f1")
+    assert ax.get_title(loc="left") == ""
+    assert ax.get_title() == "parameter importances (PED-ANOVA) for val_macro_f1"
+
+
+def test_the_per_class_legend_sits_beside_the_bars():
+    contenders = {
+        name: {"per_class_f1_mean": [1.0 - 0.1 * i * j for j in range(3)], "macro_f1_mean": 0.9 - 0.1 * i}
+        for i, name in enumerate(["zero_shot", "best", "start"])
+    }
+    fig = study_plots.per_class_figure({"contenders": contenders, "shot_groups": {"many": [2], "few": [0, 1]}})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes.x1  # right of the plotting area: no bar is hidden
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero_shot (0.900)", "best (0.800)", "start (0.700)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "0", "1"]  # head ... tail
+    assert ax.get_ylabel() == "test F1 (mean over the runs)"
+    heights = [[b.get_height() for b in c] for c in ax.containers]
+    assert heights[1] == [1.0 - 0.1 * 2, 1.0, 1.0 - 0.1]  # best's classes in head-to-tail order
