@@ -42,11 +42,15 @@ def history_figure(study: Any, metric: str = "value") -> Figure:
 
 def _importances(study: Any, metric: str) -> Any:
     """Optuna's importance plot through ``hwr.tune.importance_inputs``: PED-ANOVA in the study's direction."""
+    import warnings
+
+    import optuna
     from optuna.visualization import matplotlib as ovm
 
     from hwr.tune.study import IMPORTANCE_EVALUATOR, importance_inputs
 
-    with importance_inputs(study) as (evaluator, target):
+    with importance_inputs(study) as (evaluator, target), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         ax = ovm.plot_param_importances(study, evaluator=evaluator, target=target, target_name=metric)
     ax.set_title("", loc="left")  # Optuna's own title sits there and would print over this one
     ax.set_title(f"parameter importances ({IMPORTANCE_EVALUATOR}) for {metric}")
