@@ -29,6 +29,15 @@ from scipy.spatial import ConvexHull, QhullError
 
 from hwr.errors import InputError
 
+try:  # HEIC/HEIF, a phone camera's default: pillow-heif teaches PIL to open it (decoded upright, EXIF reset)
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - a dependency; without it such a file is refused, naming the package
+    pillow_heif = None
+
+HEIF_SUFFIXES = (".heic", ".heif", ".hif", ".heics", ".heifs")
+
 __all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_image_bytes", "mnist_style"]
 
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
@@ -103,7 +112,13 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file PIL can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
+        if pillow_heif is None and str(path).lower().endswith(HEIF_SUFFIXES):
+            raise InputError(
+                f"{path}: a HEIC/HEIF image needs the pillow-heif package: pip install pillow-heif"
+            ) from None
+        raise InputError(
+            f"{path}: not an image file PIL can read (PNG, JPEG, HEIC, AVIF, BMP, GIF, TIFF, WebP, ...)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError) as e:  # a header cut short or malformed (a truncated JPEG's tables)

@@ -176,3 +176,34 @@ def test_load_image_bytes_equals_load_image_and_names_the_upload(tmp_path, mnist
     huge[29:33] = struct.pack(">I", zlib.crc32(bytes(huge[12:29])))
     with pytest.raises(ValueError, match=r"^upload: 8000x6000 = 48,000,000 pixels exceeds"):
         digits.load_image_bytes(bytes(huge))
+
+
+def test_heic_and_avif_photos_read_as_their_png_and_upright(mnist_digits, tmp_path):
+    """A phone's HEIC (pillow-heif) and AVIF (Pillow) photos read as the PNG of the same picture does, and a HEIC
+    turned by its EXIF orientation comes back upright, as a JPEG with the same tag does (pillow-heif applies the
+    turn when decoding and resets the tag, so the reader's ``exif_transpose`` does not turn it twice)."""
+    images, _ = mnist_digits
+    a = 1.0 - np.asarray(Image.fromarray(images[3].numpy()).resize((300, 300), Image.BICUBIC)) / 255.0
+    bg, fg = np.array([225, 215, 190]), np.array([30, 30, 70])
+    rgb = Image.fromarray((bg * a[..., None] + fg * (1 - a[..., None])).astype(np.uint8))
+    rgb.save(tmp_path / "d.png")
+    want = digits.mnist_style(digits.load_image(tmp_path / "d.png"))[0]
+    for name, fmt in (("d.heic", "HEIF"), ("d.HEIC", "HEIF"), ("d.avif", "AVIF")):
+        rgb.save(tmp_path / name, fmt, quality=90)
+        assert _corr(digits.mnist_style(digits.load_image(tmp_path / name))[0], want) > 0.97, name
+    turned = Image.Exif()
+    turned[0x0112] = 6  # the picture stored a quarter-turn from upright
+    stored = rgb.transpose(Image.Transpose.ROTATE_90)
+    for name, fmt in (("t.heic", "HEIF"), ("t.jpg", "JPEG")):
+        stored.save(tmp_path / name, fmt, quality=95, exif=turned.tobytes())
+        assert _corr(digits.mnist_style(digits.load_image(tmp_path / name))[0], want) > 0.95, name
+
+
+def test_a_heic_file_without_pillow_heif_names_the_package(tmp_path, monkeypatch):
+    (tmp_path / "x.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic not really")
+    with pytest.raises(ValueError, match=r"not an image file PIL can read .*HEIC"):
+        digits.load_image(tmp_path / "x.HEIC")  # pillow-heif present: a broken file is just unreadable
+    monkeypatch.setattr(digits, "pillow_heif", None)
+    monkeypatch.setattr(digits.Image, "open", lambda *_: (_ for _ in ()).throw(digits.UnidentifiedImageError()))
+    with pytest.raises(ValueError, match=r"x\.HEIC: a HEIC/HEIF image needs the pillow-heif package: pip install"):
+        digits.load_image(tmp_path / "x.HEIC")
