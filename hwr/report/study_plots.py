@@ -36,8 +36,32 @@ def history_figure(study: Any, metric: str = "value") -> Figure:
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"optimisation history: {metric}")
+    _focus(ax, values, maximize=pick is max)
     ax.legend(fontsize=8)
     return fig
+
+
+def _focus(ax: Any, values: list[float], *, maximize: bool) -> None:
+    """Keep the y-axis on where the trials are: a few failed trials far below the rest (far above, minimising)
+    would squash the range the search moves in to a line. Values beyond 3 interquartile ranges past the worse
+    quartile are left off the axis and counted in a note."""
+    q1, q3 = np.percentile(values, [25, 75])
+    span = max(q3 - q1, 1e-3 * max(abs(q3), 1.0))
+    edge = q1 - 3 * span if maximize else q3 + 3 * span
+    off = [v for v in values if (v < edge if maximize else v > edge)]
+    if not off:
+        return
+    kept = [v for v in values if v not in off]
+    low, high = min(kept), max(kept)
+    pad = 0.05 * max(high - low, span)
+    ax.set_ylim(low - pad, high + pad)
+    where = "below" if maximize else "above"
+    ax.annotate(
+        f"{len(off)} trial(s) {where} the axis (worst {min(off) if maximize else max(off):.3g})",
+        xy=(0.01, 0.02 if maximize else 0.95),
+        xycoords="axes fraction",
+        fontsize=8,
+    )
 
 
 def _importances(study: Any, metric: str) -> Any:
