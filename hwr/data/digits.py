@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pillow_heif
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,14 +30,9 @@ from scipy.spatial import ConvexHull, QhullError
 
 from hwr.errors import InputError
 
-try:  # HEIC/HEIF, a phone camera's default: pillow-heif teaches PIL to open it (decoded upright, EXIF reset)
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover - a dependency; without it such a file is refused, naming the package
-    pillow_heif = None
-
-HEIF_SUFFIXES = (".heic", ".heif", ".hif", ".heics", ".heifs")
+# HEIC/HEIF, a phone camera's default format: pillow-heif teaches PIL to open it (decoded upright, its EXIF turn
+# reset, so ``exif_transpose`` does not turn it twice); AVIF is Pillow's own. Registering is idempotent.
+pillow_heif.register_heif_opener()
 
 __all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_image_bytes", "mnist_style"]
 
@@ -112,10 +108,6 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
     except UnidentifiedImageError:
-        if pillow_heif is None and str(path).lower().endswith(HEIF_SUFFIXES):
-            raise InputError(
-                f"{path}: a HEIC/HEIF image needs the pillow-heif package: pip install pillow-heif"
-            ) from None
         raise InputError(
             f"{path}: not an image file PIL can read (PNG, JPEG, HEIC, AVIF, BMP, GIF, TIFF, WebP, ...)"
         ) from None

@@ -76,7 +76,7 @@ _NOT_RASTER = frozenset({".bufr", ".grib", ".h5", ".hdf", ".mpeg", ".mpg", ".emf
 def _image_suffixes() -> frozenset[str]:
     """Every suffix PIL opens, less ``_NOT_RASTER``: ``.jfif`` (a browser's saved JPEG), ``.jpe``, ``.pbm``,
     ``.tga``, ``.dib``, ``.ico`` and ``.jp2`` count as images as they do for ``hwr predict``, never skipped unseen."""
-    Image.init()
+    Image.init()  # after ``hwr.data.digits`` is imported (above): its HEIC/HEIF opener is registered by then
     return frozenset(e for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN) - _NOT_RASTER
 
 

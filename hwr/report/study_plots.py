@@ -3,6 +3,7 @@ the per-class test F1 of an evaluation (classes ordered head to tail)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +45,24 @@ def history_figure(study: Any, metric: str = "value") -> Figure:
 def _focus(ax: Any, values: list[float], *, maximize: bool) -> None:
     """Keep the y-axis on where the trials are: a few failed trials far below the rest (far above, minimising)
     would squash the range the search moves in to a line. Values beyond 3 interquartile ranges past the worse
-    quartile are left off the axis and counted in a note."""
-    q1, q3 = np.percentile(values, [25, 75])
-    span = max(q3 - q1, 1e-3 * max(abs(q3), 1.0))
-    edge = q1 - 3 * span if maximize else q3 + 3 * span
-    off = [v for v in values if (v < edge if maximize else v > edge)]
-    if not off:
+    quartile, and infinite ones, are left off the axis and counted in the x-label, where they cover no trial; only
+    where that makes the axis at least 5 times shorter (tied values, a study where most trials score alike, keep
+    matplotlib's axis)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
         return
-    kept = [v for v in values if v not in off]
+    q1, q3 = np.percentile(finite, [25, 75])
+    edge = q1 - 3 * (q3 - q1) if maximize else q3 + 3 * (q3 - q1)
+    kept = [v for v in finite if (v >= edge if maximize else v <= edge)]
+    off = [v for v in values if not math.isfinite(v) or (v < edge if maximize else v > edge)]
     low, high = min(kept), max(kept)
-    pad = 0.05 * max(high - low, span)
+    if not off or high == low or high - low > 0.2 * (max(finite) - min(finite)):
+        return
+    pad = 0.05 * (high - low)
     ax.set_ylim(low - pad, high + pad)
+    worst = min(off) if maximize else max(off)
     where = "below" if maximize else "above"
-    ax.annotate(
-        f"{len(off)} trial(s) {where} the axis (worst {min(off) if maximize else max(off):.3g})",
-        xy=(0.01, 0.02 if maximize else 0.95),
-        xycoords="axes fraction",
-        fontsize=8,
-    )
+    ax.set_xlabel(f"trial ({len(off)} trial(s) {where} the axis, worst {worst:.3g})")
 
 
 def _importances(study: Any, metric: str) -> Any:

@@ -54,19 +54,25 @@ def test_the_per_class_legend_sits_beside_the_bars():
     assert heights[1] == [1.0 - 0.1 * 2, 1.0, 1.0 - 0.1]  # best's classes in head-to-tail order
 
 
+def _history(direction: str, values: list[float]):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction)
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
+    return study_plots.history_figure(study, "m").axes[0]
+
+
 def test_the_history_keeps_its_axis_on_the_trials_and_counts_the_far_ones():
     """One failed trial at 0.19 among values of 0.97-0.99 would squash the range the search moves in to a line: the
-    axis stays on the trials and a note counts the one left off; without such a trial the axis is matplotlib's."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    for v in [0.975, 0.19, 0.98, 0.982, 0.979, 0.985, 0.99, 0.988]:
-        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
-    ax = study_plots.history_figure(study, "val_macro_f1").axes[0]
+    axis stays on the trials and the x-label counts the one left off (where it covers no trial). Minimising, a
+    far loss above the rest, and an infinite one, are left off alike; tied values and a spread without outliers
+    keep matplotlib's axis."""
+    ax = _history("maximize", [0.975, 0.19, 0.98, 0.982, 0.979, 0.985, 0.99, 0.988])
     low, high = ax.get_ylim()
     assert 0.95 < low < 0.975 and 0.99 < high < 1.0
-    assert [t.get_text() for t in ax.texts] == ["1 trial(s) below the axis (worst 0.19)"]
-    quiet = optuna.create_study(direction="minimize")
-    for v in [0.3, 0.25, 0.2, 0.22]:
-        quiet.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
-    ax = study_plots.history_figure(quiet, "loss").axes[0]
-    assert len(ax.texts) == 0 and ax.get_ylim()[0] < 0.2 and ax.get_ylim()[1] > 0.3
+    assert ax.get_xlabel() == "trial (1 trial(s) below the axis, worst 0.19)" and len(ax.texts) == 0
+    ax = _history("minimize", [0.21, 0.2, 0.22, 0.19, 5.0, float("inf"), 0.205])
+    assert ax.get_ylim()[1] < 0.23 and ax.get_xlabel() == "trial (2 trial(s) above the axis, worst inf)"
+    for values in ([0.98] * 10 + [0.97], [0.3, 0.25, 0.2, 0.22]):
+        ax = _history("maximize", values)
+        assert ax.get_xlabel() == "trial" and ax.get_ylim()[0] < min(values) and ax.get_ylim()[1] > max(values)
