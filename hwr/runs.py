@@ -49,6 +49,7 @@ __all__ = [
     "Started",
     "execution_record",
     "finish",
+    "finished",
     "load_run",
     "locked",
     "open_run",
@@ -162,6 +163,14 @@ def _same_config(out: Path, config: Any, cls: type) -> bool:
         return False
 
 
+def finished(out: Path) -> bool:
+    """True when ``out`` holds a finished run: its final checkpoint marked complete and ``metrics.json`` beside it
+    (``finish`` writes the metrics first, so metrics alone may be a run killed before its final checkpoint)."""
+    if not ((out / METRICS).is_file() and (out / CHECKPOINT).is_file()):
+        return False
+    return bool(checkpoint.read_metadata(out / CHECKPOINT).get("complete"))
+
+
 def open_run(out: Path, config: Any, cls: type, resume: bool) -> dict[str, Any] | None:
     """Check the folder for ``config`` (a new run, or a resume of the same config) and write ``config.json`` for
     a new run. Returns the saved metrics of a resumed run that had already finished (nothing else to do), else
@@ -173,7 +182,7 @@ def open_run(out: Path, config: Any, cls: type, resume: bool) -> dict[str, Any] 
             raise RunError(f"--resume of {out} with a different config; resume with the saved one (omit options)")
         if not (out / CHECKPOINT).is_file():
             return None  # stopped before its first epoch ended: it starts again from config.json (``resume``)
-        if checkpoint.read_metadata(out / CHECKPOINT).get("complete") and (out / METRICS).is_file():
+        if finished(out):
             return json.loads((out / METRICS).read_text())
         return None  # config.json stays as written (an old one keeps its execution keys: saved_execution)
     if (out / CHECKPOINT).exists() or (out / METRICS).exists():

@@ -15,7 +15,7 @@ import optuna
 
 from hwr import files, report, tune
 from hwr.cli import UsageError, environment
-from hwr.data import catalog
+from hwr.cli.train import check_dataset
 from hwr.engine import runtime
 from hwr.report import study_log
 
@@ -215,11 +215,7 @@ def _worker_argv(args: argparse.Namespace, name: str) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _on_device(tune.load_spec(args.study), args.device).with_pruner(args.pruner)
     root = Path(args.root)
-    if args.dataset is not None:
-        try:
-            catalog.check_name(args.dataset)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+    dataset = check_dataset(args.dataset)  # a user's folder or CSV as an absolute path: the study stores it
     name = args.name or (spec.name if args.dataset is None else f"{spec.name}-{files.slug(args.dataset)}")
     if args.worker is None and args.workers > 1:
         _storage(args.storage)  # fail fast, once, on a bad URL
@@ -249,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             heartbeat=args.heartbeat,
             grace=args.grace,
             spec_ref=str(Path(args.study).resolve()) if args.study.endswith(".py") else args.study,
-            dataset=args.dataset,
+            dataset=dataset,
             sqlite_timeout=environment.read().sqlite_timeout,
             on_trial=on_trial,
         )
@@ -299,6 +295,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.evaluate:
 
         def on_run(label: str, seed: int, r: dict) -> None:
+            if "failed" in r:  # its loss diverged: left out, and the evaluation goes on
+                report.console.print(f"  {label:<15} {r['failed']} (left out)")
+                return
             if label.startswith("rerun"):  # selection reads validation only
                 report.console.print(f"  {label:<15} seed {seed}: val macro-F1 {r['val']['macro_f1']:.4f}")
                 return
@@ -317,7 +316,8 @@ def cmd_best(args: argparse.Namespace) -> int:
             also = f" and the start (#{start})" if any(r["trial"] == start for r in rows) else ""
             report.console.print(
                 f"selected trial #{result['best_trial']} after re-running the top trials{also}; validation means "
-                "(first figure and re-runs): " + ", ".join(f"#{r['trial']} {r['mean']:.4f}" for r in rows)
+                "(first figure and re-runs): "
+                + ", ".join(f"#{r['trial']} " + (f"{r['mean']:.4f}" if "mean" in r else "diverged") for r in rows)
             )
     _verdict(args, s)
     return 0

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from hwr import files, runs
 from hwr.config import DataSettings, to_dict
 from hwr.engine.execution import Execution
+from hwr.engine.train import NonFiniteLoss
 from hwr.tasks import digits
 from hwr.tasks.digits.config import RunConfig
 from hwr.tune import stats
@@ -72,13 +73,18 @@ def _run(
     cfg: RunConfig, out: Path, callbacks: tuple, execution: Execution, data: DataSettings, *, test_split: bool = False
 ) -> dict[str, Any]:
     """A contender's (``test_split=True``) or re-run's (validation only) result: reused from ``out`` when it holds
-    the finished run of this same ``cfg`` with the figures asked for (an interrupted evaluation resumes), else
-    trained afresh (``train_fresh``)."""
-    if (out / runs.METRICS).is_file():
+    the finished run (``runs.finished``) of this same ``cfg`` with the figures asked for (an interrupted evaluation
+    resumes), else trained afresh (``train_fresh``). A run whose loss turns NaN or infinite returns ``{"config":
+    ..., "failed": why}`` instead of stopping the evaluation: runs are deterministic, so it would fail again on
+    every retry, and one diverging seed must not leave a study that can never be evaluated."""
+    if runs.finished(out):
         saved = json.loads((out / runs.METRICS).read_text())
         if saved.get("config") == to_dict(cfg) and (saved.get("test") is not None or not test_split):
             return saved
-    return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split, final_validation_only=True)
+    try:
+        return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split, final_validation_only=True)
+    except NonFiniteLoss as e:
+        return {"config": to_dict(cfg), "failed": f"seed {cfg.seed}: {str(e).split(';')[0]}"}
 
 
 def _run_job(
@@ -127,15 +133,29 @@ def select(
             on_run(f"rerun #{reruns[i][0].number}", reruns[i][1], r)
 
     results = parallel_map(_run_job, jobs, workers, done)
-    rows = []
-    for t in ranked:
-        first = [t.values[0]] if t.state == TrialState.COMPLETE else []  # a pruned start: its re-runs alone
-        again = [METRICS[metric](r) for (u, _), r in zip(reruns, results, strict=True) if u.number == t.number]
-        values = first + again
-        rows.append({"trial": t.number, "values": values, "reruns": again, "mean": statistics.fmean(values)})
-    winner_row = _winner(rows, start.number if start is not None and reruns else None, sign)
+    rows = [
+        _rerun_row(t, [r for (u, _), r in zip(reruns, results, strict=True) if u.number == t.number], metric)
+        for t in ranked
+    ]
+    healthy = [r for r in rows if "failed" not in r]
+    if not healthy:
+        raise StudyError(f"every re-run trial of study {study.study_name!r} diverged: {rows[0]['failed']}")
+    base = start.number if start is not None and reruns and start.number in {r["trial"] for r in healthy} else None
+    winner_row = _winner(healthy, base, sign)
     winner = next(t for t in ranked if t.number == winner_row["trial"])
     return winner, rows
+
+
+def _rerun_row(t: optuna.trial.FrozenTrial, again: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """A candidate's selection row: its first figure (a pruned start has none: its re-runs alone), the re-runs'
+    values and their mean; or, where a re-run diverged, ``failed`` with why (it is not ranked: a recipe that
+    diverges on some seeds is not the one to name)."""
+    failed = [r["failed"] for r in again if "failed" in r]
+    if failed:
+        return {"trial": t.number, "failed": "; ".join(failed)}
+    first = [t.values[0]] if t.state == TrialState.COMPLETE else []
+    values = first + [METRICS[metric](r) for r in again]
+    return {"trial": t.number, "values": values, "reruns": values[len(first) :], "mean": statistics.fmean(values)}
 
 
 def _winner(rows: list[dict[str, Any]], start: int | None, sign: float) -> dict[str, Any]:
@@ -297,10 +317,11 @@ def _train_contenders(
     draws: tuple[str, ...],
     sources: list,
     workers: int = 1,
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[tuple[Path, str, int]]]]:
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[tuple[Path, str, int]]], dict[str, str]]:
     """Every contender trained on every draw x ``spec.eval_seeds`` (the same order for all: runs pair by index;
     eval seed i fine-tunes source ``i % len(sources)``), its data set replaced by the draw's, ``workers`` runs
-    at a time; their results by label, and each run's folder, data set and test limit (to score it image by image)."""
+    at a time; their results by label, each run's folder, data set and test limit (to score it image by image), and
+    the contenders left out because a run's loss diverged (label -> why: their other runs cannot be paired)."""
     slots: list[tuple[str, int, int, Path]] = []  # (label, draw, seed, folder) in pairing order
     jobs: dict[Path, tuple] = {}  # one job per folder: a contender the draw leaves as it is trains once
     folder_of: dict[str, Path] = {}  # one folder per run config: a best that is the start trains once
@@ -323,12 +344,29 @@ def _train_contenders(
             on_run(label if d == 0 else f"{label} draw {d}", s, r)
 
     by_folder = dict(zip(order, parallel_map(_run_job, [jobs[o] for o in order], workers, done), strict=True))
-    results: dict[str, list[dict[str, Any]]] = {label: [] for label in contenders}
-    scored: dict[str, list[tuple[Path, str, int]]] = {label: [] for label in contenders}
+    failed: dict[str, str] = {}  # the first run's reason, and how many of the contender's runs diverged
+    for label in contenders:
+        why = [by_folder[out]["failed"] for lab, _, _, out in slots if lab == label and "failed" in by_folder[out]]
+        if why:
+            failed[label] = why[0] + (f"; {len(why)} of its runs" if len(why) > 1 else "")
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label in contenders if label not in failed}
+    scored: dict[str, list[tuple[Path, str, int]]] = {label: [] for label in results}
     for label, _, _, out in slots:
-        results[label].append(by_folder[out])
-        scored[label].append((out, jobs[out][0].dataset, jobs[out][0].limit_test))
-    return results, scored
+        if label in results:
+            results[label].append(by_folder[out])
+            scored[label].append((out, jobs[out][0].dataset, jobs[out][0].limit_test))
+    return results, scored, failed
+
+
+def _diverged(failed: dict[str, str], best_trial: int) -> dict[str, str]:
+    """The ``not_applicable`` entries of the contenders whose training diverged; a best that diverged is an error
+    (nothing is left to report on it)."""
+    if "best" in failed:
+        raise StudyError(
+            f"the selected trial #{best_trial} diverged on an evaluation run ({failed['best']}); its recipe is "
+            "unstable: lower its learning rate or add gradient clipping in the study module and evaluate again"
+        )
+    return {label: f"its training diverged ({why}): left out" for label, why in failed.items()}
 
 
 def _redraw(dataset: str, target: str, draw: str) -> str:
@@ -408,11 +446,13 @@ def evaluate_best(
     draws = _draws(spec, best_cfg.dataset)
     spec = enough_runs(spec, len(draws))
     sources = eval_sources(spec, source if best_cfg.finetune is not None else None, root, data, workers)
-    trained, scored = _train_contenders(spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers)
+    trained, scored, failed = _train_contenders(
+        spec, contenders, out_root, callbacks, on_run, data, draws, sources, workers
+    )
+    not_applicable = _diverged(failed, winner.number)
     counts = trained["best"][0].get("train_class_counts")
     groups = shot_groups(counts) if counts else {}
     n_seeds = len(spec.eval_seeds)
-    not_applicable = {}
     if source is not None and best_cfg.finetune is not None:
         trained, why = _with_zero_shot(trained, scored, sources, draws, n_seeds, spec.execution.device, data)
         not_applicable |= {"zero_shot": why} if why else {}
@@ -491,16 +531,18 @@ def _interval(iv: dict[str, Any]) -> stats.Interval:
 
 
 def verdict(result: dict[str, Any]) -> list[str]:
-    """Plain sentences about an evaluation: each paired gain with its 95% interval, "beats" only where the interval
-    excludes zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
+    """Plain sentences about an evaluation: each paired gain with its 95% intervals, "beats" only where both the
+    runs-only and the images-resampled interval exclude zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
     own starting point."""
     lines = [f"{_NAMES.get(k, k)}: not applicable ({why})" for k, why in result.get("not_applicable", {}).items()]
     for ref, iv in result.get("intervals", {}).items():
         runs_only = _interval(iv)
         images = result.get("intervals_images", {}).get(ref)
-        interval = _interval(images) if images else runs_only  # the words follow the wider evidence where it exists
+        interval = _interval(images) if images else runs_only
         name = _NAMES.get(ref, ref)
-        words = stats.wording(interval)
+        # "beats" needs both estimates: the t interval over the runs (their noise, t-quantiles for few runs) and
+        # the bootstrap over runs and images (the test images' own chance); either can be the wider one
+        words = stats.wording(runs_only, interval)
         n = iv["n"]
         bounds = (
             f"95% interval [{100 * runs_only.low:+.2f}, {100 * runs_only.high:+.2f}]"

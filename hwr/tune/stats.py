@@ -72,9 +72,12 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     return Interval(mean, mean - half, mean + half, n, level)
 
 
-def wording(interval: Interval) -> str:
-    """``beats`` only where the interval lies above zero, ``loses to`` where it lies below, else ``no detectable
-    difference from``."""
+def wording(interval: Interval, *others: Interval) -> str:
+    """``beats`` only where the interval (and every one of ``others``: each estimate of the same gain must agree)
+    lies above zero, ``loses to`` where they all lie below, else ``no detectable difference from``."""
+    if others:
+        low, high = min(i.low for i in (interval, *others)), max(i.high for i in (interval, *others))
+        interval = interval._replace(low=low, high=high)
     if interval.low > 0:
         return "beats"
     if interval.high < 0:
@@ -126,13 +129,14 @@ def image_bootstrap(
     """The mean over paired runs of macro-F1(``a[i]``) - macro-F1(``b[i]``) (predictions ``(runs, images)`` of the
     same test images, run i of one paired with run i of the other) and its ``level`` percentile interval from a
     paired bootstrap that draws, ``resamples`` times, the runs with replacement and the images with replacement
-    (one draw of images for both contenders and all runs of a resample). Deterministic: a fixed key."""
+    (one draw of images for both contenders and all runs of a resample). Deterministic: a fixed key. Unbounded
+    for fewer than 2 runs or images: one run says nothing about the next run's noise, however many images."""
     _check_predictions(a, b, labels, classes)
     runs, n = a.shape
     ones = torch.ones(1, n)
     diffs = macro_f1_weighted(a, labels, ones, classes) - macro_f1_weighted(b, labels, ones, classes)
     mean = float(diffs.mean())
-    if n < 2:
+    if n < 2 or runs < 2:
         return Interval(mean, -math.inf, math.inf, runs, level)
     k_runs, k_images = random.split(key if key is not None else random.key(BOOTSTRAP_SEED))
     which = random.randint(k_runs, (resamples, runs), 0, runs)

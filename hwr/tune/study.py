@@ -131,7 +131,7 @@ def pretrain(
     digest = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
     out = root / "pretrained" / f"{config.recipe or 'source'}-{files.slug(config.dataset)}-{digest}"
     with _lock(out.parent / f"{out.name}.lock"):  # not with_suffix: "mnist_lowres_0.5-..." has a dot
-        if not (out / runs.METRICS).is_file():
+        if not runs.finished(out):  # metrics.json alone: killed before its final checkpoint, which resume writes
             resume = (out / runs.CHECKPOINT).is_file()
             digits.run(config, out, execution=execution or Execution(), resume=resume, callbacks=callbacks, data=data)
     return out

@@ -112,6 +112,25 @@ def test_verdict_says_beats_only_where_the_interval_excludes_zero():
     assert not any("every seed" in line for line in lines + win)
 
 
+def test_verdict_says_beats_only_where_the_runs_and_the_images_both_exclude_zero():
+    """Two estimates of one gain: the t interval over the paired runs and the bootstrap over runs and test images.
+    With few runs the bootstrap's percentiles can be the narrower (no t-quantile): "beats" needs both."""
+    runs_straddle = {"intervals": {"plain_finetune": _iv(0.0018, -0.0002, 0.0039, 5)}}
+    images_clear = {"intervals_images": {"plain_finetune": _iv(0.0018, 0.0003, 0.0032, 5)}}
+    (line,) = evaluation.verdict({**runs_straddle, **images_clear})
+    assert line.startswith("best shows no detectable difference from plain_finetune: +0.18")
+    assert "[+0.03, +0.32] resampling the 5 paired runs and the test images" in line and "[-0.02, +0.39]" in line
+    runs_clear = {"intervals": {"plain_finetune": _iv(0.0018, 0.0005, 0.0031, 5)}}
+    images_straddle = {"intervals_images": {"plain_finetune": _iv(0.0018, -0.0001, 0.0040, 5)}}
+    (line,) = evaluation.verdict({**runs_clear, **images_straddle})
+    assert line.startswith("best shows no detectable difference from plain_finetune")
+    (line,) = evaluation.verdict({**runs_clear, **images_clear})
+    assert line.startswith("best beats plain_finetune")
+    lose = {"intervals": {"zero_shot": _iv(-0.02, -0.03, -0.01, 5)}}
+    lines = evaluation.verdict({**lose, "intervals_images": {"zero_shot": _iv(-0.02, -0.04, -0.005, 5)}})
+    assert lines[0].startswith("WARNING") and "loses to zero-shot" in lines[1]
+
+
 def test_gains_are_paired_intervals_over_the_seeds():
     contenders = {
         "best": {"macro_f1": [0.96, 0.97, 0.98, 0.99]},
@@ -355,3 +374,56 @@ def test_a_single_draw_evaluation_trains_min_paired_runs(tmp_path):
     r = evaluation.evaluate_best(spec, s, root=tmp_path)
     assert r["seeds"] == [1, 2, 3] and len(r["contenders"]["best"]["macro_f1"]) == 3
     assert r["intervals"]["plain_finetune"]["n"] == 3
+
+
+UNSTABLE = dataclasses.replace(TINY, optim=OptimConfig("adam", 1e30))  # its loss turns NaN within the first epoch
+
+
+def test_a_rerun_that_diverges_is_left_out_and_the_selection_goes_on(tmp_path):
+    """Runs are deterministic: a re-run whose loss turns NaN would fail on every retry, so it is recorded as
+    ``failed`` (the trial not ranked) instead of stopping ``hwr study best --evaluate`` for good."""
+    s = _study_with([(0.9, UNSTABLE), (0.5, TINY)])
+    seen = []
+    winner, rows = evaluation.select(
+        _spec(rerun_top=2, rerun_seeds=(7, 8)), s, tmp_path, on_run=lambda *a: seen.append(a)
+    )
+    assert winner.number == 1 and rows[0]["trial"] == 0 and "non-finite" in rows[0]["failed"]
+    assert rows[0]["failed"].startswith("seed 7: loss became non-finite") and len(rows[1]["reruns"]) == 2
+    assert sum("failed" in r for _, _, r in seen) == 2
+    with pytest.raises(tune.StudyError, match=r"every re-run trial .* diverged: seed 7: loss became non-finite"):
+        evaluation.select(_spec(rerun_top=2, rerun_seeds=(7,)), _study_with([(0.9, UNSTABLE)]), tmp_path / "b")
+
+
+def test_a_contender_that_diverges_is_not_applicable_and_the_rest_is_reported(tmp_path):
+    s = _study_with([(0.5, TINY)])
+    spec = _spec(eval_seeds=(1, 2), baselines=lambda ctx: {"unstable": UNSTABLE, "steady": TINY}, reference="steady")
+    r = evaluation.evaluate_best(spec, s, root=tmp_path)
+    assert set(r["contenders"]) == {"best", "steady"} and "intervals" in r and "steady" in r["intervals"]
+    assert r["not_applicable"]["unstable"].startswith("its training diverged (seed 1: loss became non-finite"), r[
+        "not_applicable"
+    ]
+    assert "unstable: not applicable (its training diverged" in evaluation.verdict(r)[0]
+    with pytest.raises(tune.StudyError, match="the selected trial #0 diverged on an evaluation run"):
+        evaluation.evaluate_best(_spec(eval_seeds=(1,)), _study_with([(0.5, UNSTABLE)]), root=tmp_path / "b")
+
+
+def test_a_run_is_reused_only_when_its_final_checkpoint_is_complete(tmp_path):
+    """``finish`` writes metrics.json before the final checkpoint: metrics alone is a run killed in between (its
+    checkpoint is an epoch's, before any post-training), so the evaluation trains it again."""
+    from hwr import checkpoint, runs, tree
+    from hwr.config import DataSettings
+    from hwr.engine.execution import Execution
+
+    out = tmp_path / "run"
+    first = evaluation._run(TINY, out, (), Execution(compile=False), DataSettings(), test_split=True)
+    assert runs.finished(out)
+    tensors, meta = checkpoint.load_flat(out / runs.CHECKPOINT)
+    checkpoint.save(
+        out / runs.CHECKPOINT, tree.unflatten_names(tensors), {**meta, "complete": False}
+    )  # killed before the final save
+    (out / "marker").write_text("a folder train_fresh starts afresh")
+    assert not runs.finished(out)
+    again = evaluation._run(TINY, out, (), Execution(compile=False), DataSettings(), test_split=True)
+    assert not (out / "marker").exists() and runs.finished(out) and again["test"] == first["test"]
+    (out / runs.CHECKPOINT).unlink()
+    assert not runs.finished(out) and not runs.finished(tmp_path / "nothing")

@@ -88,3 +88,5 @@ def test_image_bootstrap_in_chunks_and_its_errors():
         stats.image_bootstrap(a, b + 5, labels, 10)
     one = stats.image_bootstrap(a[:, :1], b[:, :1], labels[:1], 10)
     assert math.isinf(one.low) and math.isinf(one.high)
+    one_run = stats.image_bootstrap(a[:1], b[:1], labels, 10)  # 20,000 images, but one run: no run-to-run noise seen
+    assert math.isinf(one_run.low) and math.isinf(one_run.high) and one_run.n == 1 and one_run.mean > 0
