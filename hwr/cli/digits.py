@@ -85,8 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = task.read_config(out)
         return _run(config, args, execution_of(args, saved_execution(out)), resume=True)
     execution = execution_of(args)
-    check_dataset(args.dataset)
-    base = recipes.get(args.recipe, dataset=args.dataset)
+    base = recipes.get(args.recipe, dataset=check_dataset(args.dataset))
     if args.model is not None and args.model != base.model:
         base = dataclasses.replace(base, model=args.model, model_config=None)
     return _run(_overrides(args, base), args, execution)
@@ -94,10 +93,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     execution = execution_of(args)
-    check_dataset(args.dataset)
+    dataset = check_dataset(args.dataset)
     task.read_config(args.source)  # clear error for a bad --from before any data is loaded
     base = RunConfig(
-        dataset=args.dataset,
+        dataset=dataset,
         epochs=20,
         batch_size=32,
         val_fraction=0.2,
@@ -124,8 +123,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     config = task.read_config(args.run)
-    name = args.dataset or config.dataset
-    check_dataset(name)
+    name = check_dataset(args.dataset or config.dataset)
     device = device_of(args.device)
     model, params, state, meta = task.load_run(args.run, device)
     data = environment.data_at(args.data_root, skip_bad=args.skip_bad)

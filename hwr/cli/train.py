@@ -15,7 +15,7 @@ import torch
 
 from hwr import recipes, runs
 from hwr.cli import UsageError, environment
-from hwr.data import catalog
+from hwr.data import catalog, folders
 from hwr.data.batches import SAMPLING_POWERS
 from hwr.engine import autotune, runtime
 from hwr.engine.execution import MEMORY_FORMATS, PRECISIONS, Execution
@@ -256,12 +256,13 @@ def execution_of(args: argparse.Namespace, base: Execution | None = None) -> Exe
     return execution
 
 
-def check_dataset(name: str | None) -> None:
+def check_dataset(name: str | None) -> str | None:
     """A data set name the commands accept, checked before anything is loaded or written: a known name (with valid
     parameters), or ``folder:PATH`` / ``csv:FILE`` whose path exists (a mistyped one must not fetch or cache the
-    other data set of ``hwr data compare`` first)."""
+    other data set of ``hwr data compare`` first). Returns the name a run's config stores: a user's path made
+    absolute (``folders.absolute_name``), so ``--resume`` and ``hwr evaluate RUN`` work from any folder."""
     if name is None:
-        return
+        return None
     try:
         kind = catalog.check_name(name)
     except ValueError as e:  # unknown name or bad parameters (optdigits-lt:ratio=...)
@@ -271,6 +272,7 @@ def check_dataset(name: str | None) -> None:
         if not (path.is_dir() if kind == "folder" else path.is_file()):
             what = "folder holding train/<class>/ (or test/<class>/) images" if kind == "folder" else "CSV file"
             raise UsageError(f"{name}: {path} does not exist or is not a {what}; check the path")
+    return folders.absolute_name(name)
 
 
 def _commands(task: str) -> ModuleType:

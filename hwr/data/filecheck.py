@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,7 +99,7 @@ def gunzip_present(source: IdxSource, folder: Path, src: Path | None = None) -> 
         if not target.exists() and gz.is_file():
             try:
                 data = gzip.decompress(gz.read_bytes())
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, zlib.error) as e:  # bad header, cut short, corrupt deflate data
                 raise idx.IdxError(f"{gz}: corrupt gzip data ({e}); delete it and fetch it again") from None
             write(target, data)
             done.append(fname)

@@ -1,14 +1,19 @@
 """The user's own images as a data set: ``folder:PATH`` and ``csv:FILE`` names, loaded as a ``catalog.Dataset``.
 
 - ``folder:PATH``: ``PATH/train/<class>/*``, optional ``PATH/val/<class>/*`` and ``PATH/test/<class>/*`` (the
-  torchvision ``ImageFolder`` / Hugging Face ``imagefolder`` layout; class folders may hold subfolders). The
-  classes are the folder names under ``train/``, sorted (numerically when every name is an integer, so ``0``..``9``
-  are labels 0..9 and ``10`` follows ``9``); a class in ``val/`` or ``test/`` that ``train/`` lacks is an error.
-  Files without an image suffix (``IMAGE_SUFFIXES``: every suffix PIL opens; ``notes.txt``, ``.DS_Store``) and
-  hidden entries are ignored; symlinked folders are followed, and a dangling link is an unreadable file.
+  torchvision ``ImageFolder`` / Hugging Face ``imagefolder`` layout; class folders may hold subfolders). Split
+  folders are matched in any case, and ``valid/``, ``validation/`` and ``dev/`` are ``val/`` (``SPLIT_ALIASES``:
+  Roboflow and Hugging Face exports); two folders of one split are an error. The classes are the folder names
+  under ``train/`` in Unicode NFC (macOS writes them decomposed), sorted (numerically when every name is an
+  integer, so ``0``..``9`` are labels 0..9 and ``10`` follows ``9``); a class in ``val/`` or ``test/`` that
+  ``train/`` lacks is an error. Files without an image suffix (``IMAGE_SUFFIXES``: every suffix PIL opens;
+  ``notes.txt``, ``.DS_Store``) and hidden entries are ignored; symlinked folders are followed, and a dangling link
+  is an unreadable file. A folder that cannot be listed is an error naming it, even with ``skip_bad`` (a whole
+  folder is no bad image).
 - ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
-  or ``test``; without the column every row is ``train``); paths relative to the CSV's folder. Every listed file
-  is read as an image, whatever its suffix.
+  or ``test``, or a folder alias; without the column every row is ``train``); paths relative to the CSV's folder;
+  labels in NFC. Every listed file is read as an image, whatever its suffix; a file listed twice (by any spelling
+  of its path) is an error naming both lines.
 
 A folder or CSV with no training images but a test split loads with empty training tensors and the test split's
 classes when ``require_train=False`` (``hwr evaluate RUN --dataset folder:PATH`` scores a run on it, matching the
@@ -23,10 +28,13 @@ one dropped, the rest reused; the cache is rewritten (atomically) when the manif
 fails. A file that cannot be decoded, or holds no ink (blank: one colour), is an error naming it, unless
 ``skip_bad`` (the CLI's ``--skip-bad``) skips it; the skipped files are listed in the provenance.
 
-Splits the data lacks are drawn from the training images, stratified and keyed by ``splits.SPLIT_SEED``
-(``fold_in(key(SPLIT_SEED), TEST_FOLD)`` for test, ``VAL_FOLD`` for validation): ``TEST_FRACTION`` and
-``VAL_FRACTION`` of each class's training images (rounded, at least one, never all), so the same files always give
-the same splits (adding files redraws them). A class needs an image to train on plus one per drawn split: 3 images
+Splits the data lacks are drawn from the training images, stratified: ``TEST_FRACTION`` and ``VAL_FRACTION`` of
+each class's training images (rounded, at least one, never all: ``splits.held_out_counts``), the first in the
+order of a hash of each file's content keyed by ``splits.SPLIT_SEED`` and ``TEST_FOLD`` (test) or ``VAL_FOLD``
+(validation, from what test left). A file's place depends on no other file, so the same files always give the
+same splits, and adding or removing one leaves the other classes' splits as they were and moves at most the
+images at its own class's boundaries: at most one other image into or out of test, and, when validation is drawn
+too, at most two in all (one displaced from test may displace one from validation). A class needs an image to train on plus one per drawn split: 3 images
 when neither val nor test is given, 2 when one is, 1 when both are. ``Dataset.provenance`` records the path, the
 classes, each split's per-class counts and how it was obtained, and the skipped files (JSON-ready).
 """
@@ -39,14 +47,15 @@ import hashlib
 import os
 import pickle
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 from PIL import Image
 
-from hwr import files, random
+from hwr import files
 from hwr.data import digits, splits
 from hwr.data.catalog import Dataset, DatasetSpecError, DataUnavailableError
 from hwr.errors import InputError
@@ -56,11 +65,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PREFIXES",
     "SPLITS",
+    "SPLIT_ALIASES",
     "TEST_FOLD",
     "TEST_FRACTION",
     "VAL_FOLD",
     "VAL_FRACTION",
     "Entry",
+    "absolute_name",
     "cache_file",
     "is_user_data",
     "load",
@@ -82,9 +93,11 @@ def _image_suffixes() -> frozenset[str]:
 
 IMAGE_SUFFIXES = _image_suffixes()
 SPLITS = ("train", "val", "test")
+# a split folder's names, matched in any case (Roboflow writes valid/, Hugging Face validation/, Kaggle Train/)
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 TEST_FRACTION = 0.2  # of each class's training images, held out as test when there is no test split
 VAL_FRACTION = 0.1  # of each class's training images, held out as validation when there is no val split
-TEST_FOLD, VAL_FOLD = 12, 11  # the draws' keys: fold_in(key(SPLIT_SEED), fold)
+TEST_FOLD, VAL_FOLD = 12, 11  # the draws' keys: a file's rank is a hash keyed by SPLIT_SEED and the fold
 CACHE_VERSION = 1  # the cache file's layout
 
 
@@ -102,10 +115,21 @@ def is_user_data(name: object) -> bool:
     return isinstance(name, str) and name.startswith(PREFIXES)
 
 
-def cache_file(root: Path, name: str) -> Path:
-    """Where the converted images of ``name`` are cached under the data root."""
+def absolute_name(name: str) -> str:
+    """``name`` with a ``folder:`` / ``csv:`` path made absolute and resolved, any other name as it is: what a
+    run's config stores, so ``--resume`` or ``hwr evaluate RUN`` from another folder reads the same images."""
+    if not is_user_data(name):
+        return name
     kind, source = _source(name)
-    return Path(root) / "folders" / hashlib.sha1(f"{kind}:{source.resolve()}".encode()).hexdigest() / "images.pt"
+    return f"{kind}:{source.resolve()}"
+
+
+def cache_file(root: Path, name: str) -> Path:
+    """Where the converted images of ``name`` are cached under the data root (``os.fsencode``: a path that is not
+    UTF-8 hashes as its bytes)."""
+    kind, source = _source(name)
+    digest = hashlib.sha1(os.fsencode(f"{kind}:{source.resolve()}")).hexdigest()
+    return Path(root) / "folders" / digest / "images.pt"
 
 
 def _source(name: str) -> tuple[str, Path]:
@@ -113,6 +137,11 @@ def _source(name: str) -> tuple[str, Path]:
     if not where.strip():
         raise DatasetSpecError(f"dataset {name!r} names no path; write folder:PATH or csv:FILE")
     return kind, Path(where.strip()).expanduser()
+
+
+def _nfc(label: str) -> str:
+    """A class name in Unicode NFC: macOS writes ``é`` in folder names decomposed (NFD), a CSV mostly composed."""
+    return unicodedata.normalize("NFC", label)
 
 
 def _class_order(names: set[str]) -> list[str]:
@@ -125,12 +154,28 @@ def _visible(path: Path, top: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(top).parts)
 
 
-def _files(top: Path) -> list[Path]:
+def _unreadable(name: str, err: OSError) -> NoReturn:
+    """Refuse a folder that cannot be listed: skipping it would drop its images without a word."""
+    raise InputError(
+        f"{name}: cannot read the folder {err.filename} ({err.strerror or err}); make it readable or move it out"
+    )
+
+
+def _listing(name: str, folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; an unreadable folder is an ``InputError`` naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        _unreadable(name, err)
+
+
+def _files(name: str, top: Path) -> list[Path]:
     """Every file under ``top``: symlinked folders followed (each real folder once, so a link cycle ends), and
     dangling links kept, to be reported as unreadable by ``_convert`` rather than dropped without a word
-    (``Path.rglob`` before Python 3.13 neither follows a linked folder nor keeps a dangling link)."""
+    (``Path.rglob`` before Python 3.13 neither follows a linked folder nor keeps a dangling link). A subfolder that
+    cannot be read is an ``InputError`` naming it, ``--skip-bad`` or not (it is no bad image but a whole folder)."""
     out, seen = [], set()
-    for folder, subfolders, names in os.walk(top, followlinks=True):
+    for folder, subfolders, names in os.walk(top, followlinks=True, onerror=lambda err: _unreadable(name, err)):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders.clear()
@@ -140,35 +185,58 @@ def _files(top: Path) -> list[Path]:
     return out
 
 
+def _split_folders(name: str, path: Path) -> dict[str, Path]:
+    """The split folders of ``path`` by split, named as ``SPLIT_ALIASES`` allows in any case (``Train/``,
+    ``valid/``); two folders of one split are an error naming both."""
+    found: dict[str, Path] = {}
+    for d in _listing(name, path):
+        split = SPLIT_ALIASES.get(d.name.lower())
+        if split is None or not d.is_dir():
+            continue
+        if split in found:
+            raise DatasetSpecError(
+                f"{name}: {found[split].name}/ and {d.name}/ in {path} both hold the {split} split; merge them into "
+                "one folder"
+            )
+        found[split] = d
+    return {s: found[s] for s in SPLITS if s in found}
+
+
+def _scan_split(name: str, path: Path, split: str, top: Path) -> list[Entry]:
+    """The images of one split folder ``top``, in label order; class names in NFC (``_nfc``), so folders whose
+    names differ only in Unicode form are one class."""
+    listing = _listing(name, top)
+    loose = [f.name for f in listing if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise DatasetSpecError(f"{name}: {top}/{loose[0]} is not inside a class folder; move it to {split}/<class>/")
+    found: dict[str, list[Path]] = {}
+    for d in listing:
+        if d.is_dir() and not d.name.startswith("."):
+            found.setdefault(_nfc(d.name), []).append(d)
+    if not found:
+        raise DatasetSpecError(f"{name}: {top}/ holds no class folder; add {split}/<class>/ images or remove it")
+    entries = []
+    for label in _class_order(set(found)):
+        for cls in found[label]:
+            images = sorted(f for f in _files(name, cls) if f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, cls))
+            if not images:
+                raise DatasetSpecError(
+                    f"{name}: class folder {cls} holds no image (PNG, JPEG, ...); add some or remove it"
+                )
+            entries += [Entry(split, label, f, str(f.relative_to(path))) for f in images]
+    return entries
+
+
 def _scan_folder(name: str, path: Path) -> list[Entry]:
     if not path.is_dir():
         raise DataUnavailableError(f"{name}: {path} is not a folder; give PATH holding train/<class>/ images")
-    present = [s for s in SPLITS if (path / s).is_dir()]
+    present = _split_folders(name, path)
     if "train" not in present and "test" not in present:
         raise DatasetSpecError(
             f"{name}: no train/ folder in {path}; lay the images out as {path}/train/<class>/* (and optionally "
             "val/<class>/*, test/<class>/*)"
         )
-    entries = []
-    for split in present:
-        top = path / split
-        loose = [f.name for f in top.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
-        if loose:
-            raise DatasetSpecError(
-                f"{name}: {top}/{loose[0]} is not inside a class folder; move it to {split}/<class>/"
-            )
-        found = {d.name: d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")}
-        classes = [found[c] for c in _class_order(set(found))]  # entries in label order
-        if not classes:
-            raise DatasetSpecError(f"{name}: {top}/ holds no class folder; add {split}/<class>/ images or remove it")
-        for cls in classes:
-            images = sorted(f for f in _files(cls) if f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, cls))
-            if not images:
-                raise DatasetSpecError(
-                    f"{name}: class folder {cls} holds no image (PNG, JPEG, ...); add some or remove it"
-                )
-            entries += [Entry(split, cls.name, f, str(f.relative_to(path))) for f in images]
-    return entries
+    return [e for split, top in present.items() for e in _scan_split(name, path, split, top)]
 
 
 def _scan_csv(name: str, path: Path) -> list[Entry]:
@@ -185,21 +253,27 @@ def _scan_csv(name: str, path: Path) -> list[Entry]:
             f"{name}: {path} needs a header row naming the columns file,label (and optionally split)"
         )
     col = {h: header.index(h) for h in ("file", "label", "split") if h in header}
-    entries = []
+    entries, lines = [], {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(v.strip() for v in row):
             continue
         cell = {h: row[i].strip() if i < len(row) else "" for h, i in col.items()}
-        file, label, split = cell["file"], cell["label"], (cell.get("split") or "train").lower()
+        file, label, split = cell["file"], _nfc(cell["label"]), (cell.get("split") or "train").lower()
         if not file or not label:
             raise DatasetSpecError(f"{name}: {path} line {line} lacks a file or a label")
-        if split not in SPLITS:
+        if split not in SPLIT_ALIASES:
             raise DatasetSpecError(f"{name}: {path} line {line}: split {split!r} is not train, val or test")
         if (path.parent / file).is_dir():
             raise DatasetSpecError(f"{name}: {path} line {line}: {path.parent / file} is a folder; list image files")
         if not (path.parent / file).is_file():
             raise DataUnavailableError(f"{name}: {path} line {line}: {path.parent / file} does not exist")
-        entries.append(Entry(split, label, path.parent / file, file))
+        real = (path.parent / file).resolve()
+        if real in lines:
+            raise InputError(
+                f"{name}: {path} lists {real} twice (lines {lines[real]} and {line}); keep one row per image"
+            )
+        lines[real] = line
+        entries.append(Entry(SPLIT_ALIASES[split], label, path.parent / file, file))
     if not entries:
         raise DatasetSpecError(f"{name}: {path} lists no image")
     return entries
@@ -314,8 +388,8 @@ def _empty() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
 
 
-def _stack(entries: list[Entry], digests: list[str], images: dict, classes: list[str], split: str):
-    chosen = [(e, d) for e, d in zip(entries, digests) if e.split == split]
+def _stack(chosen: list[tuple[Entry, str]], images: dict, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images (N, 1, 28, 28) uint8, labels (N,) int64)`` of ``(entry, sha1)`` pairs."""
     if not chosen:
         return _empty()
     x = torch.stack([images[d] for _, d in chosen])
@@ -323,50 +397,67 @@ def _stack(entries: list[Entry], digests: list[str], images: dict, classes: list
     return x, y
 
 
-def _draw(xy: tuple[torch.Tensor, torch.Tensor], fraction: float, fold: int) -> tuple[tuple, tuple]:
-    """``(rest, drawn)``: a stratified ``fraction`` of each class of ``xy`` held out with a fixed key."""
-    x, y = xy
-    rest, drawn = splits.stratified_split(random.fold_in(random.key(splits.SPLIT_SEED), fold), y, fraction)
-    return (x[rest], y[rest]), (x[drawn], y[drawn])
+def _rank(digest: str, fold: int) -> bytes:
+    """An image's place in its class's order for the drawn split ``fold``: a hash of its content's sha1 keyed by
+    ``SPLIT_SEED`` and the fold. It depends on no other file, so adding or removing one moves at most the images at
+    its own class's boundary (a keyed permutation of all of them reshuffled every split when one was added)."""
+    return hashlib.blake2b(digest.encode(), key=f"{splits.SPLIT_SEED}:{fold}".encode(), digest_size=16).digest()
+
+
+def _hold_out(chosen: list[tuple[Entry, str]], classes: list[str], fraction: float, fold: int) -> tuple[list, list]:
+    """``(rest, drawn)`` of ``(entry, sha1)`` pairs: of each class, ``splits.held_out_counts`` images, the first
+    in ``_rank`` order (ties by position); both in the given order."""
+    labels = [classes.index(e.label) for e, _ in chosen]
+    take = splits.held_out_counts(
+        torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=len(classes)), fraction
+    ).tolist()
+    by_class: dict[int, list[int]] = {}
+    for i in sorted(range(len(chosen)), key=lambda i: (_rank(chosen[i][1], fold), i)):
+        by_class.setdefault(labels[i], []).append(i)
+    drawn = {i for c, order in by_class.items() for i in order[: take[c]]}
+    return [p for i, p in enumerate(chosen) if i not in drawn], [p for i, p in enumerate(chosen) if i in drawn]
 
 
 def _split_sets(entries: list[Entry], digests: list[str], images: dict, classes: list[str]) -> tuple[dict, dict]:
-    """``(pairs, how)``: each split's ``(images, labels)``, the missing ones drawn from train, and how each came."""
-    pairs = {s: _stack(entries, digests, images, classes, s) for s in SPLITS}
-    how: dict[str, dict[str, Any]] = {s: {"origin": "given" if len(pairs[s][1]) else "absent"} for s in SPLITS}
-    if not len(pairs["train"][1]):
-        return pairs, how
-    val_fraction = VAL_FRACTION
-    if how["test"]["origin"] == "absent":
-        pairs["train"], pairs["test"] = _draw(pairs["train"], TEST_FRACTION, TEST_FOLD)
-        how["test"] = {"origin": "drawn", "from": "train", "fraction": TEST_FRACTION, "seed": splits.SPLIT_SEED}
-        how["test"]["fold"] = TEST_FOLD
-        val_fraction = VAL_FRACTION / (1 - TEST_FRACTION)  # of what is left: VAL_FRACTION of train/ as given
-    if how["val"]["origin"] == "absent":
-        pairs["train"], pairs["val"] = _draw(pairs["train"], val_fraction, VAL_FOLD)
-        how["val"] = {"origin": "drawn", "from": "train", "fraction": VAL_FRACTION, "seed": splits.SPLIT_SEED}
-        how["val"]["fold"] = VAL_FOLD
-    return pairs, how
+    """``(pairs, how)``: each split's ``(images, labels)``, the missing ones drawn from train (test first, then
+    validation from the rest), and how each came."""
+    chosen = {s: [(e, d) for e, d in zip(entries, digests) if e.split == s] for s in SPLITS}
+    how: dict[str, dict[str, Any]] = {s: {"origin": "given" if chosen[s] else "absent"} for s in SPLITS}
+    drawn = lambda fraction, fold: {
+        "origin": "drawn", "from": "train", "fraction": fraction, "seed": splits.SPLIT_SEED, "fold": fold
+    }  # fmt: skip
+    if chosen["train"] and not chosen["test"]:
+        chosen["train"], chosen["test"] = _hold_out(chosen["train"], classes, TEST_FRACTION, TEST_FOLD)
+        how["test"] = drawn(TEST_FRACTION, TEST_FOLD)
+    if chosen["train"] and not chosen["val"]:
+        share = VAL_FRACTION / (1 - TEST_FRACTION) if how["test"]["origin"] == "drawn" else VAL_FRACTION
+        chosen["train"], chosen["val"] = _hold_out(chosen["train"], classes, share, VAL_FOLD)  # of train/ as given
+        how["val"] = drawn(VAL_FRACTION, VAL_FOLD)
+    return {s: _stack(chosen[s], images, classes) for s in SPLITS}, how
 
 
 def _about(info: dict[str, Any], split: str, kind: str, source: Path, drew: bool) -> str:
     """One line: how a split was obtained (``hwr data info`` prints it)."""
     if info["origin"] == "drawn":
         return (
-            f"drawn from the training images: {info['fraction']:.0%} of each class, stratified, key "
-            f"fold_in(key(SPLIT_SEED={info['seed']}), {info['fold']})"
+            f"drawn from the training images: {info['fraction']:.0%} of each class (rounded, at least one), first "
+            f"by a content hash keyed by SPLIT_SEED={info['seed']}, fold {info['fold']}: stable as files come and go"
         )
     if info["origin"] == "absent":
         return "none (test only: for scoring a trained run)" if split == "train" else "none"
-    given = f"{source}/{split}/" if kind == "folder" else f"the rows of split {split} in {source}"
+    folder = info.get("folder", split)
+    given = f"{source}/{folder}/" if kind == "folder" else f"the rows of split {split} in {source}"
     return f"given: {given}" + (" less the drawn splits" if split == "train" and drew else "")
 
 
-def _provenance(kind: str, source: Path, classes: list[str], pairs: dict, how: dict, skipped: list) -> dict:
-    out = {"kind": kind, "path": str(source.resolve()), "classes": list(classes), "splits": {}, "skipped": skipped}
+def _provenance(kind: str, source: Path, classes: list[str], pairs: dict, how: dict, entries: list[Entry]) -> dict:
+    """What ``hwr data info`` shows and a run records: the source, classes, and each split's counts and origin (a
+    given split folder as named on disk: ``valid/``, ``Test/``)."""
+    out = {"kind": kind, "path": str(source.resolve()), "classes": list(classes), "splits": {}}
+    named = {e.split: Path(e.rel).parts[0] for e in entries} if kind == "folder" else {}
     drew = any(how[s]["origin"] == "drawn" for s in SPLITS)
     for s in SPLITS:
-        info = dict(how[s])
+        info = dict(how[s], **({"folder": named[s]} if how[s]["origin"] == "given" and s in named else {}))
         info["counts"] = torch.bincount(pairs[s][1], minlength=len(classes)).tolist()
         info["about"] = _about(info, s, kind, source, drew)
         out["splits"][s] = info
@@ -408,7 +499,7 @@ def load(
     if has["train"]:
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
-    provenance = _provenance(kind, source, classes, pairs, how, skipped)
+    provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
     if partial:  # the part's new conversions join the whole's cache, whose manifest stays (a full load rewrites it)
         if set(images) - set(cached) or set(bad_now) - set(bad):
             _write_cache(cache, manifest, {**cached, **images}, {**bad, **bad_now})
@@ -421,9 +512,11 @@ def load(
 def on_classes(ds: Dataset, classes: Sequence[str], *, whose: str = "the model") -> Dataset:
     """``ds`` (a user's folder or CSV) with its labels renumbered into ``classes``' order, matched by name, and
     ``classes`` as its classes: a test folder holding only some of a model's classes is scored on the model's
-    indices. Raises ``DatasetSpecError`` naming a class of ``ds`` that ``classes`` lacks."""
+    indices; names are compared in NFC (a run trained before they were normalised matches too). Raises
+    ``DatasetSpecError`` naming a class of ``ds`` that ``classes`` lacks."""
     classes = tuple(classes)
-    unknown = [c for c in ds.classes if c not in classes]
+    nfc = [_nfc(c) for c in classes]
+    unknown = [c for c in ds.classes if _nfc(c) not in nfc]
     if unknown:
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         raise DatasetSpecError(
@@ -431,7 +524,7 @@ def on_classes(ds: Dataset, classes: Sequence[str], *, whose: str = "the model")
             + (f" (nor {unknown[1:]})" if unknown[1:] else "")
             + f"; remove it, or fine-tune on the data first: hwr finetune --from RUN --dataset {ds.name}"
         )
-    index = torch.tensor([classes.index(c) for c in ds.classes], dtype=torch.int64)
+    index = torch.tensor([nfc.index(_nfc(c)) for c in ds.classes], dtype=torch.int64)
     relabel = lambda y: None if y is None else index.to(y.device)[y]
     return ds._replace(
         train_labels=relabel(ds.train_labels),

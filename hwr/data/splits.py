@@ -17,6 +17,7 @@ __all__ = [
     "balanced_indices",
     "class_counts",
     "class_order",
+    "held_out_counts",
     "long_tail_counts",
     "long_tail_indices",
     "stratified_folds",
@@ -61,6 +62,16 @@ def _take(key: Key | None, labels: torch.Tensor, per_class: torch.Tensor) -> tor
     return torch.sort(chosen).values
 
 
+def held_out_counts(counts: torch.Tensor, fraction: float) -> torch.Tensor:
+    """How many images of each class a split of ``fraction`` holds out: ``round(n_c * fraction)``, and with a
+    fraction above 0 at least one of a class of two or more and never all of it (both sides keep an image)."""
+    n = torch.round(counts.double() * fraction).long()
+    if fraction > 0:
+        n = torch.where(counts >= 2, n.clamp(1, None), n)
+        n = torch.minimum(n, (counts - 1).clamp(min=0))
+    return n
+
+
 def stratified_split(key: Key, labels: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(train_idx, val_idx)``: ``round(n_c * val_fraction)`` images of each class go to validation, chosen with
     ``key``; every class with at least two images keeps at least one on each side."""
@@ -68,11 +79,7 @@ def stratified_split(key: Key, labels: torch.Tensor, val_fraction: float) -> tup
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     _check(labels)
     counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if labels.numel() else 0)
-    n_val = torch.round(counts.double() * val_fraction).long()
-    if val_fraction > 0:
-        n_val = torch.where(counts >= 2, n_val.clamp(1, None), n_val)
-        n_val = torch.minimum(n_val, (counts - 1).clamp(min=0))
-    val_idx = _take(key, labels, n_val)
+    val_idx = _take(key, labels, held_out_counts(counts, val_fraction))
     is_val = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
     is_val[val_idx] = True
     return (~is_val).nonzero().squeeze(1), val_idx

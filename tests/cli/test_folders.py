@@ -10,7 +10,7 @@ import pytest
 from cli_run import bad
 from PIL import Image, ImageDraw
 
-from hwr import cli
+from hwr import cli, errors, tune
 
 
 def write(root, split, counts, classes=None):
@@ -142,3 +142,39 @@ def test_skip_bad_skips_and_counts(tmp_path, capsys, broken):
         capsys, "data", "show", f"folder:{broken}", "--out", str(tmp_path / "s.png"), *root, "--skip-bad"
     )
     assert code == 0 and (tmp_path / "s.png").is_file() and "skipped 2" in out
+
+
+def test_a_relative_path_is_stored_absolute_so_the_run_reads_the_same_images_from_anywhere(
+    tmp_path, capsys, monkeypatch
+):
+    """``--dataset folder:mine`` typed in one folder is stored resolved in config.json (train, finetune, a study's
+    record): ``hwr evaluate RUN`` and ``--resume`` from another folder read those images, not another ``mine``."""
+    data = ["--data-root", str(tmp_path / "data")]
+    fast = ["--epochs", "1", "--batch-size", "8", "--no-compile", "--augment", "none", *data]
+    mine = (tmp_path / "mine").resolve()
+    write(write(mine, "train", [6, 6]), "test", [2, 2])
+    write(tmp_path / "away" / "mine", "test", [1, 1], ["x", "y"])  # another folder of that name
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = hwr_in(capsys, "train", "--dataset", "folder:mine", "--out", "run", *fast)
+    assert code == 0, out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == f"folder:{mine}"
+    code, out, _ = hwr_in(capsys, "finetune", "--from", "run", "--dataset", "folder:./mine/", "--out", "ft", *fast)
+    assert code == 0 and json.loads((tmp_path / "ft" / "config.json").read_text())["dataset"] == f"folder:{mine}"
+
+    monkeypatch.chdir(tmp_path / "away")
+    code, out, _ = hwr_in(capsys, "evaluate", str(tmp_path / "run"), *data)
+    assert code == 0 and "test (4 images)" in out, out
+    code, out, _ = hwr_in(capsys, "train", "--resume", "--out", str(tmp_path / "run"), "--no-compile", *data)
+    assert code == 0, out
+
+    seen = {}
+
+    def optimize(spec, **kw):  # the study's record, without running one
+        seen.update(kw)
+        raise errors.InputError("stopped here")
+
+    monkeypatch.setattr(tune, "optimize", optimize)
+    monkeypatch.setattr(tune, "pretrain", lambda *a, **kw: None)
+    root = ["--root", str(tmp_path / "studies")]
+    refused(capsys, "study", "run", "mnist_architecture", "--dataset", "folder:mine", *root, match="stopped here")
+    assert seen["dataset"] == f"folder:{(tmp_path / 'away' / 'mine').resolve()}" and seen["name"].endswith("mine")

@@ -2,6 +2,9 @@
 path, the content-keyed cache and its invalidation, drawn splits (stratified, keyed, disjoint), too few images, bad
 input (one line, nothing written), --skip-bad, and a test-only folder scored by a trained run by class name."""
 
+import os
+import unicodedata
+
 import numpy as np
 import pytest
 import torch
@@ -368,11 +371,13 @@ def test_a_phone_folder_of_heic_and_avif_photos_loads_as_its_pngs_do(tmp_path):
     images of their class (pillow-heif and Pillow decode them), read as the same glyphs as PNG copies, not skipped
     for an unknown suffix."""
     png, phone = tmp_path / "png", tmp_path / "phone"
-    for c in range(2):
-        for k, suffix in enumerate((".heic", ".HEIC", ".heif", ".avif")):
-            img = Image.open(glyph(png / "train" / str(c) / f"{k}.png", c, k, style="photo"))
-            (phone / "train" / str(c)).mkdir(parents=True, exist_ok=True)
-            img.save(phone / "train" / str(c) / f"{k}{suffix}", "AVIF" if suffix == ".avif" else "HEIF", quality=95)
+    for c in range(2):  # every split given: a drawn split goes by each file's content, which the copies do not share
+        for k, (split, suffix) in enumerate(
+            zip(("train", "train", "val", "test"), (".heic", ".HEIC", ".heif", ".avif"))
+        ):
+            img = Image.open(glyph(png / split / str(c) / f"{k}.png", c, k, style="photo"))
+            (phone / split / str(c)).mkdir(parents=True, exist_ok=True)
+            img.save(phone / split / str(c) / f"{k}{suffix}", "AVIF" if suffix == ".avif" else "HEIF", quality=95)
     a, b = (sources.load(f"folder:{d}", tmp_path / "root") for d in (png, phone))
     counts = [{k: v["counts"] for k, v in d.provenance["splits"].items()} for d in (a, b)]
     assert b.provenance["skipped"] == [] and counts[0] == counts[1] and sum(counts[1]["train"]) > 0
@@ -384,3 +389,132 @@ def test_a_phone_folder_of_heic_and_avif_photos_loads_as_its_pngs_do(tmp_path):
     corr = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1)).tolist()
     # lossy at quality 95: the same glyph, not the same bytes; a one-pixel shift of a thin stroke costs 0.2
     assert min(corr) > 0.7 and sum(corr) / len(corr) > 0.95, corr
+
+
+def where(ds):
+    """Each image of ``ds`` by its bytes: ``(label, split)``."""
+    return {
+        bytes(img.flatten().tolist()): (label, s)
+        for s in folders.SPLITS
+        for img, label in zip(getattr(ds, f"{s}_images"), getattr(ds, f"{s}_labels").tolist())
+    }
+
+
+def _moved(before, after):
+    """``(label, split before, split after)`` of each image in both whose split changed."""
+    return [(before[r][0], before[r][1], after[r][1]) for r in before.keys() & after.keys() if before[r] != after[r]]
+
+
+def test_drawn_splits_stay_put_when_a_file_is_added_or_removed(tmp_path):
+    """A drawn image's split hangs on its own content: one file added to (or removed from) a class leaves every
+    other class's test and validation images as they were, and moves at most the images at its own class's
+    boundary: one into or out of test, and one more across validation's when both are drawn (a keyed permutation
+    of all the images redrew every split, so a run scored after the folder grew met images it had trained on)."""
+    root = tmp_path / "root"
+    src = folder(tmp_path / "d", [14, 12, 9])
+    before = where(sources.load(f"folder:{src}", root))
+    assert len(before) == 35
+    for change, cls in (
+        (lambda: glyph(src / "train" / "0" / "new.png", 0, 77), 0),
+        ((src / "train/1/4.png").unlink, 1),
+    ):
+        change()
+        after = where(sources.load(f"folder:{src}", root))
+        moved = _moved(before, after)
+        assert {m[0] for m in moved} <= {cls} and len(moved) <= 2, moved
+        assert sum((m[1] == "test") != (m[2] == "test") for m in moved) <= 1, moved
+        before = after
+    given = folder(tmp_path / "g", [10, 11])  # val/ given: test is the only draw, at most one image moves
+    folder(given, [2, 2], "val")
+    before = where(sources.load(f"folder:{given}", root))
+    for k in range(6):
+        glyph(given / "train" / str(k % 2) / f"new{k}.png", k % 2, 50 + k)
+        after = where(sources.load(f"folder:{given}", root))
+        moved = _moved(before, after)
+        assert len(moved) <= 1 and {m[0] for m in moved} <= {k % 2}, moved
+        before = after
+    assert splits.held_out_counts(torch.tensor([0, 1, 2, 5, 14]), 0.2).tolist() == [0, 0, 1, 1, 3]
+
+
+def test_split_folders_go_by_any_case_and_the_exports_aliases(tmp_path):
+    """``Train/``, ``validation/``, ``Dev/``, ``valid/``, ``TEST/`` (Roboflow, Hugging Face and Kaggle exports) are
+    the splits they name, never silently dropped; two folders of one split are refused, both named."""
+    src = folder(tmp_path / "d", [3, 3], "Train")
+    folder(src, [2, 2], "validation", offset=100)
+    folder(src, [2, 2], "TEST", offset=200)
+    for prev, alias in (("validation", "validation"), ("validation", "Dev"), ("Dev", "valid")):
+        (src / prev).rename(src / alias)
+        ds = sources.load(f"folder:{src}", tmp_path / "root")
+        assert [len(ds.train_labels), len(ds.val_labels), len(ds.test_labels)] == [6, 4, 4]
+        assert {s["origin"] for s in ds.provenance["splits"].values()} == {"given"}
+        assert ds.provenance["splits"]["val"]["about"] == f"given: {src}/{alias}/"
+    folder(src, [1, 1], "val", offset=300)
+    _fails(f"folder:{src}", tmp_path / "root", catalog.DatasetSpecError, r"val/ and valid/ in .* both hold the val")
+    lines = [
+        f"d/Train/{c}/{k}.{'jpg' if k == 2 else 'png'},{c},{'Valid' if k == 2 else 'train'}"
+        for c in "01"
+        for k in range(3)
+    ]
+    (tmp_path / "s.csv").write_text("file,label,split\n" + "\n".join(lines) + "\n")
+    ds = sources.load(f"csv:{tmp_path / 's.csv'}", tmp_path / "root")  # a CSV's split column takes them too
+    assert ds.provenance["splits"]["val"]["origin"] == "given" and len(ds.val_labels) == 2
+
+
+def test_a_csv_listing_one_file_twice_is_refused_naming_both_lines(tmp_path):
+    for i in range(6):
+        glyph(tmp_path / "imgs" / f"{i}.png", i % 2, i)
+    rows = [f"imgs/{i}.png,{'ab'[i % 2]},train" for i in range(6)]  # lines 2..7
+    for extra, match in (
+        ("imgs/0.png,a,test", r"lists .*imgs/0.png twice \(lines 2 and 8\)"),  # in two splits
+        ("imgs/1.png,a,train", r"lists .*imgs/1.png twice \(lines 3 and 8\)"),  # under two labels
+        ("./imgs//2.png,a,train", r"lists .*/imgs/2.png twice \(lines 4 and 8\)"),  # spelt another way
+    ):
+        (tmp_path / "s.csv").write_text("file,label,split\n" + "\n".join([*rows, extra]) + "\n")
+        _fails(f"csv:{tmp_path / 's.csv'}", tmp_path / "root", InputError, match)
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_folder_path_that_is_not_utf8_loads(tmp_path):
+    """A path with bytes that are not UTF-8 (an old Latin-1 folder name) hashes as its bytes for the cache."""
+    src = folder(tmp_path / os.fsdecode(b"caf\xe9"), [3, 3])
+    ds = sources.load(f"folder:{src}", tmp_path / "root")
+    assert len(ds.train_labels) + len(ds.val_labels) + len(ds.test_labels) == 6
+    assert folders.cache_file(tmp_path / "root", f"folder:{src}").is_file()
+
+
+def test_class_names_are_compared_in_nfc(tmp_path):
+    """``é`` written decomposed (NFD: a macOS folder) and composed (NFC: typed, or a CSV) is one class."""
+    nfd, nfc = unicodedata.normalize("NFD", "é"), unicodedata.normalize("NFC", "é")
+    src = folder(tmp_path / "d", [1, 1], classes=[nfd, "a"])
+    folder(src, [1, 1], "val", classes=[nfc, "a"])
+    folder(src, [2, 2], "test", classes=[nfc, "a"])
+    ds = sources.load(f"folder:{src}", tmp_path / "root")
+    assert ds.classes == ("a", nfc) and torch.bincount(ds.test_labels).tolist() == [2, 2]
+    lines = [f"d/test/{c}/{k}.png,{nfd if c == nfc and k == 0 else c},test" for c in (nfc, "a") for k in range(2)]
+    (tmp_path / "s.csv").write_text("file,label,split\n" + "\n".join(lines) + "\n")
+    assert sources.load(f"csv:{tmp_path / 's.csv'}", tmp_path / "root", require_train=False).classes == ("a", nfc)
+    assert folders.on_classes(ds, [nfd, "a", "b"]).test_labels.tolist() == [1, 1, 0, 0]  # an older run's NFD name
+
+
+def test_an_unreadable_subfolder_is_named_not_skipped(tmp_path, monkeypatch):
+    """A class's subfolder that cannot be listed is an error naming it, ``--skip-bad`` or not: its images would
+    otherwise drop out without a word (``os.walk`` ignores errors by default). Faked: the tests may run as root."""
+    src = folder(tmp_path / "d", [3, 3])
+    for k in range(2):
+        glyph(src / "train" / "1" / "batch2" / f"{k}.png", 1, 50 + k)
+    listdir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("batch2"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for skip_bad in (False, True):
+        _fails(
+            f"folder:{src}",
+            tmp_path / "root",
+            InputError,
+            r"cannot read the folder .*batch2 \(Permission denied\)",
+            skip_bad=skip_bad,
+        )

@@ -201,6 +201,18 @@ def test_corrupt_gzip_placed_by_hand(tmp_path):
         sources.fetch_report("kmnist", tmp_path, network=False)
 
 
+def test_gzip_corrupt_in_the_middle_placed_by_hand(tmp_path):
+    """Bytes overwritten mid-stream fail inside deflate (``zlib.error``, not an ``OSError``): the same one line."""
+    folder, names = catalog.layout("kmnist", tmp_path)
+    _write_set(folder, names, gz=True)
+    gz = folder / f"{names[1]}.gz"
+    idx.write(gz, (np.arange(3000) % 10).astype(np.uint8))  # compressible: its middle is Huffman-coded
+    data = gz.read_bytes()
+    gz.write_bytes(data[: len(data) // 2] + b"\xff" * 4 + data[len(data) // 2 + 4 :])
+    with pytest.raises(idx.IdxError, match=r"train-labels-idx1-ubyte.gz: corrupt gzip data \(Error -3 .*\); delete"):
+        sources.fetch_report("kmnist", tmp_path, network=False)
+
+
 def test_mismatched_image_and_label_files(tmp_path):
     folder, names = catalog.layout("kmnist", tmp_path)
     _write_set(folder, names)
