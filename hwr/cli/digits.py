@@ -103,7 +103,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         optim=OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4),
         loss=LossConfig(weighting=args.class_weights, tau=args.tau, defer=args.defer),
         finetune=FinetuneConfig(
-            args.source,
+            str(Path(args.source).resolve()),  # stored absolute: --resume and study evaluations from any folder
             args.trainable,
             args.backbone_lr_mult,
             reinit=tuple(x for x in args.reinit.split(",") if x),

@@ -77,7 +77,7 @@ def _config(args: argparse.Namespace) -> sr.StringsConfig:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "optim": dataclasses.replace(base.optim, lr=args.lr) if args.lr is not None else None,
-        "source": args.source,
+        "source": str(Path(args.source).resolve()) if args.source else None,  # absolute: resumes from anywhere
         "test_strings": args.limit_test,
         "val_strings": min(args.limit_test, base.val_strings) if args.limit_test else None,
     }

@@ -47,6 +47,7 @@ from optuna.trial import TrialState
 
 from hwr import files, runs
 from hwr.config import DataSettings, from_dict, to_dict
+from hwr.data import folders
 from hwr.engine import train
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
@@ -378,7 +379,9 @@ def optimize(
     study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
     saved = study.user_attrs.get("dataset")
-    if saved is not None and dataset is not None and saved != dataset:
+    if (
+        saved is not None and dataset is not None and folders.absolute_name(saved) != dataset
+    ):  # an older, relative record
         raise StudyError(f"study {name!r} runs on dataset {saved!r}, not {dataset!r}; choose another --name")
     dataset = dataset or saved
     if dataset is not None:

@@ -159,7 +159,12 @@ def test_a_relative_path_is_stored_absolute_so_the_run_reads_the_same_images_fro
     assert code == 0, out
     assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == f"folder:{mine}"
     code, out, _ = hwr_in(capsys, "finetune", "--from", "run", "--dataset", "folder:./mine/", "--out", "ft", *fast)
-    assert code == 0 and json.loads((tmp_path / "ft" / "config.json").read_text())["dataset"] == f"folder:{mine}"
+    ft = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert (
+        code == 0
+        and ft["dataset"] == f"folder:{mine}"
+        and ft["finetune"]["source"] == str((tmp_path / "run").resolve())
+    )
 
     monkeypatch.chdir(tmp_path / "away")
     code, out, _ = hwr_in(capsys, "evaluate", str(tmp_path / "run"), *data)

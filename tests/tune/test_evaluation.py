@@ -427,3 +427,18 @@ def test_a_run_is_reused_only_when_its_final_checkpoint_is_complete(tmp_path):
     assert not (out / "marker").exists() and runs.finished(out) and again["test"] == first["test"]
     (out / runs.CHECKPOINT).unlink()
     assert not runs.finished(out) and not runs.finished(tmp_path / "nothing")
+
+
+def test_a_study_keeps_its_data_set_and_reads_an_older_relative_record(tmp_path, monkeypatch):
+    """A study's data set is fixed at its first run: another one is refused naming the fix; a record an older
+    version stored relative (``folder:mine``) still matches the absolute name the CLI passes now."""
+    spec = dataclasses.replace(_spec(), n_trials=1)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    s = tune.optimize(spec, storage_url=url, name="t", root=tmp_path, dataset="optdigits")
+    with pytest.raises(tune.StudyError, match="runs on dataset 'optdigits', not 'optdigits:val=30'; choose another"):
+        tune.optimize(spec, storage_url=url, name="t", root=tmp_path, dataset="optdigits:val=30")
+    s.set_user_attr("dataset", "folder:mine")
+    monkeypatch.chdir(tmp_path)
+    mine = f"folder:{tmp_path.resolve() / 'mine'}"
+    again = tune.optimize(spec, storage_url=url, name="t", root=tmp_path, dataset=mine)
+    assert again.user_attrs["dataset"] == mine and len(again.trials) == 1
