@@ -500,6 +500,7 @@ def load(
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
+    provenance["digest"] = _digest(kept, classes, partial)
     if partial:  # the part's new conversions join the whole's cache, whose manifest stays (a full load rewrites it)
         if set(images) - set(cached) or set(bad_now) - set(bad):
             _write_cache(cache, manifest, {**cached, **images}, {**bad, **bad_now})
@@ -507,6 +508,15 @@ def load(
         _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
     return Dataset(name, *pairs["train"], *pairs["test"], tuple(classes), *val, provenance=provenance)
+
+
+def _digest(kept: list[tuple[Entry, str]], classes: list[str], partial: bool) -> str:
+    """The identity of the images a load kept: a sha1 over each one's given split, class and content sha1 (the
+    drawn splits follow from these) and the class order. A run records it, so a result trained on an earlier state
+    of the folder is not taken for one of today's (``hwr.tune.evaluation``)."""
+    rows = sorted(f"{e.split}\t{e.label}\t{d}" for e, d in kept)
+    text = "\n".join([f"partial={partial}", "\t".join(classes), *rows])
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def on_classes(ds: Dataset, classes: Sequence[str], *, whose: str = "the model") -> Dataset:

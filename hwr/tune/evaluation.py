@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 
 from hwr import files, runs
 from hwr.config import DataSettings, to_dict
+from hwr.data import folders, sources
 from hwr.engine.execution import Execution
 from hwr.engine.train import NonFiniteLoss
 from hwr.tasks import digits
@@ -79,12 +80,22 @@ def _run(
     every retry, and one diverging seed must not leave a study that can never be evaluated."""
     if runs.finished(out):
         saved = json.loads((out / runs.METRICS).read_text())
-        if saved.get("config") == to_dict(cfg) and (saved.get("test") is not None or not test_split):
+        asked = saved.get("test") is not None or not test_split
+        if saved.get("config") == to_dict(cfg) and asked and _same_data(cfg, saved, data):
             return saved
     try:
         return train_fresh(cfg, out, execution, data, callbacks, test_split=test_split, final_validation_only=True)
     except NonFiniteLoss as e:
         return {"config": to_dict(cfg), "failed": f"seed {cfg.seed}: {str(e).split(';')[0]}"}
+
+
+def _same_data(cfg: RunConfig, saved: dict[str, Any], data: DataSettings) -> bool:
+    """Whether a saved run trained on the data ``cfg`` names today: always for a built-in data set; for a user's
+    folder or CSV (one name, whatever its files hold) only where the images' identity it recorded is the folder's
+    now (``folders`` provenance ``digest``: an image added, removed, edited or relabelled since trains it again)."""
+    if not folders.is_user_data(cfg.dataset):
+        return True
+    return saved.get("data_digest") == (sources.load(cfg.dataset, data).provenance or {}).get("digest")
 
 
 def _run_job(

@@ -348,6 +348,18 @@ def _keep_best_checkpoint(study: optuna.Study, number: int, values: tuple[float,
         (out / runs.CHECKPOINT).unlink(missing_ok=True)
 
 
+def _keep_dataset(study: optuna.Study, name: str, dataset: str | None) -> str | None:
+    """The study's data set, fixed at its first run (recorded in its user attributes): ``dataset`` where none is
+    recorded or it is the same (an older, relative ``folder:`` record compared resolved), else a ``StudyError``."""
+    saved = study.user_attrs.get("dataset")
+    if saved is not None and dataset is not None and folders.absolute_name(saved) != dataset:
+        raise StudyError(f"study {name!r} runs on dataset {saved!r}, not {dataset!r}; choose another --name")
+    dataset = dataset or saved
+    if dataset is not None:
+        study.set_user_attr("dataset", dataset)
+    return dataset
+
+
 def optimize(
     spec: StudySpec,
     *,
@@ -378,14 +390,7 @@ def optimize(
     study = open_study(spec, store, name, seed, worker)
     study.set_user_attr("spec", spec_ref or spec.name)
     study.set_user_attr("n_trials", n_trials)
-    saved = study.user_attrs.get("dataset")
-    if (
-        saved is not None and dataset is not None and folders.absolute_name(saved) != dataset
-    ):  # an older, relative record
-        raise StudyError(f"study {name!r} runs on dataset {saved!r}, not {dataset!r}; choose another --name")
-    dataset = dataset or saved
-    if dataset is not None:
-        study.set_user_attr("dataset", dataset)
+    dataset = _keep_dataset(study, name, dataset)
     if spec.initial and worker == 0 and not study.user_attrs.get("initial_enqueued"):
         study.set_user_attr("initial_enqueued", True)  # once per study, however often the command is rerun
         for params in spec.initial:

@@ -442,3 +442,39 @@ def test_a_study_keeps_its_data_set_and_reads_an_older_relative_record(tmp_path,
     mine = f"folder:{tmp_path.resolve() / 'mine'}"
     again = tune.optimize(spec, storage_url=url, name="t", root=tmp_path, dataset=mine)
     assert again.user_attrs["dataset"] == mine and len(again.trials) == 1
+
+
+def _drawn_folder(root, counts):
+    """``root/train/<c>/`` with ``counts[c]`` PNG strokes of class ``c`` and ``root/test/<c>/`` with 3 each."""
+    from PIL import Image, ImageDraw
+
+    for split, ns in (("train", counts), ("test", [3] * len(counts))):
+        for c, n in enumerate(ns):
+            (root / split / str(c)).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = Image.new("L", (36, 44), 255)
+                ImageDraw.Draw(img).line([(8 + 9 * c, 6), (12 + i % 5, 38)], fill=0, width=3 + i % 2)
+                img.save(root / split / str(c) / f"{i}.png")
+    return root
+
+
+def test_a_run_on_a_users_folder_is_reused_only_while_the_folder_holds_the_same_images(tmp_path):
+    """A folder's name stays while its files change: the evaluation reuses a finished run only where the images'
+    identity it recorded (``data_digest``) is the folder's now, so an image added since trains it again."""
+    from hwr.config import DataSettings
+    from hwr.engine.execution import Execution
+
+    mine = _drawn_folder(tmp_path / "mine", [12, 12])
+    cfg = dataclasses.replace(TINY, dataset=f"folder:{mine}", batch_size=8, limit_train=0, limit_test=0)
+    out, data, eager = tmp_path / "run", DataSettings(root=tmp_path / "data"), Execution(compile=False)
+    first = evaluation._run(cfg, out, (), eager, data, test_split=True)
+    assert len(first["data_digest"]) == 40
+    (out / "marker").write_text("kept while the run is reused")
+    assert evaluation._run(cfg, out, (), eager, data, test_split=True) == first and (out / "marker").exists()
+    (mine / "train" / "0" / "0.png").rename(mine / "train" / "0" / "moved.png")  # a rename: the same images
+    assert evaluation._run(cfg, out, (), eager, data, test_split=True) == first and (out / "marker").exists()
+    _drawn_folder(tmp_path / "more", [13, 12])
+    (tmp_path / "more" / "train" / "0" / "12.png").rename(mine / "train" / "0" / "12.png")  # one image more
+    again = evaluation._run(cfg, out, (), eager, data, test_split=True)
+    assert not (out / "marker").exists() and again["data_digest"] != first["data_digest"]
+    assert again["train_class_counts"] != first["train_class_counts"]

@@ -63,6 +63,7 @@ class Prepared(NamedTuple):
     source_params: Any  # the pretrained values the fine-tune starts from (None when training from scratch)
     anchored: Any  # bools shaped like params: True where the leaf came from the source
     keys: RunKeys  # on the run's device
+    data_digest: str | None = None  # a user's folder or CSV: the images' identity (hwr.data.folders), recorded
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -121,6 +122,7 @@ def prepare(config: RunConfig, data: DataSettings | None = None, *, device: str 
         source_params,
         anchored,
         keys,
+        (ds.provenance or {}).get("digest"),
     )
 
 

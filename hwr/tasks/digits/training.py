@@ -426,6 +426,7 @@ def _finish(
         "reinitialised": p.reinitialised,
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
+        **({"data_digest": p.data_digest} if p.data_digest else {}),
         "calibration": {"temperature": calibration.temperature, **calibration.figures},
     }
     if draw is not None and test is not None:
