@@ -52,9 +52,15 @@ GLARE_FADED = 0.8  # a glare leaves the ink under it under this share of the str
 
 
 def conversion_version() -> str:
-    """A digest of this file, the conversion: it changes whenever ``load_image`` or ``mnist_style`` may give other
-    pixels, so caches of converted images (optdigits, a user's folder) keyed by it are made again."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """A digest of this file, the conversion, and of the decoders' and filters' versions it runs on (Pillow,
+    pillow-heif, NumPy, SciPy): it changes whenever ``load_image`` or ``mnist_style`` may give other pixels (or read
+    a file an older decoder refused), so caches of converted images (optdigits, a user's folder, and the bad-file
+    verdicts they keep) are made again."""
+    import PIL
+    import scipy
+
+    libs = f"PIL {PIL.__version__} heif {pillow_heif.__version__} numpy {np.__version__} scipy {scipy.__version__}"
+    return hashlib.sha256(Path(__file__).read_bytes() + libs.encode()).hexdigest()[:16]
 
 
 def mnist_style(image: torch.Tensor) -> torch.Tensor:

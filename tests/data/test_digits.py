@@ -203,3 +203,18 @@ def test_a_broken_heic_file_is_refused_in_one_line(tmp_path):
     (tmp_path / "x.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic not really")
     with pytest.raises(ValueError, match=r"x\.HEIC: not an image file PIL can read .*HEIC"):
         digits.load_image(tmp_path / "x.HEIC")
+
+
+def test_the_conversion_version_follows_the_decoders_and_filters(monkeypatch):
+    """A Pillow, pillow-heif, NumPy or SciPy upgrade may decode a file another way (or read one an older version
+    refused): the version caches of converted images are keyed by changes with each of them."""
+    import PIL
+    import scipy
+
+    before = digits.conversion_version()
+    assert digits.conversion_version() == before and len(before) == 16
+    for module, attr in ((PIL, "__version__"), (digits.pillow_heif, "__version__"), (scipy, "__version__")):
+        with monkeypatch.context() as m:
+            m.setattr(module, attr, "0.0.0-other")
+            assert digits.conversion_version() != before, module
+    assert digits.conversion_version() == before
