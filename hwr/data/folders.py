@@ -496,8 +496,10 @@ def load(
     new_manifest, images, bad_now = _convert(name, entries, dict(cached), bad, skip_bad)
     kept = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] in images]
     skipped = [{"file": e.rel, "why": bad_now[m[3]]} for e, m in zip(entries, new_manifest) if m[3] not in images]
-    if has["train"]:
-        _check_counts(name, [e for e, _ in kept], classes, drawn, kind)  # skipped files may leave too few
+    if has["train"]:  # skipped files may leave too few, or empty a given val/ or test/, which is then drawn
+        left = {s for e, _ in kept for s in [e.split]}
+        drawn = [s for s in ("test", "val") if s not in left]
+        _check_counts(name, [e for e, _ in kept], classes, drawn, kind)
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
     provenance["digest"] = _digest(kept, classes, partial)

@@ -518,3 +518,24 @@ def test_an_unreadable_subfolder_is_named_not_skipped(tmp_path, monkeypatch):
             r"cannot read the folder .*batch2 \(Permission denied\)",
             skip_bad=skip_bad,
         )
+
+
+def test_a_given_val_split_whose_every_image_is_skipped_is_drawn_and_checked(tmp_path):
+    """``--skip-bad`` may empty a given ``val/``: validation is then drawn from train/ (and says so), and a class too
+    small to give one is named, as it is when no val/ was given."""
+    src = folder(tmp_path / "s", [3, 3])
+    for c in ("0", "1"):
+        (src / "val" / c).mkdir(parents=True)
+        Image.new("L", (20, 20), 255).save(src / "val" / c / "blank.png")  # no ink: skipped
+    ds = sources.load(f"folder:{src}", DataSettings(tmp_path / "root", skip_bad=True))
+    assert ds.provenance["splits"]["val"]["origin"] == "drawn" and torch.bincount(ds.val_labels).tolist() == [1, 1]
+    assert len(ds.provenance["skipped"]) == 2
+    for f in list((src / "train" / "1").iterdir())[1:]:
+        f.unlink()  # class 1 keeps one training image: nothing to draw its validation from
+    (src / "test" / "1").mkdir(parents=True)
+    glyph(src / "test" / "1" / "t.png", 1, 300)
+    (src / "test" / "0").mkdir(parents=True)
+    glyph(src / "test" / "0" / "t.png", 0, 300)
+    _fails(
+        f"folder:{src}", tmp_path / "root", catalog.DatasetSpecError, "class '1' has 1 image in train/", skip_bad=True
+    )
