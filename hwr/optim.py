@@ -143,12 +143,12 @@ def onecycle(
     if not tensors and (steps <= 0 or not 0.0 <= warmup < 1.0):
         raise ValueError(f"onecycle needs steps > 0 and 0 <= warmup < 1, got steps={steps}, warmup={warmup}")
     up_steps = warmup * steps
-    n_up = _at_least_one(torch.round(up_steps) if isinstance(up_steps, torch.Tensor) else round(up_steps))
+    n_up = torch.round(up_steps) if isinstance(up_steps, torch.Tensor) else round(up_steps)  # 0: starts at the peak
     lo, hi, end = peak / initial_div, peak, peak / final_div
 
     def schedule(count: torch.Tensor) -> torch.Tensor:
         t = count.to(torch.float64)
-        up = lo + (hi - lo) * torch.clamp(t / n_up, 0.0, 1.0)
+        up = lo + (hi - lo) * torch.clamp(t / _at_least_one(n_up), 0.0, 1.0)
         frac = torch.clamp((t - n_up) / _at_least_one(steps - n_up), 0.0, 1.0)
         down = end + 0.5 * (hi - end) * (1.0 + torch.cos(math.pi * frac))
         return torch.where(t < n_up, up, down)
@@ -294,6 +294,21 @@ def scale_by_multipliers(multipliers: PyTree) -> GradientTransformation:
     return GradientTransformation(lambda p: EmptyState(), update)
 
 
+def _drop_frozen(multipliers: PyTree) -> GradientTransformation:
+    """Zero the gradients of the leaves whose multiplier is 0 (frozen), so a global-norm clip before the
+    multipliers measures the trained leaves alone; the frozen leaves' updates are 0 either way."""
+
+    def drop(g: torch.Tensor, m: Scalar) -> torch.Tensor:
+        if isinstance(m, torch.Tensor):
+            return torch.where(m == 0, torch.zeros_like(g), g)
+        return torch.zeros_like(g) if m == 0 else g
+
+    def update(grads: PyTree, state: EmptyState, params: PyTree | None = None) -> tuple[PyTree, EmptyState]:
+        return tree.map(drop, grads, multipliers), state
+
+    return GradientTransformation(lambda p: EmptyState(), update)
+
+
 def masked(inner: GradientTransformation, mask: PyTree) -> GradientTransformation:
     """Apply ``inner`` only to leaves where ``mask`` (a pytree of bools shaped like params) is True; other
     leaves' gradients pass through unchanged (optax semantics). The inner state covers masked leaves only."""
@@ -403,7 +418,8 @@ def from_config(
     those tensors and only the choices (optimizer, schedule, which terms are on) from ``cfg``."""
     v = _values(cfg, total_steps) if hp is None else hp
     steps = v["total_steps"]
-    every = torch.clamp(torch.floor(steps / 3), min=1) if isinstance(steps, torch.Tensor) else max(steps // 3, 1)
+    # three levels (lr, lr/10, lr/100) over the run: ceil, so a length not divisible by 3 gets no fourth level
+    every = torch.clamp(torch.ceil(steps / 3), min=1) if isinstance(steps, torch.Tensor) else max(-(-steps // 3), 1)
     schedule: ScalarOrSchedule = {
         "constant": lambda: v["lr"],
         "cosine": lambda: cosine(v["lr"], steps),
@@ -412,6 +428,8 @@ def from_config(
     }[cfg.schedule]()
     decay = v["weight_decay"] if cfg.weight_decay else 0.0
     parts = [clip_by_global_norm(v["clip_norm"])] if cfg.clip_norm > 0 else []
+    if parts and multipliers is not None:  # a frozen leaf has no gradient to clip (torch: requires_grad=False)
+        parts.insert(0, _drop_frozen(multipliers))
     parts += list(extra)
     if cfg.name == "sgd":
         momentum = v["momentum"] if cfg.momentum else 0.0

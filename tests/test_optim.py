@@ -164,6 +164,50 @@ def test_onecycle_closed_form():
     assert max(values) == pytest.approx(peak) and values.index(max(values)) == n_up
 
 
+def test_onecycle_without_warmup_starts_at_the_peak():
+    s = optim.onecycle(1.0, 10, warmup=0.0)
+    assert _eval(s, 0) == pytest.approx(1.0) and _eval(s, 1) < 1.0  # no step at peak/25 first
+    assert _eval(s, 10) == pytest.approx(1e-4)
+    tensor = optim.onecycle(torch.tensor(1.0, dtype=torch.float64), torch.tensor(10.0, dtype=torch.float64), warmup=0.0)
+    assert [_eval(tensor, t) for t in range(11)] == pytest.approx([_eval(s, t) for t in range(11)], rel=1e-12)
+
+
+@pytest.mark.parametrize("total", [9, 10, 11, 100])
+def test_the_step_schedule_has_three_levels_whatever_the_length(total):
+    """``OptimConfig(schedule="step")``: lr, lr/10, lr/100 over the run, never a fourth level in its last steps."""
+    for steps in (total, torch.tensor(float(total), dtype=torch.float64)):
+        hp = (
+            None
+            if isinstance(steps, int)
+            else {**optim.hyperparameters(optim.OptimConfig("sgd", 1.0, "step", momentum=0.0), total)}
+        )
+        opt = optim.from_config(optim.OptimConfig("sgd", 1.0, "step", momentum=0.0), total, hp=hp)
+        params, state, rates = {"w": torch.zeros(1)}, None, []
+        state = opt.init(params)
+        for _ in range(total):
+            u, state = opt.update({"w": torch.ones(1)}, state, params)
+            rates.append(round(-float(u["w"]), 6))
+        assert sorted(set(rates), reverse=True) == [1.0, 0.1, 0.01], (total, sorted(set(rates)))
+
+
+def test_a_clip_before_the_multipliers_leaves_frozen_leaves_out_of_the_norm():
+    """Fine-tuning with ``clip_norm``: a frozen leaf (multiplier 0) has no gradient in torch
+    (``requires_grad=False``), so the trained head's update does not shrink with the backbone's gradient."""
+    cfg = optim.OptimConfig("sgd", 1.0, "constant", momentum=0.0, clip_norm=1.0)
+    params = {"backbone": torch.zeros(2), "head": torch.zeros(2)}
+    head = lambda g_backbone, mults: optim.from_config(cfg, 10, mults).update(
+        {"backbone": torch.full((2,), g_backbone), "head": torch.tensor([0.3, 0.4])},
+        optim.from_config(cfg, 10, mults).init(params),
+        params,
+    )[0]
+    for mults in ({"backbone": 0.0, "head": 1.0}, {"backbone": torch.tensor(0.0), "head": torch.tensor(1.0)}):
+        quiet, loud = head(0.0, mults), head(100.0, mults)
+        assert torch.allclose(quiet["head"], loud["head"]) and torch.allclose(loud["head"], torch.tensor([-0.3, -0.4]))
+        assert torch.equal(loud["backbone"], torch.zeros(2))
+    slow = head(100.0, {"backbone": 0.1, "head": 1.0})  # a slowed, not frozen, backbone still counts (as in torch)
+    assert float(slow["head"].abs().max()) < 0.01
+
+
 def test_step_decay_closed_form_and_steplr():
     s = optim.step_decay(0.1, every=7, factor=0.5)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

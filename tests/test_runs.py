@@ -182,11 +182,25 @@ def test_execution_record_and_timing():
 def test_optimizer_from_config_is_the_chain_it_names():
     from hwr.optim import OptimConfig
 
-    opt = from_config(OptimConfig("adam", 1e-3, "constant", clip_norm=1.0), 10)
-    params = {"w": torch.ones(3)}
-    updates, _ = opt.update({"w": torch.full((3,), 10.0)}, opt.init(params), params)
-    assert torch.allclose(updates["w"], torch.full((3,), -1e-3), atol=1e-6)  # clipped, then Adam's unit step
-    assert TINY_CNN.channels == (4, 8)
+    params = {"w": torch.ones(4)}
+    g = {"w": torch.full((4,), 10.0)}  # norm 20: clipped to norm 1, each entry 0.5
+    sgd = from_config(OptimConfig("sgd", 0.1, "constant", momentum=0.0, clip_norm=1.0), 10)
+    updates, _ = sgd.update(g, sgd.init(params), params)
+    assert torch.allclose(updates["w"], torch.full((4,), -0.05), atol=1e-7)  # clipped, then -lr * g
+    unclipped = from_config(OptimConfig("sgd", 0.1, "constant", momentum=0.0), 10)
+    assert torch.allclose(unclipped.update(g, unclipped.init(params), params)[0]["w"], torch.full((4,), -1.0))
+    adam = from_config(OptimConfig("adam", 1e-3, "constant", clip_norm=1.0), 10)
+    state = adam.init(params)
+    for scale in (10.0, 0.1):  # Adam's second step sees the clipped first gradient in its moments
+        updates, state = adam.update({"w": torch.full((4,), scale)}, state, params)
+    ref = torch.nn.Parameter(torch.ones(4))
+    torch_adam = torch.optim.Adam([ref], lr=1e-3)
+    for scale in (10.0, 0.1):
+        before = ref.detach().clone()
+        ref.grad = torch.full((4,), scale)
+        torch.nn.utils.clip_grad_norm_([ref], 1.0)
+        torch_adam.step()
+    assert torch.allclose(updates["w"], ref.detach() - before, atol=1e-7)
 
 
 def test_resume_without_a_checkpoint_starts_at_epoch_zero(tmp_path):

@@ -287,9 +287,9 @@ def compile(fn: Callable, *, dynamic: bool = False, mode: str | None = None, **o
 class NonFiniteLoss(FloatingPointError):
     """Raised by ``fit`` when a step's loss is NaN or infinite; the state before that step is attached."""
 
-    def __init__(self, epoch: int, step: int, state: TrainState) -> None:
+    def __init__(self, epoch: int, step: int, state: TrainState, what: str = "loss") -> None:
         super().__init__(
-            f"loss became non-finite at epoch {epoch}, step {step}; lower the learning rate or add "
+            f"{what} became non-finite at epoch {epoch}, step {step}; lower the learning rate or add "
             "clip_by_global_norm (the last good checkpoint is kept)"
         )
         self.epoch, self.step, self.state = epoch, step, state
@@ -397,6 +397,19 @@ def fit(
 _SUMS = ("loss_sum", "correct", "count", "loss")  # summed on the device; "loss" is summed to test finiteness
 
 
+def _probe(m: Metrics) -> torch.Tensor:
+    """The step's loss, made NaN where its gradient norm is not finite (``0 * inf`` is NaN): a finite loss whose
+    gradient is NaN writes NaN parameters, which the fit loop must not check in or save."""
+    return m["loss"] + 0.0 * m["grad_norm"].to(m["loss"].dtype) if "grad_norm" in m else m["loss"]
+
+
+def _bad(m: Metrics) -> str | None:
+    """What in a step's metrics is not finite (``"loss"``, ``"gradient"``), or None: the replay's host check."""
+    if not math.isfinite(float(m["loss"])):
+        return "loss"
+    return "gradient" if "grad_norm" in m and not math.isfinite(float(m["grad_norm"])) else None
+
+
 def _run_epoch(
     state: TrainState,
     step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
@@ -411,7 +424,7 @@ def _run_epoch(
     sync = _Sync(state, step, epoch, callbacks)
     for batch in epoch_batches:
         state, m = step(state, batch)
-        stacked = torch.stack([m[k] for k in _SUMS])
+        stacked = torch.stack([m[k] if k != "loss" else _probe(m) for k in _SUMS])
         totals = stacked.to(_sum_dtype(stacked.device)) if totals is None else totals + stacked  # no sync
         sync.window.append(batch)
         for cb in callbacks:
@@ -436,8 +449,8 @@ class _Sync:
         self.host: dict[str, float] = {}
 
     def check(self, state: TrainState, totals: torch.Tensor) -> None:
-        """Read ``totals`` and ``state.step`` back (one transfer); raise ``NonFiniteLoss`` if a loss since the
-        last check was non-finite, else report the window's progress and make ``state`` the checked one."""
+        """Read ``totals`` and ``state.step`` back (one transfer); raise ``NonFiniteLoss`` if a loss (or its
+        gradient) since the last check was non-finite, else report the window's progress and make ``state`` the checked one."""
         now = dict(zip((*_SUMS, "step"), torch.cat([totals, state.step.reshape(1).to(totals)]).tolist()))
         if not math.isfinite(now["loss"]):
             self._replay()
@@ -453,8 +466,9 @@ class _Sync:
         state = self.checked
         for batch in self.window:
             new, m = self.step(state, batch)
-            if not math.isfinite(float(m["loss"])):
-                raise NonFiniteLoss(self.epoch, int(state.step), state)
+            what = _bad(m)
+            if what:
+                raise NonFiniteLoss(self.epoch, int(state.step), state, what)
             state = new
         raise NonFiniteLoss(self.epoch, int(self.checked.step), self.checked)
 

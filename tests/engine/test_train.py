@@ -344,6 +344,24 @@ def test_fit_raises_non_finite_loss_with_last_good_state(cause, sync_every):
     assert [ev for ev in rec.events if ev[0] == "end"] == []  # no checkpoint of an unchecked state
 
 
+def test_fit_stops_at_a_finite_loss_whose_gradient_is_not():
+    """A loss can be finite while its gradient is NaN (``sqrt`` at 0): the step then writes NaN parameters, which
+    the loop must neither check in nor hand a checkpoint; it raises with the state before that step."""
+    images, labels = _blobs(64)
+    model, opt, _ = _small_cnn_step()
+    base = make_loss(LossConfig())
+    bad_loss = lambda logits, y, mask: base(logits, y, mask) + torch.sqrt((logits * 0).sum().abs())
+    step = train.train_step(model, opt, bad_loss)
+    state = train.init_state(model, opt, random.key(0))
+    first, m = step(state, _epoch_batches(images, labels, random.key(1))(0)[0])
+    assert math.isfinite(float(m["loss"])) and not math.isfinite(float(m["grad_norm"]))
+    assert not all(bool(torch.isfinite(p).all()) for p in tree.leaves(first.params))
+    rec = Recorder()
+    with pytest.raises(train.NonFiniteLoss, match="gradient became non-finite at epoch 0, step 0") as err:
+        train.fit(state, step, _epoch_batches(images, labels, random.key(1)), epochs=1, callbacks=[rec])
+    assert err.value.state is state and [ev for ev in rec.events if ev[0] == "end"] == []
+
+
 def test_fit_carries_the_checked_state_when_the_replay_stays_finite():
     """A failure the replay does not reproduce (a non-deterministic kernel) carries the last checked state."""
     images, labels = _blobs(256)
