@@ -75,6 +75,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return load_flat(path)[1]
 
 
+def _unexpected(tensors: dict[str, torch.Tensor], names: dict[str, Any], template: PyTree, prefix: str) -> list[str]:
+    """The checkpoint's tensors under one of ``template``'s top-level fields that the template lacks (an Adam state
+    loaded into an SGD template, a layer the model does not have); fields the template leaves out (a run's
+    optimizer state when only its parameters are read) are not looked at."""
+    if isinstance(template, dict):
+        top = {str(k) for k in template}
+    elif hasattr(template, "_fields"):
+        top = set(template._fields)
+    else:
+        return []
+    return sorted(
+        k
+        for k in tensors
+        if k.startswith(prefix) and k[len(prefix) :].split(".")[0] in top and k[len(prefix) :] not in names
+    )
+
+
 def load(
     path: str | os.PathLike, template: PyTree, *, prefix: str = "", device: str | torch.device | None = None
 ) -> PyTree:
@@ -88,6 +105,12 @@ def load(
         raise CheckpointError(
             f"checkpoint {path} lacks {len(missing)} tensor(s) the model needs (first: {missing[:3]}); it was made "
             "by another architecture or optimizer: load it with the config it was trained with"
+        )
+    extra = _unexpected(tensors, names, template, prefix)
+    if extra:
+        raise CheckpointError(
+            f"checkpoint {path} holds {len(extra)} tensor(s) the model does not have (first: {extra[:3]}); it was "
+            "made by another architecture or optimizer: load it with the config it was trained with"
         )
     leaves = []
     for k, v in names.items():

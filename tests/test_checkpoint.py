@@ -48,6 +48,20 @@ def test_other_architecture_refused(tmp_path, state):
         checkpoint.load(path, train.init_state(deeper, optim.adam(1e-3), random.key(0)))
 
 
+def test_tensors_the_template_lacks_are_refused_unless_outside_its_fields(tmp_path, state):
+    """An Adam run loaded into an SGD template, or a model with a layer fewer, is refused naming the extra tensors;
+    reading only some fields of a run (its params and model state, as ``hwr.runs.load_run``) is not."""
+    path = checkpoint.save(tmp_path / "c.safetensors", state)
+    sgd = train.init_state(models.get("cnn"), optim.sgd(0.1), random.key(0))
+    with pytest.raises(checkpoint.CheckpointError, match=r"holds \d+ tensor\(s\) the model does not have.*opt_state"):
+        checkpoint.load(path, sgd)
+    shallower = models.get("cnn", models.cnn.CNNConfig(channels=(32,)))
+    with pytest.raises(checkpoint.CheckpointError, match="does not have"):
+        checkpoint.load(path, {"params": shallower.init(random.key(0)), "model_state": {}})
+    part = checkpoint.load(path, {"params": models.get("cnn").init(random.key(0)), "model_state": {}})
+    assert _equal(part["params"], state.params)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_file_refused(tmp_path, state, damage):
     path = checkpoint.save(tmp_path / "c.safetensors", state)
