@@ -213,3 +213,22 @@ def test_a_bf16_step_may_round_its_loss_further_from_eager_but_never_its_updates
     for params in (reversed_, state.params):  # every update the wrong way; no update at all
         got = (want[0]._replace(params=params), want[1])
         assert "update differs" in autotune.compare(got, want, state, loss_rtol=LOSS_RTOL["bf16"])
+
+
+def test_a_candidate_must_also_agree_on_the_optimizer_state_the_counter_and_the_key():
+    """Equal parameters after one step are not enough: a candidate whose Adam moments or step counter went wrong
+    diverges from the next step on, and one that moved the key draws other augmentation."""
+    model, opt, state, batch = _setup(optim.adam(1e-3))
+    want = train.train_step(model, opt, losses.cross_entropy)(state, batch)
+    assert autotune.compare(want, want, state) is None
+    adam = want[0].opt_state[0]
+    wrong = {
+        "opt_state": (adam._replace(count=adam.count + 1), *want[0].opt_state[1:]),  # bias correction off by a step
+        "step": want[0].step + 1,
+        "key": random.key(7),
+    }
+    for field, value in wrong.items():
+        got = (want[0]._replace(**{field: value}), want[1])
+        assert autotune.compare(got, want, state) is not None, field
+    moments = (adam._replace(mu=tree.map(lambda m: -m, adam.mu)), *want[0].opt_state[1:])  # momentum reversed
+    assert "opt_state" in autotune.compare((want[0]._replace(opt_state=moments), want[1]), want, state)
