@@ -66,10 +66,11 @@ def train_guarded(train: Callable[[], dict[str, Any]], args: argparse.Namespace)
         return 130
 
 
-def saved_names(paths: Sequence[str], suffix: str) -> list[str]:
+def saved_names(paths: Sequence[str], suffix: str, taken: Sequence[str] = ()) -> list[str]:
     """One file name per input for ``--save-input``: ``STEM{suffix}``, with ``-2``, ``-3``, ... added in input order
-    where two inputs share a stem (``a/1.png`` and ``b/1.png``), so no picture overwrites another."""
-    used: set[str] = set()
+    where two inputs share a stem (``a/1.png`` and ``b/1.png``) or the name is ``taken`` (an input file in the
+    folder written to), so no picture overwrites another or an input."""
+    used: set[str] = set(taken)
     names = []
     for path in paths:
         stem, k = Path(path).stem, 1
@@ -91,11 +92,13 @@ def save_inputs(folder: str | Path, paths: Sequence[str], images: Sequence[Any],
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    taken = [Path(p).name for p in paths if Path(p).resolve().parent == folder.resolve()]  # inputs stay as they are
     written = []
-    for path, name, img in zip(paths, saved_names(paths, suffix), images):
+    for path, name, img in zip(paths, saved_names(paths, suffix, taken), images):
         Image.fromarray(img[0].numpy()).save(folder / name)
         if name != f"{Path(path).stem}{suffix}":
-            report.err_console.print(f"saved {path} as {folder / name} (another input has its name)", highlight=False)
+            why = "an input file" if f"{Path(path).stem}{suffix}" in taken else "another input"
+            report.err_console.print(f"saved {path} as {folder / name} ({why} has its name)", highlight=False)
         written.append(folder / name)
     return written
 
@@ -165,6 +168,10 @@ _ENVIRONMENT_ERRORS = {
     errno.EROFS: "choose a folder on a writable disk",
     errno.ENOSPC: "free space or choose a folder on another disk",
     errno.EDQUOT: "free space or choose a folder on another disk",
+    # a file where a folder is needed, or a folder where a file is (--save-input a.png, --out x.onnx/y.onnx)
+    errno.EEXIST: "a file of that name is in the way: choose another path (--out, --save-input)",
+    errno.ENOTDIR: "a file stands where a folder is needed: choose another path (--out, --save-input)",
+    errno.EISDIR: "a folder stands where a file is written: choose another path (--out)",
 }
 
 

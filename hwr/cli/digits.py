@@ -174,10 +174,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _, conf = confidence(logits, t)  # the calibrated top probability, as the thresholds were chosen
     probs = torch.softmax(logits.double() / t, -1).cpu()
     top_p, top_i = probs.topk(min(3, probs.shape[-1]), dim=-1)
+    from rich.markup import escape
     from rich.table import Table
 
     title = f"calibrated predictions of {args.run} (T {t:.3f})" if stored else f"predictions of {args.run} (softmax)"
-    table = Table(title=title)  # calibrated: softmax(logits / T), T from calibration.json
+    table = Table(title=escape(title))  # calibrated: softmax(logits / T), T from calibration.json
     table.add_column("image")
     for r in range(top_p.shape[1]):
         table.add_column(f"#{r + 1}", justify="right")
@@ -186,6 +187,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         report.console.print(reject[1], highlight=False)
     for k, (path, ps, idx) in enumerate(zip(readable, top_p.tolist(), top_i.tolist())):
         flag = ["?" if float(conf[k]) < reject[0] else ""] if reject is not None else []
-        table.add_row(Path(path).name, *[f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)], *flag)
+        cells = [f"{classes[i]}  {p:.3f}" for p, i in zip(ps, idx)]
+        table.add_row(escape(Path(path).name), *map(escape, cells), *flag)  # "photo [copy].png" is no markup
     report.console.print(table)
     return 2 if failed else 0  # non-zero when any file could not be read

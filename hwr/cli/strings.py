@@ -197,7 +197,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 2
     if args.save_input:
         save_inputs(args.save_input, readable, inputs, "_strings.png")
-    beam = BEAM if reject is not None else 0  # the threshold compares the beam reading's probability
+    # the threshold compares the beam reading's probability; a reading format's search is 16 wide either way, so
+    # --reject-below never changes what a constrained reading is
+    beam = BEAM if reject is not None and fsa is None else 0
     readings = sr.predict(
         model, params, state, inputs, mean=meta["mean"], std=meta["std"], width=spec.width, automaton=fsa, beam=beam
     )

@@ -16,6 +16,7 @@ import hashlib
 import io
 import math
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -119,7 +120,7 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
-    except (OSError, SyntaxError) as e:  # a header cut short or malformed (a truncated JPEG's tables)
+    except (OSError, SyntaxError, ValueError) as e:  # a header cut short or malformed (a JPEG's tables, a PGM's size)
         if isinstance(e, FileNotFoundError):
             raise
         raise InputError(f"{path}: cannot decode the image ({e})") from None
@@ -143,7 +144,16 @@ def _grey(img: Image.Image) -> np.ndarray:
     w, h = img.size
     if img.format in ("JPEG", "MPO") and max(w, h) > WORK_SIDE:  # the decoder scales by 1/2, 1/4, 1/8 for free
         img.draft(None, (math.ceil(w * WORK_SIDE / max(w, h)), math.ceil(h * WORK_SIDE / max(w, h))))
-    return _reduced(_luminance(ImageOps.exif_transpose(img)))
+    return _reduced(_luminance(_upright(img)))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says; as stored where the EXIF block is corrupt (a phone app or an
+    editor that wrote it badly): the pixels are still the photo."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (struct.error, ValueError, TypeError, KeyError, SyntaxError, OSError):
+        return img
 
 
 def _reduced(grey: np.ndarray) -> np.ndarray:

@@ -112,3 +112,25 @@ def test_a_strings_run_reports_and_rejects(tmp_path_factory, tmp_path, capsys):
     assert cli.main(["calibrate", str(out)]) == 0
     n = strings.read_config(out).val_strings
     assert f"{n} validation strings" in capsys.readouterr().out and runs.read_calibration(out).note
+
+
+def test_predict_names_files_as_they_are_and_refuses_a_blocked_path_in_one_line(digit_run, images, tmp_path, capsys):
+    """A file name with brackets is no rich markup (``photo [copy].png`` keeps its bracket, ``[red]x.png`` is
+    not coloured away), and a ``--save-input`` folder that is a file, or that lies under one, is one line and
+    exit code 2, not a traceback."""
+    import shutil
+
+    from hwr import cli
+
+    named = [tmp_path / "photo [copy].png", tmp_path / "[red]x.png"]
+    for src, dst in zip(images, named):
+        shutil.copy(src, dst)
+    capsys.readouterr()
+    assert cli.main(["predict", "--run", str(digit_run), *map(str, named)]) == 0
+    out = capsys.readouterr().out
+    assert "photo [copy].png" in out and "[red]x.png" in out, out
+    blocker = tmp_path / "taken.png"
+    shutil.copy(images[0], blocker)
+    _refused(capsys, "predict", "--run", str(digit_run), images[0], "--save-input", str(blocker), match="taken.png")
+    under = str(blocker / "sub")
+    _refused(capsys, "predict", "--run", str(digit_run), images[0], "--save-input", under, match="choose another path")

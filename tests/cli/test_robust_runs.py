@@ -184,3 +184,21 @@ def test_a_read_only_command_given_a_missing_input_writes_nothing(tmp_path, comm
     assert cli.main([c.format(t=tmp_path) for c in command]) == 2
     assert "Traceback" not in capsys.readouterr().err
     assert _tree(tmp_path) == before  # no data fetched, no cache, no folder made
+
+
+def test_saved_inputs_never_overwrite_an_input_in_the_folder_written_to(tmp_path, capsys):
+    """``hwr predict ow/7.png ow/7_28x28.png --save-input ow``: the second input is a file the first one's saved
+    picture would replace; it is kept, and the picture saved under another name, said on stderr."""
+    import torch
+    from PIL import Image
+
+    ow = tmp_path / "ow"
+    ow.mkdir()
+    Image.new("L", (28, 28), 200).save(ow / "7_28x28.png")
+    before = (ow / "7_28x28.png").read_bytes()
+    paths = [str(ow / "7.png"), str(ow / "7_28x28.png")]
+    images = [torch.full((1, 28, 28), v, dtype=torch.uint8) for v in (10, 20)]
+    written = cli.save_inputs(ow, paths, images, "_28x28.png")
+    assert (ow / "7_28x28.png").read_bytes() == before
+    assert [p.name for p in written] == ["7-2_28x28.png", "7_28x28_28x28.png"]
+    assert "an input file has its name" in capsys.readouterr().err

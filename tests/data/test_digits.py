@@ -7,9 +7,10 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from hwr.data import digits, sources
+from hwr.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +219,28 @@ def test_the_conversion_version_follows_the_decoders_and_filters(monkeypatch):
             m.setattr(module, attr, "0.0.0-other")
             assert digits.conversion_version() != before, module
     assert digits.conversion_version() == before
+
+
+def test_a_photo_with_a_corrupt_exif_block_is_read_as_stored(tmp_path):
+    """An EXIF block an app wrote badly (here the compression tag as text) makes Pillow's ``exif_transpose``
+    raise; the pixels are still the photo, read as stored instead of stopping ``hwr predict`` as a bug."""
+
+    from PIL import ImageOps
+
+    img = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(img).line((30, 8, 30, 52), fill=0, width=6)
+    entries = struct.pack(">HHI4s", 0x0103, 2, 4, b"cam\0") + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    exif = b"Exif\0\0MM\0*" + struct.pack(">IH", 8, 2) + entries + struct.pack(">I", 0)
+    img.save(tmp_path / "exif.jpg", exif=exif)
+    img.save(tmp_path / "plain.jpg")
+    with pytest.raises(struct.error):
+        ImageOps.exif_transpose(Image.open(tmp_path / "exif.jpg"))  # what Pillow does with it
+    assert torch.equal(digits.load_image(tmp_path / "exif.jpg"), digits.load_image(tmp_path / "plain.jpg"))
+
+
+def test_a_malformed_header_is_bad_input_naming_the_file(tmp_path):
+    (tmp_path / "bad.pgm").write_bytes(b"P5\n2x 2\n255\n\0\0\0\0")  # Pillow raises a plain ValueError on it
+    with pytest.raises(InputError, match=r"bad.pgm: cannot decode the image"):
+        digits.load_image(tmp_path / "bad.pgm")
+    with pytest.raises(InputError, match=r"upload.pgm: cannot decode the image"):
+        digits.load_image_bytes((tmp_path / "bad.pgm").read_bytes(), "upload.pgm")

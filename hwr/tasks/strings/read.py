@@ -1,8 +1,8 @@
 """Real images of digit strings to what the strings model reads, and the reading.
 
 ``normalise_string`` maps a real string's ink map (``hwr.data.digits.load_image``: any size, colour or polarity)
-to the geometry the training strings are rendered with; ``predict`` pads a list of them to one batch, masks the
-frames past each one's content and decodes greedily, by prefix beam search, or by the beam search a reading format
+to the geometry the training strings are rendered with; ``predict`` pads a list of them into batches of one
+padded width each (a reading never depends on the other files read with it), masks the frames past each one's content and decodes greedily, by prefix beam search, or by the beam search a reading format
 constrains (``hwr.pattern``), with per-character confidences.
 """
 
@@ -71,18 +71,41 @@ def predict(
     automaton: Automaton | None = None,
 ) -> list[tuple[list[int], list[float]]]:
     """Read uint8 ``(1, height, w_i)`` strings (``normalise_string``) of any widths: each is padded with
-    background to the widest, at least ``width`` (the training width: short strings then see the padding they
-    were trained with), a multiple of the frame stride, and the frames past its content are masked. Returns
+    background to at least ``width`` (the training width: short strings then see the padding they were trained
+    with), a multiple of the frame stride, and read in a batch of the strings padded to the same width, so its
+    reading is the one it gets alone (the BiGRU's backward pass sees the padding); the frames past its content
+    are masked. Returns
     ``(labels, per-label confidence)`` per image. ``beam`` > 0 decodes by prefix beam search of that width
     (confidence: the per-label geometric mean), else greedily (the highest probability over each label's frames).
     With ``automaton`` (``hwr.pattern.automaton`` over the run's alphabet: ``--length``, ``--pattern``), the
     reading is the most probable one it accepts (``hwr.decode.constrained_beam_search``, ``beam`` or 16 wide);
     an image whose frames hold no accepted reading reads as ``[]``, which the pattern itself never accepts then."""
     c: CRNNConfig = model.config
-    if not images:
-        return []
+    padded = [-(-max(int(im.shape[-1]), width, c.stride) // c.stride) * c.stride for im in images]
+    out: list[tuple[list[int], list[float]]] = [([], [])] * len(images)
+    for w in sorted(set(padded)):  # one batch per padded width: a reading never depends on the other files
+        group = [i for i, pw in enumerate(padded) if pw == w]
+        batch = [images[i] for i in group]
+        for i, r in zip(group, _read(model, params, model_state, batch, w, mean, std, beam, automaton), strict=True):
+            out[i] = r
+    return out
+
+
+def _read(
+    model: Model,
+    params: Any,
+    model_state: Any,
+    images: Sequence[torch.Tensor],
+    w: int,
+    mean: float,
+    std: float,
+    beam: int,
+    automaton: Automaton | None,
+) -> list[tuple[list[int], list[float]]]:
+    """``predict`` of images that all pad to width ``w``: the BiGRU's backward pass reads the padding, so images
+    are batched only with others of their own padded width (the padding each would get alone)."""
+    c: CRNNConfig = model.config
     widths = torch.tensor([int(im.shape[-1]) for im in images])
-    w = -(-max(int(widths.max()), width, c.stride) // c.stride) * c.stride
     device = tree.leaves(params)[0].device
     x = torch.stack([F.pad(im, (0, w - im.shape[-1])) for im in images]).to(device)  # (N, 1, H, w) uint8
     with torch.inference_mode():

@@ -219,6 +219,22 @@ def test_predict_returns_strings_and_confidences(prepared):
     assert sr.predict(p.model, p.params, p.model_state, [], mean=p.mean, std=p.std) == []
 
 
+def test_a_reading_does_not_depend_on_the_other_strings_read_with_it(prepared):
+    """The BiGRU's backward pass reads the padding after a string, so a batch padded to its widest member would
+    read a short string differently beside a long one: each is read with the padding it gets alone."""
+    p = prepared
+    s = ds.fixed_set(p.pools["test"], 6, SPEC)
+    images = [im[..., : int(w)] for im, w in zip(s.images, s.widths)]
+    wide = torch.cat([images[0]] * 6, dim=-1)  # several training widths: pads every other string far further
+    kw = dict(mean=p.mean, std=p.std, width=SPEC.width)
+    for beam in (0, 4):
+        alone = [sr.predict(p.model, p.params, p.model_state, [im], beam=beam, **kw)[0] for im in images]
+        together = sr.predict(p.model, p.params, p.model_state, [wide, *images], beam=beam, **kw)[1:]
+        assert [r[0] for r in together] == [r[0] for r in alone]
+        for (_, a), (_, t) in zip(alone, together):
+            assert t == pytest.approx(a, abs=1e-5)
+
+
 def test_run_hands_its_test_strings_to_draw(tmp_path):
     """``draw`` gets the trained model and the very test strings the run scored (nothing is rendered again)."""
     seen = []
