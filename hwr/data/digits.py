@@ -144,7 +144,21 @@ def _grey(img: Image.Image) -> np.ndarray:
     w, h = img.size
     if img.format in ("JPEG", "MPO") and max(w, h) > WORK_SIDE:  # the decoder scales by 1/2, 1/4, 1/8 for free
         img.draft(None, (math.ceil(w * WORK_SIDE / max(w, h)), math.ceil(h * WORK_SIDE / max(w, h))))
-    return _reduced(_luminance(_upright(img)))
+    return _reduced(_luminance(_shrunk(_upright(img))))
+
+
+def _shrunk(img: Image.Image) -> Image.Image:
+    """A very large picture (over ``4 * WORK_SIDE**2`` pixels; JPEGs are drafted smaller by their decoder) averaged
+    down in 8 bits by ``_reduced``'s block size before it becomes float: a 6300x6300 PNG would otherwise take about
+    2 GB as RGBA floats (a 70 KB upload to ``hwr serve``). Smaller pictures, every phone photo among them, pass as
+    they are; 16-bit and float pictures too (``_luminance`` scales their range)."""
+    w, h = img.size
+    k = min(math.ceil(max(w, h) / WORK_SIDE), max(1, min(w, h) // 16))
+    if w * h <= 4 * WORK_SIDE**2 or k <= 1 or img.mode.startswith("I") or img.mode == "F":
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA")  # palette, CMYK, 1-bit: to 8-bit channels (transparency kept as alpha)
+    return img.reduce(k)
 
 
 def _upright(img: Image.Image) -> Image.Image:

@@ -244,3 +244,26 @@ def test_a_malformed_header_is_bad_input_naming_the_file(tmp_path):
         digits.load_image(tmp_path / "bad.pgm")
     with pytest.raises(InputError, match=r"upload.pgm: cannot decode the image"):
         digits.load_image_bytes((tmp_path / "bad.pgm").read_bytes(), "upload.pgm")
+
+
+def test_a_huge_flat_picture_is_averaged_down_in_8_bits_before_it_becomes_float(tmp_path):
+    """A 6,300 x 6,300 PNG compresses to kilobytes but is 40 MP: read as RGBA floats at full size it took about
+    2 GB; averaged down first it stays within a few hundred MB and reads the same digit as a picture drawn at
+    the working size."""
+    import tracemalloc
+
+    big = Image.new("L", (6300, 6300), 255)
+    ImageDraw.Draw(big).line((3150, 800, 3150, 5500), fill=0, width=500)
+    big.save(tmp_path / "big.png")
+    small = big.resize((1575, 1575), Image.Resampling.BOX)
+    small.save(tmp_path / "small.png")
+    tracemalloc.start()
+    try:
+        out = digits.load_image(tmp_path / "big.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 400 * 2**20, peak / 2**20  # numpy's arrays are traced; the full-size float path needed ~2 GB
+    assert max(out.shape) <= digits.WORK_SIDE and float(out.max()) == 1.0
+    a, b = digits.mnist_style(out), digits.mnist_style(digits.load_image(tmp_path / "small.png"))
+    assert float((a.float() - b.float()).abs().mean()) < 2.0  # the same "1", to a grey level or two
