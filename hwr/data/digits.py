@@ -993,13 +993,32 @@ def load_image_bytes(data: bytes, name: str = "upload", *, string: bool = False)
     return _ink_map(_open_checked(io.BytesIO(data), name), name, string)
 
 
-def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tensor:
-    """``load_image``'s work on an opened image (closed when done); messages start with ``path``."""
+def _decoded(img: Image.Image, path: object) -> tuple[np.ndarray, int]:
+    """``(_grey of the image, its page count)``, the image closed; truncated or malformed pixel data is an
+    ``InputError`` naming ``path``."""
+    pages = getattr(img, "n_frames", 1)
     try:
         with img:
-            grey = _grey(img)
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or malformed pixel data
+            return _grey(img), pages
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: cannot decode the image ({e})") from None
+
+
+def _no_ink(path: object, contrast: float, pages: int) -> InputError:
+    """The error of an image without ink; of a multi-page file, which page was read and how to read another."""
+    note = (
+        f" (the first of its {pages} pages was read: save the page you mean as a file of its own)" if pages > 1 else ""
+    )
+    return InputError(
+        f"{path}: no ink found: the image is blank or all background (contrast {contrast:.3f} < {MIN_CONTRAST}); "
+        f"write the digit darker or crop closer{note}"
+    )
+
+
+def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tensor:
+    """``load_image``'s work on an opened image (closed when done; of a multi-page file, its first page); messages
+    start with ``path``."""
+    grey, pages = _decoded(img, path)
     page = _page(grey)
     if page is not None:  # a sheet photographed on a darker desk: read the sheet alone
         grey = page
@@ -1031,10 +1050,7 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     high = max(_otsu(ink, peak) if peak > 0 else 0.0, floor + MIN_CONTRAST / 2)
     core = ink > high
     if peak - floor < MIN_CONTRAST or not core.any():
-        raise InputError(
-            f"{path}: no ink found: the image is blank or all background (contrast "
-            f"{peak - floor:.3f} < {MIN_CONTRAST}); write the digit darker or crop closer"
-        )
+        raise _no_ink(path, peak - floor, pages)
     lines = _lines_across(core, string)
     if lines.any() and (core & ~lines).any():  # a rule through the digit: take the rule away, keep the crossings
         core &= ~lines

@@ -267,3 +267,20 @@ def test_a_huge_flat_picture_is_averaged_down_in_8_bits_before_it_becomes_float(
     assert max(out.shape) <= digits.WORK_SIDE and float(out.max()) == 1.0
     a, b = digits.mnist_style(out), digits.mnist_style(digits.load_image(tmp_path / "small.png"))
     assert float((a.float() - b.float()).abs().mean()) < 2.0  # the same "1", to a grey level or two
+
+
+def test_a_multi_page_file_reads_its_first_page_and_a_blank_one_says_so(tmp_path):
+    """A TIFF of several pages is read as its first page; where that page is blank the message says which page
+    was read and how to read another, instead of only "write the digit darker"."""
+    blank = Image.new("L", (60, 60), 255)
+    digit = blank.copy()
+    ImageDraw.Draw(digit).line((30, 8, 30, 52), fill=0, width=6)
+    digit.save(tmp_path / "first.tif", save_all=True, append_images=[blank])
+    digit.save(tmp_path / "one.tif")
+    assert torch.equal(digits.load_image(tmp_path / "first.tif"), digits.load_image(tmp_path / "one.tif"))
+    blank.save(tmp_path / "cover.tif", save_all=True, append_images=[digit, digit])
+    with pytest.raises(InputError, match=r"cover.tif: no ink found.*the first of its 3 pages was read"):
+        digits.load_image(tmp_path / "cover.tif")
+    blank.save(tmp_path / "blank.png")
+    with pytest.raises(InputError, match=r"no ink found.*crop closer$"):  # one page: no page note
+        digits.load_image(tmp_path / "blank.png")
