@@ -34,8 +34,8 @@ order of a hash of each file's content keyed by ``splits.SPLIT_SEED`` and ``TEST
 (validation, from what test left). A file's place depends on no other file, so the same files always give the
 same splits, and adding or removing one leaves the other classes' splits as they were and moves at most the
 images at its own class's boundaries: at most one other image into or out of test, and, when validation is drawn
-too, at most two in all (one displaced from test may displace one from validation). A class needs an image to train on plus one per drawn split: 3 images
-when neither val nor test is given, 2 when one is, 1 when both are. ``Dataset.provenance`` records the path, the
+too, at most two in all (one displaced from test may displace one from validation). A class needs an image to
+train on plus one per drawn split: 3 images when neither val nor test is given, 2 when one is, 1 when both are. ``Dataset.provenance`` records the path, the
 classes, each split's per-class counts and how it was obtained, and the skipped files (JSON-ready).
 """
 

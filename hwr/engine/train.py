@@ -450,7 +450,8 @@ class _Sync:
 
     def check(self, state: TrainState, totals: torch.Tensor) -> None:
         """Read ``totals`` and ``state.step`` back (one transfer); raise ``NonFiniteLoss`` if a loss (or its
-        gradient) since the last check was non-finite, else report the window's progress and make ``state`` the checked one."""
+        gradient) since the last check was non-finite, else report the window's progress and make ``state`` the
+        checked one."""
         now = dict(zip((*_SUMS, "step"), torch.cat([totals, state.step.reshape(1).to(totals)]).tolist()))
         if not math.isfinite(now["loss"]):
             self._replay()

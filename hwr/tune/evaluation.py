@@ -543,8 +543,8 @@ def _interval(iv: dict[str, Any]) -> stats.Interval:
 
 def verdict(result: dict[str, Any]) -> list[str]:
     """Plain sentences about an evaluation: each paired gain with its 95% intervals, "beats" only where both the
-    runs-only and the images-resampled interval exclude zero, a warning when the best loses to doing nothing, and a note when the search did not beat its
-    own starting point."""
+    runs-only and the images-resampled interval exclude zero, a warning when the best loses to doing nothing, and a
+    note when the search did not beat its own starting point."""
     lines = [f"{_NAMES.get(k, k)}: not applicable ({why})" for k, why in result.get("not_applicable", {}).items()]
     for ref, iv in result.get("intervals", {}).items():
         runs_only = _interval(iv)

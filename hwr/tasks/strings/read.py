@@ -2,8 +2,9 @@
 
 ``normalise_string`` maps a real string's ink map (``hwr.data.digits.load_image``: any size, colour or polarity)
 to the geometry the training strings are rendered with; ``predict`` pads a list of them into batches of one
-padded width each (a reading never depends on the other files read with it), masks the frames past each one's content and decodes greedily, by prefix beam search, or by the beam search a reading format
-constrains (``hwr.pattern``), with per-character confidences.
+padded width each (a reading never depends on the other files read with it), masks the frames past each one's
+content and decodes greedily, by prefix beam search, or by the beam search a reading format constrains
+(``hwr.pattern``), with per-character confidences.
 """
 
 from __future__ import annotations
