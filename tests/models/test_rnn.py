@@ -109,6 +109,32 @@ def test_reverse_direction_reads_the_sequence_backwards():
     torch.testing.assert_close(h_rev, h_fwd, atol=1e-6, rtol=0)
 
 
+def _backward_ops(out: torch.Tensor) -> list[str]:
+    """The autograd nodes ``out``'s backward runs, by name."""
+    seen, stack, names = set(), [out.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_steps_are_split_once_so_the_backward_is_linear_in_time(cell):
+    """The input projection is split into its steps by one unbind (backward: one stack), not indexed per step,
+    whose backward makes a zero-filled (B, T, gates*H) gradient for every step and adds them: quadratic in T,
+    a third of an eager strings step before the change."""
+    p = (nn.init_gru if cell == "gru" else nn.init_lstm)(random.key(0), 3, 4)
+    x = random.normal(random.key(1), (2, 12, 3)).requires_grad_()
+    for reverse in (False, True):
+        ys = (nn.gru if cell == "gru" else nn.lstm)(p, x, reverse=reverse)[0]
+        ops = _backward_ops(ys)
+        assert ops.count("UnbindBackward0") == 1 and "SelectBackward0" not in ops, sorted(set(ops))
+
+
 @pytest.mark.parametrize("readout", ["last", "mean"])
 def test_model_logits_match_torch_rnn_with_head(readout):
     cfg = RNNConfig(cell="lstm", hidden=6, num_layers=2, bidirectional=True, readout=readout, image_size=8)
