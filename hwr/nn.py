@@ -34,6 +34,7 @@ __all__ = [
     "layer_norm",
     "linear",
     "lstm",
+    "max_pool2d",
     "multi_head_attention",
 ]
 
@@ -72,6 +73,34 @@ def init_linear(k: Key, in_features: int, out_features: int, *, bias: bool = Tru
 def linear(p: Params, x: torch.Tensor) -> torch.Tensor:
     """``(..., in) -> (..., out)``."""
     return F.linear(x, p["kernel"], p.get("bias"))
+
+
+def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: bool = False) -> torch.Tensor:
+    """``F.max_pool2d(x, kernel, ceil_mode=ceil_mode)`` (stride = kernel), to the bit, in values and gradients.
+
+    Eagerly on a CPU an NCHW ``x`` is pooled in NHWC order and handed back NCHW: ATen's NCHW CPU kernel is scalar
+    and 1.5-3x slower than the channels-last one with both layout copies (pytorch/pytorch#51393; on one thread it
+    was 40% of an eager ``hwr evaluate``). The maximum is exact and both kernels keep the first maximum of a window
+    in the same scan order, so nothing rounds differently. Compiled, traced, under ``vmap`` or on a GPU:
+    ``F.max_pool2d`` as it is (inductor generates its own kernel).
+    """
+    plain = (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or x.shape[1] == 1
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch._C._functorch.is_batchedtensor(x)
+    )
+    if plain or _channels_last(x):
+        return F.max_pool2d(x, kernel, ceil_mode=ceil_mode)
+    y = F.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), kernel, ceil_mode=ceil_mode)
+    return y.contiguous()
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """True if ``x`` (B, C, H, W) is already laid out NHWC (channels vary fastest)."""
+    return x.stride(1) == 1 and x.shape[1] > 1
 
 
 def init_layer_norm(dim: int, *, device: torch.device | str | None = None) -> Params:

@@ -160,3 +160,87 @@ def test_dropout_masks_depend_on_key_and_keep_scale():
     # gradients flow only through kept units, scaled by 1/(1-rate)
     g = torch.func.grad(lambda t: nn.dropout(t, 0.3, key=random.key(0), train=True).sum())(x)
     assert torch.allclose(g, a)
+
+
+def _ties(shape, seed=0):
+    """Values with many ties in every window (three levels, a flat band), a NaN run and -inf entries: where the
+    first-maximum rule decides which input a gradient reaches."""
+    x = torch.randint(0, 3, shape, generator=torch.Generator().manual_seed(seed)).float()
+    x[:, :, :3] = 0.5
+    x[0, 0, 0, :4] = float("nan")
+    x[1, 1, 2, 2] = float("-inf")
+    x[-1, -1, -2:, -2:] = float("-inf")
+    return x
+
+
+class _PoolInputs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the strides of every max-pool kernel's input (which layout ATen ran)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.max_pool2d_with_indices, torch.ops.aten.max_pool2d):
+            self.seen.append(args[0].stride())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "ceil"),
+    [((8, 4, 9, 13), 2, True), ((8, 4, 9, 13), (2, 1), True), ((8, 4, 8, 12), 2, False), ((8, 4, 7, 7), 2, False)],
+)
+def test_max_pool2d_equals_torch_to_the_bit_in_values_and_gradients(shape, kernel, ceil):
+    """Pooled in NHWC order eagerly on a CPU (the fast ATen kernel), yet the same values, the same gradient for
+    every input (ties and NaNs pick the same element), and an NCHW result, as F.max_pool2d."""
+    x0 = _ties(shape)
+    w = _x(F.max_pool2d(x0, kernel, ceil_mode=ceil).shape, seed=1)
+    a, b = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    with _PoolInputs() as seen:
+        ya = nn.max_pool2d(a, kernel, ceil_mode=ceil)
+    yb = F.max_pool2d(b, kernel, ceil_mode=ceil)
+    assert seen.seen and all(s[1] == 1 for s in seen.seen), seen.seen  # channels vary fastest: the NHWC kernel ran
+    assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0)) and ya.is_contiguous()
+    (ya * w).nansum().backward()
+    (yb * w).nansum().backward()
+    assert torch.equal(a.grad, b.grad)
+    torch.testing.assert_close(a.detach(), x0, rtol=0, atol=0, equal_nan=True)  # the input untouched
+
+
+def test_max_pool2d_under_grad_and_vmap_equals_torch():
+    """The functional transforms the steps use (grad; vmap of grad for ensembles) see the same pool."""
+    x = _ties((4, 3, 3, 8, 9)).nan_to_num(0.0, neginf=-5.0)  # (members, B, C, H, W); finite gradients
+    w = _x((4, 5, 3, 3, 3), seed=2)
+
+    def loss(pool, w, x):
+        return (pool(F.conv2d(x, w, padding=1)) ** 2).sum()
+
+    ours = lambda y: nn.max_pool2d(y, 2, ceil_mode=True)
+    ref = lambda y: F.max_pool2d(y, 2, ceil_mode=True)
+    for transform in (
+        lambda f: torch.func.vmap(torch.func.grad(f)),
+        lambda f: lambda w, x: torch.func.grad(f)(w[0], x[0]),
+    ):
+        got = transform(lambda w, x: loss(ours, w, x))(w, x)
+        want = transform(lambda w, x: loss(ref, w, x))(w, x)
+        assert torch.equal(got, want)
+
+
+def test_max_pool2d_is_torch_s_own_op_when_compiled_on_meta_and_for_one_channel():
+    """Under torch.compile the graph holds F.max_pool2d alone (inductor generates its kernel; no layout copies);
+    on another device and for a single channel nothing is reordered either."""
+    graphs = []
+
+    def backend(gm, _inputs):
+        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
+        return gm
+
+    torch._dynamo.reset()
+    y = torch.compile(lambda t: nn.max_pool2d(t, 2), backend=backend, fullgraph=True)(_x((2, 4, 6, 6)))
+    assert y.shape == (2, 4, 3, 3) and len(graphs) == 1
+    assert not any("permute" in t or "contiguous" in t for t in graphs[0]), graphs
+    with _PoolInputs() as seen:
+        m = nn.max_pool2d(torch.empty(2, 4, 6, 6, device="meta"), 2)
+        one = nn.max_pool2d(_x((2, 1, 6, 6)), 2)
+    assert m.device.type == "meta" and m.shape == (2, 4, 3, 3) and torch.equal(one, F.max_pool2d(_x((2, 1, 6, 6)), 2))
+    assert seen.seen[0] == (144, 36, 6, 1) and seen.seen[1] == (36, 36, 6, 1)  # NCHW as given

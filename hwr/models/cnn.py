@@ -133,7 +133,7 @@ def stem(
 
 
 def _halve(_block: int, x: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(x, 2)
+    return nn.max_pool2d(x, 2)
 
 
 def model(config: CNNConfig = CNNConfig()) -> Model:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from hwr import nn, random, tree
 from hwr.models import rnn, vit
@@ -201,7 +200,7 @@ def model(config: CRNNConfig = CRNNConfig()) -> Model:
         check_strings_input(x, c.in_channels, c.height, c.stride)
         keys = dropout_keys(key, c.num_layers + 1, c.dropout, train)
         x, new_state = stem(
-            params, state, x, c, train=train, pool=lambda b, t: F.max_pool2d(t, _pool(b, c), ceil_mode=True)
+            params, state, x, c, train=train, pool=lambda b, t: nn.max_pool2d(t, _pool(b, c), ceil_mode=True)
         )
         seq = x.permute(0, 3, 1, 2).flatten(2)  # (B, T, C*H): columns, left to right
         if "proj" in params:

@@ -86,7 +86,7 @@ def sequence(params: dict[str, Any], x: torch.Tensor, config: RNNConfig) -> torc
     """The image ``(B, C, H, W)`` as a sequence ``(B, steps, features)`` by ``config.reader``."""
     if config.reader == "rows":
         return x.permute(0, 2, 1, 3).flatten(2)  # (B, H, C*W)
-    x = F.max_pool2d(F.relu(nn.conv2d(params["stem"]["conv1"], x)), 2)  # (B, S, H/2, W/2)
+    x = nn.max_pool2d(F.relu(nn.conv2d(params["stem"]["conv1"], x)), 2)  # (B, S, H/2, W/2)
     return x.permute(0, 3, 1, 2).flatten(2)  # (B, W/2, S*H/2): columns, left to right
 
 
