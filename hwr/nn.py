@@ -80,7 +80,7 @@ def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: boo
 
     Eagerly on a CPU an NCHW ``x`` is pooled in NHWC order and handed back NCHW: ATen's NCHW CPU kernel is scalar
     and 1.5-3x slower than the channels-last one with both layout copies (pytorch/pytorch#51393; on one thread it
-    was 40% of an eager ``hwr evaluate``). The maximum is exact and both kernels keep the first maximum of a window
+    was a third of an eager ``hwr evaluate``). The maximum is exact and both kernels keep the first maximum of a window
     in the same scan order, so nothing rounds differently. Compiled, traced, under ``vmap`` or on a GPU:
     ``F.max_pool2d`` as it is (inductor generates its own kernel).
     """
