@@ -73,3 +73,18 @@ def test_the_code_cites_only_the_repository():
         if "DESIGN" + ".md" in p.read_text()
     ]
     assert cites == [] and (ROOT / "docs" / "architecture.md").is_file()
+
+
+def test_commands_import_matplotlib_only_to_draw():
+    """Every command module loads without matplotlib (a second of each ``hwr`` start): figures import it when the
+    first one is drawn (``hwr.report.figures.new_figure``), and drawing still works."""
+    code = (
+        "import sys\n"
+        "import hwr.cli, hwr.cli.digits, hwr.cli.strings, hwr.cli.study, hwr.cli.data, hwr.cli.calibrate\n"
+        "assert 'matplotlib' not in sys.modules, sorted(m for m in sys.modules if m.startswith('matplotlib'))[:5]\n"
+        "from hwr.report import figures\n"
+        "fig = figures.new_figure(figsize=(1, 1))\n"
+        "assert type(fig).__name__ == 'Figure' and 'matplotlib.figure' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]

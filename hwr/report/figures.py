@@ -9,16 +9,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from hwr.calibration import Reliability
 from hwr.files import atomic_write
 from hwr.tasks import strings
 from hwr.tasks.digits import RunFigures
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "STRINGS_FIGURE",
@@ -27,6 +29,7 @@ __all__ = [
     "draw_strings_run",
     "errors_title",
     "mosaic",
+    "new_figure",
     "reliability_figure",
     "save_confusion",
     "save_figure",
@@ -37,6 +40,14 @@ __all__ = [
 ]
 
 STRINGS_FIGURE = "strings.png"  # a strings run's readings of its test strings
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """``matplotlib.figure.Figure(**kwargs)``, matplotlib imported on the first figure drawn: at the top of this
+    module it was a second of the start of every ``hwr`` command, most of which draw nothing."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
@@ -72,7 +83,7 @@ def save_image_grid(
     n = max(len(x), 1)
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
-    fig = Figure(figsize=(1.2 * ncols, 1.35 * nrows))
+    fig = new_figure(figsize=(1.2 * ncols, 1.35 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -95,7 +106,7 @@ def save_image_rows(
     their augmentations, so two sets can be compared by eye."""
     arrays = [(name, _to_numpy_images(x)) for name, x in rows]
     ncols = max(len(x) for _, x in arrays)
-    fig = Figure(figsize=(1.1 * ncols, 1.2 * len(arrays)))
+    fig = new_figure(figsize=(1.1 * ncols, 1.2 * len(arrays)))
     axes = fig.subplots(len(arrays), ncols, squeeze=False)
     for r, (name, x) in enumerate(arrays):
         for c in range(ncols):
@@ -125,7 +136,7 @@ def save_confusion(
     classes = list(classes) if classes is not None else [str(i) for i in range(k)]
     norm = c / np.maximum(c.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * k)
-    fig = Figure(figsize=(size, size))
+    fig = new_figure(figsize=(size, size))
     ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
@@ -177,7 +188,7 @@ def compare_figure(
         raise ValueError("compare_figure needs at least one class")
     n = max(max(len(a), len(b)) for a, b in rows)
     h, w = rows[0][0].shape[-2:]
-    fig = Figure(figsize=(2 * max(2.0, 0.32 * n) + 0.8, 0.34 * len(rows) + 0.7), layout="constrained")
+    fig = new_figure(figsize=(2 * max(2.0, 0.32 * n) + 0.8, 0.34 * len(rows) + 0.7), layout="constrained")
     axes = fig.subplots(1, 2)
     for side, (ax, name) in enumerate(zip(axes, names)):
         panel = np.full((len(rows) * (h + 2), n * (w + 2) - 2), 255, dtype=np.float32)
@@ -227,7 +238,7 @@ def save_strings(
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     aspect = x.shape[2] / x.shape[1] if len(x) else 5.0
-    fig = Figure(figsize=(ncols * 0.55 * aspect, nrows * 0.95))
+    fig = new_figure(figsize=(ncols * 0.55 * aspect, nrows * 0.95))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -272,7 +283,7 @@ def reliability_figure(panels: Sequence[tuple[str, Reliability, float]], *, titl
     below it the share of readings in each bin (log scale: most readings sit in the top bin)."""
     if not panels:
         raise ValueError("reliability_figure needs at least one panel")
-    fig = Figure(figsize=(3.6 * len(panels), 4.6), layout="constrained")
+    fig = new_figure(figsize=(3.6 * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(2, len(panels), squeeze=False, height_ratios=(3, 1), sharex=True)
     for col, (label, r, ece) in enumerate(panels):
         edges = r.edges.detach().cpu().double().numpy()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from hwr.report.figures import save_figure
+from hwr.report.figures import new_figure, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["history_figure", "per_class_figure", "save_study_plots"]
 
@@ -29,7 +30,9 @@ def history_figure(study: Any, metric: str = "value") -> Figure:
     numbers = [t.number for t in done]
     values = [t.values[0] for t in done]
     best = [pick(values[: i + 1]) for i in range(len(values))]
-    fig = Figure(figsize=(9, 5))
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(figsize=(9, 5))
     ax = fig.subplots()
     ax.scatter(numbers, values, s=18, label=metric)
     ax.step(numbers, best, where="post", color="tab:red", label=f"best {metric} so far")
@@ -111,7 +114,7 @@ def save_study_plots(
                 ax = make()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # too few trials for this plot
-        fig = ax if isinstance(ax, Figure) else ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig = ax if hasattr(ax, "savefig") else ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(9, 5)
         written.append(save_figure(fig, out / fname))
     if evaluation:
@@ -123,7 +126,7 @@ def per_class_figure(evaluation: dict[str, Any]) -> Figure:
     """Per-class test F1 of every contender of ``hwr study best --evaluate`` (its ``evaluation.json``), classes
     ordered head to tail, each contender's macro-F1 in the legend, which sits beside the bars, never over them."""
     c = evaluation["contenders"]
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = new_figure(figsize=(10, 4), layout="constrained")
     ax = fig.subplots()
     k = len(c["best"]["per_class_f1_mean"])
     groups = evaluation.get("shot_groups") or {}
