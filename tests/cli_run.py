@@ -1,6 +1,6 @@
 """Helpers for the tests that run the ``hwr`` command in a subprocess: ``hwr`` (run, fail loudly), ``bad``
-(one line on stderr naming the problem, exit code 2, no traceback), ``bad_here`` (the same in this process) and
-``png_header_only`` (a bomb's header)."""
+(one line on stderr naming the problem, exit code 2, no traceback), ``here`` and ``bad_here`` (the same in this
+process) and ``png_header_only`` (a bomb's header)."""
 
 import os
 import struct
@@ -35,10 +35,10 @@ def bad(*args: str, match: str | tuple[str, ...], env: dict[str, str | None] | N
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-def bad_here(capsys, *args: str, match: str | tuple[str, ...]) -> None:
-    """``bad`` in this process (``hwr.cli.main``, as ``python -m hwr.cli`` runs it): exit code 2 and one stderr line
-    holding ``match``. Seconds quicker than a subprocess (no second import of torch); a test file keeps a ``bad``
-    in a subprocess for the console script end to end. ``capsys`` is pytest's fixture."""
+def here(capsys, *args: str) -> tuple[int, str, str]:
+    """``hwr ARGS`` in this process (``hwr.cli.main``, as ``python -m hwr.cli`` runs it): exit code, stdout,
+    stderr. Seconds quicker than a subprocess (no second import of torch, optuna, ...); a test file keeps a
+    subprocess for the console script end to end. ``capsys`` is pytest's fixture."""
     from hwr import cli
 
     capsys.readouterr()
@@ -46,7 +46,13 @@ def bad_here(capsys, *args: str, match: str | tuple[str, ...]) -> None:
         code = cli.main(list(args))
     except SystemExit as e:  # argparse's usage errors
         code = e.code
-    err = capsys.readouterr().err
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def bad_here(capsys, *args: str, match: str | tuple[str, ...]) -> None:
+    """``bad`` in this process (``here``): exit code 2 and one stderr line holding ``match``."""
+    code, _, err = here(capsys, *args)
     assert code == 2, (code, err)
     assert any(m in err for m in ((match,) if isinstance(match, str) else match)), err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -3,12 +3,10 @@ off a terminal prints a line per trial and the budget's end, and hints are comma
 
 import re
 import sqlite3
-import subprocess
-import sys
 
 import optuna
 import pytest
-from cli_run import hwr
+from cli_run import here, hwr
 from tiny import TINY_STUDY
 
 from hwr.tune.storage import mask_url
@@ -23,24 +21,25 @@ def _files(root) -> list:
 @pytest.mark.parametrize(
     "command", [("show", "tiny"), ("best", "tiny"), ("plot", "tiny", "--out", "plots")], ids=lambda c: c[0]
 )
-def test_read_only_commands_create_nothing(tmp_path, command):
+def test_read_only_commands_create_nothing(tmp_path, command, capsys, monkeypatch):
     missing = tmp_path / "no" / "such" / "studies.db"
-    p = hwr("study", *command, "--storage", f"sqlite:///{missing}", "--root", str(tmp_path / "runs"), check=False)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert f"no study database at {missing} (check --storage; hwr study run creates it)" in p.stderr
+    code, _, err = here(
+        capsys, "study", *command, "--storage", f"sqlite:///{missing}", "--root", str(tmp_path / "runs")
+    )
+    assert code == 2 and "Traceback" not in err
+    assert f"no study database at {missing} (check --storage; hwr study run creates it)" in err
     assert _files(tmp_path) == []
     # the default storage (sqlite:///runs/studies.db, relative to the working directory) is not created either
-    p = subprocess.run(
-        [sys.executable, "-m", "hwr.cli", "study", *command], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert p.returncode == 2 and "no study database at runs/studies.db" in p.stderr and _files(tmp_path) == []
+    monkeypatch.chdir(tmp_path)
+    code, _, err = here(capsys, "study", *command)
+    assert code == 2 and "no study database at runs/studies.db" in err and _files(tmp_path) == []
 
 
-def test_a_study_name_not_in_the_storage_lists_the_names_there(tmp_path):
+def test_a_study_name_not_in_the_storage_lists_the_names_there(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/s.db"
     optuna.create_study(study_name="real", storage=url)
-    p = hwr("study", "show", "typo", "--storage", url, check=False)
-    assert p.returncode == 2 and "no study 'typo'" in p.stderr and "studies there: real" in p.stderr
+    code, _, err = here(capsys, "study", "show", "typo", "--storage", url)
+    assert code == 2 and "no study 'typo'" in err and "studies there: real" in err
 
 
 def test_mask_url():
