@@ -122,11 +122,13 @@ def test_compiled_train_matches_schema(tmp_path):
     assert not {"compile", "precision", "memory_format", "device"} & set(cfg)
 
 
-def test_evaluate(trained):
+def test_evaluate(trained, capsys):
     out = hwr("evaluate", str(trained)).stdout
     assert "macro_f1" in out and "accuracy" in out
     # 26 letter classes against a 10-digit head; offline, the data cannot even be obtained: one clear line either way
-    bad("evaluate", str(trained), "--dataset", "emnist-letters", match=("predicts 10 classes", "cannot obtain"))
+    bad_here(
+        capsys, "evaluate", str(trained), "--dataset", "emnist-letters", match=("predicts 10 classes", "cannot obtain")
+    )
 
 
 def test_finetune_optdigits(trained, tmp_path):
@@ -156,7 +158,7 @@ def test_finetune_optdigits(trained, tmp_path):
     assert m["test"]["macro_f1"] > 0.5
 
 
-def test_finetune_with_the_long_tail_levers(trained, tmp_path):
+def test_finetune_with_the_long_tail_levers(trained, tmp_path, capsys):
     out = tmp_path / "lt"
     hwr(
         "finetune",
@@ -210,7 +212,8 @@ def test_finetune_with_the_long_tail_levers(trained, tmp_path):
         "posthoc_tau",
     }
     assert m["val"]["count"] == 400
-    bad(
+    bad_here(
+        capsys,
         "finetune",
         "--from",
         str(trained),
@@ -220,7 +223,8 @@ def test_finetune_with_the_long_tail_levers(trained, tmp_path):
         str(tmp_path / "x"),
         match=("not a number",),
     )
-    bad(
+    bad_here(
+        capsys,
         "finetune",
         "--from",
         str(trained),
@@ -359,7 +363,9 @@ def test_bad_device_is_one_line(tmp_path, capsys):
     )
     png = tmp_path / "d.png"
     Image.new("L", (28, 28), 0).save(png)
-    bad("train", "--device", "nosuch", *SMALL, "--out", str(tmp_path / "x"), match="unknown device 'nosuch'")
+    bad_here(
+        capsys, "train", "--device", "nosuch", *SMALL, "--out", str(tmp_path / "x"), match="unknown device 'nosuch'"
+    )
     bad_here(
         capsys,
         "finetune",
