@@ -76,12 +76,14 @@ def linear(p: Params, x: torch.Tensor) -> torch.Tensor:
 
 
 def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: bool = False) -> torch.Tensor:
-    """``F.max_pool2d(x, kernel, ceil_mode=ceil_mode)`` (stride = kernel), to the bit, in values and gradients.
+    """``F.max_pool2d(x, kernel, ceil_mode=ceil_mode)`` (stride = kernel), to the bit: values, gradients, and the
+    gradient's NCHW layout (which decides how the layers below round their own gradients).
 
-    Eagerly on a CPU an NCHW ``x`` is pooled in NHWC order and handed back NCHW: ATen's NCHW CPU kernel is scalar
-    and 1.5-3x slower than the channels-last one with both layout copies (pytorch/pytorch#51393; on one thread it
-    was a third of an eager ``hwr evaluate``). The maximum is exact and both kernels keep the first maximum of a window
-    in the same scan order, so nothing rounds differently. Compiled, traced, under ``vmap`` or on a GPU:
+    Eagerly on a CPU the window maxima of an NCHW ``x`` are found by ATen's channels-last kernel (its NCHW kernel is
+    scalar, pytorch/pytorch#51393, and was a third of an eager ``hwr evaluate`` on one thread) and gathered from
+    ``x`` by their indices, so the backward scatters into an NCHW zero gradient as ``F.max_pool2d``'s does; where no
+    gradient is asked for, the maxima are laid out NCHW directly. Both kernels keep the first maximum of a window
+    in the same scan order, and a maximum is exact. Compiled, traced, under ``vmap`` or on a GPU:
     ``F.max_pool2d`` as it is (inductor generates its own kernel).
     """
     plain = (
@@ -94,8 +96,12 @@ def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: boo
     )
     if plain or _channels_last(x):
         return F.max_pool2d(x, kernel, ceil_mode=ceil_mode)
-    y = F.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), kernel, ceil_mode=ceil_mode)
-    return y.contiguous()
+    nhwc = x.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    if not (x.requires_grad and torch.is_grad_enabled()):  # no gradient asked: the values, laid out NCHW
+        return F.max_pool2d(nhwc, kernel, ceil_mode=ceil_mode).contiguous()
+    _, where = F.max_pool2d(nhwc, kernel, ceil_mode=ceil_mode, return_indices=True)
+    where = where.contiguous()  # (B, C, h, w): each maximum's place in its H*W plane
+    return x.flatten(2).gather(2, where.flatten(2)).view(where.shape)
 
 
 def _channels_last(x: torch.Tensor) -> bool:

@@ -203,8 +203,27 @@ def test_max_pool2d_equals_torch_to_the_bit_in_values_and_gradients(shape, kerne
     assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0)) and ya.is_contiguous()
     (ya * w).nansum().backward()
     (yb * w).nansum().backward()
-    assert torch.equal(a.grad, b.grad)
+    assert torch.equal(a.grad, b.grad) and a.grad.stride() == b.grad.stride()  # NCHW, as torch's
     torch.testing.assert_close(a.detach(), x0, rtol=0, atol=0, equal_nan=True)  # the input untouched
+    with torch.no_grad(), _PoolInputs() as seen:  # inference: the values straight from the NHWC kernel
+        yc = nn.max_pool2d(a, kernel, ceil_mode=ceil)
+    assert seen.seen[0][1] == 1 and torch.equal(yc.nan_to_num(7.0), yb.nan_to_num(7.0)) and yc.is_contiguous()
+
+
+def test_max_pool2d_leaves_the_layers_below_rounding_as_under_torch():
+    """The gradient reaches a convolution and a batch norm in torch's layout, so their own gradients round as
+    under F.max_pool2d: the strings step's stem differed by 1e-8 when the pool's gradient came back channels-last."""
+    x = _ties((8, 3, 12, 14)).nan_to_num(0.0, neginf=-5.0)
+    w = _x((6, 3, 3, 3), seed=3)
+    p, s = nn.init_batch_norm(6)
+
+    def loss(pool, w, p):
+        y, _ = nn.batch_norm(p, s, F.conv2d(x, w, padding=1), train=True)
+        return (pool(y) * torch.arange(6.0).view(1, 6, 1, 1)).square().sum()
+
+    got = torch.func.grad(lambda w, p: loss(lambda y: nn.max_pool2d(y, 2), w, p), argnums=(0, 1))(w, p)
+    want = torch.func.grad(lambda w, p: loss(lambda y: F.max_pool2d(y, 2), w, p), argnums=(0, 1))(w, p)
+    assert all(torch.equal(a, b) for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True))
 
 
 def test_max_pool2d_under_grad_and_vmap_equals_torch():
