@@ -126,7 +126,7 @@ def _backward_ops(out: torch.Tensor) -> list[str]:
 def test_steps_are_split_once_so_the_backward_is_linear_in_time(cell):
     """The input projection is split into its steps by one unbind (backward: one stack), not indexed per step,
     whose backward makes a zero-filled (B, T, gates*H) gradient for every step and adds them: quadratic in T,
-    a third of an eager strings step before the change."""
+    a tenth of an eager strings step before the change."""
     p = (nn.init_gru if cell == "gru" else nn.init_lstm)(random.key(0), 3, 4)
     x = random.normal(random.key(1), (2, 12, 3)).requires_grad_()
     for reverse in (False, True):
