@@ -94,7 +94,7 @@ def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: boo
         or torch.jit.is_tracing()
         or torch._C._functorch.is_batchedtensor(x)
     )
-    if plain or _channels_last(x):
+    if plain or x.stride(1) == 1:  # already NHWC (channels vary fastest): ATen's fast kernel as it is
         return F.max_pool2d(x, kernel, ceil_mode=ceil_mode)
     nhwc = x.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     if not (x.requires_grad and torch.is_grad_enabled()):  # no gradient asked: the values, laid out NCHW
@@ -102,11 +102,6 @@ def max_pool2d(x: torch.Tensor, kernel: int | tuple[int, int], *, ceil_mode: boo
     _, where = F.max_pool2d(nhwc, kernel, ceil_mode=ceil_mode, return_indices=True)
     where = where.contiguous()  # (B, C, h, w): each maximum's place in its H*W plane
     return x.flatten(2).gather(2, where.flatten(2)).view(where.shape)
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    """True if ``x`` (B, C, H, W) is already laid out NHWC (channels vary fastest)."""
-    return x.stride(1) == 1 and x.shape[1] > 1
 
 
 def init_layer_norm(dim: int, *, device: torch.device | str | None = None) -> Params:

@@ -258,8 +258,11 @@ def test_max_pool2d_is_torch_s_own_op_when_compiled_on_meta_and_for_one_channel(
     y = torch.compile(lambda t: nn.max_pool2d(t, 2), backend=backend, fullgraph=True)(_x((2, 4, 6, 6)))
     assert y.shape == (2, 4, 3, 3) and len(graphs) == 1
     assert not any("permute" in t or "contiguous" in t for t in graphs[0]), graphs
+    nhwc = _x((2, 4, 6, 6)).contiguous(memory_format=torch.channels_last)
     with _PoolInputs() as seen:
         m = nn.max_pool2d(torch.empty(2, 4, 6, 6, device="meta"), 2)
         one = nn.max_pool2d(_x((2, 1, 6, 6)), 2)
+        nn.max_pool2d(nhwc, 2)  # already channels-last: pooled as it is, no copy
     assert m.device.type == "meta" and m.shape == (2, 4, 3, 3) and torch.equal(one, F.max_pool2d(_x((2, 1, 6, 6)), 2))
     assert seen.seen[0] == (144, 36, 6, 1) and seen.seen[1] == (36, 36, 6, 1)  # NCHW as given
+    assert seen.seen[2] == nhwc.stride()

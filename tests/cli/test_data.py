@@ -1,31 +1,19 @@
 """``hwr data list | fetch | info | show | compare`` in process: output, PNG files, and one-line errors (exit 2)."""
 
 import pytest
+from cli_run import bad_here, here
 from PIL import Image
 
-from hwr.cli import main
 from hwr.data import catalog, sources
 
 
-def run(capsys, *args):
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def bad(capsys, *args, match):
-    rc, _, err = run(capsys, *args)
-    assert rc == 2, err
-    assert match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-
-
 def test_list(capsys, tmp_path):
-    rc, out, _ = run(capsys, "data", "list", "--root", str(tmp_path))
+    rc, out, _ = here(capsys, "data", "list", "--root", str(tmp_path))
     assert rc == 0 and all(name in out for name in catalog.names())
 
 
 def test_fetch_prints_sizes_checksums_and_time(capsys):
-    rc, out, _ = run(capsys, "data", "fetch", "mnist")
+    rc, out, _ = here(capsys, "data", "fetch", "mnist")
     assert rc == 0
     for name, (sha, _) in catalog.MNIST_SHA256.items():
         assert f"{sha}  {name}" in out
@@ -33,17 +21,17 @@ def test_fetch_prints_sizes_checksums_and_time(capsys):
 
 
 def test_info(capsys, tmp_path):
-    rc, out, _ = run(capsys, "data", "info", "optdigits-lt", "--root", str(tmp_path))
+    rc, out, _ = here(capsys, "data", "info", "optdigits-lt", "--root", str(tmp_path))
     assert rc == 0
     assert "85" in out and "total" in out and "206" in out and "400" in out and "530" in out  # head, sums
     assert "duplicate a training image: 0" in out and "mean 0." in out and "imbalance" in out
-    rc, out, _ = run(capsys, "data", "info", "optdigits-lt:ratio=50,order=1", "--root", str(tmp_path))
+    rc, out, _ = here(capsys, "data", "info", "optdigits-lt:ratio=50,order=1", "--root", str(tmp_path))
     assert rc == 0 and "245" in out and "89" in out  # another draw: another head class (1), another total
 
 
 def test_show_and_compare_write_pngs(capsys, tmp_path):
     grid = tmp_path / "show.png"
-    rc, out, _ = run(
+    rc, out, _ = here(
         capsys,
         "data",
         "show",
@@ -61,7 +49,7 @@ def test_show_and_compare_write_pngs(capsys, tmp_path):
     with Image.open(grid) as im:
         assert im.format == "PNG" and im.width > im.height
     both = tmp_path / "compare.png"
-    rc, _, _ = run(
+    rc, _, _ = here(
         capsys, "data", "compare", "mnist", "optdigits", "--per-class", "3", "--out", str(both), "--root", str(tmp_path)
     )  # mnist is fetched into this root too: present, so no download
     assert rc == 0
@@ -81,8 +69,8 @@ def _mnist_in_tmp_roots(tmp_path):
 
 def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HWR_OFFLINE", "1")  # the kmnist lines must fail here even where the internet is reachable
-    bad(capsys, "data", "fetch", "mnsit", match="unknown dataset 'mnsit'; choose one of mnist")
-    bad(
+    bad_here(capsys, "data", "fetch", "mnsit", match="unknown dataset 'mnsit'; choose one of mnist")
+    bad_here(
         capsys,
         "data",
         "show",
@@ -93,8 +81,8 @@ def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, monkeypatch):
         str(tmp_path / "x.png"),
         match="unknown augmentation key 'rot'",
     )
-    bad(capsys, "data", "show", "mnist", "--n", "0", "--out", str(tmp_path / "x.png"), match="--n must be >= 1")
-    bad(
+    bad_here(capsys, "data", "show", "mnist", "--n", "0", "--out", str(tmp_path / "x.png"), match="--n must be >= 1")
+    bad_here(
         capsys,
         "data",
         "fetch",
@@ -104,7 +92,7 @@ def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, monkeypatch):
         "--offline",
         match=f"place the files in {tmp_path}/KMNIST/raw/",
     )
-    bad(
+    bad_here(
         capsys,
         "data",
         "compare",

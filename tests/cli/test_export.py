@@ -7,23 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_run import bad_here, here
 from tiny import EAGER, run_config
 
-from hwr import cli
 from hwr.tasks import digits
-
-
-def hwr(capsys, *args: str) -> tuple[int, str, str]:
-    """``hwr ARGS`` in this process (no second torch import): exit code, stdout, stderr."""
-    code = cli.main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def bad(capsys, *args: str, match: str) -> None:
-    """``hwr ARGS`` is refused as bad input: exit code 2 and one stderr line holding ``match``."""
-    code, _, err = hwr(capsys, *args)
-    assert code == 2 and match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +23,7 @@ def run(tmp_path_factory):
 def test_export(run, tmp_path, capsys):
     """The format from --out's suffix (torch here: the library's tests cover ONNX), checked, with its JSON."""
     out = tmp_path / "model.pt2"
-    code, stdout, _ = hwr(capsys, "export", str(run), "--out", str(out))
+    code, stdout, _ = here(capsys, "export", str(run), "--out", str(out))
     assert code == 0 and f"wrote {out} (torch" in stdout and "(N, 1, 28, 28)" in stdout and "(N, 10)" in stdout
     diff = float(stdout.split("check images: ")[1].split()[0])
     assert 0 <= diff < 1e-4
@@ -49,19 +36,19 @@ def test_export(run, tmp_path, capsys):
 
 def test_bad_input_is_one_line(run, tmp_path, capsys):
     out = str(tmp_path / "m.onnx")
-    bad(capsys, "export", str(tmp_path), "--out", out, match="not a run folder")
+    bad_here(capsys, "export", str(tmp_path), "--out", out, match="not a run folder")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.json").write_text((run / "config.json").read_text())
-    bad(capsys, "export", str(unfinished), "--format", "torch", "--out", out, match="unfinished run")
-    bad(capsys, "export", str(run), "--format", "tflite", "--out", out, match="unknown export format 'tflite'")
-    bad(capsys, "export", str(run), "--out", str(tmp_path / "m.bin"), match="say --format onnx or --format torch")
+    bad_here(capsys, "export", str(unfinished), "--format", "torch", "--out", out, match="unfinished run")
+    bad_here(capsys, "export", str(run), "--format", "tflite", "--out", out, match="unknown export format 'tflite'")
+    bad_here(capsys, "export", str(run), "--out", str(tmp_path / "m.bin"), match="say --format onnx or --format torch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished"]
 
 
 @pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys, which nobody (not even root) may write")
 def test_an_unwritable_out_is_one_line(run, capsys):
-    bad(
+    bad_here(
         capsys,
         "export",
         str(run),
