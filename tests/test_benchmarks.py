@@ -219,6 +219,25 @@ def test_recipe_step_times_each_memory_format(tmp_path):
     assert rows[0]["ratio"] == 1.0 and all(r["samples_per_s"] > 0 and r["compile_s"] > 0 for r in rows)
 
 
+def test_eager_pool_benchmark_checks_bitwise_then_times_both_pools(tmp_path):
+    """benchmarks/eager_pool.py --quick: the pool alone and the seed CNN's eager step, each pair checked equal to
+    the bit before any window is timed, both timed, JSON rows written."""
+    out = tmp_path / "pool.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "eager_pool.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bitwise: values, gradients and steps equal" in done.stdout
+    rows = json.loads(out.read_text())
+    assert [r["what"] for r in rows] == ["pool", "pool", "eager train step"]
+    timed = [r.get("with_backward_ms") or r["step_ms"] for r in rows] + [r["no_grad_ms"] for r in rows[:2]]
+    assert all(set(t) == {"F.max_pool2d", "hwr.nn.max_pool2d"} and min(t.values()) > 0 for t in timed)
+
+
 def test_recipe_step_refuses_an_unknown_memory_format():
     done = subprocess.run(
         [sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True, cwd=ROOT, timeout=120
