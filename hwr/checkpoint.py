@@ -92,6 +92,14 @@ def _unexpected(tensors: dict[str, torch.Tensor], names: dict[str, Any], templat
     )
 
 
+def _older_counter(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A step counter as runs before 2026-12-07 stored it (a float64 0-d whole number) in the int64 the template
+    holds now (``hwr.optim``); every other tensor as it is, for the checks that follow."""
+    if t.dtype == torch.float64 and like.dtype == torch.int64 and t.dim() == like.dim() == 0 and float(t) == int(t):
+        return t.to(torch.int64)
+    return t
+
+
 def load(
     path: str | os.PathLike, template: PyTree, *, prefix: str = "", device: str | torch.device | None = None
 ) -> PyTree:
@@ -117,7 +125,7 @@ def load(
         if not isinstance(v, torch.Tensor):
             leaves.append(v)
             continue
-        t = tensors[prefix + k]
+        t = _older_counter(tensors[prefix + k], v)
         if t.shape != v.shape or t.dtype != v.dtype:
             raise CheckpointError(
                 f"checkpoint {path}: {prefix + k} has shape {tuple(t.shape)} {t.dtype}, the model expects "

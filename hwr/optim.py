@@ -2,9 +2,10 @@
 
 ``update(grads, state, params) -> (updates, new_state)`` and ``apply_updates(params, updates)`` return new
 tensors; nothing is modified in place. Small transforms compose with ``chain``; ``adam = chain(scale_by_adam,
-scale_by_learning_rate(schedule))``. Step counters and bias corrections are float64 0-d tensors: a float32
-counter drifts from ``torch.optim.Adam`` by 2e-4 after 10 steps (docs/architecture.md, measured facts). Learning rates are
-schedules evaluated from the counter inside the step, so a changing rate never recompiles a compiled step.
+scale_by_learning_rate(schedule))``. Step counters are int64 0-d tensors, read in float64 where a bias
+correction or a schedule uses them: a float32 counter drifts from ``torch.optim.Adam`` by 2e-4 after 10 steps, and a
+float64 0-d input makes ``torch.compile`` trace the step twice (docs/architecture.md, measured facts). Learning
+rates are schedules evaluated from the counter inside the step, so a changing rate never recompiles a compiled step.
 
 Every continuous value (a peak rate, a schedule's length, weight decay, a clipping norm, an L2-SP strength, a
 multiplier) may be a 0-d tensor instead of a number: ``hyperparameters(cfg, total_steps)`` gives a config's as
@@ -67,11 +68,11 @@ class EmptyState(NamedTuple):
 
 
 class CountState(NamedTuple):
-    count: torch.Tensor  # float64 0-d: number of updates applied so far
+    count: torch.Tensor  # int64 0-d: number of updates applied so far
 
 
 class AdamState(NamedTuple):
-    count: torch.Tensor  # float64 0-d
+    count: torch.Tensor  # int64 0-d
     mu: PyTree
     nu: PyTree
 
@@ -83,7 +84,7 @@ class TraceState(NamedTuple):
 def _count0(params: PyTree) -> torch.Tensor:
     ls = tree.leaves(params)
     device = ls[0].device if ls else None
-    return torch.zeros((), dtype=torch.float64, device=device)
+    return torch.zeros((), dtype=torch.int64, device=device)
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
@@ -187,7 +188,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
-    """Multiply by ``-lr(count)``; the schedule is evaluated from a float64 counter kept in the state."""
+    """Multiply by ``-lr(count)``; the schedule is evaluated from the int64 counter kept in the state."""
     schedule = _as_schedule(lr)
 
     def update(grads: PyTree, state: CountState, params: PyTree | None = None) -> tuple[PyTree, CountState]:
@@ -208,8 +209,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         count = state.count + 1
         mu = tree.map(lambda m, g: torch.lerp(m, g, 1.0 - b1), state.mu, grads)
         nu = tree.map(lambda v, g: v * b2 + (1.0 - b2) * g * g, state.nu, grads)
-        inv_bc1 = 1.0 / (1.0 - torch.pow(torch.full_like(count, b1), count))
-        bc2_sqrt = torch.sqrt(1.0 - torch.pow(torch.full_like(count, b2), count))
+        t = count.to(torch.float64)
+        inv_bc1 = 1.0 / (1.0 - torch.pow(torch.full_like(t, b1), t))
+        bc2_sqrt = torch.sqrt(1.0 - torch.pow(torch.full_like(t, b2), t))
 
         def direction(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             denom = torch.sqrt(v) / bc2_sqrt.to(v.dtype) + eps

@@ -27,6 +27,25 @@ def test_round_trip_exact(tmp_path, state):
     assert checkpoint.read_metadata(path) == {"epochs_done": 2, "note": "x"}
 
 
+def test_a_float64_step_counter_of_an_older_run_loads_as_the_int64_it_is_now(tmp_path, state):
+    """Runs before 2026-12-07 stored the optimizer's counters as float64 0-d whole numbers; they load (and resume)
+    as int64. A fractional one, or a float64 where the template holds anything but an int64 0-d, is still refused."""
+    stepped = state._replace(opt_state=tree.map(lambda t: t + 7 if t.dtype == torch.int64 else t, state.opt_state))
+    older = stepped._replace(
+        opt_state=tree.map(lambda t: t.double() if t.dtype == torch.int64 else t, stepped.opt_state)
+    )
+    assert {t.dtype for t in tree.leaves(older.opt_state)} == {torch.float64, torch.float32}
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "old.safetensors", older), state)
+    assert _equal(loaded, stepped) and loaded.opt_state[0].count.dtype == torch.int64
+    assert int(loaded.opt_state[0].count) == 7
+    half = older._replace(opt_state=tree.map(lambda t: t + 0.5 if t.dtype == torch.float64 else t, older.opt_state))
+    with pytest.raises(checkpoint.CheckpointError, match="float64"):
+        checkpoint.load(checkpoint.save(tmp_path / "half.safetensors", half), state)
+    wide = state._replace(params=tree.map(torch.Tensor.double, state.params))
+    with pytest.raises(checkpoint.CheckpointError, match="float64"):
+        checkpoint.load(checkpoint.save(tmp_path / "wide.safetensors", wide), state)
+
+
 def test_readable_with_safetensors_numpy_only(tmp_path, state):
     path = checkpoint.save(tmp_path / "c.safetensors", state)
     code = (

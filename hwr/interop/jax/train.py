@@ -49,7 +49,7 @@ def from_hwr_state(state: train.TrainState, config: Any, optimizer: Any) -> JaxT
 
 def adam_state_from_optax(opt_state: Any, config: Any) -> tuple[optim.AdamState, optim.CountState]:
     """The ``ScaleByAdamState`` inside an optax state (``optax.adam``'s, or a chain holding one) as the state of
-    ``hwr.optim.adam`` (moments in hwr layouts, float64 counts)."""
+    ``hwr.optim.adam`` (moments in hwr layouts, int64 counts)."""
     import optax
 
     found = [
@@ -63,7 +63,7 @@ def adam_state_from_optax(opt_state: Any, config: Any) -> tuple[optim.AdamState,
             "only optax.adam's state (or a chain with one Adam) converts to hwr.optim.adam's"
         )
     adam = found[0]
-    count = torch.tensor(float(adam.count), dtype=torch.float64)
+    count = torch.tensor(int(adam.count), dtype=torch.int64)
     mu, nu = fam.from_flax(adam.mu, config), fam.from_flax(adam.nu, config)
     return optim.AdamState(count, mu, nu), optim.CountState(count.clone())
 
