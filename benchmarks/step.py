@@ -22,6 +22,9 @@ median of ``--windows`` timed windows of about ``--window-s`` seconds after warm
   found (JAX: the persistent compilation cache in ``.cache/jax``); measured at the first batch size only.
   ``--fresh-cache`` starts from empty caches, so the first compile is cold.
 
+- the ``torch.compile`` peers (``compiled_module``, ``compiled_step_module``) compile with ``dynamic=False``: the
+  static graph a user compiling at one batch size gets (without it, the second batch size in this process
+  recompiled the same function with a dynamic batch dimension);
 - hwr_compiled: ``hwr.engine.autotune.compile_step``, the fastest of the equivalent compile configurations for this
   machine (timed once, cached under the inductor cache; ``autotune`` in the JSON says which won and each one's
   seconds per step); ``hwr_compiled_inductor`` is inductor with torch.compile's own defaults (no ``perf.CPU_BUILD``), ``hwr_compiled_fast`` the
@@ -125,7 +128,7 @@ def _module_runner(cfg: Any, params: dict, pool: list, peer: ModulePeer) -> Runn
     layout = torch.channels_last if peer.channels_last else torch.contiguous_format
     module = module.to(memory_format=layout)
     opt = _adam(module, peer.adam)
-    forward = torch.compile(module) if peer.compile == "forward" else module
+    forward = torch.compile(module, dynamic=False) if peer.compile == "forward" else module
     inputs = [b.images.contiguous(memory_format=layout) for b in pool]
 
     def train_step(images: Any, labels: Any) -> Any:
@@ -138,7 +141,7 @@ def _module_runner(cfg: Any, params: dict, pool: list, peer: ModulePeer) -> Runn
         opt.step()
         return loss.detach()
 
-    fn = torch.compile(train_step) if peer.compile == "step" else train_step
+    fn = torch.compile(train_step, dynamic=False) if peer.compile == "step" else train_step
 
     def step(i: int) -> Any:
         j = i % len(pool)

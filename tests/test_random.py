@@ -232,11 +232,11 @@ def test_samplers_compile_fullgraph_and_match_eager_exactly():
     """Every sampler traces into one graph (AOT autograd's, no code generation: the CI's minutes go elsewhere);
     the core ones, compiled by inductor, equal eager bit for bit."""
     torch._dynamo.reset()
-    traced = torch.compile(_all_samplers, fullgraph=True, backend="aot_eager")
+    traced = torch.compile(_all_samplers, fullgraph=True, dynamic=False, backend="aot_eager")
     # realize a value read more than once instead of inlining it: a key derived from a key (split, fold_in) is read
     # four times by each hash, so inlined key chains multiply and a cold inductor build took 70 s (14 s this way);
     # the values are the same bits either way
-    compiled = torch.compile(_core_samplers, fullgraph=True, options={"realize_reads_threshold": 1})
+    compiled = torch.compile(_core_samplers, fullgraph=True, dynamic=False, options={"realize_reads_threshold": 1})
     for seed, step in ((0, 0), (1, 5), (2**40 + 3, 2**33)):
         k, s = random.key(seed), torch.tensor(step)
         for fn, fast in ((_all_samplers, traced), (_core_samplers, compiled)):

@@ -287,7 +287,7 @@ def compiled():
     """The full transform (uint8 -> augment -> normalise) compiled once, whole-graph."""
     torch._dynamo.reset()
     transform = A.make_transform(FULL, 0.1307, 0.3081)
-    return transform, torch.compile(transform, fullgraph=True)
+    return transform, torch.compile(transform, fullgraph=True, dynamic=False)
 
 
 def test_compiled_matches_eager_without_recompiling(compiled):

@@ -115,7 +115,7 @@ def test_compiled_vmapped_step_is_one_graph_equal_to_eager(trials):
     """fullgraph over vmap + grad_and_value + the augmentation (aot_eager: the trace, without inductor's cost)."""
     core = stacked.vmapped(train.hyper_step(trials["model"], _parts))
     torch._dynamo.reset()
-    compiled = torch.compile(core, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(core, fullgraph=True, dynamic=False, backend="aot_eager")
     got, got_ms = _together(compiled, trials)
     want, want_ms = _together(core, trials)
     for a, b in zip(tree.leaves(got), tree.leaves(want)):
@@ -130,7 +130,7 @@ def test_stacked_step_builds_from_an_execution_and_shares_the_compiled_step(tria
 
     def compile(fn, *, mode=None, **options):
         made.append(fn)
-        return torch.compile(fn, fullgraph=True, backend="aot_eager")
+        return torch.compile(fn, fullgraph=True, dynamic=False, backend="aot_eager")
 
     monkeypatch.setattr(train, "compile", compile)
     ex.release_shared()

@@ -234,7 +234,7 @@ def compiled(request):
     fast = (
         train.compile(step, **perf.CPU_BUILD)
         if request.param == "cnn"
-        else torch.compile(step, fullgraph=True, backend="aot_eager")
+        else torch.compile(step, fullgraph=True, dynamic=False, backend="aot_eager")
     )
     first = fast(state, batch)
     stats = {"graphs": counters["stats"]["unique_graphs"], "breaks": sum(counters["graph_break"].values())}

@@ -183,7 +183,7 @@ def test_compiles_to_one_graph():
         return torch.func.grad_and_value(lambda q: m.apply(q, s, x, train=True)[0].square().mean())(p)
 
     counters.clear()
-    g, v = torch.compile(loss_and_grad, fullgraph=True, backend="aot_eager")(params, state, x)
+    g, v = torch.compile(loss_and_grad, fullgraph=True, dynamic=False, backend="aot_eager")(params, state, x)
     g_ref, v_ref = loss_and_grad(params, state, x)
     torch.testing.assert_close(v, v_ref, atol=ATOL, rtol=1e-5)
     for name, leaf in tree.flatten_names(g).items():

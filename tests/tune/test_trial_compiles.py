@@ -70,7 +70,9 @@ def trial(source, i: int, weighting: str = "logit_adjust") -> RunConfig:
 
 def test_ten_trials_of_one_structure_compile_once(source, tmp_path, monkeypatch):
     counter = CompileCounter()  # counts dynamo's frames and runs the graphs as traced: no inductor build
-    monkeypatch.setattr(train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, backend=counter))
+    monkeypatch.setattr(
+        train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, dynamic=False, backend=counter)
+    )
     ex.release_shared()
     shared, results = [], []
     for i in range(10):
@@ -91,7 +93,9 @@ def test_ten_trials_of_one_structure_compile_once(source, tmp_path, monkeypatch)
 
 def test_crt_steps_of_one_structure_compile_once(source, tmp_path, monkeypatch):
     counter = CompileCounter()
-    monkeypatch.setattr(train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, backend=counter))
+    monkeypatch.setattr(
+        train, "compile", lambda fn, **kw: torch.compile(fn, fullgraph=True, dynamic=False, backend=counter)
+    )
     ex.release_shared()
     for i in range(3):  # cRT's learning rate, epochs and the augmentation it trains under change
         crt = ClassifierConfig(crt_epochs=1 + i, crt_lr=1e-3 * (1 + i))

@@ -166,7 +166,7 @@ def test_levers_compile_in_one_graph_and_equal_eager():
     opt = optim.sgd(0.1)  # SGD keeps rounding differences linear (Adam's 1/sqrt(v) magnifies them where g ~ 0)
     drw = losses.make_loss(losses.LossConfig("logit_adjust", defer=0.5), COUNTS.tolist(), total_steps=4)
     step = train.train_step(MODEL, opt, drw, mix=MixConfig(mixup=0.4, cutmix=1.0, prob=0.7))
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(step, fullgraph=True, dynamic=False, backend="aot_eager")
     state, batch = _state(opt), _batch(2)
     se, sc = state, state
     for _ in range(3):
