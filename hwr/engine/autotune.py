@@ -293,7 +293,11 @@ def compare(
         before = tree.flatten_names(getattr(state, part))
         got, ref = tree.flatten_names(getattr(got_state, part)), tree.flatten_names(getattr(ref_state, part))
         for k, r in ref.items():
-            if not r.is_floating_point() or not r.numel():
+            if not r.is_floating_point():  # a step counter: equal or wrong
+                if not torch.equal(got[k], r):
+                    return f"{part}.{k} differs from the eager step's ({got[k].tolist()} against {r.tolist()})"
+                continue
+            if not r.numel():
                 continue
             change = r.double() - before[k].double()
             err = _relative(got[k], r, change)
