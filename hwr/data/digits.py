@@ -42,6 +42,7 @@ CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices 
 MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
 STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_band_ground``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
+MIN_SIDE = 28  # a thumbnail's short side is scaled up to this (MNIST's size) before it is read (``_enlarged``)
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
 NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
@@ -120,10 +121,10 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
-    except (OSError, SyntaxError, ValueError) as e:  # a header cut short or malformed (a JPEG's tables, a PGM's size)
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise InputError(f"{path}: cannot decode the image ({e})") from None
+    except (FileNotFoundError, MemoryError):
+        raise
+    except Exception as e:  # a header cut short or malformed: PIL's plugins raise OSError, SyntaxError, ValueError,
+        raise _undecodable(path, e) from None  # and RuntimeError (AVIF), TypeError, IndexError, EOFError, ...
     w, h = img.size
     if w * h > MAX_PIXELS:
         img.close()
@@ -184,6 +185,9 @@ def _luminance(img: Image.Image) -> np.ndarray:
     """``_grey`` at the file's own size."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit grey
         a = np.asarray(img, dtype=np.float32)
+        finite = np.isfinite(a)
+        if not finite.all():  # a float file's NaN or infinite pixels (a failed division upstream): the median level
+            a = np.where(finite, a, np.median(a[finite]) if finite.any() else 0.0).astype(np.float32)
         top = max(float(a.max()), 1.0)
         # 16-bit files: the full scale of the bits in use (a 10- or 12-bit scanner's 0..4095 is not a dark image)
         span = float(2 ** max(8, math.ceil(math.log2(top + 1))) - 1) if img.mode.startswith("I;16") else top
@@ -993,15 +997,22 @@ def load_image_bytes(data: bytes, name: str = "upload", *, string: bool = False)
     return _ink_map(_open_checked(io.BytesIO(data), name), name, string)
 
 
+def _undecodable(path: object, e: Exception) -> InputError:
+    what = str(e) if isinstance(e, (OSError, SyntaxError, ValueError)) else f"{type(e).__name__}: {e}"
+    return InputError(f"{path}: cannot decode the image ({what}); the file is damaged or cut short: save it again")
+
+
 def _decoded(img: Image.Image, path: object) -> tuple[np.ndarray, int]:
     """``(_grey of the image, its page count)``, the image closed; truncated or malformed pixel data is an
-    ``InputError`` naming ``path``."""
-    pages = getattr(img, "n_frames", 1)
+    ``InputError`` naming ``path``, whatever PIL's plugin raised (a multi-page TIFF or GIF cut short raises
+    ``TypeError`` or ``IndexError`` when its pages are counted)."""
     try:
         with img:
-            return _grey(img), pages
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode the image ({e})") from None
+            return _grey(img), getattr(img, "n_frames", 1)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _undecodable(path, e) from None
 
 
 def _no_ink(path: object, contrast: float, pages: int) -> InputError:
@@ -1015,10 +1026,23 @@ def _no_ink(path: object, contrast: float, pages: int) -> InputError:
     )
 
 
+def _enlarged(grey: np.ndarray) -> np.ndarray:
+    """A thumbnail (short side under ``MIN_SIDE``: an 8x8 scan like scikit-learn's digits, a 12-pixel crop) scaled
+    up bilinearly by the smallest whole factor that brings its short side to ``MIN_SIDE`` (the long side kept
+    within ``WORK_SIDE``). Read at its own size, its strokes one or two pixels wide pass for sensor noise and are
+    smoothed away (an 8x8 seven read as blank; a 10-pixel one as a 1). Larger images are returned as they are."""
+    short = min(grey.shape)
+    k = min(math.ceil(MIN_SIDE / max(short, 1)), WORK_SIDE // max(grey.shape))
+    if short >= MIN_SIDE or k <= 1:
+        return grey
+    return ndimage.zoom(grey, k, order=1, mode="nearest", grid_mode=True).astype(np.float32)
+
+
 def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tensor:
     """``load_image``'s work on an opened image (closed when done; of a multi-page file, its first page); messages
     start with ``path``."""
     grey, pages = _decoded(img, path)
+    grey = _enlarged(grey)
     page = _page(grey)
     if page is not None:  # a sheet photographed on a darker desk: read the sheet alone
         grey = page
