@@ -7,11 +7,13 @@
   under ``train/`` in Unicode NFC (macOS writes them decomposed), sorted (numerically when every name is an
   integer, so ``0``..``9`` are labels 0..9 and ``10`` follows ``9``); a class in ``val/`` or ``test/`` that
   ``train/`` lacks is an error. Files without an image suffix (``IMAGE_SUFFIXES``: every suffix PIL opens;
-  ``notes.txt``, ``.DS_Store``) and hidden entries are ignored; symlinked folders are followed, and a dangling link
+  ``notes.txt``, ``.DS_Store``), hidden entries and the folders tools write (``SYSTEM_FOLDERS``: ``__MACOSX/``,
+  ``@eaDir/``) are ignored; symlinked folders are followed, and a dangling link
   is an unreadable file. A folder that cannot be listed is an error naming it, even with ``skip_bad`` (a whole
   folder is no bad image).
 - ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
-  or ``test``, or a folder alias; without the column every row is ``train``); paths relative to the CSV's folder;
+  or ``test``, or a folder alias; without the column every row is ``train``), separated by commas (or the
+  semicolons or tabs a spreadsheet may write; UTF-8, a BOM allowed); paths relative to the CSV's folder;
   labels in NFC. Every listed file is read as an image, whatever its suffix; a file listed twice (by any spelling
   of its path) is an error naming both lines.
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -150,8 +153,17 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+# Folders that tools write beside a user's images, never a class or a picture of one: macOS's resource forks in a
+# zip (``__MACOSX/``), a Synology NAS's thumbnails (``@eaDir/``), Windows' recycle bin and volume information
+SYSTEM_FOLDERS = frozenset({"__macosx", "@eadir", "$recycle.bin", "system volume information"})
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FOLDERS
+
+
 def _visible(path: Path, top: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(top).parts)
+    return not any(_hidden(part) for part in path.relative_to(top).parts)
 
 
 def _unreadable(name: str, err: OSError) -> NoReturn:
@@ -211,7 +223,7 @@ def _scan_split(name: str, path: Path, split: str, top: Path) -> list[Entry]:
         raise DatasetSpecError(f"{name}: {top}/{loose[0]} is not inside a class folder; move it to {split}/<class>/")
     found: dict[str, list[Path]] = {}
     for d in listing:
-        if d.is_dir() and not d.name.startswith("."):
+        if d.is_dir() and not _hidden(d.name):
             found.setdefault(_nfc(d.name), []).append(d)
     if not found:
         raise DatasetSpecError(f"{name}: {top}/ holds no class folder; add {split}/<class>/ images or remove it")
@@ -239,18 +251,29 @@ def _scan_folder(name: str, path: Path) -> list[Entry]:
     return [e for split, top in present.items() for e in _scan_split(name, path, split, top)]
 
 
+def _delimiter(text: str) -> str:
+    """The CSV's separator, from its header row: a comma, or the semicolon or tab a spreadsheet writes where the
+    comma is the decimal mark (``file;label``)."""
+    first = text.split("\n", 1)[0]
+    return next((d for d in (",", ";", "\t") if d in first), ",")
+
+
 def _scan_csv(name: str, path: Path) -> list[Entry]:
     if not path.is_file():
         raise DataUnavailableError(f"{name}: {path} is not a file; give a CSV with a header row file,label[,split]")
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+            text = f.read()
+        rows = list(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))
+    except UnicodeDecodeError:
+        raise DatasetSpecError(f"{name}: {path} is not UTF-8 text; save it as CSV UTF-8") from None
+    except (OSError, csv.Error) as e:
         raise DatasetSpecError(f"{name}: cannot read {path} as CSV ({e})") from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "file" not in header or "label" not in header:
+        seen = f" (its first row: {', '.join(rows[0])[:120]})" if rows else " (it is empty)"
         raise DatasetSpecError(
-            f"{name}: {path} needs a header row naming the columns file,label (and optionally split)"
+            f"{name}: {path} needs a header row naming the columns file,label (and optionally split){seen}"
         )
     col = {h: header.index(h) for h in ("file", "label", "split") if h in header}
     entries, lines = [], {}
@@ -299,8 +322,11 @@ def _classes(name: str, entries: list[Entry], kind: str) -> list[str]:
     return _class_order(by_split["train"])
 
 
-def _check_counts(name: str, entries: list[Entry], classes: list[str], drawn: list[str], kind: str) -> None:
-    """Every class has an image to train on plus one for each split drawn from its training images."""
+def _check_counts(
+    name: str, entries: list[Entry], classes: list[str], drawn: list[str], kind: str, skipped: dict | None = None
+) -> None:
+    """Every class has an image to train on plus one for each split drawn from its training images; a message
+    about a class says how many of its training files ``--skip-bad`` skipped (``skipped``: label -> count)."""
     counts = dict.fromkeys(classes, 0)
     for e in entries:
         counts[e.label] += e.split == "train"
@@ -309,8 +335,15 @@ def _check_counts(name: str, entries: list[Entry], classes: list[str], drawn: li
         if n >= need:
             continue
         images = f"{n} image{'' if n == 1 else 's'} " + ("in train/" if kind == "folder" else "of split train")
-        if not drawn:
-            raise DatasetSpecError(f"{name}: class {label!r} has no readable training image; add some or remove it")
+        lost = (skipped or {}).get(label, 0)
+        if lost:
+            images += f" once --skip-bad skipped {lost} unreadable or blank file{'' if lost == 1 else 's'} of it"
+        if not drawn or n == 0:  # no split to hold out would help: it needs images
+            raise DatasetSpecError(
+                f"{name}: class {label!r} has no readable training image"
+                + (f" (--skip-bad skipped {lost})" if lost else "")
+                + "; add some or remove it"
+            )
         what = " and a ".join("validation" if s == "val" else s for s in drawn)
         add = " and ".join(f"a {s}/ folder" if kind == "folder" else f"rows of split {s}" for s in drawn)
         raise DatasetSpecError(
@@ -499,7 +532,11 @@ def load(
     if has["train"]:  # skipped files may leave too few, or empty a given val/ or test/, which is then drawn
         left = {s for e, _ in kept for s in [e.split]}
         drawn = [s for s in ("test", "val") if s not in left]
-        _check_counts(name, [e for e, _ in kept], classes, drawn, kind)
+        lost: dict[str, int] = {}
+        for e, m in zip(entries, new_manifest):
+            if m[3] not in images and e.split == "train":
+                lost[e.label] = lost.get(e.label, 0) + 1
+        _check_counts(name, [e for e, _ in kept], classes, drawn, kind, lost)
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
     provenance["digest"] = _digest(kept, classes, partial)

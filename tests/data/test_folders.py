@@ -109,15 +109,57 @@ def test_csv_with_and_without_a_split_column(tmp_path):
     ds = sources.load(f"csv:{tmp_path / 'n.csv'}", tmp_path / "root")  # no split column: all train, the rest drawn
     assert ds.classes == ("9", "10") and len(ds.test_labels) == 2 and len(ds.val_labels) == 2
     assert ds.provenance["splits"]["test"]["origin"] == "drawn"
-    (tmp_path / "h.csv").write_text("imgs/0.png,a\nimgs/1.png,b\n")
-    with pytest.raises(catalog.DatasetSpecError, match="header row naming the columns file,label"):
-        sources.load(f"csv:{tmp_path / 'h.csv'}", tmp_path / "root")
-    (tmp_path / "m.csv").write_text("file,label\nimgs/0.png,a\nimgs/nope.png,b\n")
-    with pytest.raises(catalog.DataUnavailableError, match=r"line 3: .*nope.png does not exist"):
-        sources.load(f"csv:{tmp_path / 'm.csv'}", tmp_path / "root")
-    (tmp_path / "d.csv").write_text("file,label\nimgs/0.png,a\nimgs,b\n")
-    with pytest.raises(catalog.DatasetSpecError, match=r"line 3: .*imgs is a folder; list image files"):
-        sources.load(f"csv:{tmp_path / 'd.csv'}", tmp_path / "root")
+    bad_csv(
+        tmp_path, "imgs/0.png,a\nimgs/1.png,b\n", catalog.DatasetSpecError, "header row naming the columns file,label"
+    )
+    bad_csv(
+        tmp_path, "file,label\nimgs/0.png,a\nimgs/nope.png,b\n", catalog.DataUnavailableError, r"line 3: .*nope.png"
+    )
+    bad_csv(
+        tmp_path, "file,label\nimgs/0.png,a\nimgs,b\n", catalog.DatasetSpecError, r"line 3: .*imgs is a folder; list"
+    )
+
+
+def bad_csv(tmp_path, content: str | bytes, error: type[Exception], match: str) -> None:
+    """A CSV of ``content`` (text, or bytes in another encoding) is refused with ``error`` matching ``match``."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(error, match=match):
+        sources.load(f"csv:{path}", tmp_path / "root")
+
+
+def test_a_spreadsheets_csv_with_semicolons_or_tabs_loads_and_other_encodings_are_named(tmp_path):
+    """``file;label`` (a spreadsheet where the comma is the decimal mark) and tab-separated rows load as the comma
+    CSV does; a Latin-1 file asks for UTF-8; a header without ``file`` shows the row it read."""
+    for i in range(12):
+        glyph(tmp_path / "imgs" / f"é{i}.png", i % 2, i)
+    rows_ = [(f"imgs/é{i}.png", "ab"[i % 2], "test" if i >= 8 else "train") for i in range(12)]
+    want = None
+    for name, sep in (("c.csv", ","), ("s.csv", ";"), ("t.tsv", "\t")):
+        (tmp_path / name).write_text(f"file{sep}label{sep}split\n" + "\n".join(sep.join(r) for r in rows_))
+        ds = sources.load(f"csv:{tmp_path / name}", tmp_path / "root")
+        got = (ds.classes, ds.train_labels.tolist(), ds.test_labels.tolist(), rows(ds.test_images))
+        assert want is None or got == want, name
+        want = got
+    latin = b"file,label\n" + "\n".join(f"{f},{c}" for f, c, _ in rows_).encode("latin-1")
+    bad_csv(tmp_path, latin, catalog.DatasetSpecError, r"bad.csv is not UTF-8 text; save it as CSV UTF-8")
+    bad_csv(
+        tmp_path, "filename,label\nimgs/é0.png,a\n", catalog.DatasetSpecError, r"\(its first row: filename, label\)"
+    )
+
+
+def test_the_folders_tools_write_beside_the_images_are_no_classes_and_no_images(tmp_path):
+    """``__MACOSX/`` (a zip made on a Mac) and ``@eaDir/`` (a Synology NAS's thumbnails) beside the class folders or
+    inside one are ignored like hidden files: no class "__MACOSX" with no image, no thumbnail counted as a digit."""
+    folder(tmp_path / "f", [4, 4])
+    folder(tmp_path / "f", [2, 2], split="test")
+    clean = sources.load(f"folder:{tmp_path / 'f'}", tmp_path / "root")
+    glyph(tmp_path / "f" / "train" / "__MACOSX" / "0" / "._0.png", 0, 0)
+    glyph(tmp_path / "f" / "train" / "1" / "@eaDir" / "0.png" / "SYNOFILE_THUMB_S.jpg", 1, 50)
+    (tmp_path / "f" / "test" / "$RECYCLE.BIN").mkdir()
+    again = sources.load(f"folder:{tmp_path / 'f'}", tmp_path / "root")
+    assert again.classes == clean.classes == ("0", "1")
+    assert torch.equal(again.train_labels, clean.train_labels) and rows(again.train_images) == rows(clean.train_images)
 
 
 def test_the_cache_decodes_nothing_twice_and_notices_edits_additions_and_removals(tmp_path, monkeypatch):
@@ -246,7 +288,22 @@ def test_bad_input_is_one_line_naming_the_problem_and_writes_nothing(tmp_path):
         f.unlink()
     for k in range(2):
         Image.new("L", (20, 20), 255).save(src / "train" / "0" / f"{k}.png")  # every image of class 0 blank
-    _fails(f"folder:{src}", root, catalog.DatasetSpecError, "class '0' has 0 images in train/", skip_bad=True)
+    # the message says why the class is empty and asks for images, not for a val/ folder that could not help
+    _fails(
+        f"folder:{src}",
+        root,
+        catalog.DatasetSpecError,
+        r"class '0' has no readable training image \(--skip-bad skipped 2\); add some or remove it",
+        skip_bad=True,
+    )
+    glyph(src / "train" / "0" / "ok.png", 0, 77)  # one readable image left: too few to draw a split from
+    _fails(
+        f"folder:{src}",
+        root,
+        catalog.DatasetSpecError,
+        r"class '0' has 1 image in train/ once --skip-bad skipped 2 unreadable or blank files of it: too few",
+        skip_bad=True,
+    )
 
 
 def test_a_test_only_folder_loads_for_scoring_only(tmp_path):
