@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from hwr import calibration, report, runs
 from hwr.cli import UsageError, environment
@@ -112,7 +113,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if c.thresholds:
         title = "reject thresholds chosen on the validation split (accept confidence >= P)"
         report.console.print(selective.threshold_table(_threshold_rows(c), title=title))
-    report.console.print(f"wrote {Path(args.run) / runs.CALIBRATION}", highlight=False)
+    report.console.print(escape(f"wrote {Path(args.run) / runs.CALIBRATION}"), highlight=False)
     return 0
 
 
@@ -170,10 +171,11 @@ def evaluate_digits(
     rows.append(("calibrated (calibration.json)", t, ece(conf, correct), calibration.nll(logits, y, t)))
     if c is None:
         report.console.print(
-            f"no {runs.CALIBRATION} in {args.run}: fit the temperature with hwr calibrate {args.run}", highlight=False
+            escape(f"no {runs.CALIBRATION} in {args.run}: fit the temperature with hwr calibrate {args.run}"),
+            highlight=False,
         )
         rows = rows[:1]
-    report.console.print(selective.calibration_table(rows, title=f"calibration on {where} ({len(y):,} images)"))
+    report.console.print(selective.calibration_table(rows, title=escape(f"calibration on {where} ({len(y):,} images)")))
     curves = {"softmax": calibration.risk_coverage(raw, correct)}
     if c is not None:
         curves["calibrated"] = calibration.risk_coverage(conf, correct)
@@ -200,7 +202,7 @@ def _selective_report(
 def _draw(args: argparse.Namespace, panels: list[tuple[str, calibration.Reliability, float]], title: str) -> None:
     path = evaluation_folder(args) / RELIABILITY_FIGURE
     report.save_figure(report.reliability_figure(panels, title=title), path)
-    report.console.print(f"wrote {path}", highlight=False)
+    report.console.print(escape(f"wrote {path}"), highlight=False)
 
 
 def evaluate_strings(

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from hwr import random, report
@@ -84,7 +85,7 @@ def _skipped(ds: catalog.Dataset) -> None:
     """Say how many of a user's image files ``--skip-bad`` skipped, and which."""
     skipped = (ds.provenance or {}).get("skipped") or []
     if skipped:
-        shown = ", ".join(s["file"] for s in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        shown = escape(", ".join(s["file"] for s in skipped[:5])) + (", ..." if len(skipped) > 5 else "")
         report.console.print(f"[yellow]skipped {len(skipped)} unreadable or blank image(s)[/]: {shown}", soft_wrap=True)
 
 
@@ -103,7 +104,7 @@ def _size(n: int) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    table = Table(title=f"data sets (root {root})")
+    table = Table(title=escape(f"data sets (root {root})"))
     for col in ("name", "present", "folder", "about"):
         table.add_column(col)
     for name in catalog.names():
@@ -135,7 +136,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     tr = splits.class_counts(ds.train_labels, ds.num_classes)
     te = splits.class_counts(ds.test_labels, ds.num_classes)
     va = splits.class_counts(ds.val_labels, ds.num_classes) if ds.val_labels is not None else None
-    table = Table(title=f"{ds.name}: {ds.num_classes} classes")
+    table = Table(title=escape(f"{ds.name}: {ds.num_classes} classes"))  # a folder's path or class: "[final]"
     cols = [
         ("class", "left"),
         ("label", "right"),
@@ -146,13 +147,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     for col, just in cols:
         table.add_column(col, justify=just)
     for i, name in enumerate(ds.classes):
-        table.add_row(name, str(i), f"{tr[i]:,}", *([f"{va[i]:,}"] if va else []), f"{te[i]:,}")
+        table.add_row(escape(name), str(i), f"{tr[i]:,}", *([f"{va[i]:,}"] if va else []), f"{te[i]:,}")
     table.add_section()
     table.add_row("total", "", f"{sum(tr):,}", *([f"{sum(va):,}"] if va else []), f"{sum(te):,}")
     report.console.print(table)
     if ds.provenance is not None:  # a user's folder or CSV: where each split came from
         for split, info in ds.provenance["splits"].items():
-            report.console.print(f"{split}: {info['about']}", soft_wrap=True)
+            report.console.print(escape(f"{split}: {info['about']}"), soft_wrap=True)
         _skipped(ds)
     if not len(ds.train_labels):
         return 0
@@ -163,7 +164,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"test images that duplicate a training image: {len(dup):,}"
         + (f" (first: {dup[:5].tolist()})" if len(dup) else "")
     )
-    report.console.print(f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root}")
+    report.console.print(escape(f"images: uint8 {tuple(ds.train_images.shape[1:])}; root {args.root}"))
     report.console.print(f"normalisation (training split): mean {mean:.4f}  std {std:.4f}")
     report.console.print(f"train imbalance (largest / smallest class): {ratio:.1f}")
     return 0
@@ -196,7 +197,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rows.append((f"augmented {r + 1}", to_u8(aug.augment(random.fold_in(key, r + 1), x, config))))
     labels = " ".join(ds.classes[i] for i in ds.train_labels[pick].tolist())
     out = report.save_image_rows(rows, args.out, title=f"{ds.name} --augment {args.augment}   labels: {labels}")
-    report.console.print(f"wrote {out}")
+    report.console.print(escape(f"wrote {out}"))
     return 0
 
 
@@ -223,5 +224,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ]
     fig = report.compare_figure((a.name, b.name), common, rows, title="test images, class by class")
     out = report.save_figure(fig, args.out)
-    report.console.print(f"wrote {out}")
+    report.console.print(escape(f"wrote {out}"))
     return 0

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from hwr import recipes, report
 from hwr.cli import UsageError, calibrate, environment, read_each, save_inputs, train_guarded
@@ -63,13 +64,13 @@ def _run(config: RunConfig, args: argparse.Namespace, execution: Execution, *, r
     if config.finetune is not None and fresh:
         report.console.print(f"initialised afresh (not from the source): {', '.join(fresh)}")
     t = result["test"]
-    report.console.print(report.metrics_table(t, title=f"test: {config.dataset}", classes=result["classes"]))
+    report.console.print(report.metrics_table(t, title=escape(f"test: {config.dataset}"), classes=result["classes"]))
     timing, used = result["timing"], result["execution"]
     step = used.get("candidate", "eager" if used.get("compile") is False else "-")
     report.console.print(
         f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
         f"train {timing['train_seconds']:.1f}s + compile {timing['compile_seconds']:.1f}s  "
-        f"on {used['device']} ({used['device_name']}), step {step}  -> {out}"
+        f"on {used['device']} ({used['device_name']}), step {step}  -> {escape(str(out))}"
     )
     return 0
 
@@ -139,9 +140,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     s = task.evaluate(
         model, params, state, ds.test_images, ds.test_labels, ds.num_classes, mean=meta["mean"], std=meta["std"]
     )
-    report.console.print(
-        report.metrics_table(s, title=f"{args.run} on {name} test ({s['count']} images)", classes=list(ds.classes))
-    )
+    title = escape(f"{args.run} on {name} test ({s['count']} images)")
+    report.console.print(report.metrics_table(s, title=title, classes=list(ds.classes)))
+    test = ((ds.provenance or {}).get("splits") or {}).get("test") or {}
+    if test.get("origin") == "drawn":  # no test/ (or split column): the images scored are a share of train/
+        report.console.print(
+            escape(
+                f"test: {test['about']}; a test/ folder, or CSV rows of split test, names the images to score instead"
+            )
+        )
     calibrate.evaluate_digits(args, model, params, state, meta, ds.test_images, ds.test_labels, f"{name} test")
     return 0
 
@@ -151,7 +158,8 @@ def _skipped(ds: Dataset) -> None:
     skipped = (ds.provenance or {}).get("skipped") or []
     if skipped:
         report.err_console.print(
-            f"[yellow]skipped {len(skipped)} unreadable or blank image(s)[/] (--skip-bad), first: {skipped[0]['file']}"
+            f"[yellow]skipped {len(skipped)} unreadable or blank image(s)[/] (--skip-bad), first: "
+            + escape(skipped[0]["file"])
         )
 
 

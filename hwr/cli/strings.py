@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from hwr import pattern, random, recipes, report, runs
@@ -135,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, dataset=args.dataset)  # validates: digit sets only
     test = _test_strings(config, environment.data_at(args.data_root), device)
     s = sr.evaluate(model, params, state, test, mean=meta["mean"], std=meta["std"])
-    report.console.print(_length_table(s, f"{args.run} on {s['count']:,} {config.dataset} test strings"))
+    report.console.print(_length_table(s, escape(f"{args.run} on {s['count']:,} {config.dataset} test strings")))
     report.console.print(
         f"CER {100 * s['cer']:.2f}%  string accuracy {100 * s['string_accuracy']:.2f}%  loss {s['loss']:.4f}"
     )
@@ -236,5 +237,5 @@ def cmd_show(args: argparse.Namespace) -> int:
         args.out,
         title=f"synthetic strings of MNIST training digits ({spec.height}x{spec.width}, seed {args.seed})",
     )
-    report.console.print(f"wrote {out}")
+    report.console.print(escape(f"wrote {out}"))
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from rich.markup import escape
 
 from hwr import files, report, tune
 from hwr.cli import UsageError, environment
@@ -193,7 +194,7 @@ def _pretrain_all(spec, root: Path, workers: int = 1) -> None:
     data = _data()["data"]
 
     def done(i: int, path: Path) -> None:
-        report.console.print(f"pretrained {todo[i][0].recipe or 'source'} -> {path}")
+        report.console.print(escape(f"pretrained {todo[i][0].recipe or 'source'} -> {path}"))
 
     tune.parallel_map(tune.pretrain_job, [(cfg, root, ex, data) for cfg, ex in todo], workers, done)
 
@@ -284,7 +285,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     evaluation = Path(args.root) / "studies" / s.study_name / "evaluation.json"
     ev = json.loads(evaluation.read_text()) if evaluation.is_file() else None
     for path in report.save_study_plots(s, Path(args.out), ev, metric=spec.metrics[0]):
-        report.console.print(f"wrote {path}")
+        report.console.print(escape(f"wrote {path}"))
     return 0
 
 

@@ -29,10 +29,11 @@ __all__ = [
 # Piped into a log (`make run > log`), rich would squeeze tables into 80 columns (`COMP…`): off a terminal, lay
 # them out at their natural width instead (tables do not stretch to the console's width).
 _WIDE = 240
-# soft_wrap: a line (a hint to paste, a path) is never broken at $COLUMNS; tables still fit the width
-console = Console(stderr=False, width=None if sys.stdout.isatty() else _WIDE, soft_wrap=True)
+# soft_wrap: a line (a hint to paste, a path) is never broken at $COLUMNS; tables still fit the width. emoji=False:
+# hwr writes no emoji codes, and a path or class name holding ":cat:" or ":ok:" prints as typed
+console = Console(stderr=False, width=None if sys.stdout.isatty() else _WIDE, soft_wrap=True, emoji=False)
 # visible when stdout is piped; soft_wrap: a message (an error, a hint to paste) is one line at any $COLUMNS
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE, soft_wrap=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE, soft_wrap=True, emoji=False)
 
 
 def set_width(columns: int) -> None:

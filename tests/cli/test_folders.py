@@ -46,6 +46,17 @@ def refused(capsys, *args: str, match: str) -> None:
     assert match in err, err
 
 
+def test_paths_and_class_names_print_as_typed(tmp_path, capsys):
+    """A folder or class name is never read as rich markup or an emoji code: ``d [/x]`` was a MarkupError (an
+    internal error), ``[final]`` vanished and ``:cat:`` became a cat."""
+    src = write(tmp_path / "d [/x] :cat:", "train", [4, 4], classes=["[final]", ":ok:"])
+    write(src, "test", [2, 2], classes=["[final]", ":ok:"])
+    code, out, err = hwr_in(capsys, "data", "info", f"folder:{src}", "--root", str(tmp_path / "data"))
+    assert code == 0, err
+    assert f"folder:{src}: 2 classes" in out and "[final]" in cells(out) and ":ok:" in cells(out)
+    assert f"test: given: {src}/test/" in out
+
+
 def test_info_train_finetune_and_evaluate_on_folders(tmp_path, capsys):
     data = ["--data-root", str(tmp_path / "data")]
     fast = ["--epochs", "1", "--batch-size", "8", "--no-compile", "--augment", "none", *data]
@@ -77,7 +88,11 @@ def test_info_train_finetune_and_evaluate_on_folders(tmp_path, capsys):
     assert [rows[c][-1] for c in "0123"] == ["0", "2", "0", "3"]  # support under the run's classes
     both = write(write(tmp_path / "both", "test", [3, 2], ["3", "1"]), "train", [1, 4], ["3", "1"])
     code, out, _ = hwr_in(capsys, "evaluate", str(run), "--dataset", f"folder:{both}", *data)  # train/ unread
-    assert code == 0 and "test (5 images)" in out
+    assert code == 0 and "test (5 images)" in out and "test: given" not in out and "drawn" not in out
+    mine = write(tmp_path / "trainonly", "train", [5, 5], ["3", "1"])  # no test/: a drawn share is scored, and said
+    code, out, _ = hwr_in(capsys, "evaluate", str(run), "--dataset", f"folder:{mine}", *data)
+    assert code == 0 and "test (2 images)" in out and "test: drawn from the training images: 20%" in out
+    assert "a test/ folder, or CSV rows of split test, names the images to score instead" in out
     letters = write(tmp_path / "letters", "test", [1, 1], ["3", "x"])
     refused(capsys, "evaluate", str(run), "--dataset", f"folder:{letters}", *data, match="class 'x' is not one of")
     refused(capsys, "train", "--dataset", f"folder:{only}", "--out", str(tmp_path / "no"), *fast, match="no training")
