@@ -75,6 +75,8 @@ class RunError(HwrError, ValueError):
 
 
 def _values(run_dir: Path) -> dict[str, Any]:
+    if run_dir.is_file():  # `hwr predict --run digit.png run/`: the arguments swapped
+        raise RunError(f"{run_dir} is a file, not a run folder; pass the --out folder of hwr train (--run RUN)")
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; train one with: hwr train --out {run_dir}")
     path = run_dir / CONFIG

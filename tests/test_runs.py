@@ -107,6 +107,9 @@ def test_an_old_run_folder_reads_loads_evaluates_and_resumes(tmp_path):
 def test_read_config_errors_name_the_problem(tmp_path):
     with pytest.raises(runs.RunError, match="does not exist"):
         runs.read_config(tmp_path / "nowhere", RunConfig)
+    (tmp_path / "digit.png").write_bytes(b"png")  # `hwr predict --run digit.png run/`: arguments swapped
+    with pytest.raises(runs.RunError, match=r"digit.png is a file, not a run folder; pass the --out folder"):
+        runs.read_config(tmp_path / "digit.png", RunConfig)
     with pytest.raises(runs.RunError, match="not a run folder"):
         runs.read_config(tmp_path, RunConfig)
     (tmp_path / runs.CONFIG).write_text("{not json")

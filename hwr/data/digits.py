@@ -105,6 +105,8 @@ def _open(path: Path) -> Image.Image:
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes): it was not written out, or not copied whole")
     return _open_checked(path, path)
 
 

@@ -244,6 +244,10 @@ def _scan_folder(name: str, path: Path) -> list[Entry]:
         raise DataUnavailableError(f"{name}: {path} is not a folder; give PATH holding train/<class>/ images")
     present = _split_folders(name, path)
     if "train" not in present and "test" not in present:
+        if path.name.lower() in SPLIT_ALIASES:  # `folder:PATH/train`: one level too deep
+            raise DatasetSpecError(
+                f"{name}: {path} is a split folder itself; name the folder that holds it: folder:{path.parent}"
+            )
         raise DatasetSpecError(
             f"{name}: no train/ folder in {path}; lay the images out as {path}/train/<class>/* (and optionally "
             "val/<class>/*, test/<class>/*)"

@@ -126,6 +126,9 @@ def test_load_image_errors(tmp_path):
         digits.load_image(tmp_path / "missing.png")
     with pytest.raises(ValueError, match="not a file"):
         digits.load_image(tmp_path)
+    (tmp_path / "empty.png").touch()
+    with pytest.raises(ValueError, match=r"empty.png: empty file \(0 bytes\)"):
+        digits.load_image(tmp_path / "empty.png")
     Image.new("RGB", (200, 150), (240, 240, 235)).save(tmp_path / "blank.png")
     with pytest.raises(ValueError, match="no ink found"):
         digits.load_image(tmp_path / "blank.png")

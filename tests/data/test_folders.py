@@ -258,6 +258,7 @@ def test_bad_input_is_one_line_naming_the_problem_and_writes_nothing(tmp_path):
     folder(tmp_path / "flat", [2], "val")
     _fails(f"folder:{tmp_path / 'flat'}", root, catalog.DatasetSpecError, "no train/ folder")
     src = folder(tmp_path / "d", [3, 3])
+    _fails(f"folder:{src / 'train'}", root, catalog.DatasetSpecError, rf"a split folder itself; .*: folder:{src}$")
     (src / "train" / "2").mkdir()
     (src / "train" / "2" / "notes.txt").write_text("no image")
     _fails(f"folder:{src}", root, catalog.DatasetSpecError, r"class folder .*train/2 holds no image")
