@@ -13,7 +13,8 @@
   folder is no bad image).
 - ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
   or ``test``, or a folder alias; without the column every row is ``train``), separated by commas (or the
-  semicolons or tabs a spreadsheet may write; UTF-8, a BOM allowed); paths relative to the CSV's folder;
+  semicolons or tabs a spreadsheet may write; UTF-8, a BOM allowed); paths relative to the CSV's folder (a path
+  written on Windows, ``imgs\\7.png``, read with ``/`` where it does not exist as written);
   labels in NFC. Every listed file is read as an image, whatever its suffix; a file listed twice (by any spelling
   of its path) is an error naming both lines.
 
@@ -286,6 +287,8 @@ def _scan_csv(name: str, path: Path) -> list[Entry]:
             continue
         cell = {h: row[i].strip() if i < len(row) else "" for h, i in col.items()}
         file, label, split = cell["file"], _nfc(cell["label"]), (cell.get("split") or "train").lower()
+        if "\\" in file and not (path.parent / file).exists():  # written on Windows: imgs\7.png
+            file = file.replace("\\", "/")
         if not file or not label:
             raise DatasetSpecError(f"{name}: {path} line {line} lacks a file or a label")
         if split not in SPLIT_ALIASES:

@@ -141,6 +141,9 @@ def test_a_spreadsheets_csv_with_semicolons_or_tabs_loads_and_other_encodings_ar
         got = (ds.classes, ds.train_labels.tolist(), ds.test_labels.tolist(), rows(ds.test_images))
         assert want is None or got == want, name
         want = got
+    (tmp_path / "w.csv").write_text("file,label,split\n" + "\n".join(",".join(r).replace("/", "\\") for r in rows_))
+    ds = sources.load(f"csv:{tmp_path / 'w.csv'}", tmp_path / "root")  # paths written on Windows
+    assert (ds.classes, ds.train_labels.tolist(), ds.test_labels.tolist(), rows(ds.test_images)) == want
     latin = b"file,label\n" + "\n".join(f"{f},{c}" for f, c, _ in rows_).encode("latin-1")
     bad_csv(tmp_path, latin, catalog.DatasetSpecError, r"bad.csv is not UTF-8 text; save it as CSV UTF-8")
     bad_csv(
