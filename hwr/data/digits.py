@@ -43,6 +43,7 @@ MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompre
 STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_band_ground``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 MIN_SIDE = 28  # a thumbnail's short side is scaled up to this (MNIST's size) before it is read (``_enlarged``)
+SMALLEST = 8  # an image under 8x8 holds no digit (optdigits' scans are 8x8): refused, not scaled up to a guess
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
 NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
@@ -1044,6 +1045,9 @@ def _ink_map(img: Image.Image, path: object, string: bool = False) -> torch.Tens
     """``load_image``'s work on an opened image (closed when done; of a multi-page file, its first page); messages
     start with ``path``."""
     grey, pages = _decoded(img, path)
+    if max(grey.shape) < SMALLEST:  # a thin strip is still read (its ink, however thin, is there)
+        h, w = grey.shape
+        raise InputError(f"{path}: {w}x{h} pixels is too small to hold a digit; give at least {SMALLEST} pixels across")
     grey = _enlarged(grey)
     page = _page(grey)
     if page is not None:  # a sheet photographed on a darker desk: read the sheet alone

@@ -126,6 +126,12 @@ def test_load_image_errors(tmp_path):
         digits.load_image(tmp_path / "missing.png")
     with pytest.raises(ValueError, match="not a file"):
         digits.load_image(tmp_path)
+    for w, h in ((1, 1), (3, 3), (7, 5)):  # too small to hold a digit: refused, not scaled up to a guess
+        a = np.full((h, w), 255, np.uint8)
+        a[h // 2, :], a[:, w // 2] = 0, 0
+        Image.fromarray(a).save(tmp_path / f"tiny{w}.png")
+        with pytest.raises(ValueError, match=rf"tiny{w}.png: {w}x{h} pixels is too small to hold a digit"):
+            digits.load_image(tmp_path / f"tiny{w}.png")
     (tmp_path / "empty.png").touch()
     with pytest.raises(ValueError, match=r"empty.png: empty file \(0 bytes\)"):
         digits.load_image(tmp_path / "empty.png")
