@@ -52,6 +52,7 @@ import os
 import pickle
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -330,7 +331,7 @@ def _classes(name: str, entries: list[Entry], kind: str) -> list[str]:
 
 
 def _check_counts(
-    name: str, entries: list[Entry], classes: list[str], drawn: list[str], kind: str, skipped: dict | None = None
+    name: str, entries: list[Entry], classes: list[str], drawn: list[str], kind: str, skipped: Counter | None = None
 ) -> None:
     """Every class has an image to train on plus one for each split drawn from its training images; a message
     about a class says how many of its training files ``--skip-bad`` skipped (``skipped``: label -> count)."""
@@ -535,14 +536,12 @@ def load(
     manifest, cached, bad = _read_cache(cache)
     new_manifest, images, bad_now = _convert(name, entries, dict(cached), bad, skip_bad)
     kept = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] in images]
-    skipped = [{"file": e.rel, "why": bad_now[m[3]]} for e, m in zip(entries, new_manifest) if m[3] not in images]
+    dropped = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] not in images]
+    skipped = [{"file": e.rel, "why": bad_now[d]} for e, d in dropped]
     if has["train"]:  # skipped files may leave too few, or empty a given val/ or test/, which is then drawn
         left = {s for e, _ in kept for s in [e.split]}
         drawn = [s for s in ("test", "val") if s not in left]
-        lost: dict[str, int] = {}
-        for e, m in zip(entries, new_manifest):
-            if m[3] not in images and e.split == "train":
-                lost[e.label] = lost.get(e.label, 0) + 1
+        lost = Counter(e.label for e, _ in dropped if e.split == "train")
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind, lost)
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
     provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
