@@ -2,8 +2,9 @@
 (light and dark grid, and pencil on it), a lined notebook, a dot grid, the digit circled or underlined by hand, hard
 and soft cast shadows, glare, a sheet shot at an angle on a desk or lying on a light desk, a sticky note, out of
 focus, a tiny digit in a large photo, pencil, red and green ink, a 300 dpi scan at JPEG quality 40, a neighbouring
-digit in the crop, a thumb at the edge and an EXIF-rotated photo. Measures the accuracy per condition of ``hwr
-predict``'s path (``load_image`` -> ``mnist_style`` -> the model); a file ``load_image`` refuses counts as wrong.
+digit in the crop, a thumb at the edge, an EXIF-rotated photo and a desk lamp's pool of light. Measures the
+accuracy per condition of ``hwr predict``'s path (``load_image`` -> ``mnist_style`` -> the model); a file
+``load_image`` refuses counts as wrong.
 
     python benchmarks/photo_conditions.py --model RUN_DIR [--n 30] [--seed 7] [--keep DIR] [--json PATH]
 
@@ -439,6 +440,20 @@ def c_graph_turned(g: np.ndarray, rng: Rng, i: int) -> Made:
     return _photo(_compose(paper, a, BLUE_PEN if rng.random() < 0.5 else BLACK), rng)
 
 
+def c_pool_of_light(g: np.ndarray, rng: Rng, i: int) -> Made:
+    """A desk lamp's pool of light (or a phone's strong vignetting): the paper bright round a point up to a fifth of
+    the image off its centre, falling smoothly to 15-35% of that at the far corners."""
+    a, _, _ = _layout(g, rng)
+    h, w = a.shape
+    rgb = _compose(_flat(h, w, [246, 244, 238]), a, BLUE_PEN if i % 2 else BLACK)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = h / 2 * (1 + rng.uniform(-0.2, 0.2)), w / 2 * (1 + rng.uniform(-0.2, 0.2))
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+    rim = rng.uniform(0.15, 0.35)
+    light = np.clip(1 - (1 - rim) * r2 ** rng.uniform(0.8, 1.5), rim / 2, 1)
+    return _photo(rgb * light[..., None], rng, 4, 85)
+
+
 CONDITIONS: dict[str, Callable[[np.ndarray, Rng, int], Made]] = {
     "control (clean PNG)": c_control,
     "control photo (blue pen, noise 3, q90)": c_control_photo,
@@ -464,6 +479,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, Rng, int], Made]] = {
     "thumb at the edge": c_thumb,
     "EXIF rotated 90": c_exif,
     "graph paper turned 0.3-3 degrees": c_graph_turned,
+    "pool of lamp light (rim 15-35%)": c_pool_of_light,
 }
 
 

@@ -51,6 +51,7 @@ GLARE_GAIN = 5.0  # the most contrast a glare's fading is given back (a screen b
 GLARE_STEP = 5 / 255.0  # a hot spot's page lies this much over the page's median level, or more
 GLARE_PAGE = 0.05  # a page lighter than this (ink-bright: 1 - its grey) shows no glare
 GLARE_CONTRAST = 0.75  # a hot spot's lightest paper, ink-bright, against the lightest of the page elsewhere
+SIDE_RATIO = 3.0  # one side of a smooth ground strays this many times further than the other: the ink's side
 GLARE_FADED = 0.8  # a glare leaves the ink under it under this share of the strokes' level elsewhere
 
 
@@ -290,20 +291,38 @@ def _corner_quad(mask: np.ndarray) -> float:
 
 def _ink_side(grey: np.ndarray, border: np.ndarray) -> tuple[bool, float]:
     """``(dark_ink, ground)``: the ground is the border's median; a clearly light ground holds dark ink and a
-    near-black one light ink; between them (mid-grey, and dim paper: an underexposed photo's sheet at 0.3 with
-    its ink at 0.07) the ink is on the side that goes clearly beyond the levels the border mostly shows (its
-    10th-90th percentiles: a cast shadow over half the border shows two grounds, the paper's and the shadow's,
-    whose median is neither; a stroke running off the edge is a few percent of it) by a quarter of the image's
-    range, not by the little that vignetting lifts the middle's paper over its rim, else on the side that strays
-    furthest from the median (strokes fill the border, as in a crop to the ink's box)."""
+    near-black one light ink. Between them (mid-grey, and dim paper: an underexposed photo's sheet at 0.3 with
+    its ink at 0.07; a lamp's pool of light or a lens's strong vignetting, the page bright in the middle and dim
+    at its rim) the ink is on the side that strays ``SIDE_RATIO`` times further from a smooth ground fitted to the
+    whole picture than the other (``_shaded_side``); failing that (strokes filling much of a tight crop: the fit
+    is no ground) on the side that goes clearly beyond the levels the border mostly shows (its 10th-90th
+    percentiles: a cast shadow over half the border shows two grounds, the paper's and the shadow's, whose median
+    is neither; a stroke running off the edge is a few percent of it) by a quarter of the image's range, else on
+    the side that strays furthest from the median (strokes fill the border, as in a crop to the ink's box)."""
     bg = float(np.median(border))
     if bg > 0.6 or bg < 0.15:
         return bg > 0.6, bg
+    shaded = _shaded_side(grey)
+    if shaded is not None:
+        return shaded, bg
     lo, hi = np.quantile(border, [0.1, 0.9])
     below, above = float(lo) - float(grey.min()), float(grey.max()) - float(hi)
     if abs(below - above) >= MIN_CONTRAST and max(below, above) >= 0.25 * float(grey.max() - grey.min()):
         return below > above, bg
     return bg - float(grey.min()) >= float(grey.max()) - bg, bg
+
+
+def _shaded_side(grey: np.ndarray) -> bool | None:
+    """True (dark ink) or False (light ink) where the picture reaches ``SIDE_RATIO`` times further below a smooth
+    ground than above it, or the other way round; None where neither side is that clear. The ground is a cubic
+    surface fitted to most of the picture (``_cubic_ground``, both tails trimmed), so light that falls off
+    smoothly towards the rim adds nothing to either side, while thin strokes stand out on theirs. A bold digit
+    filling a tight crop has no such ground, and its counters stray as far as its strokes: None."""
+    r = grey - _cubic_ground(grey, both=True)
+    below, above = float(-r.min()), float(r.max())
+    if max(below, above) < MIN_CONTRAST or max(below, above) < SIDE_RATIO * min(below, above):
+        return None
+    return below > above
 
 
 def _band(a: np.ndarray, b: int) -> np.ndarray:
@@ -336,27 +355,34 @@ def _robust_sigma(v: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
-def _illumination(d: np.ndarray) -> np.ndarray | None:
-    """The ground's smooth shading under ink-bright ``d`` (uneven light, vignetting): a cubic surface fitted to a
-    grid of samples, the ink trimmed away over a few rounds. ``None`` when the fit is flat (under 2 grey levels
-    across): the ground is then one level, as on a scan."""
-    h, w = d.shape
+def _cubic_ground(x: np.ndarray, both: bool) -> np.ndarray:
+    """A cubic surface fitted to the ground of ``x`` on a grid of samples, outliers trimmed over a few rounds: those
+    above it (ink-bright ink), or ``both`` sides (when which side the ink is on is not known yet: the ground is
+    what most of the picture shows). Evaluated at every pixel."""
+    h, w = x.shape
     step = max(1, round(max(h, w) / 96))
     ys, xs = np.mgrid[0:h:step, 0:w:step]
-    v = d[::step, ::step].ravel().astype(np.float64)
+    v = x[::step, ::step].ravel().astype(np.float64)
     u, t = (xs.ravel() / max(w - 1, 1)) * 2 - 1, (ys.ravel() / max(h - 1, 1)) * 2 - 1
-    basis = np.stack([u**i * t**j for i in range(4) for j in range(4 - i)], 1)
+    basis = np.stack([u**i * t**j for i, j in _powers()], 1)
     keep = np.ones(v.shape, bool)
     for _ in range(8):
         coef = np.linalg.lstsq(basis[keep], v[keep], rcond=None)[0]
         r = v - basis @ coef
         s = max(_robust_sigma(r[keep]), 1e-3)
-        nxt = r < 2.5 * s  # ink lies above the ground; trim it, keep the ground's own scatter
+        nxt = (np.abs(r) if both else r) < 2.5 * s  # trim the ink, keep the ground's own scatter
         if nxt.sum() < basis.shape[1] * 4 or np.array_equal(nxt, keep):
             break
         keep = nxt
     uu, tt = np.linspace(-1, 1, w), np.linspace(-1, 1, h)
-    surface = sum(c * tt[:, None] ** j * uu[None, :] ** i for c, (i, j) in zip(coef, _powers()))
+    return sum(c * tt[:, None] ** j * uu[None, :] ** i for c, (i, j) in zip(coef, _powers()))
+
+
+def _illumination(d: np.ndarray) -> np.ndarray | None:
+    """The ground's smooth shading under ink-bright ``d`` (uneven light, vignetting): ``_cubic_ground`` with the
+    ink above it trimmed away. ``None`` when the fit is flat (under 2 grey levels across): the ground is then one
+    level, as on a scan."""
+    surface = _cubic_ground(d, both=False)
     return None if float(surface.max() - surface.min()) < 2.0 / 255.0 else surface.astype(np.float32)
 
 
