@@ -46,12 +46,12 @@ MIN_SIDE = 28  # a thumbnail's short side is scaled up to this (MNIST's size) be
 SMALLEST = 8  # an image under 8x8 holds no digit (optdigits' scans are 8x8): refused, not scaled up to a guess
 INK_THRESHOLD = 0.05  # fraction of the peak above which a pixel counts as ink for the bounding box
 MIN_CONTRAST = 0.08  # ink peak minus noise floor below this: the image holds no ink
+SIDE_RATIO = 3.0  # one side of a smooth ground strays this many times further than the other: the ink's side
 NOISE_LEVEL = 1.5 / 255.0  # sensor noise above this (a photo, not a scan) is smoothed before thresholding
 GLARE_GAIN = 5.0  # the most contrast a glare's fading is given back (a screen blend of 0.8 over the ink)
 GLARE_STEP = 5 / 255.0  # a hot spot's page lies this much over the page's median level, or more
 GLARE_PAGE = 0.05  # a page lighter than this (ink-bright: 1 - its grey) shows no glare
 GLARE_CONTRAST = 0.75  # a hot spot's lightest paper, ink-bright, against the lightest of the page elsewhere
-SIDE_RATIO = 3.0  # one side of a smooth ground strays this many times further than the other: the ink's side
 GLARE_FADED = 0.8  # a glare leaves the ink under it under this share of the strokes' level elsewhere
 
 
