@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import python
 from tiny import TINY_CNN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ step_mod = _load_step_module()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(STEP), *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    return python(str(STEP), *args, cwd=ROOT, timeout=900)  # in a child of the zygote (cli_run)
 
 
 @pytest.fixture(scope="module")
@@ -193,23 +194,18 @@ def test_inductor_region_adam_equals_plain_adam_in_an_aten_graph_step():
 
 def test_recipe_step_times_each_memory_format(tmp_path):
     out = tmp_path / "recipe.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPE_STEP),
-            "--recipe",
-            "seed",
-            "--windows",
-            "2",
-            "--steps",
-            "2",
-            "--limit-train",
-            "2000",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(RECIPE_STEP),
+        "--recipe",
+        "seed",
+        "--windows",
+        "2",
+        "--steps",
+        "2",
+        "--limit-train",
+        "2000",
+        "--json",
+        str(out),
         cwd=ROOT,
         timeout=900,
     )
@@ -223,10 +219,11 @@ def test_eager_pool_benchmark_checks_bitwise_then_times_both_pools(tmp_path):
     """benchmarks/eager_pool.py --quick: the pool alone and the seed CNN's eager step, each pair checked equal to
     the bit before any window is timed, both timed, JSON rows written."""
     out = tmp_path / "pool.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "eager_pool.py"), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(ROOT / "benchmarks" / "eager_pool.py"),
+        "--quick",
+        "--json",
+        str(out),
         cwd=ROOT,
         timeout=300,
     )
@@ -239,9 +236,7 @@ def test_eager_pool_benchmark_checks_bitwise_then_times_both_pools(tmp_path):
 
 
 def test_recipe_step_refuses_an_unknown_memory_format():
-    done = subprocess.run(
-        [sys.executable, str(RECIPE_STEP), "--formats", "nhwc"], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    done = python(str(RECIPE_STEP), "--formats", "nhwc", cwd=ROOT, timeout=120)
     assert done.returncode == 2 and "unknown memory format" in done.stderr
 
 
@@ -435,25 +430,20 @@ def test_limit_threads_pins_jax_to_the_torch_thread_count():
 
 
 def test_profile_step_prints_an_operator_table_per_variant(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "profile_step.py"),
-            "--variants",
-            "eager_module_channels_last,hwr_eager",
-            "--batch-size",
-            "8",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--config",
-            TINY,
-            "--trace",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(ROOT / "benchmarks" / "profile_step.py"),
+        "--variants",
+        "eager_module_channels_last,hwr_eager",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--config",
+        TINY,
+        "--trace",
+        str(tmp_path),
         cwd=ROOT,
         timeout=300,
     )

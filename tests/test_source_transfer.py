@@ -2,9 +2,9 @@
 the study's start fine-tuned from it, all on validation splits (no run reads a test split); a bad spec exits 2."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_run import python
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "source_transfer.py"
@@ -15,7 +15,7 @@ def test_each_source_is_scored_zero_shot_and_by_the_start_on_validation_only(tmp
     smoke = ["--limit-train", "256", "--no-compile", "--draws", "0", "1", "--seeds", "0", "--finetune-epochs", "1"]
     lowres = ["--pretrain-data", "mnist:lowres=0.01"]  # a share of MNIST rescanned coarsely (hwr.data.lowres)
     args = [*smoke, *lowres, "--augment", "none", "rotation=5", "--out", str(runs), "--json", str(out)]
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = python(str(SCRIPT), *args, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [(r["pretrain_data"], r["augment"]) for r in rows] == [
@@ -46,14 +46,12 @@ def test_each_source_is_scored_zero_shot_and_by_the_start_on_validation_only(tmp
     start = json.loads((runs / folders[3] / "config.json").read_text())
     assert start["dataset"].startswith("optdigits-lt") and "draw=1" in start["dataset"]
     assert start["finetune"]["source"].endswith(f"{lr}-none-e3")
-    bad = subprocess.run(
-        [sys.executable, str(SCRIPT), "--augment", "twirl=3"], capture_output=True, text=True, cwd=ROOT
-    )
+    bad = python(str(SCRIPT), "--augment", "twirl=3", cwd=ROOT)
     assert bad.returncode == 2 and "unknown augmentation key 'twirl'" in bad.stderr
-    bad = subprocess.run(
-        [sys.executable, str(SCRIPT), "--pretrain-data", "fashion-mnist:lowres=0.5"],
-        capture_output=True,
-        text=True,
+    bad = python(
+        str(SCRIPT),
+        "--pretrain-data",
+        "fashion-mnist:lowres=0.5",
         cwd=ROOT,
     )
     assert bad.returncode == 2 and "'lowres=0.5' is not a parameter of fashion-mnist" in bad.stderr

@@ -2,11 +2,10 @@
 time it prints and writes. No wall-clock thresholds, only the rows' shape and consistency."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_strings_step_splits_a_step_into_render_step_and_the_rest(tmp_path):
     out = tmp_path / "split.json"
     script = ROOT / "benchmarks" / "strings_step.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(script),
+        "--smoke",
+        "--json",
+        str(out),
         cwd=ROOT,
         timeout=600,
     )

@@ -3,41 +3,36 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_run import python
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_recipes_run_side_by_side_and_each_row_names_its_recipe(tmp_path):
     out = tmp_path / "tta.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "time_to_accuracy.py"),
-            "--recipe",
-            "speedrun",
-            "fast",
-            "--seeds",
-            "0",
-            "1",
-            "--epochs",
-            "1",
-            "--limit-train",
-            "256",
-            "--limit-test",
-            "64",
-            "--no-compile",
-            "--device",
-            "cpu",
-            "--out",
-            str(tmp_path / "runs"),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(ROOT / "benchmarks" / "time_to_accuracy.py"),
+        "--recipe",
+        "speedrun",
+        "fast",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "64",
+        "--no-compile",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "runs"),
+        "--json",
+        str(out),
         cwd=ROOT,
         timeout=600,
     )
@@ -50,10 +45,10 @@ def test_two_recipes_run_side_by_side_and_each_row_names_its_recipe(tmp_path):
 
 
 def test_an_unknown_recipe_is_refused_by_name(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--recipe", "sprint"],
-        capture_output=True,
-        text=True,
+    done = python(
+        str(ROOT / "benchmarks" / "time_to_accuracy.py"),
+        "--recipe",
+        "sprint",
         cwd=ROOT,
         timeout=120,
     )
@@ -65,16 +60,14 @@ def test_speedrun_candidates_are_scored_on_validation_only(tmp_path):
     out = tmp_path / "c.json"
     script = ROOT / "benchmarks" / "speedrun_candidates.py"
     args = ["--names", "speedrun,b256_e2", "--limit-train", "512", "--no-compile", "--out", str(tmp_path / "r")]
-    done = subprocess.run(
-        [sys.executable, str(script), *args, "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600
-    )
+    done = python(str(script), *args, "--json", str(out), cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [r["name"] for r in rows] == ["speedrun", "b256_e2"] and all(0 < r["val_accuracy"] <= 1 for r in rows)
     for r in rows:
         metrics = json.loads((tmp_path / "r" / f"{r['name']}-fp32-seed0" / "metrics.json").read_text())
         assert metrics["test"] is None and metrics["config"]["epochs"] in (2, 3)
-    bad = subprocess.run([sys.executable, str(script), "--names", "nope"], capture_output=True, text=True, cwd=ROOT)
+    bad = python(str(script), "--names", "nope", cwd=ROOT)
     assert bad.returncode == 2 and "unknown candidate" in bad.stderr
 
 

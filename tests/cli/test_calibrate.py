@@ -50,7 +50,7 @@ def _reachable(run) -> float:
 
 def test_calibrate_evaluate_and_predict_a_digit_run(digit_run, images, tmp_path, capsys):
     target = _reachable(digit_run)
-    p = hwr("calibrate", str(digit_run), "--target-error", str(target))
+    p = hwr("calibrate", str(digit_run), "--target-error", str(target), fresh=True)  # the console script
     assert "temperature" in p.stdout and "ECE (15 bins)" in p.stdout and "reject thresholds" in p.stdout
     c = runs.read_calibration(digit_run)
     assert c.n == 102 and c.threshold(target) is not None

@@ -45,6 +45,7 @@ def trained(tmp_path_factory):
         "channels_last",
         "--out",
         str(out),
+        fresh=True,  # the console script in a fresh interpreter, end to end (cli_run)
     )
     return out
 
@@ -283,7 +284,8 @@ def test_predict_real_files(trained, tmp_path):
 
 
 def test_bad_inputs(trained, tmp_path, capsys):
-    bad("train", "--dataset", "nope", "--out", str(tmp_path / "x"), match="unknown dataset")  # the console script
+    # the console script in a fresh interpreter
+    bad("train", "--dataset", "nope", "--out", str(tmp_path / "x"), match="unknown dataset", fresh=True)
     bad_here(capsys, "train", "--model", "nope", *SMALL, "--out", str(tmp_path / "y"), match="unknown model")
     bad_here(capsys, "evaluate", str(tmp_path), match="not a run folder")
     empty = tmp_path / "nockpt"

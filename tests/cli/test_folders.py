@@ -145,7 +145,8 @@ def test_bad_folders_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, bro
     )
     refused(capsys, "finetune", "--from", str(out), "--dataset", "folder:", "--out", str(out), match="names no path")
     assert not root.exists() and not out.exists()
-    bad("data", "info", f"folder:{missing}", "--root", str(root), match="is not a folder")  # the console script
+    # the console script in a fresh interpreter
+    bad("data", "info", f"folder:{missing}", "--root", str(root), match="is not a folder", fresh=True)
 
 
 def test_skip_bad_skips_and_counts(tmp_path, capsys, broken):

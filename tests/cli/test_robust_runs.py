@@ -73,7 +73,7 @@ def test_stopped_in_epoch_one_resumes_from_config_json_and_the_hint_works(tmp_pa
     bad("train", "--recipe", "fast", "--out", str(out), match="hwr train --out")  # another config: refused
     hint = cli.resume_command(argparse.Namespace(out=out, data_root=None, skip_bad=False))
     assert hint == f"hwr train --out {out} --resume"
-    hwr(*hint.split()[1:], "--no-compile")
+    hwr(*hint.split()[1:], "--no-compile", fresh=True)  # pasted into a shell: a fresh interpreter
     metrics = json.loads((out / runs.METRICS).read_text())
     assert metrics["config"] == to_dict(run_config()) and len(metrics["epochs"]) == 1
 

@@ -50,7 +50,7 @@ QUICK += ["--memory-format", "channels_last"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "strings"
-    p = hwr("train", "--recipe", "strings", *QUICK, "--out", str(out))
+    p = hwr("train", "--recipe", "strings", *QUICK, "--out", str(out), fresh=True)  # the console script, end to end
     return out, p.stdout
 
 

@@ -138,7 +138,7 @@ def test_sqlite_run_resume_nan_show_plot_best(tmp_path):
     nan_trial = ts[1]
     assert nan_trial.state == TrialState.PRUNED and "non-finite" in nan_trial.user_attrs["failure"]
     # rerunning the same command with a larger budget resumes: old trials kept, new ones added
-    hwr("study", "run", TINY, *common, "--n-trials", "4")
+    hwr("study", "run", TINY, *common, "--n-trials", "4", fresh=True)  # the console script
     ts2 = trials(url)
     assert len(finished(ts2)) == 4 and [t.number for t in ts2[:3]] == [0, 1, 2]
     assert ts2[0].values == ts[0].values

@@ -68,7 +68,7 @@ def test_an_unreachable_storage_does_not_echo_its_password(command):
 def test_a_run_off_a_terminal_prints_a_line_per_trial_and_pasteable_hints(tmp_path):
     db = tmp_path / "s.db"
     common = ["--storage", f"sqlite:///{db}", "--root", str(tmp_path / "runs")]
-    p = hwr("study", "run", str(TINY_STUDY), *common, "--n-trials", "2")  # captured: stdout is not a TTY
+    p = hwr("study", "run", str(TINY_STUDY), *common, "--n-trials", "2", fresh=True)  # captured: not a TTY
     lines = p.stdout.splitlines()
     per_trial = [line for line in lines if re.match(r"trial \d+ (COMPLETE|PRUNED)  value ", line)]
     assert len(per_trial) == 2, p.stdout
