@@ -32,6 +32,7 @@ import torch
 
 from hwr import files, optim, tree
 from hwr.engine import perf, runtime, train
+from hwr.errors import HwrError
 from hwr.losses import Loss
 from hwr.models import Model
 
@@ -42,6 +43,7 @@ __all__ = [
     "UPDATE_RTOL",
     "Candidate",
     "Choice",
+    "UnequalStep",
     "build_core",
     "build_step",
     "check_step",
@@ -132,6 +134,21 @@ def build_core(candidate: Candidate, model: Model, parts: train.Parts) -> train.
     return train.compile(train.hyper_step(step_model, parts), mode=candidate.mode, **candidate.options)
 
 
+class UnequalStep(HwrError, RuntimeError):
+    """No compile candidate asked for computes the eager step here (each one's reason in the message)."""
+
+
+def _none_equal(rejected: dict[str, str], device: torch.device, params: Any) -> UnequalStep:
+    """The error naming why each candidate was rejected and the fix: another candidate, or no compile."""
+    why = "; ".join(f"{name}: {reason}" for name, reason in rejected.items())
+    others = [c.name for c in default_candidates(device, params) if c.name not in rejected]
+    other = f"choose another candidate ({', '.join(others)}: --compile-candidate) or " if others else ""
+    return UnequalStep(
+        f"no compile configuration gives a step equal to the eager one here ({why}); {other}train eagerly "
+        "(--no-compile)"
+    )
+
+
 def compile_step(
     model: Model,
     optimizer: optim.GradientTransformation | None,
@@ -158,7 +175,7 @@ def compile_step(
     modified.
     ``hyper=(parts, hp)`` compiles ``train.hyper_step(model, parts)`` instead (``optimizer`` and ``objective`` are
     then ``parts(hp)``'s) and returns it bound to ``hp`` (a ``train.Bound``: its ``core`` serves other values).
-    Raises ``RuntimeError`` if no candidate compiles to an equal step."""
+    Raises ``UnequalStep`` (an ``HwrError``: one line from the CLI) if no candidate compiles to an equal step."""
     device = example_state.step.device
     cands = tuple(candidates or default_candidates(device, example_state.params))
     by_name = {c.name: c for c in cands}
@@ -183,7 +200,7 @@ def compile_step(
         rejected[chosen.name] = f"cached choice no longer equal: {reason}"
     runs = _equal_candidates([c for c in cands if c.name not in rejected], build, check, example_state, rejected)
     if not runs:
-        raise RuntimeError(f"no compile configuration gives a step equal to the eager one: {rejected}")
+        raise _none_equal(rejected, device, example_state.params)
     seconds = _time(runs, example_batch, device, steps=steps, rounds=rounds)
     best = min(seconds, key=seconds.__getitem__)
     if cache:

@@ -10,6 +10,7 @@ from tiny import TINY_CNN
 from hwr import losses, models, optim, random, tree
 from hwr.data.batches import synthetic_batches
 from hwr.engine import autotune, train
+from hwr.errors import HwrError
 
 TINY = TINY_CNN
 
@@ -102,8 +103,11 @@ def test_unequal_and_failing_candidates_are_rejected(cache_file):
     smoothed = train.train_step(model, opt, losses.make_loss(losses.LossConfig(label_smoothing=0.1)))
     assert "loss differs" in autotune._mismatch(smoothed, state, batch, want, 1e-5)
     broken = autotune.Candidate("broken", options={"no_such_inductor_option": 1})
-    with pytest.raises(RuntimeError, match=r"no compile configuration.*broken"):
+    with pytest.raises(autotune.UnequalStep, match=r"no compile configuration.*broken") as err:
         autotune.compile_step(model, opt, losses.cross_entropy, state, batch, candidates=[broken])
+    assert isinstance(err.value, HwrError)  # the CLI's one line and exit code 2, naming the fix:
+    assert "choose another candidate (inductor, channels_last+aten, channels_last+inductor" in str(err.value)
+    assert str(err.value).endswith("train eagerly (--no-compile)")
 
 
 def test_default_candidates():
