@@ -68,8 +68,8 @@ if [[ ${SMOKE:-0} == 1 ]]; then
   # runs have their own tests (tests/test_benchmarks.py, tests/cli/test_cli.py)
   step_args=(--variants eager_module,hwr_eager --batch-sizes 8 --windows 2 --steps 2
              --config '{"channels": [4, 8], "hidden": 16}' --peak-gflops 100)
-  tta_args=(--epochs 1 --limit-train 640 --limit-test 200 --no-compile)
-  strings_args=(--epochs 1 --limit-train 640 --limit-test 100 --no-compile)
+  tta_args=(--epochs 1 --limit-train 256 --limit-test 100 --no-compile)
+  strings_args=(--epochs 1 --limit-train 128 --limit-test 50 --no-compile)  # two steps of the recipe's batch
   vmap_args=(--ks 1,2 --modes eager --batch-size 8 --windows 2 --steps 2 --config '{"channels": [4, 8], "hidden": 16}')
 else
   tests_k=()
