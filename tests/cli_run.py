@@ -75,7 +75,8 @@ def python(
     ``subprocess.run`` returns it: in a child of the zygote, or a fresh interpreter (``fresh``; the module
     docstring says when else)."""
     env = dict(os.environ) if env is None else env
-    if fresh or os.environ.get("HWR_TEST_SUBPROCESS") == "1" or not _forkable(env):
+    forkserver = "forkserver" in multiprocessing.get_all_start_methods()  # not on Windows
+    if fresh or not forkserver or os.environ.get("HWR_TEST_SUBPROCESS") == "1" or not _forkable(env):
         return subprocess.run(
             [sys.executable, *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
         )
