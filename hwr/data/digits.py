@@ -35,11 +35,22 @@ from hwr.errors import InputError
 # reset, so ``exif_transpose`` does not turn it twice); AVIF is Pillow's own. Registering is idempotent.
 pillow_heif.register_heif_opener()
 
-__all__ = ["FIELD", "MAX_PIXELS", "conversion_version", "load_image", "load_image_bytes", "mnist_style"]
+__all__ = [
+    "FIELD",
+    "MAX_JPEG_PIXELS",
+    "MAX_PIXELS",
+    "conversion_version",
+    "load_image",
+    "load_image_bytes",
+    "mnist_style",
+]
 
 FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
-MAX_PIXELS = 40_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake)
+MAX_PIXELS = 50_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake); the
+# largest photos phones save at full resolution (48-50 MP, HEIC among them) pass
+MAX_JPEG_PIXELS = 178_000_000  # a JPEG is decoded at 1/2-1/8 by its decoder (``_grey``), never whole: a 108 or
+# 160 MP phone photo passes, up to Pillow's own bomb limit (twice ``Image.MAX_IMAGE_PIXELS``)
 STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_band_ground``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 MIN_SIDE = 28  # a thumbnail's short side is scaled up to this (MNIST's size) before it is read (``_enlarged``)
@@ -116,25 +127,26 @@ def _open_checked(source: Path | BinaryIO, path: object) -> Image.Image:
     """``Image.open(source)`` lazily (header only), refusing non-images and huge images before any pixel is
     decoded; each message starts with ``path`` (a file's path, or the name of bytes held in memory)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # the size is checked below, by format, before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(source)
     except UnidentifiedImageError:
         raise InputError(
             f"{path}: not an image file PIL can read (PNG, JPEG, HEIC, AVIF, BMP, GIF, TIFF, WebP, ...)"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image is too large to decode safely (over {MAX_JPEG_PIXELS:,} pixels)") from None
     except (FileNotFoundError, MemoryError):
         raise
     except Exception as e:  # a header cut short or malformed: PIL's plugins raise OSError, SyntaxError, ValueError,
         raise _undecodable(path, e) from None  # and RuntimeError (AVIF), TypeError, IndexError, EOFError, ...
     w, h = img.size
-    if w * h > MAX_PIXELS:
+    limit = MAX_JPEG_PIXELS if img.format in ("JPEG", "MPO") else MAX_PIXELS
+    if w * h > limit:
         img.close()
         raise InputError(
-            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {MAX_PIXELS:,}-pixel limit; scale the "
-            "image down (a digit needs a few hundred pixels across at most)"
+            f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {limit:,}-pixel limit for {img.format or 'such'} "
+            "files; scale the image down (a digit needs a few hundred pixels across at most)"
         )
     if w == 0 or h == 0:
         raise InputError(f"{path}: empty image ({w}x{h})")
@@ -1015,7 +1027,8 @@ def load_image(path: str | os.PathLike, *, string: bool = False) -> torch.Tensor
     spans (``_lines_across``), and the characters along the line are kept with room between them (``_glyph``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not an image, is
-    larger than ``MAX_PIXELS`` (checked from the header, before decoding), is truncated, or holds no ink."""
+    larger than ``MAX_PIXELS`` (a JPEG: ``MAX_JPEG_PIXELS``; checked from the header, before decoding), is
+    truncated, or holds no ink."""
     path = Path(path)
     return _ink_map(_open(path), path, string)
 

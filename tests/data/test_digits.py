@@ -149,14 +149,45 @@ def test_load_image_refuses_huge_images_before_decoding(tmp_path):
     Image.new("L", (4, 4)).save(small)
     data = bytearray(small.read_bytes())
     assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", 8000, 6000)  # 48 megapixels in the header; the pixel data stay 4x4
+    data[16:24] = struct.pack(">II", 9000, 6000)  # 54 megapixels in the header; the pixel data stay 4x4
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     huge = tmp_path / "huge.png"
     huge.write_bytes(bytes(data))
     with Image.open(huge) as im:
-        assert im.size == (8000, 6000)
-    with pytest.raises(ValueError, match="48,000,000 pixels exceeds the 40,000,000-pixel limit"):
+        assert im.size == (9000, 6000)
+    with pytest.raises(ValueError, match="54,000,000 pixels exceeds the 50,000,000-pixel limit for PNG files"):
         digits.load_image(huge)
+
+
+def _jpeg_declaring(path, w: int, h: int) -> None:
+    """A small JPEG whose frame header (SOF0) declares ``w x h``: the pixel data stay those of 16x16."""
+    Image.new("L", (16, 16), 200).save(path, quality=90)
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", h, w)
+    path.write_bytes(bytes(data))
+
+
+def test_a_phone_photo_of_up_to_178_megapixels_is_read_from_a_drafted_jpeg(tmp_path):
+    """A JPEG is decoded at 1/2-1/8 by its decoder, never whole, so a 108-megapixel phone photo (12000x9000) is
+    read as the same picture saved small is; other formats stop at 50 megapixels (a 48-50 MP phone photo passes),
+    and a JPEG declaring more than Pillow's own bomb limit is refused from its header."""
+
+    def seven(w: int, h: int) -> Image.Image:
+        img = Image.new("L", (w, h), 235)
+        k = w / 1200
+        ImageDraw.Draw(img).line(
+            [(450 * k, 250 * k), (750 * k, 250 * k), (560 * k, 700 * k)], fill=30, width=int(40 * k)
+        )
+        return img
+
+    seven(12000, 9000).save(tmp_path / "big.jpg", quality=85)  # 108 MP, a 1.3 MB file
+    seven(1200, 900).save(tmp_path / "small.png")
+    big, small = (digits.mnist_style(digits.load_image(tmp_path / f)) for f in ("big.jpg", "small.png"))
+    assert _corr(big, small) > 0.95
+    _jpeg_declaring(tmp_path / "bomb.jpg", 20000, 10000)  # 200 MP
+    with pytest.raises(ValueError, match="too large to decode safely"):
+        digits.load_image(tmp_path / "bomb.jpg")
 
 
 def test_load_image_truncated_file(tmp_path, mnist_digits):
@@ -233,9 +264,9 @@ def test_load_image_bytes_equals_load_image_and_names_the_upload(tmp_path, mnist
     with pytest.raises(ValueError, match=r"^upload: cannot decode"):
         digits.load_image_bytes((tmp_path / "d.jpg").read_bytes()[:600])
     huge = bytearray((tmp_path / "d.png").read_bytes())
-    huge[16:24] = struct.pack(">II", 8000, 6000)  # 48 megapixels in the header
+    huge[16:24] = struct.pack(">II", 9000, 6000)  # 54 megapixels in the header
     huge[29:33] = struct.pack(">I", zlib.crc32(bytes(huge[12:29])))
-    with pytest.raises(ValueError, match=r"^upload: 8000x6000 = 48,000,000 pixels exceeds"):
+    with pytest.raises(ValueError, match=r"^upload: 9000x6000 = 54,000,000 pixels exceeds"):
         digits.load_image_bytes(bytes(huge))
 
 
