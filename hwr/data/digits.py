@@ -49,8 +49,8 @@ FIELD, BOX = 28, 20  # MNIST: a 20x20 box centred by mass in a 28x28 field
 CENTRE = 14.0  # where MNIST's centres of mass lie on average, in pixel indices (measured: 13.99, 14.01)
 MAX_PIXELS = 50_000_000  # refuse larger images before decoding them (a decompression bomb or a mistake); the
 # largest photos phones save at full resolution (48-50 MP, HEIC among them) pass
-MAX_JPEG_PIXELS = 178_000_000  # a JPEG is decoded at 1/2-1/8 by its decoder (``_grey``), never whole: a 108 or
-# 160 MP phone photo passes, up to Pillow's own bomb limit (twice ``Image.MAX_IMAGE_PIXELS``)
+MAX_JPEG_PIXELS = 178_000_000  # a JPEG is decoded at 1/2-1/8 by its decoder (``_grey``), never whole: a 108 MP
+# phone photo passes, up to Pillow's own bomb limit (twice ``Image.MAX_IMAGE_PIXELS``)
 STROKE_LEVEL = 0.75  # border pixels over this share of the ink's peak are strokes, not ground (``_band_ground``)
 WORK_SIDE = 2000  # the long side an image is read at: a digit needs a few hundred pixels, a 12 MP photo is 4000
 MIN_SIDE = 28  # a thumbnail's short side is scaled up to this (MNIST's size) before it is read (``_enlarged``)
