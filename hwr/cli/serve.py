@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"show '?' for a character whose confidence is below this (default {reader.DEFAULT_REJECT})",
     )
     p.add_argument(
-        "--max-bytes", type=int, default=None, help="largest upload in bytes, larger ones refused (default 5 MiB)"
+        "--max-bytes", type=int, default=None, help="largest upload in bytes, larger ones refused (default 25 MiB)"
     )
     device_arg(p)
     p.set_defaults(func=cmd_serve)

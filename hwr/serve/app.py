@@ -36,7 +36,7 @@ from hwr.serve import reader as rd
 
 __all__ = ["DEFAULT_MAX_BYTES", "FIELD", "STATIC", "create_app", "too_large"]
 
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024  # 5 MiB: a phone photo of a page fits; a digit needs far less
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # 25 MiB: a 48-50 MP phone photo (10-20 MB as JPEG) fits; a digit needs far less
 FIELD = "image"  # the multipart field the page and ``curl -F image=@FILE`` send
 STATIC = Path(__file__).with_name("static")
 _NAME_CHARS = 80  # an upload's file name is quoted in errors up to this length

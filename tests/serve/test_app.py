@@ -133,7 +133,7 @@ def test_a_valid_image_over_the_limit_is_refused_and_the_defaults_hold(readers):
     Image.effect_noise((200, 200), 80).save(buf, "PNG")  # noise does not compress: about 40 kB
     client = TestClient(web.create_app(readers, max_bytes=len(buf.getvalue()) - 1))
     assert client.post("/predict", content=buf.getvalue()).status_code == 413
-    assert web.DEFAULT_MAX_BYTES == 5 * 2**20
+    assert web.DEFAULT_MAX_BYTES == 25 * 2**20  # a 48-50 MP phone photo as JPEG
     with pytest.raises(InputError, match="at least one run"):
         web.create_app({})
     with pytest.raises(InputError, match="positive number of bytes"):
