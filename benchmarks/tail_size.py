@@ -1,0 +1,158 @@
+"""How many labelled images a tail class needs: the default study's untuned start (``studies/optdigits_longtail.py``'s
+first enqueued point) fine-tuned from one MNIST source on long-tail profiles of optdigits that differ only in their
+imbalance ratio (``optdigits-lt:ratio=R``: the same head class of 85 images, the tail 1 image at ratio 100, 4 at 20,
+17 at 5), over draws x seeds; per profile its validation and test macro-F1 and the confusion it makes most.
+
+It is the diagnostic behind the README's *What bounds the target*: it reads the test split to explain a figure,
+never to choose one (the study and every lever are chosen on validation).
+
+    python benchmarks/tail_size.py [--ratios 100 20 5] [--draws 0 1 2] [--seeds 0 1] [--source RUN] [--json PATH]
+
+Without ``--source`` the ``fast`` recipe is pretrained on MNIST first (as ``benchmarks/source_transfer.py`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness
+from hwr import recipes
+from hwr.config import DataSettings
+from hwr.data.sources import load
+from hwr.engine.execution import Execution
+from hwr.tasks import digits
+from hwr.tasks.digits.training import evaluate_run
+from hwr.tune.spec import StudyContext
+from hwr.tune.study import train_fresh
+from studies import optdigits_longtail as study
+
+__all__ = ["main", "top_confusion"]
+
+
+def top_confusion(confusion: list[list[int]], classes: tuple[str, ...]) -> tuple[str, str, int]:
+    """The most frequent error of a confusion matrix (rows true, columns predicted, both in ``classes``' order):
+    ``(true, predicted, count)``, the first such pair in row order on a tie; ``("-", "-", 0)`` when nothing is
+    misread."""
+    c = torch.tensor(confusion)
+    c.fill_diagonal_(0)
+    if int(c.max()) == 0:
+        return "-", "-", 0
+    i, j = divmod(int(torch.argmax(c)), c.shape[1])
+    return classes[i], classes[j], int(c[i, j])
+
+
+def _source(args: argparse.Namespace, data: DataSettings) -> Path:
+    """``--source``, or the ``fast`` recipe pretrained on MNIST into ``OUT/source`` (validation only)."""
+    if args.source:
+        return Path(args.source)
+    cfg = dataclasses.replace(recipes.get("fast"), limit_train=args.limit_train or 0)
+    out = Path(args.out) / "source"
+    execution = Execution(candidate="inductor") if args.compile else Execution(compile=False)
+    digits.run(cfg, out, execution=execution, data=data, test_split=False, write_figures=False)
+    return out
+
+
+def _run(source: Path, ratio: int, draw: int, seed: int, args: argparse.Namespace, data: DataSettings) -> dict:
+    """The start fine-tuned on ``optdigits-lt:ratio=ratio,draw=draw`` with ``seed``: both splits' figures (the
+    confusion on the test split, rows true, in the data set's class order)."""
+    target = f"{study.TARGET}:ratio={ratio},draw={draw}"
+    ctx = StudyContext(source_dir=source, out_dir=Path(args.out), data=data, dataset=target)
+    cfg = dataclasses.replace(study.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), ctx), seed=seed)
+    if args.finetune_epochs:
+        cfg = dataclasses.replace(cfg, epochs=args.finetune_epochs)
+    out = Path(args.out) / f"start-ratio{ratio}-draw{draw}-seed{seed}"
+    val = train_fresh(cfg, out, Execution(compile=False), data, final_validation_only=True)["val"]
+    test = evaluate_run(out, cfg.dataset, split="test", data=data)
+    return {
+        "draw": draw,
+        "seed": seed,
+        "val_macro_f1": val["macro_f1"],
+        "test_macro_f1": test["macro_f1"],
+        "confusion": test["confusion"],
+    }
+
+
+def _profile(ratio: int, data: DataSettings) -> tuple[list[int], tuple[str, ...]]:
+    """The training split's per-class counts at ratio ``ratio``, head to tail (draw 0; every draw has the same),
+    and the data set's classes."""
+    ds = load(f"{study.TARGET}:ratio={ratio}", data)
+    counts = torch.bincount(ds.train_labels, minlength=len(ds.classes)).sort(descending=True).values.tolist()
+    return counts, ds.classes
+
+
+def _row(source: Path, ratio: int, args: argparse.Namespace, data: DataSettings) -> dict[str, Any]:
+    train_counts, classes = _profile(ratio, data)
+    runs = [_run(source, ratio, d, s, args, data) for d in args.draws for s in args.seeds]
+    for r in runs:
+        r["top_error"] = "{} read as {} ({})".format(*top_confusion(r["confusion"], classes))
+    errors = torch.stack([torch.tensor(r["confusion"]) for r in runs]).sum(0)
+    true, pred, n = top_confusion(errors.tolist(), classes)
+    return {
+        "ratio": ratio,
+        "train_counts": train_counts,
+        "runs": runs,
+        "test_mean": statistics.fmean(r["test_macro_f1"] for r in runs),
+        "test_lowest": min(r["test_macro_f1"] for r in runs),
+        "val_mean": statistics.fmean(r["val_macro_f1"] for r in runs),
+        "top_error": f"{true} read as {pred}",
+        "top_error_count": n,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratios", type=int, nargs="+", default=[100, 20, 5], help="optdigits-lt imbalance ratios")
+    ap.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="optdigits-lt draws")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--source", default=None, help="a pretrained run folder (default: pretrain `fast` on MNIST)")
+    ap.add_argument("--out", default="runs/tail_size")
+    ap.add_argument("--limit-train", type=int, default=None, help="pretrain on N MNIST images (smoke runs)")
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="override the start's 20 epochs (smoke runs)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="pretrain eagerly (smoke runs)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if any(r < 1 for r in args.ratios):
+        ap.error(f"--ratios are imbalance ratios (largest / smallest class), at least 1; got {args.ratios}")
+    if args.source and not (Path(args.source) / "config.json").is_file():
+        ap.error(f"--source {args.source}: not a run folder (no config.json); give a pretrained run, e.g. runs/fast")
+    from hwr.cli import environment
+
+    environment.start()
+    data = DataSettings()
+    source = _source(args, data)
+    rows = [_row(source, r, args, data) for r in args.ratios]
+    n = len(args.draws) * len(args.seeds)
+    harness.print_table(
+        f"the study's start from {source} on optdigits-lt profiles ({n} runs each: draws x seeds; test read to explain)",
+        ("ratio", "train images (head ... tail)", "test macro-F1", "lowest", "validation", "most frequent error"),
+        [
+            (
+                str(r["ratio"]),
+                f"{sum(r['train_counts'])} ({r['train_counts'][0]} ... {r['train_counts'][-1]})",
+                f"{r['test_mean']:.4f}",
+                f"{r['test_lowest']:.4f}",
+                f"{r['val_mean']:.4f}",
+                f"{r['top_error']} ({r['top_error_count']})",
+            )
+            for r in rows
+        ],
+    )
+    if args.json:
+        harness.write_json(args.json, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
