@@ -32,12 +32,15 @@ took the same five trials from 58.3 s to 20.3 s (2.9x, identical values; interle
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from hwr import recipes
+from hwr.config import DataSettings
+from hwr.data import sources
 from hwr.data.augment import AugmentConfig
 from hwr.data.catalog import parse_name
 from hwr.data.mix import MixConfig
@@ -46,7 +49,7 @@ from hwr.losses import LossConfig
 from hwr.models.cnn import CNNConfig
 from hwr.optim import OptimConfig
 from hwr.tasks import digits
-from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig, SelfTrainConfig
 from hwr.tune import PRUNERS, StudyContext, StudySpec
 
 TARGET = "optdigits-lt"
@@ -130,6 +133,9 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         posthoc_tau=trial.suggest_float("posthoc_tau", 0.25, 1.5) if _on(trial, "posthoc_on") else 0.0,
     )
     l2sp = trial.suggest_float("l2sp", 1e-4, 1e-1, log=True) if trainable != "head" and _on(trial, "l2sp_on") else 0.0
+    pseudo = 0.0
+    if _has_unlabeled(_target(ctx), ctx.data) and _on(trial, "self_train"):
+        pseudo = trial.suggest_float("pseudo_threshold", 0.8, 0.99)
     optim = OptimConfig(
         "adamw",
         lr=trial.suggest_float("lr", 1e-4, 3e-3, log=True),
@@ -148,7 +154,16 @@ def suggest(trial: optuna.Trial, ctx: StudyContext) -> RunConfig:
         mix=mix,
         classifier=classifier,
         finetune=FinetuneConfig(str(source), trainable, mult, reinit=reinit, l2sp=l2sp, wise=_on(trial, "wise")),
+        self_train=SelfTrainConfig(pseudo),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _has_unlabeled(target: str, data: DataSettings | None) -> bool:
+    """Whether the target holds unlabelled images (optdigits-lt's pool; a folder's ``unlabeled/``): only then does
+    the search offer self-training."""
+    ds = sources.load(target, data or DataSettings(), require_train=False)
+    return ds.unlabeled_images is not None and len(ds.unlabeled_images) > 0
 
 
 def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
@@ -178,7 +193,8 @@ def oracle(best: RunConfig, ctx: StudyContext) -> RunConfig | None:
     if not best.dataset.startswith("optdigits-lt"):
         return None
     _, params = parse_name(best.dataset)
-    return dataclasses.replace(best, dataset=f"optdigits:val={params['val']:g}")
+    # every training image of the balanced set is labelled: nothing is left to self-train on
+    return dataclasses.replace(best, dataset=f"optdigits:val={params['val']:g}", self_train=SelfTrainConfig())
 
 
 # The search starts from the untuned recipes a user would try first (logit adjustment, the standard augmentation
@@ -209,8 +225,13 @@ _UNTUNED = {
     "epochs": 20,
     "sampling": "instance",
     "wise": False,
+    "self_train": False,
 }
-INITIAL = (_UNTUNED, {**_UNTUNED, "mix": "both", "mix_alpha": 0.4, "mix_prob": 0.5, "wise": True})
+INITIAL = (
+    _UNTUNED,
+    {**_UNTUNED, "mix": "both", "mix_alpha": 0.4, "mix_prob": 0.5, "wise": True},
+    {**_UNTUNED, "self_train": True, "pseudo_threshold": 0.9},  # where the target has unlabelled images
+)
 
 SPEC = StudySpec(
     name="optdigits_longtail",

@@ -155,6 +155,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         for split, info in ds.provenance["splits"].items():
             report.console.print(escape(f"{split}: {info['about']}"), soft_wrap=True)
         _skipped(ds)
+    if ds.unlabeled_images is not None:  # what self-training (--self-train) would read
+        dropped = ((ds.provenance or {}).get("unlabeled") or {}).get("dropped_as_val_or_test", 0)
+        note = f" ({dropped:,} dropped: the same as a val or test image)" if dropped else ""
+        report.console.print(f"unlabeled: {len(ds.unlabeled_images):,} images, for self-training{note}")
     if not len(ds.train_labels):
         return 0
     dup = clean.duplicates(ds.train_images, ds.test_images)

@@ -23,7 +23,7 @@ from hwr.optim import OptimConfig
 from hwr.runs import read_calibration, saved_execution
 from hwr.tasks import digits as task
 from hwr.tasks.digits.calibrate import confidence
-from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig
+from hwr.tasks.digits.config import ClassifierConfig, FinetuneConfig, RunConfig, SelfTrainConfig
 
 __all__ = ["cmd_evaluate", "cmd_finetune", "cmd_predict", "cmd_train"]
 
@@ -117,6 +117,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         mix=MixConfig(mixup=args.mixup, cutmix=args.cutmix, prob=args.mix_prob),
         classifier=ClassifierConfig(args.crt_epochs, args.crt_lr, args.tau_norm, args.posthoc_tau),
+        self_train=SelfTrainConfig(args.self_train),
         recipe="finetune",
     )
     return _run(_overrides(args, base), args, execution)

@@ -165,6 +165,14 @@ def _longtail_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tau-norm", type=float, default=0.0, help="tau-normalise the head rows (0: off)")
     g.add_argument("--posthoc-tau", type=float, default=0.0, help="post-hoc logit adjustment at inference (0: off)")
     g.add_argument(
+        "--self-train",
+        type=float,
+        default=0.0,
+        metavar="THRESHOLD",
+        help="self-training on the data set's unlabelled images (a folder's unlabeled/): a teacher run first, its "
+        "readings with confidence >= THRESHOLD (e.g. 0.9) join the training split (0: off)",
+    )
+    g.add_argument(
         "--validation",
         default="split",
         choices=VALIDATIONS,

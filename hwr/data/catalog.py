@@ -60,7 +60,9 @@ DIGITS = tuple(str(d) for d in range(10))
 class Dataset(NamedTuple):
     """A data set in memory: uint8 images ``(N, 1, 28, 28)`` and int64 labels ``(N,)``, all on one device.
     ``val_images``/``val_labels`` are a held-out validation split disjoint from train and test where the data
-    set defines one (optdigits: a balanced k images per class), else None."""
+    set defines one (optdigits: a balanced k images per class), else None. ``unlabeled_images`` are images of the
+    same domain whose labels no run may read (optdigits-lt: the training pool its draw leaves out; a folder's
+    ``unlabeled/``), for self-training; None where the set has none."""
 
     name: str
     train_images: torch.Tensor
@@ -71,6 +73,9 @@ class Dataset(NamedTuple):
     val_images: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
     provenance: dict | None = None  # a user's folder or CSV: where each split came from, counts (hwr.data.folders)
+    unlabeled_images: torch.Tensor | None = (
+        None  # uint8 (M, 1, 28, 28), no labels anywhere (hwr.tasks.digits.selftrain)
+    )
 
     @property
     def num_classes(self) -> int:

@@ -11,6 +11,9 @@
   ``@eaDir/``) are ignored; symlinked folders are followed, and a dangling link
   is an unreadable file. A folder that cannot be listed is an error naming it, even with ``skip_bad`` (a whole
   folder is no bad image).
+- ``PATH/unlabeled/`` (or ``unlabelled/``, any case), optional: images without labels (any nesting, no class
+  folders), for self-training (``hwr.tasks.digits.selftrain``): ``Dataset.unlabeled_images``. An unlabelled image
+  whose content is also a val or test image is dropped (counted in the provenance): no run trains on a scored image.
 - ``csv:FILE``: a header row naming the columns ``file`` and ``label`` and optionally ``split`` (``train``, ``val``
   or ``test``, or a folder alias; without the column every row is ``train``), separated by commas (or the
   semicolons or tabs a spreadsheet may write; UTF-8, a BOM allowed); paths relative to the CSV's folder (a path
@@ -100,6 +103,8 @@ IMAGE_SUFFIXES = _image_suffixes()
 SPLITS = ("train", "val", "test")
 # a split folder's names, matched in any case (Roboflow writes valid/, Hugging Face validation/, Kaggle Train/)
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+UNLABELED = "unlabeled"  # the split of images without labels (a folder's unlabeled/ or unlabelled/)
+_UNLABELED_FOLDERS = ("unlabeled", "unlabelled")
 TEST_FRACTION = 0.2  # of each class's training images, held out as test when there is no test split
 VAL_FRACTION = 0.1  # of each class's training images, held out as validation when there is no val split
 TEST_FOLD, VAL_FOLD = 12, 11  # the draws' keys: a file's rank is a hash keyed by SPLIT_SEED and the fold
@@ -254,7 +259,20 @@ def _scan_folder(name: str, path: Path) -> list[Entry]:
             f"{name}: no train/ folder in {path}; lay the images out as {path}/train/<class>/* (and optionally "
             "val/<class>/*, test/<class>/*)"
         )
-    return [e for split, top in present.items() for e in _scan_split(name, path, split, top)]
+    return [e for split, top in present.items() for e in _scan_split(name, path, split, top)] + _scan_unlabeled(
+        name, path
+    )
+
+
+def _scan_unlabeled(name: str, path: Path) -> list[Entry]:
+    """The images under ``path/unlabeled/`` (any case, either spelling; any nesting), sorted, with no label."""
+    tops = [d for d in _listing(name, path) if d.name.lower() in _UNLABELED_FOLDERS and d.is_dir()]
+    if len(tops) > 1:
+        raise DatasetSpecError(f"{name}: {tops[0].name}/ and {tops[1].name}/ in {path} both hold unlabelled images")
+    if not tops:
+        return []
+    files = sorted(f for f in _files(name, tops[0]) if f.suffix.lower() in IMAGE_SUFFIXES and _visible(f, tops[0]))
+    return [Entry(UNLABELED, "", f, str(f.relative_to(path))) for f in files]
 
 
 def _delimiter(text: str) -> str:
@@ -516,8 +534,12 @@ def load(
     ``DataUnavailableError`` (no such path), ``DatasetSpecError`` (layout, classes, too few images) or
     ``InputError`` (a bad image, named; ``skip_bad`` skips it), one line each."""
     kind, source = _source(name)
-    entries = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
+    scanned = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
+    entries = [e for e in scanned if e.split != UNLABELED]
+    unlabeled = [e for e in scanned if e.split == UNLABELED]
     partial = only_test and any(e.split == "test" for e in entries) and any(e.split != "test" for e in entries)
+    if partial or not any(e.split == "train" for e in entries):
+        unlabeled = []  # scoring a trained run reads no unlabelled image
     if partial:
         entries = [e for e in entries if e.split == "test"]
         require_train = False
@@ -534,25 +556,54 @@ def load(
         _check_counts(name, entries, classes, drawn, kind)  # before decoding anything
     cache = cache_file(root, name)
     manifest, cached, bad = _read_cache(cache)
-    new_manifest, images, bad_now = _convert(name, entries, dict(cached), bad, skip_bad)
+    new_manifest, images, bad_now = _convert(name, entries + unlabeled, dict(cached), bad, skip_bad)
     kept = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] in images]
-    dropped = [(e, m[3]) for e, m in zip(entries, new_manifest) if m[3] not in images]
+    dropped = [(e, m[3]) for e, m in zip(entries + unlabeled, new_manifest) if m[3] not in images]
     skipped = [{"file": e.rel, "why": bad_now[d]} for e, d in dropped]
     if has["train"]:  # skipped files may leave too few, or empty a given val/ or test/, which is then drawn
         left = {s for e, _ in kept for s in [e.split]}
         drawn = [s for s in ("test", "val") if s not in left]
-        lost = Counter(e.label for e, _ in dropped if e.split == "train")
+        lost = Counter(e.label for e, _ in dropped if e.split == "train")  # unlabelled ones: no class
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind, lost)
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
+    pool, overlap = _unlabeled(new_manifest[len(entries) :], images, pairs)
     provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
-    provenance["digest"] = _digest(kept, classes, partial)
+    if unlabeled:
+        provenance["unlabeled"] = {"count": len(pool), "dropped_as_val_or_test": overlap}
+    provenance["digest"] = _digest(
+        kept + [(e, m[3]) for e, m in zip(unlabeled, new_manifest[len(entries) :]) if m[3] in images], classes, partial
+    )
     if partial:  # the part's new conversions join the whole's cache, whose manifest stays (a full load rewrites it)
         if set(images) - set(cached) or set(bad_now) - set(bad):
             _write_cache(cache, manifest, {**cached, **images}, {**bad, **bad_now})
     elif new_manifest != manifest or bad_now != bad:
         _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
-    return Dataset(name, *pairs["train"], *pairs["test"], tuple(classes), *val, provenance=provenance)
+    return Dataset(
+        name,
+        *pairs["train"],
+        *pairs["test"],
+        tuple(classes),
+        *val,
+        provenance=provenance,
+        unlabeled_images=torch.stack(pool) if pool else None,
+    )
+
+
+def _unlabeled(manifest: list, images: dict, pairs: dict) -> tuple[list[torch.Tensor], int]:
+    """The unlabelled images that decoded (each content once), less those that are a val or test image, given or
+    drawn (and their count): self-training must not train on an image it is scored on."""
+    scored = {x.numpy().tobytes() for s in ("val", "test") for x in pairs[s][0]}
+    seen, pool, overlap = set(), [], 0
+    for digest in (m[3] for m in manifest):
+        if digest not in images or digest in seen:
+            continue
+        seen.add(digest)
+        if images[digest].numpy().tobytes() in scored:
+            overlap += 1
+            continue
+        pool.append(images[digest])
+    return pool, overlap
 
 
 def _digest(kept: list[tuple[Entry, str]], classes: list[str], partial: bool) -> str:

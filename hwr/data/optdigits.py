@@ -1,7 +1,8 @@
 """optdigits, derived: scikit-learn's bundled ``load_digits`` (1,797 8x8 digits) converted into MNIST's space by
 ``hwr.data.digits.mnist_style``, its fixed balanced train/test split, the held-out balanced validation split
-(``val`` images per class), and the long-tailed draws of ``optdigits-lt`` (``ratio``, head-to-tail ``order``).
-Every split is drawn with a fixed key, so the same name always gives the same images."""
+(``val`` images per class), and the long-tailed draws of ``optdigits-lt`` (``ratio``, head-to-tail ``order``),
+whose unlabelled split is the rest of the training pool (the images the draw leaves out, without their labels: what
+a researcher who labelled a long-tailed few has besides, for self-training). Every split is drawn with a fixed key, so the same name always gives the same images."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def load(root: Path, base: str, params: dict[str, float]) -> Dataset:
     pool, test_idx = optdigits_split(labels)
     rest, val = optdigits_val_split(labels[pool], int(params["val"]))
     train_idx, val_idx = pool[rest], pool[val]
+    unlabeled = None
     if base == "optdigits-lt":
         k = random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 1)
         if params.get("draw", 0):  # another draw of images for the same per-class counts (0: today's, bit for bit)
@@ -106,7 +108,11 @@ def load(root: Path, base: str, params: dict[str, float]) -> Dataset:
         order = splits.class_order(
             None if seed == 0 else random.fold_in(random.key(OPTDIGITS_SPLIT_SEED), 100 + seed), 10
         )
-        train_idx = train_idx[splits.long_tail_indices(k, labels[train_idx], params["ratio"], 10, order)]
+        drawn = train_idx[splits.long_tail_indices(k, labels[train_idx], params["ratio"], 10, order)]
+        left = torch.ones(len(labels), dtype=torch.bool)
+        left[drawn] = False
+        unlabeled = images[train_idx[left[train_idx]]]  # the pool the draw leaves out: images only, never labels
+        train_idx = drawn
     return Dataset(
         _canonical(base, params),
         images[train_idx],
@@ -116,6 +122,7 @@ def load(root: Path, base: str, params: dict[str, float]) -> Dataset:
         DIGITS,
         images[val_idx],
         labels[val_idx],
+        unlabeled_images=unlabeled,
     )
 
 

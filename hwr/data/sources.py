@@ -168,3 +168,6 @@ def _check_loaded(ds: Dataset) -> None:
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
     if ds.val_images is not None:
         clean.validate(ds.val_images, ds.val_labels, ds.num_classes, name=f"{ds.name} val")
+    u = ds.unlabeled_images
+    if u is not None and (u.dtype != torch.uint8 or u.dim() != 4 or tuple(u.shape[1:]) != (1, 28, 28)):
+        raise ValueError(f"{ds.name}: unlabelled images must be uint8 (M, 1, 28, 28), got {u.dtype} {tuple(u.shape)}")

@@ -18,7 +18,7 @@ from hwr.errors import InputError
 from hwr.losses import LossConfig
 from hwr.optim import OptimConfig
 
-__all__ = ["VALIDATIONS", "ClassifierConfig", "FinetuneConfig", "RunConfig"]
+__all__ = ["VALIDATIONS", "ClassifierConfig", "FinetuneConfig", "RunConfig", "SelfTrainConfig"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,24 @@ class ClassifierConfig:
         return self.crt_epochs == 0 and self.tau_norm == 0 and self.posthoc_tau == 0
 
 
+@dataclass(frozen=True)
+class SelfTrainConfig:
+    """Self-training on the data set's unlabelled images (``hwr.tasks.digits.selftrain``): a teacher is trained
+    by the same config without it, every unlabelled image it reads with confidence >= ``threshold`` joins the
+    training split under the class it read, and the run trains again from the same start on both. ``threshold``
+    0: off."""
+
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold < 1.0:
+            raise InputError(f"self-training threshold must be in [0, 1) (0: off), got {self.threshold}")
+
+    @property
+    def on(self) -> bool:
+        return self.threshold > 0.0
+
+
 VALIDATIONS = ("split", "heldout", "kfold")
 
 
@@ -88,6 +106,7 @@ class RunConfig:
     sampling: str = "instance"  # instance | sqrt | class_balanced (hwr.data.batches.sampled_batches)
     mix: MixConfig = field(default_factory=MixConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     limit_train: int = 0
     limit_test: int = 0
     recipe: str = ""

@@ -20,6 +20,7 @@ from hwr.data import batches as bt
 from hwr.data import catalog, clean, sources, splits
 from hwr.models import Model
 from hwr.runs import RunError
+from hwr.tasks.digits import selftrain
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.finetune import anchored_mask, lr_multipliers
 
@@ -64,6 +65,7 @@ class Prepared(NamedTuple):
     anchored: Any  # bools shaped like params: True where the leaf came from the source
     keys: RunKeys  # on the run's device
     data_digest: str | None = None  # a user's folder or CSV: the images' identity (hwr.data.folders), recorded
+    self_training: dict | None = None  # what the teacher's pseudo-labels added (hwr.tasks.digits.selftrain), recorded
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -78,16 +80,24 @@ def _subset(x: torch.Tensor, y: torch.Tensor, limit: int, key: random.Key) -> tu
     return x[idx], y[idx]
 
 
-def prepare(config: RunConfig, data: DataSettings | None = None, *, device: str | torch.device = "cpu") -> Prepared:
+def prepare(
+    config: RunConfig,
+    data: DataSettings | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    teacher: Path | None = None,
+) -> Prepared:
     """Load and split the data (from ``data``: where data sets live and whether they may be downloaded), build the
     model (transferring pretrained parameters when fine-tuning), the loss (class weights from training counts)
-    and the optimizer, all on ``device``. Validates at the edges: unknown dataset, model or source run raise clear
-    errors here, never inside the compiled step."""
+    and the optimizer, all on ``device``. With self-training on, ``teacher`` (the trained teacher's run folder)
+    labels the data set's unlabelled images and its confident readings join the training split. Validates at the
+    edges: unknown dataset, model or source run raise clear errors here, never inside the compiled step."""
     device = torch.device(device)
     ds = sources.load(config.dataset, data or DataSettings(), device=device)
     clean.validate(ds.train_images, ds.train_labels, ds.num_classes, name=f"{ds.name} train")
     clean.validate(ds.test_images, ds.test_labels, ds.num_classes, name=f"{ds.name} test")
     train_xy, val_xy, test_xy = _splits(config, ds, device)
+    train_xy, self_training = _pseudo_labelled(config, ds, train_xy, teacher)
     mean, std = clean.normalization_stats(train_xy[0])
     keys = run_keys(config.seed, device)
     model, params, model_state, fresh = _model(config, ds.num_classes, keys, device)
@@ -123,7 +133,21 @@ def prepare(config: RunConfig, data: DataSettings | None = None, *, device: str 
         anchored,
         keys,
         (ds.provenance or {}).get("digest"),
+        self_training,
     )
+
+
+def _pseudo_labelled(config: RunConfig, ds: catalog.Dataset, train_xy: Pair, teacher: Path | None) -> tuple:
+    """``(train, record)``: the training split with the teacher's confident readings of ``ds``'s unlabelled images
+    added when self-training is on (``hwr.tasks.digits.selftrain``); as it is, and None, when it is off."""
+    if not config.self_train.on:
+        return train_xy, None
+    selftrain.check_unlabeled(ds)
+    if teacher is None:
+        raise RunError("self-training needs its teacher run: hwr.tasks.digits.run trains it (OUT/teacher) first")
+    pseudo = selftrain.pseudo_labels(teacher, ds.unlabeled_images, ds.classes, config.self_train.threshold)
+    x, y = train_xy
+    return (torch.cat([x, pseudo.images]), torch.cat([y, pseudo.labels])), pseudo.record
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]

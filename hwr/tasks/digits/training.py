@@ -38,7 +38,7 @@ from hwr.engine import runtime, train
 from hwr.engine.execution import Execution
 from hwr.models import Model
 from hwr.runs import RunError
-from hwr.tasks.digits import calibrate, finetune, preparation
+from hwr.tasks.digits import calibrate, finetune, preparation, selftrain
 from hwr.tasks.digits.config import RunConfig
 from hwr.tasks.digits.preparation import Prepared, prepare
 
@@ -309,9 +309,12 @@ class _Setup(NamedTuple):
     device: torch.device
 
 
-def _setup(config: RunConfig, device: torch.device, out: Path, resume: bool, data: DataSettings | None) -> _Setup:
-    """Prepare on ``device``, build the initial state there and, when resuming, fill it from the checkpoint."""
-    p = prepare(config, data, device=device)
+def _setup(
+    config: RunConfig, device: torch.device, out: Path, resume: bool, data: DataSettings | None, teacher: Path | None
+) -> _Setup:
+    """Prepare on ``device`` (``teacher``: the self-training teacher's run folder), build the initial state there
+    and, when resuming, fill it from the checkpoint."""
+    p = prepare(config, data, device=device, teacher=teacher)
     state = train.init_state(p.model, p.optimizer, p.keys.train, params=p.params, model_state=p.model_state)
     meta = {
         "model": p.model.name,
@@ -427,6 +430,7 @@ def _finish(
         "post_training": post,
         "train_class_counts": p.counts.tolist(),
         **({"data_digest": p.data_digest} if p.data_digest else {}),
+        **({"self_training": p.self_training} if p.self_training else {}),
         "calibration": {"temperature": calibration.temperature, **calibration.figures},
     }
     if draw is not None and test is not None:
@@ -471,7 +475,8 @@ def run(
         execution, device, done = runs.start(out, config, RunConfig, resume, execution)
         if done is not None:
             return done
-        s = _setup(config, device, out, resume, data)
+        teacher = _teacher(config, out, execution, resume, data)
+        s = _setup(config, device, out, resume, data, teacher)
         execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
         for cb in callbacks if s.start < config.epochs else ():
             cb.on_build(bool(execution.compile))
@@ -481,6 +486,29 @@ def run(
         state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
         draw = draw if write_figures else None
         return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
+
+
+def _teacher(
+    config: RunConfig, out: Path, execution: Execution, resume: bool, data: DataSettings | None
+) -> Path | None:
+    """With self-training on, the teacher (the same config without it) trained into ``out/teacher``, or continued
+    there where an earlier start of this run left it; None when it is off."""
+    if not config.self_train.on:
+        return None
+    selftrain.check_unlabeled(sources.load(config.dataset, data or DataSettings(), require_train=False))
+    folder = out / selftrain.TEACHER
+    again = resume or (folder / runs.CONFIG).is_file()  # a start of this same run got that far: continue it
+    run(
+        selftrain.teacher_config(config),
+        folder,
+        execution=execution,
+        resume=again,
+        data=data,
+        write_figures=False,
+        test_split=False,
+        validate_every=config.epochs,
+    )
+    return folder
 
 
 class RunFigures(NamedTuple):
