@@ -6,7 +6,11 @@ imbalance ratio (``optdigits-lt:ratio=R``: the same head class of 85 images, the
 It is the diagnostic behind the README's *What bounds the target*: it reads the test split to explain a figure,
 never to choose one (the study and every lever are chosen on validation).
 
-    python benchmarks/tail_size.py [--ratios 100 20 5] [--draws 0 1 2] [--seeds 0 1] [--source RUN] [--json PATH]
+    python benchmarks/tail_size.py [--ratios 100 20 5] [--self-train 0 0.9] [--draws 0 1 2] [--seeds 0 1]
+        [--source RUN] [--json PATH]
+
+``--self-train 0 0.9`` adds, per ratio, the start self-trained on the draw's unlabelled pool (the images the draw
+leaves out, ``hwr.tasks.digits.selftrain``) at threshold 0.9, paired with the start as it is.
 
 Without ``--source`` the ``fast`` recipe is pretrained on MNIST first (as ``benchmarks/source_transfer.py`` does).
 """
@@ -33,7 +37,9 @@ from hwr.config import DataSettings
 from hwr.data.sources import load
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
+from hwr.tasks.digits.config import SelfTrainConfig
 from hwr.tasks.digits.training import evaluate_run
+from hwr.tune import stats
 from hwr.tune.spec import StudyContext
 from hwr.tune.study import train_fresh
 from studies import optdigits_longtail as study
@@ -64,15 +70,17 @@ def _source(args: argparse.Namespace, data: DataSettings) -> Path:
     return out
 
 
-def _run(source: Path, ratio: int, draw: int, seed: int, args: argparse.Namespace, data: DataSettings) -> dict:
-    """The start fine-tuned on ``optdigits-lt:ratio=ratio,draw=draw`` with ``seed``: both splits' figures (the
-    confusion on the test split, rows true, in the data set's class order)."""
+def _run(source: Path, ratio: int, pseudo: float, draw: int, seed: int, args: argparse.Namespace, data) -> dict:
+    """The start fine-tuned on ``optdigits-lt:ratio=ratio,draw=draw`` with ``seed`` (self-training on the draw's
+    unlabelled pool at threshold ``pseudo``; 0: off): both splits' figures (the confusion on the test split, rows
+    true, in the data set's class order)."""
     target = f"{study.TARGET}:ratio={ratio},draw={draw}"
     ctx = StudyContext(source_dir=source, out_dir=Path(args.out), data=data, dataset=target)
-    cfg = dataclasses.replace(study.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), ctx), seed=seed)
+    start = study.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), ctx)
+    cfg = dataclasses.replace(start, seed=seed, self_train=SelfTrainConfig(pseudo))
     if args.finetune_epochs:
         cfg = dataclasses.replace(cfg, epochs=args.finetune_epochs)
-    out = Path(args.out) / f"start-ratio{ratio}-draw{draw}-seed{seed}"
+    out = Path(args.out) / f"start-ratio{ratio}{f'-self{pseudo:g}' if pseudo else ''}-draw{draw}-seed{seed}"
     val = train_fresh(cfg, out, Execution(compile=False), data, final_validation_only=True)["val"]
     test = evaluate_run(out, cfg.dataset, split="test", data=data)
     return {
@@ -84,6 +92,29 @@ def _run(source: Path, ratio: int, draw: int, seed: int, args: argparse.Namespac
     }
 
 
+def _paired(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row after the first of its ratio gains ``vs_first``: the paired 95% intervals (``hwr.tune.stats``) of
+    its test and validation macro-F1 minus that first row's, over the same draws and seeds (None for one run)."""
+    first: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        base = first.setdefault(r["ratio"], r)
+        if base is r or len(r["runs"]) < 2:
+            continue
+        r["vs_first"] = {key: _pair(r["runs"], base["runs"], f"{key}_macro_f1") for key in ("test", "val")}
+    return rows
+
+
+def _pair(runs: list[dict], base: list[dict], key: str) -> dict[str, Any]:
+    return stats.paired_interval([x[key] for x in runs], [x[key] for x in base])._asdict()
+
+
+def _interval(vs: dict[str, Any] | None) -> str:
+    if vs is None:
+        return ""
+    t, v = vs["test"], vs["val"]
+    return f"test {100 * t['mean']:+.2f} [{100 * t['low']:+.2f}, {100 * t['high']:+.2f}], val {100 * v['mean']:+.2f}"
+
+
 def _profile(ratio: int, data: DataSettings) -> tuple[list[int], tuple[str, ...]]:
     """The training split's per-class counts at ratio ``ratio``, head to tail (draw 0; every draw has the same),
     and the data set's classes."""
@@ -92,15 +123,16 @@ def _profile(ratio: int, data: DataSettings) -> tuple[list[int], tuple[str, ...]
     return counts, ds.classes
 
 
-def _row(source: Path, ratio: int, args: argparse.Namespace, data: DataSettings) -> dict[str, Any]:
+def _row(source: Path, ratio: int, pseudo: float, args: argparse.Namespace, data: DataSettings) -> dict[str, Any]:
     train_counts, classes = _profile(ratio, data)
-    runs = [_run(source, ratio, d, s, args, data) for d in args.draws for s in args.seeds]
+    runs = [_run(source, ratio, pseudo, d, s, args, data) for d in args.draws for s in args.seeds]
     for r in runs:
         r["top_error"] = "{} read as {} ({})".format(*top_confusion(r["confusion"], classes))
     errors = torch.stack([torch.tensor(r["confusion"]) for r in runs]).sum(0)
     true, pred, n = top_confusion(errors.tolist(), classes)
     return {
         "ratio": ratio,
+        "self_train": pseudo,
         "train_counts": train_counts,
         "runs": runs,
         "test_mean": statistics.fmean(r["test_macro_f1"] for r in runs),
@@ -111,11 +143,47 @@ def _row(source: Path, ratio: int, args: argparse.Namespace, data: DataSettings)
     }
 
 
+def _print(rows: list[dict[str, Any]], source: Path, n: int) -> None:
+    harness.print_table(
+        f"the study's start from {source} on optdigits-lt profiles ({n} runs each: draws x seeds; test read to explain)",
+        (
+            "ratio",
+            "self-train",
+            "train images",
+            "test macro-F1",
+            "lowest",
+            "validation",
+            "most frequent error",
+            "vs first",
+        ),
+        [
+            (
+                str(r["ratio"]),
+                f"{r['self_train']:g}" if r["self_train"] else "off",
+                f"{sum(r['train_counts'])} ({r['train_counts'][0]} ... {r['train_counts'][-1]})",
+                f"{r['test_mean']:.4f}",
+                f"{r['test_lowest']:.4f}",
+                f"{r['val_mean']:.4f}",
+                f"{r['top_error']} ({r['top_error_count']})",
+                _interval(r.get("vs_first")),
+            )
+            for r in rows
+        ],
+    )
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratios", type=int, nargs="+", default=[100, 20, 5], help="optdigits-lt imbalance ratios")
     ap.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="optdigits-lt draws")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument(
+        "--self-train",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="self-training thresholds, one row each per ratio (0: off); rows after the first are paired with it",
+    )
     ap.add_argument("--source", default=None, help="a pretrained run folder (default: pretrain `fast` on MNIST)")
     ap.add_argument("--out", default="runs/tail_size")
     ap.add_argument("--limit-train", type=int, default=None, help="pretrain on N MNIST images (smoke runs)")
@@ -125,6 +193,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = ap.parse_args(argv)
     if any(r < 1 for r in args.ratios):
         ap.error(f"--ratios are imbalance ratios (largest / smallest class), at least 1; got {args.ratios}")
+    if any(not 0 <= t < 1 for t in args.self_train):
+        ap.error(f"--self-train thresholds lie in [0, 1) (0: off); got {args.self_train}")
     if args.source and not (Path(args.source) / "config.json").is_file():
         ap.error(f"--source {args.source}: not a run folder (no config.json); give a pretrained run, e.g. runs/fast")
     from hwr.cli import environment
@@ -132,23 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     environment.start()
     data = DataSettings()
     source = _source(args, data)
-    rows = [_row(source, r, args, data) for r in args.ratios]
-    n = len(args.draws) * len(args.seeds)
-    harness.print_table(
-        f"the study's start from {source} on optdigits-lt profiles ({n} runs each: draws x seeds; test read to explain)",
-        ("ratio", "train images (head ... tail)", "test macro-F1", "lowest", "validation", "most frequent error"),
-        [
-            (
-                str(r["ratio"]),
-                f"{sum(r['train_counts'])} ({r['train_counts'][0]} ... {r['train_counts'][-1]})",
-                f"{r['test_mean']:.4f}",
-                f"{r['test_lowest']:.4f}",
-                f"{r['val_mean']:.4f}",
-                f"{r['top_error']} ({r['top_error_count']})",
-            )
-            for r in rows
-        ],
-    )
+    rows = _paired([_row(source, r, t, args, data) for r in args.ratios for t in args.self_train])
+    _print(rows, source, len(args.draws) * len(args.seeds))
     if args.json:
         harness.write_json(args.json, rows)
     return rows

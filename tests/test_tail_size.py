@@ -30,12 +30,22 @@ def test_top_confusion_names_the_most_frequent_error_first_in_row_order():
 def test_each_ratio_is_a_profile_of_the_same_head_and_reports_both_splits(tmp_path):
     out, runs = tmp_path / "t.json", tmp_path / "r"
     smoke = ["--limit-train", "256", "--no-compile", "--finetune-epochs", "1", "--draws", "0", "1", "--seeds", "0"]
-    done = python(str(SCRIPT), *smoke, "--ratios", "100", "20", "--out", str(runs), "--json", str(out), cwd=ROOT)
+    ratios = ["--ratios", "100", "20", "--self-train", "0", "0.5"]
+    done = python(str(SCRIPT), *smoke, *ratios, "--out", str(runs), "--json", str(out), cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [r["ratio"] for r in rows] == [100, 20]
+    assert [(r["ratio"], r["self_train"]) for r in rows] == [(100, 0), (100, 0.5), (20, 0), (20, 0.5)]
     assert rows[0]["train_counts"] == [85, 50, 30, 18, 10, 6, 3, 2, 1, 1]  # the study's profile: a one-image tail
-    assert rows[1]["train_counts"][0] == 85 and rows[1]["train_counts"][-1] == 4
+    assert rows[2]["train_counts"][0] == 85 and rows[2]["train_counts"][-1] == 4
+    for first, selfie in ((rows[0], rows[1]), (rows[2], rows[3])):  # paired with the first row of its ratio
+        assert "vs_first" not in first and selfie["vs_first"]["test"]["n"] == 2
+        diff = [a["test_macro_f1"] - b["test_macro_f1"] for a, b in zip(selfie["runs"], first["runs"], strict=True)]
+        assert abs(selfie["vs_first"]["test"]["mean"] - sum(diff) / 2) < 1e-12
+    student = json.loads((runs / "start-ratio100-self0.5-draw1-seed0" / "metrics.json").read_text())
+    assert (
+        student["self_training"]["unlabeled"] == 661
+        and (runs / "start-ratio100-self0.5-draw1-seed0" / "teacher").is_dir()
+    )
     for r in rows:
         assert [(x["draw"], x["seed"]) for x in r["runs"]] == [(0, 0), (1, 0)]
         assert r["test_mean"] == sum(x["test_macro_f1"] for x in r["runs"]) / 2
@@ -49,6 +59,8 @@ def test_each_ratio_is_a_profile_of_the_same_head_and_reports_both_splits(tmp_pa
     assert start["dataset"].startswith("optdigits-lt:ratio=20") and "draw=1" in start["dataset"]
     assert start["finetune"]["source"] == str(runs / "source")
     assert json.loads((runs / "source" / "metrics.json").read_text())["test"] is None  # the source reads no test split
+    bad = python(str(SCRIPT), "--self-train", "1", cwd=ROOT)
+    assert bad.returncode == 2 and "[0, 1)" in bad.stderr
     bad = python(str(SCRIPT), "--ratios", "0", cwd=ROOT)
     assert bad.returncode == 2 and "at least 1" in bad.stderr
     bad = python(str(SCRIPT), "--source", str(tmp_path / "nowhere"), cwd=ROOT)

@@ -536,10 +536,9 @@ def load(
     kind, source = _source(name)
     scanned = _scan_folder(name, source) if kind == "folder" else _scan_csv(name, source)
     entries = [e for e in scanned if e.split != UNLABELED]
-    unlabeled = [e for e in scanned if e.split == UNLABELED]
     partial = only_test and any(e.split == "test" for e in entries) and any(e.split != "test" for e in entries)
-    if partial or not any(e.split == "train" for e in entries):
-        unlabeled = []  # scoring a trained run reads no unlabelled image
+    trains = not partial and any(e.split == "train" for e in entries)  # scoring a run reads no unlabelled image
+    unlabeled = [e for e in scanned if e.split == UNLABELED and trains]
     if partial:
         entries = [e for e in entries if e.split == "test"]
         require_train = False
@@ -566,44 +565,36 @@ def load(
         lost = Counter(e.label for e, _ in dropped if e.split == "train")  # unlabelled ones: no class
         _check_counts(name, [e for e, _ in kept], classes, drawn, kind, lost)
     pairs, how = _split_sets([e for e, _ in kept], [d for _, d in kept], images, classes)
-    pool, overlap = _unlabeled(new_manifest[len(entries) :], images, pairs)
-    provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped}
-    if unlabeled:
-        provenance["unlabeled"] = {"count": len(pool), "dropped_as_val_or_test": overlap}
-    provenance["digest"] = _digest(
-        kept + [(e, m[3]) for e, m in zip(unlabeled, new_manifest[len(entries) :]) if m[3] in images], classes, partial
-    )
+    pool, about, read = _unlabeled(unlabeled, new_manifest[len(entries) :], images, pairs)
+    provenance = {**_provenance(kind, source, classes, pairs, how, entries), "skipped": skipped, **about}
+    provenance["digest"] = _digest(kept + read, classes, partial)
     if partial:  # the part's new conversions join the whole's cache, whose manifest stays (a full load rewrites it)
         if set(images) - set(cached) or set(bad_now) - set(bad):
             _write_cache(cache, manifest, {**cached, **images}, {**bad, **bad_now})
     elif new_manifest != manifest or bad_now != bad:
         _write_cache(cache, new_manifest, images, bad_now)
     val = pairs["val"] if len(pairs["val"][1]) else (None, None)
-    return Dataset(
-        name,
-        *pairs["train"],
-        *pairs["test"],
-        tuple(classes),
-        *val,
-        provenance=provenance,
-        unlabeled_images=torch.stack(pool) if pool else None,
-    )
+    train, test = pairs["train"], pairs["test"]
+    return Dataset(name, *train, *test, tuple(classes), *val, provenance=provenance, unlabeled_images=pool)
 
 
-def _unlabeled(manifest: list, images: dict, pairs: dict) -> tuple[list[torch.Tensor], int]:
-    """The unlabelled images that decoded (each content once), less those that are a val or test image, given or
-    drawn (and their count): self-training must not train on an image it is scored on."""
+def _unlabeled(entries: list[Entry], manifest: list, images: dict, pairs: dict) -> tuple:
+    """``(images or None, provenance record, (entry, sha1) pairs read)`` of the unlabelled ``entries`` (their
+    ``manifest`` rows): the ones that decoded, each content once, less those that are a val or test image, given or
+    drawn (counted): self-training must not train on an image it is scored on."""
     scored = {x.numpy().tobytes() for s in ("val", "test") for x in pairs[s][0]}
-    seen, pool, overlap = set(), [], 0
-    for digest in (m[3] for m in manifest):
+    seen, pool, read, overlap = set(), [], [], 0
+    for e, digest in ((e, m[3]) for e, m in zip(entries, manifest)):
         if digest not in images or digest in seen:
             continue
         seen.add(digest)
+        read.append((e, digest))
         if images[digest].numpy().tobytes() in scored:
             overlap += 1
             continue
         pool.append(images[digest])
-    return pool, overlap
+    about = {"unlabeled": {"count": len(pool), "dropped_as_val_or_test": overlap}} if entries else {}
+    return (torch.stack(pool) if pool else None), about, read
 
 
 def _digest(kept: list[tuple[Entry, str]], classes: list[str], partial: bool) -> str:

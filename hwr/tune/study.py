@@ -111,6 +111,7 @@ def train_fresh(
         out,
         execution=execution,
         callbacks=callbacks,
+        teacher_callbacks=[c for c in callbacks if isinstance(c, _Pruning)],
         data=data,
         write_figures=False,
         test_split=test_split,
@@ -277,13 +278,18 @@ def _quiet_budget() -> Iterator[None]:
 
 
 class _Pruning(train.Callback):
+    """Reports a trial's validation figure per epoch and prunes it where the pruner says. A self-training trial
+    watches its teacher with it first (``digits.run(teacher_callbacks=)``): the teacher's epochs are the ones
+    reported and judged, the student's same epochs are not reported again."""
+
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+        self.trial, self.metric, self.reported = trial, metric, set()
 
     def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
         value = record.get(self.metric)
-        if value is None:
+        if value is None or epoch in self.reported:
             return
+        self.reported.add(epoch)
         self.trial.report(float(value), epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {self.metric}={value:.4f}")

@@ -600,3 +600,25 @@ def test_a_given_val_split_whose_every_image_is_skipped_is_drawn_and_checked(tmp
     _fails(
         f"folder:{src}", tmp_path / "root", catalog.DatasetSpecError, "class '1' has 1 image in train/", skip_bad=True
     )
+
+
+def test_unlabelled_images_are_read_without_labels_and_never_a_scored_image(tmp_path):
+    """``PATH/unlabeled/`` (either spelling, any case, any nesting): images for self-training, each content once,
+    less any that is also a val or test image; a test-only load reads none; two such folders are an error."""
+    root = folder(tmp_path / "f", [3, 3])
+    folder(root, [2, 2], split="test")
+    made = [glyph(root / "Unlabelled" / "batch" / f"u{k}.png", k % 2, 300 + k) for k in range(4)]
+    glyph(root / "Unlabelled" / "u0 again.png", 0, 300)  # the same picture twice: read once
+    (root / "Unlabelled" / "scored.png").write_bytes(next((root / "test" / "0").iterdir()).read_bytes())
+    (root / "Unlabelled" / "notes.txt").write_text("not an image")
+    ds = sources.load(f"folder:{root}", DataSettings(tmp_path / "data"))
+    rows = lambda x: sorted(bytes(t.flatten().tolist()) for t in x)
+    assert rows(ds.unlabeled_images) == rows([digits.mnist_style(digits.load_image(p)) for p in made])
+    assert ds.provenance["unlabeled"] == {"count": 4, "dropped_as_val_or_test": 1}
+    assert len(ds.train_labels) + len(ds.val_labels) == 6 and ds.classes == ("0", "1")  # none of them labelled
+    scored = sources.load(f"folder:{root}", DataSettings(tmp_path / "data"), require_train=False, only_test=True)
+    assert scored.unlabeled_images is None  # scoring a run reads none
+    plain = folder(tmp_path / "g", [3, 3])
+    assert sources.load(f"folder:{plain}", DataSettings(tmp_path / "data")).unlabeled_images is None
+    glyph(root / "unlabeled" / "x.png", 1, 400)
+    _fails(f"folder:{root}", tmp_path / "data", catalog.DatasetSpecError, "both hold unlabelled images")

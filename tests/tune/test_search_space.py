@@ -61,6 +61,7 @@ def test_every_dimension_reaches_the_config(tmp_path):
     assert {"source", "head", "head_width", "dropout", "trainable", "weighting", "mix", "rotation", "wise"} <= set(
         dists
     )
+    assert {"self_train", "pseudo_threshold"} <= set(dists)  # optdigits-lt has unlabelled images
     reached = set()
     for t in trials[:12]:
         base = to_dict(SPEC.suggest(optuna.trial.FixedTrial({**every, **t.params}), ctx))
@@ -68,7 +69,42 @@ def test_every_dimension_reaches_the_config(tmp_path):
             moved = {**every, **t.params, name: _other(dists[name], value)}
             assert to_dict(SPEC.suggest(optuna.trial.FixedTrial(moved), ctx)) != base, name
             reached.add(name)
-    assert reached >= {"source", "head", "dropout", "lr", "epochs", "sampling"}
+    assert reached >= {"source", "head", "dropout", "lr", "epochs", "sampling", "self_train"}
+
+
+def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(tmp_path):
+    """The default study offers self-training on optdigits-lt (its unused pool) and on a folder with
+    ``unlabeled/``, not on a folder without; its untuned self-training point is enqueued after the start, and the
+    oracle (every balanced image labelled) never self-trains."""
+    import numpy as np
+    from PIL import Image
+
+    from studies import optdigits_longtail as study
+
+    zoo = _config_only_zoo(tmp_path)
+    for split, n in (("train", 3), ("test", 2)):
+        for c in range(2):
+            for k in range(n):
+                a = np.full((20, 20), 255, np.uint8)
+                a[3:17, 4 + 5 * c + k : 7 + 5 * c + k] = 0
+                (tmp_path / "f" / split / str(c)).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(a).save(tmp_path / "f" / split / str(c) / f"{k}.png")
+    fixed = optuna.trial.FixedTrial(study.INITIAL[2])
+    data = tune.StudyContext(zoo["cnn"], tmp_path, f"folder:{tmp_path / 'f'}", sources=zoo)
+    assert not SPEC.suggest(fixed, data).self_train.on  # no unlabeled/: nothing to self-train on
+    (tmp_path / "f" / "unlabeled").mkdir()
+    Image.fromarray(np.full((20, 20), 255, np.uint8) - 255 * np.eye(20, dtype=np.uint8)).save(
+        tmp_path / "f" / "unlabeled" / "u.png"
+    )
+    study._has_unlabeled.cache_clear()
+    cfg = SPEC.suggest(fixed, data)
+    assert cfg.self_train.threshold == 0.9
+    lt = SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[2]), _context(tmp_path, zoo))
+    assert (
+        lt.self_train.threshold == 0.9
+        and not SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), _context(tmp_path, zoo)).self_train.on
+    )  # the start does not self-train
+    assert not study.oracle(lt, _context(tmp_path, zoo)).self_train.on
 
 
 @pytest.fixture(scope="module")

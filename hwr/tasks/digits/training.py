@@ -452,6 +452,7 @@ def run(
     write_figures: bool = True,
     test_split: bool = True,
     validate_every: int | Callable[[int], bool] = 1,
+    teacher_callbacks: Sequence[train.Callback] = (),
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` under ``execution`` (default ``Execution()``: the first CUDA GPU when
     usable, else the CPU; the step compiled and autotuned) and return the contents of ``metrics.json``.
@@ -467,6 +468,9 @@ def run(
     figures and pass ``config.epochs``; validation never changes what trains); a predicate ``epoch -> bool``
     (1-based) picks the epochs instead (a trial: those its pruner reads, ``hwr.tune.spec.pruner_epochs``). ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
+    With ``config.self_train`` on, the teacher (the same config without it) trains first into ``out_dir/teacher``,
+    validated as ``validate_every`` says and watched by ``teacher_callbacks`` (a study's pruner: a trial is pruned
+    on its teacher's figures at the same rungs as any trial's, not after paying for the whole teacher).
     """
     if not callable(validate_every) and validate_every < 1:
         raise ValueError(f"validate_every must be >= 1 epoch, got {validate_every}")
@@ -475,7 +479,7 @@ def run(
         execution, device, done = runs.start(out, config, RunConfig, resume, execution)
         if done is not None:
             return done
-        teacher = _teacher(config, out, execution, resume, data)
+        teacher = _teacher(config, out, execution, resume, data, (teacher_callbacks, validate_every))
         s = _setup(config, device, out, resume, data, teacher)
         execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
         for cb in callbacks if s.start < config.epochs else ():
@@ -489,10 +493,11 @@ def run(
 
 
 def _teacher(
-    config: RunConfig, out: Path, execution: Execution, resume: bool, data: DataSettings | None
+    config: RunConfig, out: Path, execution: Execution, resume: bool, data: DataSettings | None, watch: tuple
 ) -> Path | None:
     """With self-training on, the teacher (the same config without it) trained into ``out/teacher``, or continued
-    there where an earlier start of this run left it; None when it is off."""
+    there where an earlier start of this run left it; None when it is off. ``watch``: its ``(callbacks,
+    validate_every)``."""
     if not config.self_train.on:
         return None
     selftrain.check_unlabeled(sources.load(config.dataset, data or DataSettings(), require_train=False))
@@ -506,7 +511,8 @@ def _teacher(
         data=data,
         write_figures=False,
         test_split=False,
-        validate_every=config.epochs,
+        callbacks=watch[0],
+        validate_every=watch[1],
     )
     return folder
 
