@@ -1,7 +1,8 @@
 """Which MNIST pretraining transfers best to the default study's target: each source variant (the ``fast`` recipe on
 another pretraining data set, with another augmentation or epoch count) scored zero-shot on held-out optdigits
-images and by the study's untuned start (``studies/optdigits_longtail.py``'s first enqueued point) fine-tuned from
-it on long-tail draws x seeds. Every figure reads validation splits only: no run here reads a test split.
+images and by the study's untuned start (``studies/optdigits_longtail.py``'s first enqueued point, from the
+labelled images alone: without self-training, as these figures were first measured) fine-tuned from it on
+long-tail draws x seeds. Every figure reads validation splits only: no run here reads a test split.
 
     python benchmarks/source_transfer.py --augment none standard [--pretrain-data mnist mnist:lowres=0.5]
         [--epochs 3] [--draws 0 1 2] [--seeds 0 1]
@@ -32,6 +33,7 @@ from hwr.data.augment import parse_augment
 from hwr.data.catalog import check_name, parse_name
 from hwr.engine.execution import Execution
 from hwr.tasks import digits
+from hwr.tasks.digits.config import SelfTrainConfig
 from hwr.tasks.digits.training import evaluate_run
 from hwr.tune import stats
 from hwr.tune.spec import StudyContext
@@ -65,7 +67,8 @@ def _start(source: Path, draw: int, seed: int, args: argparse.Namespace, data: D
     """The study's untuned start fine-tuned from ``source`` on long-tail draw ``draw``: its validation macro-F1."""
     target = f"{study.TARGET}:draw={draw}" if draw else None
     ctx = StudyContext(source_dir=source, out_dir=Path(args.out), data=data, dataset=target)
-    cfg = dataclasses.replace(study.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), ctx), seed=seed)
+    start = study.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), ctx)
+    cfg = dataclasses.replace(start, seed=seed, self_train=SelfTrainConfig())  # the labelled images alone
     if args.finetune_epochs:
         cfg = dataclasses.replace(cfg, epochs=args.finetune_epochs)
     out = Path(args.out) / f"start-{source.name}-draw{draw}-seed{seed}"

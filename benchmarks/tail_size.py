@@ -111,8 +111,10 @@ def _pair(runs: list[dict], base: list[dict], key: str) -> dict[str, Any]:
 def _interval(vs: dict[str, Any] | None) -> str:
     if vs is None:
         return ""
-    t, v = vs["test"], vs["val"]
-    return f"test {100 * t['mean']:+.2f} [{100 * t['low']:+.2f}, {100 * t['high']:+.2f}], val {100 * v['mean']:+.2f}"
+    return ", ".join(
+        f"{k} {100 * vs[k]['mean']:+.2f} [{100 * vs[k]['low']:+.2f}, {100 * vs[k]['high']:+.2f}]"
+        for k in ("test", "val")
+    )
 
 
 def _profile(ratio: int, data: DataSettings) -> tuple[list[int], tuple[str, ...]]:

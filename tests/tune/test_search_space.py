@@ -13,7 +13,7 @@ from hwr.config import to_dict
 from hwr.models.cnn import CNNConfig
 from hwr.models.rnn import RNNConfig
 from hwr.tasks import digits
-from hwr.tasks.digits.config import RunConfig
+from hwr.tasks.digits.config import RunConfig, SelfTrainConfig
 
 SPEC = tune.load_spec("optdigits_longtail")
 
@@ -74,8 +74,8 @@ def test_every_dimension_reaches_the_config(tmp_path):
 
 def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(tmp_path):
     """The default study offers self-training on optdigits-lt (its unused pool) and on a folder with
-    ``unlabeled/``, not on a folder without; its untuned self-training point is enqueued after the start, and the
-    oracle (every balanced image labelled) never self-trains."""
+    ``unlabeled/``, not on a folder without; its start self-trains where it can, the same recipe from the labelled
+    images alone is enqueued too, and the oracle (every balanced image labelled) never self-trains."""
     import numpy as np
     from PIL import Image
 
@@ -89,7 +89,7 @@ def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(t
                 a[3:17, 4 + 5 * c + k : 7 + 5 * c + k] = 0
                 (tmp_path / "f" / split / str(c)).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(a).save(tmp_path / "f" / split / str(c) / f"{k}.png")
-    fixed = optuna.trial.FixedTrial(study.INITIAL[2])
+    fixed = optuna.trial.FixedTrial(study.INITIAL[0])
     data = tune.StudyContext(zoo["cnn"], tmp_path, f"folder:{tmp_path / 'f'}", sources=zoo)
     assert not SPEC.suggest(fixed, data).self_train.on  # no unlabeled/: nothing to self-train on
     (tmp_path / "f" / "unlabeled").mkdir()
@@ -99,11 +99,10 @@ def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(t
     study._has_unlabeled.cache_clear()
     cfg = SPEC.suggest(fixed, data)
     assert cfg.self_train.threshold == 0.9
-    lt = SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[2]), _context(tmp_path, zoo))
-    assert (
-        lt.self_train.threshold == 0.9
-        and not SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), _context(tmp_path, zoo)).self_train.on
-    )  # the start does not self-train
+    lt = SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[0]), _context(tmp_path, zoo))
+    assert lt.self_train.threshold == 0.9  # the start self-trains where it can
+    labelled = SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[2]), _context(tmp_path, zoo))
+    assert labelled == dataclasses.replace(lt, self_train=SelfTrainConfig())  # ...and is enqueued without it too
     assert not study.oracle(lt, _context(tmp_path, zoo)).self_train.on
 
 
@@ -134,7 +133,7 @@ def tiny_zoo(tmp_path_factory):
 )
 def test_the_architecture_reaches_the_model(tiny_zoo, tmp_path, source, head, width, fresh, family):
     params = {"source": source, "head": head, "dropout": 0.0, **({"head_width": width} if width else {})}
-    untuned = dict(SPEC.initial[0])
+    untuned = dict(SPEC.initial[2])  # the start from the labelled images alone: prepare needs no teacher
     cfg = SPEC.suggest(optuna.trial.FixedTrial({**untuned, **params}), _context(tmp_path, tiny_zoo))
     cfg = dataclasses.replace(cfg, limit_train=64, epochs=1)
     p = digits.prepare(cfg)
