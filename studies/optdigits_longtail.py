@@ -170,12 +170,17 @@ def _has_unlabeled(target: str, data: DataSettings | None) -> bool:
 
 def baselines(ctx: StudyContext) -> dict[str, RunConfig]:
     """The untuned references: the plain fine-tune (all layers, no class weights, no augmentation; the study's
-    reference) and the same CNN trained from scratch on the target."""
+    reference), the same CNN trained from scratch on the target and, where the target has unlabelled images, the
+    study's start from the labelled images alone (its self-training off)."""
     optim = OptimConfig("adamw", 1e-3, "cosine", weight_decay=1e-4)
-    return {
+    out = {
         "plain_finetune": _finetune(ctx, epochs=20, optim=optim, finetune=FinetuneConfig(str(ctx.source_dir), "all")),
         "scratch": _finetune(ctx, model="cnn", epochs=30, optim=optim),
     }
+    if _has_unlabeled(_target(ctx), ctx.data):  # what the unlabelled images buy: the start from the labelled alone
+        start = suggest(optuna.trial.FixedTrial(INITIAL[0]), ctx)
+        out["start_labelled_only"] = dataclasses.replace(start, self_train=SelfTrainConfig())
+    return out
 
 
 def draws(target: str) -> tuple[str, ...]:

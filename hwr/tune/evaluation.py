@@ -406,13 +406,20 @@ def _draws(spec: StudySpec, target: str) -> tuple[str, ...]:
     return (target, *(d for d in others if d != target))
 
 
+def _compared(reference: str | None, contenders: Any) -> list[str]:
+    """What the best is compared with, in this order: zero-shot, the study's start, the reference, then every other
+    baseline (not the oracle: a ceiling, not a contender); only those in ``contenders``."""
+    names = ("zero_shot", "start", reference, *(k for k in contenders if k not in ("best", "oracle")))
+    return [k for k in dict.fromkeys(names) if k and k in contenders]
+
+
 def _gains(results: dict[str, Any], reference: str | None) -> dict[str, Any]:
-    """The best's paired gains over zero-shot, the study's start and the reference: per-seed differences of test
+    """The best's paired gains over zero-shot, the study's start, the reference and every other baseline: per-seed differences of test
     macro-F1 (the same seed, source and test images; ``hwr.tune.stats.paired_interval``), and its
     validation-test gap."""
     out: dict[str, Any] = {"intervals": {}}
     best = results["contenders"]["best"]
-    for ref in dict.fromkeys(("zero_shot", "start", reference)):
+    for ref in _compared(reference, results["contenders"]):
         if ref and ref in results["contenders"]:
             other = results["contenders"][ref]
             iv = stats.paired_interval(best["macro_f1"], other["macro_f1"])
@@ -512,7 +519,7 @@ def _image_intervals(
     if got is None or not len(got[1][0]):
         return out
     best, truth = got
-    for ref in dict.fromkeys(("zero_shot", "start", reference)):
+    for ref in _compared(reference, scored):
         theirs = predicted(scored[ref]) if ref and ref in scored and len(scored[ref]) == len(best) else None
         if theirs is None:
             continue

@@ -478,3 +478,15 @@ def test_a_run_on_a_users_folder_is_reused_only_while_the_folder_holds_the_same_
     again = evaluation._run(cfg, out, (), eager, data, test_split=True)
     assert not (out / "marker").exists() and again["data_digest"] != first["data_digest"]
     assert again["train_class_counts"] != first["train_class_counts"]
+
+
+def test_the_best_is_compared_with_every_baseline_but_the_ceiling():
+    contenders = dict.fromkeys(["best", "start", "plain", "scratch", "start_labelled_only", "oracle", "zero_shot"])
+    assert evaluation._compared("plain", contenders) == [
+        "zero_shot",
+        "start",
+        "plain",
+        "scratch",
+        "start_labelled_only",
+    ]
+    assert evaluation._compared(None, {"best": 0, "zero_shot": 0}) == ["zero_shot"]

@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import optuna
 import pytest
@@ -89,6 +90,7 @@ def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(t
                 a[3:17, 4 + 5 * c + k : 7 + 5 * c + k] = 0
                 (tmp_path / "f" / split / str(c)).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(a).save(tmp_path / "f" / split / str(c) / f"{k}.png")
+    shutil.copytree(tmp_path / "f", tmp_path / "g")  # a folder that stays without unlabeled/
     fixed = optuna.trial.FixedTrial(study.INITIAL[0])
     data = tune.StudyContext(zoo["cnn"], tmp_path, f"folder:{tmp_path / 'f'}", sources=zoo)
     assert not SPEC.suggest(fixed, data).self_train.on  # no unlabeled/: nothing to self-train on
@@ -103,6 +105,10 @@ def test_self_training_is_searched_only_where_the_target_has_unlabelled_images(t
     assert lt.self_train.threshold == 0.9  # the start self-trains where it can
     labelled = SPEC.suggest(optuna.trial.FixedTrial(study.INITIAL[2]), _context(tmp_path, zoo))
     assert labelled == dataclasses.replace(lt, self_train=SelfTrainConfig())  # ...and is enqueued without it too
+    assert study.baselines(_context(tmp_path, zoo))["start_labelled_only"] == labelled  # a row of the evaluation
+    assert "start_labelled_only" not in study.baselines(
+        tune.StudyContext(zoo["cnn"], tmp_path, f"folder:{tmp_path / 'g'}", sources=zoo)
+    )
     assert not study.oracle(lt, _context(tmp_path, zoo)).self_train.on
 
 
