@@ -16,7 +16,8 @@ levers (class weighting or logit adjustment, deferred re-weighting, class-balanc
 mixup / CutMix, L2-SP toward the source, WiSE-FT interpolation, cRT, tau-normalisation, post-hoc logit
 adjustment), self-training on the target's unlabelled images where it has them (optdigits-lt: the 661 images of
 the training pool its draw leaves out, labels never read; a folder's ``unlabeled/``), augmentation and the
-optimizer. A self-training trial is pruned on its teacher's figures (``hwr.tune.study._Pruning``). Baselines: zero-shot (the source as is), the plain fine-tune (the
+optimizer. A self-training trial reports one learning curve to the pruner, its teacher's epochs then its own
+(``hwr.tune.study._Pruning``), so a poor recipe is pruned during its teacher. Baselines: zero-shot (the source as is), the plain fine-tune (the
 reference) and the CNN from scratch; the oracle (the winner's recipe on balanced optdigits) is the ceiling.
 
 Trials run the pure step eagerly (``StudySpec.execution``'s default, not part of any config). A compiled step

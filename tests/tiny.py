@@ -8,7 +8,7 @@ from hwr.engine.execution import Execution
 from hwr.models.cnn import CNNConfig
 from hwr.models.crnn import CRNNConfig
 from hwr.optim import OptimConfig
-from hwr.tasks.digits.config import RunConfig
+from hwr.tasks.digits.config import RunConfig, SelfTrainConfig
 from hwr.tasks.strings.config import StringsConfig
 
 TESTS = Path(__file__).resolve().parent
@@ -39,5 +39,20 @@ def run_config(**changes) -> RunConfig:
         "optim": OptimConfig("adam", 3e-3, "constant"),
         "limit_train": 256,
         "limit_test": 100,
+    }
+    return RunConfig(**{**base, **changes})
+
+
+def self_training_config(**changes) -> RunConfig:
+    """A self-training run of the tiny CNN on optdigits-lt (its 661 unlabelled images), 2 epochs of batch 16 for the
+    teacher and as many for the run, threshold 0.5 (``changes`` replace fields)."""
+    base = {
+        "model_config": TINY_CNN,
+        "dataset": "optdigits-lt",
+        "validation": "heldout",
+        "epochs": 2,
+        "batch_size": 16,
+        "optim": OptimConfig("adam", 3e-3, "constant"),
+        "self_train": SelfTrainConfig(0.5),
     }
     return RunConfig(**{**base, **changes})

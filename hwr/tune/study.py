@@ -278,21 +278,27 @@ def _quiet_budget() -> Iterator[None]:
 
 
 class _Pruning(train.Callback):
-    """Reports a trial's validation figure per epoch and prunes it where the pruner says. A self-training trial
-    watches its teacher with it first (``digits.run(teacher_callbacks=)``): the teacher's epochs are the ones
-    reported and judged, the student's same epochs are not reported again."""
+    """Reports a trial's validation figure per epoch as one learning curve and prunes it where the pruner says. A
+    self-training trial trains two models, its teacher then itself (``digits.run(teacher_callbacks=)``): the
+    teacher's epochs are steps ``0 .. E-1`` of the curve and the student's ``E .. 2E-1``, each the validation
+    figure of the trial's model at that point of its training, as the objective is at the end; so a poor recipe
+    is pruned during its teacher, at the same rungs as any trial, and a student at the rungs past ``E``."""
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric, self.reported = trial, metric, set()
+        self.trial, self.metric, self.offset, self.steps = trial, metric, 0, 0
+
+    def on_build(self, compile: bool) -> None:
+        self.offset = self.steps  # a second run of the trial (its student) continues the curve
 
     def on_epoch_end(self, epoch: int, state: train.TrainState, record: dict[str, Any]) -> None:
+        step = self.offset + epoch
+        self.steps = max(self.steps, step + 1)
         value = record.get(self.metric)
-        if value is None or epoch in self.reported:
+        if value is None:
             return
-        self.reported.add(epoch)
-        self.trial.report(float(value), epoch)
+        self.trial.report(float(value), step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} with {self.metric}={value:.4f}")
+            raise optuna.TrialPruned(f"pruned at step {step + 1} with {self.metric}={value:.4f}")
 
 
 def objective(

@@ -18,6 +18,7 @@ prints nothing (progress arrives through callbacks).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -469,8 +470,9 @@ def run(
     (1-based) picks the epochs instead (a trial: those its pruner reads, ``hwr.tune.spec.pruner_epochs``). ``data`` says where data sets live
     and whether they may be downloaded (default ``DataSettings()``; the CLI passes ``$HWR_DATA`` / ``$HWR_OFFLINE``).
     With ``config.self_train`` on, the teacher (the same config without it) trains first into ``out_dir/teacher``,
-    validated as ``validate_every`` says and watched by ``teacher_callbacks`` (a study's pruner: a trial is pruned
-    on its teacher's figures at the same rungs as any trial's, not after paying for the whole teacher).
+    validated as ``validate_every`` says and watched by ``teacher_callbacks``, and the run's own epochs follow it:
+    a predicate ``validate_every`` reads them as epochs ``E + 1 .. 2E`` (a study's pruner sees one learning curve,
+    teacher then student: ``hwr.tune.study._Pruning``).
     """
     if not callable(validate_every) and validate_every < 1:
         raise ValueError(f"validate_every must be >= 1 epoch, got {validate_every}")
@@ -480,6 +482,8 @@ def run(
         if done is not None:
             return done
         teacher = _teacher(config, out, execution, resume, data, (teacher_callbacks, validate_every))
+        if teacher is not None and callable(validate_every):  # the student's epochs follow the teacher's
+            validate_every = functools.partial(_after, validate_every, config.epochs)
         s = _setup(config, device, out, resume, data, teacher)
         execution = ex.keep_candidate(execution, s.meta.get("candidate"), device)
         for cb in callbacks if s.start < config.epochs else ():
@@ -490,6 +494,10 @@ def run(
         state, history, val = _train(config, execution, s, step, callbacks, out, validate_every)
         draw = draw if write_figures else None
         return _finish(config, execution, s, state, history, val, built, out, draw, test_split)
+
+
+def _after(due: Callable[[int], bool], offset: int, epoch: int) -> bool:
+    return due(offset + epoch)
 
 
 def _teacher(

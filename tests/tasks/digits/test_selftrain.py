@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 from sklearn.datasets import load_digits
-from tiny import EAGER, TINY_CNN
+from tiny import EAGER, self_training_config
 
 from hwr import runs, tree
 from hwr.config import DataSettings, from_dict, to_dict
@@ -19,24 +19,12 @@ from hwr.data import optdigits as opt
 from hwr.data import sources
 from hwr.engine import train
 from hwr.errors import InputError
-from hwr.optim import OptimConfig
 from hwr.runs import RunError
 from hwr.tasks import digits
 from hwr.tasks.digits import selftrain
 from hwr.tasks.digits.config import RunConfig, SelfTrainConfig
 
-
-def _config(**changes) -> RunConfig:
-    base = dict(
-        model_config=TINY_CNN,
-        dataset="optdigits-lt",
-        validation="heldout",
-        epochs=2,
-        batch_size=16,
-        optim=OptimConfig("adam", 3e-3, "constant"),
-        self_train=SelfTrainConfig(0.5),
-    )
-    return RunConfig(**{**base, **changes})
+_config = self_training_config
 
 
 @pytest.fixture(scope="module")
